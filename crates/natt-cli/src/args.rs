@@ -1,0 +1,65 @@
+//! The command line, as clap derives it. Flags named by the project's issues are a contract
+//! that scripts rely on: extend, never rename.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+/// NAT traversal: map sockets through NATs and firewalls, serve and probe.
+#[derive(Debug, Parser)]
+#[command(name = "natt", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the simple hole-punch protocol on UDP and TCP until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Map a socket and print its endpoints.
+    Map(MapArgs),
+}
+
+/// `natt serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve on, UDP and TCP (repeatable).
+    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5483")]
+    pub listen: Vec<SocketAddr>,
+}
+
+/// `natt map`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("proto").required(true).args(["udp", "tcp"])))]
+pub struct MapArgs {
+    /// Map a UDP socket.
+    #[arg(long)]
+    pub udp: bool,
+    /// Map a TCP socket.
+    #[arg(long)]
+    pub tcp: bool,
+    /// Local port to bind (default: any).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub port: u16,
+    /// A simple hole-punch server, such as `natt serve` (repeatable).
+    #[arg(long = "simple", value_name = "ADDR")]
+    pub simple: Vec<SocketAddr>,
+    /// A STUN server (repeatable).
+    #[arg(long = "stun", value_name = "ADDR")]
+    pub stun: Vec<SocketAddr>,
+    /// Do not use UPnP.
+    #[arg(long)]
+    pub no_upnp: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the mapping alive until SIGINT, SIGTERM or end of standard input, then release it.
+    #[arg(long)]
+    pub hold: bool,
+    /// Seconds mapping may take.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub timeout: f64,
+}

@@ -1,0 +1,34 @@
+//! `natt`: the command-line tool. Maps sockets through NATs, serves the simple hole-punch
+//! protocol, and (as techniques arrive) probes the network and punches holes.
+//!
+//! Exit status 0 on success; on failure, non-zero with one line on stderr. `RUST_LOG` enables
+//! logs (for example `RUST_LOG=debug`).
+
+mod args;
+mod context;
+mod map;
+mod output;
+mod serve;
+mod stop;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::Serve(a) => serve::run(&a),
+        args::Command::Map(a) => map::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

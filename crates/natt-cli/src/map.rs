@@ -1,0 +1,50 @@
+//! `natt map`: map a UDP or TCP socket with every technique asked for and print its endpoints.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use natt::{MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, PortMappings};
+
+use crate::args::MapArgs;
+use crate::context::{self, Choice};
+use crate::output::{self, MapReport};
+use crate::stop;
+
+/// Maps, prints, and releases (after holding, with `--hold`).
+pub fn run(args: &MapArgs) -> Result<(), String> {
+    let mc = context::build(&Choice {
+        simple: &args.simple,
+        stun: &args.stun,
+        no_upnp: args.no_upnp,
+        timeout: context::seconds(args.timeout)?,
+    })?;
+    let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
+    let start = Instant::now();
+    // The socket must stay open while the mapping is held.
+    let (socket, endpoints, mut port_mappings): (
+        Box<dyn std::any::Any>,
+        Vec<MappedSocketAddr>,
+        PortMappings,
+    ) = if args.udp {
+        let m = MappedUdpSocket::bind(local, &mc).map_err(|e| e.to_string())?;
+        (Box::new(m.socket), m.endpoints, m.port_mappings)
+    } else {
+        let m = MappedTcpSocket::bind(local, &mc).map_err(|e| e.to_string())?;
+        (Box::new(m.socket), m.endpoints, m.port_mappings)
+    };
+    let elapsed_ms = start.elapsed().as_millis();
+    if args.json {
+        output::print_json(&MapReport {
+            endpoints: endpoints.iter().map(Into::into).collect(),
+            elapsed_ms,
+        })?;
+    } else {
+        output::print_text(&endpoints, port_mappings.outcomes(), elapsed_ms);
+    }
+    if args.hold {
+        stop::wait(true)?;
+    }
+    port_mappings.release();
+    drop(socket);
+    Ok(())
+}

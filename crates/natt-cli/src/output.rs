@@ -1,0 +1,66 @@
+//! What commands print: JSON documents (a contract for scripts) and their text forms.
+
+use serde::Serialize;
+
+use natt::{MappedSocketAddr, TechniqueOutcome};
+
+/// One endpoint in `natt map --json`.
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    /// `IP:PORT`.
+    pub addr: String,
+    /// Hole punching is needed to use it.
+    pub nat_restricted: bool,
+    /// The technique that found it.
+    pub technique: String,
+}
+
+impl From<&MappedSocketAddr> for Endpoint {
+    fn from(e: &MappedSocketAddr) -> Self {
+        Endpoint {
+            addr: e.addr.to_string(),
+            nat_restricted: e.nat_restricted,
+            technique: e.technique.clone(),
+        }
+    }
+}
+
+/// `natt map --json`: `{"endpoints":[...],"elapsed_ms":N}`.
+#[derive(Debug, Serialize)]
+pub struct MapReport {
+    /// Every endpoint, local ones first.
+    pub endpoints: Vec<Endpoint>,
+    /// How long mapping took.
+    pub elapsed_ms: u128,
+}
+
+/// Prints `value` as one line of JSON.
+pub fn print_json(value: &impl Serialize) -> Result<(), String> {
+    let line = serde_json::to_string(value).map_err(|e| e.to_string())?;
+    println!("{line}");
+    Ok(())
+}
+
+/// The text form of a mapping: one endpoint a line, then techniques that failed.
+pub fn print_text(endpoints: &[MappedSocketAddr], outcomes: &[TechniqueOutcome], elapsed_ms: u128) {
+    for e in endpoints {
+        let kind = if e.nat_restricted {
+            "restricted"
+        } else {
+            "open"
+        };
+        println!("{:<47} {:<8} {kind}", e.addr.to_string(), e.technique);
+    }
+    for o in outcomes {
+        if let Err(err) = &o.result {
+            if !err.is_not_applicable() {
+                println!(
+                    "# {} failed after {} ms: {err}",
+                    o.technique,
+                    o.elapsed.as_millis()
+                );
+            }
+        }
+    }
+    println!("# mapped in {elapsed_ms} ms");
+}

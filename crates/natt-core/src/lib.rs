@@ -1,0 +1,48 @@
+//! # natt-core
+//!
+//! The foundation every natt technique builds on:
+//!
+//! - [`MappedSocketAddr`]: an endpoint a peer may reach us at, with the technique that found it
+//!   and whether hole punching is needed to use it ([`MappedSocketAddr::nat_restricted`]).
+//! - [`MappingTechnique`]: the trait a way of learning or creating external endpoints
+//!   implements (simple hole-punch servers, STUN, UPnP, PCP, or a third party's own).
+//!   Techniques that talk over the mapped UDP socket itself do so through a socket-free state
+//!   machine, [`UdpExchange`], so several of them can share one socket and one receive loop.
+//! - [`MappingContext`]: the techniques a program uses, with their servers and caches.
+//! - [`MappedUdpSocket`] and [`MappedTcpSocket`]: a socket together with all its known
+//!   endpoints, mapped by every technique at once under one deadline.
+//!
+//! A third-party technique needs nothing but this crate: implement [`MappingTechnique`] and
+//! register it with [`MappingContext::add_technique`].
+//!
+//! ```
+//! use natt_core::{MappingContext, MappedUdpSocket};
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), natt_core::Error> {
+//! // A context with no technique maps to the socket's local addresses only.
+//! let mc = MappingContext::empty().with_timeout(Duration::from_millis(200));
+//! let mapped = MappedUdpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc)?;
+//! assert_eq!(mapped.endpoints[0].addr, mapped.socket.local_addr()?);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod context;
+pub mod deadline;
+pub mod endpoint;
+pub mod error;
+pub mod local;
+pub mod mapping;
+pub mod reuse;
+pub mod tcp;
+pub mod technique;
+pub mod udp;
+
+pub use context::{HolePunchServerAddr, MappingContext};
+pub use endpoint::{MappedSocketAddr, Protocol};
+pub use error::{Error, TechniqueError};
+pub use mapping::{Lease, PortMappings, TechniqueOutcome};
+pub use tcp::MappedTcpSocket;
+pub use technique::{MappingTechnique, TechniqueMapping, Transmit, UdpExchange};
+pub use udp::MappedUdpSocket;

@@ -1,0 +1,140 @@
+//! What a mapping leaves behind: port-mapping leases to keep alive and release, and each
+//! technique's outcome for reports.
+
+use std::time::Duration;
+
+use crate::endpoint::{MappedSocketAddr, Protocol};
+use crate::error::TechniqueError;
+
+/// A port mapping made on a router (UPnP, PCP, ...). The implementation renews it while it
+/// lives and deletes it when dropped.
+pub trait Lease: Send {
+    /// A one-line description for logs, e.g. `upnp udp 203.0.113.1:4000 -> 192.168.1.2:4000`.
+    fn describe(&self) -> String;
+}
+
+/// How one technique fared on one socket.
+#[derive(Debug)]
+pub struct TechniqueOutcome {
+    /// The technique's name.
+    pub technique: String,
+    /// The protocol of the socket mapped.
+    pub protocol: Protocol,
+    /// How long the technique took.
+    pub elapsed: Duration,
+    /// What it found, or why it found nothing.
+    pub result: Result<Vec<MappedSocketAddr>, TechniqueError>,
+}
+
+/// The port mappings made for a socket, and each technique's outcome.
+///
+/// Keep this value as long as the socket is in use: the mappings it holds are renewed while it
+/// lives and deleted from the routers when it is dropped.
+#[derive(Default)]
+pub struct PortMappings {
+    leases: Vec<Box<dyn Lease>>,
+    outcomes: Vec<TechniqueOutcome>,
+}
+
+impl PortMappings {
+    pub(crate) fn new(leases: Vec<Box<dyn Lease>>, outcomes: Vec<TechniqueOutcome>) -> Self {
+        PortMappings { leases, outcomes }
+    }
+
+    /// True when no router holds a mapping for this socket.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    /// Descriptions of the live mappings.
+    pub fn describe(&self) -> Vec<String> {
+        self.leases.iter().map(|l| l.describe()).collect()
+    }
+
+    /// Each technique's outcome, in the order the techniques were registered. Techniques that
+    /// did not apply are included, with [`TechniqueError::NotApplicable`].
+    pub fn outcomes(&self) -> &[TechniqueOutcome] {
+        &self.outcomes
+    }
+
+    /// Deletes every mapping now (as dropping does).
+    pub fn release(&mut self) {
+        for lease in self.leases.drain(..) {
+            log::debug!("releasing {}", lease.describe());
+            drop(lease);
+        }
+    }
+}
+
+impl std::fmt::Debug for PortMappings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortMappings")
+            .field("leases", &self.describe())
+            .field("outcomes", &self.outcomes)
+            .finish()
+    }
+}
+
+/// Gathers what techniques found, in registration order, into endpoints and [`PortMappings`].
+pub(crate) struct Collector {
+    protocol: Protocol,
+    endpoints: Vec<MappedSocketAddr>,
+    leases: Vec<Box<dyn Lease>>,
+    outcomes: Vec<TechniqueOutcome>,
+}
+
+impl Collector {
+    /// Starts with the socket's local endpoints.
+    pub(crate) fn new(protocol: Protocol, local: Vec<MappedSocketAddr>) -> Self {
+        Collector {
+            protocol,
+            endpoints: local,
+            leases: Vec::new(),
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Records one technique's result.
+    pub(crate) fn add(
+        &mut self,
+        technique: &str,
+        elapsed: Duration,
+        result: Result<crate::technique::TechniqueMapping, TechniqueError>,
+    ) {
+        let result = match result {
+            Ok(mapping) => {
+                if let Some(lease) = mapping.lease {
+                    log::info!("{technique}: holding {}", lease.describe());
+                    self.leases.push(lease);
+                }
+                crate::endpoint::merge_endpoints(
+                    &mut self.endpoints,
+                    mapping.endpoints.iter().cloned(),
+                );
+                log::debug!("{technique}: {:?} in {elapsed:?}", mapping.endpoints);
+                Ok(mapping.endpoints)
+            }
+            Err(e) => {
+                if e.is_not_applicable() {
+                    log::debug!("{technique}: {e}");
+                } else {
+                    log::info!("{technique} failed after {elapsed:?}: {e}");
+                }
+                Err(e)
+            }
+        };
+        self.outcomes.push(TechniqueOutcome {
+            technique: technique.to_owned(),
+            protocol: self.protocol,
+            elapsed,
+            result,
+        });
+    }
+
+    pub(crate) fn finish(self) -> (Vec<MappedSocketAddr>, PortMappings) {
+        (
+            self.endpoints,
+            PortMappings::new(self.leases, self.outcomes),
+        )
+    }
+}

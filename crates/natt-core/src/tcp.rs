@@ -1,0 +1,133 @@
+//! [`MappedTcpSocket`]: a reusable TCP socket and its endpoints. Every technique maps the
+//! socket's local port at once, each on its own thread, under one deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::context::MappingContext;
+use crate::endpoint::{MappedSocketAddr, Protocol};
+use crate::error::{Error, TechniqueError};
+use crate::local::local_endpoints;
+use crate::mapping::{Collector, PortMappings};
+use crate::reuse::{reusable_tcp_socket, set_reuse};
+use crate::technique::MappingTechnique;
+
+/// A TCP socket for which we know our external endpoints.
+///
+/// The socket is bound, neither listening nor connected, with `SO_REUSEADDR` (and
+/// `SO_REUSEPORT` on unix) set, so it can listen and connect from the same port at once, as
+/// TCP hole punching does.
+///
+/// ```no_run
+/// # fn main() -> Result<(), natt_core::Error> {
+/// let mc = natt_core::MappingContext::empty();
+/// let mapped = natt_core::MappedTcpSocket::new(&mc)?;
+/// println!("{:?}", mapped.endpoints);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct MappedTcpSocket {
+    /// A bound, reusable TCP socket, neither listening nor connected.
+    pub socket: Socket,
+    /// Every known endpoint of the socket, local addresses first.
+    pub endpoints: Vec<MappedSocketAddr>,
+    /// Port mappings made on routers for this socket (renewed while kept, deleted on drop),
+    /// and how each technique fared.
+    pub port_mappings: PortMappings,
+}
+
+impl MappedTcpSocket {
+    /// A new reusable socket on an ephemeral port of every IPv4 interface, mapped.
+    pub fn new(mc: &MappingContext) -> Result<Self, Error> {
+        Self::bind(SocketAddr::from(([0, 0, 0, 0], 0)), mc)
+    }
+
+    /// A new reusable socket bound at `addr`, mapped.
+    pub fn bind(addr: SocketAddr, mc: &MappingContext) -> Result<Self, Error> {
+        let socket = reusable_tcp_socket(&addr)?;
+        socket.bind(&addr.into())?;
+        Self::map(socket, mc)
+    }
+
+    /// Maps a TCP socket, taking at most [`MappingContext::timeout`]. An unbound socket gets
+    /// the reuse options and is bound to an ephemeral port; a bound one must already have them.
+    pub fn map(socket: Socket, mc: &MappingContext) -> Result<Self, Error> {
+        let deadline = Instant::now() + mc.timeout();
+        Self::map_until(socket, mc, deadline)
+    }
+
+    /// [`map`](Self::map), returning by `deadline`.
+    pub fn map_until(
+        socket: Socket,
+        mc: &MappingContext,
+        deadline: Instant,
+    ) -> Result<Self, Error> {
+        if socket.peer_addr().is_ok() {
+            return Err(Error::UnusableSocket(
+                "the TCP socket is already connected".into(),
+            ));
+        }
+        let mut local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| Error::UnusableSocket("not an IP socket".into()))?;
+        if local.port() == 0 {
+            set_reuse(&socket)?;
+            socket.bind(&local.into())?;
+            local = socket
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| Error::UnusableSocket("not an IP socket".into()))?;
+        }
+        let (endpoints, port_mappings) = map_tcp_port(local, &mc.techniques(), deadline);
+        Ok(MappedTcpSocket {
+            socket,
+            endpoints,
+            port_mappings,
+        })
+    }
+}
+
+/// Maps a reusable TCP port with every technique at once: the driver behind
+/// [`MappedTcpSocket`].
+pub fn map_tcp_port(
+    local: SocketAddr,
+    techniques: &[Arc<dyn MappingTechnique>],
+    deadline: Instant,
+) -> (Vec<MappedSocketAddr>, PortMappings) {
+    let start = Instant::now();
+    let results: Vec<_> = thread::scope(|scope| {
+        let handles: Vec<_> = techniques
+            .iter()
+            .map(|t| {
+                let t = Arc::clone(t);
+                scope.spawn(move || {
+                    let r = t.map_tcp(local, deadline);
+                    (start.elapsed(), r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        start.elapsed(),
+                        Err(TechniqueError::Other("technique thread panicked".into())),
+                    )
+                })
+            })
+            .collect()
+    });
+    let mut collector = Collector::new(Protocol::Tcp, local_endpoints(local));
+    for (t, (elapsed, r)) in techniques.iter().zip(results) {
+        let elapsed: Duration = elapsed;
+        collector.add(t.name(), elapsed, r);
+    }
+    collector.finish()
+}

@@ -1,0 +1,421 @@
+//! The client side: [`SimpleTechnique`], a [`MappingTechnique`] that asks simple hole-punch
+//! servers which address they see, over the mapped UDP socket ([`SimpleExchange`], a
+//! socket-free state machine) or from the mapped TCP port.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{PoisonError, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use natt_core::local::local_endpoints;
+use natt_core::reuse::tcp_connect_from;
+use natt_core::{
+    HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping,
+    Transmit, UdpExchange,
+};
+
+use crate::stream::read_message;
+use crate::wire::{self, Message, Request, TransactionId};
+
+/// The technique's name.
+pub const NAME: &str = "simple";
+
+/// First retransmission timeout of a UDP request.
+pub const INITIAL_RTO: Duration = Duration::from_millis(250);
+/// Largest retransmission timeout.
+pub const MAX_RTO: Duration = Duration::from_secs(2);
+/// Once one server has answered, the others get this many times its round trip (but at least
+/// [`MIN_GRACE`]) to answer too before the exchange finishes without them.
+pub const GRACE_RTTS: u32 = 3;
+/// The least time given to the other servers after the first answer.
+pub const MIN_GRACE: Duration = Duration::from_millis(100);
+
+/// Maps sockets by asking servers of the simple hole-punch protocol (such as `natt serve`)
+/// which address they see.
+///
+/// ```
+/// use natt_core::{HolePunchServerAddr, MappingTechnique};
+/// let simple = natt_simple::SimpleTechnique::new();
+/// assert!(simple.add_server(&HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())));
+/// assert_eq!(simple.servers().len(), 1);
+/// ```
+#[derive(Debug, Default)]
+pub struct SimpleTechnique {
+    servers: RwLock<Vec<SocketAddr>>,
+}
+
+impl SimpleTechnique {
+    /// A technique with no server yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A technique with these servers.
+    pub fn with_servers(servers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        let t = Self::new();
+        for s in servers {
+            t.add_server(&HolePunchServerAddr::Simple(s));
+        }
+        t
+    }
+
+    /// The servers, in the order added.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        self.servers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The servers reachable from a socket bound at `local` (same address family).
+    fn servers_for(&self, local: SocketAddr) -> Result<Vec<SocketAddr>, TechniqueError> {
+        let servers: Vec<SocketAddr> = self
+            .servers()
+            .into_iter()
+            .filter(|s| s.is_ipv4() == local.is_ipv4())
+            .collect();
+        if servers.is_empty() {
+            return Err(TechniqueError::NotApplicable(format!(
+                "no simple-protocol server of {local}'s address family"
+            )));
+        }
+        Ok(servers)
+    }
+}
+
+impl MappingTechnique for SimpleTechnique {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn add_server(&self, server: &HolePunchServerAddr) -> bool {
+        let HolePunchServerAddr::Simple(addr) = server else {
+            return false;
+        };
+        let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
+        if !servers.contains(addr) {
+            servers.push(*addr);
+        }
+        true
+    }
+
+    fn udp_exchange(
+        &self,
+        local: SocketAddr,
+    ) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
+        let servers = self.servers_for(local)?;
+        Ok(Some(Box::new(SimpleExchange::new(
+            local,
+            servers,
+            Instant::now(),
+        ))))
+    }
+
+    fn map_tcp(
+        &self,
+        local: SocketAddr,
+        deadline: Instant,
+    ) -> Result<TechniqueMapping, TechniqueError> {
+        let servers = self.servers_for(local)?;
+        let results: Vec<Result<SocketAddr, TechniqueError>> = thread::scope(|scope| {
+            let handles: Vec<_> = servers
+                .iter()
+                .map(|&server| scope.spawn(move || query_tcp(local, server, deadline)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(TechniqueError::Other("query thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut observed = Vec::new();
+        let mut errors = Vec::new();
+        for (server, r) in servers.iter().zip(results) {
+            match r {
+                Ok(addr) => observed.push(addr),
+                Err(e) => errors.push(format!("{server}: {e}")),
+            }
+        }
+        if observed.is_empty() {
+            return Err(TechniqueError::TimedOut(format!(
+                "no simple-protocol server answered over TCP ({})",
+                errors.join("; ")
+            )));
+        }
+        Ok(endpoints_from(local, &observed).into())
+    }
+}
+
+/// Asks one server over TCP, connecting from `local`.
+fn query_tcp(
+    local: SocketAddr,
+    server: SocketAddr,
+    deadline: Instant,
+) -> Result<SocketAddr, TechniqueError> {
+    let mut stream = tcp_connect_from(local, server, deadline)?;
+    let txid = TransactionId::random();
+    stream.write_all(&Request { txid }.encode())?;
+    match read_message(&mut stream)? {
+        Message::Reply(r) if r.txid == txid => Ok(r.observed),
+        Message::Reply(_) => Err(TechniqueError::Protocol(format!(
+            "{server} answered another transaction"
+        ))),
+        Message::Request(_) => Err(TechniqueError::Protocol(format!("{server} sent a request"))),
+    }
+}
+
+/// Endpoints from observed addresses: restricted (hole punching needed) unless the server saw
+/// one of our own local addresses, which means no NAT stands in between.
+fn endpoints_from(local: SocketAddr, observed: &[SocketAddr]) -> Vec<MappedSocketAddr> {
+    let locals = local_endpoints(local);
+    let mut out: Vec<MappedSocketAddr> = Vec::new();
+    for &addr in observed {
+        let behind_nat = !locals.iter().any(|l| l.addr == addr);
+        natt_core::endpoint::merge_endpoints(
+            &mut out,
+            [MappedSocketAddr::new(addr, behind_nat, NAME)],
+        );
+    }
+    out
+}
+
+/// One server's transaction within a [`SimpleExchange`].
+#[derive(Debug)]
+struct Transaction {
+    server: SocketAddr,
+    txid: TransactionId,
+    next_send: Instant,
+    rto: Duration,
+    first_sent: Option<Instant>,
+    observed: Option<SocketAddr>,
+}
+
+/// The simple protocol over a UDP socket, without the socket: one request per server,
+/// retransmitted with exponential back-off until answered. Finishes when every server has
+/// answered, or a grace period after the first answer.
+///
+/// ```
+/// use natt_core::UdpExchange;
+/// use natt_simple::wire::{answer, decode};
+/// use std::time::Instant;
+///
+/// let server = "203.0.113.20:5483".parse().unwrap();
+/// let mut ex = natt_simple::SimpleExchange::new("0.0.0.0:4000".parse().unwrap(), vec![server], Instant::now());
+/// let now = Instant::now();
+/// let request = ex.poll_transmit(now).unwrap();
+/// assert_eq!(request.destination, server);
+/// // The server sees us at 198.51.100.1:4000 and answers.
+/// let reply = answer("198.51.100.1:4000".parse().unwrap(), &request.payload).unwrap();
+/// assert!(ex.handle_datagram(now, server, &reply));
+/// let endpoints = ex.poll_result(now).unwrap().unwrap();
+/// assert_eq!(endpoints[0].addr.to_string(), "198.51.100.1:4000");
+/// assert!(endpoints[0].nat_restricted);
+/// ```
+#[derive(Debug)]
+pub struct SimpleExchange {
+    local: SocketAddr,
+    transactions: Vec<Transaction>,
+    grace_until: Option<Instant>,
+}
+
+impl SimpleExchange {
+    /// An exchange for a socket bound at `local`, asking each of `servers`, starting at `now`.
+    pub fn new(local: SocketAddr, servers: Vec<SocketAddr>, now: Instant) -> Self {
+        SimpleExchange {
+            local,
+            transactions: servers
+                .into_iter()
+                .map(|server| Transaction {
+                    server,
+                    txid: TransactionId::random(),
+                    next_send: now,
+                    rto: INITIAL_RTO,
+                    first_sent: None,
+                    observed: None,
+                })
+                .collect(),
+            grace_until: None,
+        }
+    }
+
+    fn observed(&self) -> Vec<SocketAddr> {
+        self.transactions
+            .iter()
+            .filter_map(|t| t.observed)
+            .collect()
+    }
+}
+
+impl UdpExchange for SimpleExchange {
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let t = self
+            .transactions
+            .iter_mut()
+            .find(|t| t.observed.is_none() && t.next_send <= now)?;
+        t.first_sent.get_or_insert(now);
+        t.next_send = now + t.rto;
+        t.rto = (t.rto * 2).min(MAX_RTO);
+        Some(Transmit {
+            destination: t.server,
+            payload: Request { txid: t.txid }.encode().to_vec(),
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let retransmit = self
+            .transactions
+            .iter()
+            .filter(|t| t.observed.is_none())
+            .map(|t| t.next_send)
+            .min();
+        match (retransmit, self.grace_until) {
+            (Some(r), Some(g)) => Some(r.min(g)),
+            (r, g) => r.or(g),
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        let Ok(Message::Reply(reply)) = wire::decode(data) else {
+            return false;
+        };
+        let Some(t) = self.transactions.iter_mut().find(|t| t.txid == reply.txid) else {
+            return false;
+        };
+        if t.server != from {
+            log::debug!("reply for {} came from {from}", t.server);
+        }
+        if t.observed.is_none() {
+            t.observed = Some(reply.observed);
+            let rtt = t
+                .first_sent
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+            let grace = (rtt * GRACE_RTTS).max(MIN_GRACE);
+            self.grace_until.get_or_insert(now + grace);
+        }
+        true
+    }
+
+    fn poll_result(
+        &mut self,
+        now: Instant,
+    ) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>> {
+        let all = self.transactions.iter().all(|t| t.observed.is_some());
+        let grace_over = self.grace_until.is_some_and(|g| now >= g);
+        (all || grace_over).then(|| Ok(endpoints_from(self.local, &self.observed())))
+    }
+
+    fn finish(&mut self) -> Result<Vec<MappedSocketAddr>, TechniqueError> {
+        let observed = self.observed();
+        if observed.is_empty() {
+            let servers: Vec<String> = self
+                .transactions
+                .iter()
+                .map(|t| t.server.to_string())
+                .collect();
+            return Err(TechniqueError::TimedOut(format!(
+                "no simple-protocol server answered ({})",
+                servers.join(", ")
+            )));
+        }
+        Ok(endpoints_from(self.local, &observed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::answer;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn retransmits_with_backoff_until_answered() {
+        let t0 = Instant::now();
+        let server = addr("203.0.113.20:5483");
+        let mut ex = SimpleExchange::new(addr("0.0.0.0:4000"), vec![server], t0);
+        assert!(ex.poll_transmit(t0).is_some());
+        assert!(ex.poll_transmit(t0).is_none());
+        assert_eq!(ex.poll_timeout(), Some(t0 + INITIAL_RTO));
+        let t1 = t0 + INITIAL_RTO;
+        assert!(ex.poll_transmit(t1).is_some());
+        assert_eq!(ex.poll_timeout(), Some(t1 + INITIAL_RTO * 2));
+        assert!(ex.poll_result(t1).is_none());
+        assert!(matches!(ex.finish(), Err(TechniqueError::TimedOut(_))));
+    }
+
+    #[test]
+    fn ignores_foreign_and_malformed_datagrams() {
+        let t0 = Instant::now();
+        let server = addr("203.0.113.20:5483");
+        let mut ex = SimpleExchange::new(addr("0.0.0.0:4000"), vec![server], t0);
+        let req = ex.poll_transmit(t0).unwrap();
+        // A reply to someone else's transaction.
+        let other = Request {
+            txid: TransactionId::random(),
+        };
+        let foreign = answer(addr("198.51.100.1:1"), &other.encode()).unwrap();
+        assert!(!ex.handle_datagram(t0, server, &foreign));
+        assert!(!ex.handle_datagram(t0, server, b"garbage"));
+        assert!(!ex.handle_datagram(t0, server, &req.payload));
+        assert!(ex.poll_result(t0).is_none());
+    }
+
+    #[test]
+    fn waits_a_grace_period_for_other_servers() {
+        let t0 = Instant::now();
+        let (s1, s2) = (addr("203.0.113.20:5483"), addr("203.0.113.21:5483"));
+        let mut ex = SimpleExchange::new(addr("0.0.0.0:4000"), vec![s1, s2], t0);
+        let r1 = ex.poll_transmit(t0).unwrap();
+        let _r2 = ex.poll_transmit(t0).unwrap();
+        let t1 = t0 + Duration::from_millis(10);
+        let reply = answer(addr("198.51.100.1:4000"), &r1.payload).unwrap();
+        assert!(ex.handle_datagram(t1, s1, &reply));
+        assert!(ex.poll_result(t1).is_none(), "s2 gets a grace period");
+        let after = t1 + MIN_GRACE;
+        assert!(ex.poll_timeout().unwrap() <= after);
+        let eps = ex.poll_result(after).unwrap().unwrap();
+        assert_eq!(eps.len(), 1);
+    }
+
+    #[test]
+    fn symmetric_nat_yields_two_endpoints() {
+        let t0 = Instant::now();
+        let (s1, s2) = (addr("203.0.113.20:5483"), addr("203.0.113.21:5483"));
+        let mut ex = SimpleExchange::new(addr("0.0.0.0:4000"), vec![s1, s2], t0);
+        let r1 = ex.poll_transmit(t0).unwrap();
+        let r2 = ex.poll_transmit(t0).unwrap();
+        assert!(ex.handle_datagram(
+            t0,
+            s1,
+            &answer(addr("198.51.100.1:1111"), &r1.payload).unwrap()
+        ));
+        assert!(ex.handle_datagram(
+            t0,
+            s2,
+            &answer(addr("198.51.100.1:2222"), &r2.payload).unwrap()
+        ));
+        let eps = ex.poll_result(t0).unwrap().unwrap();
+        assert_eq!(eps.len(), 2);
+        assert!(eps.iter().all(|e| e.nat_restricted && e.technique == NAME));
+    }
+
+    #[test]
+    fn no_server_is_not_applicable() {
+        let t = SimpleTechnique::new();
+        let e = t.udp_exchange(addr("0.0.0.0:1")).err().unwrap();
+        assert!(e.is_not_applicable());
+        t.add_server(&HolePunchServerAddr::Simple(addr("[2001:db8::1]:5483")));
+        assert!(
+            t.udp_exchange(addr("0.0.0.0:1"))
+                .err()
+                .unwrap()
+                .is_not_applicable()
+        );
+    }
+}
