@@ -52,14 +52,14 @@ pub fn print_text(endpoints: &[MappedSocketAddr], outcomes: &[TechniqueOutcome],
         println!("{:<47} {:<8} {kind}", e.addr.to_string(), e.technique);
     }
     for o in outcomes {
-        if let Err(err) = &o.result {
-            if !err.is_not_applicable() {
-                println!(
-                    "# {} failed after {} ms: {err}",
-                    o.technique,
-                    o.elapsed.as_millis()
-                );
-            }
+        if let Err(err) = &o.result
+            && !err.is_not_applicable()
+        {
+            println!(
+                "# {} failed after {} ms: {err}",
+                o.technique,
+                o.elapsed.as_millis()
+            );
         }
     }
     println!("# mapped in {elapsed_ms} ms");

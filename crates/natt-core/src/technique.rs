@@ -9,7 +9,7 @@
 //!   all techniques share one receive loop on the one socket, and each datagram goes to the
 //!   exchange that claims it, so techniques never steal each other's replies.
 //! - **Beside the socket** (UPnP, PCP): the technique talks to a gateway on sockets of its own
-//!   and returns a [`TechniqueMapping`], possibly holding a [`Lease`](crate::Lease) that
+//!   and returns a [`TechniqueMapping`], possibly holding a [`Lease`] that
 //!   keeps a port mapping alive. The driver runs such techniques on their own threads.
 //!
 //! Every technique of a context runs at the same time under one deadline, so mapping takes as

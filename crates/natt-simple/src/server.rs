@@ -175,7 +175,7 @@ impl SimpleUdpHolePunchServer {
         self.local
     }
 
-    /// How many requests the server has answered.
+    /// How many valid requests the server has answered (counted before the reply is sent).
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
     }
@@ -210,11 +210,9 @@ fn serve_udp(socket: &UdpSocket, stop: &AtomicBool, answered: &AtomicU64) {
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
                 if let Some(reply) = wire::answer(from, buf.get(..n).unwrap_or(&[])) {
-                    match socket.send_to(&reply, from) {
-                        Ok(_) => {
-                            answered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => log::debug!("reply to {from} failed: {e}"),
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = socket.send_to(&reply, from) {
+                        log::debug!("reply to {from} failed: {e}");
                     }
                 }
             }
@@ -270,7 +268,7 @@ impl SimpleTcpHolePunchServer {
         self.local
     }
 
-    /// How many requests the server has answered.
+    /// How many valid requests the server has answered (counted before the reply is sent).
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
     }
@@ -311,11 +309,8 @@ fn serve_tcp(listener: &TcpListener, stop: &AtomicBool, answered: &Arc<AtomicU64
         let spawned = thread::Builder::new()
             .name("natt-simple-tcp-client".into())
             .spawn(move || {
-                match serve_tcp_client(stream) {
-                    Ok(()) => {
-                        answered_c.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => log::debug!("TCP client: {e}"),
+                if let Err(e) = serve_tcp_client(stream, &answered_c) {
+                    log::debug!("TCP client: {e}");
                 }
                 active_c.fetch_sub(1, Ordering::SeqCst);
             });
@@ -326,12 +321,13 @@ fn serve_tcp(listener: &TcpListener, stop: &AtomicBool, answered: &Arc<AtomicU64
     }
 }
 
-fn serve_tcp_client(mut stream: TcpStream) -> io::Result<()> {
+fn serve_tcp_client(mut stream: TcpStream, answered: &AtomicU64) -> io::Result<()> {
     let from = stream.peer_addr()?;
     stream.set_read_timeout(Some(TCP_CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(TCP_CLIENT_TIMEOUT))?;
     match read_message(&mut stream)? {
         Message::Request(req) => {
+            answered.fetch_add(1, Ordering::Relaxed);
             stream.write_all(
                 &Reply {
                     txid: req.txid,
