@@ -35,6 +35,7 @@ pub mod error;
 pub mod local;
 pub mod mapping;
 pub mod reuse;
+pub mod service;
 pub mod tcp;
 pub mod technique;
 pub mod udp;

@@ -80,13 +80,13 @@ impl MappedUdpSocket {
     }
 }
 
-/// One technique's place in the driver.
-enum Slot {
-    /// Talks over the socket.
-    Exchange {
-        exchange: Box<dyn UdpExchange>,
-        done: Option<(Duration, Result<Vec<MappedSocketAddr>, TechniqueError>)>,
-    },
+/// How one exchange ended: when, and with what.
+pub type ExchangeResult = (Duration, Result<Vec<MappedSocketAddr>, TechniqueError>);
+
+/// How a technique maps a UDP socket.
+enum Plan {
+    /// Talks over the socket: index into the exchanges.
+    Exchange(usize),
     /// Runs on its own thread.
     Beside,
     /// Failed to start.
@@ -101,24 +101,25 @@ pub fn map_udp_socket(
 ) -> Result<(Vec<MappedSocketAddr>, PortMappings), Error> {
     let local = socket.local_addr()?;
     let start = Instant::now();
-    let mut slots: Vec<Slot> = techniques
+    let mut exchanges: Vec<Box<dyn UdpExchange>> = Vec::new();
+    let plans: Vec<Plan> = techniques
         .iter()
         .map(|t| match t.udp_exchange(local) {
-            Ok(Some(exchange)) => Slot::Exchange {
-                exchange,
-                done: None,
-            },
-            Ok(None) => Slot::Beside,
-            Err(e) => Slot::Failed(e),
+            Ok(Some(exchange)) => {
+                exchanges.push(exchange);
+                Plan::Exchange(exchanges.len() - 1)
+            }
+            Ok(None) => Plan::Beside,
+            Err(e) => Plan::Failed(e),
         })
         .collect();
 
-    let beside_results = thread::scope(|scope| -> Result<Vec<_>, Error> {
+    let (mut on_socket, beside) = thread::scope(|scope| -> Result<_, Error> {
         let handles: Vec<_> = techniques
             .iter()
-            .zip(&slots)
-            .map(|(t, slot)| match slot {
-                Slot::Beside => {
+            .zip(&plans)
+            .map(|(t, plan)| match plan {
+                Plan::Beside => {
                     let t = Arc::clone(t);
                     Some(scope.spawn(move || {
                         let r = t.map_udp(local, deadline);
@@ -128,8 +129,12 @@ pub fn map_udp_socket(
                 _ => None,
             })
             .collect();
-        drive_exchanges(socket, &mut slots, start, deadline)?;
-        Ok(handles
+        let mut refs: Vec<&mut dyn UdpExchange> = exchanges
+            .iter_mut()
+            .map(|e| &mut **e as &mut dyn UdpExchange)
+            .collect();
+        let on_socket = drive_since(socket, &mut refs, start, deadline)?;
+        let beside: Vec<_> = handles
             .into_iter()
             .map(|h| {
                 h.map(|h| {
@@ -141,25 +146,30 @@ pub fn map_udp_socket(
                     })
                 })
             })
-            .collect())
+            .collect();
+        Ok((on_socket.into_iter().map(Some).collect::<Vec<_>>(), beside))
     })?;
 
     let mut collector = Collector::new(Protocol::Udp, local_endpoints(local));
-    for ((t, slot), beside) in techniques.iter().zip(slots).zip(beside_results) {
+    for ((t, plan), beside) in techniques.iter().zip(plans).zip(beside) {
         let (elapsed, result): (Duration, Result<TechniqueMapping, TechniqueError>) =
-            match (slot, beside) {
-                (Slot::Exchange { done, .. }, _) => {
-                    let (elapsed, r) = done.unwrap_or_else(|| {
-                        (
-                            start.elapsed(),
-                            Err(TechniqueError::TimedOut("exchange gave no result".into())),
-                        )
-                    });
+            match (plan, beside) {
+                (Plan::Exchange(i), _) => {
+                    let (elapsed, r) =
+                        on_socket
+                            .get_mut(i)
+                            .and_then(Option::take)
+                            .unwrap_or_else(|| {
+                                (
+                                    start.elapsed(),
+                                    Err(TechniqueError::TimedOut("no result".into())),
+                                )
+                            });
                     (elapsed, r.map(TechniqueMapping::from))
                 }
-                (Slot::Failed(e), _) => (Duration::ZERO, Err(e)),
-                (Slot::Beside, Some((elapsed, r))) => (elapsed, r),
-                (Slot::Beside, None) => (
+                (Plan::Failed(e), _) => (Duration::ZERO, Err(e)),
+                (Plan::Beside, Some((elapsed, r))) => (elapsed, r),
+                (Plan::Beside, None) => (
                     Duration::ZERO,
                     Err(TechniqueError::NotApplicable("not run".into())),
                 ),
@@ -169,83 +179,93 @@ pub fn map_udp_socket(
     Ok(collector.finish())
 }
 
-/// Runs every exchange in `slots` over `socket` until all have a result or `deadline` passes.
-fn drive_exchanges(
+/// Runs `exchanges` over `socket` until each has a result or `deadline` passes, and returns
+/// their results in order, with the time each took. Datagrams no exchange claims are
+/// discarded. The socket's blocking mode and read timeout are restored afterwards.
+///
+/// This is the receive loop behind [`MappedUdpSocket`], for techniques and tools that drive
+/// exchanges of their own (such as NAT behaviour discovery).
+pub fn drive(
     socket: &UdpSocket,
-    slots: &mut [Slot],
+    exchanges: &mut [&mut dyn UdpExchange],
+    deadline: Instant,
+) -> Result<Vec<ExchangeResult>, Error> {
+    drive_since(socket, exchanges, Instant::now(), deadline)
+}
+
+fn drive_since(
+    socket: &UdpSocket,
+    exchanges: &mut [&mut dyn UdpExchange],
     start: Instant,
     deadline: Instant,
-) -> Result<(), Error> {
-    let pending = |slots: &[Slot]| {
-        slots
-            .iter()
-            .any(|s| matches!(s, Slot::Exchange { done: None, .. }))
-    };
-    if !pending(slots) {
-        return Ok(());
+) -> Result<Vec<ExchangeResult>, Error> {
+    let mut done: Vec<Option<ExchangeResult>> = exchanges.iter().map(|_| None).collect();
+    if !exchanges.is_empty() {
+        let saved = SavedOptions::take(socket)?;
+        let result = run_loop(socket, exchanges, &mut done, start, deadline);
+        saved.restore(socket);
+        result?;
     }
-    let saved = SavedOptions::take(socket)?;
-    let result = run_loop(socket, slots, start, deadline, pending);
-    saved.restore(socket);
-    result
+    Ok(done
+        .into_iter()
+        .map(|d| {
+            d.unwrap_or_else(|| {
+                (
+                    start.elapsed(),
+                    Err(TechniqueError::TimedOut("no result".into())),
+                )
+            })
+        })
+        .collect())
 }
 
 fn run_loop(
     socket: &UdpSocket,
-    slots: &mut [Slot],
+    exchanges: &mut [&mut dyn UdpExchange],
+    done: &mut [Option<ExchangeResult>],
     start: Instant,
     deadline: Instant,
-    pending: impl Fn(&[Slot]) -> bool,
 ) -> Result<(), Error> {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let now = Instant::now();
-        for slot in slots.iter_mut() {
-            if let Slot::Exchange {
-                exchange,
-                done: done @ None,
-            } = slot
-            {
-                if let Some(r) = exchange.poll_result(now) {
-                    *done = Some((start.elapsed(), r));
-                } else if now >= deadline {
-                    *done = Some((start.elapsed(), exchange.finish()));
-                } else {
-                    while let Some(t) = exchange.poll_transmit(now) {
-                        if let Err(e) = socket.send_to(&t.payload, t.destination) {
-                            log::debug!("send to {} failed: {e}", t.destination);
-                        }
+        for (exchange, done) in exchanges.iter_mut().zip(done.iter_mut()) {
+            if done.is_some() {
+                continue;
+            }
+            if let Some(r) = exchange.poll_result(now) {
+                *done = Some((start.elapsed(), r));
+            } else if now >= deadline {
+                *done = Some((start.elapsed(), exchange.finish()));
+            } else {
+                while let Some(t) = exchange.poll_transmit(now) {
+                    if let Err(e) = socket.send_to(&t.payload, t.destination) {
+                        log::debug!("send to {} failed: {e}", t.destination);
                     }
                 }
             }
         }
-        if !pending(slots) {
+        if done.iter().all(Option::is_some) {
             return Ok(());
         }
-        let wake = slots
+        let wake = exchanges
             .iter()
-            .filter_map(|s| match s {
-                Slot::Exchange {
-                    exchange,
-                    done: None,
-                } => exchange.poll_timeout(),
-                _ => None,
-            })
+            .zip(done.iter())
+            .filter(|(_, d)| d.is_none())
+            .filter_map(|(e, _)| e.poll_timeout())
             .fold(deadline, Instant::min);
         socket.set_read_timeout(Some(deadline::wait_until(wake)))?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
                 let data = buf.get(..n).unwrap_or(&[]);
                 let now = Instant::now();
-                let claimed = slots.iter_mut().any(|s| match s {
-                    Slot::Exchange {
-                        exchange,
-                        done: None,
-                    } => exchange.handle_datagram(now, from, data),
-                    _ => false,
-                });
+                let claimed = exchanges
+                    .iter_mut()
+                    .zip(done.iter())
+                    .filter(|(_, d)| d.is_none())
+                    .any(|(e, _)| e.handle_datagram(now, from, data));
                 if !claimed {
-                    log::debug!("discarding {n} bytes from {from}: no technique claims them");
+                    log::debug!("discarding {n} bytes from {from}: no exchange claims them");
                 }
             }
             Err(e) if is_transient(&e) => {}

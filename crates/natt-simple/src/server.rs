@@ -2,20 +2,18 @@
 //! requests of the simple protocol with the address they came from, on a background thread
 //! that serves until the server is dropped.
 
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use natt_core::service::{Worker, accept_loop, recv_loop};
 use natt_core::{MappedSocketAddr, MappedUdpSocket, MappingContext, PortMappings};
 
-use crate::stream::read_message;
-use crate::wire::{self, Message, REQUEST_LEN, Reply};
+use crate::stream::read_message_after;
+use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN, Reply};
 
-/// How often a serving thread checks whether it should stop, when nothing wakes it.
-const POLL: Duration = Duration::from_millis(250);
 /// How long a TCP client may take to send its request and read the reply.
 pub const TCP_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most TCP clients served at once; further connections are closed at once.
@@ -39,52 +37,6 @@ pub enum ServerError {
     /// Starting the serving thread failed.
     #[error("cannot start the server thread: {0}")]
     Thread(io::Error),
-}
-
-/// A background thread that stops when its owner is dropped.
-#[derive(Debug)]
-struct Worker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    fn spawn(
-        name: &str,
-        f: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
-    ) -> Result<Self, ServerError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || f(flag))
-            .map_err(ServerError::Thread)?;
-        Ok(Worker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(&mut self, wake: impl FnOnce()) {
-        self.stop.store(true, Ordering::SeqCst);
-        wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The address to reach a socket bound at `bound` from this host (to wake its thread).
-fn reachable(bound: SocketAddr) -> SocketAddr {
-    match bound {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((Ipv4Addr::LOCALHOST, a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((Ipv6Addr::LOCALHOST, a.port()))
-        }
-        a => a,
-    }
 }
 
 /// A server of the simple hole-punch protocol over UDP. It serves on a background thread until
@@ -143,18 +95,23 @@ impl SimpleUdpHolePunchServer {
         addresses: Vec<MappedSocketAddr>,
         port_mappings: PortMappings,
     ) -> Result<Self, ServerError> {
-        let local = socket
-            .local_addr()
-            .and_then(|l| socket.set_read_timeout(Some(POLL)).map(|()| l))
-            .map_err(|source| ServerError::Bind {
-                addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-                source,
-            })?;
+        let local = socket.local_addr().map_err(|source| ServerError::Bind {
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            source,
+        })?;
         let answered = Arc::new(AtomicU64::new(0));
         let count = Arc::clone(&answered);
-        let worker = Worker::spawn("natt-simple-udp", move |stop| {
-            serve_udp(&socket, &stop, &count)
-        })?;
+        let worker = Worker::spawn("natt-simple-udp", Some(local), false, move |stop| {
+            recv_loop(&socket, &stop, REQUEST_LEN, |from, data| {
+                if let Some(reply) = wire::answer(from, data) {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = socket.send_to(&reply, from) {
+                        log::debug!("reply to {from} failed: {e}");
+                    }
+                }
+            })
+        })
+        .map_err(ServerError::Thread)?;
         log::info!("simple protocol: serving UDP on {local}");
         Ok(SimpleUdpHolePunchServer {
             local,
@@ -183,46 +140,8 @@ impl SimpleUdpHolePunchServer {
 
 impl Drop for SimpleUdpHolePunchServer {
     fn drop(&mut self) {
-        let local = self.local;
-        self.worker.stop(|| {
-            // Wake the thread at once rather than at its next poll.
-            let any = SocketAddr::new(
-                if local.is_ipv4() {
-                    Ipv4Addr::UNSPECIFIED.into()
-                } else {
-                    Ipv6Addr::UNSPECIFIED.into()
-                },
-                0,
-            );
-            if let Ok(s) = UdpSocket::bind(any) {
-                let _ = s.send_to(&[], reachable(local));
-            }
-        });
-        log::info!("simple protocol: stopped UDP on {local}");
-    }
-}
-
-fn serve_udp(socket: &UdpSocket, stop: &AtomicBool, answered: &AtomicU64) {
-    // Requests are the largest messages; anything longer is malformed and truncated reads of
-    // it are rejected by the decoder as the wrong length.
-    let mut buf = [0u8; REQUEST_LEN + 1];
-    while !stop.load(Ordering::SeqCst) {
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                if let Some(reply) = wire::answer(from, buf.get(..n).unwrap_or(&[])) {
-                    answered.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = socket.send_to(&reply, from) {
-                        log::debug!("reply to {from} failed: {e}");
-                    }
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => log::debug!("receive failed: {e}"),
-        }
+        self.worker.stop();
+        log::info!("simple protocol: stopped UDP on {}", self.local);
     }
 }
 
@@ -252,9 +171,14 @@ impl SimpleTcpHolePunchServer {
         let local = listener.local_addr().map_err(bind_err)?;
         let answered = Arc::new(AtomicU64::new(0));
         let count = Arc::clone(&answered);
-        let worker = Worker::spawn("natt-simple-tcp", move |stop| {
-            serve_tcp(&listener, &stop, &count)
-        })?;
+        let worker = Worker::spawn("natt-simple-tcp", Some(local), true, move |stop| {
+            accept_loop(&listener, &stop, MAX_TCP_CLIENTS, move |stream| {
+                if let Err(e) = serve_tcp_client(stream, &count) {
+                    log::debug!("TCP client: {e}");
+                }
+            })
+        })
+        .map_err(ServerError::Thread)?;
         log::info!("simple protocol: serving TCP on {local}");
         Ok(SimpleTcpHolePunchServer {
             local,
@@ -276,66 +200,40 @@ impl SimpleTcpHolePunchServer {
 
 impl Drop for SimpleTcpHolePunchServer {
     fn drop(&mut self) {
-        let local = self.local;
-        self.worker.stop(|| {
-            // Wake the blocking accept with a connection of our own.
-            let _ = TcpStream::connect_timeout(&reachable(local), POLL);
-        });
-        log::info!("simple protocol: stopped TCP on {local}");
-    }
-}
-
-fn serve_tcp(listener: &TcpListener, stop: &AtomicBool, answered: &Arc<AtomicU64>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                log::debug!("accept failed: {e}");
-                // Out of file descriptors and the like: do not spin.
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        if active.load(Ordering::SeqCst) >= MAX_TCP_CLIENTS {
-            log::debug!("too many clients; closing {:?}", stream.peer_addr());
-            continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (active_c, answered_c) = (Arc::clone(&active), Arc::clone(answered));
-        let spawned = thread::Builder::new()
-            .name("natt-simple-tcp-client".into())
-            .spawn(move || {
-                if let Err(e) = serve_tcp_client(stream, &answered_c) {
-                    log::debug!("TCP client: {e}");
-                }
-                active_c.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            log::warn!("cannot serve a TCP client: {e}");
-            active.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.worker.stop();
+        log::info!("simple protocol: stopped TCP on {}", self.local);
     }
 }
 
 fn serve_tcp_client(mut stream: TcpStream, answered: &AtomicU64) -> io::Result<()> {
-    let from = stream.peer_addr()?;
     stream.set_read_timeout(Some(TCP_CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(TCP_CLIENT_TIMEOUT))?;
-    match read_message(&mut stream)? {
+    let mut head = [0u8; HEADER_LEN];
+    stream.read_exact(&mut head)?;
+    answer_stream(head, &mut stream, || {
+        answered.fetch_add(1, Ordering::Relaxed);
+    })
+}
+
+/// Answers the request whose first [`HEADER_LEN`] bytes, `head`, were already read from
+/// `stream` (whose timeouts bound the wait); for servers that serve several protocols on one
+/// port. `on_answer` is called once the request is known valid, before the reply is sent.
+pub fn answer_stream(
+    head: [u8; HEADER_LEN],
+    stream: &mut TcpStream,
+    on_answer: impl FnOnce(),
+) -> io::Result<()> {
+    let from = stream.peer_addr()?;
+    match read_message_after(head, stream)? {
         Message::Request(req) => {
-            answered.fetch_add(1, Ordering::Relaxed);
+            on_answer();
             stream.write_all(
                 &Reply {
                     txid: req.txid,
                     observed: from,
                 }
                 .encode(),
-            )?;
-            Ok(())
+            )
         }
         Message::Reply(_) => Err(io::Error::new(
             io::ErrorKind::InvalidData,

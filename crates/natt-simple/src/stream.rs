@@ -10,14 +10,21 @@ use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN};
 /// Returns an `InvalidData` error for bytes that are not a message; never reads more than the
 /// largest message.
 pub fn read_message(stream: &mut impl Read) -> io::Result<Message> {
+    let mut head = [0u8; HEADER_LEN];
+    stream.read_exact(&mut head)?;
+    read_message_after(head, stream)
+}
+
+/// Reads the rest of a message whose first [`HEADER_LEN`] bytes, `head`, were already read
+/// (by a server that looked at them to tell protocols apart).
+pub fn read_message_after(head: [u8; HEADER_LEN], stream: &mut impl Read) -> io::Result<Message> {
+    let len = wire::message_len(&head).map_err(invalid)?;
     let mut buf = [0u8; REQUEST_LEN];
-    let (head, _) = buf.split_at_mut(HEADER_LEN);
-    stream.read_exact(head)?;
-    let len = wire::message_len(head).map_err(invalid)?;
     let msg = buf
         .get_mut(..len)
         .ok_or_else(|| invalid("message too long"))?;
-    let (_, rest) = msg.split_at_mut(HEADER_LEN);
+    let (start, rest) = msg.split_at_mut(HEADER_LEN);
+    start.copy_from_slice(&head);
     stream.read_exact(rest)?;
     wire::decode(msg).map_err(invalid)
 }

@@ -1,7 +1,14 @@
 //! # natt-stun
 //!
-//! STUN Binding (RFC 8489) and NAT behaviour discovery (RFC 5780) for natt.
+//! STUN (RFC 8489) for natt: learning a socket's reflexive address from STUN servers over UDP
+//! and TCP, NAT behaviour discovery (RFC 5780), and a STUN server.
 //!
-//! **Not yet implemented**: this crate is filled by its own issue ("STUN: address discovery
-//! over UDP and TCP, NAT behaviour discovery, and a STUN server"). It provides no technique
-//! yet, and the `natt` facade's `stun` feature registers nothing until it does.
+//! - [`message`]: Binding requests and responses, pure encode/decode on `stun_codec`.
+//! - [`transaction`]: one Binding transaction and its RFC 8489 retransmission schedule.
+//! - [`StunTechnique`]: the client, a [`natt_core::MappingTechnique`].
+
+pub mod client;
+pub mod message;
+pub mod transaction;
+
+pub use client::{StunExchange, StunTechnique};

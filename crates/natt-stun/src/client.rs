@@ -1,0 +1,465 @@
+//! [`StunTechnique`]: a [`MappingTechnique`] that learns a socket's reflexive address from STUN
+//! servers, over the mapped UDP socket ([`StunExchange`], a socket-free state machine) or from
+//! the mapped TCP port.
+//!
+//! Whether a UDP endpoint is `nat_restricted` is found out, not assumed: beside the Binding
+//! request, the exchange asks a server that supports RFC 5780 to answer from its other address
+//! and port (CHANGE-REQUEST). If that answer gets through the NAT, the NAT filters
+//! independently of the endpoint and any peer can reach the endpoint without hole punching.
+//! If it does not arrive within a short window, the endpoint is marked restricted (the safe
+//! side: hole punching also works towards an unrestricted endpoint).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{PoisonError, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use natt_core::local::local_endpoints;
+use natt_core::reuse::tcp_connect_from;
+use natt_core::{
+    HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit,
+    UdpExchange,
+};
+
+use crate::message::{self, HEADER_LEN, decode_response, encode_binding_request};
+use crate::transaction::{DEFAULT_RTO, Transaction};
+
+/// The technique's name.
+pub const NAME: &str = "stun";
+
+/// Once one server has answered, the others get this many times its round trip (but at least
+/// [`MIN_GRACE`]) to answer too.
+pub const GRACE_RTTS: u32 = 3;
+/// The least time the other servers get after the first answer.
+pub const MIN_GRACE: Duration = Duration::from_millis(100);
+/// The filtering check waits this many round trips (but at least [`MIN_FILTER_WINDOW`]) for
+/// the answer from the server's other address.
+pub const FILTER_WINDOW_RTTS: u32 = 4;
+/// The least time the filtering check waits.
+pub const MIN_FILTER_WINDOW: Duration = Duration::from_millis(250);
+
+/// Maps sockets with STUN Binding requests (RFC 8489) to every configured server at once.
+///
+/// ```
+/// use natt_core::{HolePunchServerAddr, MappingTechnique};
+/// let stun = natt_stun::StunTechnique::new();
+/// assert!(stun.add_server(&HolePunchServerAddr::Stun("203.0.113.10:3478".parse().unwrap())));
+/// assert!(!stun.add_server(&HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())));
+/// ```
+#[derive(Debug)]
+pub struct StunTechnique {
+    servers: RwLock<Vec<SocketAddr>>,
+    rto: Duration,
+}
+
+impl Default for StunTechnique {
+    fn default() -> Self {
+        StunTechnique {
+            servers: RwLock::new(Vec::new()),
+            rto: DEFAULT_RTO,
+        }
+    }
+}
+
+impl StunTechnique {
+    /// A technique with no server yet and RFC 8489's initial RTO.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A technique with these servers.
+    pub fn with_servers(servers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        let t = Self::new();
+        for s in servers {
+            t.add_server(&HolePunchServerAddr::Stun(s));
+        }
+        t
+    }
+
+    /// Sets the initial retransmission timeout (RFC 8489 recommends 500 ms; lower only on
+    /// networks whose round trip is known to be short).
+    pub fn with_rto(mut self, rto: Duration) -> Self {
+        self.rto = rto;
+        self
+    }
+
+    /// The servers, in the order added.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        self.servers.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn servers_for(&self, local: SocketAddr) -> Result<Vec<SocketAddr>, TechniqueError> {
+        let servers: Vec<SocketAddr> = self
+            .servers()
+            .into_iter()
+            .filter(|s| s.is_ipv4() == local.is_ipv4())
+            .collect();
+        if servers.is_empty() {
+            return Err(TechniqueError::NotApplicable(format!(
+                "no STUN server of {local}'s address family"
+            )));
+        }
+        Ok(servers)
+    }
+}
+
+impl MappingTechnique for StunTechnique {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn add_server(&self, server: &HolePunchServerAddr) -> bool {
+        let HolePunchServerAddr::Stun(addr) = server else {
+            return false;
+        };
+        let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
+        if !servers.contains(addr) {
+            servers.push(*addr);
+        }
+        true
+    }
+
+    fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
+        let servers = self.servers_for(local)?;
+        let ex = StunExchange::new(local, &servers, self.rto, Instant::now())
+            .map_err(|e| TechniqueError::Protocol(e.to_string()))?;
+        Ok(Some(Box::new(ex)))
+    }
+
+    fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
+        let servers = self.servers_for(local)?;
+        let results: Vec<Result<SocketAddr, TechniqueError>> = thread::scope(|scope| {
+            let handles: Vec<_> = servers
+                .iter()
+                .map(|&server| scope.spawn(move || binding_over_tcp(local, server, deadline)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(TechniqueError::Other("query thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut mapped = Vec::new();
+        let mut errors = Vec::new();
+        for (server, r) in servers.iter().zip(results) {
+            match r {
+                Ok(a) => mapped.push(a),
+                Err(e) => errors.push(format!("{server}: {e}")),
+            }
+        }
+        if mapped.is_empty() {
+            return Err(TechniqueError::TimedOut(format!(
+                "no STUN server answered over TCP ({})",
+                errors.join("; ")
+            )));
+        }
+        // TCP filtering cannot be tested with STUN: restricted unless no NAT is in between.
+        Ok(endpoints(local, &mapped, false).into())
+    }
+}
+
+/// One Binding transaction over TCP from `local` (RFC 8489 framing: messages back to back).
+pub fn binding_over_tcp(local: SocketAddr, server: SocketAddr, deadline: Instant) -> Result<SocketAddr, TechniqueError> {
+    let mut stream = tcp_connect_from(local, server, deadline)?;
+    let txid: [u8; 12] = rand::random();
+    let request = encode_binding_request(txid, None).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
+    stream.write_all(&request)?;
+    let response = read_stun_message(&mut stream)?;
+    let response = decode_response(&response).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
+    if response.txid != txid {
+        return Err(TechniqueError::Protocol(format!("{server} answered another transaction")));
+    }
+    match response.result {
+        Ok(success) => Ok(success.mapped),
+        Err((code, reason)) => Err(TechniqueError::Refused(format!("{server}: {code} {reason}"))),
+    }
+}
+
+/// Reads one STUN message from a stream; never more than
+/// [`MAX_MESSAGE_LEN`](crate::message::MAX_MESSAGE_LEN) bytes.
+pub fn read_stun_message(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; HEADER_LEN];
+    stream.read_exact(&mut buf)?;
+    let len = message::stream_message_len(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    buf.resize(len, 0);
+    if let Some(body) = buf.get_mut(HEADER_LEN..) {
+        stream.read_exact(body)?;
+    }
+    Ok(buf)
+}
+
+/// Endpoints from mapped addresses; `open` when filtering was found endpoint-independent.
+fn endpoints(local: SocketAddr, mapped: &[SocketAddr], open: bool) -> Vec<MappedSocketAddr> {
+    let locals = local_endpoints(local);
+    let mut out = Vec::new();
+    for &addr in mapped {
+        let restricted = !open && !locals.iter().any(|l| l.addr == addr);
+        natt_core::endpoint::merge_endpoints(&mut out, [MappedSocketAddr::new(addr, restricted, NAME)]);
+    }
+    out
+}
+
+/// The filtering check: a CHANGE-REQUEST to a server that named its other address.
+#[derive(Debug)]
+struct FilterCheck {
+    primary: SocketAddr,
+    transaction: Transaction,
+    window_end: Instant,
+}
+
+impl FilterCheck {
+    /// The answer came from another address and port than the request went to.
+    fn confirmed_open(&self) -> bool {
+        self.transaction.success().is_some()
+            && self
+                .transaction
+                .answered_from()
+                .is_some_and(|from| from.ip() != self.primary.ip() && from.port() != self.primary.port())
+    }
+
+    fn is_done(&self, now: Instant) -> bool {
+        self.transaction.response.is_some() || now >= self.window_end
+    }
+}
+
+/// STUN over the mapped UDP socket, without the socket: a Binding request to every server,
+/// retransmitted as RFC 8489 says, and a filtering check against the first server that
+/// supports RFC 5780.
+///
+/// ```
+/// use natt_core::UdpExchange;
+/// use natt_stun::message::{decode_request, encode_success};
+/// use std::time::{Duration, Instant};
+///
+/// let server = "203.0.113.10:3478".parse().unwrap();
+/// let now = Instant::now();
+/// let mut ex = natt_stun::StunExchange::new("0.0.0.0:4000".parse().unwrap(), &[server], Duration::from_millis(500), now).unwrap();
+/// let request = ex.poll_transmit(now).unwrap();
+/// let txid = decode_request(&request.payload).unwrap().txid;
+/// // An old server: no OTHER-ADDRESS, so no filtering check; the endpoint stays restricted.
+/// let response = encode_success(txid, "198.51.100.1:4000".parse().unwrap(), None, None).unwrap();
+/// assert!(ex.handle_datagram(now, server, &response));
+/// let endpoints = ex.poll_result(now).unwrap().unwrap();
+/// assert_eq!(endpoints[0].addr.to_string(), "198.51.100.1:4000");
+/// assert!(endpoints[0].nat_restricted);
+/// ```
+#[derive(Debug)]
+pub struct StunExchange {
+    local: SocketAddr,
+    bindings: Vec<Transaction>,
+    filter: Option<FilterCheck>,
+    grace_until: Option<Instant>,
+    rto: Duration,
+}
+
+impl StunExchange {
+    /// An exchange for a socket bound at `local`, asking each of `servers`, starting at `now`.
+    pub fn new(
+        local: SocketAddr,
+        servers: &[SocketAddr],
+        rto: Duration,
+        now: Instant,
+    ) -> Result<Self, message::StunError> {
+        Ok(StunExchange {
+            local,
+            bindings: servers
+                .iter()
+                .map(|&s| Transaction::new(s, None, rto, now))
+                .collect::<Result<_, _>>()?,
+            filter: None,
+            grace_until: None,
+            rto,
+        })
+    }
+
+    fn mapped(&self) -> Vec<SocketAddr> {
+        self.bindings.iter().filter_map(|t| t.success().map(|s| s.mapped)).collect()
+    }
+
+    fn open(&self) -> bool {
+        self.filter.as_ref().is_some_and(FilterCheck::confirmed_open)
+    }
+
+    fn start_filter_check(&mut self, now: Instant, primary: SocketAddr, rtt: Duration) {
+        let rto = (rtt * 2).clamp(Duration::from_millis(20), self.rto);
+        let window = (rtt * FILTER_WINDOW_RTTS).max(MIN_FILTER_WINDOW);
+        match Transaction::new(primary, Some((true, true)), rto, now) {
+            Ok(t) => {
+                self.filter = Some(FilterCheck {
+                    primary,
+                    transaction: t.unlimited(),
+                    window_end: now + window,
+                })
+            }
+            Err(e) => log::debug!("no filtering check: {e}"),
+        }
+    }
+}
+
+impl UdpExchange for StunExchange {
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(f) = &mut self.filter
+            && !f.is_done(now)
+            && let Some(t) = f.transaction.poll_transmit(now)
+        {
+            return Some(t);
+        }
+        self.bindings.iter_mut().find_map(|t| t.poll_transmit(now))
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let bindings = self.bindings.iter().filter_map(Transaction::poll_timeout);
+        let filter = self
+            .filter
+            .iter()
+            .filter(|f| f.transaction.response.is_none())
+            .flat_map(|f| f.transaction.poll_timeout().into_iter().chain([f.window_end]));
+        bindings.chain(filter).chain(self.grace_until).min()
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        let Ok(response) = decode_response(data) else {
+            return false;
+        };
+        if let Some(f) = &mut self.filter
+            && f.transaction.handle(now, from, &response)
+        {
+            return true;
+        }
+        let Some(t) = self.bindings.iter_mut().find(|t| t.txid == response.txid) else {
+            return false;
+        };
+        t.handle(now, from, &response);
+        if let Some(success) = t.success() {
+            let rtt = t.rtt().unwrap_or(Duration::ZERO);
+            let (primary, has_other) = (t.destination, success.other_address.is_some());
+            self.grace_until
+                .get_or_insert(now + (rtt * GRACE_RTTS).max(MIN_GRACE));
+            if has_other && self.filter.is_none() {
+                self.start_filter_check(now, primary, rtt);
+            }
+        } else if let Some(code) = t.error_code() {
+            log::debug!("STUN server {from} answered error {code}");
+        }
+        true
+    }
+
+    fn poll_result(&mut self, now: Instant) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>> {
+        let bindings_done = self.bindings.iter().all(|t| t.is_done(now))
+            || self.grace_until.is_some_and(|g| now >= g);
+        let filter_done = self.filter.as_ref().is_none_or(|f| f.is_done(now));
+        if !(bindings_done && filter_done) {
+            return None;
+        }
+        Some(self.finish())
+    }
+
+    fn finish(&mut self) -> Result<Vec<MappedSocketAddr>, TechniqueError> {
+        let mapped = self.mapped();
+        if mapped.is_empty() {
+            let errors: Vec<String> = self
+                .bindings
+                .iter()
+                .map(|t| match &t.response {
+                    Some((_, r, _)) => match &r.result {
+                        Err((code, reason)) => format!("{}: error {code} {reason}", t.destination),
+                        Ok(_) => format!("{}: answered", t.destination),
+                    },
+                    None => format!("{}: no answer", t.destination),
+                })
+                .collect();
+            return Err(TechniqueError::TimedOut(format!(
+                "no STUN server gave an address ({})",
+                errors.join(", ")
+            )));
+        }
+        Ok(endpoints(self.local, &mapped, self.open()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{decode_request, encode_error, encode_success};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn start(servers: &[SocketAddr]) -> (StunExchange, Instant) {
+        let t0 = Instant::now();
+        (
+            StunExchange::new(addr("0.0.0.0:4000"), servers, DEFAULT_RTO, t0).unwrap(),
+            t0,
+        )
+    }
+
+    #[test]
+    fn filtering_check_marks_endpoint_open_when_other_address_answers() {
+        let (p, o) = (addr("203.0.113.10:3478"), addr("203.0.113.11:3479"));
+        let (mut ex, t0) = start(&[p]);
+        let req = ex.poll_transmit(t0).unwrap();
+        let txid = decode_request(&req.payload).unwrap().txid;
+        let t1 = t0 + Duration::from_millis(10);
+        let resp = encode_success(txid, addr("198.51.100.1:4000"), Some(o), Some(p)).unwrap();
+        assert!(ex.handle_datagram(t1, p, &resp));
+        // The filtering check goes out at once, to the primary address, with CHANGE-REQUEST.
+        let change = ex.poll_transmit(t1).unwrap();
+        assert_eq!(change.destination, p);
+        let creq = decode_request(&change.payload).unwrap();
+        assert!(creq.change_ip && creq.change_port);
+        assert!(ex.poll_result(t1).is_none(), "waits for the filtering check");
+        // The answer arrives from the other address: endpoint-independent filtering.
+        let cresp = encode_success(creq.txid, addr("198.51.100.1:4000"), Some(o), Some(o)).unwrap();
+        assert!(ex.handle_datagram(t1, o, &cresp));
+        let eps = ex.poll_result(t1 + MIN_GRACE).unwrap().unwrap();
+        assert!(!eps[0].nat_restricted);
+    }
+
+    #[test]
+    fn no_answer_from_other_address_means_restricted() {
+        let (p, o) = (addr("203.0.113.10:3478"), addr("203.0.113.11:3479"));
+        let (mut ex, t0) = start(&[p]);
+        let req = ex.poll_transmit(t0).unwrap();
+        let txid = decode_request(&req.payload).unwrap().txid;
+        let resp = encode_success(txid, addr("198.51.100.1:4000"), Some(o), None).unwrap();
+        assert!(ex.handle_datagram(t0, p, &resp));
+        assert!(ex.poll_result(t0 + Duration::from_millis(50)).is_none());
+        let eps = ex.poll_result(t0 + MIN_FILTER_WINDOW).unwrap().unwrap();
+        assert!(eps[0].nat_restricted);
+    }
+
+    #[test]
+    fn an_answer_from_the_same_address_proves_nothing() {
+        let (p, o) = (addr("203.0.113.10:3478"), addr("203.0.113.11:3479"));
+        let (mut ex, t0) = start(&[p]);
+        let req = ex.poll_transmit(t0).unwrap();
+        let txid = decode_request(&req.payload).unwrap().txid;
+        ex.handle_datagram(t0, p, &encode_success(txid, addr("198.51.100.1:4000"), Some(o), None).unwrap());
+        let change = ex.poll_transmit(t0).unwrap();
+        let ctx = decode_request(&change.payload).unwrap().txid;
+        // A server that ignores CHANGE-REQUEST answers from where it was asked.
+        ex.handle_datagram(t0, p, &encode_success(ctx, addr("198.51.100.1:4000"), Some(o), None).unwrap());
+        let eps = ex.poll_result(t0 + MIN_GRACE).unwrap().unwrap();
+        assert!(eps[0].nat_restricted);
+    }
+
+    #[test]
+    fn error_responses_and_garbage_give_no_endpoint() {
+        let p = addr("203.0.113.10:3478");
+        let (mut ex, t0) = start(&[p]);
+        let req = ex.poll_transmit(t0).unwrap();
+        let txid = decode_request(&req.payload).unwrap().txid;
+        assert!(!ex.handle_datagram(t0, p, b"garbage"));
+        assert!(!ex.handle_datagram(t0, p, &req.payload), "a request is not a response");
+        assert!(ex.handle_datagram(t0, p, &encode_error(txid, 400, "Bad Request", &[]).unwrap()));
+        match ex.poll_result(t0).unwrap() {
+            Err(TechniqueError::TimedOut(msg)) => assert!(msg.contains("400"), "{msg}"),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+}
