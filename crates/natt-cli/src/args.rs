@@ -21,14 +21,38 @@ pub enum Command {
     Serve(ServeArgs),
     /// Map a socket and print its endpoints.
     Map(MapArgs),
+    /// Report on the network in front of this host: external addresses, NAT behaviour.
+    Probe(ProbeArgs),
 }
 
 /// `natt serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to serve on, UDP and TCP (repeatable).
+    /// Address to serve the simple protocol and STUN on, UDP and TCP (repeatable). Two
+    /// addresses of one family with different IPs make an RFC 5780 STUN server, which also
+    /// listens on each IP at the first address's port + 1.
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5483")]
     pub listen: Vec<SocketAddr>,
+}
+
+/// `natt probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// A STUN server (repeatable); the first is used for RFC 5780 behaviour discovery.
+    #[arg(long = "stun", value_name = "ADDR")]
+    pub stun: Vec<SocketAddr>,
+    /// A simple hole-punch server (repeatable).
+    #[arg(long = "simple", value_name = "ADDR")]
+    pub simple: Vec<SocketAddr>,
+    /// Do not use UPnP.
+    #[arg(long)]
+    pub no_upnp: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds the probe may take.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub timeout: f64,
 }
 
 /// `natt map`.

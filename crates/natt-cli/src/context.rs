@@ -33,9 +33,7 @@ pub fn build(choice: &Choice<'_>) -> Result<MappingContext, String> {
         .chain(choice.stun.iter().map(|&a| HolePunchServerAddr::Stun(a)));
     for server in servers {
         if !mc.add_server(server.clone()) {
-            return Err(format!(
-                "no technique of this build of natt can use {server:?}"
-            ));
+            return Err(format!("no technique of this build of natt can use {server:?}"));
         }
     }
     Ok(mc)

@@ -1,5 +1,5 @@
 //! `natt`: the command-line tool. Maps sockets through NATs, serves the simple hole-punch
-//! protocol, and (as techniques arrive) probes the network and punches holes.
+//! protocol and STUN, and probes the network in front of a host.
 //!
 //! Exit status 0 on success; on failure, non-zero with one line on stderr. `RUST_LOG` enables
 //! logs (for example `RUST_LOG=debug`).
@@ -8,7 +8,9 @@ mod args;
 mod context;
 mod map;
 mod output;
+mod probe;
 mod serve;
+mod simple_on_stun;
 mod stop;
 
 use std::process::ExitCode;
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         args::Command::Serve(a) => serve::run(&a),
         args::Command::Map(a) => map::run(&a),
+        args::Command::Probe(a) => probe::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,17 +21,14 @@ pub fn run(args: &MapArgs) -> Result<(), String> {
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let start = Instant::now();
     // The socket must stay open while the mapping is held.
-    let (socket, endpoints, mut port_mappings): (
-        Box<dyn std::any::Any>,
-        Vec<MappedSocketAddr>,
-        PortMappings,
-    ) = if args.udp {
-        let m = MappedUdpSocket::bind(local, &mc).map_err(|e| e.to_string())?;
-        (Box::new(m.socket), m.endpoints, m.port_mappings)
-    } else {
-        let m = MappedTcpSocket::bind(local, &mc).map_err(|e| e.to_string())?;
-        (Box::new(m.socket), m.endpoints, m.port_mappings)
-    };
+    let (socket, endpoints, mut port_mappings): (Box<dyn std::any::Any>, Vec<MappedSocketAddr>, PortMappings) =
+        if args.udp {
+            let m = MappedUdpSocket::bind(local, &mc).map_err(|e| e.to_string())?;
+            (Box::new(m.socket), m.endpoints, m.port_mappings)
+        } else {
+            let m = MappedTcpSocket::bind(local, &mc).map_err(|e| e.to_string())?;
+            (Box::new(m.socket), m.endpoints, m.port_mappings)
+        };
     let elapsed_ms = start.elapsed().as_millis();
     if args.json {
         output::print_json(&MapReport {

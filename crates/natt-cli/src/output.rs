@@ -44,23 +44,62 @@ pub fn print_json(value: &impl Serialize) -> Result<(), String> {
 /// The text form of a mapping: one endpoint a line, then techniques that failed.
 pub fn print_text(endpoints: &[MappedSocketAddr], outcomes: &[TechniqueOutcome], elapsed_ms: u128) {
     for e in endpoints {
-        let kind = if e.nat_restricted {
-            "restricted"
-        } else {
-            "open"
-        };
+        let kind = if e.nat_restricted { "restricted" } else { "open" };
         println!("{:<47} {:<8} {kind}", e.addr.to_string(), e.technique);
     }
     for o in outcomes {
         if let Err(err) = &o.result
             && !err.is_not_applicable()
         {
-            println!(
-                "# {} failed after {} ms: {err}",
-                o.technique,
-                o.elapsed.as_millis()
-            );
+            println!("# {} failed after {} ms: {err}", o.technique, o.elapsed.as_millis());
         }
     }
     println!("# mapped in {elapsed_ms} ms");
+}
+
+/// One technique in `natt probe --json`.
+#[derive(Debug, Serialize)]
+pub struct TechniqueReport {
+    /// The technique's name.
+    pub name: String,
+    /// How long it took.
+    pub elapsed_ms: u128,
+    /// What it found (`IP:PORT`).
+    pub endpoints: Vec<String>,
+    /// Why it found nothing, if so.
+    pub error: Option<String>,
+}
+
+impl From<&TechniqueOutcome> for TechniqueReport {
+    fn from(o: &TechniqueOutcome) -> Self {
+        TechniqueReport {
+            name: o.technique.clone(),
+            elapsed_ms: o.elapsed.as_millis(),
+            endpoints: o
+                .result
+                .as_ref()
+                .map(|eps| eps.iter().map(|e| e.addr.to_string()).collect())
+                .unwrap_or_default(),
+            error: o.result.as_ref().err().map(ToString::to_string),
+        }
+    }
+}
+
+/// `natt probe --json`.
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    /// External addresses (`IP:PORT`) found by any technique.
+    pub external: Vec<String>,
+    /// NAT mapping behaviour.
+    pub mapping: String,
+    /// NAT filtering behaviour.
+    pub filtering: String,
+    /// Each technique that applied.
+    pub techniques: Vec<TechniqueReport>,
+    /// The port-mapping gateway that answered (UPnP, NAT-PMP, PCP), if any.
+    pub gateway: Option<String>,
+    /// The evidence behind `mapping` and `filtering`, in words.
+    pub evidence: Vec<String>,
+    /// How long the probe took.
+    pub elapsed_ms: u128,
 }

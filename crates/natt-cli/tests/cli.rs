@@ -1,11 +1,6 @@
 //! The `natt` binary on loopback: the command-line contract scripts rely on.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -29,36 +24,30 @@ fn serve() -> Serve {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(NATT)
+    let child = Command::new(NATT)
         .args(["serve", "--listen", &listen])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The guard first, so the server is stopped even when an assertion below fails.
+    let mut serve = Serve(child, listen.clone());
+    let mut lines = BufReader::new(serve.0.stdout.take().unwrap()).lines();
     assert_eq!(
         lines.next().unwrap().unwrap(),
-        format!("serving simple udp {listen}")
+        format!("serving udp {listen} (simple, stun)")
     );
     assert_eq!(
         lines.next().unwrap().unwrap(),
-        format!("serving simple tcp {listen}")
+        format!("serving tcp {listen} (simple, stun)")
     );
-    Serve(child, listen)
+    serve
 }
 
 fn map_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(NATT).arg("map").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        text.lines().count(),
-        1,
-        "one JSON object on one line: {text}"
-    );
+    assert_eq!(text.lines().count(), 1, "one JSON object on one line: {text}");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -66,19 +55,13 @@ fn map_json(args: &[&str]) -> serde_json::Value {
 fn map_json_contract_udp_and_tcp() {
     let server = serve();
     for proto in ["--udp", "--tcp"] {
-        let v = map_json(&[proto, "--simple", &server.1, "--no-upnp", "--json"]);
+        let v = map_json(&[proto, "--simple", &server.1, "--stun", &server.1, "--no-upnp", "--json"]);
         let endpoints = v["endpoints"].as_array().unwrap();
         assert!(!endpoints.is_empty());
         for e in endpoints {
-            assert!(
-                e["addr"]
-                    .as_str()
-                    .unwrap()
-                    .parse::<std::net::SocketAddr>()
-                    .is_ok()
-            );
+            assert!(e["addr"].as_str().unwrap().parse::<std::net::SocketAddr>().is_ok());
             assert!(e["nat_restricted"].is_boolean());
-            assert!(["local", "simple"].contains(&e["technique"].as_str().unwrap()));
+            assert!(["local", "simple", "stun"].contains(&e["technique"].as_str().unwrap()));
         }
         assert!(v["elapsed_ms"].is_u64());
     }
@@ -100,15 +83,7 @@ fn map_with_fixed_port() {
 fn hold_ends_at_end_of_stdin() {
     let server = serve();
     let out = Command::new(NATT)
-        .args([
-            "map",
-            "--udp",
-            "--simple",
-            &server.1,
-            "--no-upnp",
-            "--json",
-            "--hold",
-        ])
+        .args(["map", "--udp", "--simple", &server.1, "--no-upnp", "--json", "--hold"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -127,5 +102,41 @@ fn errors_exit_non_zero_with_one_line() {
         let out = Command::new(NATT).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(!out.stderr.is_empty(), "{args:?} printed no error");
+    }
+}
+
+#[test]
+fn probe_json_contract() {
+    let server = serve();
+    let out = Command::new(NATT)
+        .args([
+            "probe",
+            "--stun",
+            &server.1,
+            "--simple",
+            &server.1,
+            "--no-upnp",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let behaviours = [
+        "endpoint-independent",
+        "address-dependent",
+        "address-and-port-dependent",
+        "unknown",
+    ];
+    assert!(v["external"].is_array());
+    assert!(behaviours.contains(&v["mapping"].as_str().unwrap()));
+    // One server address: no RFC 5780, so filtering cannot be told.
+    assert_eq!(v["filtering"], "unknown");
+    let techniques = v["techniques"].as_array().unwrap();
+    let names: Vec<&str> = techniques.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["simple", "stun"]);
+    for t in techniques {
+        assert!(t["elapsed_ms"].is_u64() && t["endpoints"].is_array());
+        assert!(t["error"].is_null(), "{t}");
     }
 }

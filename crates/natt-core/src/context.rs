@@ -78,10 +78,7 @@ impl MappingContext {
 
     /// Removes every technique with this name; returns whether one was removed.
     pub fn remove_technique(&self, name: &str) -> bool {
-        let mut techniques = self
-            .techniques
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut techniques = self.techniques.write().unwrap_or_else(PoisonError::into_inner);
         let before = techniques.len();
         techniques.retain(|t| t.name() != name);
         techniques.len() != before
@@ -89,18 +86,12 @@ impl MappingContext {
 
     /// The techniques, in registration order.
     pub fn techniques(&self) -> Vec<Arc<dyn MappingTechnique>> {
-        self.techniques
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.techniques.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The names of the techniques, in registration order.
     pub fn technique_names(&self) -> Vec<String> {
-        self.techniques()
-            .iter()
-            .map(|t| t.name().to_owned())
-            .collect()
+        self.techniques().iter().map(|t| t.name().to_owned()).collect()
     }
 
     /// Informs the techniques about a server; returns whether a technique took it.

@@ -29,9 +29,7 @@ mod tests {
     #[test]
     fn remaining_is_none_after_deadline() {
         assert!(remaining(Instant::now() - Duration::from_millis(1)).is_none());
-        assert!(
-            remaining(Instant::now() + Duration::from_secs(5)).unwrap() > Duration::from_secs(4)
-        );
+        assert!(remaining(Instant::now() + Duration::from_secs(5)).unwrap() > Duration::from_secs(4));
         assert_eq!(wait_until(Instant::now()), MIN_WAIT);
     }
 }

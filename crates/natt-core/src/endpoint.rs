@@ -71,21 +71,14 @@ impl fmt::Display for MappedSocketAddr {
             "{} ({}, {})",
             self.addr,
             self.technique,
-            if self.nat_restricted {
-                "restricted"
-            } else {
-                "open"
-            }
+            if self.nat_restricted { "restricted" } else { "open" }
         )
     }
 }
 
 /// Adds `new` endpoints to `into`, skipping addresses already present. When an address is
 /// already known as restricted and arrives again unrestricted, the unrestricted one wins.
-pub fn merge_endpoints(
-    into: &mut Vec<MappedSocketAddr>,
-    new: impl IntoIterator<Item = MappedSocketAddr>,
-) {
+pub fn merge_endpoints(into: &mut Vec<MappedSocketAddr>, new: impl IntoIterator<Item = MappedSocketAddr>) {
     for ep in new {
         match into.iter_mut().find(|e| e.addr == ep.addr) {
             Some(existing) => {

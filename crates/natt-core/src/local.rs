@@ -68,16 +68,10 @@ mod tests {
 
     #[test]
     fn unspecified_lists_interfaces_without_loopback() {
-        let ips: Vec<IpAddr> = [
-            "127.0.0.1",
-            "192.168.1.2",
-            "10.0.0.2",
-            "fe80::1",
-            "2001:db8::2",
-        ]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+        let ips: Vec<IpAddr> = ["127.0.0.1", "192.168.1.2", "10.0.0.2", "fe80::1", "2001:db8::2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let v4 = local_endpoints_from("0.0.0.0:7".parse().unwrap(), &ips);
         let addrs: Vec<String> = v4.iter().map(|e| e.addr.to_string()).collect();
         assert_eq!(addrs, ["192.168.1.2:7", "10.0.0.2:7"]);

@@ -107,10 +107,7 @@ impl Collector {
                     log::info!("{technique}: holding {}", lease.describe());
                     self.leases.push(lease);
                 }
-                crate::endpoint::merge_endpoints(
-                    &mut self.endpoints,
-                    mapping.endpoints.iter().cloned(),
-                );
+                crate::endpoint::merge_endpoints(&mut self.endpoints, mapping.endpoints.iter().cloned());
                 log::debug!("{technique}: {:?} in {elapsed:?}", mapping.endpoints);
                 Ok(mapping.endpoints)
             }
@@ -132,9 +129,6 @@ impl Collector {
     }
 
     pub(crate) fn finish(self) -> (Vec<MappedSocketAddr>, PortMappings) {
-        (
-            self.endpoints,
-            PortMappings::new(self.leases, self.outcomes),
-        )
+        (self.endpoints, PortMappings::new(self.leases, self.outcomes))
     }
 }

@@ -20,22 +20,14 @@ pub fn set_reuse(socket: &Socket) -> io::Result<()> {
 
 /// A new, unbound TCP socket of `addr`'s family with the reuse options set.
 pub fn reusable_tcp_socket(addr: &SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(*addr),
-        Type::STREAM,
-        Some(SockProtocol::TCP),
-    )?;
+    let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(SockProtocol::TCP))?;
     set_reuse(&socket)?;
     Ok(socket)
 }
 
 /// Connects to `remote` from `local` (a port other reusable sockets may share), giving up at
 /// `deadline`. The stream's read and write timeouts are set to the time left.
-pub fn tcp_connect_from(
-    local: SocketAddr,
-    remote: SocketAddr,
-    deadline: Instant,
-) -> io::Result<TcpStream> {
+pub fn tcp_connect_from(local: SocketAddr, remote: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
     let socket = reusable_tcp_socket(&remote)?;
     let local = if local.is_ipv4() == remote.is_ipv4() {
         local
@@ -46,8 +38,7 @@ pub fn tcp_connect_from(
         ));
     };
     socket.bind(&local.into())?;
-    let left =
-        deadline::remaining(deadline).ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
+    let left = deadline::remaining(deadline).ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
     socket.connect_timeout(&remote.into(), left)?;
     let stream: TcpStream = socket.into();
     let left = deadline::wait_until(deadline);

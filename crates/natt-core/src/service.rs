@@ -33,9 +33,7 @@ impl Worker {
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || f(flag))?;
+        let thread = thread::Builder::new().name(name.to_owned()).spawn(move || f(flag))?;
         Ok(Worker {
             stop,
             thread: Some(thread),
@@ -85,12 +83,7 @@ pub fn reachable(bound: SocketAddr) -> SocketAddr {
 /// Receives datagrams of at most `max_len` bytes on `socket` and hands each to `handle`, until
 /// `stop` is set. Longer datagrams are handed over truncated to `max_len + 1` bytes, so a
 /// decoder can tell they were too long.
-pub fn recv_loop(
-    socket: &UdpSocket,
-    stop: &AtomicBool,
-    max_len: usize,
-    mut handle: impl FnMut(SocketAddr, &[u8]),
-) {
+pub fn recv_loop(socket: &UdpSocket, stop: &AtomicBool, max_len: usize, mut handle: impl FnMut(SocketAddr, &[u8])) {
     if let Err(e) = socket.set_read_timeout(Some(POLL)) {
         log::warn!("cannot set a read timeout: {e}");
     }
@@ -98,11 +91,7 @@ pub fn recv_loop(
     while !stop.load(Ordering::SeqCst) {
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => handle(from, buf.get(..n).unwrap_or(&[])),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) => log::debug!("receive failed: {e}"),
         }
     }
@@ -137,12 +126,10 @@ pub fn accept_loop(
         }
         active.fetch_add(1, Ordering::SeqCst);
         let (active_c, handle_c) = (Arc::clone(&active), Arc::clone(&handle));
-        let spawned = thread::Builder::new()
-            .name("natt-client".into())
-            .spawn(move || {
-                handle_c(stream);
-                active_c.fetch_sub(1, Ordering::SeqCst);
-            });
+        let spawned = thread::Builder::new().name("natt-client".into()).spawn(move || {
+            handle_c(stream);
+            active_c.fetch_sub(1, Ordering::SeqCst);
+        });
         if let Err(e) = spawned {
             log::warn!("cannot serve a client: {e}");
             active.fetch_sub(1, Ordering::SeqCst);

@@ -62,15 +62,9 @@ impl MappedTcpSocket {
     }
 
     /// [`map`](Self::map), returning by `deadline`.
-    pub fn map_until(
-        socket: Socket,
-        mc: &MappingContext,
-        deadline: Instant,
-    ) -> Result<Self, Error> {
+    pub fn map_until(socket: Socket, mc: &MappingContext, deadline: Instant) -> Result<Self, Error> {
         if socket.peer_addr().is_ok() {
-            return Err(Error::UnusableSocket(
-                "the TCP socket is already connected".into(),
-            ));
+            return Err(Error::UnusableSocket("the TCP socket is already connected".into()));
         }
         let mut local = socket
             .local_addr()?

@@ -53,10 +53,7 @@ pub trait UdpExchange: Send {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool;
 
     /// The result, once the exchange has finished at `now`.
-    fn poll_result(
-        &mut self,
-        now: Instant,
-    ) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>>;
+    fn poll_result(&mut self, now: Instant) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>>;
 
     /// The deadline passed before [`poll_result`](UdpExchange::poll_result) gave a result: the
     /// endpoints found so far, or why there are none.
@@ -83,10 +80,7 @@ impl std::fmt::Debug for TechniqueMapping {
 
 impl From<Vec<MappedSocketAddr>> for TechniqueMapping {
     fn from(endpoints: Vec<MappedSocketAddr>) -> Self {
-        TechniqueMapping {
-            endpoints,
-            lease: None,
-        }
+        TechniqueMapping { endpoints, lease: None }
     }
 }
 
@@ -130,20 +124,13 @@ pub trait MappingTechnique: Send + Sync {
 
     /// Starts mapping a UDP socket bound at `local` by talking over the socket itself.
     /// `Ok(None)` means this technique maps beside the socket ([`map_udp`](Self::map_udp)).
-    fn udp_exchange(
-        &self,
-        local: SocketAddr,
-    ) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
+    fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
         let _ = local;
         Ok(None)
     }
 
     /// Maps a UDP socket bound at `local` without using the socket, returning by `deadline`.
-    fn map_udp(
-        &self,
-        local: SocketAddr,
-        deadline: Instant,
-    ) -> Result<TechniqueMapping, TechniqueError> {
+    fn map_udp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         let _ = (local, deadline);
         Err(TechniqueError::NotApplicable(format!(
             "{} does not map UDP",
@@ -153,11 +140,7 @@ pub trait MappingTechnique: Send + Sync {
 
     /// Maps a TCP socket bound (reusably) at `local`, returning by `deadline`. A technique that
     /// must connect from the mapped port uses [`crate::reuse::tcp_connect_from`].
-    fn map_tcp(
-        &self,
-        local: SocketAddr,
-        deadline: Instant,
-    ) -> Result<TechniqueMapping, TechniqueError> {
+    fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         let _ = (local, deadline);
         Err(TechniqueError::NotApplicable(format!(
             "{} does not map TCP",

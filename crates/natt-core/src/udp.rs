@@ -66,11 +66,7 @@ impl MappedUdpSocket {
 
     /// Maps an existing socket, returning by `deadline`. Datagrams that arrive meanwhile and
     /// answer no technique are discarded.
-    pub fn map_until(
-        socket: UdpSocket,
-        mc: &MappingContext,
-        deadline: Instant,
-    ) -> Result<Self, Error> {
+    pub fn map_until(socket: UdpSocket, mc: &MappingContext, deadline: Instant) -> Result<Self, Error> {
         let (endpoints, port_mappings) = map_udp_socket(&socket, &mc.techniques(), deadline)?;
         Ok(MappedUdpSocket {
             socket,
@@ -129,10 +125,8 @@ pub fn map_udp_socket(
                 _ => None,
             })
             .collect();
-        let mut refs: Vec<&mut dyn UdpExchange> = exchanges
-            .iter_mut()
-            .map(|e| &mut **e as &mut dyn UdpExchange)
-            .collect();
+        let mut refs: Vec<&mut dyn UdpExchange> =
+            exchanges.iter_mut().map(|e| &mut **e as &mut dyn UdpExchange).collect();
         let on_socket = drive_since(socket, &mut refs, start, deadline)?;
         let beside: Vec<_> = handles
             .into_iter()
@@ -152,28 +146,18 @@ pub fn map_udp_socket(
 
     let mut collector = Collector::new(Protocol::Udp, local_endpoints(local));
     for ((t, plan), beside) in techniques.iter().zip(plans).zip(beside) {
-        let (elapsed, result): (Duration, Result<TechniqueMapping, TechniqueError>) =
-            match (plan, beside) {
-                (Plan::Exchange(i), _) => {
-                    let (elapsed, r) =
-                        on_socket
-                            .get_mut(i)
-                            .and_then(Option::take)
-                            .unwrap_or_else(|| {
-                                (
-                                    start.elapsed(),
-                                    Err(TechniqueError::TimedOut("no result".into())),
-                                )
-                            });
-                    (elapsed, r.map(TechniqueMapping::from))
-                }
-                (Plan::Failed(e), _) => (Duration::ZERO, Err(e)),
-                (Plan::Beside, Some((elapsed, r))) => (elapsed, r),
-                (Plan::Beside, None) => (
-                    Duration::ZERO,
-                    Err(TechniqueError::NotApplicable("not run".into())),
-                ),
-            };
+        let (elapsed, result): (Duration, Result<TechniqueMapping, TechniqueError>) = match (plan, beside) {
+            (Plan::Exchange(i), _) => {
+                let (elapsed, r) = on_socket
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .unwrap_or_else(|| (start.elapsed(), Err(TechniqueError::TimedOut("no result".into()))));
+                (elapsed, r.map(TechniqueMapping::from))
+            }
+            (Plan::Failed(e), _) => (Duration::ZERO, Err(e)),
+            (Plan::Beside, Some((elapsed, r))) => (elapsed, r),
+            (Plan::Beside, None) => (Duration::ZERO, Err(TechniqueError::NotApplicable("not run".into()))),
+        };
         collector.add(t.name(), elapsed, result);
     }
     Ok(collector.finish())
@@ -208,14 +192,7 @@ fn drive_since(
     }
     Ok(done
         .into_iter()
-        .map(|d| {
-            d.unwrap_or_else(|| {
-                (
-                    start.elapsed(),
-                    Err(TechniqueError::TimedOut("no result".into())),
-                )
-            })
-        })
+        .map(|d| d.unwrap_or_else(|| (start.elapsed(), Err(TechniqueError::TimedOut("no result".into())))))
         .collect())
 }
 

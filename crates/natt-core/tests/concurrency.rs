@@ -1,12 +1,7 @@
 //! Techniques run at the same time: two techniques that can only finish together (each waits
 //! for the other to have started) both succeed, which they could not if run one after another.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -14,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use natt_core::{
-    MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, MappingContext, MappingTechnique,
-    TechniqueError, TechniqueMapping,
+    MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, MappingContext, MappingTechnique, TechniqueError,
+    TechniqueMapping,
 };
 
 /// Signals the other technique, then waits (until the deadline) for its signal.
@@ -26,11 +21,7 @@ struct Rendezvous {
 }
 
 impl Rendezvous {
-    fn meet(
-        &self,
-        local: SocketAddr,
-        deadline: Instant,
-    ) -> Result<TechniqueMapping, TechniqueError> {
+    fn meet(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         let _ = self.tx.send(());
         let left = deadline.saturating_duration_since(Instant::now());
         self.rx
@@ -46,18 +37,10 @@ impl MappingTechnique for Rendezvous {
     fn name(&self) -> &str {
         self.name
     }
-    fn map_udp(
-        &self,
-        local: SocketAddr,
-        deadline: Instant,
-    ) -> Result<TechniqueMapping, TechniqueError> {
+    fn map_udp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         self.meet(local, deadline)
     }
-    fn map_tcp(
-        &self,
-        local: SocketAddr,
-        deadline: Instant,
-    ) -> Result<TechniqueMapping, TechniqueError> {
+    fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         self.meet(local, deadline)
     }
 }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use natt_core::local::local_endpoints;
 use natt_core::reuse::tcp_connect_from;
 use natt_core::{
-    HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping,
-    Transmit, UdpExchange,
+    HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
 
 use crate::stream::read_message;
@@ -62,10 +61,7 @@ impl SimpleTechnique {
 
     /// The servers, in the order added.
     pub fn servers(&self) -> Vec<SocketAddr> {
-        self.servers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.servers.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The servers reachable from a socket bound at `local` (same address family).
@@ -100,23 +96,12 @@ impl MappingTechnique for SimpleTechnique {
         true
     }
 
-    fn udp_exchange(
-        &self,
-        local: SocketAddr,
-    ) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
+    fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
         let servers = self.servers_for(local)?;
-        Ok(Some(Box::new(SimpleExchange::new(
-            local,
-            servers,
-            Instant::now(),
-        ))))
+        Ok(Some(Box::new(SimpleExchange::new(local, servers, Instant::now()))))
     }
 
-    fn map_tcp(
-        &self,
-        local: SocketAddr,
-        deadline: Instant,
-    ) -> Result<TechniqueMapping, TechniqueError> {
+    fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         let servers = self.servers_for(local)?;
         let results: Vec<Result<SocketAddr, TechniqueError>> = thread::scope(|scope| {
             let handles: Vec<_> = servers
@@ -126,9 +111,8 @@ impl MappingTechnique for SimpleTechnique {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(TechniqueError::Other("query thread panicked".into()))
-                    })
+                    h.join()
+                        .unwrap_or_else(|_| Err(TechniqueError::Other("query thread panicked".into())))
                 })
                 .collect()
         });
@@ -151,11 +135,7 @@ impl MappingTechnique for SimpleTechnique {
 }
 
 /// Asks one server over TCP, connecting from `local`.
-fn query_tcp(
-    local: SocketAddr,
-    server: SocketAddr,
-    deadline: Instant,
-) -> Result<SocketAddr, TechniqueError> {
+fn query_tcp(local: SocketAddr, server: SocketAddr, deadline: Instant) -> Result<SocketAddr, TechniqueError> {
     let mut stream = tcp_connect_from(local, server, deadline)?;
     let txid = TransactionId::random();
     stream.write_all(&Request { txid }.encode())?;
@@ -175,10 +155,7 @@ fn endpoints_from(local: SocketAddr, observed: &[SocketAddr]) -> Vec<MappedSocke
     let mut out: Vec<MappedSocketAddr> = Vec::new();
     for &addr in observed {
         let behind_nat = !locals.iter().any(|l| l.addr == addr);
-        natt_core::endpoint::merge_endpoints(
-            &mut out,
-            [MappedSocketAddr::new(addr, behind_nat, NAME)],
-        );
+        natt_core::endpoint::merge_endpoints(&mut out, [MappedSocketAddr::new(addr, behind_nat, NAME)]);
     }
     out
 }
@@ -243,10 +220,7 @@ impl SimpleExchange {
     }
 
     fn observed(&self) -> Vec<SocketAddr> {
-        self.transactions
-            .iter()
-            .filter_map(|t| t.observed)
-            .collect()
+        self.transactions.iter().filter_map(|t| t.observed).collect()
     }
 }
 
@@ -299,10 +273,7 @@ impl UdpExchange for SimpleExchange {
         true
     }
 
-    fn poll_result(
-        &mut self,
-        now: Instant,
-    ) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>> {
+    fn poll_result(&mut self, now: Instant) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>> {
         let all = self.transactions.iter().all(|t| t.observed.is_some());
         let grace_over = self.grace_until.is_some_and(|g| now >= g);
         (all || grace_over).then(|| Ok(endpoints_from(self.local, &self.observed())))
@@ -311,11 +282,7 @@ impl UdpExchange for SimpleExchange {
     fn finish(&mut self) -> Result<Vec<MappedSocketAddr>, TechniqueError> {
         let observed = self.observed();
         if observed.is_empty() {
-            let servers: Vec<String> = self
-                .transactions
-                .iter()
-                .map(|t| t.server.to_string())
-                .collect();
+            let servers: Vec<String> = self.transactions.iter().map(|t| t.server.to_string()).collect();
             return Err(TechniqueError::TimedOut(format!(
                 "no simple-protocol server answered ({})",
                 servers.join(", ")
@@ -390,16 +357,8 @@ mod tests {
         let mut ex = SimpleExchange::new(addr("0.0.0.0:4000"), vec![s1, s2], t0);
         let r1 = ex.poll_transmit(t0).unwrap();
         let r2 = ex.poll_transmit(t0).unwrap();
-        assert!(ex.handle_datagram(
-            t0,
-            s1,
-            &answer(addr("198.51.100.1:1111"), &r1.payload).unwrap()
-        ));
-        assert!(ex.handle_datagram(
-            t0,
-            s2,
-            &answer(addr("198.51.100.1:2222"), &r2.payload).unwrap()
-        ));
+        assert!(ex.handle_datagram(t0, s1, &answer(addr("198.51.100.1:1111"), &r1.payload).unwrap()));
+        assert!(ex.handle_datagram(t0, s2, &answer(addr("198.51.100.1:2222"), &r2.payload).unwrap()));
         let eps = ex.poll_result(t0).unwrap().unwrap();
         assert_eq!(eps.len(), 2);
         assert!(eps.iter().all(|e| e.nat_restricted && e.technique == NAME));
@@ -411,11 +370,6 @@ mod tests {
         let e = t.udp_exchange(addr("0.0.0.0:1")).err().unwrap();
         assert!(e.is_not_applicable());
         t.add_server(&HolePunchServerAddr::Simple(addr("[2001:db8::1]:5483")));
-        assert!(
-            t.udp_exchange(addr("0.0.0.0:1"))
-                .err()
-                .unwrap()
-                .is_not_applicable()
-        );
+        assert!(t.udp_exchange(addr("0.0.0.0:1")).err().unwrap().is_not_applicable());
     }
 }

@@ -71,8 +71,7 @@ impl SimpleUdpHolePunchServer {
     /// tells peers where to reach it (port mappings are held while the server lives).
     pub fn new(mc: &MappingContext) -> Result<Self, ServerError> {
         let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-        let socket =
-            UdpSocket::bind(any).map_err(|source| ServerError::Bind { addr: any, source })?;
+        let socket = UdpSocket::bind(any).map_err(|source| ServerError::Bind { addr: any, source })?;
         let mapped = MappedUdpSocket::map(socket, mc)?;
         Self::start(mapped.socket, mapped.endpoints, mapped.port_mappings)
     }
@@ -218,11 +217,7 @@ fn serve_tcp_client(mut stream: TcpStream, answered: &AtomicU64) -> io::Result<(
 /// Answers the request whose first [`HEADER_LEN`] bytes, `head`, were already read from
 /// `stream` (whose timeouts bound the wait); for servers that serve several protocols on one
 /// port. `on_answer` is called once the request is known valid, before the reply is sent.
-pub fn answer_stream(
-    head: [u8; HEADER_LEN],
-    stream: &mut TcpStream,
-    on_answer: impl FnOnce(),
-) -> io::Result<()> {
+pub fn answer_stream(head: [u8; HEADER_LEN], stream: &mut TcpStream, on_answer: impl FnOnce()) -> io::Result<()> {
     let from = stream.peer_addr()?;
     match read_message_after(head, stream)? {
         Message::Request(req) => {
@@ -235,9 +230,6 @@ pub fn answer_stream(
                 .encode(),
             )
         }
-        Message::Reply(_) => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "a reply sent to the server",
-        )),
+        Message::Reply(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "a reply sent to the server")),
     }
 }

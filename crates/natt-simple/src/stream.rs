@@ -20,9 +20,7 @@ pub fn read_message(stream: &mut impl Read) -> io::Result<Message> {
 pub fn read_message_after(head: [u8; HEADER_LEN], stream: &mut impl Read) -> io::Result<Message> {
     let len = wire::message_len(&head).map_err(invalid)?;
     let mut buf = [0u8; REQUEST_LEN];
-    let msg = buf
-        .get_mut(..len)
-        .ok_or_else(|| invalid("message too long"))?;
+    let msg = buf.get_mut(..len).ok_or_else(|| invalid("message too long"))?;
     let (start, rest) = msg.split_at_mut(HEADER_LEN);
     start.copy_from_slice(&head);
     stream.read_exact(rest)?;
@@ -52,18 +50,12 @@ mod tests {
         let mut r = &bytes[..];
         assert_eq!(read_message(&mut r).unwrap(), Message::Request(req));
         assert_eq!(read_message(&mut r).unwrap(), Message::Reply(rep));
-        assert_eq!(
-            read_message(&mut r).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(read_message(&mut r).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]
     fn garbage_is_invalid_data() {
         let mut r = &b"GET / HTTP/1.1\r\n\r\n"[..];
-        assert_eq!(
-            read_message(&mut r).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
+        assert_eq!(read_message(&mut r).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }

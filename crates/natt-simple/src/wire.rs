@@ -143,16 +143,7 @@ impl Request {
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let mut b = [0u8; REQUEST_LEN];
         let (head, rest) = b.split_at_mut(HEADER_LEN);
-        head.copy_from_slice(&[
-            MAGIC[0],
-            MAGIC[1],
-            MAGIC[2],
-            MAGIC[3],
-            VERSION,
-            KIND_REQUEST,
-            0,
-            0,
-        ]);
+        head.copy_from_slice(&[MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], VERSION, KIND_REQUEST, 0, 0]);
         let (txid, _padding) = rest.split_at_mut(TXID_LEN);
         txid.copy_from_slice(&self.txid.0);
         b

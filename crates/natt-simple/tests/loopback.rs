@@ -1,11 +1,6 @@
 //! Client and servers of the simple protocol on loopback, over UDP and TCP.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -18,9 +13,7 @@ use natt_simple::{SimpleTcpHolePunchServer, SimpleTechnique, SimpleUdpHolePunchS
 
 fn context(servers: &[SocketAddr], timeout: Duration) -> MappingContext {
     let mc = MappingContext::empty().with_timeout(timeout);
-    mc.add_technique(Arc::new(SimpleTechnique::with_servers(
-        servers.iter().copied(),
-    )));
+    mc.add_technique(Arc::new(SimpleTechnique::with_servers(servers.iter().copied())));
     mc
 }
 
@@ -68,10 +61,7 @@ fn no_answer_is_a_timeout_not_a_failure_to_map() {
     let mc = context(&[silent.local_addr().unwrap()], Duration::from_millis(300));
     let mapped = MappedUdpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
     let o = &mapped.port_mappings.outcomes()[0];
-    assert!(
-        matches!(o.result, Err(natt_core::TechniqueError::TimedOut(_))),
-        "{o:?}"
-    );
+    assert!(matches!(o.result, Err(natt_core::TechniqueError::TimedOut(_))), "{o:?}");
     // The local endpoint is still known.
     assert_eq!(mapped.endpoints.len(), 1);
 }
@@ -80,9 +70,7 @@ fn no_answer_is_a_timeout_not_a_failure_to_map() {
 fn udp_server_ignores_malformed_requests_and_keeps_serving() {
     let server = SimpleUdpHolePunchServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut buf = [0u8; 64];
     for junk in [&b""[..], b"ECHO", &[0u8; 40], &[0xffu8; 1500]] {
         client.send_to(junk, server.local_addr()).unwrap();
@@ -93,12 +81,8 @@ fn udp_server_ignores_malformed_requests_and_keeps_serving() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
     ));
     let txid = TransactionId::random();
-    client
-        .send_to(&Request { txid }.encode(), server.local_addr())
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    client.send_to(&Request { txid }.encode(), server.local_addr()).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let (n, _) = client.recv_from(&mut buf).unwrap();
     match wire::decode(&buf[..n]).unwrap() {
         Message::Reply(r) => {
@@ -117,9 +101,7 @@ fn tcp_server_survives_garbage_and_silent_clients() {
     let mut garbage = TcpStream::connect(server.local_addr()).unwrap();
     garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let _silent = TcpStream::connect(server.local_addr()).unwrap();
-    garbage
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    garbage.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut rest = Vec::new();
     // The server closes the connection without a reply.
     assert_eq!(garbage.read_to_end(&mut rest).unwrap_or(0), 0);

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use natt_core::local::local_endpoints;
 use natt_core::reuse::tcp_connect_from;
 use natt_core::{
-    HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit,
-    UdpExchange,
+    HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
 
 use crate::message::{self, HEADER_LEN, decode_response, encode_binding_request};
@@ -162,7 +161,11 @@ impl MappingTechnique for StunTechnique {
 }
 
 /// One Binding transaction over TCP from `local` (RFC 8489 framing: messages back to back).
-pub fn binding_over_tcp(local: SocketAddr, server: SocketAddr, deadline: Instant) -> Result<SocketAddr, TechniqueError> {
+pub fn binding_over_tcp(
+    local: SocketAddr,
+    server: SocketAddr,
+    deadline: Instant,
+) -> Result<SocketAddr, TechniqueError> {
     let mut stream = tcp_connect_from(local, server, deadline)?;
     let txid: [u8; 12] = rand::random();
     let request = encode_binding_request(txid, None).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
@@ -170,7 +173,9 @@ pub fn binding_over_tcp(local: SocketAddr, server: SocketAddr, deadline: Instant
     let response = read_stun_message(&mut stream)?;
     let response = decode_response(&response).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
     if response.txid != txid {
-        return Err(TechniqueError::Protocol(format!("{server} answered another transaction")));
+        return Err(TechniqueError::Protocol(format!(
+            "{server} answered another transaction"
+        )));
     }
     match response.result {
         Ok(success) => Ok(success.mapped),
@@ -277,7 +282,10 @@ impl StunExchange {
     }
 
     fn mapped(&self) -> Vec<SocketAddr> {
-        self.bindings.iter().filter_map(|t| t.success().map(|s| s.mapped)).collect()
+        self.bindings
+            .iter()
+            .filter_map(|t| t.success().map(|s| s.mapped))
+            .collect()
     }
 
     fn open(&self) -> bool {
@@ -337,8 +345,7 @@ impl UdpExchange for StunExchange {
         if let Some(success) = t.success() {
             let rtt = t.rtt().unwrap_or(Duration::ZERO);
             let (primary, has_other) = (t.destination, success.other_address.is_some());
-            self.grace_until
-                .get_or_insert(now + (rtt * GRACE_RTTS).max(MIN_GRACE));
+            self.grace_until.get_or_insert(now + (rtt * GRACE_RTTS).max(MIN_GRACE));
             if has_other && self.filter.is_none() {
                 self.start_filter_check(now, primary, rtt);
             }
@@ -349,8 +356,7 @@ impl UdpExchange for StunExchange {
     }
 
     fn poll_result(&mut self, now: Instant) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>> {
-        let bindings_done = self.bindings.iter().all(|t| t.is_done(now))
-            || self.grace_until.is_some_and(|g| now >= g);
+        let bindings_done = self.bindings.iter().all(|t| t.is_done(now)) || self.grace_until.is_some_and(|g| now >= g);
         let filter_done = self.filter.as_ref().is_none_or(|f| f.is_done(now));
         if !(bindings_done && filter_done) {
             return None;
@@ -439,11 +445,19 @@ mod tests {
         let (mut ex, t0) = start(&[p]);
         let req = ex.poll_transmit(t0).unwrap();
         let txid = decode_request(&req.payload).unwrap().txid;
-        ex.handle_datagram(t0, p, &encode_success(txid, addr("198.51.100.1:4000"), Some(o), None).unwrap());
+        ex.handle_datagram(
+            t0,
+            p,
+            &encode_success(txid, addr("198.51.100.1:4000"), Some(o), None).unwrap(),
+        );
         let change = ex.poll_transmit(t0).unwrap();
         let ctx = decode_request(&change.payload).unwrap().txid;
         // A server that ignores CHANGE-REQUEST answers from where it was asked.
-        ex.handle_datagram(t0, p, &encode_success(ctx, addr("198.51.100.1:4000"), Some(o), None).unwrap());
+        ex.handle_datagram(
+            t0,
+            p,
+            &encode_success(ctx, addr("198.51.100.1:4000"), Some(o), None).unwrap(),
+        );
         let eps = ex.poll_result(t0 + MIN_GRACE).unwrap().unwrap();
         assert!(eps[0].nat_restricted);
     }

@@ -6,9 +6,16 @@
 //! - [`message`]: Binding requests and responses, pure encode/decode on `stun_codec`.
 //! - [`transaction`]: one Binding transaction and its RFC 8489 retransmission schedule.
 //! - [`StunTechnique`]: the client, a [`natt_core::MappingTechnique`].
+//! - [`behaviour`]: NAT behaviour discovery (RFC 5780), [`discover_udp`].
+//! - [`StunServer`]: a STUN server (RFC 5780 with two addresses) that can share its ports with
+//!   another protocol.
 
+pub mod behaviour;
 pub mod client;
 pub mod message;
+pub mod server;
 pub mod transaction;
 
+pub use behaviour::{Behaviour, NatBehaviour, discover_udp};
 pub use client::{StunExchange, StunTechnique};
+pub use server::{OtherProtocol, StunServer};

@@ -37,11 +37,20 @@ define_attribute_enums!(
     RequestAttribute,
     RequestAttributeDecoder,
     RequestAttributeEncoder,
-    [MappedAddress, XorMappedAddress, ErrorCode, Software, Fingerprint, ResponsePort]
+    [
+        MappedAddress,
+        XorMappedAddress,
+        ErrorCode,
+        Software,
+        Fingerprint,
+        ResponsePort
+    ]
 );
 
 /// The CHANGE-REQUEST attribute's type.
 const CHANGE_REQUEST: u16 = 0x0003;
+/// The PADDING attribute's type (RFC 5780 section 7.6): understood, and its content ignored.
+const PADDING: u16 = 0x0026;
 
 /// `(change_ip, change_port)` from a CHANGE-REQUEST value (RFC 5780 section 7.2).
 fn change_request_flags(value: &[u8]) -> Result<(bool, bool), StunError> {
@@ -117,6 +126,8 @@ pub struct BindingRequest {
     pub change_ip: bool,
     /// CHANGE-REQUEST: answer from the other port.
     pub change_port: bool,
+    /// RESPONSE-PORT (RFC 5780): send the response to this port of the client's address.
+    pub response_port: Option<u16>,
     /// Comprehension-required attributes the request carries that we do not know.
     pub unknown_required: Vec<u16>,
 }
@@ -187,7 +198,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<BindingRequest, StunError> {
         let t = stun_codec::Attribute::get_type(a).as_u16();
         if t == CHANGE_REQUEST {
             (change_ip, change_port) = change_request_flags(a.value())?;
-        } else if t < 0x8000 {
+        } else if t < 0x8000 && t != PADDING {
             unknown_required.push(t);
         }
     }
@@ -195,6 +206,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<BindingRequest, StunError> {
         txid: *m.transaction_id().as_bytes(),
         change_ip,
         change_port,
+        response_port: m.get_attribute::<ResponsePort>().map(ResponsePort::port),
         unknown_required,
     })
 }
@@ -350,8 +362,13 @@ mod tests {
     fn byte_flips_never_panic() {
         let msgs = [
             encode_binding_request([1; 12], Some((true, true))).unwrap(),
-            encode_success([2; 12], "[2001:db8::1]:9".parse().unwrap(), Some("1.2.3.4:5".parse().unwrap()), None)
-                .unwrap(),
+            encode_success(
+                [2; 12],
+                "[2001:db8::1]:9".parse().unwrap(),
+                Some("1.2.3.4:5".parse().unwrap()),
+                None,
+            )
+            .unwrap(),
             encode_error([3; 12], 420, "x", &[1, 2, 3]).unwrap(),
         ];
         for m in &msgs {

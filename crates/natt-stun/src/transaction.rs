@@ -130,7 +130,9 @@ impl Transaction {
 
     /// The error code of an error response, if one arrived.
     pub fn error_code(&self) -> Option<u16> {
-        self.response.as_ref().and_then(|(_, r, _)| r.result.as_ref().err().map(|(c, _)| *c))
+        self.response
+            .as_ref()
+            .and_then(|(_, r, _)| r.result.as_ref().err().map(|(c, _)| *c))
     }
 }
 

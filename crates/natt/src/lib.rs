@@ -7,7 +7,7 @@
 //! | feature  | crate         | technique                                                |
 //! |----------|---------------|----------------------------------------------------------|
 //! | `simple` | `natt-simple` | natt's simple hole-punch protocol (ask a `natt serve`)   |
-//! | `stun`   | `natt-stun`   | STUN (RFC 8489) and NAT behaviour discovery (RFC 5780) — not yet implemented |
+//! | `stun`   | `natt-stun`   | STUN (RFC 8489) and NAT behaviour discovery (RFC 5780)   |
 //! | `upnp`   | `natt-upnp`   | UPnP IGD port mapping — not yet implemented              |
 //! | `punch`  | `natt-punch`  | rendezvous, UDP hole punching, TCP simultaneous open — not yet implemented |
 //!
@@ -44,14 +44,13 @@
 //! ```
 
 use std::ops::Deref;
-#[cfg(feature = "simple")]
+#[cfg(any(feature = "simple", feature = "stun"))]
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use natt_core::{
-    Error, HolePunchServerAddr, Lease, MappedSocketAddr, MappedTcpSocket, MappedUdpSocket,
-    MappingTechnique, PortMappings, Protocol, TechniqueError, TechniqueMapping, TechniqueOutcome,
-    Transmit, UdpExchange,
+    Error, HolePunchServerAddr, Lease, MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, MappingTechnique,
+    PortMappings, Protocol, TechniqueError, TechniqueMapping, TechniqueOutcome, Transmit, UdpExchange,
 };
 
 /// The core crate, for technique authors.
@@ -61,6 +60,11 @@ pub use natt_core as core;
 pub use natt_simple as simple;
 #[cfg(feature = "simple")]
 pub use natt_simple::{SimpleTcpHolePunchServer, SimpleTechnique, SimpleUdpHolePunchServer};
+/// STUN and NAT behaviour discovery.
+#[cfg(feature = "stun")]
+pub use natt_stun as stun;
+#[cfg(feature = "stun")]
+pub use natt_stun::{StunServer, StunTechnique};
 
 /// The techniques a program maps sockets with, their servers and caches.
 ///
@@ -83,6 +87,8 @@ impl MappingContext {
         let mc = natt_core::MappingContext::empty();
         #[cfg(feature = "simple")]
         mc.add_technique(Arc::new(SimpleTechnique::new()));
+        #[cfg(feature = "stun")]
+        mc.add_technique(Arc::new(StunTechnique::new()));
         Ok(MappingContext(mc))
     }
 

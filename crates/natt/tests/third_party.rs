@@ -2,12 +2,7 @@
 //! alone) plugs into the facade's context and shares the mapped socket with natt's own
 //! techniques: each gets its own replies, none is stolen.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![cfg(feature = "simple")]
 
 use std::net::UdpSocket;
@@ -25,9 +20,7 @@ fn third_party_technique_shares_the_socket_with_simple() {
     let echo_addr = echo_server.local_addr().unwrap();
     thread::spawn(move || natt_example_echo::serve_one(&echo_server));
 
-    let mc = MappingContext::new()
-        .unwrap()
-        .with_timeout(Duration::from_secs(5));
+    let mc = MappingContext::new().unwrap().with_timeout(Duration::from_secs(5));
     mc.remove_technique("upnp");
     mc.add_technique(Arc::new(EchoTechnique::new(echo_addr)));
     mc.add_servers([HolePunchServerAddr::Simple(simple_server.local_addr())]);
@@ -42,16 +35,10 @@ fn third_party_technique_shares_the_socket_with_simple() {
             .find(|o| o.technique == name)
             .unwrap_or_else(|| panic!("no outcome for {name}"))
     };
-    let echo = outcome("echo")
-        .result
-        .as_ref()
-        .expect("echo technique mapped");
+    let echo = outcome("echo").result.as_ref().expect("echo technique mapped");
     assert_eq!(echo[0].addr, local);
     assert_eq!(echo[0].technique, "echo");
-    let simple = outcome("simple")
-        .result
-        .as_ref()
-        .expect("simple technique mapped");
+    let simple = outcome("simple").result.as_ref().expect("simple technique mapped");
     assert_eq!(simple[0].addr, local);
     assert_eq!(
         simple_server.answered(),

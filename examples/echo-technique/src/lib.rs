@@ -45,10 +45,7 @@ impl MappingTechnique for EchoTechnique {
         NAME
     }
 
-    fn udp_exchange(
-        &self,
-        _local: SocketAddr,
-    ) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
+    fn udp_exchange(&self, _local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
         Ok(Some(Box::new(EchoExchange {
             server: self.server,
             nonce: format!("{:016x}", rand_nonce()),
@@ -105,19 +102,12 @@ impl UdpExchange for EchoExchange {
         }
     }
 
-    fn poll_result(
-        &mut self,
-        _now: Instant,
-    ) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>> {
-        self.found
-            .map(|a| Ok(vec![MappedSocketAddr::new(a, true, NAME)]))
+    fn poll_result(&mut self, _now: Instant) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>> {
+        self.found.map(|a| Ok(vec![MappedSocketAddr::new(a, true, NAME)]))
     }
 
     fn finish(&mut self) -> Result<Vec<MappedSocketAddr>, TechniqueError> {
-        Err(TechniqueError::TimedOut(format!(
-            "{} did not answer",
-            self.server
-        )))
+        Err(TechniqueError::TimedOut(format!("{} did not answer", self.server)))
     }
 }
 

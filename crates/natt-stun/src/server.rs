@@ -1,0 +1,383 @@
+//! [`StunServer`]: answers STUN Binding requests (RFC 8489) over UDP and TCP, with RFC 5780's
+//! OTHER-ADDRESS, RESPONSE-ORIGIN and CHANGE-REQUEST when given a second address. Another
+//! protocol can share its ports ([`OtherProtocol`]): STUN messages are told apart by their
+//! first two bits and magic cookie, and everything else goes to the other protocol.
+//!
+//! With an alternate address the server binds four sockets (of each transport): primary IP and
+//! alternate IP, each at the primary port and at the primary port + 1. A request received on
+//! one socket is answered from the socket whose IP and/or port differ as CHANGE-REQUEST asks.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use natt_core::service::{Worker, accept_loop, recv_loop};
+
+use crate::message::{
+    HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, decode_request, encode_error, encode_success, looks_like_stun,
+    stream_message_len,
+};
+
+/// How long a TCP client may take per request.
+pub const TCP_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most TCP clients served at once.
+pub const MAX_TCP_CLIENTS: usize = 64;
+/// The most requests answered on one TCP connection.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 16;
+/// Bytes read to tell STUN from another protocol on a stream.
+pub const STREAM_HEAD_LEN: usize = 8;
+
+/// A protocol sharing the STUN server's ports.
+pub trait OtherProtocol: Send + Sync {
+    /// The answer to a datagram that is not STUN, if any.
+    fn answer_datagram(&self, from: SocketAddr, data: &[u8]) -> Option<Vec<u8>>;
+    /// Serves a stream whose first [`STREAM_HEAD_LEN`] bytes, `head`, are not STUN.
+    fn serve_stream(&self, head: [u8; STREAM_HEAD_LEN], stream: &mut TcpStream) -> io::Result<()>;
+}
+
+/// Errors starting a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding a socket failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The addresses given cannot make an RFC 5780 server.
+    #[error("bad server addresses: {0}")]
+    Addresses(String),
+    /// Starting a serving thread failed.
+    #[error("cannot start a server thread: {0}")]
+    Thread(io::Error),
+}
+
+/// The STUN server's view of its sockets: where each is, and which answers for which.
+#[derive(Debug, Clone)]
+struct Layout {
+    /// Socket addresses, index `ip * 2 + port` (0 = primary, 1 = alternate).
+    addrs: Vec<SocketAddr>,
+}
+
+impl Layout {
+    fn rfc5780(&self) -> bool {
+        self.addrs.len() == 4
+    }
+
+    /// The socket that answers a request received on `on` with CHANGE-REQUEST `(ip, port)`.
+    fn answer_from(&self, on: usize, change_ip: bool, change_port: bool) -> usize {
+        on ^ (usize::from(change_ip) << 1) ^ usize::from(change_port)
+    }
+
+    /// OTHER-ADDRESS for socket `on`: the one differing in both address and port.
+    fn other(&self, on: usize) -> Option<SocketAddr> {
+        self.rfc5780().then(|| self.addrs.get(on ^ 3).copied()).flatten()
+    }
+}
+
+/// An answer: which socket sends it, where to, and what.
+type Answer = (usize, SocketAddr, Vec<u8>);
+
+/// The answer to a datagram received on socket `on`, if any.
+fn answer(
+    layout: &Layout,
+    on: usize,
+    from: SocketAddr,
+    data: &[u8],
+    other: Option<&dyn OtherProtocol>,
+) -> Option<Answer> {
+    if !looks_like_stun(data) {
+        return other.and_then(|o| o.answer_datagram(from, data)).map(|r| (on, from, r));
+    }
+    let request = match decode_request(data) {
+        Ok(r) => r,
+        Err(e) => {
+            log::trace!("no answer to {from}: {e}");
+            return None;
+        }
+    };
+    let mut unknown = request.unknown_required.clone();
+    if (request.change_ip || request.change_port) && !layout.rfc5780() {
+        unknown.push(0x0003);
+    }
+    if !unknown.is_empty() {
+        return encode_error(request.txid, 420, "Unknown Attribute", &unknown)
+            .ok()
+            .map(|r| (on, from, r));
+    }
+    let via = layout.answer_from(on, request.change_ip, request.change_port);
+    let origin = layout.rfc5780().then(|| layout.addrs.get(via).copied()).flatten();
+    // RESPONSE-PORT may only move the answer to another port of the client's own address.
+    let to = SocketAddr::new(from.ip(), request.response_port.unwrap_or(from.port()));
+    encode_success(request.txid, from, layout.other(on), origin)
+        .ok()
+        .map(|r| (via, to, r))
+}
+
+/// A STUN server on background threads, serving until dropped.
+///
+/// ```
+/// use natt_core::{MappedUdpSocket, MappingContext};
+/// use std::sync::Arc;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = natt_stun::StunServer::bind("127.0.0.1:0".parse()?, None, None)?;
+/// let mc = MappingContext::empty();
+/// mc.add_technique(Arc::new(natt_stun::StunTechnique::with_servers([server.udp_addresses()[0]])));
+/// let mapped = MappedUdpSocket::bind("127.0.0.1:0".parse()?, &mc)?;
+/// assert!(mapped.port_mappings.outcomes()[0].result.is_ok());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct StunServer {
+    layout: Layout,
+    answered: Arc<AtomicU64>,
+    workers: Vec<Worker>,
+}
+
+impl StunServer {
+    /// A server at `primary`; with `alternate`, an RFC 5780 server on both addresses and on
+    /// ports `primary.port()` and `primary.port() + 1`. `other` answers what is not STUN.
+    pub fn bind(
+        primary: SocketAddr,
+        alternate: Option<IpAddr>,
+        other: Option<Arc<dyn OtherProtocol>>,
+    ) -> Result<Self, ServerError> {
+        let bind_udp = |addr: SocketAddr| UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source });
+        let first = bind_udp(primary)?;
+        let primary = first
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: primary, source })?;
+        let mut udp = vec![first];
+        if let Some(alt) = alternate {
+            if alt.is_ipv4() != primary.is_ipv4() || alt == primary.ip() {
+                return Err(ServerError::Addresses(format!(
+                    "{alt} must be another address of {primary}'s family"
+                )));
+            }
+            let alt_port = primary
+                .port()
+                .checked_add(1)
+                .ok_or_else(|| ServerError::Addresses("no port above the primary port".into()))?;
+            for addr in [(primary.ip(), alt_port), (alt, primary.port()), (alt, alt_port)] {
+                udp.push(bind_udp(addr.into())?);
+            }
+        }
+        let layout = Layout {
+            addrs: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
+        };
+        if layout.addrs.len() != udp.len() {
+            return Err(ServerError::Addresses("a socket has no local address".into()));
+        }
+        let answered = Arc::new(AtomicU64::new(0));
+        let udp = Arc::new(udp);
+        let mut workers = Vec::new();
+        for (on, &addr) in layout.addrs.iter().enumerate() {
+            let (udp, layout_c, other_c, count) =
+                (Arc::clone(&udp), layout.clone(), other.clone(), Arc::clone(&answered));
+            workers.push(
+                Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
+                    let Some(socket) = udp.get(on) else { return };
+                    recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {
+                        if let Some((via, to, reply)) = answer(&layout_c, on, from, data, other_c.as_deref()) {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let sock = udp.get(via).unwrap_or(socket);
+                            if let Err(e) = sock.send_to(&reply, to) {
+                                log::debug!("reply to {to} failed: {e}");
+                            }
+                        }
+                    })
+                })
+                .map_err(ServerError::Thread)?,
+            );
+            let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            let (layout_c, other_c, count) = (layout.clone(), other.clone(), Arc::clone(&answered));
+            workers.push(
+                Worker::spawn("natt-stun-tcp", Some(addr), true, move |stop| {
+                    accept_loop(&listener, &stop, MAX_TCP_CLIENTS, move |stream| {
+                        if let Err(e) = serve_stream(stream, &layout_c, on, other_c.as_deref(), &count) {
+                            log::debug!("TCP client: {e}");
+                        }
+                    })
+                })
+                .map_err(ServerError::Thread)?,
+            );
+        }
+        log::info!("STUN: serving on {:?}", layout.addrs);
+        Ok(StunServer {
+            layout,
+            answered,
+            workers,
+        })
+    }
+
+    /// The addresses served (UDP and TCP alike): the primary first, then, for an RFC 5780
+    /// server, primary IP at the alternate port, alternate IP at the primary port, and
+    /// alternate IP at the alternate port.
+    pub fn udp_addresses(&self) -> Vec<SocketAddr> {
+        self.layout.addrs.clone()
+    }
+
+    /// True when the server answers RFC 5780 requests (it has two addresses).
+    pub fn rfc5780(&self) -> bool {
+        self.layout.rfc5780()
+    }
+
+    /// Answers sent (STUN and other protocol).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StunServer {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            w.stop();
+        }
+        log::info!("STUN: stopped on {:?}", self.layout.addrs);
+    }
+}
+
+/// Serves one TCP connection: STUN requests back to back, or hands it to the other protocol.
+fn serve_stream(
+    mut stream: TcpStream,
+    layout: &Layout,
+    on: usize,
+    other: Option<&dyn OtherProtocol>,
+    answered: &AtomicU64,
+) -> io::Result<()> {
+    stream.set_read_timeout(Some(TCP_CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(TCP_CLIENT_TIMEOUT))?;
+    let from = stream.peer_addr()?;
+    for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+        let mut head = [0u8; STREAM_HEAD_LEN];
+        match stream.read_exact(&mut head) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            r => r?,
+        }
+        let is_stun = head.first().is_some_and(|b| b & 0xC0 == 0) && head.get(4..8) == Some(&MAGIC_COOKIE[..]);
+        if !is_stun {
+            return match other {
+                Some(o) => {
+                    o.serve_stream(head, &mut stream)?;
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                None => Err(io::Error::new(io::ErrorKind::InvalidData, "not STUN")),
+            };
+        }
+        let mut msg = head.to_vec();
+        msg.resize(HEADER_LEN, 0);
+        stream.read_exact(msg.get_mut(STREAM_HEAD_LEN..).unwrap_or(&mut []))?;
+        let len = stream_message_len(&msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        msg.resize(len, 0);
+        stream.read_exact(msg.get_mut(HEADER_LEN..).unwrap_or(&mut []))?;
+        // Over TCP the answer always goes back on the connection: CHANGE-REQUEST cannot be
+        // honoured, so it is refused as RFC 5780 section 7.2 allows.
+        let single = Layout {
+            addrs: layout.addrs.get(on).copied().into_iter().collect(),
+        };
+        match answer(&single, 0, from, &msg, None) {
+            Some((_, _, reply)) => {
+                answered.fetch_add(1, Ordering::Relaxed);
+                stream.write_all(&reply)?;
+            }
+            None => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "not a Binding request"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{decode_response, encode_binding_request};
+
+    fn layout() -> Layout {
+        Layout {
+            addrs: [
+                "203.0.113.20:3478",
+                "203.0.113.20:3479",
+                "203.0.113.21:3478",
+                "203.0.113.21:3479",
+            ]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn change_request_picks_the_socket() {
+        let l = layout();
+        let from: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+        for (change, via) in [
+            (None, 0),
+            (Some((false, true)), 1),
+            (Some((true, false)), 2),
+            (Some((true, true)), 3),
+        ] {
+            let req = encode_binding_request([1; 12], change).unwrap();
+            let (v, to, bytes) = answer(&l, 0, from, &req, None).unwrap();
+            assert_eq!(to, from);
+            assert_eq!(v, via, "{change:?}");
+            let r = decode_response(&bytes).unwrap().result.unwrap();
+            assert_eq!(r.mapped, from);
+            assert_eq!(r.other_address, Some(l.addrs[3]));
+            assert_eq!(r.response_origin, Some(l.addrs[via]));
+        }
+        // Received on the alternate IP's socket: OTHER-ADDRESS is the primary one.
+        let req = encode_binding_request([1; 12], None).unwrap();
+        let (_, _, bytes) = answer(&l, 3, from, &req, None).unwrap();
+        assert_eq!(
+            decode_response(&bytes).unwrap().result.unwrap().other_address,
+            Some(l.addrs[0])
+        );
+    }
+
+    #[test]
+    fn single_address_refuses_change_request() {
+        let l = Layout {
+            addrs: vec!["203.0.113.20:3478".parse().unwrap()],
+        };
+        let from = "198.51.100.1:4000".parse().unwrap();
+        let req = encode_binding_request([1; 12], Some((true, true))).unwrap();
+        let (via, _, bytes) = answer(&l, 0, from, &req, None).unwrap();
+        assert_eq!(via, 0);
+        assert_eq!(decode_response(&bytes).unwrap().result.unwrap_err().0, 420);
+        let plain = encode_binding_request([1; 12], None).unwrap();
+        let (_, _, bytes) = answer(&l, 0, from, &plain, None).unwrap();
+        let ok = decode_response(&bytes).unwrap().result.unwrap();
+        assert_eq!((ok.other_address, ok.response_origin), (None, None));
+    }
+
+    #[test]
+    fn response_port_moves_the_answer_on_the_clients_address() {
+        let l = layout();
+        let from: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+        let mut req = encode_binding_request([1; 12], None).unwrap();
+        // RESPONSE-PORT 4001.
+        req.extend_from_slice(&[0x00, 0x27, 0x00, 0x04, 0x0f, 0xa1, 0, 0]);
+        req[3] = 8;
+        let (_, to, _) = answer(&l, 0, from, &req, None).unwrap();
+        assert_eq!(to, "198.51.100.1:4001".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn responses_and_garbage_get_no_answer() {
+        let l = layout();
+        let from = "198.51.100.1:4000".parse().unwrap();
+        let resp = encode_success([1; 12], from, None, None).unwrap();
+        assert!(answer(&l, 0, from, &resp, None).is_none());
+        assert!(answer(&l, 0, from, b"hello", None).is_none());
+        assert!(answer(&l, 0, from, &[0u8; 20], None).is_none());
+    }
+}

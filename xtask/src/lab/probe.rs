@@ -1,0 +1,436 @@
+//! Small socket tools that run inside lab nodes (`ip netns exec NODE xtask lab probe ...`), and
+//! the observer server on `inet`. Tests use them to check what the NATs do.
+//!
+//! Every tool has a deadline and prints one line per fact, e.g. `SEEN 203.0.113.20:7000
+//! 203.0.113.101:40000`. They only send to the addresses they are given, and refuse to run
+//! outside a lab node.
+//!
+//! - `observer --ips A,B --port P`: UDP: replies `IP:PORT\n` (the sender as seen) followed by the
+//!   datagram; TCP: writes `IP:PORT\n` and closes.
+//! - `probe observe [--bind A] [--timeout-ms N] SERVER...`: from one UDP socket, asks each
+//!   observer what it sees: `SEEN SERVER MAPPED`.
+//! - `probe listen [--bind A] [--first SERVER] --ms N`: binds, optionally asks one observer
+//!   first (`SEEN ...`), prints `READY`, then `RECV FROM TEXT` per datagram and `DONE COUNT`.
+//! - `probe send --to A [--bind A] [--count N] [--interval-ms M]`: fires datagrams: `SENT N`.
+//! - `probe stun [--bind A] [--timeout-ms N] SERVER...`: STUN binding requests (RFC 5389):
+//!   `MAPPED SERVER MAPPED rtt_ms=X`.
+//! - `probe rtt --to OBSERVER [--count N] [--interval-ms M] [--wait-ms W]`: numbered datagrams to
+//!   an observer: `RTT sent=N received=M min_ms=.. median_ms=.. max_ms=..`.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{ErrorKind, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Result, err};
+
+/// The line the observer prints once it listens.
+pub const OBSERVER_READY: &str = "observer ready";
+
+/// `--key value` options and positional words of a tool's command line.
+pub struct Args {
+    opts: BTreeMap<String, String>,
+    /// Words that are not options.
+    pub positional: Vec<String>,
+}
+
+impl Args {
+    /// Splits `args` into options (`--key value`) and positional words.
+    pub fn parse(args: &[String]) -> Result<Args> {
+        let mut opts = BTreeMap::new();
+        let mut positional = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if let Some(key) = a.strip_prefix("--") {
+                let v = it.next().ok_or_else(|| err(format!("--{key} needs a value")))?;
+                opts.insert(key.to_string(), v.clone());
+            } else {
+                positional.push(a.clone());
+            }
+        }
+        Ok(Args { opts, positional })
+    }
+
+    /// The value of `--key`, parsed.
+    pub fn get<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
+        self.opts
+            .get(key)
+            .map(|v| v.parse::<T>().map_err(|_| err(format!("bad value for --{key}: '{v}'"))))
+            .transpose()
+    }
+
+    /// The value of `--key`, parsed, or `default`.
+    pub fn get_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    /// The value of `--key`, parsed; an error if it is missing.
+    pub fn need<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        self.get(key)?.ok_or_else(|| err(format!("--{key} is required")))
+    }
+}
+
+fn addr(s: &str) -> Result<SocketAddr> {
+    s.parse().map_err(|_| err(format!("bad address '{s}' (IP:PORT)")))
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+}
+
+fn out(line: &str) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Runs `probe SUBCOMMAND ARGS...`; returns the exit code.
+pub fn main(args: &[String]) -> Result<i32> {
+    let (sub, rest) = args
+        .split_first()
+        .ok_or_else(|| err("probe needs a subcommand: observe, listen, send, stun, rtt"))?;
+    let a = Args::parse(rest)?;
+    match sub.as_str() {
+        "observe" => observe(&a),
+        "listen" => listen(&a),
+        "send" => send(&a),
+        "stun" => stun(&a),
+        "rtt" => rtt(&a),
+        other => Err(err(format!("unknown probe '{other}'"))),
+    }
+}
+
+fn bind(a: &Args) -> Result<UdpSocket> {
+    let local = match a.get::<String>("bind")? {
+        Some(b) => addr(&b)?,
+        None => any_port(),
+    };
+    UdpSocket::bind(local).map_err(|e| err(format!("cannot bind {local}: {e}")))
+}
+
+/// Asks `server` (an observer) what address it sees for `sock`, retrying every 200 ms.
+fn ask_observer(sock: &UdpSocket, server: SocketAddr, deadline: Instant) -> Result<Option<String>> {
+    let mut buf = [0u8; 1500];
+    let mut next_send = Instant::now();
+    while Instant::now() < deadline {
+        if Instant::now() >= next_send {
+            sock.send_to(b"observe", server)?;
+            next_send = Instant::now() + Duration::from_millis(200);
+        }
+        let wait = next_send.min(deadline).saturating_duration_since(Instant::now());
+        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if from == server => {
+                let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).to_string();
+                return Ok(text.lines().next().map(str::to_string));
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            // ICMP errors (port unreachable) show up as failed receives: keep trying.
+            Err(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+fn observe(a: &Args) -> Result<i32> {
+    let sock = bind(a)?;
+    let deadline = Instant::now() + Duration::from_millis(a.get_or("timeout-ms", 3000)?);
+    let mut code = 0;
+    for s in &a.positional {
+        let server = addr(s)?;
+        match ask_observer(&sock, server, deadline)? {
+            Some(seen) => out(&format!("SEEN {server} {seen}")),
+            None => {
+                out(&format!("NOREPLY {server}"));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn listen(a: &Args) -> Result<i32> {
+    let sock = bind(a)?;
+    let ms: u64 = a.need("ms")?;
+    if let Some(first) = a.get::<String>("first")? {
+        let server = addr(&first)?;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        match ask_observer(&sock, server, deadline)? {
+            Some(seen) => out(&format!("SEEN {server} {seen}")),
+            None => {
+                out(&format!("NOREPLY {server}"));
+                return Ok(1);
+            }
+        }
+    }
+    out(&format!("READY {}", sock.local_addr()?));
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut count = 0;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < end {
+        let wait = end.saturating_duration_since(Instant::now());
+        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).replace(char::is_whitespace, "_");
+            out(&format!("RECV {from} {text}"));
+            count += 1;
+        }
+    }
+    out(&format!("DONE {count}"));
+    Ok(0)
+}
+
+fn send(a: &Args) -> Result<i32> {
+    let sock = bind(a)?;
+    let to = addr(&a.need::<String>("to")?)?;
+    let count: u32 = a.get_or("count", 5)?;
+    let interval = Duration::from_millis(a.get_or("interval-ms", 100)?);
+    let mut sent = 0;
+    for i in 0..count {
+        if i > 0 {
+            thread::sleep(interval);
+        }
+        if sock.send_to(format!("natt-lab probe {i}").as_bytes(), to).is_ok() {
+            sent += 1;
+        }
+    }
+    out(&format!("SENT {sent}"));
+    Ok(0)
+}
+
+fn rtt(a: &Args) -> Result<i32> {
+    let sock = bind(a)?;
+    let to = addr(&a.need::<String>("to")?)?;
+    let count: u32 = a.get_or("count", 20)?;
+    let interval = Duration::from_millis(a.get_or("interval-ms", 10)?);
+    let wait = Duration::from_millis(a.get_or("wait-ms", 2000)?);
+    let mut sent_at = Vec::new();
+    let mut rtts: Vec<f64> = Vec::new();
+    let mut buf = [0u8; 1500];
+    let mut next = Instant::now();
+    let mut end = Instant::now() + wait;
+    while Instant::now() < end {
+        if sent_at.len() < count as usize && Instant::now() >= next {
+            let seq = sent_at.len();
+            sock.send_to(format!("rtt {seq}").as_bytes(), to)?;
+            sent_at.push(Instant::now());
+            next += interval;
+            end = Instant::now() + wait;
+        }
+        let until = if sent_at.len() < count as usize {
+            next.min(end)
+        } else {
+            end
+        };
+        sock.set_read_timeout(Some(
+            until
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(100)),
+        ))?;
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).to_string();
+            let seq = text
+                .lines()
+                .nth(1)
+                .and_then(|l| l.strip_prefix("rtt "))
+                .and_then(|s| s.trim().parse::<usize>().ok());
+            if let (true, Some(t0)) = (from == to, seq.and_then(|s| sent_at.get(s))) {
+                rtts.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        if rtts.len() >= count as usize {
+            break;
+        }
+    }
+    rtts.sort_by(f64::total_cmp);
+    let pick = |i: usize| rtts.get(i).copied().unwrap_or(f64::NAN);
+    out(&format!(
+        "RTT sent={} received={} min_ms={:.1} median_ms={:.1} max_ms={:.1}",
+        sent_at.len(),
+        rtts.len(),
+        pick(0),
+        pick(rtts.len() / 2),
+        pick(rtts.len().saturating_sub(1)),
+    ));
+    Ok(0)
+}
+
+/// The UDP and TCP observer on each of `ips` (each its own sockets, so replies come from the
+/// address the client sent to, as a NAT's filtering requires). Runs until killed.
+pub fn run_observer(ips: &[Ipv4Addr], port: u16) -> Result<()> {
+    let mut threads = Vec::new();
+    for ip in ips {
+        let at = SocketAddr::V4(SocketAddrV4::new(*ip, port));
+        let udp = UdpSocket::bind(at).map_err(|e| err(format!("observer: bind udp {at}: {e}")))?;
+        let tcp = TcpListener::bind(at).map_err(|e| err(format!("observer: bind tcp {at}: {e}")))?;
+        threads.push(thread::spawn(move || {
+            for mut stream in tcp.incoming().flatten() {
+                if let Ok(peer) = stream.peer_addr() {
+                    let _ = stream.write_all(format!("{peer}\n").as_bytes());
+                }
+            }
+        }));
+        threads.push(thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, from)) = udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                let mut reply = format!("{from}\n").into_bytes();
+                reply.extend_from_slice(buf.get(..n.min(512)).unwrap_or_default());
+                let _ = udp.send_to(&reply, from);
+            }
+        }));
+    }
+    let list: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
+    out(&format!("{OBSERVER_READY} on {} udp+tcp", list.join(" ")));
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------- STUN client
+
+const MAGIC: u32 = 0x2112_A442;
+
+fn transaction_id() -> [u8; 12] {
+    let mut id = [0u8; 12];
+    let a = RandomState::new().build_hasher().finish().to_be_bytes();
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
+    let b = h.finish().to_be_bytes();
+    for (dst, src) in id.iter_mut().zip(a.iter().chain(b.iter())) {
+        *dst = *src;
+    }
+    id
+}
+
+/// A STUN binding request (RFC 5389) with transaction id `tid`.
+pub fn stun_request(tid: &[u8; 12]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(20);
+    req.extend_from_slice(&0x0001u16.to_be_bytes());
+    req.extend_from_slice(&0u16.to_be_bytes());
+    req.extend_from_slice(&MAGIC.to_be_bytes());
+    req.extend_from_slice(tid);
+    req
+}
+
+/// The (XOR-)MAPPED-ADDRESS of a binding success response to `tid`, if `msg` is one.
+pub fn stun_mapped(msg: &[u8], tid: &[u8; 12]) -> Option<SocketAddrV4> {
+    let header = msg.get(..20)?;
+    if header.get(..2)? != [0x01, 0x01] || header.get(8..20)? != tid {
+        return None;
+    }
+    let mut attrs = msg.get(20..)?;
+    let mut plain = None;
+    while attrs.len() >= 4 {
+        let kind = u16::from_be_bytes([*attrs.first()?, *attrs.get(1)?]);
+        let len = usize::from(u16::from_be_bytes([*attrs.get(2)?, *attrs.get(3)?]));
+        let value = attrs.get(4..4 + len)?;
+        if (kind == 0x0020 || kind == 0x0001) && len >= 8 && value.get(1) == Some(&1) {
+            let port = u16::from_be_bytes([*value.get(2)?, *value.get(3)?]);
+            let ip = u32::from_be_bytes([*value.get(4)?, *value.get(5)?, *value.get(6)?, *value.get(7)?]);
+            if kind == 0x0020 {
+                let port = port ^ (MAGIC >> 16) as u16;
+                return Some(SocketAddrV4::new(Ipv4Addr::from(ip ^ MAGIC), port));
+            }
+            plain = Some(SocketAddrV4::new(Ipv4Addr::from(ip), port));
+        }
+        attrs = attrs.get(4 + len.div_ceil(4) * 4..).unwrap_or_default();
+    }
+    plain
+}
+
+fn stun(a: &Args) -> Result<i32> {
+    let sock = bind(a)?;
+    let timeout = Duration::from_millis(a.get_or("timeout-ms", 3000)?);
+    let mut code = 0;
+    let mut buf = [0u8; 1500];
+    for s in &a.positional {
+        let server = addr(s)?;
+        let tid = transaction_id();
+        let req = stun_request(&tid);
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut next_send = start;
+        let mut mapped = None;
+        while mapped.is_none() && Instant::now() < deadline {
+            if Instant::now() >= next_send {
+                sock.send_to(&req, server)?;
+                next_send = Instant::now() + Duration::from_millis(200);
+            }
+            let wait = next_send.min(deadline).saturating_duration_since(Instant::now());
+            sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                mapped = stun_mapped(buf.get(..n).unwrap_or_default(), &tid);
+            }
+        }
+        match mapped {
+            Some(m) => out(&format!(
+                "MAPPED {server} {m} rtt_ms={:.1}",
+                start.elapsed().as_secs_f64() * 1000.0
+            )),
+            None => {
+                out(&format!("NOREPLY {server}"));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_round_trip() {
+        let tid = transaction_id();
+        let req = stun_request(&tid);
+        assert_eq!(req.len(), 20);
+        assert_eq!(req.get(4..8).unwrap(), MAGIC.to_be_bytes());
+        // A success response with XOR-MAPPED-ADDRESS 203.0.113.101:40000.
+        let mut resp = vec![0x01, 0x01, 0x00, 0x0c];
+        resp.extend_from_slice(&MAGIC.to_be_bytes());
+        resp.extend_from_slice(&tid);
+        resp.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
+        resp.extend_from_slice(&(40000u16 ^ 0x2112).to_be_bytes());
+        resp.extend_from_slice(&(u32::from(Ipv4Addr::new(203, 0, 113, 101)) ^ MAGIC).to_be_bytes());
+        assert_eq!(stun_mapped(&resp, &tid), Some("203.0.113.101:40000".parse().unwrap()));
+        let other = transaction_id();
+        assert_ne!(other, tid);
+        assert_eq!(stun_mapped(&resp, &other), None);
+        assert_eq!(stun_mapped(&resp[..10], &tid), None);
+    }
+
+    #[test]
+    fn args() {
+        let words: Vec<String> = ["a", "--ms", "300", "b"].iter().map(|s| s.to_string()).collect();
+        let a = Args::parse(&words).unwrap();
+        assert_eq!(a.positional, ["a", "b"]);
+        assert_eq!(a.need::<u64>("ms").unwrap(), 300);
+        assert_eq!(a.get_or::<u64>("count", 5).unwrap(), 5);
+        assert!(a.need::<u64>("nope").is_err());
+        assert!(Args::parse(&["--x".to_string()]).is_err());
+    }
+
+    #[test]
+    fn observer_and_probe_on_loopback() {
+        // The tools themselves work on loopback; only the CLI refuses to run them outside a lab.
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = sock.local_addr().unwrap();
+        let t = thread::spawn(move || {
+            let mut buf = [0u8; 100];
+            let (_, from) = sock.recv_from(&mut buf).unwrap();
+            sock.send_to(format!("{from}\n").as_bytes(), from).unwrap();
+        });
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let seen = ask_observer(&client, server, Instant::now() + Duration::from_secs(2)).unwrap();
+        assert_eq!(seen, Some(client.local_addr().unwrap().to_string()));
+        t.join().unwrap();
+    }
+}
