@@ -9,7 +9,7 @@
 //! | `simple` | `natt-simple` | natt's simple hole-punch protocol (ask a `natt serve`)   |
 //! | `stun`   | `natt-stun`   | STUN (RFC 8489) and NAT behaviour discovery (RFC 5780)   |
 //! | `upnp`   | `natt-upnp`   | UPnP IGD port mapping — not yet implemented              |
-//! | `punch`  | `natt-punch`  | rendezvous, UDP hole punching, TCP simultaneous open — not yet implemented |
+//! | `punch`  | `natt-punch`  | rendezvous, UDP hole punching, TCP simultaneous open     |
 //!
 //! All features are on by default. [`MappingContext::new`] registers every technique compiled
 //! in; third-party techniques implement [`MappingTechnique`] from `natt-core` and are added
@@ -48,6 +48,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, TokenError, gen_rendezvous_info};
 pub use natt_core::{
     Error, HolePunchServerAddr, Lease, MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, MappingTechnique,
     PortMappings, Protocol, TechniqueError, TechniqueMapping, TechniqueOutcome, Transmit, UdpExchange,
@@ -55,6 +56,11 @@ pub use natt_core::{
 
 /// The core crate, for technique authors.
 pub use natt_core as core;
+/// Hole punching.
+#[cfg(feature = "punch")]
+pub use natt_punch as punch;
+#[cfg(feature = "punch")]
+pub use natt_punch::{PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_hole};
 /// The simple hole-punch protocol.
 #[cfg(feature = "simple")]
 pub use natt_simple as simple;

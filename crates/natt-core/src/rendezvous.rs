@@ -1,0 +1,326 @@
+//! Rendezvous information: what two peers exchange out of band before punching a hole
+//! between them, and its text token for copy-paste and scripts.
+//!
+//! [`gen_rendezvous_info`] makes a fresh 128-bit secret for a session. The public half,
+//! [`PubRendezvousInfo`], carries the secret and our endpoints to the peer (over a channel an
+//! attacker cannot read); the private half, [`PrivRendezvousInfo`], stays here. The hole
+//! punch authenticates every packet with a key derived from both peers' secrets, so only the
+//! peer holding the matching information can complete it, and packets of earlier sessions
+//! (other secrets) are rejected.
+//!
+//! The token is `natt1.` followed by base64url (no padding) of, in order: the secret (16
+//! bytes), the number of endpoints (1 byte, at most [`MAX_TOKEN_ENDPOINTS`]), each endpoint as
+//! a flags byte (bit 0: IPv6, bit 1: `nat_restricted`), the address (4 or 16 bytes), the port
+//! (2 bytes, big-endian), the technique name's length (1 byte, at most
+//! [`MAX_TECHNIQUE_NAME`]) and the name (ASCII); and last a 4-byte check (the first bytes of
+//! FNV-1a 64 of everything before it) that catches copy-paste damage.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::endpoint::MappedSocketAddr;
+
+/// Length of a rendezvous secret.
+pub const SECRET_LEN: usize = 16;
+/// The most endpoints a token may carry.
+pub const MAX_TOKEN_ENDPOINTS: usize = 32;
+/// The longest technique name a token may carry.
+pub const MAX_TECHNIQUE_NAME: usize = 32;
+/// The longest token accepted (characters).
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// The token's prefix: format name and version.
+pub const TOKEN_PREFIX: &str = "natt1.";
+
+/// The secret of one side of a rendezvous: 128 random bits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Secret(pub [u8; SECRET_LEN]);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Info exchanged by both parties before performing a rendezvous connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubRendezvousInfo {
+    /// Every mapped address the peer can try connecting to.
+    pub endpoints: Vec<MappedSocketAddr>,
+    /// Identifies this side of the session.
+    pub secret: Secret,
+}
+
+/// The local half of a [`PubRendezvousInfo`]: keep it, never send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivRendezvousInfo {
+    /// Our secret (the same as in our public info).
+    pub secret: Secret,
+}
+
+/// Creates a `(PrivRendezvousInfo, PubRendezvousInfo)` pair for a new session from a list of
+/// mapped socket addresses, with a fresh random secret.
+///
+/// ```
+/// use natt_core::rendezvous::{gen_rendezvous_info, PubRendezvousInfo};
+/// let endpoints = vec![natt_core::MappedSocketAddr::new("203.0.113.5:4000".parse().unwrap(), true, "stun")];
+/// let (ours, public) = gen_rendezvous_info(endpoints);
+/// assert_eq!(ours.secret, public.secret);
+/// let token = public.to_token();
+/// assert_eq!(token.parse::<PubRendezvousInfo>().unwrap(), public);
+/// ```
+pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousInfo, PubRendezvousInfo) {
+    let secret = Secret(rand::random());
+    (PrivRendezvousInfo { secret }, PubRendezvousInfo { endpoints, secret })
+}
+
+/// Why a token could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// It does not start with [`TOKEN_PREFIX`].
+    #[error("not a natt token (expected it to start with \"{TOKEN_PREFIX}\")")]
+    NotAToken,
+    /// Longer than [`MAX_TOKEN_LEN`].
+    #[error("token too long ({0} characters)")]
+    TooLong(usize),
+    /// Not valid base64url.
+    #[error("token is damaged: not base64url")]
+    Encoding,
+    /// The check bytes do not match: the token was cut or changed.
+    #[error("token is damaged: check failed (was it cut or changed while copying?)")]
+    Check,
+    /// The content is malformed.
+    #[error("token is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// FNV-1a 64: a check against accidental damage, not an authenticator.
+fn check(bytes: &[u8]) -> [u8; 4] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [b[0], b[1], b[2], b[3]]
+}
+
+impl PubRendezvousInfo {
+    /// The compact text token (see the module docs). Endpoints beyond
+    /// [`MAX_TOKEN_ENDPOINTS`] are left out, and technique names are cut to
+    /// [`MAX_TECHNIQUE_NAME`] ASCII bytes.
+    pub fn to_token(&self) -> String {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&self.secret.0);
+        let endpoints: Vec<&MappedSocketAddr> = self.endpoints.iter().take(MAX_TOKEN_ENDPOINTS).collect();
+        b.push(u8::try_from(endpoints.len()).unwrap_or(u8::MAX));
+        for e in endpoints {
+            let flags = u8::from(e.addr.is_ipv6()) | (u8::from(e.nat_restricted) << 1);
+            b.push(flags);
+            match e.addr.ip() {
+                IpAddr::V4(ip) => b.extend_from_slice(&ip.octets()),
+                IpAddr::V6(ip) => b.extend_from_slice(&ip.octets()),
+            }
+            b.extend_from_slice(&e.addr.port().to_be_bytes());
+            let name: Vec<u8> = e
+                .technique
+                .bytes()
+                .filter(u8::is_ascii_graphic)
+                .take(MAX_TECHNIQUE_NAME)
+                .collect();
+            b.push(u8::try_from(name.len()).unwrap_or(0));
+            b.extend_from_slice(&name);
+        }
+        let c = check(&b);
+        b.extend_from_slice(&c);
+        format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&b))
+    }
+
+    /// Reads a token made by [`to_token`](Self::to_token). Surrounding white space is ignored.
+    pub fn from_token(token: &str) -> Result<Self, TokenError> {
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong(token.len()));
+        }
+        let body = token.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::NotAToken)?;
+        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Encoding)?;
+        let split = bytes.len().checked_sub(4).ok_or(TokenError::Check)?;
+        let (content, sum) = bytes.split_at(split);
+        if check(content) != sum {
+            return Err(TokenError::Check);
+        }
+        let mut r = Reader(content);
+        let secret = Secret(r.array::<SECRET_LEN>()?);
+        let count = usize::from(r.byte()?);
+        if count > MAX_TOKEN_ENDPOINTS {
+            return Err(TokenError::Malformed("too many endpoints"));
+        }
+        let mut endpoints = Vec::with_capacity(count);
+        for _ in 0..count {
+            let flags = r.byte()?;
+            if flags & !0b11 != 0 {
+                return Err(TokenError::Malformed("unknown endpoint flags"));
+            }
+            let ip = if flags & 1 == 0 {
+                IpAddr::V4(Ipv4Addr::from(r.array::<4>()?))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(r.array::<16>()?))
+            };
+            let port = u16::from_be_bytes(r.array::<2>()?);
+            let len = usize::from(r.byte()?);
+            if len > MAX_TECHNIQUE_NAME {
+                return Err(TokenError::Malformed("technique name too long"));
+            }
+            let name = r.take(len)?;
+            if !name.iter().all(u8::is_ascii_graphic) {
+                return Err(TokenError::Malformed("technique name is not printable ASCII"));
+            }
+            let technique = String::from_utf8_lossy(name).into_owned();
+            endpoints.push(MappedSocketAddr::new(
+                SocketAddr::new(ip, port),
+                flags & 2 != 0,
+                technique,
+            ));
+        }
+        if !r.0.is_empty() {
+            return Err(TokenError::Malformed("trailing bytes"));
+        }
+        Ok(PubRendezvousInfo { endpoints, secret })
+    }
+}
+
+impl FromStr for PubRendezvousInfo {
+    type Err = TokenError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_token(s)
+    }
+}
+
+impl fmt::Display for PubRendezvousInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_token())
+    }
+}
+
+/// Reads bytes off the front of a slice, failing cleanly at its end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TokenError> {
+        if n > self.0.len() {
+            return Err(TokenError::Malformed("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, TokenError> {
+        self.take(1).map(|b| b.first().copied().unwrap_or_default())
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], TokenError> {
+        self.take(N)?.try_into().map_err(|_| TokenError::Malformed("truncated"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PubRendezvousInfo {
+        let eps = vec![
+            MappedSocketAddr::new("192.168.1.2:4000".parse().unwrap(), false, "local"),
+            MappedSocketAddr::new("203.0.113.101:4000".parse().unwrap(), true, "stun"),
+            MappedSocketAddr::new("[2001:db8::1]:9".parse().unwrap(), false, "upnp"),
+        ];
+        gen_rendezvous_info(eps).1
+    }
+
+    #[test]
+    fn round_trip() {
+        let p = sample();
+        let t = p.to_token();
+        assert!(t.starts_with(TOKEN_PREFIX));
+        assert!(t.len() < 150, "compact: {t}");
+        assert_eq!(PubRendezvousInfo::from_token(&format!("  {t}\n")).unwrap(), p);
+    }
+
+    #[test]
+    fn secrets_differ_and_are_not_printed() {
+        let (a, b) = (sample(), sample());
+        assert_ne!(a.secret, b.secret);
+        assert_eq!(format!("{:?}", a.secret), "Secret(..)");
+    }
+
+    #[test]
+    fn damaged_tokens_are_clear_errors() {
+        let t = sample().to_token();
+        assert_eq!(PubRendezvousInfo::from_token(""), Err(TokenError::NotAToken));
+        assert_eq!(PubRendezvousInfo::from_token("natt2.AAAA"), Err(TokenError::NotAToken));
+        assert_eq!(PubRendezvousInfo::from_token("natt1.!!!"), Err(TokenError::Encoding));
+        assert_eq!(PubRendezvousInfo::from_token("natt1."), Err(TokenError::Check));
+        for cut in 1..6 {
+            let e = PubRendezvousInfo::from_token(&t[..t.len() - cut]).unwrap_err();
+            assert!(matches!(e, TokenError::Check | TokenError::Encoding), "{e:?}");
+        }
+        let mut changed = t.clone().into_bytes();
+        let i = changed.len() / 2;
+        changed[i] = if changed[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            PubRendezvousInfo::from_token(std::str::from_utf8(&changed).unwrap()),
+            Err(TokenError::Check)
+        );
+        let long = format!("natt1.{}", "A".repeat(MAX_TOKEN_LEN));
+        assert!(matches!(
+            PubRendezvousInfo::from_token(&long),
+            Err(TokenError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn well_checked_but_malformed_content_is_rejected() {
+        let seal = |mut b: Vec<u8>| {
+            let c = check(&b);
+            b.extend_from_slice(&c);
+            format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&b))
+        };
+        let mut b = vec![7u8; SECRET_LEN];
+        b.push(200);
+        assert_eq!(
+            PubRendezvousInfo::from_token(&seal(b)),
+            Err(TokenError::Malformed("too many endpoints"))
+        );
+        let mut b = vec![7u8; SECRET_LEN];
+        b.extend_from_slice(&[1, 0, 1, 2]);
+        assert_eq!(
+            PubRendezvousInfo::from_token(&seal(b)),
+            Err(TokenError::Malformed("truncated"))
+        );
+        let mut b = vec![7u8; SECRET_LEN];
+        b.extend_from_slice(&[0, 9]);
+        assert_eq!(
+            PubRendezvousInfo::from_token(&seal(b)),
+            Err(TokenError::Malformed("trailing bytes"))
+        );
+    }
+
+    #[test]
+    fn random_strings_never_panic() {
+        let t = sample().to_token();
+        for cut in 0..t.len() {
+            let _ = PubRendezvousInfo::from_token(&t[..cut]);
+        }
+        for seed in 0u32..2000 {
+            let s: String = (0..(seed % 80))
+                .map(|i| char::from(b"natt1.ABCxyz-_09"[((seed * 31 + i * 7) % 16) as usize]))
+                .collect();
+            let _ = PubRendezvousInfo::from_token(&s);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Hole punching between two sockets of this host, on loopback: both UDP and TCP complete with
+//! the matching rendezvous information, and fail cleanly within the deadline without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use natt_core::rendezvous::{PubRendezvousInfo, gen_rendezvous_info};
+use natt_core::{MappedSocketAddr, MappedTcpSocket, MappingContext};
+use natt_punch::{PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_hole};
+
+fn local(addr: SocketAddr) -> Vec<MappedSocketAddr> {
+    vec![MappedSocketAddr::new(addr, false, "local")]
+}
+
+fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+#[test]
+fn udp_punch_on_loopback() {
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let (a_priv, a_pub) = gen_rendezvous_info(local(a_addr));
+    let (b_priv, b_pub) = gen_rendezvous_info(local(b_addr));
+    // The tokens travel as text.
+    let a_pub: PubRendezvousInfo = a_pub.to_token().parse().unwrap();
+    let tb = thread::spawn(move || PunchedUdpSocket::punch_hole(b, b_priv, a_pub, deadline(10)).unwrap());
+    let pa = PunchedUdpSocket::punch_hole(a, a_priv, b_pub, deadline(10)).unwrap();
+    let pb = tb.join().unwrap();
+    assert_eq!(pa.peer_addr, b_addr);
+    assert_eq!(pb.peer_addr, a_addr);
+    pa.socket.send_to(b"ping", pa.peer_addr).unwrap();
+    pb.socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        let (n, from) = pb.socket.recv_from(&mut buf).unwrap();
+        if is_punch_packet(&buf[..n]) {
+            continue; // a late punch packet
+        }
+        assert_eq!((&buf[..n], from), (&b"ping"[..], a_addr));
+        break;
+    }
+}
+
+#[test]
+fn udp_punch_with_the_wrong_token_times_out() {
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let (a_priv, _a_pub) = gen_rendezvous_info(local(a_addr));
+    let (b_priv, b_pub) = gen_rendezvous_info(local(b_addr));
+    // B was given a token from another session of A's.
+    let (_, stale) = gen_rendezvous_info(local(a_addr));
+    let tb = thread::spawn(move || PunchedUdpSocket::punch_hole(b, b_priv, stale, deadline(1)));
+    let start = Instant::now();
+    let ra = PunchedUdpSocket::punch_hole(a, a_priv, b_pub, deadline(1));
+    assert!(matches!(ra, Err(PunchError::TimedOut(_))), "{ra:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(matches!(tb.join().unwrap(), Err(PunchError::TimedOut(_))));
+}
+
+#[test]
+fn udp_punch_with_absent_peer_and_own_token() {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a_priv, a_pub) = gen_rendezvous_info(local(a.local_addr().unwrap()));
+    let (_, peer) = gen_rendezvous_info(local(silent.local_addr().unwrap()));
+    let a2 = a.try_clone().unwrap();
+    assert!(matches!(
+        PunchedUdpSocket::punch_hole(a, a_priv.clone(), peer, deadline(1)),
+        Err(PunchError::TimedOut(_))
+    ));
+    assert!(matches!(
+        PunchedUdpSocket::punch_hole(a2, a_priv, a_pub, deadline(1)),
+        Err(PunchError::OwnToken)
+    ));
+}
+
+#[test]
+fn tcp_punch_on_loopback() {
+    let mc = MappingContext::empty();
+    let a = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let b = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let (a_priv, a_pub) = gen_rendezvous_info(a.endpoints.clone());
+    let (b_priv, b_pub) = gen_rendezvous_info(b.endpoints.clone());
+    let tb = thread::spawn(move || tcp_punch_hole(b.socket, b_priv, a_pub, deadline(10)).unwrap());
+    let mut sa = tcp_punch_hole(a.socket, a_priv, b_pub, deadline(10)).unwrap();
+    let mut sb = tb.join().unwrap();
+    assert_eq!(sa.peer_addr().unwrap(), sb.local_addr().unwrap());
+    sa.write_all(b"over tcp").unwrap();
+    let mut buf = [0u8; 8];
+    sb.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"over tcp");
+}
+
+#[test]
+fn tcp_punch_with_the_wrong_token_times_out() {
+    let mc = MappingContext::empty();
+    let a = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let b = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let (a_priv, _) = gen_rendezvous_info(a.endpoints.clone());
+    let (b_priv, b_pub) = gen_rendezvous_info(b.endpoints.clone());
+    let (_, stale) = gen_rendezvous_info(a.endpoints.clone());
+    let tb = thread::spawn(move || tcp_punch_hole(b.socket, b_priv, stale, deadline(1)));
+    let ra = tcp_punch_hole(a.socket, a_priv, b_pub, deadline(1));
+    assert!(matches!(ra, Err(PunchError::TimedOut(_))), "{ra:?}");
+    assert!(matches!(tb.join().unwrap(), Err(PunchError::TimedOut(_))));
+}
