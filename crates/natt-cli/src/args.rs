@@ -23,6 +23,51 @@ pub enum Command {
     Map(MapArgs),
     /// Report on the network in front of this host: external addresses, NAT behaviour.
     Probe(ProbeArgs),
+    /// Map a socket, exchange tokens with a peer, punch a hole, then relay stdin and stdout.
+    Punch(PunchArgs),
+}
+
+/// `natt punch`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("proto").required(true).args(["udp", "tcp"])))]
+pub struct PunchArgs {
+    /// Punch over UDP (one datagram per line).
+    #[arg(long)]
+    pub udp: bool,
+    /// Punch over TCP (simultaneous open).
+    #[arg(long)]
+    pub tcp: bool,
+    /// Local port to bind (default: any).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub port: u16,
+    /// A STUN server (repeatable).
+    #[arg(long = "stun", value_name = "ADDR")]
+    pub stun: Vec<SocketAddr>,
+    /// A simple hole-punch server (repeatable).
+    #[arg(long = "simple", value_name = "ADDR")]
+    pub simple: Vec<SocketAddr>,
+    /// Do not use UPnP.
+    #[arg(long)]
+    pub no_upnp: bool,
+    /// Where to write our token: a file (written whole, atomically) or `-` for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    pub token_out: String,
+    /// Where to read the peer's token: a file (waited for until it exists) or `-` for the first
+    /// line of stdin.
+    #[arg(long, value_name = "FILE|-")]
+    pub peer_token: String,
+    /// Seconds to wait for the peer's token and to punch.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Seconds mapping the socket may take.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub map_timeout: f64,
+    /// UDP: seconds to keep printing the peer's datagrams after stdin ends.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub linger: f64,
+    /// Print the result as one JSON line: {"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp"}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `natt serve`.

@@ -1,5 +1,5 @@
 //! `natt`: the command-line tool. Maps sockets through NATs, serves the simple hole-punch
-//! protocol and STUN, and probes the network in front of a host.
+//! protocol and STUN, probes the network in front of a host, and punches holes between peers.
 //!
 //! Exit status 0 on success; on failure, non-zero with one line on stderr. `RUST_LOG` enables
 //! logs (for example `RUST_LOG=debug`).
@@ -9,6 +9,7 @@ mod context;
 mod map;
 mod output;
 mod probe;
+mod punch;
 mod serve;
 mod simple_on_stun;
 mod stop;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         args::Command::Serve(a) => serve::run(&a),
         args::Command::Map(a) => map::run(&a),
         args::Command::Probe(a) => probe::run(&a),
+        args::Command::Punch(a) => punch::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

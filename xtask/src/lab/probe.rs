@@ -90,7 +90,7 @@ fn out(line: &str) {
 pub fn main(args: &[String]) -> Result<i32> {
     let (sub, rest) = args
         .split_first()
-        .ok_or_else(|| err("probe needs a subcommand: observe, listen, send, stun, rtt"))?;
+        .ok_or_else(|| err("probe needs a subcommand: observe, listen, send, stun, rtt, spoof"))?;
     let a = Args::parse(rest)?;
     match sub.as_str() {
         "observe" => observe(&a),
@@ -98,6 +98,7 @@ pub fn main(args: &[String]) -> Result<i32> {
         "send" => send(&a),
         "stun" => stun(&a),
         "rtt" => rtt(&a),
+        "spoof" => spoof(&a),
         other => Err(err(format!("unknown probe '{other}'"))),
     }
 }
@@ -199,6 +200,70 @@ fn send(a: &Args) -> Result<i32> {
     }
     out(&format!("SENT {sent}"));
     Ok(0)
+}
+
+/// `spoof --from IP:PORT --to IP:PORT [--count N] [--interval-ms MS]`: sends UDP datagrams
+/// with a forged source address (a raw socket; root): garbage, and packets shaped like natt's
+/// punch messages but with random content, as an attacker who cannot read the rendezvous
+/// exchange would. Prints `SPOOFED N`.
+fn spoof(a: &Args) -> Result<i32> {
+    let v4 = |s: String| match addr(&s)? {
+        SocketAddr::V4(v) => Ok(v),
+        SocketAddr::V6(_) => Err(err("spoof is IPv4 only")),
+    };
+    let from = v4(a.need("from")?)?;
+    let to = v4(a.need("to")?)?;
+    let count: u32 = a.get_or("count", 100)?;
+    let interval = Duration::from_millis(a.get_or("interval-ms", 10)?);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::UDP))
+        .map_err(|e| err(format!("raw socket: {e}")))?;
+    sock.set_header_included_v4(true)
+        .map_err(|e| err(format!("IP_HDRINCL: {e}")))?;
+    let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut sent = 0;
+    for i in 0..count {
+        let mut payload: Vec<u8> = (0..if i % 2 == 0 { 44 } else { 1 + next() % 200 })
+            .map(|_| next() as u8)
+            .collect();
+        if i % 2 == 0 {
+            // Shaped like a punch message: magic, version 1, probe or reply, flags, a role.
+            let head = [b'N', b'A', b'T', b'P', 1, 1 + (i % 4 == 0) as u8, 1, (i % 3 == 0) as u8];
+            payload.splice(..8, head);
+        }
+        let packet = udp_packet(from, to, &payload);
+        let dest = socket2::SockAddr::from(SocketAddr::V4(to));
+        if sock.send_to(&packet, &dest).is_ok() {
+            sent += 1;
+        }
+        thread::sleep(interval);
+    }
+    out(&format!("SPOOFED {sent}"));
+    Ok(0)
+}
+
+/// An IPv4 packet carrying a UDP datagram (no UDP checksum, which IPv4 allows; the kernel
+/// fills in the IP checksum).
+fn udp_packet(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&from.ip().octets());
+    p.extend_from_slice(&to.ip().octets());
+    p.extend_from_slice(&from.port().to_be_bytes());
+    p.extend_from_slice(&to.port().to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
 }
 
 fn rtt(a: &Args) -> Result<i32> {

@@ -1,0 +1,202 @@
+//! `natt punch`: map a socket, write our token, read the peer's, punch a hole, then relay:
+//! stdin to the peer and the peer to stdout (one datagram per line over UDP; a byte stream
+//! over TCP) until stdin ends.
+
+use std::fs;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use natt::{
+    MappedTcpSocket, MappedUdpSocket, PubRendezvousInfo, PunchedUdpSocket, gen_rendezvous_info, is_punch_packet,
+    tcp_punch_hole,
+};
+
+use crate::args::PunchArgs;
+use crate::context::{self, Choice};
+use crate::output;
+
+/// `natt punch --json`: `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp"}`.
+#[derive(Debug, Serialize)]
+struct PunchReport {
+    peer: String,
+    elapsed_ms: u128,
+    via: &'static str,
+}
+
+/// Maps, exchanges tokens, punches and relays.
+pub fn run(args: &PunchArgs) -> Result<(), String> {
+    let timeout = context::seconds(args.timeout)?;
+    let linger = context::seconds(args.linger)?;
+    let mc = context::build(&Choice {
+        simple: &args.simple,
+        stun: &args.stun,
+        no_upnp: args.no_upnp,
+        timeout: context::seconds(args.map_timeout)?,
+    })?;
+    let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
+    let mut stdin = io::stdin().lock();
+    if args.udp {
+        let mapped = MappedUdpSocket::bind(local, &mc).map_err(|e| format!("cannot map a UDP socket: {e}"))?;
+        let (ours, public) = gen_rendezvous_info(mapped.endpoints);
+        let theirs = exchange(&public, args, &mut stdin, timeout)?;
+        let start = Instant::now();
+        let punched = PunchedUdpSocket::punch_hole(mapped.socket, ours, theirs, start + timeout)
+            .map_err(|e| format!("UDP punch failed: {e}"))?;
+        report(args, punched.peer_addr, start, "udp")?;
+        relay_udp(&punched.socket, punched.peer_addr, &mut stdin, linger)?;
+        drop(mapped.port_mappings);
+    } else {
+        let mapped = MappedTcpSocket::bind(local, &mc).map_err(|e| format!("cannot map a TCP socket: {e}"))?;
+        let (ours, public) = gen_rendezvous_info(mapped.endpoints);
+        let theirs = exchange(&public, args, &mut stdin, timeout)?;
+        let start = Instant::now();
+        let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
+            .map_err(|e| format!("TCP punch failed: {e}"))?;
+        let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+        report(args, peer, start, "tcp")?;
+        relay_tcp(stream, &mut stdin)?;
+        drop(mapped.port_mappings);
+    }
+    Ok(())
+}
+
+/// Writes our token and reads the peer's.
+fn exchange(
+    ours: &PubRendezvousInfo,
+    args: &PunchArgs,
+    stdin: &mut impl BufRead,
+    timeout: Duration,
+) -> Result<PubRendezvousInfo, String> {
+    let token = ours.to_token();
+    if args.token_out == "-" {
+        println!("{token}");
+    } else {
+        write_atomically(Path::new(&args.token_out), &format!("{token}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", args.token_out))?;
+    }
+    let text = if args.peer_token == "-" {
+        let mut line = String::new();
+        stdin
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the peer's token: {e}"))?;
+        line
+    } else {
+        wait_for_file(Path::new(&args.peer_token), Instant::now() + timeout)?
+    };
+    text.trim().parse().map_err(|e| format!("bad peer token: {e}"))
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it, so a reader never sees a
+/// partial token.
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path)
+}
+
+/// Waits until `path` exists and holds a line, then returns it.
+fn wait_for_file(path: &Path, deadline: Instant) -> Result<String, String> {
+    loop {
+        if let Ok(text) = fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return Ok(text);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no peer token in {} before the deadline", path.display()));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn report(args: &PunchArgs, peer: SocketAddr, start: Instant, via: &'static str) -> Result<(), String> {
+    let elapsed_ms = start.elapsed().as_millis();
+    if args.json {
+        output::print_json(&PunchReport {
+            peer: peer.to_string(),
+            elapsed_ms,
+            via,
+        })
+    } else {
+        eprintln!("natt: connected to {peer} over {via} in {elapsed_ms} ms");
+        Ok(())
+    }
+}
+
+/// Relays stdin lines to the peer as datagrams and the peer's datagrams to stdout as lines,
+/// until stdin ends and `linger` has passed. Late punch packets and datagrams from anyone
+/// else are dropped.
+fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, linger: Duration) -> Result<(), String> {
+    let receiver = socket.try_clone().map_err(|e| e.to_string())?;
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    let printer = thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        let mut out = io::stdout();
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            match receiver.recv_from(&mut buf) {
+                Ok((n, from)) if from == peer => {
+                    let data = buf.get(..n).unwrap_or(&[]);
+                    if !is_punch_packet(data) {
+                        let _ = out
+                            .write_all(data)
+                            .and_then(|()| out.write_all(b"\n"))
+                            .and_then(|()| out.flush());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stdin.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                let data = line.strip_suffix('\n').unwrap_or(&line);
+                socket
+                    .send_to(data.as_bytes(), peer)
+                    .map_err(|e| format!("send to {peer}: {e}"))?;
+            }
+            Err(e) => return Err(format!("reading stdin: {e}")),
+        }
+    }
+    thread::sleep(linger);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = printer.join();
+    Ok(())
+}
+
+/// Relays stdin to the stream and the stream to stdout; at the end of stdin, closes our
+/// sending side and waits until the peer closes its own.
+fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
+    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
+    let printer = thread::spawn(move || {
+        let mut out = io::stdout();
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0
+                || out
+                    .write_all(buf.get(..n).unwrap_or(&[]))
+                    .and_then(|()| out.flush())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut writer = &stream;
+    io::copy(stdin, &mut writer).map_err(|e| format!("relaying stdin: {e}"))?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = printer.join();
+    Ok(())
+}

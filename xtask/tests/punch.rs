@@ -1,0 +1,312 @@
+//! Hole punching through the NAT lab: `natt punch` between two hosts behind real NATs, over
+//! UDP and TCP, for every NAT pair the lab offers; with delay and loss; negative controls
+//! (wrong token, absent peer) that must fail cleanly within the deadline; and spoofed packets
+//! from a third host that must neither complete nor break a punch.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use xtask::lab::Lab;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// How one side of a punch ended.
+#[derive(Debug)]
+struct Side {
+    ok: bool,
+    json: Option<serde_json::Value>,
+    lines: Vec<String>,
+    stderr: String,
+    took: Duration,
+}
+
+impl Side {
+    fn peer(&self) -> SocketAddr {
+        self.json.as_ref().unwrap()["peer"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+/// Starts `natt punch` in `node`, its token in `me`, the peer's in `peer`.
+fn start(lab: &Lab, node: &str, proto: &str, me: &Path, peer: &Path, extra: &[&str]) -> Running {
+    let natt = natt_bin();
+    let stun1 = format!("{}:3478", lab.get("STUN1").unwrap());
+    let stun2 = format!("{}:3478", lab.get("STUN2").unwrap());
+    let mut cmd = lab.command(node, &natt).unwrap();
+    cmd.args([
+        "punch",
+        proto,
+        "--no-upnp",
+        "--json",
+        "--stun",
+        &stun1,
+        "--stun",
+        &stun2,
+    ]);
+    cmd.arg("--token-out").arg(me).arg("--peer-token").arg(peer);
+    cmd.args(extra);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    Running::new(cmd.spawn().unwrap())
+}
+
+/// Once both sides printed their result line, each sends one line to the other and closes its
+/// input; then both are collected.
+fn finish(mut a: Running, mut b: Running, names: (&str, &str), t0: Instant) -> (Side, Side) {
+    let end = t0 + Duration::from_secs(40);
+    let first = |r: &mut Running| -> Option<String> {
+        while Instant::now() < end {
+            if let Some(l) = r.seen.first() {
+                return Some(l.clone());
+            }
+            match r.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => r.seen.push(l),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(_) => {}
+            }
+        }
+        None
+    };
+    let (fa, fb) = (first(&mut a), first(&mut b));
+    for (r, name, first) in [(&mut a, names.0, &fa), (&mut b, names.1, &fb)] {
+        let mut stdin = r.child.stdin.take().unwrap();
+        if first.is_some() && fa.is_some() && fb.is_some() {
+            let _ = writeln!(stdin, "hello from {name}");
+        }
+        drop(stdin);
+    }
+    let side = |r: Running| {
+        let mut child_stderr = String::new();
+        let mut r = r;
+        if let Some(mut e) = r.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut child_stderr);
+        }
+        let status = r.child.wait().unwrap();
+        let took = t0.elapsed();
+        let lines = r.finish();
+        let json = lines.first().and_then(|l| serde_json::from_str(l).ok());
+        Side {
+            ok: status.success(),
+            json,
+            lines,
+            stderr: child_stderr,
+            took,
+        }
+    };
+    (side(a), side(b))
+}
+
+/// Punches between `a` and `b` over `proto` (`--udp`/`--tcp`).
+fn punch(lab: &Lab, a: &str, b: &str, proto: &str, extra: &[&str]) -> (Side, Side) {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let dir = lab.state_dir().join(format!("punch{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let t0 = Instant::now();
+    let ra = start(lab, a, proto, &ta, &tb, extra);
+    let rb = start(lab, b, proto, &tb, &ta, extra);
+    finish(ra, rb, (a, b), t0)
+}
+
+/// Both sides connect, see each other where expected, and exchange a line both ways.
+fn assert_connects(lab: &Lab, a: &str, b: &str, expect: Option<(SocketAddr, SocketAddr)>, extra: &[&str]) {
+    for proto in ["--udp", "--tcp"] {
+        let (sa, sb) = punch(lab, a, b, proto, extra);
+        println!("{proto} {a} <-> {b}: {:?} / {:?}", sa.json, sb.json);
+        assert!(sa.ok && sb.ok, "{proto} {a} <-> {b} failed:\n{sa:#?}\n{sb:#?}");
+        assert_eq!(sa.json.as_ref().unwrap()["via"], &proto[2..]);
+        if let Some((pa, pb)) = expect {
+            assert_eq!(sa.peer().ip(), pa.ip(), "{proto}: {a} sees {b}");
+            assert_eq!(sb.peer().ip(), pb.ip(), "{proto}: {b} sees {a}");
+        }
+        assert!(
+            sa.lines.contains(&format!("hello from {b}")),
+            "{proto}: {a} got {:?}",
+            sa.lines
+        );
+        assert!(
+            sb.lines.contains(&format!("hello from {a}")),
+            "{proto}: {b} got {:?}",
+            sb.lines
+        );
+    }
+}
+
+fn public(lab: &Lab, host: &str) -> SocketAddr {
+    SocketAddr::new(ip(lab, &format!("{}_PUBLIC_IP", host.to_uppercase())).into(), 0)
+}
+
+fn lan(lab: &Lab, host: &str) -> SocketAddr {
+    SocketAddr::new(ip(lab, &format!("{}_IP", host.to_uppercase())).into(), 0)
+}
+
+fn pair_test(name: &str, prefix: &str, topology: &str, a: &str, b: &str, extra: &[&str]) {
+    let Some(lab) = lab(name, prefix, topology) else {
+        return;
+    };
+    let expect = (public(&lab, b), public(&lab, a));
+    assert_connects(&lab, a, b, Some(expect), extra);
+}
+
+#[test]
+fn punch_prc_prc() {
+    pair_test("punch_prc_prc", "tpp", "r1=prc r2=prc p1", "h1", "h2", &[]);
+}
+
+#[test]
+fn punch_full_prc() {
+    pair_test("punch_full_prc", "tpf", "r1=full r2=prc p1", "h1", "h2", &[]);
+}
+
+#[test]
+fn punch_sym_full() {
+    pair_test("punch_sym_full", "tpsf", "r1=sym r2=full p1", "h1", "h2", &[]);
+}
+
+#[test]
+fn punch_double_nat_prc() {
+    pair_test(
+        "punch_double_nat_prc",
+        "tpd",
+        "r1=prc,cgn,hosts=0 r2=prc,via=r1 r3=prc p1",
+        "h2",
+        "h3",
+        &[],
+    );
+}
+
+#[test]
+fn punch_same_router_goes_direct() {
+    let Some(lab) = lab("punch_same_router_goes_direct", "tps", "r1=prc,hosts=2,hairpin p1") else {
+        return;
+    };
+    // Local addresses are tried first: the hosts find each other on their LAN.
+    let expect = (lan(&lab, "h1b"), lan(&lab, "h1"));
+    assert_connects(&lab, "h1", "h1b", Some(expect), &[]);
+}
+
+#[test]
+fn punch_with_50ms_delay() {
+    pair_test(
+        "punch_with_50ms_delay",
+        "tpslow",
+        "slow-pair",
+        "h1",
+        "h2",
+        &["--timeout", "15"],
+    );
+}
+
+#[test]
+fn punch_with_10pct_loss() {
+    pair_test(
+        "punch_with_10pct_loss",
+        "tploss",
+        "lossy-pair",
+        "h1",
+        "h2",
+        &["--timeout", "15"],
+    );
+}
+
+#[test]
+fn wrong_token_and_absent_peer_fail_within_the_deadline() {
+    let Some(lab) = lab("wrong_token_and_absent_peer_fail_within_the_deadline", "tpneg", "pair") else {
+        return;
+    };
+    for proto in ["--udp", "--tcp"] {
+        // A first session leaves h2's token behind: stale for the next one.
+        let dir = lab.state_dir().join(format!("neg{proto}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a1, b1, a2, b2) = (dir.join("a1"), dir.join("b1"), dir.join("a2"), dir.join("b2"));
+        let t0 = Instant::now();
+        let (sa, sb) = finish(
+            start(&lab, "h1", proto, &a1, &b1, &[]),
+            start(&lab, "h2", proto, &b1, &a1, &[]),
+            ("h1", "h2"),
+            t0,
+        );
+        assert!(sa.ok && sb.ok, "first session: {sa:?} {sb:?}");
+        // h1 is given h2's stale token (copied, so h2's new token goes elsewhere).
+        std::fs::copy(&b1, &b2).unwrap();
+        let t0 = Instant::now();
+        let (sa, sb) = finish(
+            start(&lab, "h1", proto, &a2, &b2, &["--timeout", "3"]),
+            start(&lab, "h2", proto, &dir.join("b2-new"), &a2, &["--timeout", "3"]),
+            ("h1", "h2"),
+            t0,
+        );
+        for s in [&sa, &sb] {
+            assert!(!s.ok, "{proto}: a punch with a stale token succeeded: {s:?}");
+            assert!(s.stderr.contains("punch failed"), "{proto}: {:?}", s.stderr);
+            assert!(s.took < Duration::from_secs(3 + 3 + 5), "{proto}: took {:?}", s.took);
+        }
+        // The peer never starts: h1 fails by its deadline.
+        let absent = dir.join("absent");
+        std::fs::copy(&b1, &absent).unwrap();
+        let t0 = Instant::now();
+        let r = start(&lab, "h1", proto, &dir.join("a3"), &absent, &["--timeout", "2"]);
+        let out = r.child.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        assert!(t0.elapsed() < Duration::from_secs(2 + 3 + 5), "took {:?}", t0.elapsed());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line on failure: {stderr}");
+    }
+}
+
+#[test]
+fn spoofed_packets_neither_complete_nor_break_a_punch() {
+    let Some(lab) = lab("spoofed_packets_neither_complete_nor_break_a_punch", "tpspf", "pair") else {
+        return;
+    };
+    let (r1, r2) = (ip(&lab, "R1_WAN"), ip(&lab, "R2_WAN"));
+    let (p1, p2) = (41001u16, 41002u16);
+    // p1, on the internet, forges packets "from" each host's public endpoint to the other's,
+    // which the NATs let in once the punch has opened them.
+    let spoof = |from: String, to: String| {
+        lab.spawn_probe(
+            "p1",
+            &[
+                "spoof",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--count",
+                "600",
+                "--interval-ms",
+                "5",
+            ],
+        )
+        .unwrap()
+    };
+    let s1 = spoof(format!("{r2}:{p2}"), format!("{r1}:{p1}"));
+    let s2 = spoof(format!("{r1}:{p1}"), format!("{r2}:{p2}"));
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = lab.state_dir().join("spoof");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a"), dir.join("b"));
+    let t0 = Instant::now();
+    let (sa, sb) = finish(
+        start(&lab, "h1", "--udp", &ta, &tb, &["--port", &p1.to_string()]),
+        start(&lab, "h2", "--udp", &tb, &ta, &["--port", &p2.to_string()]),
+        ("h1", "h2"),
+        t0,
+    );
+    for s in [s1, s2] {
+        let out = s.wait_with_output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("SPOOFED 600"), "{out:?}");
+    }
+    assert!(sa.ok && sb.ok, "{sa:#?}\n{sb:#?}");
+    assert_eq!(sa.peer(), SocketAddr::new(r2.into(), p2));
+    assert_eq!(sb.peer(), SocketAddr::new(r1.into(), p1));
+    assert!(sa.lines.contains(&"hello from h2".to_string()), "{:?}", sa.lines);
+}
