@@ -22,6 +22,7 @@ cargo xtask lab info                  KEY=VALUE facts: eval \"$(cargo xtask lab 
 cargo xtask lab impair rN [--delay MS] [--loss PCT]
                                       change a router's WAN link, each direction
 cargo xtask lab presets               list the named topologies
+cargo xtask lab demo                  natt probe and natt punch between two homes, step by step
 cargo xtask lab install               install the Debian packages the lab uses (root)
 
 TOPOLOGY: presets and/or tokens: rN=prc|sym|full[,upnp,hairpin,nofw,cgn,hosts=K,via=rM,
@@ -63,7 +64,7 @@ fn lab_command(args: &[String]) -> Result<u8> {
         return Ok(0);
     };
     match verb.as_str() {
-        "up" | "down" | "exec" | "impair" => {
+        "up" | "down" | "exec" | "impair" | "demo" => {
             if !isolation::is_root() {
                 return Err(err("the NAT lab needs root (network namespaces, iptables)"));
             }
@@ -73,8 +74,11 @@ fn lab_command(args: &[String]) -> Result<u8> {
                         .err()
                         .unwrap_or_else(|| err("re-executed under unshare --net but still not isolated")));
                 }
-                if verb == "up" {
+                if verb == "up" || verb == "demo" {
                     setup::install_missing()?; // apt needs the machine's network: before isolating
+                }
+                if verb == "demo" {
+                    tasks::build_natt()?; // cargo may fetch crates: before isolating
                 }
                 return reexec_isolated(args);
             }
@@ -86,6 +90,7 @@ fn lab_command(args: &[String]) -> Result<u8> {
                     0
                 }),
                 "exec" => exec(&prefix, rest),
+                "demo" => xtask::demo::run(&tasks::natt_binary()).map(|()| 0),
                 _ => impair_link(&prefix, rest),
             }
         }

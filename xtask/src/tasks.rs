@@ -22,6 +22,21 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// The natt binary that `cargo build -p natt-cli` makes.
+pub fn natt_binary() -> PathBuf {
+    workspace_root().join("target/debug/natt")
+}
+
+/// Builds the natt binary.
+pub fn build_natt() -> Result<()> {
+    let status = Command::new(cargo())
+        .args(["build", "--quiet", "-p", "natt-cli"])
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| err(format!("cannot run cargo: {e}")))?;
+    if status.success() { Ok(()) } else { Err(err("cargo build -p natt-cli failed")) }
+}
+
 fn cargo() -> OsString {
     env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
