@@ -3,6 +3,9 @@
 //! server and a `natt serve` on the internet; `natt probe` in each home, then `natt punch`
 //! between them over UDP and over TCP.
 
+// Indexing a serde_json::Value by key gives Null for a missing key: it never panics.
+#![allow(clippy::indexing_slicing)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -43,10 +46,16 @@ pub fn run(natt: &Path) -> Result<()> {
     let lab = Lab::up(PREFIX, TOPOLOGY)?;
     let get = |k: &str| lab.get(k);
     let (stun1, stun2, srv1, srv2) = (get("STUN1")?, get("STUN2")?, get("SRV1")?, get("SRV2")?);
-    println!("    up in {:.2} s; STUN server (coturn, RFC 5780) at {stun1} and {stun2}, port 3478", t.elapsed().as_secs_f64());
+    println!(
+        "    up in {:.2} s; STUN server (coturn, RFC 5780) at {stun1} and {stun2}, port 3478",
+        t.elapsed().as_secs_f64()
+    );
     println!("    r1's public address {}, r2's {}", get("R1_WAN")?, get("R2_WAN")?);
 
-    say(&mut step, "Starting `natt serve` on the internet (simple protocol and STUN, RFC 5780)");
+    say(
+        &mut step,
+        "Starting `natt serve` on the internet (simple protocol and STUN, RFC 5780)",
+    );
     let (l1, l2) = (format!("{srv1}:5483"), format!("{srv2}:5483"));
     let mut serve = lab.spawn("inet", &[natt_s.as_str(), "serve", "--listen", &l1, "--listen", &l2])?;
     let first = serve
@@ -57,7 +66,10 @@ pub fn run(natt: &Path) -> Result<()> {
     println!("    {}", first.and_then(|l| l.ok()).unwrap_or_default());
 
     for (home, host) in [(1, "h1"), (2, "h2")] {
-        say(&mut step, &format!("`natt probe` in home {home} ({host}): what is in front of me?"));
+        say(
+            &mut step,
+            &format!("`natt probe` in home {home} ({host}): what is in front of me?"),
+        );
         let out = lab.run(
             host,
             &[
@@ -74,6 +86,7 @@ pub fn run(natt: &Path) -> Result<()> {
         println!("    external addresses: {}", v["external"]);
         println!("    NAT mapping:   {}", v["mapping"].as_str().unwrap_or("?"));
         println!("    NAT filtering: {}", v["filtering"].as_str().unwrap_or("?"));
+        println!("    TCP mapping:   {}", v["tcp_mapping"].as_str().unwrap_or("?"));
         println!("    gateway:       {}", v["gateway"]);
         for t in v["techniques"].as_array().into_iter().flatten() {
             let result = match t["error"].as_str() {
@@ -88,7 +101,10 @@ pub fn run(natt: &Path) -> Result<()> {
 
     let mut failed = Vec::new();
     for proto in ["udp", "tcp"] {
-        say(&mut step, &format!("`natt punch --{proto}` between home 1 and home 2, tokens exchanged through files"));
+        say(
+            &mut step,
+            &format!("`natt punch --{proto}` between home 1 and home 2, tokens exchanged through files"),
+        );
         match punch(&lab, &natt_s, proto, &stun1, &stun2) {
             Ok(lines) => {
                 for l in lines {
@@ -121,9 +137,13 @@ fn punch(lab: &Lab, natt: &str, proto: &str, stun1: &str, stun2: &str) -> Result
         let mut cmd = lab.command(host, natt)?;
         cmd.args(["punch", &format!("--{proto}"), "--json", "--timeout", "10"]);
         cmd.args(["--stun", &format!("{stun1}:3478"), "--stun", &format!("{stun2}:3478")]);
-        cmd.arg("--token-out").arg(dir.join(me)).arg("--peer-token").arg(dir.join(peer));
+        cmd.arg("--token-out")
+            .arg(dir.join(me))
+            .arg("--peer-token")
+            .arg(dir.join(peer));
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.spawn().map_err(|e| err(format!("cannot start natt punch in {host}: {e}")))
+        cmd.spawn()
+            .map_err(|e| err(format!("cannot start natt punch in {host}: {e}")))
     };
     let t0 = Instant::now();
     let mut sides = Vec::new();
@@ -143,7 +163,10 @@ fn punch(lab: &Lab, natt: &str, proto: &str, stun1: &str, stun2: &str) -> Result
     let mut words = Vec::new();
     let mut results = Vec::new();
     for (host, child, rx) in &mut sides {
-        let v = rx.recv_timeout(Duration::from_secs(20)).map(|l| json(&l)).unwrap_or_default();
+        let v = rx
+            .recv_timeout(Duration::from_secs(20))
+            .map(|l| json(&l))
+            .unwrap_or_default();
         if v.is_null() {
             let _ = child.kill();
             let mut stderr = String::new();
@@ -164,7 +187,10 @@ fn punch(lab: &Lab, natt: &str, proto: &str, stun1: &str, stun2: &str) -> Result
             v["elapsed_ms"]
         ));
     }
-    words.push(format!("both sides connected {} ms after they started (mapping included)", both.as_millis()));
+    words.push(format!(
+        "both sides connected {} ms after they started (mapping included)",
+        both.as_millis()
+    ));
     for (host, child, _) in &mut sides {
         if let Some(mut stdin) = child.stdin.take() {
             let _ = writeln!(stdin, "hello from {host}");

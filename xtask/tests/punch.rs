@@ -78,7 +78,10 @@ fn finish(mut a: Running, mut b: Running, names: (&str, &str), t0: Instant) -> (
     for (r, name, first) in [(&mut a, names.0, &fa), (&mut b, names.1, &fb)] {
         let mut stdin = r.child.stdin.take().unwrap();
         if first.is_some() && fa.is_some() && fb.is_some() {
-            let _ = writeln!(stdin, "hello from {name}");
+            // Over UDP a line is one datagram, which a lossy link may drop: send a few.
+            for _ in 0..5 {
+                let _ = writeln!(stdin, "hello from {name}");
+            }
         }
         drop(stdin);
     }

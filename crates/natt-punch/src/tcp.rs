@@ -24,11 +24,8 @@ use crate::keys::SessionKeys;
 use crate::tcp_wire::{self, FRAME_LEN, Frame, HELLO_NONCE_LEN};
 use crate::udp::order_targets;
 
-/// The first connection attempt's timeout; later attempts wait longer, up to
-/// [`MAX_ATTEMPT`].
-pub const FIRST_ATTEMPT: Duration = Duration::from_millis(250);
-/// The longest connection attempt.
-pub const MAX_ATTEMPT: Duration = Duration::from_secs(2);
+/// How often connection attempts and the listener are checked.
+const POLL: Duration = Duration::from_millis(2);
 /// Threads waiting on a stream check this often whether the punch is over.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -170,7 +167,7 @@ fn accept(listener: &TcpListener, ctx: &Ctx) {
                     log::warn!("cannot handle {from}: {e}");
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(2)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL),
             Err(e) => {
                 log::debug!("accept: {e}");
                 thread::sleep(Duration::from_millis(10));
@@ -180,32 +177,66 @@ fn accept(listener: &TcpListener, ctx: &Ctx) {
 }
 
 /// Connects from `local` to `target` until a connection is up or the punch is over.
+///
+/// One connection attempt lives as long as it can: the kernel retransmits its SYN, and it
+/// keeps its sequence number, so when the peer's SYN crosses it in the NATs the simultaneous
+/// open completes. Closing and re-opening attempts instead races with the peer's SYNs and the
+/// listener, and can leave the four-tuple taken. Only a refusal (the peer's host answered
+/// before its own SYN was out) starts a new attempt, after a short random pause.
 fn connect(local: SocketAddr, target: SocketAddr, ctx: &Ctx) {
-    let mut attempt = FIRST_ATTEMPT;
     while !ctx.over() {
-        let timeout = attempt.min(deadline::wait_until(ctx.deadline));
-        let result = reusable_tcp_socket(&target).and_then(|s| {
-            s.bind(&local.into())?;
-            s.connect_timeout(&target.into(), timeout)?;
-            Ok(TcpStream::from(s))
-        });
-        match result {
-            Ok(stream) => {
+        match attempt(local, target, ctx) {
+            Ok(Some(stream)) => {
                 log::debug!("connected {local} -> {target}");
                 handshake(stream, target, ctx);
                 return;
             }
+            Ok(None) => return,
             Err(e) => {
                 log::trace!("connect {local} -> {target}: {e}");
-                if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
-                    attempt = (attempt * 3 / 2).min(MAX_ATTEMPT);
-                } else {
-                    // Refused or reset: the peer's SYN is not out yet (or its host answered
-                    // first). Try again after a short random pause, so the SYNs can cross.
-                    thread::sleep(Duration::from_micros(1000 + rand::random::<u64>() % 5000));
-                }
+                let pause = match e.kind() {
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => {
+                        Duration::from_micros(1000 + rand::random::<u64>() % 5000)
+                    }
+                    // The four-tuple is taken: the listener has this connection, or an old one
+                    // is closing.
+                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse => Duration::from_millis(50),
+                    _ => Duration::from_millis(200),
+                };
+                thread::sleep(pause);
             }
         }
+    }
+}
+
+/// `EINPROGRESS`: a non-blocking connect under way (`io::ErrorKind::InProgress` is not stable).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const EINPROGRESS: i32 = 115;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const EINPROGRESS: i32 = 36;
+
+/// One connection attempt, watched until it connects, fails, or the punch is over (`None`).
+fn attempt(local: SocketAddr, target: SocketAddr, ctx: &Ctx) -> io::Result<Option<TcpStream>> {
+    let socket = reusable_tcp_socket(&target)?;
+    socket.bind(&local.into())?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    loop {
+        if let Some(e) = socket.take_error()? {
+            return Err(e);
+        }
+        if socket.peer_addr().is_ok() {
+            socket.set_nonblocking(false)?;
+            return Ok(Some(socket.into()));
+        }
+        if ctx.over() {
+            return Ok(None);
+        }
+        thread::sleep(POLL);
     }
 }
 
@@ -216,7 +247,9 @@ fn handshake(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
         stream.set_nodelay(true)?;
         let ours: [u8; HELLO_NONCE_LEN] = rand::random();
         stream.write_all(&tcp_wire::hello(&ctx.keys, &ours))?;
+        log::trace!("{peer}: hello sent");
         let frame = read_frame(&mut stream, ctx.deadline, &ctx.stop)?;
+        log::trace!("{peer}: frame read");
         let Some(Frame::Hello(theirs)) = tcp_wire::open(&ctx.keys, &frame, None) else {
             return Ok(None);
         };

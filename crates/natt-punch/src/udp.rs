@@ -6,11 +6,14 @@
 //! the address it came from. That address joins the targets too (a "peer-reflexive" address:
 //! behind a symmetric NAT the peer's packets come from a port no server saw).
 //!
-//! A side has a working path when one of its probes is answered; it then tells the peer so at
-//! once (a probe flagged "confirmed"). A side is done when it hears "confirmed" from the peer:
-//! its own replies reach the peer and the peer's packets reach it. With both sides starting
-//! together and nothing lost, that takes 1.5 round trips. Before returning it sends a short
-//! "done" burst so that a peer still waiting finishes too.
+//! A side has a working path when one of its probes is answered. It is done when it has a
+//! working path and has heard a probe of the peer's (which it answered: the peer will have a
+//! working path too), or when the peer tells it, in a message flagged "confirmed", that the
+//! peer has one (then the peer's packets reach us, and our answers reached the peer). The
+//! first probe heard from an address is answered with a reply and a probe of our own at once,
+//! so a side that starts later is done one round trip after it starts, and with both starting
+//! together both are done after one round trip. Before returning a side sends a short burst of
+//! "confirmed, done" probes, so that a peer whose last reply was lost finishes too.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
@@ -130,6 +133,8 @@ pub struct UdpPuncher {
     next_round: Instant,
     interval: Duration,
     confirmed: Option<SocketAddr>,
+    heard_probe: bool,
+    probed_back: Vec<SocketAddr>,
     peer: Option<SocketAddr>,
 }
 
@@ -153,6 +158,8 @@ impl UdpPuncher {
             next_round: now,
             interval: FIRST_INTERVAL,
             confirmed: None,
+            heard_probe: false,
+            probed_back: Vec::new(),
             peer: None,
         })
     }
@@ -247,6 +254,14 @@ impl UdpExchange for UdpPuncher {
                     self.targets.push(from);
                 }
                 self.send(from, Kind::Reply, msg.nonce);
+                self.heard_probe = true;
+                // The peer's NAT now lets our packets from `from` in: probe back at once (once
+                // per address, so two punchers cannot ping-pong).
+                if self.confirmed.is_none() && !self.probed_back.contains(&from) && self.probed_back.len() < MAX_TARGETS
+                {
+                    self.probed_back.push(from);
+                    self.probe(from);
+                }
             }
             Kind::Reply => {
                 let ours = self.outstanding.iter().any(|(n, to)| *n == msg.nonce && *to == from);
@@ -257,15 +272,16 @@ impl UdpExchange for UdpPuncher {
                 if self.confirmed.is_none() {
                     log::debug!("path to {from} confirmed");
                     self.confirmed = Some(from);
-                    // Tell the peer at once.
-                    self.probe(from);
                 }
             }
         }
-        // The peer has a confirmed path: its packets reach us from `from`, and ours reach it
-        // (it got our reply, sent to where its probe came from).
         if msg.flags & FLAG_CONFIRMED != 0 {
+            // The peer has a working path: its packets reach us from `from`, and our answers
+            // reached it (at the address its probes came from).
             let peer = self.confirmed.unwrap_or(from);
+            self.finish_with(peer);
+        } else if let (Some(peer), true) = (self.confirmed, self.heard_probe) {
+            // Ours is confirmed, and the peer's probe got our answer: it will be too.
             self.finish_with(peer);
         }
         true
@@ -329,12 +345,12 @@ mod tests {
     }
 
     #[test]
-    fn completes_in_three_half_round_trips() {
+    fn completes_in_one_round_trip() {
         let (mut a, mut b, a_addr, b_addr) = pair();
         let now = Instant::now();
         let mut to_b = drain(&mut a, now);
         let mut to_a = drain(&mut b, now);
-        for step in 1..=3 {
+        for step in 1..=2 {
             let (in_b, in_a) = (std::mem::take(&mut to_b), std::mem::take(&mut to_a));
             for t in in_b {
                 assert!(b.handle_datagram(now, a_addr, &t.payload));
@@ -344,13 +360,36 @@ mod tests {
             }
             to_a = drain(&mut b, now);
             to_b = drain(&mut a, now);
-            if step < 3 {
+            if step < 2 {
                 assert!(a.peer().is_none() && b.peer().is_none(), "step {step}");
             }
         }
         assert_eq!(a.peer(), Some(b_addr));
         assert_eq!(b.peer(), Some(a_addr));
         assert!(a.poll_result(now).is_some());
+    }
+
+    #[test]
+    fn a_late_starter_finishes_one_round_trip_after_it_starts() {
+        let (mut a, mut b, a_addr, b_addr) = pair();
+        let now = Instant::now();
+        // a has been probing for a while; its probes were dropped by b's NAT.
+        let _lost = drain(&mut a, now);
+        // b starts: its probe reaches a, which answers and probes back at once.
+        for t in drain(&mut b, now) {
+            assert!(a.handle_datagram(now, b_addr, &t.payload));
+        }
+        let back = drain(&mut a, now);
+        assert_eq!(back.len(), 2, "a reply and a probe");
+        for t in back {
+            b.handle_datagram(now, a_addr, &t.payload);
+        }
+        assert_eq!(b.peer(), Some(a_addr), "b is done after one round trip");
+        // b's answer to a's probe, and b's done burst, complete a.
+        for t in drain(&mut b, now) {
+            a.handle_datagram(now, b_addr, &t.payload);
+        }
+        assert_eq!(a.peer(), Some(b_addr));
     }
 
     #[test]

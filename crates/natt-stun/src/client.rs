@@ -7,7 +7,10 @@
 //! and port (CHANGE-REQUEST). If that answer gets through the NAT, the NAT filters
 //! independently of the endpoint and any peer can reach the endpoint without hole punching.
 //! If it does not arrive within a short window, the endpoint is marked restricted (the safe
-//! side: hole punching also works towards an unrestricted endpoint).
+//! side: hole punching also works towards an unrestricted endpoint). The check is only made
+//! when the other address's IP is one the socket has not sent to: a NAT filtering by address
+//! alone would let that answer in too, so giving both addresses of one RFC 5780 server as
+//! servers leaves the endpoint restricted.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -217,13 +220,16 @@ struct FilterCheck {
 }
 
 impl FilterCheck {
-    /// The answer came from another address and port than the request went to.
-    fn confirmed_open(&self) -> bool {
+    /// The answer came from another address and port than the request went to, and from an
+    /// IP the socket never sent to (`contacted`): an address-dependent filter lets in anything
+    /// from an IP the socket has sent to, so only a stranger's answer proves the filter open.
+    fn confirmed_open(&self, contacted: &[SocketAddr]) -> bool {
         self.transaction.success().is_some()
-            && self
-                .transaction
-                .answered_from()
-                .is_some_and(|from| from.ip() != self.primary.ip() && from.port() != self.primary.port())
+            && self.transaction.answered_from().is_some_and(|from| {
+                from.ip() != self.primary.ip()
+                    && from.port() != self.primary.port()
+                    && contacted.iter().all(|c| c.ip() != from.ip())
+            })
     }
 
     fn is_done(&self, now: Instant) -> bool {
@@ -289,7 +295,13 @@ impl StunExchange {
     }
 
     fn open(&self) -> bool {
-        self.filter.as_ref().is_some_and(FilterCheck::confirmed_open)
+        let contacted: Vec<SocketAddr> = self.bindings.iter().map(|t| t.destination).collect();
+        self.filter.as_ref().is_some_and(|f| f.confirmed_open(&contacted))
+    }
+
+    /// True when a binding request of this exchange went to `ip`.
+    fn contacted(&self, ip: std::net::IpAddr) -> bool {
+        self.bindings.iter().any(|t| t.destination.ip() == ip)
     }
 
     fn start_filter_check(&mut self, now: Instant, primary: SocketAddr, rtt: Duration) {
@@ -344,9 +356,13 @@ impl UdpExchange for StunExchange {
         t.handle(now, from, &response);
         if let Some(success) = t.success() {
             let rtt = t.rtt().unwrap_or(Duration::ZERO);
-            let (primary, has_other) = (t.destination, success.other_address.is_some());
+            let (primary, other) = (t.destination, success.other_address);
             self.grace_until.get_or_insert(now + (rtt * GRACE_RTTS).max(MIN_GRACE));
-            if has_other && self.filter.is_none() {
+            // A check whose answer comes from an IP already asked would prove nothing.
+            if let Some(other) = other
+                && self.filter.is_none()
+                && !self.contacted(other.ip())
+            {
                 self.start_filter_check(now, primary, rtt);
             }
         } else if let Some(code) = t.error_code() {
@@ -459,6 +475,38 @@ mod tests {
             &encode_success(ctx, addr("198.51.100.1:4000"), Some(o), None).unwrap(),
         );
         let eps = ex.poll_result(t0 + MIN_GRACE).unwrap().unwrap();
+        assert!(eps[0].nat_restricted);
+    }
+
+    #[test]
+    fn no_filtering_check_towards_an_ip_already_asked() {
+        // Both addresses of one RFC 5780 server: an address-dependent filter would let the
+        // other address's answer in, so the check is not made and the endpoint is restricted.
+        let (p, p2, o) = (
+            addr("203.0.113.10:3478"),
+            addr("203.0.113.11:3478"),
+            addr("203.0.113.11:3479"),
+        );
+        let (mut ex, t0) = start(&[p, p2]);
+        let txids: Vec<[u8; 12]> = [ex.poll_transmit(t0).unwrap(), ex.poll_transmit(t0).unwrap()]
+            .iter()
+            .map(|r| decode_request(&r.payload).unwrap().txid)
+            .collect();
+        let mapped = addr("198.51.100.1:4000");
+        assert!(ex.handle_datagram(t0, p, &encode_success(txids[0], mapped, Some(o), Some(p)).unwrap()));
+        assert!(ex.poll_transmit(t0).is_none(), "no CHANGE-REQUEST");
+        let eps = ex.poll_result(t0 + MIN_GRACE).unwrap().unwrap();
+        assert!(eps[0].nat_restricted);
+        // Even an answer from the other address (a server that answers from there) proves nothing.
+        let (mut ex, t0) = start(&[p, p2]);
+        let first = decode_request(&ex.poll_transmit(t0).unwrap().payload).unwrap().txid;
+        ex.start_filter_check(t0, p, Duration::from_millis(1));
+        let change = ex.poll_transmit(t0).unwrap();
+        let ctx = decode_request(&change.payload).unwrap();
+        assert!(ctx.change_ip);
+        ex.handle_datagram(t0, p, &encode_success(first, mapped, Some(o), Some(p)).unwrap());
+        ex.handle_datagram(t0, o, &encode_success(ctx.txid, mapped, Some(o), Some(o)).unwrap());
+        let eps = ex.poll_result(t0 + MIN_FILTER_WINDOW).unwrap().unwrap();
         assert!(eps[0].nat_restricted);
     }
 

@@ -83,13 +83,16 @@ impl Layout {
 /// An answer: which socket sends it, where to, and what.
 type Answer = (usize, SocketAddr, Vec<u8>);
 
-/// The answer to a datagram received on socket `on`, if any.
+/// The answer to a datagram received on socket `on`, if any. On a `stream` the answer always
+/// goes back on the connection, so CHANGE-REQUEST cannot be honoured there and is refused as
+/// RFC 5780 section 7.2 allows; OTHER-ADDRESS is still given (the TCP mapping tests need it).
 fn answer(
     layout: &Layout,
     on: usize,
     from: SocketAddr,
     data: &[u8],
     other: Option<&dyn OtherProtocol>,
+    stream: bool,
 ) -> Option<Answer> {
     if !looks_like_stun(data) {
         return other.and_then(|o| o.answer_datagram(from, data)).map(|r| (on, from, r));
@@ -102,7 +105,7 @@ fn answer(
         }
     };
     let mut unknown = request.unknown_required.clone();
-    if (request.change_ip || request.change_port) && !layout.rfc5780() {
+    if (request.change_ip || request.change_port) && (stream || !layout.rfc5780()) {
         unknown.push(0x0003);
     }
     if !unknown.is_empty() {
@@ -185,7 +188,7 @@ impl StunServer {
                 Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
                     let Some(socket) = udp.get(on) else { return };
                     recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {
-                        if let Some((via, to, reply)) = answer(&layout_c, on, from, data, other_c.as_deref()) {
+                        if let Some((via, to, reply)) = answer(&layout_c, on, from, data, other_c.as_deref(), false) {
                             count.fetch_add(1, Ordering::Relaxed);
                             let sock = udp.get(via).unwrap_or(socket);
                             if let Err(e) = sock.send_to(&reply, to) {
@@ -278,12 +281,7 @@ fn serve_stream(
         let len = stream_message_len(&msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         msg.resize(len, 0);
         stream.read_exact(msg.get_mut(HEADER_LEN..).unwrap_or(&mut []))?;
-        // Over TCP the answer always goes back on the connection: CHANGE-REQUEST cannot be
-        // honoured, so it is refused as RFC 5780 section 7.2 allows.
-        let single = Layout {
-            addrs: layout.addrs.get(on).copied().into_iter().collect(),
-        };
-        match answer(&single, 0, from, &msg, None) {
+        match answer(layout, on, from, &msg, None, true) {
             Some((_, _, reply)) => {
                 answered.fetch_add(1, Ordering::Relaxed);
                 stream.write_all(&reply)?;
@@ -326,7 +324,7 @@ mod tests {
             (Some((true, true)), 3),
         ] {
             let req = encode_binding_request([1; 12], change).unwrap();
-            let (v, to, bytes) = answer(&l, 0, from, &req, None).unwrap();
+            let (v, to, bytes) = answer(&l, 0, from, &req, None, false).unwrap();
             assert_eq!(to, from);
             assert_eq!(v, via, "{change:?}");
             let r = decode_response(&bytes).unwrap().result.unwrap();
@@ -336,7 +334,7 @@ mod tests {
         }
         // Received on the alternate IP's socket: OTHER-ADDRESS is the primary one.
         let req = encode_binding_request([1; 12], None).unwrap();
-        let (_, _, bytes) = answer(&l, 3, from, &req, None).unwrap();
+        let (_, _, bytes) = answer(&l, 3, from, &req, None, false).unwrap();
         assert_eq!(
             decode_response(&bytes).unwrap().result.unwrap().other_address,
             Some(l.addrs[0])
@@ -350,13 +348,31 @@ mod tests {
         };
         let from = "198.51.100.1:4000".parse().unwrap();
         let req = encode_binding_request([1; 12], Some((true, true))).unwrap();
-        let (via, _, bytes) = answer(&l, 0, from, &req, None).unwrap();
+        let (via, _, bytes) = answer(&l, 0, from, &req, None, false).unwrap();
         assert_eq!(via, 0);
         assert_eq!(decode_response(&bytes).unwrap().result.unwrap_err().0, 420);
         let plain = encode_binding_request([1; 12], None).unwrap();
-        let (_, _, bytes) = answer(&l, 0, from, &plain, None).unwrap();
+        let (_, _, bytes) = answer(&l, 0, from, &plain, None, false).unwrap();
         let ok = decode_response(&bytes).unwrap().result.unwrap();
         assert_eq!((ok.other_address, ok.response_origin), (None, None));
+    }
+
+    #[test]
+    fn streams_name_the_other_address_but_refuse_change_request() {
+        let l = layout();
+        let from = "198.51.100.1:4000".parse().unwrap();
+        let plain = encode_binding_request([1; 12], None).unwrap();
+        let (via, _, bytes) = answer(&l, 2, from, &plain, None, true).unwrap();
+        let ok = decode_response(&bytes).unwrap().result.unwrap();
+        assert_eq!(via, 2);
+        assert_eq!(
+            (ok.other_address, ok.response_origin),
+            (Some(l.addrs[1]), Some(l.addrs[2]))
+        );
+        let change = encode_binding_request([1; 12], Some((true, true))).unwrap();
+        let (via, _, bytes) = answer(&l, 0, from, &change, None, true).unwrap();
+        assert_eq!(via, 0);
+        assert_eq!(decode_response(&bytes).unwrap().result.unwrap_err().0, 420);
     }
 
     #[test]
@@ -367,7 +383,7 @@ mod tests {
         // RESPONSE-PORT 4001.
         req.extend_from_slice(&[0x00, 0x27, 0x00, 0x04, 0x0f, 0xa1, 0, 0]);
         req[3] = 8;
-        let (_, to, _) = answer(&l, 0, from, &req, None).unwrap();
+        let (_, to, _) = answer(&l, 0, from, &req, None, false).unwrap();
         assert_eq!(to, "198.51.100.1:4001".parse::<SocketAddr>().unwrap());
     }
 
@@ -376,8 +392,8 @@ mod tests {
         let l = layout();
         let from = "198.51.100.1:4000".parse().unwrap();
         let resp = encode_success([1; 12], from, None, None).unwrap();
-        assert!(answer(&l, 0, from, &resp, None).is_none());
-        assert!(answer(&l, 0, from, b"hello", None).is_none());
-        assert!(answer(&l, 0, from, &[0u8; 20], None).is_none());
+        assert!(answer(&l, 0, from, &resp, None, false).is_none());
+        assert!(answer(&l, 0, from, b"hello", None, false).is_none());
+        assert!(answer(&l, 0, from, &[0u8; 20], None, false).is_none());
     }
 }

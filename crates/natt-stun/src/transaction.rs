@@ -28,7 +28,7 @@ pub struct Transaction {
     next_send: Instant,
     sends: u32,
     max_sends: u32,
-    first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
     /// The response, where it came from and when it arrived.
     pub response: Option<(SocketAddr, BindingResponse, Instant)>,
 }
@@ -53,7 +53,7 @@ impl Transaction {
             next_send: now,
             sends: 0,
             max_sends: MAX_SENDS,
-            first_sent: None,
+            last_sent: None,
             response: None,
         })
     }
@@ -69,7 +69,7 @@ impl Transaction {
         if self.response.is_some() || self.sends >= self.max_sends || now < self.next_send {
             return None;
         }
-        self.first_sent.get_or_insert(now);
+        self.last_sent = Some(now);
         self.sends += 1;
         self.next_send = now + self.rto;
         self.rto = self.rto.saturating_mul(2);
@@ -107,10 +107,14 @@ impl Transaction {
         true
     }
 
-    /// The time from the first request to the response.
+    /// The round trip: the time from the last request sent to the response. A response to a
+    /// retransmitted request cannot be timed exactly (Karn's problem); this is a lower bound,
+    /// exact unless the round trip exceeds the retransmission interval. Timing from the first
+    /// request instead would count every lost request as round trip, and stretch the windows
+    /// that scale with it (grace, filtering check) to seconds on a lossy link.
     pub fn rtt(&self) -> Option<Duration> {
         let (_, _, at) = self.response.as_ref()?;
-        Some(at.saturating_duration_since(self.first_sent?))
+        Some(at.saturating_duration_since(self.last_sent?))
     }
 
     /// Answered, or given up on at `now`.
@@ -177,5 +181,19 @@ mod tests {
         assert!(t.handle(t0 + Duration::from_millis(20), server, &mine));
         assert_eq!(t.rtt(), Some(Duration::from_millis(20)));
         assert!(t.is_done(t0) && t.poll_transmit(t0 + DEFAULT_RTO).is_none());
+    }
+
+    #[test]
+    fn lost_requests_do_not_count_as_round_trip() {
+        let t0 = Instant::now();
+        let server = "203.0.113.10:3478".parse().unwrap();
+        let mut t = Transaction::new(server, None, DEFAULT_RTO, t0).unwrap();
+        t.poll_transmit(t0).unwrap();
+        let t1 = t0 + DEFAULT_RTO * 3;
+        t.poll_transmit(t0 + DEFAULT_RTO).unwrap();
+        t.poll_transmit(t1).unwrap();
+        let mine = decode_response(&encode_success(t.txid, server, None, None).unwrap()).unwrap();
+        assert!(t.handle(t1 + Duration::from_millis(3), server, &mine));
+        assert_eq!(t.rtt(), Some(Duration::from_millis(3)));
     }
 }
