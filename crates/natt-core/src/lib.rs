@@ -36,6 +36,7 @@ pub mod local;
 pub mod mapping;
 pub mod rendezvous;
 pub mod reuse;
+pub mod servers;
 pub mod service;
 pub mod tcp;
 pub mod technique;

@@ -4,12 +4,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{PoisonError, RwLock};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::local::local_endpoints;
 use natt_core::reuse::tcp_connect_from;
+use natt_core::servers::{ServerList, ask_each};
 use natt_core::{
     HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
@@ -41,7 +40,7 @@ pub const MIN_GRACE: Duration = Duration::from_millis(100);
 /// ```
 #[derive(Debug, Default)]
 pub struct SimpleTechnique {
-    servers: RwLock<Vec<SocketAddr>>,
+    servers: ServerList,
 }
 
 impl SimpleTechnique {
@@ -61,22 +60,7 @@ impl SimpleTechnique {
 
     /// The servers, in the order added.
     pub fn servers(&self) -> Vec<SocketAddr> {
-        self.servers.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// The servers reachable from a socket bound at `local` (same address family).
-    fn servers_for(&self, local: SocketAddr) -> Result<Vec<SocketAddr>, TechniqueError> {
-        let servers: Vec<SocketAddr> = self
-            .servers()
-            .into_iter()
-            .filter(|s| s.is_ipv4() == local.is_ipv4())
-            .collect();
-        if servers.is_empty() {
-            return Err(TechniqueError::NotApplicable(format!(
-                "no simple-protocol server of {local}'s address family"
-            )));
-        }
-        Ok(servers)
+        self.servers.all()
     }
 }
 
@@ -89,47 +73,20 @@ impl MappingTechnique for SimpleTechnique {
         let HolePunchServerAddr::Simple(addr) = server else {
             return false;
         };
-        let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
-        if !servers.contains(addr) {
-            servers.push(*addr);
-        }
+        self.servers.add(*addr);
         true
     }
 
     fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
-        let servers = self.servers_for(local)?;
+        let servers = self.servers.for_local(local, "simple-protocol")?;
         Ok(Some(Box::new(SimpleExchange::new(local, servers, Instant::now()))))
     }
 
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        let servers = self.servers_for(local)?;
-        let results: Vec<Result<SocketAddr, TechniqueError>> = thread::scope(|scope| {
-            let handles: Vec<_> = servers
-                .iter()
-                .map(|&server| scope.spawn(move || query_tcp(local, server, deadline)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(TechniqueError::Other("query thread panicked".into())))
-                })
-                .collect()
-        });
-        let mut observed = Vec::new();
-        let mut errors = Vec::new();
-        for (server, r) in servers.iter().zip(results) {
-            match r {
-                Ok(addr) => observed.push(addr),
-                Err(e) => errors.push(format!("{server}: {e}")),
-            }
-        }
-        if observed.is_empty() {
-            return Err(TechniqueError::TimedOut(format!(
-                "no simple-protocol server answered over TCP ({})",
-                errors.join("; ")
-            )));
-        }
+        let servers = self.servers.for_local(local, "simple-protocol")?;
+        let observed = ask_each(&servers, "simple-protocol (TCP)", |server| {
+            query_tcp(local, server, deadline)
+        })?;
         Ok(endpoints_from(local, &observed).into())
     }
 }

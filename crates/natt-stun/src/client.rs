@@ -14,12 +14,11 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::{PoisonError, RwLock};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::local::local_endpoints;
 use natt_core::reuse::tcp_connect_from;
+use natt_core::servers::{ServerList, ask_each};
 use natt_core::{
     HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
@@ -51,14 +50,14 @@ pub const MIN_FILTER_WINDOW: Duration = Duration::from_millis(250);
 /// ```
 #[derive(Debug)]
 pub struct StunTechnique {
-    servers: RwLock<Vec<SocketAddr>>,
+    servers: ServerList,
     rto: Duration,
 }
 
 impl Default for StunTechnique {
     fn default() -> Self {
         StunTechnique {
-            servers: RwLock::new(Vec::new()),
+            servers: ServerList::default(),
             rto: DEFAULT_RTO,
         }
     }
@@ -88,21 +87,7 @@ impl StunTechnique {
 
     /// The servers, in the order added.
     pub fn servers(&self) -> Vec<SocketAddr> {
-        self.servers.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn servers_for(&self, local: SocketAddr) -> Result<Vec<SocketAddr>, TechniqueError> {
-        let servers: Vec<SocketAddr> = self
-            .servers()
-            .into_iter()
-            .filter(|s| s.is_ipv4() == local.is_ipv4())
-            .collect();
-        if servers.is_empty() {
-            return Err(TechniqueError::NotApplicable(format!(
-                "no STUN server of {local}'s address family"
-            )));
-        }
-        Ok(servers)
+        self.servers.all()
     }
 }
 
@@ -115,49 +100,22 @@ impl MappingTechnique for StunTechnique {
         let HolePunchServerAddr::Stun(addr) = server else {
             return false;
         };
-        let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
-        if !servers.contains(addr) {
-            servers.push(*addr);
-        }
+        self.servers.add(*addr);
         true
     }
 
     fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
-        let servers = self.servers_for(local)?;
+        let servers = self.servers.for_local(local, "STUN")?;
         let ex = StunExchange::new(local, &servers, self.rto, Instant::now())
             .map_err(|e| TechniqueError::Protocol(e.to_string()))?;
         Ok(Some(Box::new(ex)))
     }
 
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        let servers = self.servers_for(local)?;
-        let results: Vec<Result<SocketAddr, TechniqueError>> = thread::scope(|scope| {
-            let handles: Vec<_> = servers
-                .iter()
-                .map(|&server| scope.spawn(move || binding_over_tcp(local, server, deadline)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(TechniqueError::Other("query thread panicked".into())))
-                })
-                .collect()
-        });
-        let mut mapped = Vec::new();
-        let mut errors = Vec::new();
-        for (server, r) in servers.iter().zip(results) {
-            match r {
-                Ok(a) => mapped.push(a),
-                Err(e) => errors.push(format!("{server}: {e}")),
-            }
-        }
-        if mapped.is_empty() {
-            return Err(TechniqueError::TimedOut(format!(
-                "no STUN server answered over TCP ({})",
-                errors.join("; ")
-            )));
-        }
+        let servers = self.servers.for_local(local, "STUN")?;
+        let mapped = ask_each(&servers, "STUN (TCP)", |server| {
+            binding_over_tcp(local, server, deadline)
+        })?;
         // TCP filtering cannot be tested with STUN: restricted unless no NAT is in between.
         Ok(endpoints(local, &mapped, false).into())
     }
