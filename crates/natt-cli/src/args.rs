@@ -49,6 +49,9 @@ pub struct PunchArgs {
     /// Do not use UPnP.
     #[arg(long)]
     pub no_upnp: bool,
+    /// Do not use PCP or NAT-PMP.
+    #[arg(long)]
+    pub no_pcp: bool,
     /// Where to write our token: a file (written whole, atomically) or `-` for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub token_out: String,
@@ -92,6 +95,15 @@ pub struct ProbeArgs {
     /// Do not use UPnP.
     #[arg(long)]
     pub no_upnp: bool,
+    /// Do not use PCP or NAT-PMP.
+    #[arg(long)]
+    pub no_pcp: bool,
+    /// The PCP / NAT-PMP gateway (default: the default route's router, port 5351).
+    #[arg(long = "pcp", value_name = "ADDR")]
+    pub pcp: Option<SocketAddr>,
+    /// A gateway to speak NAT-PMP only to (tests).
+    #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
+    pub nat_pmp: Option<SocketAddr>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -122,6 +134,15 @@ pub struct MapArgs {
     /// Do not use UPnP.
     #[arg(long)]
     pub no_upnp: bool,
+    /// Do not use PCP or NAT-PMP.
+    #[arg(long)]
+    pub no_pcp: bool,
+    /// The PCP / NAT-PMP gateway (default: the default route's router, port 5351).
+    #[arg(long = "pcp", value_name = "ADDR")]
+    pub pcp: Option<SocketAddr>,
+    /// A gateway to speak NAT-PMP only to (tests).
+    #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
+    pub nat_pmp: Option<SocketAddr>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

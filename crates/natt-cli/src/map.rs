@@ -16,8 +16,12 @@ pub fn run(args: &MapArgs) -> Result<(), String> {
         simple: &args.simple,
         stun: &args.stun,
         no_upnp: args.no_upnp,
+        no_pcp: args.no_pcp,
+        pcp: args.pcp,
+        nat_pmp: args.nat_pmp,
         timeout: context::seconds(args.timeout)?,
     })?;
+    context::configure_upnp(&mc)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let start = Instant::now();
     // The socket must stay open while the mapping is held.
@@ -37,6 +41,9 @@ pub fn run(args: &MapArgs) -> Result<(), String> {
         })?;
     } else {
         output::print_text(&endpoints, port_mappings.outcomes(), elapsed_ms);
+        for lease in port_mappings.describe() {
+            println!("# holding {lease}");
+        }
     }
     if args.hold {
         stop::wait(true)?;

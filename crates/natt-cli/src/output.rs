@@ -94,12 +94,30 @@ pub struct ProbeReport {
     pub mapping: String,
     /// NAT filtering behaviour.
     pub filtering: String,
+    /// NAT mapping behaviour over TCP (RFC 5780 tests against the first STUN server).
+    pub tcp_mapping: String,
     /// Each technique that applied.
     pub techniques: Vec<TechniqueReport>,
     /// The port-mapping gateway that answered (UPnP, NAT-PMP, PCP), if any.
     pub gateway: Option<String>,
+    /// What the PCP / NAT-PMP gateway answered; null when PCP was not tried (`--no-pcp`, no
+    /// default route).
+    pub pcp: Option<PcpReport>,
     /// The evidence behind `mapping` and `filtering`, in words.
     pub evidence: Vec<String>,
     /// How long the probe took.
     pub elapsed_ms: u128,
+}
+
+/// `natt probe --json`'s `pcp`: `{"gateway","protocol","external","error"}`.
+#[derive(Debug, Serialize)]
+pub struct PcpReport {
+    /// The gateway asked (`IP:PORT`).
+    pub gateway: String,
+    /// The protocol it answered in: `pcp` or `nat-pmp`; null when it did not answer.
+    pub protocol: Option<String>,
+    /// Its external address (`IP`), from the mapping made or from NAT-PMP.
+    pub external: Option<String>,
+    /// Why no mapping was made, if none was.
+    pub error: Option<String>,
 }

@@ -5,13 +5,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::Instant;
 
-use natt::MappedUdpSocket;
-use natt::stun::behaviour::{Behaviour, NatBehaviour, discover_udp};
+use natt::pcp::{GatewayAnswer, PcpError, Version};
+use natt::stun::behaviour::{Behaviour, NatBehaviour, discover_tcp_mapping, discover_udp};
 use natt::stun::transaction::DEFAULT_RTO;
+use natt::{MappedUdpSocket, TechniqueOutcome};
 
 use crate::args::ProbeArgs;
 use crate::context::{self, Choice};
-use crate::output::{self, ProbeReport, TechniqueReport};
+use crate::output::{self, PcpReport, ProbeReport, TechniqueReport};
 
 /// Probes and prints the report.
 pub fn run(args: &ProbeArgs) -> Result<(), String> {
@@ -20,33 +21,63 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         simple: &args.simple,
         stun: &args.stun,
         no_upnp: args.no_upnp,
+        no_pcp: args.no_pcp,
+        pcp: args.pcp,
+        nat_pmp: args.nat_pmp,
         timeout,
     })?;
+    let upnp = context::configure_upnp(&mc)?;
     let start = Instant::now();
     let deadline = start + timeout;
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-    let (mapped, behaviour) = thread::scope(|scope| {
+    let pcp_gateway = pcp_gateway(args);
+    let (mapped, behaviour, tcp, pcp) = thread::scope(|scope| {
         let behaviour =
             scope.spawn(|| (!args.stun.is_empty()).then(|| discover_udp(&args.stun, any.ip(), DEFAULT_RTO, deadline)));
+        // TCP mapping behaviour against the first STUN server (RFC 5780 tests I-III over TCP).
+        let tcp = scope.spawn(|| args.stun.first().map(|&s| discover_tcp_mapping(s, any.ip(), deadline)));
+        // Which protocol the PCP / NAT-PMP gateway answers, even when it maps nothing.
+        let pcp = scope.spawn(|| pcp_gateway.map(|(g, only)| (g, natt::pcp::probe(g, only, deadline))));
         let mapped = MappedUdpSocket::bind(any, &mc);
-        (mapped, behaviour.join())
+        (mapped, behaviour.join(), tcp.join(), pcp.join().ok().flatten())
     });
     let mapped = mapped.map_err(|e| e.to_string())?;
-    let behaviour: NatBehaviour = match behaviour {
+    let mut behaviour: NatBehaviour = match behaviour {
         Ok(Some(Ok(b))) => b,
         Ok(Some(Err(e))) => unknown(format!("behaviour discovery failed: {e}")),
         Ok(None) => unknown("no STUN server given: behaviour not tested".into()),
         Err(_) => unknown("behaviour discovery panicked".into()),
     };
+    let tcp_mapping = match tcp {
+        Ok(Some(Ok((b, seen)))) => {
+            let seen: Vec<String> = seen.iter().map(ToString::to_string).collect();
+            behaviour.evidence.push(format!("tcp: servers saw {}", seen.join(" ")));
+            b
+        }
+        Ok(Some(Err(e))) => {
+            behaviour
+                .evidence
+                .push(format!("tcp: mapping behaviour discovery failed: {e}"));
+            Behaviour::Unknown
+        }
+        Ok(None) | Err(_) => Behaviour::Unknown,
+    };
+    // What the techniques found, even where it is a local address too (no NAT in between):
+    // the merged endpoint list names such an address after the local technique.
+    let mut external: Vec<String> = Vec::new();
+    for o in mapped.port_mappings.outcomes() {
+        for e in o.result.iter().flatten() {
+            let addr = e.addr.to_string();
+            if !external.contains(&addr) {
+                external.push(addr);
+            }
+        }
+    }
     let report = ProbeReport {
-        external: mapped
-            .endpoints
-            .iter()
-            .filter(|e| e.technique != natt::core::local::LOCAL)
-            .map(|e| e.addr.to_string())
-            .collect(),
+        external,
         mapping: behaviour.mapping.to_string(),
         filtering: behaviour.filtering.to_string(),
+        tcp_mapping: tcp_mapping.to_string(),
         techniques: mapped
             .port_mappings
             .outcomes()
@@ -54,7 +85,8 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
             .filter(|o| !o.result.as_ref().is_err_and(|e| e.is_not_applicable()))
             .map(TechniqueReport::from)
             .collect(),
-        gateway: None,
+        gateway: upnp.and_then(|u| u.gateway_info()).map(|g| g.to_string()),
+        pcp: pcp.map(|(g, answer)| pcp_report(g, answer, mapped.port_mappings.outcomes())),
         evidence: behaviour.evidence,
         elapsed_ms: start.elapsed().as_millis(),
     };
@@ -63,6 +95,49 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
     } else {
         print_text(&report);
         Ok(())
+    }
+}
+
+/// The PCP / NAT-PMP gateway to ask and the protocol it is restricted to; `None` without PCP.
+fn pcp_gateway(args: &ProbeArgs) -> Option<(SocketAddr, Option<Version>)> {
+    if args.no_pcp {
+        None
+    } else if let Some(g) = args.nat_pmp {
+        Some((g, Some(Version::NatPmp)))
+    } else {
+        args.pcp.or_else(natt::pcp::default_gateway).map(|g| (g, None))
+    }
+}
+
+/// What the gateway answered, with the PCP technique's outcome (the mapping it made, or why
+/// it made none).
+fn pcp_report(
+    gateway: SocketAddr,
+    answer: Result<GatewayAnswer, PcpError>,
+    outcomes: &[TechniqueOutcome],
+) -> PcpReport {
+    let outcome = outcomes.iter().find(|o| o.technique == natt::pcp::NAME);
+    let mapped = outcome.and_then(|o| o.result.as_ref().ok()).and_then(|eps| eps.first());
+    let (mut protocol, mut external, mut error) = match &answer {
+        Ok(a) => (
+            Some(a.version.name().to_owned()),
+            a.external_ip.map(|ip| ip.to_string()),
+            None,
+        ),
+        Err(e) => (None, None, Some(e.to_string())),
+    };
+    if let Some(ep) = mapped {
+        protocol = Some(ep.technique.clone());
+        external = Some(ep.addr.ip().to_string());
+        error = None;
+    } else if let Some(Err(e)) = outcome.map(|o| &o.result) {
+        error = Some(e.to_string());
+    }
+    PcpReport {
+        gateway: gateway.to_string(),
+        protocol,
+        external,
+        error,
     }
 }
 
@@ -86,7 +161,21 @@ fn print_text(r: &ProbeReport) {
     );
     println!("mapping:   {}", r.mapping);
     println!("filtering: {}", r.filtering);
+    println!("tcp mapping: {}", r.tcp_mapping);
     println!("gateway:   {}", r.gateway.as_deref().unwrap_or("none answered"));
+    match &r.pcp {
+        None => println!("pcp:       not tried"),
+        Some(p) => println!(
+            "pcp:       {} at {}{}{}",
+            p.protocol.as_deref().unwrap_or("none answered"),
+            p.gateway,
+            p.external
+                .as_ref()
+                .map(|e| format!(", external {e}"))
+                .unwrap_or_default(),
+            p.error.as_ref().map(|e| format!("; {e}")).unwrap_or_default()
+        ),
+    }
     for t in &r.techniques {
         match &t.error {
             None => println!("  {:<8} {:>5} ms  {}", t.name, t.elapsed_ms, t.endpoints.join(" ")),

@@ -36,8 +36,11 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         simple: &args.simple,
         stun: &args.stun,
         no_upnp: args.no_upnp,
+        no_pcp: args.no_pcp,
         timeout: context::seconds(args.map_timeout)?,
+        ..Choice::default()
     })?;
+    context::configure_upnp(&mc)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let mut stdin = io::stdin().lock();
     if args.udp {

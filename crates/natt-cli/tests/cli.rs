@@ -55,7 +55,16 @@ fn map_json(args: &[&str]) -> serde_json::Value {
 fn map_json_contract_udp_and_tcp() {
     let server = serve();
     for proto in ["--udp", "--tcp"] {
-        let v = map_json(&[proto, "--simple", &server.1, "--stun", &server.1, "--no-upnp", "--json"]);
+        let v = map_json(&[
+            proto,
+            "--simple",
+            &server.1,
+            "--stun",
+            &server.1,
+            "--no-upnp",
+            "--no-pcp",
+            "--json",
+        ]);
         let endpoints = v["endpoints"].as_array().unwrap();
         assert!(!endpoints.is_empty());
         for e in endpoints {
@@ -74,7 +83,7 @@ fn map_with_fixed_port() {
         .local_addr()
         .unwrap()
         .port();
-    let v = map_json(&["--udp", "--port", &port.to_string(), "--no-upnp", "--json"]);
+    let v = map_json(&["--udp", "--port", &port.to_string(), "--no-upnp", "--no-pcp", "--json"]);
     let first = v["endpoints"][0]["addr"].as_str().unwrap();
     assert!(first.ends_with(&format!(":{port}")), "{first}");
 }
@@ -83,7 +92,16 @@ fn map_with_fixed_port() {
 fn hold_ends_at_end_of_stdin() {
     let server = serve();
     let out = Command::new(NATT)
-        .args(["map", "--udp", "--simple", &server.1, "--no-upnp", "--json", "--hold"])
+        .args([
+            "map",
+            "--udp",
+            "--simple",
+            &server.1,
+            "--no-upnp",
+            "--no-pcp",
+            "--json",
+            "--hold",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -116,6 +134,7 @@ fn probe_json_contract() {
             "--simple",
             &server.1,
             "--no-upnp",
+            "--no-pcp",
             "--json",
         ])
         .output()

@@ -76,6 +76,19 @@ impl MappingContext {
             .push(technique);
     }
 
+    /// Replaces the technique named `name` with `technique`, in the same place (the order of
+    /// techniques is the order of endpoints); returns whether one was replaced.
+    pub fn replace_technique(&self, name: &str, technique: Arc<dyn MappingTechnique>) -> bool {
+        let mut techniques = self.techniques.write().unwrap_or_else(PoisonError::into_inner);
+        match techniques.iter_mut().find(|t| t.name() == name) {
+            Some(slot) => {
+                *slot = technique;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes every technique with this name; returns whether one was removed.
     pub fn remove_technique(&self, name: &str) -> bool {
         let mut techniques = self.techniques.write().unwrap_or_else(PoisonError::into_inner);

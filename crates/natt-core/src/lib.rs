@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+pub mod arbiter;
 pub mod context;
 pub mod deadline;
 pub mod endpoint;

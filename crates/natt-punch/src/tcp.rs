@@ -24,6 +24,18 @@ use crate::keys::SessionKeys;
 use crate::tcp_wire::{self, FRAME_LEN, Frame, HELLO_NONCE_LEN};
 use crate::udp::order_targets;
 
+/// How long connections to the peer's local addresses go alone before the others start.
+pub const LOCAL_HEAD_START: Duration = Duration::from_millis(20);
+
+/// The peer's local-interface endpoints.
+fn local_targets(endpoints: &[natt_core::MappedSocketAddr]) -> Vec<SocketAddr> {
+    endpoints
+        .iter()
+        .filter(|e| e.technique == natt_core::local::LOCAL)
+        .map(|e| e.addr)
+        .collect()
+}
+
 /// How often connection attempts and the listener are checked.
 const POLL: Duration = Duration::from_millis(2);
 /// Threads waiting on a stream check this often whether the punch is over.
@@ -90,9 +102,20 @@ pub fn tcp_punch_hole(
         let ctx = ctx.clone();
         move || accept(&listener, &ctx)
     })?;
+    // Local addresses come first: give them a head start, so that peers on one network
+    // connect directly rather than through their router.
+    let locals = local_targets(&their_pub_rendezvous_info.endpoints);
     for target in targets {
         let ctx = ctx.clone();
-        spawn("natt-punch-connect", move || connect(local, target, &ctx))?;
+        let wait = if locals.contains(&target) || locals.is_empty() {
+            Duration::ZERO
+        } else {
+            LOCAL_HEAD_START
+        };
+        spawn("natt-punch-connect", move || {
+            thread::sleep(wait);
+            connect(local, target, &ctx)
+        })?;
     }
     drop(ctx);
     let result = if keys.role == 0 {

@@ -88,7 +88,8 @@ pub fn open(
     let (body, mac) = rest.split_at(16);
     debug_assert_eq!(mac.len(), MAC_LEN);
     match kind {
-        3 => Some(Frame::Hello(*body.first_chunk::<HELLO_NONCE_LEN>()?)),
+        // A hello carries no MAC: its last 16 bytes are zero, as for reserved fields.
+        3 if mac.iter().all(|&b| b == 0) => Some(Frame::Hello(*body.first_chunk::<HELLO_NONCE_LEN>()?)),
         4 | 5 => {
             // Choose comes from role 0, ack from role 1.
             if (kind == 4) != (role == 0) || body.iter().any(|&b| b != 0) {
@@ -132,6 +133,17 @@ mod tests {
         assert_eq!(open(&r1, &choose, None), None);
         assert_eq!(open(&r0, &choose, Some((&n0, &n1))), None);
         assert_eq!(open(&r0, &hello(&r0, &n0), None), None);
+    }
+
+    #[test]
+    fn a_hello_with_bytes_in_its_mac_field_is_rejected() {
+        // Found by the punch_messages fuzz target: such a hello was accepted, though the format
+        // says its last 16 bytes are zero (only the canonical frame may open).
+        let (r0, r1) = pair();
+        let mut h = hello(&r0, &[9; 16]);
+        assert_eq!(open(&r1, &h, None), Some(Frame::Hello([9; 16])));
+        h[45] = 0x2d;
+        assert_eq!(open(&r1, &h, None), None);
     }
 
     #[test]

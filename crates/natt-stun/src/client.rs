@@ -39,6 +39,8 @@ pub const MIN_GRACE: Duration = Duration::from_millis(100);
 pub const FILTER_WINDOW_RTTS: u32 = 4;
 /// The least time the filtering check waits.
 pub const MIN_FILTER_WINDOW: Duration = Duration::from_millis(250);
+/// The least retransmission timeout of the filtering check's request.
+pub const MIN_CHECK_RTO: Duration = Duration::from_millis(20);
 
 /// Maps sockets with STUN Binding requests (RFC 8489) to every configured server at once.
 ///
@@ -263,7 +265,9 @@ impl StunExchange {
     }
 
     fn start_filter_check(&mut self, now: Instant, primary: SocketAddr, rtt: Duration) {
-        let rto = (rtt * 2).clamp(Duration::from_millis(20), self.rto);
+        // At least MIN_CHECK_RTO even when the exchange's own RTO is set lower: this request is
+        // retransmitted without a count limit until the window ends.
+        let rto = (rtt * 2).clamp(MIN_CHECK_RTO, self.rto.max(MIN_CHECK_RTO));
         let window = (rtt * FILTER_WINDOW_RTTS).max(MIN_FILTER_WINDOW);
         match Transaction::new(primary, Some((true, true)), rto, now) {
             Ok(t) => {
@@ -466,6 +470,29 @@ mod tests {
         ex.handle_datagram(t0, o, &encode_success(ctx.txid, mapped, Some(o), Some(o)).unwrap());
         let eps = ex.poll_result(t0 + MIN_FILTER_WINDOW).unwrap().unwrap();
         assert!(eps[0].nat_restricted);
+    }
+
+    #[test]
+    fn an_rto_below_the_check_floor_neither_panics_nor_floods() {
+        // Found by the stun_exchange fuzz target: with an RTO under 20 ms (`with_rto`), the
+        // filtering check's `clamp(20 ms, rto)` panicked (min > max) as soon as a server named
+        // an OTHER-ADDRESS; with an RTO of zero its unlimited request would be due forever.
+        let (p, o) = (addr("203.0.113.10:3478"), addr("203.0.113.11:3479"));
+        for rto in [Duration::ZERO, Duration::from_millis(10)] {
+            let t0 = Instant::now();
+            let mut ex = StunExchange::new(addr("192.0.2.1:4000"), &[p], rto, t0).unwrap();
+            let txid = decode_request(&ex.poll_transmit(t0).unwrap().payload).unwrap().txid;
+            let resp = encode_success(txid, addr("198.51.100.1:4000"), Some(o), None).unwrap();
+            assert!(ex.handle_datagram(t0, p, &resp));
+            let sent: Vec<Transmit> = std::iter::from_fn(|| ex.poll_transmit(t0)).take(100).collect();
+            assert_eq!(sent.len(), 1, "one CHANGE-REQUEST at {rto:?}");
+            assert!(decode_request(&sent[0].payload).unwrap().change_ip);
+            assert!(
+                ex.poll_transmit(t0 + MIN_CHECK_RTO - Duration::from_millis(1))
+                    .is_none()
+            );
+            assert!(ex.poll_transmit(t0 + MIN_CHECK_RTO).is_some());
+        }
     }
 
     #[test]

@@ -8,46 +8,71 @@
 //! |----------|---------------|----------------------------------------------------------|
 //! | `simple` | `natt-simple` | natt's simple hole-punch protocol (ask a `natt serve`)   |
 //! | `stun`   | `natt-stun`   | STUN (RFC 8489) and NAT behaviour discovery (RFC 5780)   |
-//! | `upnp`   | `natt-upnp`   | UPnP IGD port mapping — not yet implemented              |
+//! | `upnp`   | `natt-upnp`   | UPnP IGD port mapping (IGD:1 and IGD:2), renewed leases  |
+//! | `pcp`    | `natt-pcp`    | PCP (RFC 6887) and NAT-PMP (RFC 6886) port mapping       |
 //! | `punch`  | `natt-punch`  | rendezvous, UDP hole punching, TCP simultaneous open     |
 //!
 //! All features are on by default. [`MappingContext::new`] registers every technique compiled
 //! in; third-party techniques implement [`MappingTechnique`] from `natt-core` and are added
 //! with [`natt_core::MappingContext::add_technique`].
 //!
-//! Mapping a socket (this part of the original design's example works today; punching arrives
-//! with the `punch` crate):
+//! The original design's usage example, nearly verbatim (made fallible, with a deadline, and
+//! with the port mappings kept alive while the socket is in use):
 //!
 //! ```no_run
-//! use natt::{HolePunchServerAddr, MappedUdpSocket, MappingContext};
-//!
+//! # #[cfg(feature = "punch")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use natt::{gen_rendezvous_info, HolePunchServerAddr, MappedUdpSocket, MappingContext, PunchedUdpSocket};
+//! use std::time::{Duration, Instant};
+//! # fn receive_their_token() -> String { String::new() }
+//!
 //! // First, one needs a `MappingContext` to do the port mapping with.
 //! let mc = MappingContext::new()?;
 //!
-//! // Optionally, inform the context about any external port-mapping servers.
-//! let some_well_known_server = HolePunchServerAddr::Simple("203.0.113.20:5483".parse()?);
+//! // Optionally, they can inform the context about any external port-mapping servers they
+//! // know about.
+//! let some_well_known_server = HolePunchServerAddr::Stun("203.0.113.10:3478".parse()?);
 //! mc.add_servers([some_well_known_server]);
 //!
-//! // Now create a mapped udp socket to use for the connection.
+//! // Now they create a mapped udp socket to use for the connection.
 //! let mapped_socket = MappedUdpSocket::new(&mc)?;
 //!
-//! // A mapped socket consists of a socket, a list of endpoints, and the port mappings made
-//! // on routers, which live (and are renewed) as long as `port_mappings` is kept.
+//! // A mapped socket consists of a socket, a list of endpoints, and the port mappings made on
+//! // routers (renewed while `port_mappings` lives, deleted when it is dropped).
 //! let MappedUdpSocket { socket, endpoints, port_mappings } = mapped_socket;
-//! for endpoint in &endpoints {
-//!     println!("{endpoint}");
-//! }
-//! # drop((socket, port_mappings));
+//!
+//! // Next, they create a `PrivRendezvousInfo`, `PubRendezvousInfo` pair from the socket's
+//! // endpoints.
+//! let (our_priv_rendezvous_info, our_pub_rendezvous_info) = gen_rendezvous_info(endpoints);
+//!
+//! // Now, the peers share their public rendezvous info out-of-band somehow, for example as
+//! // text tokens.
+//! println!("{our_pub_rendezvous_info}");
+//! let their_pub_rendezvous_info = receive_their_token().parse()?;
+//!
+//! // Now they do the hole-punching.
+//! let deadline = Instant::now() + Duration::from_secs(10);
+//! let punched_udp_socket =
+//!     PunchedUdpSocket::punch_hole(socket, our_priv_rendezvous_info, their_pub_rendezvous_info, deadline)?;
+//!
+//! // Extract the socket and peer address.
+//! let PunchedUdpSocket { socket, peer_addr } = punched_udp_socket;
+//!
+//! // Congratulations! `socket` is a `UdpSocket` that can be used to talk to `peer_addr`
+//! // through NATs and firewalls.
+//! socket.send_to(b"hello", peer_addr)?;
+//! drop(port_mappings);
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "punch"))]
+//! # fn main() {}
 //! ```
 
 use std::ops::Deref;
-#[cfg(any(feature = "simple", feature = "stun"))]
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use natt_core::arbiter::GatewayArbiter;
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, TokenError, gen_rendezvous_info};
 pub use natt_core::{
     Error, HolePunchServerAddr, Lease, MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, MappingTechnique,
@@ -56,6 +81,11 @@ pub use natt_core::{
 
 /// The core crate, for technique authors.
 pub use natt_core as core;
+/// PCP and NAT-PMP port mapping.
+#[cfg(feature = "pcp")]
+pub use natt_pcp as pcp;
+#[cfg(feature = "pcp")]
+pub use natt_pcp::{PcpConfig, PcpError, PcpTechnique};
 /// Hole punching.
 #[cfg(feature = "punch")]
 pub use natt_punch as punch;
@@ -71,13 +101,26 @@ pub use natt_simple::{SimpleTcpHolePunchServer, SimpleTechnique, SimpleUdpHolePu
 pub use natt_stun as stun;
 #[cfg(feature = "stun")]
 pub use natt_stun::{StunServer, StunTechnique};
+/// UPnP IGD port mapping.
+#[cfg(feature = "upnp")]
+pub use natt_upnp as upnp;
+#[cfg(feature = "upnp")]
+pub use natt_upnp::{GatewayInfo, UpnpConfig, UpnpError, UpnpTechnique};
 
 /// The techniques a program maps sockets with, their servers and caches.
 ///
 /// It dereferences to [`natt_core::MappingContext`], so it is accepted wherever that is (such
 /// as [`MappedUdpSocket::new`]) and has all its methods.
+///
+/// The port-mapping techniques (UPnP, PCP and NAT-PMP) share a [`GatewayArbiter`], so that
+/// only one of them maps a given port on a given router: on a router that speaks several of
+/// these protocols, two mappings of one port would fight over one forwarding rule. Replace
+/// such a technique with one made `with_arbiter(mc.arbiter())` to keep it so.
 #[derive(Debug)]
-pub struct MappingContext(natt_core::MappingContext);
+pub struct MappingContext {
+    inner: natt_core::MappingContext,
+    arbiter: Arc<GatewayArbiter>,
+}
 
 impl MappingContext {
     /// A context with every technique this build of natt has (see the crate's features).
@@ -90,27 +133,42 @@ impl MappingContext {
     /// # Ok::<(), natt::Error>(())
     /// ```
     pub fn new() -> Result<Self, Error> {
-        let mc = natt_core::MappingContext::empty();
+        let mc = Self::empty();
         #[cfg(feature = "simple")]
         mc.add_technique(Arc::new(SimpleTechnique::new()));
         #[cfg(feature = "stun")]
         mc.add_technique(Arc::new(StunTechnique::new()));
-        Ok(MappingContext(mc))
+        #[cfg(feature = "upnp")]
+        mc.add_technique(Arc::new(UpnpTechnique::new().with_arbiter(mc.arbiter())));
+        #[cfg(feature = "pcp")]
+        mc.add_technique(Arc::new(PcpTechnique::new().with_arbiter(mc.arbiter())));
+        Ok(mc)
     }
 
     /// A context with no technique at all (sockets map to their local addresses only).
     pub fn empty() -> Self {
-        MappingContext(natt_core::MappingContext::empty())
+        MappingContext {
+            inner: natt_core::MappingContext::empty(),
+            arbiter: GatewayArbiter::new(),
+        }
     }
 
     /// Sets how long mapping a socket may take.
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        MappingContext(self.0.with_timeout(timeout))
+        MappingContext {
+            inner: self.inner.with_timeout(timeout),
+            arbiter: self.arbiter,
+        }
+    }
+
+    /// The arbiter the port-mapping techniques of this context share.
+    pub fn arbiter(&self) -> Arc<GatewayArbiter> {
+        Arc::clone(&self.arbiter)
     }
 
     /// The core context.
     pub fn into_inner(self) -> natt_core::MappingContext {
-        self.0
+        self.inner
     }
 }
 
@@ -118,12 +176,15 @@ impl Deref for MappingContext {
     type Target = natt_core::MappingContext;
 
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.inner
     }
 }
 
 impl From<natt_core::MappingContext> for MappingContext {
-    fn from(mc: natt_core::MappingContext) -> Self {
-        MappingContext(mc)
+    fn from(inner: natt_core::MappingContext) -> Self {
+        MappingContext {
+            inner,
+            arbiter: GatewayArbiter::new(),
+        }
     }
 }

@@ -121,14 +121,23 @@ pub fn ip_batch(ns: &str, script: &str) -> Result<()> {
     run_with_input(ip(ns).args(["-batch", "-"]), Some(script)).map(|_| ())
 }
 
-/// Creates namespace `ns` with loopback up, IP forwarding on or off, and bridge netfilter
-/// off (br_netfilter would run a router's iptables and conntrack on frames switched between
-/// its LAN ports, which breaks hairpinning; a home router's switch does no such thing).
+/// Creates namespace `ns` with loopback up, IP forwarding on or off, ICMP errors not rate
+/// limited, and bridge netfilter off (br_netfilter would run a router's iptables and conntrack
+/// on frames switched between its LAN ports, which breaks hairpinning; a home router's switch
+/// does no such thing).
+///
+/// The kernel's default ICMP rate limit (a burst of 6, then one a second per host) would make
+/// quick runs of natt against a router without a PCP server wait for their deadline instead of
+/// getting the usual "port unreachable" at once: tests would depend on how fast they ran.
 pub fn create(ns: &str, forwarding: bool) -> Result<()> {
     run(Command::new("ip").args(["netns", "add", ns]))?;
     ip_batch(ns, "link set dev lo up\n")?;
     let fwd = if forwarding { "1" } else { "0" };
-    run(exec_in(ns, "sysctl").args(["-qw", &format!("net.ipv4.ip_forward={fwd}")]))?;
+    run(exec_in(ns, "sysctl").args([
+        "-qw",
+        &format!("net.ipv4.ip_forward={fwd}"),
+        "net.ipv4.icmp_ratelimit=0",
+    ]))?;
     // Absent where br_netfilter is not loaded: nothing to turn off then.
     let _ = run(exec_in(ns, "sysctl").args([
         "-qw",

@@ -1,0 +1,388 @@
+//! [`PcpLease`]: a PCP or NAT-PMP mapping, renewed while it lives and deleted when dropped.
+//!
+//! One thread per lease does all its talking to the gateway, in order. It renews the mapping
+//! at half its granted lifetime (sooner again after a failure), waiting on a channel rather
+//! than sleeping, so a drop wakes it at once. Each reply's epoch is checked (RFC 6887
+//! section 8.5, RFC 6886 section 3.6): when it shows that the gateway lost its state (it
+//! restarted), the renewal that saw it has already made the mapping again (a renewal is the
+//! same request as the creation); NAT-PMP then also asks the external address again, which
+//! may have changed. When the lease is dropped the thread deletes the mapping (lifetime 0,
+//! PCP with the same nonce) and the drop waits for that, bounded.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use natt_core::Lease;
+
+use crate::client::{Grant, MapSpec, Outcome, Transaction, Version};
+use crate::driver::{self, Driven, STOP_POLL};
+use crate::epoch::{EpochTracker, Verdict};
+use crate::error::PcpError;
+use crate::pcp_wire;
+
+/// What a lease holds now, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The protocol that made the mapping.
+    pub version: Version,
+    /// The gateway.
+    pub gateway: SocketAddr,
+    /// The internal address and port mapped.
+    pub internal: SocketAddr,
+    /// UDP or TCP.
+    pub protocol: natt_core::Protocol,
+    /// Where peers reach it (it may change when the gateway restarts).
+    pub external: SocketAddr,
+    /// The lifetime last granted.
+    pub lifetime: Duration,
+    /// Renewals that succeeded.
+    pub renewals: u32,
+    /// Renewals that failed.
+    pub failures: u32,
+    /// Times the gateway was seen to have lost its state.
+    pub restarts: u32,
+}
+
+impl LeaseStatus {
+    fn describe(&self) -> String {
+        format!(
+            "{} {} {} -> {} via {} (lifetime {} s)",
+            self.version.name(),
+            self.protocol,
+            self.external,
+            self.internal,
+            self.gateway,
+            self.lifetime.as_secs()
+        )
+    }
+}
+
+/// Timing of a lease's renewals and deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// The bound on deleting the mapping when the lease is dropped.
+    pub release_timeout: Duration,
+    /// The least time between two renewals (however short the lifetime granted).
+    pub min_renewal_interval: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        LeaseTiming {
+            release_timeout: Duration::from_secs(2),
+            min_renewal_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A mapping held on a PCP or NAT-PMP gateway (see the module documentation).
+pub struct PcpLease {
+    status: Arc<Mutex<LeaseStatus>>,
+    stop: Option<mpsc::Sender<()>>,
+    done: Receiver<()>,
+    release_wait: Duration,
+    /// The port's claim with the other port-mapping techniques; freed after the mapping is
+    /// deleted (fields drop after `Drop::drop`).
+    claim: Option<natt_core::arbiter::HeldClaim>,
+}
+
+/// Why a lease did not start, with what is needed to delete the mapping it was to hold.
+pub(crate) struct NotStarted {
+    pub error: PcpError,
+    pub socket: UdpSocket,
+    pub spec: MapSpec,
+}
+
+/// Everything the lease thread needs.
+struct Held {
+    socket: UdpSocket,
+    gateway: SocketAddr,
+    spec: MapSpec,
+    grant: Grant,
+    epochs: EpochTracker,
+    timing: LeaseTiming,
+    status: Arc<Mutex<LeaseStatus>>,
+}
+
+impl PcpLease {
+    /// Starts holding the mapping `grant` made for `spec` on `gateway` (through `socket`,
+    /// connected to it). `epochs` has seen the grant's epoch.
+    pub(crate) fn start(
+        socket: UdpSocket,
+        spec: MapSpec,
+        grant: Grant,
+        epochs: EpochTracker,
+        timing: LeaseTiming,
+    ) -> Result<PcpLease, Box<NotStarted>> {
+        let gateway = match socket.peer_addr() {
+            Ok(g) => g,
+            Err(e) => {
+                return Err(Box::new(NotStarted {
+                    error: PcpError::io("the gateway socket is not connected", e),
+                    socket,
+                    spec,
+                }));
+            }
+        };
+        let status = Arc::new(Mutex::new(LeaseStatus {
+            version: grant.version,
+            gateway,
+            internal: SocketAddr::new(spec.client, spec.internal_port),
+            protocol: spec.protocol,
+            external: grant.external,
+            lifetime: Duration::from_secs(u64::from(grant.lifetime)),
+            renewals: 0,
+            failures: 0,
+            restarts: 0,
+        }));
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        // The thread needs its own handle: if it cannot start, the caller still has the
+        // socket and the spec to delete the mapping with.
+        let thread_socket = match socket.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(Box::new(NotStarted {
+                    error: PcpError::io("cloning the gateway socket", e),
+                    socket,
+                    spec,
+                }));
+            }
+        };
+        let held = Held {
+            socket: thread_socket,
+            gateway,
+            spec: spec.clone(),
+            grant,
+            epochs,
+            timing,
+            status: Arc::clone(&status),
+        };
+        let spawned = thread::Builder::new().name("natt-pcp-lease".into()).spawn(move || {
+            held.hold(&stop_rx);
+            let _ = done_tx.send(());
+        });
+        if let Err(e) = spawned {
+            return Err(Box::new(NotStarted {
+                error: PcpError::io("starting the lease thread", e),
+                socket,
+                spec,
+            }));
+        }
+        Ok(PcpLease {
+            status,
+            stop: Some(stop_tx),
+            done: done_rx,
+            // A renewal notices the stop within STOP_POLL; then the deletion.
+            release_wait: timing.release_timeout + STOP_POLL * 2 + Duration::from_millis(500),
+            claim: None,
+        })
+    }
+
+    /// What the lease holds now.
+    pub fn status(&self) -> LeaseStatus {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// PCP result codes that answer a deletion of a mapping that is not (or no longer) ours.
+const NO_RESOURCES: u16 = pcp_wire::ResultCode::NO_RESOURCES.0 as u16;
+const NOT_AUTHORIZED: u16 = pcp_wire::ResultCode::NOT_AUTHORIZED.0 as u16;
+
+/// When to try again after a failed renewal: soon, but not in a tight loop.
+fn retry_after(lifetime: Duration) -> Duration {
+    (lifetime / 8).clamp(Duration::from_millis(500), Duration::from_secs(60))
+}
+
+impl Held {
+    fn update(&self, f: impl FnOnce(&mut LeaseStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn name(&self) -> String {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner).describe()
+    }
+
+    fn lifetime(&self) -> Duration {
+        Duration::from_secs(u64::from(self.grant.lifetime))
+    }
+
+    /// Renews until stopped, then deletes.
+    fn hold(mut self, stop: &Receiver<()>) {
+        let mut wait = (self.lifetime() / 2).max(self.timing.min_renewal_interval);
+        let mut failures = 0u32;
+        loop {
+            if !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
+                break; // dropped (or told to stop)
+            }
+            let started = Instant::now();
+            // Until the mapping expires (at half the lifetime from now), at least a few
+            // retransmissions' worth.
+            let window = (self.lifetime() / 2).max(Duration::from_secs(2));
+            match self.renew(started + window, stop) {
+                Ok(true) => {
+                    if failures > 0 {
+                        log::info!("pcp: renewed {} after {failures} failure(s)", self.name());
+                    } else {
+                        log::debug!("pcp: renewed {}", self.name());
+                    }
+                    failures = 0;
+                    wait = (self.lifetime() / 2).max(self.timing.min_renewal_interval);
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    failures += 1;
+                    self.update(|s| s.failures += 1);
+                    log::warn!("pcp: renewing {} failed ({failures} in a row): {e}", self.name());
+                    wait = retry_after(self.lifetime())
+                        .max(self.timing.min_renewal_interval)
+                        .min(self.lifetime() / 2);
+                }
+            }
+        }
+        self.delete();
+    }
+
+    /// One renewal; `Ok(false)` when stopped meanwhile.
+    fn renew(&mut self, deadline: Instant, stop: &Receiver<()>) -> Result<bool, PcpError> {
+        let mut spec = self.spec.clone();
+        spec.suggested = Some(self.grant.external);
+        let now = Instant::now();
+        // A gateway that now speaks only NAT-PMP (new firmware after a restart) is followed.
+        let fallback = self.grant.version == Version::Pcp;
+        let mut tx = Transaction::map(self.gateway, spec.clone(), self.grant.version, fallback, now);
+        if let (Version::NatPmp, IpAddr::V4(ip)) = (self.grant.version, self.grant.external.ip()) {
+            tx = tx.with_known_external(ip, now);
+        }
+        let mut grant = match driver::drive(&self.socket, &mut tx, deadline, Some(stop)) {
+            Driven::Stopped => return Ok(false),
+            Driven::Done(Ok(Outcome::Mapped(g))) => g,
+            Driven::Done(Ok(other)) => {
+                return Err(PcpError::Malformed {
+                    gateway: self.gateway,
+                    version: self.grant.version,
+                    why: format!("unexpected answer to a renewal: {other:?}"),
+                });
+            }
+            Driven::Done(Err(e)) => return Err(e),
+        };
+        if grant.version != self.grant.version {
+            log::warn!("pcp: the gateway {} now speaks {} only", self.gateway, grant.version);
+            self.epochs.switch(grant.version);
+        }
+        if let Verdict::LostState { previous, current } = self.epochs.observe(Instant::now(), grant.epoch) {
+            log::warn!(
+                "pcp: gateway {} lost its state (epoch {previous} -> {current}): it restarted; mapping made again",
+                self.gateway
+            );
+            self.update(|s| s.restarts += 1);
+            if grant.version == Version::NatPmp {
+                // The renewal made the mapping again; the external address may have changed.
+                let mut tx = Transaction::map(self.gateway, spec, Version::NatPmp, false, Instant::now());
+                match driver::drive(&self.socket, &mut tx, deadline, Some(stop)) {
+                    Driven::Stopped => return Ok(false),
+                    Driven::Done(Ok(Outcome::Mapped(g))) => {
+                        let _ = self.epochs.observe(Instant::now(), g.epoch);
+                        grant = g;
+                    }
+                    Driven::Done(Ok(_)) => {}
+                    Driven::Done(Err(e)) => return Err(e),
+                }
+            }
+        }
+        if grant.external != self.grant.external {
+            log::warn!(
+                "pcp: the gateway {} now maps {}:{} to {} instead of {}; peers given the old address cannot reach it",
+                self.gateway,
+                self.spec.client,
+                self.spec.internal_port,
+                grant.external,
+                self.grant.external
+            );
+        }
+        self.grant = grant;
+        self.update(|s| {
+            s.version = grant.version;
+            s.external = grant.external;
+            s.lifetime = Duration::from_secs(u64::from(grant.lifetime));
+            s.renewals += 1;
+        });
+        Ok(true)
+    }
+
+    /// Deletes the mapping, bounded by the release timeout.
+    fn delete(self) {
+        let name = self.name();
+        delete_mapping(&self.socket, self.spec, self.grant, self.timing.release_timeout, &name);
+    }
+}
+
+/// Deletes a mapping (lifetime 0; PCP with the nonce that made it), waiting at most `timeout`.
+pub(crate) fn delete_mapping(socket: &UdpSocket, mut spec: MapSpec, grant: Grant, timeout: Duration, name: &str) {
+    let Ok(gateway) = socket.peer_addr() else {
+        return;
+    };
+    spec.suggested = Some(grant.external);
+    let now = Instant::now();
+    let mut tx = Transaction::delete(gateway, spec, grant.version, now);
+    match driver::drive(socket, &mut tx, now + timeout, None) {
+        Driven::Done(Ok(_)) => log::debug!("pcp: deleted {name}"),
+        // miniupnpd's answers when the mapping is no longer ours to delete: gone already
+        // (expired, or deleted through UPnP for the same port), or taken over by another
+        // client's request for the same internal port (another nonce, or UPnP).
+        Driven::Done(Err(e))
+            if grant.version == Version::Pcp && matches!(e.result_code(), Some(NO_RESOURCES | NOT_AUTHORIZED)) =>
+        {
+            log::info!("pcp: {name} is no longer ours to delete: {e}");
+        }
+        Driven::Done(Err(e)) => log::warn!("pcp: could not delete {name} (it expires with its lifetime): {e}"),
+        Driven::Stopped => {}
+    }
+}
+
+impl Lease for PcpLease {
+    fn describe(&self) -> String {
+        self.status().describe()
+    }
+}
+
+impl PcpLease {
+    /// Keeps the port's claim with the other port-mapping techniques while the lease lives.
+    pub(crate) fn hold(&mut self, claim: natt_core::arbiter::HeldClaim) {
+        self.claim = Some(claim);
+    }
+}
+
+impl Drop for PcpLease {
+    fn drop(&mut self) {
+        drop(self.stop.take()); // wakes the thread at once
+        if self.done.recv_timeout(self.release_wait).is_err() {
+            log::warn!(
+                "pcp: {} not confirmed deleted within {:?}; it expires with its lifetime",
+                self.describe(),
+                self.release_wait
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for PcpLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PcpLease").field(&self.describe()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_neither_tight_nor_lazy() {
+        assert_eq!(retry_after(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(retry_after(Duration::from_secs(80)), Duration::from_secs(10));
+        assert_eq!(retry_after(Duration::from_secs(7200)), Duration::from_secs(60));
+    }
+}

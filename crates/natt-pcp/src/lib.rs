@@ -1,0 +1,37 @@
+//! # natt-pcp
+//!
+//! Port mapping with PCP (RFC 6887) and NAT-PMP (RFC 6886) for natt: the gateway (the default
+//! route's router, or one given) is asked to forward a port of ours; PCP first, NAT-PMP when
+//! that is all the gateway speaks. A mapping is renewed at half its lifetime while its socket
+//! is in use, made again when the gateway restarts, and deleted when released.
+//!
+//! - [`pcp_wire`], [`natpmp_wire`]: the messages, pure encoding and decoding.
+//! - [`client`]: the protocol logic without sockets ([`client::Transaction`]): fallback,
+//!   matching replies, retransmissions ([`retransmit`]), gateway restarts ([`epoch`]).
+//! - [`PcpTechnique`]: the [`natt_core::MappingTechnique`], a thin blocking driver around it,
+//!   holding each mapping with a [`PcpLease`].
+//! - [`probe()`]: which protocol a gateway answers, without mapping.
+//!
+//! Endpoints it finds are open (not `nat_restricted`) and named `pcp` or `nat-pmp` after the
+//! protocol that made the mapping. Give a gateway explicitly with
+//! `HolePunchServerAddr::Other { kind: "pcp".into(), addr }` (kind `nat-pmp` for NAT-PMP
+//! only); otherwise the default route's router is used (Linux: `/proc/net/route`).
+
+pub mod client;
+mod driver;
+pub mod epoch;
+pub mod error;
+pub mod gateway;
+pub mod lease;
+pub mod natpmp_wire;
+pub mod pcp_wire;
+pub mod probe;
+pub mod retransmit;
+pub mod technique;
+
+pub use client::Version;
+pub use error::PcpError;
+pub use gateway::default_gateway;
+pub use lease::{LeaseStatus, PcpLease};
+pub use probe::{GatewayAnswer, probe};
+pub use technique::{KIND_NAT_PMP, KIND_PCP, NAME, PcpConfig, PcpTechnique};

@@ -1,0 +1,362 @@
+//! [`PcpTechnique`]: the [`MappingTechnique`] that asks the gateway for a port mapping with
+//! PCP, or NAT-PMP when that is all it speaks, beside the mapped socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
+use natt_core::{HolePunchServerAddr, MappedSocketAddr, MappingTechnique, Protocol, TechniqueError, TechniqueMapping};
+
+use crate::client::{MapSpec, Outcome, Transaction, Version};
+use crate::driver::{self, Driven};
+use crate::epoch::EpochTracker;
+use crate::error::PcpError;
+use crate::gateway;
+use crate::lease::{LeaseTiming, NotStarted, PcpLease, delete_mapping};
+
+/// The technique's name (endpoints are named after the protocol that made them: `pcp` or
+/// `nat-pmp`).
+pub const NAME: &str = "pcp";
+/// [`HolePunchServerAddr::Other`] kind of a gateway to speak PCP to (falling back to
+/// NAT-PMP).
+pub const KIND_PCP: &str = "pcp";
+/// [`HolePunchServerAddr::Other`] kind of a gateway to speak NAT-PMP only to.
+pub const KIND_NAT_PMP: &str = "nat-pmp";
+
+/// How the technique maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcpConfig {
+    /// The lifetime asked for each mapping (default 2 hours), renewed at half of what the
+    /// gateway grants while held. A program that dies leaves a mapping that expires by itself.
+    pub lifetime: Duration,
+    /// Renewal and deletion timing.
+    pub timing: LeaseTiming,
+}
+
+impl Default for PcpConfig {
+    fn default() -> Self {
+        PcpConfig {
+            lifetime: Duration::from_secs(7200),
+            timing: LeaseTiming::default(),
+        }
+    }
+}
+
+impl PcpConfig {
+    /// The lifetime in whole seconds, at least 1 (0 would delete).
+    pub fn lifetime_secs(&self) -> u32 {
+        u32::try_from(self.lifetime.as_secs())
+            .unwrap_or(u32::MAX)
+            .clamp(1, crate::client::MAX_LIFETIME)
+    }
+}
+
+/// A gateway given explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Target {
+    addr: SocketAddr,
+    /// Speak only this protocol.
+    only: Option<Version>,
+}
+
+/// Maps sockets with PCP (RFC 6887) or NAT-PMP (RFC 6886) on the gateway: the default
+/// route's router, or one given with [`HolePunchServerAddr::Other`] of kind [`KIND_PCP`] (or
+/// [`KIND_NAT_PMP`]).
+///
+/// ```
+/// use natt_core::{HolePunchServerAddr, MappingTechnique};
+/// let pcp = natt_pcp::PcpTechnique::new();
+/// assert!(pcp.add_server(&HolePunchServerAddr::Other { kind: "pcp".into(), addr: "192.168.1.1:5351".parse().unwrap() }));
+/// assert!(!pcp.add_server(&HolePunchServerAddr::Stun("203.0.113.10:3478".parse().unwrap())));
+/// assert_eq!(pcp.gateway(), Some("192.168.1.1:5351".parse().unwrap()));
+/// ```
+///
+/// Mapping (this contacts the gateway):
+///
+/// ```no_run
+/// use natt_core::{MappedUdpSocket, MappingContext};
+/// use std::sync::Arc;
+///
+/// let mc = MappingContext::empty();
+/// mc.add_technique(Arc::new(natt_pcp::PcpTechnique::new()));
+/// let mapped = MappedUdpSocket::new(&mc)?;
+/// // Endpoints named "pcp" or "nat-pmp" are port mappings, held while `port_mappings` lives.
+/// println!("{:?} {:?}", mapped.endpoints, mapped.port_mappings);
+/// # Ok::<(), natt_core::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct PcpTechnique {
+    config: PcpConfig,
+    target: RwLock<Option<Target>>,
+    /// Gateways found to speak NAT-PMP only.
+    versions: Mutex<HashMap<SocketAddr, Version>>,
+    /// Takes turns with other port-mapping techniques (UPnP) on one gateway.
+    arbiter: Option<Arc<GatewayArbiter>>,
+}
+
+impl PcpTechnique {
+    /// A technique using the default route's router, with the default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A technique with `config`.
+    pub fn with_config(config: PcpConfig) -> Self {
+        PcpTechnique {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Takes turns with the other port-mapping techniques sharing `arbiter`, so that only one
+    /// of them maps a given port on a given gateway.
+    pub fn with_arbiter(mut self, arbiter: Arc<GatewayArbiter>) -> Self {
+        self.arbiter = Some(arbiter);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PcpConfig {
+        &self.config
+    }
+
+    /// Uses `addr` as the gateway instead of the default route's router; `only` restricts it
+    /// to one protocol.
+    pub fn set_gateway(&self, addr: SocketAddr, only: Option<Version>) {
+        *self.target.write().unwrap_or_else(PoisonError::into_inner) = Some(Target { addr, only });
+    }
+
+    /// The gateway given explicitly, if any.
+    pub fn gateway(&self) -> Option<SocketAddr> {
+        self.target().map(|t| t.addr)
+    }
+
+    fn target(&self) -> Option<Target> {
+        *self.target.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The gateway to use: the one given, else the default route's router (port 5351), and the
+    /// protocol to restrict it to.
+    pub fn find_gateway(&self) -> Option<(SocketAddr, Option<Version>)> {
+        match self.target() {
+            Some(t) => Some((t.addr, t.only)),
+            None => gateway::default_gateway().map(|g| (g, None)),
+        }
+    }
+
+    /// Maps `protocol` port `local` on the gateway by `deadline`: the endpoint, and a lease that
+    /// renews the mapping until dropped, then deletes it.
+    pub fn map(
+        &self,
+        protocol: Protocol,
+        local: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(MappedSocketAddr, PcpLease), PcpError> {
+        let (gateway, only) = self
+            .find_gateway()
+            .ok_or_else(|| PcpError::NotApplicable("no default route through a router".into()))?;
+        if local.is_ipv4() != gateway.is_ipv4() {
+            return Err(PcpError::NotApplicable(format!(
+                "the socket ({local}) and the gateway ({gateway}) are of different address families"
+            )));
+        }
+        if local.port() == 0 {
+            return Err(PcpError::NotApplicable("the socket is not bound to a port".into()));
+        }
+        let (socket, client) = gateway::connect(gateway)?;
+        if !local.ip().is_unspecified() && local.ip() != client {
+            return Err(PcpError::NotApplicable(format!(
+                "the socket is bound to {}, but the gateway {gateway} is reached from {client}",
+                local.ip()
+            )));
+        }
+        let version = only.unwrap_or_else(|| {
+            *self
+                .versions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&gateway)
+                .unwrap_or(&Version::Pcp)
+        });
+        if version == Version::NatPmp && !gateway.is_ipv4() {
+            return Err(PcpError::NotApplicable("NAT-PMP is IPv4 only".into()));
+        }
+        let claim = match &self.arbiter {
+            None => None,
+            Some(arbiter) => {
+                let key = ClaimKey {
+                    gateway: gateway.ip(),
+                    protocol,
+                    internal: SocketAddr::new(client, local.port()),
+                };
+                match arbiter.claim(key, version.name(), deadline) {
+                    Claim::Granted(guard) => Some(guard),
+                    Claim::TakenBy(owner) => {
+                        return Err(PcpError::NotApplicable(format!(
+                            "{owner} already maps this port on {}",
+                            gateway.ip()
+                        )));
+                    }
+                    Claim::TimedOut => {
+                        return Err(PcpError::NotApplicable(format!(
+                            "another technique was still mapping this port on {} at the deadline",
+                            gateway.ip()
+                        )));
+                    }
+                }
+            }
+        };
+        let spec = MapSpec::new(protocol, client, local.port(), self.config.lifetime_secs());
+        let start = Instant::now();
+        let mut tx = Transaction::map(gateway, spec.clone(), version, only.is_none(), start);
+        let grant = match driver::drive(&socket, &mut tx, deadline, None) {
+            Driven::Done(Ok(Outcome::Mapped(grant))) => grant,
+            Driven::Done(Ok(other)) => {
+                return Err(PcpError::Malformed {
+                    gateway,
+                    version,
+                    why: format!("unexpected answer: {other:?}"),
+                });
+            }
+            Driven::Done(Err(e)) => return Err(e),
+            Driven::Stopped => return Err(tx.timed_out()),
+        };
+        if grant.version == Version::NatPmp && only.is_none() {
+            self.versions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(gateway, Version::NatPmp);
+        }
+        log::debug!(
+            "pcp: {} mapped {protocol} {client}:{} to {} for {} s in {:?}",
+            grant.version,
+            local.port(),
+            grant.external,
+            grant.lifetime,
+            start.elapsed()
+        );
+        let mut epochs = EpochTracker::new(grant.version);
+        let _ = epochs.observe(Instant::now(), grant.epoch);
+        let endpoint = MappedSocketAddr::new(grant.external, false, grant.version.name());
+        match PcpLease::start(socket, spec, grant, epochs, self.config.timing) {
+            Ok(mut lease) => {
+                if let Some(guard) = claim {
+                    lease.hold(guard.mapped());
+                }
+                Ok((endpoint, lease))
+            }
+            Err(not_started) => {
+                let NotStarted { error, socket, spec } = *not_started;
+                delete_mapping(
+                    &socket,
+                    spec,
+                    grant,
+                    self.config.timing.release_timeout,
+                    "a mapping we cannot hold",
+                );
+                Err(error)
+            }
+        }
+    }
+
+    fn technique_map(
+        &self,
+        protocol: Protocol,
+        local: SocketAddr,
+        deadline: Instant,
+    ) -> Result<TechniqueMapping, TechniqueError> {
+        let (endpoint, lease) = self.map(protocol, local, deadline)?;
+        Ok(TechniqueMapping {
+            endpoints: vec![endpoint],
+            lease: Some(Box::new(lease)),
+        })
+    }
+}
+
+impl MappingTechnique for PcpTechnique {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn add_server(&self, server: &HolePunchServerAddr) -> bool {
+        match server {
+            HolePunchServerAddr::Other { kind, addr } if kind == KIND_PCP => {
+                self.set_gateway(*addr, None);
+                true
+            }
+            HolePunchServerAddr::Other { kind, addr } if kind == KIND_NAT_PMP => {
+                self.set_gateway(*addr, Some(Version::NatPmp));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn map_udp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
+        self.technique_map(Protocol::Udp, local, deadline)
+    }
+
+    fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
+        self.technique_map(Protocol::Tcp, local, deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_pcp_and_nat_pmp_gateways_only() {
+        let t = PcpTechnique::new();
+        let addr: SocketAddr = "127.0.0.1:5351".parse().unwrap();
+        assert!(!t.add_server(&HolePunchServerAddr::Simple(addr)));
+        assert!(!t.add_server(&HolePunchServerAddr::Other {
+            kind: "echo".into(),
+            addr
+        }));
+        assert_eq!(t.gateway(), None);
+        assert!(t.add_server(&HolePunchServerAddr::Other {
+            kind: KIND_NAT_PMP.into(),
+            addr
+        }));
+        assert_eq!(t.find_gateway(), Some((addr, Some(Version::NatPmp))));
+        assert!(t.add_server(&HolePunchServerAddr::Other {
+            kind: KIND_PCP.into(),
+            addr
+        }));
+        assert_eq!(t.find_gateway(), Some((addr, None)));
+    }
+
+    #[test]
+    fn lifetimes_are_whole_seconds_within_bounds() {
+        let mut c = PcpConfig::default();
+        assert_eq!(c.lifetime_secs(), 7200);
+        c.lifetime = Duration::from_millis(10);
+        assert_eq!(c.lifetime_secs(), 1);
+        c.lifetime = Duration::from_secs(u64::MAX);
+        assert_eq!(c.lifetime_secs(), crate::client::MAX_LIFETIME);
+    }
+
+    #[test]
+    fn sockets_on_another_interface_are_not_applicable() {
+        // The gateway is on loopback; a socket bound to another address cannot be mapped
+        // there. Nothing is sent.
+        let t = PcpTechnique::new();
+        t.set_gateway("127.0.0.1:9".parse().unwrap(), None);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let e = t
+            .map(Protocol::Udp, "192.0.2.7:4000".parse().unwrap(), deadline)
+            .unwrap_err();
+        assert!(matches!(e, PcpError::NotApplicable(_)), "{e}");
+        let e = t
+            .map(Protocol::Udp, "[::1]:4000".parse().unwrap(), deadline)
+            .unwrap_err();
+        assert!(matches!(e, PcpError::NotApplicable(_)), "{e}");
+        let e = t
+            .map(Protocol::Udp, "127.0.0.1:0".parse().unwrap(), deadline)
+            .unwrap_err();
+        assert!(matches!(e, PcpError::NotApplicable(_)), "{e}");
+    }
+}

@@ -1,0 +1,196 @@
+//! [`UpnpLease`]: a port mapping on a gateway, renewed while it lives and deleted when dropped.
+//!
+//! One thread per lease does all its talking to the gateway, in order: it renews the mapping
+//! at half its lease duration (sooner again after a failure), and when the lease is dropped it
+//! wakes at once (a channel, not a sleep through the lease), deletes the mapping and says so.
+//! The drop waits for that, bounded, so a program that releases its mappings and exits leaves
+//! none behind; a program that dies leaves a mapping that expires with its lease.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use natt_core::{Lease, Protocol};
+
+use crate::error::UpnpError;
+use crate::gateway::{Gateway, MappingRequest};
+use crate::technique::Shared;
+
+/// The UPnP error a gateway answers when deleting a mapping it does not have.
+const NO_SUCH_ENTRY: u16 = 714;
+
+/// A port mapping held on a UPnP gateway (see the module documentation).
+pub struct UpnpLease {
+    describe: String,
+    stop: Option<mpsc::Sender<()>>,
+    done: mpsc::Receiver<()>,
+    release_wait: Duration,
+    /// The port's claim with the other port-mapping techniques; freed after the mapping is
+    /// deleted (fields drop after `Drop::drop`).
+    claim: Option<natt_core::arbiter::HeldClaim>,
+}
+
+/// What a lease maps.
+#[derive(Debug, Clone)]
+pub(crate) struct Mapping {
+    pub protocol: Protocol,
+    pub external_port: u16,
+    pub internal: std::net::SocketAddrV4,
+    pub lease_secs: u32,
+    pub description: String,
+}
+
+impl Mapping {
+    fn request(&self) -> MappingRequest<'_> {
+        MappingRequest {
+            protocol: self.protocol,
+            external_port: self.external_port,
+            internal: self.internal,
+            lease_secs: self.lease_secs,
+            description: &self.description,
+        }
+    }
+}
+
+impl UpnpLease {
+    /// Keeps the port's claim with the other port-mapping techniques while the lease lives.
+    pub(crate) fn hold(&mut self, claim: natt_core::arbiter::HeldClaim) {
+        self.claim = Some(claim);
+    }
+
+    /// Starts holding `mapping` on `gateway`: its thread renews it until the lease is dropped.
+    pub(crate) fn start(
+        gateway: Arc<Gateway>,
+        external_ip: std::net::Ipv4Addr,
+        mapping: Mapping,
+        shared: Arc<Shared>,
+    ) -> Result<UpnpLease, UpnpError> {
+        let call_timeout = shared.config.call_timeout;
+        let describe = format!(
+            "upnp {} {}:{} -> {} ({}) via {}",
+            mapping.protocol,
+            external_ip,
+            mapping.external_port,
+            mapping.internal,
+            match mapping.lease_secs {
+                0 => "permanent lease".to_owned(),
+                s => format!("lease {s} s"),
+            },
+            gateway.control
+        );
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let name = describe.clone();
+        thread::Builder::new()
+            .name("natt-upnp-lease".into())
+            .spawn(move || {
+                hold(gateway, &mapping, &shared, &stop_rx, &name);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| UpnpError::Io {
+                what: "starting the lease thread".into(),
+                source: e,
+            })?;
+        Ok(UpnpLease {
+            describe,
+            stop: Some(stop_tx),
+            done: done_rx,
+            // A renewal may be under way (one call), then the deletion (another).
+            release_wait: call_timeout * 2 + Duration::from_millis(500),
+            claim: None,
+        })
+    }
+}
+
+/// When to try again after a failed renewal: soon, but not in a tight loop.
+fn retry_after(lease: Duration) -> Duration {
+    (lease / 8).clamp(Duration::from_millis(500), Duration::from_secs(60))
+}
+
+/// The lease thread: renew until told to stop (or the lease is dropped), then delete.
+fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mpsc::Receiver<()>, name: &str) {
+    let call_timeout = shared.config.call_timeout;
+    let lease = Duration::from_secs(u64::from(mapping.lease_secs));
+    let renew_every = (mapping.lease_secs > 0).then(|| lease / 2);
+    let mut wait = renew_every;
+    let mut failures = 0u32;
+    loop {
+        let woke = match wait {
+            Some(w) => stop.recv_timeout(w),
+            None => stop.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        if !matches!(woke, Err(RecvTimeoutError::Timeout)) {
+            break; // dropped (or told to stop)
+        }
+        let deadline = Instant::now() + call_timeout;
+        match gateway.add_port_mapping(&mapping.request(), deadline) {
+            Ok(()) => {
+                if failures > 0 {
+                    log::info!("upnp: renewed {name} after {failures} failure(s)");
+                } else {
+                    log::debug!("upnp: renewed {name}");
+                }
+                failures = 0;
+                wait = renew_every;
+            }
+            Err(e) => {
+                failures += 1;
+                log::warn!("upnp: renewing {name} failed ({failures} in a row): {e}");
+                if matches!(stop.try_recv(), Err(mpsc::TryRecvError::Disconnected) | Ok(())) {
+                    break; // dropped meanwhile: delete now, do not search
+                }
+                if e.is_unreachable()
+                    && let Some(found) = shared.regain(&gateway, Instant::now() + call_timeout)
+                {
+                    log::info!("upnp: {name}: the gateway now answers at {}", found.control);
+                    gateway = found;
+                }
+                wait = Some(retry_after(lease).min(renew_every.unwrap_or(lease)));
+            }
+        }
+    }
+    let deadline = Instant::now() + call_timeout;
+    match gateway.delete_port_mapping(mapping.protocol, mapping.external_port, deadline) {
+        Ok(()) => log::debug!("upnp: deleted {name}"),
+        Err(e) if e.code() == Some(NO_SUCH_ENTRY) => log::debug!("upnp: {name} was already gone"),
+        Err(e) => log::warn!("upnp: could not delete {name} (it expires with its lease): {e}"),
+    }
+}
+
+impl Lease for UpnpLease {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}
+
+impl Drop for UpnpLease {
+    fn drop(&mut self) {
+        drop(self.stop.take()); // wakes the thread at once
+        if self.done.recv_timeout(self.release_wait).is_err() {
+            log::warn!(
+                "upnp: {} not confirmed deleted within {:?}; it expires with its lease",
+                self.describe,
+                self.release_wait
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for UpnpLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("UpnpLease").field(&self.describe).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_neither_tight_nor_lazy() {
+        assert_eq!(retry_after(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(retry_after(Duration::from_secs(80)), Duration::from_secs(10));
+        assert_eq!(retry_after(Duration::from_secs(3600)), Duration::from_secs(60));
+    }
+}

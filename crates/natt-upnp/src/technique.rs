@@ -1,0 +1,636 @@
+//! [`UpnpTechnique`]: port mapping on a UPnP Internet Gateway Device, as a natt
+//! [`MappingTechnique`] that maps beside the socket.
+//!
+//! Mapping a socket: find the gateway (the cached one, the ones given with
+//! [`HolePunchServerAddr::IgdGateway`], else an SSDP search on every IPv4 interface), ask its
+//! external address, map the socket's port to the host's address facing the gateway, and hold
+//! the mapping with an [`UpnpLease`] that renews it and deletes it when dropped. The gateway
+//! found is cached in the technique (so in the [`natt_core::MappingContext`] that keeps it)
+//! and searched for again when it stops answering.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use natt_core::{
+    HolePunchServerAddr, MappedSocketAddr, MappingTechnique, Protocol, TechniqueError, TechniqueMapping, deadline,
+};
+use rand::Rng;
+
+use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
+
+use crate::error::UpnpError;
+use crate::gateway::{Gateway, GatewayInfo, MappingRequest};
+use crate::lease::{Mapping, UpnpLease};
+use crate::ssdp;
+use crate::url::HttpUrl;
+
+/// The technique's name.
+pub const NAME: &str = "upnp";
+
+/// UPnP error codes the mapping logic reacts to.
+mod code {
+    pub const INVALID_ACTION: u16 = 401;
+    pub const NOT_IMPLEMENTED: u16 = 602;
+    pub const NOT_AUTHORIZED: u16 = 606;
+    pub const CONFLICT_IN_MAPPING_ENTRY: u16 = 718;
+    pub const SAME_PORT_VALUES_REQUIRED: u16 = 724;
+    pub const ONLY_PERMANENT_LEASES_SUPPORTED: u16 = 725;
+    pub const CONFLICT_WITH_OTHER_MECHANISMS: u16 = 729;
+}
+
+/// Longest lease IGD:2 allows (7 days).
+const MAX_LEASE_SECS: u32 = 604_800;
+
+/// How a [`UpnpTechnique`] maps. Start from [`UpnpConfig::default()`] and change fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UpnpConfig {
+    /// The lease asked for each mapping (default 1 hour), renewed at half of it while held.
+    /// A finite lease means a program that dies leaves a mapping that expires by itself; a
+    /// permanent one is used only when the gateway supports nothing else (error 725).
+    /// Clamped to 1 s ..= 7 days.
+    pub lease: Duration,
+    /// The description shown in the router's list of mappings, followed by the protocol and
+    /// port (default `natt`: `natt udp 40000`).
+    pub description: String,
+    /// External ports tried at random after the socket's own port turns out to be taken
+    /// (default 4).
+    pub random_port_attempts: u32,
+    /// How long answers to an SSDP search are awaited (default 1.5 s: devices answer within
+    /// the search's MX of 1 s). Never longer than the caller's deadline.
+    pub search_window: Duration,
+    /// After a search that nothing answered, mappings fail at once for this long without
+    /// searching again (default 30 s), so a network without UPnP costs one search window, not
+    /// one per socket.
+    pub search_again_after: Duration,
+    /// The bound on each renewal and on the deletion when a lease is dropped (default 3 s).
+    pub call_timeout: Duration,
+    /// Where searches are sent (default the SSDP multicast address, `239.255.255.250:1900`).
+    pub ssdp_addr: SocketAddr,
+    /// The interface addresses searched from (default `None`: every non-loopback IPv4
+    /// interface).
+    pub search_from: Option<Vec<Ipv4Addr>>,
+}
+
+impl Default for UpnpConfig {
+    fn default() -> Self {
+        UpnpConfig {
+            lease: Duration::from_secs(3600),
+            description: "natt".into(),
+            random_port_attempts: 4,
+            search_window: Duration::from_millis(1500),
+            search_again_after: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(3),
+            ssdp_addr: SocketAddr::V4(ssdp::SSDP_MULTICAST),
+            search_from: None,
+        }
+    }
+}
+
+impl UpnpConfig {
+    /// The lease in whole seconds, within what IGD allows (never 0: that is permanent).
+    pub fn lease_secs(&self) -> u32 {
+        u32::try_from(self.lease.as_secs())
+            .unwrap_or(MAX_LEASE_SECS)
+            .clamp(1, MAX_LEASE_SECS)
+    }
+}
+
+/// Maps sockets with UPnP IGD port mappings (see the module documentation).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use natt_core::{HolePunchServerAddr, MappedUdpSocket, MappingContext};
+/// use natt_upnp::UpnpTechnique;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mc = MappingContext::empty();
+/// let upnp = Arc::new(UpnpTechnique::new());
+/// mc.add_technique(upnp.clone());
+/// // Optional: a known gateway instead of an SSDP search.
+/// mc.add_server(HolePunchServerAddr::IgdGateway("http://192.168.1.1:5000/rootDesc.xml".into()));
+/// let mapped = MappedUdpSocket::new(&mc)?;
+/// if let Some(gateway) = upnp.gateway_info() {
+///     println!("{gateway}"); // upnp igdv2 203.0.113.101 at http://192.168.1.1:5000/rootDesc.xml
+/// }
+/// // The mapping lives (renewed) as long as `mapped.port_mappings`, and is deleted with it.
+/// # drop(mapped);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct UpnpTechnique {
+    shared: Arc<Shared>,
+    /// Takes turns with other port-mapping techniques (PCP, NAT-PMP) on one gateway.
+    arbiter: Option<Arc<GatewayArbiter>>,
+}
+
+/// The technique's state, shared with its leases (which ask it to find a gateway again when
+/// theirs stops answering).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: UpnpConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Gateways given explicitly: used instead of searching.
+    explicit: Vec<HttpUrl>,
+    /// The gateway in use.
+    gateway: Option<Arc<Gateway>>,
+    /// What we last learnt of a gateway, for reports.
+    info: Option<GatewayInfo>,
+    /// When a search last found nothing, and why.
+    failed_search: Option<(Instant, String)>,
+}
+
+impl Default for UpnpTechnique {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpnpTechnique {
+    /// A technique with the default [`UpnpConfig`].
+    pub fn new() -> Self {
+        Self::with_config(UpnpConfig::default())
+    }
+
+    /// Takes turns with the other port-mapping techniques sharing `arbiter` (such as PCP), so
+    /// that only one of them maps a given port on a given gateway.
+    pub fn with_arbiter(mut self, arbiter: Arc<GatewayArbiter>) -> Self {
+        self.arbiter = Some(arbiter);
+        self
+    }
+
+    /// A technique with `config`.
+    pub fn with_config(config: UpnpConfig) -> Self {
+        UpnpTechnique {
+            shared: Arc::new(Shared {
+                config,
+                state: Mutex::new(State::default()),
+            }),
+            arbiter: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UpnpConfig {
+        &self.shared.config
+    }
+
+    /// Uses the gateway whose root description is at `url` (e.g.
+    /// `http://192.168.1.1:5000/rootDesc.xml`) instead of searching; several may be given,
+    /// the first that answers is used.
+    pub fn add_gateway(&self, url: &str) -> Result<(), UpnpError> {
+        let url = HttpUrl::parse(url)?;
+        let mut state = self.shared.lock();
+        if !state.explicit.contains(&url) {
+            state.explicit.push(url);
+        }
+        // A gateway found by searching gives way to the one given.
+        state.gateway = None;
+        state.failed_search = None;
+        Ok(())
+    }
+
+    /// The gateway last found (by a mapping or [`find_gateway`](Self::find_gateway)), if any,
+    /// even if mapping on it then failed.
+    pub fn gateway_info(&self) -> Option<GatewayInfo> {
+        self.shared.lock().info.clone()
+    }
+
+    /// Finds the gateway now (or takes the cached one) and asks its external address, by
+    /// `deadline`.
+    pub fn find_gateway(&self, deadline: Instant) -> Result<GatewayInfo, UpnpError> {
+        let (gateway, external, _) = self.shared.gateway(deadline, false)?;
+        let external = match external {
+            Some(ip) => ip,
+            None => gateway.external_ip(deadline)?,
+        };
+        self.shared.note(&gateway, Some(external));
+        Ok(gateway.info(Some(external)))
+    }
+
+    fn map(&self, protocol: Protocol, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, UpnpError> {
+        let SocketAddr::V4(local) = local else {
+            return Err(UpnpError::NotApplicable("UPnP IGD maps IPv4 sockets only".into()));
+        };
+        if local.port() == 0 {
+            return Err(UpnpError::NotApplicable("the socket is not bound to a port".into()));
+        }
+        let (gateway, external, cached) = self.shared.gateway(deadline, false)?;
+        match self.map_on(&gateway, external, protocol, local, deadline) {
+            Err(e) if cached && e.is_unreachable() && deadline::remaining(deadline).is_some() => {
+                log::info!(
+                    "upnp: the gateway at {} stopped answering ({e}); searching again",
+                    gateway.description
+                );
+                self.shared.forget(&gateway);
+                let (gateway, external, _) = self.shared.gateway(deadline, true)?;
+                self.map_on(&gateway, external, protocol, local, deadline)
+            }
+            r => r,
+        }
+    }
+
+    fn map_on(
+        &self,
+        gateway: &Arc<Gateway>,
+        external: Option<Ipv4Addr>,
+        protocol: Protocol,
+        local: SocketAddrV4,
+        deadline: Instant,
+    ) -> Result<TechniqueMapping, UpnpError> {
+        let internal = SocketAddrV4::new(internal_ip(*local.ip(), gateway.control.ip())?, local.port());
+        let external_ip = match external {
+            Some(ip) => ip,
+            None => gateway.external_ip(deadline)?,
+        };
+        self.shared.note(gateway, Some(external_ip));
+        if !is_public(external_ip) {
+            log::info!(
+                "upnp: the gateway's external address {external_ip} is not public: it is behind another NAT, and \
+                 its mappings are reachable only from that network"
+            );
+        }
+        let config = &self.shared.config;
+        let description = format!("{} {} {}", config.description, protocol, local.port());
+        let claim = match &self.arbiter {
+            None => None,
+            Some(arbiter) => {
+                let key = ClaimKey {
+                    gateway: IpAddr::V4(gateway.control.ip()),
+                    protocol,
+                    internal: SocketAddr::V4(internal),
+                };
+                match arbiter.claim(key, NAME, deadline) {
+                    Claim::Granted(guard) => Some(guard),
+                    Claim::TakenBy(owner) => {
+                        return Err(UpnpError::NotApplicable(format!(
+                            "{owner} already maps this port on {}",
+                            gateway.control.ip()
+                        )));
+                    }
+                    Claim::TimedOut => {
+                        return Err(UpnpError::NotApplicable(format!(
+                            "another technique was still mapping this port on {} at the deadline",
+                            gateway.control.ip()
+                        )));
+                    }
+                }
+            }
+        };
+        let (external_port, lease_secs) = add_mapping(gateway, protocol, internal, config, &description, deadline)?;
+        let mapping = Mapping {
+            protocol,
+            external_port,
+            internal,
+            lease_secs,
+            description,
+        };
+        let lease = match UpnpLease::start(Arc::clone(gateway), external_ip, mapping, Arc::clone(&self.shared)) {
+            Ok(mut lease) => {
+                if let Some(guard) = claim {
+                    lease.hold(guard.mapped());
+                }
+                lease
+            }
+            Err(e) => {
+                let _ = gateway.delete_port_mapping(protocol, external_port, Instant::now() + config.call_timeout);
+                return Err(e);
+            }
+        };
+        let endpoint = MappedSocketAddr::new(SocketAddr::from((external_ip, external_port)), false, NAME);
+        Ok(TechniqueMapping {
+            endpoints: vec![endpoint],
+            lease: Some(Box::new(lease)),
+        })
+    }
+}
+
+impl MappingTechnique for UpnpTechnique {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn add_server(&self, server: &HolePunchServerAddr) -> bool {
+        match server {
+            HolePunchServerAddr::IgdGateway(url) => match self.add_gateway(url) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("upnp: ignoring gateway {e}");
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    fn map_udp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
+        self.map(Protocol::Udp, local, deadline).map_err(TechniqueError::from)
+    }
+
+    fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
+        self.map(Protocol::Tcp, local, deadline).map_err(TechniqueError::from)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records what a report should say about `gateway`.
+    fn note(&self, gateway: &Gateway, external: Option<Ipv4Addr>) {
+        self.lock().info = Some(gateway.info(external));
+    }
+
+    /// The gateway to use: the cached one (`true`), else one found now, with its external
+    /// address. `fresh` ignores a recent failed search (we know a gateway was there).
+    fn gateway(&self, deadline: Instant, fresh: bool) -> Result<(Arc<Gateway>, Option<Ipv4Addr>, bool), UpnpError> {
+        let explicit = {
+            let state = self.lock();
+            if let Some(gateway) = &state.gateway {
+                return Ok((Arc::clone(gateway), None, true));
+            }
+            if state.explicit.is_empty()
+                && !fresh
+                && let Some((at, why)) = &state.failed_search
+                && at.elapsed() < self.config.search_again_after
+            {
+                return Err(UpnpError::NoGateway(format!(
+                    "{why} ({} s ago; next search in {} s)",
+                    at.elapsed().as_secs(),
+                    self.config.search_again_after.saturating_sub(at.elapsed()).as_secs()
+                )));
+            }
+            state.explicit.clone()
+        };
+        // No lock is held while talking to the network.
+        let found = if explicit.is_empty() {
+            self.search(deadline)
+        } else {
+            load_first(&explicit, deadline)
+        };
+        let (gateway, external) = found?;
+        log::info!(
+            "upnp: gateway {} ({}, external address {external}) at {}",
+            gateway.description,
+            gateway.version,
+            gateway.control
+        );
+        let gateway = Arc::new(gateway);
+        let mut state = self.lock();
+        state.gateway = Some(Arc::clone(&gateway));
+        state.info = Some(gateway.info(Some(external)));
+        state.failed_search = None;
+        Ok((gateway, Some(external), false))
+    }
+
+    fn search(&self, deadline: Instant) -> Result<ssdp::Found, UpnpError> {
+        let from = match &self.config.search_from {
+            Some(from) => from.clone(),
+            None => ipv4_interfaces(),
+        };
+        let window_end = Instant::now() + self.config.search_window;
+        let result = ssdp::search(&from, self.config.ssdp_addr, window_end, deadline);
+        // Nothing answered during a whole window: say so at once for a while. (A window cut
+        // short by the caller's deadline proves nothing.)
+        if let Err(UpnpError::NoGateway(why)) = &result
+            && window_end <= deadline
+        {
+            self.lock().failed_search = Some((Instant::now(), why.clone()));
+        }
+        result
+    }
+
+    /// Drops `gateway` from the cache (it stopped answering).
+    pub(crate) fn forget(&self, gateway: &Gateway) {
+        let mut state = self.lock();
+        if state.gateway.as_deref() == Some(gateway) {
+            state.gateway = None;
+        }
+    }
+
+    /// For a lease whose gateway stopped answering: the gateway on the same host, found again
+    /// (it may have restarted on another port), or `None`.
+    pub(crate) fn regain(&self, old: &Gateway, deadline: Instant) -> Option<Arc<Gateway>> {
+        self.forget(old);
+        match self.gateway(deadline, true) {
+            Ok((gateway, _, _)) if gateway.control.ip() == old.control.ip() && *gateway != *old => Some(gateway),
+            Ok(_) => None,
+            Err(e) => {
+                log::debug!("upnp: looking for the gateway again: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// False for private (RFC 1918), shared (RFC 6598, carrier-grade NAT) and link-local addresses.
+fn is_public(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_private() || ip.is_link_local() || (a == 100 && (b & 0xc0) == 64))
+}
+
+/// Loads the first of `urls` that answers.
+fn load_first(urls: &[HttpUrl], deadline: Instant) -> Result<ssdp::Found, UpnpError> {
+    let mut last = None;
+    for url in urls {
+        match Gateway::load(url, deadline) {
+            Ok(found) => return Ok(found),
+            Err(e) => {
+                log::debug!("upnp: gateway {url}: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| UpnpError::NoGateway("no gateway given".into())))
+}
+
+/// Every non-loopback IPv4 interface address.
+fn ipv4_interfaces() -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = match if_addrs::get_if_addrs() {
+        Ok(ifs) => ifs
+            .into_iter()
+            .filter_map(|i| match i.ip() {
+                IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            log::warn!("upnp: cannot list interfaces: {e}");
+            Vec::new()
+        }
+    };
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// The address to map: the socket's own, or for a socket on every interface, this host's
+/// address on the interface facing the gateway (what a connected UDP socket would send from;
+/// connecting sends nothing).
+fn internal_ip(bound: Ipv4Addr, gateway: Ipv4Addr) -> Result<Ipv4Addr, UpnpError> {
+    if bound.is_loopback() && !gateway.is_loopback() {
+        return Err(UpnpError::NotApplicable(
+            "the socket is bound to loopback: the gateway cannot reach it".into(),
+        ));
+    }
+    if !bound.is_unspecified() {
+        return Ok(bound);
+    }
+    let what = format!("finding our address facing {gateway}");
+    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| UpnpError::io(&what, e))?;
+    probe.connect((gateway, 9)).map_err(|e| UpnpError::io(&what, e))?;
+    match probe.local_addr().map_err(|e| UpnpError::io(&what, e))?.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() => Ok(ip),
+        other => Err(UpnpError::NotApplicable(format!("{what}: got {other}"))),
+    }
+}
+
+/// Maps `internal` on `gateway`: the same external port when free, another when taken.
+/// IGD:2 `AddAnyPortMapping` first (the gateway picks another port if ours is taken), then
+/// `AddPortMapping` with our port, then with a few random ports. Returns the external port and
+/// the lease granted (0 only if the gateway supports permanent leases alone).
+fn add_mapping(
+    gateway: &Gateway,
+    protocol: Protocol,
+    internal: SocketAddrV4,
+    config: &UpnpConfig,
+    description: &str,
+    deadline: Instant,
+) -> Result<(u16, u32), UpnpError> {
+    let mut lease_secs = config.lease_secs();
+    let request = |external_port: u16, lease_secs: u32| MappingRequest {
+        protocol,
+        external_port,
+        internal,
+        lease_secs,
+        description,
+    };
+    if gateway.has_add_any() {
+        match permanent_if_must(&mut lease_secs, |l| {
+            gateway.add_any_port_mapping(&request(internal.port(), l), deadline)
+        }) {
+            Ok(port) => return Ok((port, lease_secs)),
+            Err(e) if e.is_unreachable() || e.code() == Some(code::NOT_AUTHORIZED) => return Err(e),
+            Err(e) => {
+                let known = matches!(e.code(), Some(code::INVALID_ACTION | code::NOT_IMPLEMENTED));
+                if !known {
+                    log::info!("upnp: {e}; trying AddPortMapping");
+                }
+            }
+        }
+    }
+    let mut rng = rand::rng();
+    let ports: Vec<u16> = std::iter::once(internal.port())
+        .chain((0..config.random_port_attempts).map(|_| rng.random_range(1024..=65535)))
+        .collect();
+    let mut taken = Vec::new();
+    let mut last = None;
+    for port in ports {
+        if deadline::remaining(deadline).is_none() {
+            return Err(UpnpError::timed_out(format!("mapping a port on {}", gateway.control)));
+        }
+        match permanent_if_must(&mut lease_secs, |l| {
+            gateway.add_port_mapping(&request(port, l), deadline)
+        }) {
+            Ok(()) => return Ok((port, lease_secs)),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(code::CONFLICT_IN_MAPPING_ENTRY | code::CONFLICT_WITH_OTHER_MECHANISMS)
+                ) =>
+            {
+                log::debug!("upnp: external port {port} is taken: {e}");
+                taken.push(port);
+                last = Some(e);
+            }
+            Err(e) if e.code() == Some(code::SAME_PORT_VALUES_REQUIRED) && !taken.is_empty() => {
+                // Only the socket's own port may be mapped, and it is taken.
+                return Err(UpnpError::NoPort(format!(
+                    "port {} is taken and the gateway maps no other ({e})",
+                    internal.port()
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(UpnpError::NoPort(format!(
+        "ports {taken:?} are taken{}",
+        last.map(|e| format!(" ({e})")).unwrap_or_default()
+    )))
+}
+
+/// Runs `action` with `lease_secs`; if the gateway answers 725 (only permanent leases), once
+/// more with a permanent lease, and leaves 0 in `lease_secs`.
+fn permanent_if_must<T>(
+    lease_secs: &mut u32,
+    mut action: impl FnMut(u32) -> Result<T, UpnpError>,
+) -> Result<T, UpnpError> {
+    match action(*lease_secs) {
+        Err(e) if e.code() == Some(code::ONLY_PERMANENT_LEASES_SUPPORTED) && *lease_secs != 0 => {
+            log::warn!(
+                "upnp: the gateway supports only permanent leases: this mapping will stay if the program dies \
+                 without releasing it"
+            );
+            *lease_secs = 0;
+            action(0)
+        }
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_finite_and_bounded() {
+        let mut c = UpnpConfig::default();
+        assert_eq!(c.lease_secs(), 3600);
+        c.lease = Duration::ZERO;
+        assert_eq!(c.lease_secs(), 1);
+        c.lease = Duration::from_secs(u64::MAX);
+        assert_eq!(c.lease_secs(), MAX_LEASE_SECS);
+    }
+
+    #[test]
+    fn loopback_sockets_are_not_mapped_through_a_real_gateway() {
+        let e = internal_ip(Ipv4Addr::LOCALHOST, Ipv4Addr::new(192, 168, 1, 1)).unwrap_err();
+        assert!(matches!(e, UpnpError::NotApplicable(_)));
+        assert_eq!(
+            internal_ip(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST).unwrap(),
+            Ipv4Addr::LOCALHOST
+        );
+        assert_eq!(
+            internal_ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST).unwrap(),
+            Ipv4Addr::LOCALHOST
+        );
+        let bound = Ipv4Addr::new(192, 168, 1, 2);
+        assert_eq!(internal_ip(bound, Ipv4Addr::new(192, 168, 1, 1)).unwrap(), bound);
+    }
+
+    #[test]
+    fn a_bad_gateway_url_is_not_taken() {
+        let t = UpnpTechnique::new();
+        assert!(!t.add_server(&HolePunchServerAddr::IgdGateway("ftp://x".into())));
+        assert!(t.add_server(&HolePunchServerAddr::IgdGateway(
+            "http://192.168.1.1:5000/rootDesc.xml".into()
+        )));
+        assert!(!t.add_server(&HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())));
+    }
+
+    #[test]
+    fn ipv6_sockets_are_not_applicable() {
+        let t = UpnpTechnique::new();
+        let e = t
+            .map_udp("[::1]:4000".parse().unwrap(), Instant::now() + Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.is_not_applicable());
+    }
+}

@@ -1,0 +1,499 @@
+//! The technique against fake gateways on loopback: mapping, leases, port conflicts, error
+//! codes, and hostile or broken gateways, each bounded in time. No test searches the real
+//! network: gateways are given by URL, and SSDP searches go to a fake responder on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use natt_core::{HolePunchServerAddr, MappingTechnique, TechniqueError, TechniqueMapping};
+
+use crate::fake::*;
+use crate::{UpnpConfig, UpnpError, UpnpTechnique};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn config() -> UpnpConfig {
+    UpnpConfig {
+        // Never search the real network from a unit test.
+        search_from: Some(loopback()),
+        ssdp_addr: "127.0.0.1:9".parse().unwrap(),
+        call_timeout: Duration::from_millis(500),
+        ..UpnpConfig::default()
+    }
+}
+
+fn technique_for(url: &str, config: UpnpConfig) -> UpnpTechnique {
+    let t = UpnpTechnique::with_config(config);
+    assert!(t.add_server(&HolePunchServerAddr::IgdGateway(url.to_owned())));
+    t
+}
+
+/// A UDP socket on loopback to map (kept open so its port stays ours).
+fn socket() -> (UdpSocket, SocketAddr) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
+}
+
+fn deadline(d: Duration) -> Instant {
+    Instant::now() + d
+}
+
+fn map(t: &UpnpTechnique, local: SocketAddr, within: Duration) -> (Result<TechniqueMapping, TechniqueError>, Duration) {
+    timed(|| t.map_udp(local, deadline(within)))
+}
+
+#[test]
+fn maps_the_same_port_and_deletes_it_when_dropped() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let t = technique_for(&igd.url(), config());
+    let (_s, local) = socket();
+    let (r, took) = map(&t, local, 2 * SECOND);
+    let mapping = r.unwrap();
+    println!("mapped in {took:?}");
+    let ep = &mapping.endpoints[0];
+    assert_eq!(ep.addr, SocketAddr::from(([203, 0, 113, 101], local.port())));
+    assert!(!ep.nat_restricted);
+    assert_eq!(ep.technique, "upnp");
+    let lease = mapping.lease.as_ref().unwrap().describe();
+    assert!(lease.contains("lease 3600 s"), "{lease}");
+    assert_eq!(igd.server.actions(), ["GetExternalIPAddress", "AddAnyPortMapping"]);
+    let entries = igd.entries();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1.client, "127.0.0.1");
+    assert_eq!(entries[0].1.lease, 3600);
+    let info = t.gateway_info().unwrap();
+    assert_eq!(info.to_string(), format!("upnp igdv2 203.0.113.101 at {}", igd.url()));
+
+    // Dropping a long lease deletes at once: the thread does not sleep through the lease.
+    let ((), took) = timed(|| drop(mapping));
+    assert!(took < Duration::from_millis(300), "drop took {took:?}");
+    assert!(igd.entries().is_empty());
+    assert_eq!(igd.server.count("DeletePortMapping"), 1);
+}
+
+#[test]
+fn renews_at_half_the_lease_while_held() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let mut c = config();
+    c.lease = Duration::from_secs(1);
+    let t = technique_for(&igd.url(), c);
+    let (_s, local) = socket();
+    let mapping = t.map_udp(local, deadline(2 * SECOND)).unwrap();
+    thread::sleep(Duration::from_millis(1800));
+    // Renewed at 0.5 s, 1.0 s, 1.5 s.
+    let renewals = igd.server.count("AddPortMapping");
+    assert!(
+        (2..=4).contains(&renewals),
+        "{renewals} renewals: {:?}",
+        igd.server.actions()
+    );
+    assert_eq!(igd.entries().len(), 1, "renewals must not add mappings");
+    drop(mapping);
+    assert!(igd.entries().is_empty());
+}
+
+#[test]
+fn a_taken_port_gets_another_with_igd2_and_igd1() {
+    for version in [2, 1] {
+        let igd = FakeIgd::start(IgdOptions {
+            version,
+            ..IgdOptions::default()
+        });
+        let t = technique_for(&igd.url(), config());
+        let (_s, local) = socket();
+        igd.take("UDP", local.port());
+        let mapping = t.map_udp(local, deadline(2 * SECOND)).unwrap();
+        let port = mapping.endpoints[0].addr.port();
+        assert_ne!(port, local.port(), "igd{version}");
+        let ours = igd.table.lock().unwrap()[&("UDP".to_owned(), port)].clone();
+        assert_eq!((ours.client.as_str(), ours.internal_port), ("127.0.0.1", local.port()));
+        if version == 1 {
+            // Our own port first, then a random one.
+            let actions = igd.server.actions();
+            assert_eq!(
+                actions.iter().filter(|a| *a == "AddPortMapping").count(),
+                2,
+                "{actions:?}"
+            );
+            assert!(!actions.contains(&"AddAnyPortMapping".to_owned()));
+        }
+        drop(mapping);
+        assert_eq!(igd.entries().len(), 1, "the other host's mapping stays");
+    }
+}
+
+#[test]
+fn permanent_leases_only_when_the_gateway_insists() {
+    let igd = FakeIgd::start(IgdOptions {
+        only_permanent: true,
+        ..IgdOptions::default()
+    });
+    let t = technique_for(&igd.url(), config());
+    let (_s, local) = socket();
+    let mapping = t.map_udp(local, deadline(2 * SECOND)).unwrap();
+    assert!(mapping.lease.as_ref().unwrap().describe().contains("permanent"));
+    assert_eq!(igd.entries()[0].1.lease, 0);
+    drop(mapping);
+    assert!(igd.entries().is_empty());
+}
+
+#[test]
+fn refusals_are_reported_with_their_code() {
+    let igd = FakeIgd::start(IgdOptions {
+        unauthorized: true,
+        ..IgdOptions::default()
+    });
+    let t = technique_for(&igd.url(), config());
+    let (_s, local) = socket();
+    let e = t.map_udp(local, deadline(2 * SECOND)).unwrap_err();
+    assert!(matches!(&e, TechniqueError::Refused(m) if m.contains("606")), "{e}");
+    // The gateway answered: a report still names it.
+    assert!(t.gateway_info().is_some());
+}
+
+#[test]
+fn tcp_is_mapped_too() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let t = technique_for(&igd.url(), config());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = listener.local_addr().unwrap();
+    let mapping = t.map_tcp(local, deadline(2 * SECOND)).unwrap();
+    assert_eq!(mapping.endpoints[0].addr.port(), local.port());
+    assert!(
+        igd.table
+            .lock()
+            .unwrap()
+            .contains_key(&("TCP".to_owned(), local.port()))
+    );
+}
+
+#[test]
+fn the_gateway_is_cached_between_mappings() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let t = technique_for(&igd.url(), config());
+    let (_a, la) = socket();
+    let (_b, lb) = socket();
+    let ma = t.map_udp(la, deadline(2 * SECOND)).unwrap();
+    let mb = t.map_udp(lb, deadline(2 * SECOND)).unwrap();
+    assert_eq!(igd.server.gets(), 1, "the description is fetched once");
+    drop((ma, mb));
+    assert!(igd.entries().is_empty());
+}
+
+/// Every hostile or broken gateway: the mapping fails with a clear error, by the deadline.
+#[test]
+fn hostile_gateways_fail_cleanly_and_in_time() {
+    let within = Duration::from_millis(700);
+    let slack = Duration::from_millis(400);
+    let desc_with = |control: &str| description(2, "WANIPConnection:2", control);
+    let cases: Vec<(&str, FakeServer, &str)> = vec![
+        ("silent", silent(), "timed out"),
+        (
+            "dripping headers",
+            drip("HTTP/1.1 200 OK\r\nX: ", b'a', Duration::from_millis(20)),
+            "timed out",
+        ),
+        (
+            "dripping body",
+            drip(
+                "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+                b'a',
+                Duration::from_millis(20),
+            ),
+            "timed out",
+        ),
+        (
+            "huge declared body",
+            fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n<root>".to_vec()),
+            "larger than",
+        ),
+        (
+            "endless body",
+            flood("HTTP/1.1 200 OK\r\n\r\n<root>", b'a', 1 << 30),
+            "larger than",
+        ),
+        (
+            "huge chunk",
+            flood(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n",
+                b'a',
+                1 << 30,
+            ),
+            "larger than",
+        ),
+        (
+            "overlong chunk",
+            flood(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n",
+                b'a',
+                1 << 30,
+            ),
+            "chunk not followed by CRLF",
+        ),
+        (
+            "endless chunk size",
+            flood("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b'0', 1 << 30),
+            "chunk-size line too long",
+        ),
+        (
+            "endless headers",
+            flood("HTTP/1.1 200 OK\r\n", b'a', 1 << 30),
+            "larger than",
+        ),
+        ("not HTTP", fixed(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()), "malformed"),
+        ("closes at once", fixed(Vec::new()), "without an answer"),
+        ("404", fixed(response("404 Not Found", "<html/>")), "404"),
+        ("redirect", fixed(response("302 Found", "")), "302"),
+        ("not XML", fixed(response("200 OK", "{\"json\": true}")), "bad XML"),
+        (
+            "truncated XML",
+            fixed(response("200 OK", "<root><device>")),
+            "malformed",
+        ),
+        (
+            "deep XML",
+            fixed(response("200 OK", &"<root>".repeat(10_000))),
+            "deeper",
+        ),
+        (
+            "no WAN service",
+            fixed(response("200 OK", "<root><device/></root>")),
+            "WAN",
+        ),
+        (
+            "control URL elsewhere",
+            fixed(response("200 OK", &desc_with("http://10.9.9.9:5000/ctl"))),
+            "not on the gateway",
+        ),
+        (
+            "control URL with CRLF",
+            fixed(response("200 OK", &desc_with("/ctl&#13;&#10;X-Injected: 1"))),
+            "path",
+        ),
+    ];
+    for (name, server, expect) in cases {
+        let t = technique_for(&server.url("/rootDesc.xml"), config());
+        let (_s, local) = socket();
+        let (r, took) = map(&t, local, within);
+        let e = r.unwrap_err().to_string();
+        println!("{name:<22} {:>4} ms  {e}", took.as_millis());
+        assert!(e.contains(expect), "{name}: '{e}' does not say '{expect}'");
+        assert!(took < within + slack, "{name} took {took:?}");
+    }
+}
+
+/// Broken SOAP answers from a gateway whose description is fine.
+#[test]
+fn broken_control_answers_fail_cleanly() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "no external address",
+            soap_ok("GetExternalIPAddress", "<NewExternalIPAddress></NewExternalIPAddress>"),
+            "no usable external address",
+        ),
+        (
+            "0.0.0.0",
+            soap_ok(
+                "GetExternalIPAddress",
+                "<NewExternalIPAddress>0.0.0.0</NewExternalIPAddress>",
+            ),
+            "0.0.0.0",
+        ),
+        (
+            "not an address",
+            soap_ok(
+                "GetExternalIPAddress",
+                "<NewExternalIPAddress>a lot</NewExternalIPAddress>",
+            ),
+            "not an IP address",
+        ),
+        (
+            "wrong response element",
+            soap_ok("Other", ""),
+            "no GetExternalIPAddressResponse",
+        ),
+        (
+            "fault without code",
+            response("500 Internal Server Error", "<x/>"),
+            "500",
+        ),
+        ("fault with code", soap_fault(501, "ActionFailed"), "501"),
+    ];
+    for (name, answer, expect) in cases {
+        let desc = description(2, "WANIPConnection:2", "/ctl");
+        let server = FakeServer::start(std::sync::Arc::new(
+            move |req: &FakeRequest, s: &mut std::net::TcpStream, _: &std::sync::atomic::AtomicBool| {
+                use std::io::Write;
+                let reply = if req.method == "GET" {
+                    response("200 OK", &desc)
+                } else {
+                    answer.clone()
+                };
+                let _ = s.write_all(&reply);
+            },
+        ));
+        let t = technique_for(&server.url("/d.xml"), config());
+        let (_s, local) = socket();
+        let (r, took) = map(&t, local, SECOND);
+        let e = r.unwrap_err().to_string();
+        println!("{name:<24} {:>4} ms  {e}", took.as_millis());
+        assert!(e.contains(expect), "{name}: '{e}' does not say '{expect}'");
+    }
+}
+
+#[test]
+fn a_bad_reserved_port_is_an_error_not_a_mapping() {
+    let desc = description(2, "WANIPConnection:2", "/ctl");
+    let server = FakeServer::start(std::sync::Arc::new(
+        move |req: &FakeRequest, s: &mut std::net::TcpStream, _: &std::sync::atomic::AtomicBool| {
+            use std::io::Write;
+            let reply = match req.action.as_deref() {
+                None => response("200 OK", &desc),
+                Some("GetExternalIPAddress") => soap_ok(
+                    "GetExternalIPAddress",
+                    "<NewExternalIPAddress>203.0.113.7</NewExternalIPAddress>",
+                ),
+                Some(a) => soap_ok(a, "<NewReservedPort>0</NewReservedPort>"),
+            };
+            let _ = s.write_all(&reply);
+        },
+    ));
+    let t = technique_for(&server.url("/d.xml"), config());
+    let (_s, local) = socket();
+    let e = t.map_udp(local, deadline(SECOND)).unwrap_err().to_string();
+    assert!(e.contains("NewReservedPort"), "{e}");
+}
+
+#[test]
+fn ssdp_finds_the_gateway_that_answers() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let ssdp = FakeSsdp::start(vec![igd.url()]);
+    let mut c = config();
+    c.ssdp_addr = ssdp.addr;
+    let t = UpnpTechnique::with_config(c);
+    let (_s, local) = socket();
+    let (r, took) = map(&t, local, 2 * SECOND);
+    let mapping = r.unwrap();
+    println!("found by SSDP and mapped in {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(mapping.endpoints[0].addr.port(), local.port());
+    assert!(ssdp.searches() >= 4, "one M-SEARCH per target");
+}
+
+#[test]
+fn a_device_that_stalls_does_not_hold_up_the_gateway() {
+    // A device answers the search first and never serves its description; the gateway
+    // answering next is found all the same, long before the deadline.
+    let stall = silent();
+    let igd = FakeIgd::start(IgdOptions::default());
+    let ssdp = FakeSsdp::start(vec![stall.url("/desc.xml"), igd.url()]);
+    let mut c = config();
+    c.ssdp_addr = ssdp.addr;
+    let t = UpnpTechnique::with_config(c);
+    let (_s, local) = socket();
+    let (r, took) = map(&t, local, 3 * SECOND);
+    assert_eq!(r.unwrap().endpoints[0].addr.port(), local.port());
+    assert!(took < Duration::from_millis(500), "{took:?}");
+}
+
+#[test]
+fn ssdp_ignores_answers_pointing_elsewhere_and_silence_is_remembered() {
+    for location in [vec!["http://10.9.9.9:5000/rootDesc.xml".to_owned()], vec![]] {
+        let ssdp = FakeSsdp::start(location.clone());
+        let mut c = config();
+        c.ssdp_addr = ssdp.addr;
+        c.search_window = Duration::from_millis(400);
+        let t = UpnpTechnique::with_config(c);
+        let (_s, local) = socket();
+        let (r, took) = map(&t, local, 2 * SECOND);
+        let e = r.unwrap_err();
+        println!("{location:?}: {e} after {took:?}");
+        assert!(matches!(e, TechniqueError::TimedOut(_)), "{e}");
+        assert!(
+            took >= Duration::from_millis(350) && took < Duration::from_millis(800),
+            "{took:?}"
+        );
+        let searches = ssdp.searches();
+        // The next mapping fails at once, without searching again.
+        let (r, took) = map(&t, local, 2 * SECOND);
+        assert!(r.unwrap_err().to_string().contains("next search in"));
+        assert!(took < Duration::from_millis(50), "{took:?}");
+        assert_eq!(ssdp.searches(), searches);
+    }
+}
+
+#[test]
+fn a_search_cut_short_by_the_deadline_is_not_remembered() {
+    let ssdp = FakeSsdp::start(vec![]);
+    let mut c = config();
+    c.ssdp_addr = ssdp.addr;
+    let t = UpnpTechnique::with_config(c);
+    let (_s, local) = socket();
+    let (r, took) = map(&t, local, Duration::from_millis(200));
+    assert!(r.is_err());
+    assert!(took < Duration::from_millis(400), "{took:?}");
+    let (r, took) = map(&t, local, Duration::from_millis(200));
+    assert!(!r.unwrap_err().to_string().contains("next search in"));
+    assert!(took >= Duration::from_millis(150), "searched again: {took:?}");
+}
+
+#[test]
+fn a_gateway_that_stops_answering_is_searched_for_again() {
+    let first = FakeIgd::start(IgdOptions::default());
+    let ssdp = FakeSsdp::start(vec![first.url()]);
+    let mut c = config();
+    c.ssdp_addr = ssdp.addr;
+    let t = UpnpTechnique::with_config(c);
+    let (_a, la) = socket();
+    let ma = t.map_udp(la, deadline(2 * SECOND)).unwrap();
+    drop(ma);
+    // The gateway restarts elsewhere (miniupnpd picks a new port); the old one is gone.
+    let second = FakeIgd::start(IgdOptions {
+        external_ip: "203.0.113.102".into(),
+        ..IgdOptions::default()
+    });
+    *ssdp.locations.lock().unwrap() = vec![second.url()];
+    drop(first);
+    let (_b, lb) = socket();
+    let mb = t.map_udp(lb, deadline(2 * SECOND)).unwrap();
+    assert_eq!(mb.endpoints[0].addr, SocketAddr::from(([203, 0, 113, 102], lb.port())));
+    assert_eq!(second.entries().len(), 1);
+    assert!(t.gateway_info().unwrap().to_string().contains("203.0.113.102"));
+}
+
+#[test]
+fn a_lease_whose_gateway_went_silent_or_away_still_drops_promptly() {
+    // The deletion goes to a gateway that accepts and never answers: the drop waits for it at
+    // most the call timeout (twice if a renewal is under way).
+    let igd = FakeIgd::start(IgdOptions::default());
+    let mut c = config();
+    c.call_timeout = Duration::from_millis(300);
+    c.lease = Duration::from_secs(1);
+    let t = technique_for(&igd.url(), c);
+    let (_s, local) = socket();
+    let mapping = t.map_udp(local, deadline(SECOND)).unwrap();
+    igd.mute.store(true, std::sync::atomic::Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(600)); // a renewal is under way
+    let ((), took) = timed(|| drop(mapping));
+    println!("drop with a silent gateway took {took:?}");
+    assert!(took < Duration::from_millis(900), "drop took {took:?}");
+    // Gone altogether: connections refused, the deletion fails at once.
+    let (_s, local) = socket();
+    igd.mute.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mapping = t.map_udp(local, deadline(SECOND)).unwrap();
+    drop(igd);
+    let ((), took) = timed(|| drop(mapping));
+    assert!(took < Duration::from_millis(300), "drop took {took:?}");
+}
+
+#[test]
+fn errors_are_upnp_errors_underneath() {
+    let server = fixed(response("200 OK", "<root/>"));
+    let t = technique_for(&server.url("/"), config());
+    let e = t.find_gateway(deadline(SECOND)).unwrap_err();
+    assert!(matches!(e, UpnpError::Malformed { .. }), "{e:?}");
+}
