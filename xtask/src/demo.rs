@@ -58,12 +58,17 @@ pub fn run(natt: &Path) -> Result<()> {
     );
     let (l1, l2) = (format!("{srv1}:5483"), format!("{srv2}:5483"));
     let mut serve = lab.spawn("inet", &[natt_s.as_str(), "serve", "--listen", &l1, "--listen", &l2])?;
-    let first = serve
-        .stdout
-        .take()
-        .map(|o| BufReader::new(o).lines().next())
-        .ok_or_else(|| err("natt serve printed nothing"))?;
-    println!("    {}", first.and_then(|l| l.ok()).unwrap_or_default());
+    // Keep reading what it prints (so it never writes to a closed pipe); show the first line.
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = serve.stdout.take() {
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let first = rx.recv_timeout(Duration::from_secs(5)).ok();
+    println!("    {}", first.ok_or_else(|| err("natt serve printed nothing"))?);
 
     for (home, host) in [(1, "h1"), (2, "h2")] {
         say(

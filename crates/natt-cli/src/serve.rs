@@ -1,6 +1,7 @@
 //! `natt serve`: the simple hole-punch protocol and STUN on UDP and TCP at each address; with
 //! two addresses of one family, an RFC 5780 STUN server.
 
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -47,10 +48,13 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         } else {
             "simple, stun"
         };
+        // A closed stdout (a reader that went away) must not stop the server.
+        let mut out = io::stdout();
         for addr in server.udp_addresses() {
-            println!("serving udp {addr} ({kind})");
-            println!("serving tcp {addr} ({kind})");
+            let _ = writeln!(out, "serving udp {addr} ({kind})");
+            let _ = writeln!(out, "serving tcp {addr} ({kind})");
         }
+        let _ = out.flush();
         servers.push(server);
     }
     stop::wait(false)?;
