@@ -231,9 +231,9 @@ fn run_loop(
             .filter(|(_, d)| d.is_none())
             .filter_map(|(e, _)| e.poll_timeout())
             .fold(deadline, Instant::min);
-        socket.set_read_timeout(Some(deadline::wait_until(wake)))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
+        match deadline::recv_from_until(socket, &mut buf, wake) {
+            Ok(None) => {}
+            Ok(Some((n, from))) => {
                 let data = buf.get(..n).unwrap_or(&[]);
                 let now = Instant::now();
                 let claimed = exchanges

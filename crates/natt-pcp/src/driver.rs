@@ -67,11 +67,9 @@ pub(crate) fn drive(
         if stop.is_some() {
             wake = wake.min(now + STOP_POLL);
         }
-        if let Err(e) = socket.set_read_timeout(Some(deadline::wait_until(wake))) {
-            return Driven::Done(Err(PcpError::io("setting a socket timeout", e)));
-        }
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
+        match deadline::recv_from_until(socket, &mut buf, wake) {
+            Ok(None) => {}
+            Ok(Some((n, from))) => {
                 let data = buf.get(..n).unwrap_or(&[]);
                 if !tx.handle_datagram(Instant::now(), from, data) {
                     log::debug!("ignoring {n} bytes from {from}: not an answer to this request");
