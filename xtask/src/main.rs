@@ -13,6 +13,10 @@ use xtask::tasks;
 const USAGE: &str = "\
 cargo xtask test                      build, then run every test without network (lab tests as root)
 cargo xtask ci                        fmt check + clippy -D warnings + test
+cargo xtask fuzz [--seconds N] [TARGET...]
+                                      build and run the cargo-fuzz targets (fuzz/README.md); --list
+cargo xtask bench [--quick] [--only SECTION,...] [--out FILE]
+                                      NAT lab benchmarks (root): markdown report, bench/RESULTS.md
 
 cargo xtask lab up TOPOLOGY... [--delay MS] [--loss PCT]
                                       build a lab (tears down leftovers of the prefix first)
@@ -50,6 +54,8 @@ fn run(args: &[String]) -> Result<u8> {
         "lab" => lab_command(rest),
         "test" => tasks::test().map(|()| 0),
         "ci" => tasks::ci().map(|()| 0),
+        "fuzz" => xtask::fuzz::run(rest).map(|()| 0),
+        "bench" => bench_command(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(0)
@@ -80,7 +86,7 @@ fn lab_command(args: &[String]) -> Result<u8> {
                 if verb == "demo" {
                     tasks::build_natt()?; // cargo may fetch crates: before isolating
                 }
-                return reexec_isolated(args);
+                return reexec_isolated("lab", args);
             }
             let prefix = lab::prefix_from_env()?;
             match verb.as_str() {
@@ -132,10 +138,34 @@ fn lab_command(args: &[String]) -> Result<u8> {
     }
 }
 
-/// Runs this same command again inside a fresh network namespace with only loopback.
-fn reexec_isolated(args: &[String]) -> Result<u8> {
+/// `cargo xtask bench`: builds natt and xtask in release mode, then runs the benchmarks as root
+/// inside `unshare --net`, as the lab verbs run.
+fn bench_command(args: &[String]) -> Result<u8> {
+    let Some(opts) = xtask::bench::Options::parse(args)? else {
+        println!("{}", xtask::bench::USAGE);
+        return Ok(0);
+    };
+    if !isolation::is_root() {
+        return Err(err(
+            "cargo xtask bench runs in the NAT lab, which needs root (network namespaces, iptables)",
+        ));
+    }
+    if !isolation::is_isolated() {
+        if env::var_os(ISOLATED_ENV).is_some() {
+            return Err(err("re-executed under unshare --net but still not isolated"));
+        }
+        setup::install_missing()?; // apt and cargo need the machine's network: before isolating
+        tasks::build_natt_release()?;
+        return reexec_isolated("bench", args);
+    }
+    let (natt, tool) = tasks::release_binaries();
+    xtask::bench::run(&opts, &natt, &tool).map(|()| 0)
+}
+
+/// Runs `xtask TASK ARGS...` again inside a fresh network namespace with only loopback.
+fn reexec_isolated(task: &str, args: &[String]) -> Result<u8> {
     let exe = env::current_exe()?;
-    let mut argv = vec!["lab".to_string()];
+    let mut argv = vec![task.to_string()];
     argv.extend(args.iter().cloned());
     let status = isolation::isolated_command(exe.as_os_str(), &argv, false)
         .status()

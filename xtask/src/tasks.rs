@@ -34,7 +34,32 @@ pub fn build_natt() -> Result<()> {
         .current_dir(workspace_root())
         .status()
         .map_err(|e| err(format!("cannot run cargo: {e}")))?;
-    if status.success() { Ok(()) } else { Err(err("cargo build -p natt-cli failed")) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(err("cargo build -p natt-cli failed"))
+    }
+}
+
+/// The release builds `cargo xtask bench` uses: natt, and xtask (the lab's helper tool, whose
+/// load generator should not be the bottleneck).
+pub fn release_binaries() -> (PathBuf, PathBuf) {
+    let dir = workspace_root().join("target/release");
+    (dir.join("natt"), dir.join("xtask"))
+}
+
+/// Builds natt and xtask in release mode (see [`release_binaries`]).
+pub fn build_natt_release() -> Result<()> {
+    let status = Command::new(cargo())
+        .args(["build", "--release", "--quiet", "-p", "natt-cli", "-p", "xtask"])
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| err(format!("cannot run cargo: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(err("cargo build --release -p natt-cli -p xtask failed"))
+    }
 }
 
 fn cargo() -> OsString {

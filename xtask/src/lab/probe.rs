@@ -99,6 +99,8 @@ pub fn main(args: &[String]) -> Result<i32> {
         "stun" => stun(&a),
         "rtt" => rtt(&a),
         "spoof" => spoof(&a),
+        // Hidden: the load generator of `cargo xtask bench` (src/bench/load.rs).
+        "load" => crate::bench::load::main(&a),
         other => Err(err(format!("unknown probe '{other}'"))),
     }
 }
