@@ -44,6 +44,16 @@ impl Worker {
 
     /// Stops the thread and waits for it.
     pub fn stop(&mut self) {
+        self.signal();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Tells the thread to stop and wakes it, without waiting for it: for servers with several
+    /// threads on one socket, which signal all before joining any (a wake-up may reach a
+    /// sibling thread, which then finds its own stop flag set too).
+    pub fn signal(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(addr) = self.wake.take().map(reachable) {
             if self.tcp {
@@ -58,9 +68,6 @@ impl Worker {
                     let _ = s.send_to(&[], addr);
                 }
             }
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use natt_core::service::{Worker, accept_loop, recv_loop};
@@ -26,6 +27,10 @@ pub const TCP_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_TCP_CLIENTS: usize = 64;
 /// The most requests answered on one TCP connection.
 pub const MAX_REQUESTS_PER_CONNECTION: usize = 16;
+/// The most threads receiving on one UDP socket.
+pub const MAX_UDP_THREADS: usize = 4;
+/// The receive buffer asked for each UDP socket.
+pub const RECV_BUFFER_BYTES: usize = 4 << 20;
 /// Bytes read to tell STUN from another protocol on a stream.
 pub const STREAM_HEAD_LEN: usize = 8;
 
@@ -152,7 +157,15 @@ impl StunServer {
         alternate: Option<IpAddr>,
         other: Option<Arc<dyn OtherProtocol>>,
     ) -> Result<Self, ServerError> {
-        let bind_udp = |addr: SocketAddr| UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source });
+        let bind_udp = |addr: SocketAddr| {
+            let socket = UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            // Bursts from many clients overflow the default receive buffer (about 200 KiB) long
+            // before the CPU is busy; the kernel caps this at net.core.rmem_max.
+            if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER_BYTES) {
+                log::debug!("cannot enlarge the receive buffer of {addr}: {e}");
+            }
+            Ok::<_, ServerError>(socket)
+        };
         let first = bind_udp(primary)?;
         let primary = first
             .local_addr()
@@ -181,24 +194,30 @@ impl StunServer {
         let answered = Arc::new(AtomicU64::new(0));
         let udp = Arc::new(udp);
         let mut workers = Vec::new();
+        // Several threads receive on each UDP socket (the kernel hands each datagram to one),
+        // so answering uses every core.
+        let threads = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_UDP_THREADS));
         for (on, &addr) in layout.addrs.iter().enumerate() {
-            let (udp, layout_c, other_c, count) =
-                (Arc::clone(&udp), layout.clone(), other.clone(), Arc::clone(&answered));
-            workers.push(
-                Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
-                    let Some(socket) = udp.get(on) else { return };
-                    recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {
-                        if let Some((via, to, reply)) = answer(&layout_c, on, from, data, other_c.as_deref(), false) {
-                            count.fetch_add(1, Ordering::Relaxed);
-                            let sock = udp.get(via).unwrap_or(socket);
-                            if let Err(e) = sock.send_to(&reply, to) {
-                                log::debug!("reply to {to} failed: {e}");
+            for _ in 0..threads {
+                let (udp, layout_c, other_c, count) =
+                    (Arc::clone(&udp), layout.clone(), other.clone(), Arc::clone(&answered));
+                workers.push(
+                    Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
+                        let Some(socket) = udp.get(on) else { return };
+                        recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {
+                            if let Some((via, to, reply)) = answer(&layout_c, on, from, data, other_c.as_deref(), false)
+                            {
+                                count.fetch_add(1, Ordering::Relaxed);
+                                let sock = udp.get(via).unwrap_or(socket);
+                                if let Err(e) = sock.send_to(&reply, to) {
+                                    log::debug!("reply to {to} failed: {e}");
+                                }
                             }
-                        }
+                        })
                     })
-                })
-                .map_err(ServerError::Thread)?,
-            );
+                    .map_err(ServerError::Thread)?,
+                );
+            }
             let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
             let (layout_c, other_c, count) = (layout.clone(), other.clone(), Arc::clone(&answered));
             workers.push(
@@ -240,6 +259,9 @@ impl StunServer {
 
 impl Drop for StunServer {
     fn drop(&mut self) {
+        for w in &mut self.workers {
+            w.signal();
+        }
         for w in &mut self.workers {
             w.stop();
         }
