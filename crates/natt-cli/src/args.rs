@@ -27,6 +27,30 @@ pub enum Command {
     Punch(PunchArgs),
 }
 
+/// Which techniques to use, and their servers: the same flags for map, probe and punch.
+#[derive(Debug, Args)]
+pub struct TechniqueArgs {
+    /// A simple hole-punch server, such as `natt serve` (repeatable).
+    #[arg(long = "simple", value_name = "ADDR")]
+    pub simple: Vec<SocketAddr>,
+    /// A STUN server (repeatable); for `probe`, the first is used for RFC 5780 behaviour
+    /// discovery.
+    #[arg(long = "stun", value_name = "ADDR")]
+    pub stun: Vec<SocketAddr>,
+    /// Do not use UPnP.
+    #[arg(long)]
+    pub no_upnp: bool,
+    /// Do not use PCP or NAT-PMP.
+    #[arg(long)]
+    pub no_pcp: bool,
+    /// The PCP / NAT-PMP gateway (default: the default route's router, port 5351).
+    #[arg(long = "pcp", value_name = "ADDR")]
+    pub pcp: Option<SocketAddr>,
+    /// A gateway to speak NAT-PMP only to (tests).
+    #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
+    pub nat_pmp: Option<SocketAddr>,
+}
+
 /// `natt punch`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("proto").required(true).args(["udp", "tcp"])))]
@@ -40,18 +64,9 @@ pub struct PunchArgs {
     /// Local port to bind (default: any).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port: u16,
-    /// A STUN server (repeatable).
-    #[arg(long = "stun", value_name = "ADDR")]
-    pub stun: Vec<SocketAddr>,
-    /// A simple hole-punch server (repeatable).
-    #[arg(long = "simple", value_name = "ADDR")]
-    pub simple: Vec<SocketAddr>,
-    /// Do not use UPnP.
-    #[arg(long)]
-    pub no_upnp: bool,
-    /// Do not use PCP or NAT-PMP.
-    #[arg(long)]
-    pub no_pcp: bool,
+    /// The techniques to use and their servers.
+    #[command(flatten)]
+    pub techniques: TechniqueArgs,
     /// Where to write our token: a file (written whole, atomically) or `-` for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub token_out: String,
@@ -86,24 +101,9 @@ pub struct ServeArgs {
 /// `natt probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// A STUN server (repeatable); the first is used for RFC 5780 behaviour discovery.
-    #[arg(long = "stun", value_name = "ADDR")]
-    pub stun: Vec<SocketAddr>,
-    /// A simple hole-punch server (repeatable).
-    #[arg(long = "simple", value_name = "ADDR")]
-    pub simple: Vec<SocketAddr>,
-    /// Do not use UPnP.
-    #[arg(long)]
-    pub no_upnp: bool,
-    /// Do not use PCP or NAT-PMP.
-    #[arg(long)]
-    pub no_pcp: bool,
-    /// The PCP / NAT-PMP gateway (default: the default route's router, port 5351).
-    #[arg(long = "pcp", value_name = "ADDR")]
-    pub pcp: Option<SocketAddr>,
-    /// A gateway to speak NAT-PMP only to (tests).
-    #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
-    pub nat_pmp: Option<SocketAddr>,
+    /// The techniques to use and their servers.
+    #[command(flatten)]
+    pub techniques: TechniqueArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -125,24 +125,9 @@ pub struct MapArgs {
     /// Local port to bind (default: any).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port: u16,
-    /// A simple hole-punch server, such as `natt serve` (repeatable).
-    #[arg(long = "simple", value_name = "ADDR")]
-    pub simple: Vec<SocketAddr>,
-    /// A STUN server (repeatable).
-    #[arg(long = "stun", value_name = "ADDR")]
-    pub stun: Vec<SocketAddr>,
-    /// Do not use UPnP.
-    #[arg(long)]
-    pub no_upnp: bool,
-    /// Do not use PCP or NAT-PMP.
-    #[arg(long)]
-    pub no_pcp: bool,
-    /// The PCP / NAT-PMP gateway (default: the default route's router, port 5351).
-    #[arg(long = "pcp", value_name = "ADDR")]
-    pub pcp: Option<SocketAddr>,
-    /// A gateway to speak NAT-PMP only to (tests).
-    #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
-    pub nat_pmp: Option<SocketAddr>,
+    /// The techniques to use and their servers.
+    #[command(flatten)]
+    pub techniques: TechniqueArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

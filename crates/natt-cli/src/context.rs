@@ -4,36 +4,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::args::TechniqueArgs;
 use natt::{HolePunchServerAddr, MappingContext, MappingTechnique, UpnpConfig, UpnpTechnique};
 
 /// The lifetime PCP / NAT-PMP mappings ask for, in seconds (default 7200): for trying renewal
 /// by hand and in the lab.
 pub const PCP_LIFETIME_ENV: &str = "NATT_PCP_LIFETIME_SECS";
 
-/// What a command may choose of the techniques.
-#[derive(Debug, Default)]
-pub struct Choice<'a> {
-    /// Simple-protocol servers.
-    pub simple: &'a [SocketAddr],
-    /// STUN servers.
-    pub stun: &'a [SocketAddr],
-    /// Leave UPnP out.
-    pub no_upnp: bool,
-    /// Leave PCP and NAT-PMP out.
-    pub no_pcp: bool,
-    /// The PCP gateway, instead of the default route's router.
-    pub pcp: Option<SocketAddr>,
-    /// A gateway to speak NAT-PMP only to.
-    pub nat_pmp: Option<SocketAddr>,
-    /// How long mapping may take.
-    pub timeout: Duration,
-}
-
-/// The context for `choice`; an error names a server no technique of this build can use.
-pub fn build(choice: &Choice<'_>) -> Result<MappingContext, String> {
-    let mc = MappingContext::new()
-        .map_err(|e| e.to_string())?
-        .with_timeout(choice.timeout);
+/// The context the technique flags ask for, mapping within `timeout`, and its UPnP technique
+/// (for reports on the gateway); an error names a server no technique of this build can use.
+pub fn build(
+    choice: &TechniqueArgs,
+    timeout: Duration,
+) -> Result<(MappingContext, Option<Arc<UpnpTechnique>>), String> {
+    let mc = MappingContext::new().map_err(|e| e.to_string())?.with_timeout(timeout);
     if choice.no_upnp {
         mc.remove_technique("upnp");
     }
@@ -68,7 +52,8 @@ pub fn build(choice: &Choice<'_>) -> Result<MappingContext, String> {
             return Err(format!("no technique of this build of natt can use {server:?}"));
         }
     }
-    Ok(mc)
+    let upnp = configure_upnp(&mc)?;
+    Ok((mc, upnp))
 }
 
 /// Seconds from environment variable `name`, if it is set.

@@ -6,22 +6,13 @@ use std::time::Instant;
 use natt::{MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, PortMappings};
 
 use crate::args::MapArgs;
-use crate::context::{self, Choice};
+use crate::context;
 use crate::output::{self, MapReport};
 use crate::stop;
 
 /// Maps, prints, and releases (after holding, with `--hold`).
 pub fn run(args: &MapArgs) -> Result<(), String> {
-    let mc = context::build(&Choice {
-        simple: &args.simple,
-        stun: &args.stun,
-        no_upnp: args.no_upnp,
-        no_pcp: args.no_pcp,
-        pcp: args.pcp,
-        nat_pmp: args.nat_pmp,
-        timeout: context::seconds(args.timeout)?,
-    })?;
-    context::configure_upnp(&mc)?;
+    let (mc, _) = context::build(&args.techniques, context::seconds(args.timeout)?)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let start = Instant::now();
     // The socket must stay open while the mapping is held.

@@ -11,31 +11,29 @@ use natt::stun::transaction::DEFAULT_RTO;
 use natt::{MappedUdpSocket, TechniqueOutcome};
 
 use crate::args::ProbeArgs;
-use crate::context::{self, Choice};
+use crate::context;
 use crate::output::{self, PcpReport, ProbeReport, TechniqueReport};
 
 /// Probes and prints the report.
 pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
-    let mc = context::build(&Choice {
-        simple: &args.simple,
-        stun: &args.stun,
-        no_upnp: args.no_upnp,
-        no_pcp: args.no_pcp,
-        pcp: args.pcp,
-        nat_pmp: args.nat_pmp,
-        timeout,
-    })?;
-    let upnp = context::configure_upnp(&mc)?;
+    let (mc, upnp) = context::build(&args.techniques, timeout)?;
     let start = Instant::now();
     let deadline = start + timeout;
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let pcp_gateway = pcp_gateway(args);
     let (mapped, behaviour, tcp, pcp) = thread::scope(|scope| {
-        let behaviour =
-            scope.spawn(|| (!args.stun.is_empty()).then(|| discover_udp(&args.stun, any.ip(), DEFAULT_RTO, deadline)));
+        let behaviour = scope.spawn(|| {
+            (!args.techniques.stun.is_empty())
+                .then(|| discover_udp(&args.techniques.stun, any.ip(), DEFAULT_RTO, deadline))
+        });
         // TCP mapping behaviour against the first STUN server (RFC 5780 tests I-III over TCP).
-        let tcp = scope.spawn(|| args.stun.first().map(|&s| discover_tcp_mapping(s, any.ip(), deadline)));
+        let tcp = scope.spawn(|| {
+            args.techniques
+                .stun
+                .first()
+                .map(|&s| discover_tcp_mapping(s, any.ip(), deadline))
+        });
         // Which protocol the PCP / NAT-PMP gateway answers, even when it maps nothing.
         let pcp = scope.spawn(|| pcp_gateway.map(|(g, only)| (g, natt::pcp::probe(g, only, deadline))));
         let mapped = MappedUdpSocket::bind(any, &mc);
@@ -100,12 +98,15 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
 
 /// The PCP / NAT-PMP gateway to ask and the protocol it is restricted to; `None` without PCP.
 fn pcp_gateway(args: &ProbeArgs) -> Option<(SocketAddr, Option<Version>)> {
-    if args.no_pcp {
+    if args.techniques.no_pcp {
         None
-    } else if let Some(g) = args.nat_pmp {
+    } else if let Some(g) = args.techniques.nat_pmp {
         Some((g, Some(Version::NatPmp)))
     } else {
-        args.pcp.or_else(natt::pcp::default_gateway).map(|g| (g, None))
+        args.techniques
+            .pcp
+            .or_else(natt::pcp::default_gateway)
+            .map(|g| (g, None))
     }
 }
 

@@ -17,7 +17,7 @@ use natt::{
 };
 
 use crate::args::PunchArgs;
-use crate::context::{self, Choice};
+use crate::context;
 use crate::output;
 
 /// `natt punch --json`: `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp"}`.
@@ -32,15 +32,7 @@ struct PunchReport {
 pub fn run(args: &PunchArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
     let linger = context::seconds(args.linger)?;
-    let mc = context::build(&Choice {
-        simple: &args.simple,
-        stun: &args.stun,
-        no_upnp: args.no_upnp,
-        no_pcp: args.no_pcp,
-        timeout: context::seconds(args.map_timeout)?,
-        ..Choice::default()
-    })?;
-    context::configure_upnp(&mc)?;
+    let (mc, _) = context::build(&args.techniques, context::seconds(args.map_timeout)?)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let mut stdin = io::stdin().lock();
     if args.udp {
