@@ -86,12 +86,27 @@ fn exchange(
     text.trim().parse().map_err(|e| format!("bad peer token: {e}"))
 }
 
-/// Writes `text` to a temporary file beside `path`, then renames it, so a reader never sees a
-/// partial token.
+/// Writes the token to `path`. A regular file (or a new one) is written beside `path` and
+/// renamed over it, so a reader polling the file never sees a partial token. Anything else
+/// (`/dev/null`, a FIFO, `/dev/stdout`) is written in place: renaming over it would replace the
+/// device or pipe with a regular file.
 fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .write_all(text.as_bytes());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 /// Waits until `path` exists and holds a line, then returns it.
@@ -194,4 +209,49 @@ fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = printer.join();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("natt-cli-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn token_file_is_replaced_whole() {
+        let dir = scratch("regular");
+        let path = dir.join("token");
+        fs::write(&path, "old token that is longer\n").unwrap();
+        write_atomically(&path, "natt1.new\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.new\n");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Regression: `--token-out /dev/null` used to rename a regular file over `/dev/null`.
+    /// A FIFO stands in for the device: it must still be a FIFO afterwards, and its reader
+    /// must get the token.
+    #[test]
+    fn token_written_into_a_fifo_keeps_the_fifo() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = scratch("fifo");
+        let path = dir.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        let reader_path = path.clone();
+        let reader = thread::spawn(move || fs::read_to_string(reader_path).unwrap());
+        write_atomically(&path, "natt1.token\n").unwrap();
+        // Checked before joining: had the FIFO been replaced, the reader would wait forever.
+        assert!(fs::metadata(&path).unwrap().file_type().is_fifo());
+        assert_eq!(reader.join().unwrap(), "natt1.token\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
