@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, Secret};
 use natt_core::{MappedSocketAddr, UdpExchange};
 use natt_punch::keys::SessionKeys;
-use natt_punch::tcp_wire::{self, FRAME_LEN, Frame, HELLO_NONCE_LEN};
+use natt_punch::tcp_wire::{self, FRAME_LEN, Frame};
 use natt_punch::udp::{MAX_TARGETS, UdpPuncher};
 use natt_punch::udp_wire::{self, FLAG_CONFIRMED, FLAG_DONE, Kind, MESSAGE_LEN, Message, NONCE_LEN};
 
@@ -94,20 +94,13 @@ fn udp_message(ours: &SessionKeys, theirs: &SessionKeys, data: &[u8]) {
 }
 
 fn tcp_frame(ours: &SessionKeys, theirs: &SessionKeys, input: &mut Input<'_>) {
-    let n0: [u8; HELLO_NONCE_LEN] = input.array();
-    let n1: [u8; HELLO_NONCE_LEN] = input.array();
     let frame: [u8; FRAME_LEN] = input.array();
-    for nonces in [None, Some((&n0, &n1))] {
-        for (me, peer) in [(ours, theirs), (theirs, ours)] {
-            match tcp_wire::open(me, &frame, nonces) {
-                Some(Frame::Hello(n)) => assert_eq!(frame, tcp_wire::hello(peer, &n), "opened a forged hello"),
-                Some(f @ (Frame::Choose | Frame::Ack)) => {
-                    let (a, b) = nonces.expect("a decision without nonces");
-                    assert_eq!(frame, tcp_wire::decision(peer, a, b), "opened a forged {f:?}");
-                    assert_eq!(f == Frame::Choose, peer.role == 0);
-                }
-                None => {}
-            }
+    for (me, peer) in [(ours, theirs), (theirs, ours)] {
+        if let Some(f) = tcp_wire::open(me, &frame) {
+            // Only the peer's own frame opens: same bytes as it would sign with that nonce.
+            let nonce: [u8; tcp_wire::NONCE_LEN] = *frame[16..32].first_chunk().expect("16 bytes");
+            assert_eq!(frame, tcp_wire::ours(peer, &nonce), "opened a forged {f:?}");
+            assert_eq!(f == Frame::Choose, peer.role == 0);
         }
     }
 }
@@ -232,13 +225,8 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         flags: FLAG_CONFIRMED,
         nonce: [8; NONCE_LEN],
     };
-    let (n0, n1) = if theirs.role == 0 {
-        ([3; 16], [4; 16])
-    } else {
-        ([4; 16], [3; 16])
-    };
     let udp = |m: &Message| Script::new().u8(0).raw(&udp_wire::encode(&theirs, m)).build();
-    let tcp = |f: [u8; FRAME_LEN]| Script::new().u8(0x40).raw(&n0).raw(&n1).raw(&f).build();
+    let tcp = |f: [u8; FRAME_LEN]| Script::new().u8(0x40).raw(&f).build();
     // Puncher scripts: from index 1 is the peer's STUN endpoint, 3 a port no server saw.
     let genuine = |s: Script, from: u8, kind: u8, idx: u8| s.u8(op::GENUINE).u8(from).u8(kind).u8(idx).raw(&[0; 12]);
     let both_at_once = genuine(
@@ -292,8 +280,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     vec![
         ("udp-probe".into(), udp(&probe)),
         ("udp-reply-confirmed".into(), udp(&reply)),
-        ("tcp-hello".into(), tcp(tcp_wire::hello(&theirs, &[9; 16]))),
-        ("tcp-decision".into(), tcp(tcp_wire::decision(&theirs, &n0, &n1))),
+        ("tcp-frame".into(), tcp(tcp_wire::ours(&theirs, &[9; 16]))),
         ("puncher-both-at-once".into(), both_at_once),
         ("puncher-late-reflexive".into(), late_and_reflexive),
         ("puncher-timeouts-v6".into(), timeouts),

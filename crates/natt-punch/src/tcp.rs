@@ -1,10 +1,11 @@
 //! TCP hole punching: [`tcp_punch_hole`] connects from the mapped, reusable socket's port to
 //! every peer endpoint at once, again and again until a connection is up (the peers' SYNs cross
 //! in their NATs: a simultaneous open), while also accepting on that port. Every stream that
-//! comes up runs the authenticated handshake of [`crate::tcp_wire`]; role 0 chooses one stream
-//! and role 1 acknowledges it, so both sides end up with the same single stream and close the
-//! others.
+//! comes up runs the authenticated handshake of [`crate::tcp_wire`], one frame each way: role 1
+//! sends a hello on every stream, role 0 sends choose on the first stream up, so both sides end
+//! up with the same single stream half a round trip after it connects, and close the others.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -21,11 +22,32 @@ use natt_core::reuse::reusable_tcp_socket;
 
 use crate::error::PunchError;
 use crate::keys::SessionKeys;
-use crate::tcp_wire::{self, FRAME_LEN, Frame, HELLO_NONCE_LEN};
+use crate::tcp_wire::{self, FRAME_LEN, Frame, NONCE_LEN};
 use crate::udp::order_targets;
 
-/// How long connections to the peer's local addresses go alone before the others start.
+/// How long, from the start, role 0 chooses only a stream with one of the peer's local
+/// addresses (when the peer has any).
 pub const LOCAL_HEAD_START: Duration = Duration::from_millis(20);
+
+/// Which streams role 0 may choose when: local ones only, until `until`.
+struct Preference {
+    locals: Vec<SocketAddr>,
+    until: Instant,
+}
+
+impl Preference {
+    fn allows(&self, peer: SocketAddr) -> bool {
+        self.locals.is_empty() || self.locals.contains(&peer) || Instant::now() >= self.until
+    }
+
+    /// How long to wait for events at most, so that the end of the head start is noticed.
+    fn wait(&self, left: Duration) -> Duration {
+        match self.until.checked_duration_since(Instant::now()) {
+            Some(d) if !self.locals.is_empty() && !d.is_zero() => left.min(d),
+            _ => left,
+        }
+    }
+}
 
 /// The peer's local-interface endpoints.
 fn local_targets(endpoints: &[natt_core::MappedSocketAddr]) -> Vec<SocketAddr> {
@@ -41,12 +63,19 @@ const POLL: Duration = Duration::from_millis(2);
 /// Threads waiting on a stream check this often whether the punch is over.
 const SLICE: Duration = Duration::from_millis(100);
 
-/// A stream whose hellos have been exchanged.
-struct Ready {
-    stream: TcpStream,
-    peer: SocketAddr,
-    n0: [u8; HELLO_NONCE_LEN],
-    n1: [u8; HELLO_NONCE_LEN],
+/// How long role 0 waits for the peer's hello on the stream it chose before it chooses another
+/// stream that has shown one. The peer sends its hello as soon as a stream is up, so this only
+/// matters when the chosen stream leads somewhere else (a stale address that accepted).
+const SWITCH_AFTER: Duration = Duration::from_secs(1);
+
+/// What role 0's stream threads tell the chooser.
+enum Event {
+    /// A stream is up (a clone of it, to write choose on).
+    Up(u64, TcpStream, SocketAddr),
+    /// A valid hello arrived on stream `id`.
+    Hello(u64),
+    /// Stream `id` failed, or something other than our peer is at its other end.
+    Failed(u64),
 }
 
 /// Performs a TCP rendezvous connect. `socket` should come from a `MappedTcpSocket` (bound,
@@ -89,37 +118,34 @@ pub fn tcp_punch_hole(
     let listener: TcpListener = socket.into();
     listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+    let (events_tx, events_rx) = mpsc::channel::<Event>();
     let (chosen_tx, chosen_rx) = mpsc::channel::<(TcpStream, SocketAddr)>();
     let ctx = Ctx {
         keys: Arc::clone(&keys),
         stop: Arc::clone(&stop),
         deadline,
-        ready: ready_tx,
+        events: events_tx,
         chosen: chosen_tx,
+        next_id: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     };
     spawn("natt-punch-accept", {
         let ctx = ctx.clone();
         move || accept(&listener, &ctx)
     })?;
-    // Local addresses come first: give them a head start, so that peers on one network
-    // connect directly rather than through their router.
-    let locals = local_targets(&their_pub_rendezvous_info.endpoints);
     for target in targets {
         let ctx = ctx.clone();
-        let wait = if locals.contains(&target) || locals.is_empty() {
-            Duration::ZERO
-        } else {
-            LOCAL_HEAD_START
-        };
-        spawn("natt-punch-connect", move || {
-            thread::sleep(wait);
-            connect(local, target, &ctx)
-        })?;
+        spawn("natt-punch-connect", move || connect(local, target, &ctx))?;
     }
     drop(ctx);
     let result = if keys.role == 0 {
-        choose(&keys, &ready_rx, deadline)
+        // Local addresses come first: for a head start, only a stream with one of them may be
+        // chosen, so that peers on one network connect directly rather than through their
+        // router. Over the internet no stream is up that soon, so this costs nothing there.
+        let locals = Preference {
+            locals: local_targets(&their_pub_rendezvous_info.endpoints),
+            until: Instant::now() + LOCAL_HEAD_START,
+        };
+        choose(&keys, &events_rx, &locals, deadline)
     } else {
         chosen_rx
             .recv_timeout(deadline::wait_until(deadline))
@@ -139,8 +165,9 @@ struct Ctx {
     keys: Arc<SessionKeys>,
     stop: Arc<AtomicBool>,
     deadline: Instant,
-    ready: Sender<Ready>,
+    events: Sender<Event>,
     chosen: Sender<(TcpStream, SocketAddr)>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Ctx {
@@ -153,27 +180,77 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
     thread::Builder::new().name(name.into()).spawn(f).map(drop)
 }
 
-/// Role 0: chooses the first stream whose hellos are through, and waits for the ack; tries the
-/// next stream if that one fails.
+/// Role 0: sends choose on the first stream that comes up, and takes it when the peer's hello
+/// arrives on it. If that stream fails, or stays silent for [`SWITCH_AFTER`] while another has
+/// shown a hello, chooses another.
 fn choose(
     keys: &SessionKeys,
-    ready: &Receiver<Ready>,
+    events: &Receiver<Event>,
+    prefer: &Preference,
     deadline: Instant,
 ) -> Result<(TcpStream, SocketAddr), PunchError> {
+    let mut up: HashMap<u64, (TcpStream, SocketAddr)> = HashMap::new();
+    let mut hello: HashSet<u64> = HashSet::new();
+    let mut chosen: Option<(u64, Instant)> = None;
     let mut last = String::from("no stream came up");
+    let send_choose = |stream: &mut TcpStream| stream.write_all(&tcp_wire::ours(keys, &rand::random()));
     while let Some(left) = deadline::remaining(deadline) {
-        let Ok(mut r) = ready.recv_timeout(left) else {
-            break;
-        };
-        let attempt = (|| -> io::Result<bool> {
-            r.stream.write_all(&tcp_wire::decision(keys, &r.n0, &r.n1))?;
-            let frame = read_frame(&mut r.stream, deadline, &AtomicBool::new(false))?;
-            Ok(tcp_wire::open(keys, &frame, Some((&r.n0, &r.n1))) == Some(Frame::Ack))
-        })();
-        match attempt {
-            Ok(true) => return Ok((r.stream, r.peer)),
-            Ok(false) => last = format!("{}: no valid ack", r.peer),
-            Err(e) => last = format!("{}: {e}", r.peer),
+        match events.recv_timeout(prefer.wait(left.min(SLICE))) {
+            Ok(Event::Up(id, stream, peer)) => {
+                up.insert(id, (stream, peer));
+            }
+            Ok(Event::Hello(id)) => {
+                hello.insert(id);
+            }
+            Ok(Event::Failed(id)) => {
+                if let Some((_, peer)) = up.remove(&id) {
+                    last = format!("{peer}: failed, or not our peer");
+                }
+                hello.remove(&id);
+                if chosen.is_some_and(|(c, _)| c == id) {
+                    chosen = None;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Done: the chosen stream has shown the peer's hello.
+        if let Some((c, _)) = chosen
+            && hello.contains(&c)
+            && let Some(done) = up.remove(&c)
+        {
+            return Ok(done);
+        }
+        let silent = chosen.is_some_and(|(_, at)| at.elapsed() >= SWITCH_AFTER);
+        if chosen.is_none() || silent {
+            // Prefer a stream that has shown a hello (done at once), else the first one up.
+            let allowed = |id: &u64| up.get(id).is_some_and(|(_, peer)| prefer.allows(*peer));
+            let next = hello.iter().copied().filter(allowed).min().or_else(|| {
+                if silent {
+                    None
+                } else {
+                    up.keys().copied().filter(allowed).min()
+                }
+            });
+            if let Some(id) = next
+                && let Some((stream, peer)) = up.get_mut(&id)
+            {
+                match send_choose(stream) {
+                    Ok(()) => {
+                        log::trace!("{peer}: choose sent");
+                        chosen = Some((id, Instant::now()));
+                        if hello.contains(&id)
+                            && let Some(done) = up.remove(&id)
+                        {
+                            return Ok(done);
+                        }
+                    }
+                    Err(e) => {
+                        last = format!("{peer}: {e}");
+                        up.remove(&id);
+                    }
+                }
+            }
         }
     }
     Err(PunchError::TimedOut(last))
@@ -263,54 +340,46 @@ fn attempt(local: SocketAddr, target: SocketAddr, ctx: &Ctx) -> io::Result<Optio
     }
 }
 
-/// Exchanges hellos on a new stream; role 0 hands it to the chooser, role 1 waits for a
-/// choose on it.
+/// Runs the handshake on a new stream. Role 1 sends its hello and hands the stream over if a
+/// valid choose arrives; role 0 reports the stream to the chooser and whether the peer's hello
+/// arrives on it.
 fn handshake(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
-    let result = (|| -> io::Result<Option<Ready>> {
-        stream.set_nodelay(true)?;
-        let ours: [u8; HELLO_NONCE_LEN] = rand::random();
-        stream.write_all(&tcp_wire::hello(&ctx.keys, &ours))?;
-        log::trace!("{peer}: hello sent");
-        let frame = read_frame(&mut stream, ctx.deadline, &ctx.stop)?;
-        log::trace!("{peer}: frame read");
-        let Some(Frame::Hello(theirs)) = tcp_wire::open(&ctx.keys, &frame, None) else {
-            return Ok(None);
-        };
-        let (n0, n1) = if ctx.keys.role == 0 {
-            (ours, theirs)
-        } else {
-            (theirs, ours)
-        };
-        Ok(Some(Ready { stream, peer, n0, n1 }))
-    })();
-    let mut ready = match result {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            log::debug!("{peer}: not our peer");
-            return;
-        }
-        Err(e) => {
-            log::debug!("{peer}: {e}");
-            return;
-        }
-    };
     if ctx.keys.role == 0 {
-        let _ = ctx.ready.send(ready);
+        let id = ctx.next_id.fetch_add(1, Ordering::SeqCst);
+        let hello = (|| -> io::Result<bool> {
+            stream.set_nodelay(true)?;
+            let _ = ctx.events.send(Event::Up(id, stream.try_clone()?, peer));
+            let frame = read_frame(&mut stream, ctx.deadline, &ctx.stop)?;
+            Ok(tcp_wire::open(&ctx.keys, &frame) == Some(Frame::Hello))
+        })();
+        let event = match hello {
+            Ok(true) => {
+                log::trace!("{peer}: hello read");
+                Event::Hello(id)
+            }
+            Ok(false) => {
+                log::debug!("{peer}: not our peer");
+                Event::Failed(id)
+            }
+            Err(e) => {
+                log::debug!("{peer}: {e}");
+                Event::Failed(id)
+            }
+        };
+        let _ = ctx.events.send(event);
         return;
     }
     let chosen = (|| -> io::Result<bool> {
-        let frame = read_frame(&mut ready.stream, ctx.deadline, &ctx.stop)?;
-        if tcp_wire::open(&ctx.keys, &frame, Some((&ready.n0, &ready.n1))) != Some(Frame::Choose) {
-            return Ok(false);
-        }
-        ready
-            .stream
-            .write_all(&tcp_wire::decision(&ctx.keys, &ready.n0, &ready.n1))?;
-        Ok(true)
+        stream.set_nodelay(true)?;
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        stream.write_all(&tcp_wire::ours(&ctx.keys, &nonce))?;
+        log::trace!("{peer}: hello sent");
+        let frame = read_frame(&mut stream, ctx.deadline, &ctx.stop)?;
+        Ok(tcp_wire::open(&ctx.keys, &frame) == Some(Frame::Choose))
     })();
     match chosen {
         Ok(true) => {
-            let _ = ctx.chosen.send((ready.stream, peer));
+            let _ = ctx.chosen.send((stream, peer));
         }
         Ok(false) => log::debug!("{peer}: no valid choose"),
         Err(e) => log::debug!("{peer}: {e}"),
