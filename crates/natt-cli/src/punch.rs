@@ -120,9 +120,14 @@ fn wait_for_file(path: &Path, deadline: Instant) -> Result<String, String> {
         if Instant::now() >= deadline {
             return Err(format!("no peer token in {} before the deadline", path.display()));
         }
-        thread::sleep(Duration::from_millis(20));
+        // Polled often: the two sides start punching when each sees the other's token, and
+        // any lag between them adds to the time the punch takes.
+        thread::sleep(TOKEN_POLL);
     }
 }
+
+/// How often `--peer-token FILE` is looked at while waiting for it.
+const TOKEN_POLL: Duration = Duration::from_millis(2);
 
 fn report(args: &PunchArgs, peer: SocketAddr, start: Instant, via: &'static str) -> Result<(), String> {
     let elapsed_ms = start.elapsed().as_millis();

@@ -205,9 +205,9 @@ pub fn time(b: &Bench) -> Result<Section> {
          round trip to the observer, with no delayed link, shows the internet's own share). \
          **Measured**: `natt punch --json`'s `elapsed_ms`: from reading the peer's token to \
          connected (UDP: the authenticated punch exchange; TCP: the simultaneous open plus the \
-         authenticated hello/choice exchange on the stream), of the slower of the two sides. Token \
-         files are polled every 20 ms, so the two sides start up to ~20 ms apart; the side that \
-         starts first waits for the other. Mapping (STUN) comes before and is not included. {runs} \
+         authenticated hello/choose exchange on the stream), of the slower of the two sides. Token \
+         files are polled every 2 ms, so the two sides start up to ~2 ms apart (plus process \
+         scheduling); the side that starts first waits for the other. Mapping (STUN) comes before and is not included. {runs} \
          punches per protocol, UDP and TCP interleaved.",
         h1.len()
     ));
@@ -253,15 +253,10 @@ pub fn time(b: &Bench) -> Result<Section> {
         "UDP: each side sends authenticated punch packets to every endpoint of the peer; the first \
          packets are dropped by the peer's NAT until the peer has sent its own, so about one round \
          trip after the later side starts, both have heard each other. TCP: the connection is up \
-         about one round trip after the later side starts (the SYNs cross in the NATs); then, on \
-         the stream, each side sends its hello and reads the other's (half a round trip), the \
-         choosing side (role 0) sends its decision (half) and waits for the other's ack (half): \
-         role 1 is done one round trip after the connection is up, role 0 one and a half, so \
-         about 2–2.5 RTT plus the skew between the sides' starts. That is the design of the \
-         authenticated handshake in `natt-punch` (`tcp.rs`, `tcp_wire.rs`; seen with \
-         `RUST_LOG=natt_punch=trace`), not a fixed wait. Meeting 1.5 RTT + 20 ms over TCP would \
-         take a shorter handshake, e.g. role 0 not waiting for the ack, or nonces that let the \
-         decision travel with the hello."
+         about one round trip after the later side starts (the SYNs cross in the NATs); then one \
+         frame goes each way on the stream at once (role 1's hello, role 0's choose; \
+         `natt-punch`'s `tcp_wire.rs`), so both sides are done half a round trip later: 1.5 RTT, \
+         plus the skew between the sides' starts for the side that started first."
             .to_string(),
     );
     Ok(s)
