@@ -139,7 +139,11 @@ fn isolated_cargo(mode: Isolation, args: &[&str]) -> Command {
     }
 }
 
-/// `cargo xtask test`: build, then every test without network; lab tests as root.
+/// The fuzz project's manifest (its own workspace), relative to the repository root.
+const FUZZ_MANIFEST: &str = "fuzz/Cargo.toml";
+
+/// `cargo xtask test`: build, then every test without network (the fuzz corpora replayed too);
+/// lab tests as root.
 pub fn test() -> Result<()> {
     let mut steps = Steps::new();
     run_tests(&mut steps)?;
@@ -149,6 +153,10 @@ pub fn test() -> Result<()> {
 fn run_tests(steps: &mut Steps) -> Result<()> {
     if !steps.run("build", cargo_cmd(&["build", "--workspace", "--all-targets"]))
         || !steps.run("build tests", cargo_cmd(&["test", "--workspace", "--no-run"]))
+        || !steps.run(
+            "build fuzz replay",
+            cargo_cmd(&["test", "--manifest-path", FUZZ_MANIFEST, "--no-run"]),
+        )
     {
         return Ok(()); // nothing to test; the failure is recorded
     }
@@ -177,6 +185,11 @@ fn run_tests(steps: &mut Steps) -> Result<()> {
                 "--no-fail-fast",
             ],
         ),
+    );
+    // Every fuzz corpus input and crash regression, through its target on stable Rust.
+    steps.run(
+        "fuzz corpus replay",
+        isolated_cargo(mode, &["test", "--manifest-path", FUZZ_MANIFEST, "--offline"]),
     );
     steps.run(
         "xtask unit tests",
