@@ -14,6 +14,7 @@ use natt_stun::message::{
     BindingRequest, BindingResponse, HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, StunError, decode_request,
     decode_response, encode_binding_request, encode_error, encode_success, looks_like_stun, stream_message_len,
 };
+use natt_stun::server::answer_datagram;
 
 use crate::exchange::{self, Answer, Log, ScriptExt, Target};
 use crate::input::{Clock, Input, Script};
@@ -56,7 +57,7 @@ pub fn message_target(data: &[u8]) {
     }
     if let Ok(req) = &request {
         check_request_round_trip(req);
-        check_server_answer(req, from);
+        check_server_answer(req, bytes, from);
     }
     if let Ok(resp) = &response {
         check_response_round_trip(resp);
@@ -78,30 +79,44 @@ fn check_request_round_trip(req: &BindingRequest) {
     assert!(again.unknown_required.is_empty() && again.response_port.is_none());
 }
 
-/// What `natt_stun::server`'s private `answer` does with a request, through the same public
-/// functions: the answer must encode, and our own client must read it back.
-fn check_server_answer(req: &BindingRequest, from: SocketAddr) {
-    for (stream, rfc5780) in [(false, false), (false, true), (true, true)] {
-        let mut unknown = req.unknown_required.clone();
-        if (req.change_ip || req.change_port) && (stream || !rfc5780) {
-            unknown.push(0x0003);
-        }
-        if !unknown.is_empty() {
-            let bytes = encode_error(req.txid, 420, "Unknown Attribute", &unknown)
-                .expect("the server's 420 answer does not encode");
-            assert!(bytes.len() <= MAX_MESSAGE_LEN, "a 420 answer of {} bytes", bytes.len());
-            let r = decode_response(&bytes).expect("our client cannot read the server's 420");
+/// The server's real answer (`natt_stun::server::answer_datagram`) for a plain server and an
+/// RFC 5780 one, over UDP and TCP: it must go back to the requester's address, from one of the
+/// server's sockets, and our own client must read it.
+fn check_server_answer(req: &BindingRequest, bytes: &[u8], from: SocketAddr) {
+    let plain = [addr("203.0.113.10:3478")];
+    let rfc5780 = [
+        addr("203.0.113.10:3478"),
+        addr("203.0.113.10:3479"),
+        addr("203.0.113.11:3478"),
+        addr("203.0.113.11:3479"),
+    ];
+    for (addrs, stream) in [(&plain[..], false), (&rfc5780[..], false), (&rfc5780[..], true)] {
+        for on in 0..addrs.len() {
+            let (via, to, answer) = answer_datagram(addrs, on, from, bytes, stream).expect("no answer to a request");
+            assert!(via < addrs.len(), "answered from socket {via}");
+            assert_eq!(to.ip(), from.ip(), "answered to another address");
+            assert!(answer.len() <= MAX_MESSAGE_LEN, "an answer of {} bytes", answer.len());
+            let r = decode_response(&answer).expect("our client cannot read the server's answer");
             assert_eq!(r.txid, req.txid);
-            assert_eq!(r.result.map_err(|(c, _)| c), Err(420));
-            continue;
+            let changes = req.change_ip || req.change_port;
+            match r.result {
+                Ok(s) => {
+                    assert!(req.unknown_required.is_empty() && !(changes && (stream || addrs.len() == 1)));
+                    assert_eq!(s.mapped, from);
+                    assert_eq!(s.response_origin, (addrs.len() == 4).then(|| addrs[via]));
+                    assert_eq!(s.other_address, (addrs.len() == 4).then(|| addrs[on ^ 3]));
+                    assert_eq!(
+                        via,
+                        on ^ (usize::from(req.change_ip) << 1) ^ usize::from(req.change_port)
+                    );
+                }
+                Err((code, _)) => {
+                    assert_eq!(code, 420);
+                    assert_eq!(via, on);
+                    assert!(!req.unknown_required.is_empty() || changes);
+                }
+            }
         }
-        let other = rfc5780.then(|| addr("203.0.113.11:3479"));
-        let origin = rfc5780.then(|| addr("203.0.113.10:3478"));
-        let bytes = encode_success(req.txid, from, other, origin).expect("the server's answer does not encode");
-        let r = decode_response(&bytes).expect("our client cannot read the server's answer");
-        assert_eq!(r.txid, req.txid);
-        let s = r.result.expect("a success");
-        assert_eq!((s.mapped, s.other_address, s.response_origin), (from, other, origin));
     }
 }
 

@@ -127,6 +127,34 @@ fn answer(
         .map(|r| (via, to, r))
 }
 
+/// The server's answer to a STUN datagram, without sockets: what [`StunServer`] sends when
+/// `data` arrives from `from` on its socket `on`, an index into `addrs`: the server's socket
+/// addresses, one (a plain server) or four (RFC 5780: index `ip * 2 + port`, 0 the primary
+/// address and port, 1 the alternate). `stream` for a request on a TCP connection. Returns the
+/// index of the socket that answers, where to, and the answer's bytes; `None` for anything the
+/// server leaves unanswered. Public so that fuzzers and tests reach the real code.
+///
+/// ```
+/// use natt_stun::message::{decode_response, encode_binding_request};
+///
+/// let server = "203.0.113.10:3478".parse().unwrap();
+/// let client = "198.51.100.7:40000".parse().unwrap();
+/// let request = encode_binding_request([7; 12], None).unwrap();
+/// let (via, to, bytes) = natt_stun::server::answer_datagram(&[server], 0, client, &request, false).unwrap();
+/// assert_eq!((via, to), (0, client));
+/// assert_eq!(decode_response(&bytes).unwrap().result.unwrap().mapped, client);
+/// ```
+pub fn answer_datagram(
+    addrs: &[SocketAddr],
+    on: usize,
+    from: SocketAddr,
+    data: &[u8],
+    stream: bool,
+) -> Option<(usize, SocketAddr, Vec<u8>)> {
+    let layout = Layout { addrs: addrs.to_vec() };
+    answer(&layout, on, from, data, None, stream)
+}
+
 /// A STUN server on background threads, serving until dropped.
 ///
 /// ```
