@@ -115,3 +115,47 @@ fn tcp_punch_with_the_wrong_token_times_out() {
     assert!(matches!(ra, Err(PunchError::TimedOut(_))), "{ra:?}");
     assert!(matches!(tb.join().unwrap(), Err(PunchError::TimedOut(_))));
 }
+
+/// Listeners at addresses the peers list that are not the peer: one accepts and stays silent,
+/// one answers with garbage. Whichever stream role 0 happens to choose first, both sides end up
+/// on the one stream between them.
+#[test]
+fn tcp_punch_past_impostors_at_listed_addresses() {
+    use std::net::TcpListener;
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let garbage = TcpListener::bind("127.0.0.1:0").unwrap();
+    let impostors = [silent.local_addr().unwrap(), garbage.local_addr().unwrap()];
+    thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        thread::sleep(Duration::from_secs(10));
+        drop(held);
+    });
+    thread::spawn(move || {
+        for mut s in garbage.incoming().take(4).flatten() {
+            let _ = s.write_all(&[0x4e; 48]);
+        }
+    });
+    let mc = MappingContext::empty();
+    let a = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let b = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    // No endpoint is "local" (which role 0 would prefer), and the impostors come first.
+    let with_impostors = |endpoints: Vec<MappedSocketAddr>| {
+        let listed = endpoints.iter().map(|e| MappedSocketAddr::new(e.addr, false, "stun"));
+        impostors
+            .iter()
+            .map(|addr| MappedSocketAddr::new(*addr, false, "stun"))
+            .chain(listed)
+            .collect::<Vec<_>>()
+    };
+    let (a_priv, a_pub) = gen_rendezvous_info(with_impostors(a.endpoints.clone()));
+    let (b_priv, b_pub) = gen_rendezvous_info(with_impostors(b.endpoints.clone()));
+    let tb = thread::spawn(move || tcp_punch_hole(b.socket, b_priv, a_pub, deadline(10)).unwrap());
+    let mut sa = tcp_punch_hole(a.socket, a_priv, b_pub, deadline(10)).unwrap();
+    let mut sb = tb.join().unwrap();
+    assert_eq!(sa.peer_addr().unwrap(), sb.local_addr().unwrap());
+    assert_eq!(sb.peer_addr().unwrap(), sa.local_addr().unwrap());
+    sb.write_all(b"past them").unwrap();
+    let mut buf = [0u8; 9];
+    sa.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"past them");
+}
