@@ -138,7 +138,7 @@ impl UpnpError {
                 description: shorten(description.trim(), 120),
             },
             RequestError::InvalidResponse(text) => {
-                UpnpError::malformed(what, format!("not a SOAP answer: '{}'", shorten(text.trim(), 120)))
+                UpnpError::malformed(what, format!("unusable answer: '{}'", shorten(text.trim(), 120)))
             }
             RequestError::UnsupportedAction(a) => UpnpError::Unsupported(a),
             RequestError::IoError(io) => UpnpError::from_io(what, io),
