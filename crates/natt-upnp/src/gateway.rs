@@ -3,8 +3,8 @@
 //!
 //! `igd-next` did the untrusted part when it found the gateway: the description and the
 //! service description (SCPD) are read with a size and depth limit, and their URLs must point
-//! at the device that answered the search. Its SOAP requests have a fixed 10 s timeout of
-//! their own; here each runs on a worker thread, the caller waits until its deadline only,
+//! at the device that answered the search. Its SOAP requests have fixed timeouts of their own
+//! (10 s to connect, 10 s for the request); here each runs on a worker thread, the caller waits until its deadline only,
 //! and a mapping that the gateway grants after the caller gave up is deleted by that worker.
 
 use std::fmt;

@@ -21,11 +21,12 @@
 //!   own port first; when that port is taken, `AddAnyPortMapping` on IGD:2 (the gateway picks
 //!   the port), random ports on IGD:1. A finite lease ([`UpnpConfig::lease`], 1 hour by
 //!   default), permanent only if the gateway supports nothing else.
-//! - **Deadlines**: `igd-next`'s requests wait up to 10 s whatever the caller's deadline, so
+//! - **Deadlines**: `igd-next`'s requests wait up to 10 s (to connect, then as much for
+//!   the request) whatever the caller's deadline, so
 //!   each call runs on a worker thread and the caller stops waiting at its deadline (a few
 //!   milliseconds late at most) with [`UpnpError::TimedOut`]. A mapping the gateway grants
 //!   after that is deleted by the worker, so nothing is leaked; the worker itself ends when
-//!   `igd-next`'s request does (10 s at most).
+//!   `igd-next`'s request does (about 20 s at most).
 //! - **Untrusted gateways**: `igd-next` reads descriptions and answers with a size limit
 //!   (1 MiB) and a depth limit, and only follows URLs on the device that answered the search.
 //!   Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.

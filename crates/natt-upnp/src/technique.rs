@@ -72,8 +72,8 @@ pub struct UpnpConfig {
     /// one per socket.
     pub search_again_after: Duration,
     /// The bound on each renewal and on the deletion when a lease is dropped (default 3 s).
-    /// (`igd-next`'s own timeout, 10 s, still ends a request that outlives this bound, on
-    /// its worker thread.)
+    /// (`igd-next`'s own timeouts, 10 s to connect and 10 s for the request, still end a
+    /// request that outlives this bound, on its worker thread.)
     pub call_timeout: Duration,
     /// Where searches are sent (default the SSDP multicast address, `239.255.255.250:1900`).
     /// Its port is also the one unicast searches for gateways given by URL are sent to.
