@@ -10,15 +10,6 @@ pub mod punch;
 pub mod simple;
 pub mod stun;
 pub mod token;
-#[cfg(feature = "upnp")]
-pub mod upnp;
-
-/// natt-upnp's `error.rs`, compiled here for its `url.rs` (see [`upnp`]).
-#[cfg(feature = "upnp")]
-#[path = "../../crates/natt-upnp/src/error.rs"]
-#[rustfmt::skip] // natt-upnp's file: formatted with natt-upnp
-#[allow(dead_code, unused_imports)]
-mod error;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -81,12 +72,6 @@ pub const TARGETS: &[Target] = &[
         name: "pcp_client",
         run: pcp::client_target,
         seeds: pcp::client_seeds,
-    },
-    #[cfg(feature = "upnp")]
-    Target {
-        name: "upnp_parse",
-        run: upnp::target,
-        seeds: upnp::seeds,
     },
 ];
 

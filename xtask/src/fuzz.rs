@@ -86,12 +86,6 @@ pub const TARGETS: &[Target] = &[
         by_default: true,
         about: "natt_pcp::client::Transaction and EpochTracker fed gateway replies and time",
     },
-    Target {
-        name: "upnp_parse",
-        max_len: 4096,
-        by_default: true,
-        about: "natt-upnp's XML and URL parsers (its private xml.rs, url.rs, compiled in by path)",
-    },
 ];
 
 /// The build and run flags shared by `cargo fuzz build` and `cargo fuzz run` (the same flags,

@@ -444,6 +444,18 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
         Vec::<String>::new(),
         "the probe released its mapping"
     );
+    // And the gateway given by URL (found by a unicast M-SEARCH to its host) maps.
+    let (lines, _) = natt_map_text(&lab, "h1", &["--udp"], &[("NATT_UPNP_IGD", igd.as_str())]);
+    assert_eq!(
+        text_endpoint(&lines, "upnp").map(|a| a.ip()),
+        Some(wan.into()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        natt_mappings(&lab),
+        Vec::<String>::new(),
+        "natt map released its mapping"
+    );
     let _ = serve.child.kill();
     let _ = serve.child.wait();
 }

@@ -1,8 +1,11 @@
 //! [`UpnpError`]: everything that can go wrong between us and a UPnP gateway, in words that say
-//! which step failed (search, description, control request) and why.
+//! which step failed (search, control request) and why, and its making from `igd-next`'s
+//! errors (whose UPnP error codes are kept: a typed `igd-next` error such as
+//! `AddPortError::PortInUse` becomes [`UpnpError::Refused`] with code 718).
 
 use std::io;
 
+use igd_next::{AddAnyPortError, AddPortError, GetExternalIpError, RemovePortError, RequestError, SearchError};
 use natt_core::TechniqueError;
 
 /// Why UPnP IGD port mapping failed.
@@ -15,7 +18,9 @@ pub enum UpnpError {
     /// UPnP does not apply to this socket (IPv6, bound to loopback, no IPv4 interface).
     #[error("not applicable: {0}")]
     NotApplicable(String),
-    /// No gateway answered the search (SSDP) in time.
+    /// No usable gateway answered the search (SSDP) in time. Devices that answered with a
+    /// description `igd-next` could not use (unreachable, malformed, no WAN connection
+    /// service, URLs pointing elsewhere) are skipped by `igd-next` and end here too.
     #[error("no UPnP gateway found: {0}")]
     NoGateway(String),
     /// The deadline passed during `what`.
@@ -33,8 +38,7 @@ pub enum UpnpError {
         #[source]
         source: io::Error,
     },
-    /// A URL we were given or that a gateway sent is unusable (not `http://IPv4[:port]/path`,
-    /// or pointing at another host than the gateway itself).
+    /// A gateway URL we were given is unusable (not `http://IPv4[:port]/path`).
     #[error("bad URL '{url}': {why}")]
     BadUrl {
         /// The URL, as received (shortened if long).
@@ -42,7 +46,9 @@ pub enum UpnpError {
         /// What is wrong with it.
         why: String,
     },
-    /// The gateway answered with an HTTP status we cannot use.
+    /// The gateway answered with an HTTP status we cannot use. (`igd-next` does not report
+    /// HTTP statuses, it reads the SOAP body whatever the status: a body that is not a SOAP
+    /// answer is [`UpnpError::Malformed`]. Kept for compatibility; not produced.)
     #[error("{what}: HTTP status {status}")]
     HttpStatus {
         /// The request.
@@ -50,7 +56,7 @@ pub enum UpnpError {
         /// The status code.
         status: u16,
     },
-    /// The gateway's answer is larger than we accept.
+    /// The gateway's answer is larger than `igd-next` accepts (1 MiB).
     #[error("{what}: response larger than {limit} bytes")]
     TooLarge {
         /// The request.
@@ -84,6 +90,9 @@ pub enum UpnpError {
     /// Every external port tried was taken.
     #[error("no external port could be mapped: {0}")]
     NoPort(String),
+    /// The gateway's service does not list the action (in its service description).
+    #[error("the gateway does not support {0}")]
+    Unsupported(String),
 }
 
 impl UpnpError {
@@ -119,6 +128,122 @@ impl UpnpError {
         }
     }
 
+    /// `igd-next`'s [`RequestError`] from `action` sent to `at` (the control URL).
+    pub(crate) fn request(action: &str, at: &str, e: RequestError) -> Self {
+        let what = format!("{action} at {at}");
+        match e {
+            RequestError::ErrorCode(code, description) => UpnpError::Refused {
+                action: action.to_owned(),
+                code,
+                description: shorten(description.trim(), 120),
+            },
+            RequestError::InvalidResponse(text) => {
+                UpnpError::malformed(what, format!("unusable answer: '{}'", shorten(text.trim(), 120)))
+            }
+            RequestError::UnsupportedAction(a) => UpnpError::Unsupported(a),
+            RequestError::IoError(io) => UpnpError::from_io(what, io),
+            RequestError::AttoHttpError(e) => match e.into_kind() {
+                attohttpc::ErrorKind::Io(io) => UpnpError::from_io(what, io),
+                attohttpc::ErrorKind::InvalidResponse(kind) => UpnpError::malformed(what, format!("bad HTTP: {kind}")),
+                other => UpnpError::Io {
+                    what,
+                    source: io::Error::other(attohttpc::Error::from(other).to_string()),
+                },
+            },
+            // Variants of `igd-next`'s other (async) features.
+            #[allow(unreachable_patterns)]
+            other => UpnpError::Io {
+                what,
+                source: io::Error::other(other.to_string()),
+            },
+        }
+    }
+
+    /// An I/O error from `igd-next`: its size limit (1 MiB) is [`UpnpError::TooLarge`].
+    fn from_io(what: String, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::InvalidData && source.to_string().contains("maximum allowed size") {
+            UpnpError::TooLarge {
+                what,
+                limit: IGD_NEXT_MAX_RESPONSE,
+            }
+        } else {
+            UpnpError::io(what, source)
+        }
+    }
+
+    /// A refusal with a known code, for `igd-next`'s typed errors.
+    fn refused(action: &str, code: u16, description: &str) -> Self {
+        UpnpError::Refused {
+            action: action.to_owned(),
+            code,
+            description: description.to_owned(),
+        }
+    }
+
+    /// `igd-next`'s `get_external_ip` error.
+    pub(crate) fn external_ip(at: &str, e: GetExternalIpError) -> Self {
+        const ACTION: &str = "GetExternalIPAddress";
+        match e {
+            GetExternalIpError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
+            GetExternalIpError::RequestError(e) => UpnpError::request(ACTION, at, e),
+        }
+    }
+
+    /// `igd-next`'s `add_port` error.
+    pub(crate) fn add_port(at: &str, e: AddPortError) -> Self {
+        const ACTION: &str = "AddPortMapping";
+        match e {
+            AddPortError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
+            AddPortError::DescriptionTooLong => UpnpError::refused(ACTION, 605, "String argument too long"),
+            AddPortError::PortInUse => UpnpError::refused(ACTION, 718, "ConflictInMappingEntry"),
+            AddPortError::SamePortValuesRequired => UpnpError::refused(ACTION, 724, "SamePortValuesRequired"),
+            AddPortError::OnlyPermanentLeasesSupported => {
+                UpnpError::refused(ACTION, 725, "OnlyPermanentLeasesSupported")
+            }
+            AddPortError::RequestError(e) => UpnpError::request(ACTION, at, e),
+            other => UpnpError::NotApplicable(other.to_string()),
+        }
+    }
+
+    /// `igd-next`'s `add_any_port` error.
+    pub(crate) fn add_any_port(at: &str, e: AddAnyPortError) -> Self {
+        const ACTION: &str = "AddAnyPortMapping";
+        match e {
+            AddAnyPortError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
+            AddAnyPortError::DescriptionTooLong => UpnpError::refused(ACTION, 605, "String argument too long"),
+            AddAnyPortError::OnlyPermanentLeasesSupported => {
+                UpnpError::refused(ACTION, 725, "OnlyPermanentLeasesSupported")
+            }
+            AddAnyPortError::NoPortsAvailable => {
+                UpnpError::NoPort(format!("{ACTION} at {at}: the gateway has no free port (728)"))
+            }
+            AddAnyPortError::ExternalPortInUse => UpnpError::NoPort(format!(
+                "{ACTION} at {at}: the port is taken and the gateway maps no other"
+            )),
+            AddAnyPortError::RequestError(e) => UpnpError::request(ACTION, at, e),
+            other => UpnpError::NotApplicable(other.to_string()),
+        }
+    }
+
+    /// `igd-next`'s `remove_port` error.
+    pub(crate) fn remove_port(at: &str, e: RemovePortError) -> Self {
+        const ACTION: &str = "DeletePortMapping";
+        match e {
+            RemovePortError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
+            RemovePortError::NoSuchPortMapping => UpnpError::refused(ACTION, 714, "NoSuchEntryInArray"),
+            RemovePortError::RequestError(e) => UpnpError::request(ACTION, at, e),
+        }
+    }
+
+    /// `igd-next`'s search error, for a search described by `what`.
+    pub(crate) fn search(what: &str, e: SearchError) -> Self {
+        match e {
+            SearchError::NoResponseWithinTimeout => UpnpError::NoGateway(format!("{what}: no usable answer in time")),
+            SearchError::IoError(io) => UpnpError::from_io(what.to_owned(), io),
+            other => UpnpError::NoGateway(format!("{what}: {other}")),
+        }
+    }
+
     pub(crate) fn malformed(what: impl Into<String>, detail: impl Into<String>) -> Self {
         UpnpError::Malformed {
             what: what.into(),
@@ -135,6 +260,7 @@ impl From<UpnpError> for TechniqueError {
     fn from(e: UpnpError) -> Self {
         match e {
             UpnpError::NotApplicable(why) => TechniqueError::NotApplicable(why),
+            UpnpError::Unsupported(_) => TechniqueError::Protocol(e.to_string()),
             UpnpError::TimedOut { what } => TechniqueError::TimedOut(what),
             UpnpError::NoGateway(_) => TechniqueError::TimedOut(e.to_string()),
             UpnpError::Refused { .. } | UpnpError::NoPort(_) => TechniqueError::Refused(e.to_string()),
@@ -147,6 +273,9 @@ impl From<UpnpError> for TechniqueError {
         }
     }
 }
+
+/// The largest answer `igd-next` reads from a gateway (its `MAX_RESPONSE_BYTES`).
+const IGD_NEXT_MAX_RESPONSE: usize = 1024 * 1024;
 
 /// At most `max` characters of `s`, for quoting untrusted text in errors and logs.
 pub(crate) fn shorten(s: &str, max: usize) -> String {

@@ -1,7 +1,8 @@
-//! Fake gateways for tests, on 127.0.0.1 only: a small IGD that keeps a table of mappings
-//! (conflicts, error codes, IGD:1 or IGD:2), hostile HTTP servers (silent, dripping, huge,
-//! garbage), and an SSDP responder that answers unicast searches. Nothing here sends to
-//! anything but loopback.
+//! Fake gateways for tests, on loopback only: a small IGD that keeps a table of mappings
+//! (conflicts, error codes, IGD:1 or IGD:2, slow answers) and serves the description and
+//! service description (SCPD) `igd-next` reads, hostile HTTP servers (silent, dripping, huge,
+//! garbage), and an SSDP responder that answers unicast searches (`igd-next` finds every
+//! gateway through one). Nothing here sends to anything but loopback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -46,7 +47,12 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub fn start(handler: Arc<Handler>) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeServer::start_on(Ipv4Addr::LOCALHOST, handler)
+    }
+
+    /// The same on another loopback address (127.0.0.0/8 is all local on Linux).
+    pub fn start_on(ip: Ipv4Addr, handler: Arc<Handler>) -> FakeServer {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -171,15 +177,60 @@ pub fn soap_fault(code: u16, description: &str) -> Vec<u8> {
     )
 }
 
-/// A root description with one WAN connection service of `service_version` at `control`.
+/// A root description with one WAN connection service of `service_version` at `control`,
+/// its SCPD at `/scpd.xml`.
 pub fn description(igd_version: u8, service: &str, control: &str) -> String {
     format!(
         "<?xml version=\"1.0\"?><root xmlns=\"urn:schemas-upnp-org:device-1-0\"><device><deviceType>\
          urn:schemas-upnp-org:device:InternetGatewayDevice:{igd_version}</deviceType><deviceList><device><deviceList>\
          <device><serviceList><service><serviceType>urn:schemas-upnp-org:service:{service}</serviceType>\
-         <controlURL>{control}</controlURL></service></serviceList></device></deviceList></device></deviceList>\
-         </device></root>"
+         <SCPDURL>/scpd.xml</SCPDURL><controlURL>{control}</controlURL></service></serviceList></device></deviceList>\
+         </device></deviceList></device></root>"
     )
+}
+
+/// The service description (SCPD) of a WAN IP connection service: its actions and their
+/// input arguments (`igd-next` builds its requests from them). IGD:2 has AddAnyPortMapping.
+pub fn scpd(igd_version: u8) -> String {
+    let mapping = [
+        "NewRemoteHost",
+        "NewExternalPort",
+        "NewProtocol",
+        "NewInternalPort",
+        "NewInternalClient",
+        "NewEnabled",
+        "NewPortMappingDescription",
+        "NewLeaseDuration",
+    ];
+    let action = |name: &str, args: &[&str]| {
+        let args: String = args
+            .iter()
+            .map(|a| format!("<argument><name>{a}</name><direction>in</direction></argument>"))
+            .collect();
+        format!("<action><name>{name}</name><argumentList>{args}</argumentList></action>")
+    };
+    let mut actions = action("GetExternalIPAddress", &[]);
+    actions += &action("AddPortMapping", &mapping);
+    actions += &action(
+        "DeletePortMapping",
+        &["NewRemoteHost", "NewExternalPort", "NewProtocol"],
+    );
+    if igd_version == 2 {
+        actions += &action("AddAnyPortMapping", &mapping);
+    }
+    format!(
+        "<?xml version=\"1.0\"?><scpd xmlns=\"urn:schemas-upnp-org:service-1-0\"><actionList>{actions}\
+         </actionList></scpd>"
+    )
+}
+
+/// The answer to a GET of a fake IGD whose description is `description`: it, or the SCPD.
+pub fn igd_get(req: &FakeRequest, description: &str, igd_version: u8) -> Vec<u8> {
+    if req.path == "/scpd.xml" {
+        response("200 OK", &scpd(igd_version))
+    } else {
+        response("200 OK", description)
+    }
 }
 
 /// One mapping in the fake IGD's table.
@@ -201,6 +252,8 @@ pub struct IgdOptions {
     pub unauthorized: bool,
     /// The external address it reports.
     pub external_ip: String,
+    /// How long it takes to answer AddPortMapping and AddAnyPortMapping.
+    pub delay: Duration,
 }
 
 impl Default for IgdOptions {
@@ -210,6 +263,7 @@ impl Default for IgdOptions {
             only_permanent: false,
             unauthorized: false,
             external_ip: "203.0.113.101".into(),
+            delay: Duration::ZERO,
         }
     }
 }
@@ -224,6 +278,11 @@ pub struct FakeIgd {
 
 impl FakeIgd {
     pub fn start(options: IgdOptions) -> FakeIgd {
+        FakeIgd::start_on(Ipv4Addr::LOCALHOST, options)
+    }
+
+    /// The same on another loopback address.
+    pub fn start_on(ip: Ipv4Addr, options: IgdOptions) -> FakeIgd {
         let table: Arc<Mutex<BTreeMap<(String, u16), Entry>>> = Arc::default();
         let mute = Arc::new(AtomicBool::new(false));
         let (t, m) = (Arc::clone(&table), Arc::clone(&mute));
@@ -234,11 +293,14 @@ impl FakeIgd {
                 }
                 return;
             }
+            if req.action.as_deref().is_some_and(|a| a.starts_with("Add")) {
+                thread::sleep(options.delay);
+            }
             let reply = igd_reply(&options, &t, req);
             let _ = stream.write_all(&reply);
         };
         FakeIgd {
-            server: FakeServer::start(Arc::new(handler)),
+            server: FakeServer::start_on(ip, Arc::new(handler)),
             table,
             mute,
         }
@@ -271,8 +333,8 @@ fn igd_reply(o: &IgdOptions, table: &Mutex<BTreeMap<(String, u16), Entry>>, req:
     } else {
         "WANIPConnection:1"
     };
-    if req.method == "GET" && req.path == "/rootDesc.xml" {
-        return response("200 OK", &description(o.version, service, "/ctl/IPConn"));
+    if req.method == "GET" && (req.path == "/rootDesc.xml" || req.path == "/scpd.xml") {
+        return igd_get(req, &description(o.version, service, "/ctl/IPConn"), o.version);
     }
     if req.method != "POST" || req.path != "/ctl/IPConn" {
         return response("404 Not Found", "<html>not found</html>");
@@ -389,7 +451,12 @@ pub struct FakeSsdp {
 
 impl FakeSsdp {
     pub fn start(locations: Vec<String>) -> FakeSsdp {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        FakeSsdp::start_on("127.0.0.1:0".parse().unwrap(), locations)
+    }
+
+    /// The same at `addr` (e.g. a loopback address's port 1900).
+    pub fn start_on(addr: SocketAddr, locations: Vec<String>) -> FakeSsdp {
+        let socket = UdpSocket::bind(addr).unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let addr = socket.local_addr().unwrap();
         let searches = Arc::new(Mutex::new(0));

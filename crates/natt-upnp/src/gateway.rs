@@ -1,30 +1,22 @@
-//! A UPnP Internet Gateway Device: loading it from its root description URL, and the SOAP
-//! actions of its WAN connection service (external address, add and delete port mappings).
+//! A UPnP Internet Gateway Device found by `igd-next`, and its SOAP actions (external address,
+//! add and delete port mappings), each bounded by the caller's deadline (see [`crate::call`]).
 //!
-//! The description is untrusted: its control URL must point at the host that served the
-//! description (so a device answering a search cannot make us send requests elsewhere), and
-//! every request is bounded by a deadline and a size limit (see [`crate::http`]).
+//! `igd-next` did the untrusted part when it found the gateway: the description and the
+//! service description (SCPD) are read with a size and depth limit, and their URLs must point
+//! at the device that answered the search. Its SOAP requests have fixed timeouts of their own
+//! (10 s to connect, 10 s for the request); here each runs on a worker thread, the caller waits until its deadline only,
+//! and a mapping that the gateway grants after the caller gave up is deleted by that worker.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Instant;
 
+use igd_next::PortMappingProtocol;
 use natt_core::Protocol;
 
+use crate::call;
 use crate::error::{UpnpError, shorten};
-use crate::http::{self, MAX_BODY, Request};
-use crate::url::HttpUrl;
-use crate::xml::{self, Element};
-
-/// WAN connection services we can map ports with, best first.
-const SERVICES: [&str; 3] = [
-    "urn:schemas-upnp-org:service:WANIPConnection:2",
-    "urn:schemas-upnp-org:service:WANIPConnection:1",
-    "urn:schemas-upnp-org:service:WANPPPConnection:1",
-];
-
-/// Largest SOAP answer accepted (they are a few hundred bytes).
-const MAX_SOAP_BODY: usize = 16 * 1024;
 
 /// The version of the Internet Gateway Device specification a gateway speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +26,18 @@ pub enum IgdVersion {
     V1,
     /// IGD:2 (with `AddAnyPortMapping`).
     V2,
+}
+
+impl IgdVersion {
+    /// The version of a WAN connection service type, e.g.
+    /// `urn:schemas-upnp-org:service:WANIPConnection:2` is IGD:2 (version 1 services,
+    /// `WANIPConnection:1` and `WANPPPConnection:1`, are IGD:1).
+    pub fn of_service(service_type: &str) -> IgdVersion {
+        match service_type.trim().rsplit(':').next() {
+            Some(v) if v.parse::<u32>().is_ok_and(|v| v >= 2) => IgdVersion::V2,
+            _ => IgdVersion::V1,
+        }
+    }
 }
 
 impl fmt::Display for IgdVersion {
@@ -48,7 +52,7 @@ impl fmt::Display for IgdVersion {
 /// What is known about a gateway that answered: for reports such as `natt probe`'s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayInfo {
-    /// Its root description URL.
+    /// Its root description URL (from its answer to the search).
     pub description_url: String,
     /// The IGD version it speaks.
     pub version: IgdVersion,
@@ -70,109 +74,97 @@ impl fmt::Display for GatewayInfo {
     }
 }
 
-/// A gateway's WAN connection service, ready for SOAP actions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A gateway's WAN connection service, as `igd-next` found it.
+#[derive(Debug, Clone)]
 pub struct Gateway {
-    /// The root description URL.
-    pub description: HttpUrl,
-    /// The control URL of the WAN connection service.
-    pub control: HttpUrl,
-    /// The service type, e.g. `urn:schemas-upnp-org:service:WANIPConnection:2`.
-    pub service_type: String,
-    /// The IGD version (from the root device type, else the service's).
+    igd: Arc<igd_next::Gateway>,
+    /// Its IPv4 address.
+    ip: Ipv4Addr,
+    /// The root description URL, `http://192.168.1.1:5000/rootDesc.xml`.
+    pub description: String,
+    /// The control URL of the WAN connection service (for messages).
+    pub control: String,
+    /// The IGD version (from the service type).
     pub version: IgdVersion,
 }
 
+impl PartialEq for Gateway {
+    fn eq(&self, other: &Gateway) -> bool {
+        *self.igd == *other.igd
+    }
+}
+
+impl Eq for Gateway {}
+
 /// A port mapping request.
 #[derive(Debug, Clone)]
-pub struct MappingRequest<'a> {
+pub struct MappingRequest {
     /// UDP or TCP.
     pub protocol: Protocol,
-    /// The external port wanted.
+    /// The external port wanted (for `AddAnyPortMapping`, ignored: `igd-next` asks for a
+    /// random one).
     pub external_port: u16,
     /// The host and port traffic goes to.
     pub internal: SocketAddrV4,
     /// Seconds (0: permanent).
     pub lease_secs: u32,
     /// The description shown in the router's list.
-    pub description: &'a str,
+    pub description: String,
+}
+
+fn proto(p: Protocol) -> PortMappingProtocol {
+    match p {
+        Protocol::Udp => PortMappingProtocol::UDP,
+        Protocol::Tcp => PortMappingProtocol::TCP,
+    }
 }
 
 impl Gateway {
-    /// Fetches the root description at `url` and finds its WAN connection services, best
-    /// first. Each is a candidate; [`Gateway::load`] picks the one that is connected.
-    pub fn candidates(url: &HttpUrl, deadline: Instant) -> Result<Vec<Gateway>, UpnpError> {
-        let what = format!("GET {url}");
-        let response = http::send(
-            &Request {
-                method: "GET",
-                url,
-                headers: &[],
-                body: &[],
-                max_body: MAX_BODY,
-                what: &what,
-            },
-            deadline,
-        )?;
-        if response.status != 200 {
-            return Err(UpnpError::HttpStatus {
-                what,
-                status: response.status,
-            });
-        }
-        let root = xml::parse(&response.body).map_err(|d| UpnpError::malformed(&what, d))?;
-        parse_description(url, &root).map_err(|d| UpnpError::malformed(&what, d))
+    /// Wraps what `igd-next` found; IPv4 gateways only.
+    pub fn new(igd: igd_next::Gateway) -> Result<Gateway, UpnpError> {
+        let ip = match igd.addr.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => {
+                return Err(UpnpError::NotApplicable(format!(
+                    "the gateway at {ip} is IPv6; natt maps IPv4 only"
+                )));
+            }
+        };
+        Ok(Gateway {
+            ip,
+            description: format!("http://{}{}", igd.addr, igd.root_url),
+            control: igd.to_string(),
+            version: IgdVersion::of_service(&igd.service_type),
+            igd: Arc::new(igd),
+        })
     }
 
-    /// Loads the gateway described at `url`: the first WAN connection service that answers
-    /// with a usable external address, and that address.
-    pub fn load(url: &HttpUrl, deadline: Instant) -> Result<(Gateway, Ipv4Addr), UpnpError> {
-        let mut last = None;
-        for gateway in Gateway::candidates(url, deadline)? {
-            match gateway.external_ip(deadline) {
-                Ok(ip) => return Ok((gateway, ip)),
-                Err(e) => {
-                    log::debug!("upnp: {} at {}: {e}", gateway.service_type, gateway.control);
-                    let stop = e.is_unreachable();
-                    last = Some(e);
-                    if stop {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| UpnpError::malformed(format!("GET {url}"), "no WAN connection service")))
+    /// The gateway's IPv4 address.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
     }
 
     /// What a report says about this gateway.
     pub fn info(&self, external_ip: Option<Ipv4Addr>) -> GatewayInfo {
         GatewayInfo {
-            description_url: self.description.to_string(),
+            description_url: self.description.clone(),
             version: self.version,
-            service_type: self.service_type.clone(),
+            service_type: self.igd.service_type.clone(),
             external_ip,
         }
     }
 
-    /// True for IGD:2 services, which have `AddAnyPortMapping`.
+    /// True when its service lists `AddAnyPortMapping` (IGD:2).
     pub fn has_add_any(&self) -> bool {
-        self.service_type.ends_with(":2")
+        self.igd.control_schema.contains_key("AddAnyPortMapping")
     }
 
     /// `GetExternalIPAddress`: the gateway's external IPv4 address, if it is a usable one.
     pub fn external_ip(&self, deadline: Instant) -> Result<Ipv4Addr, UpnpError> {
-        let action = "GetExternalIPAddress";
-        let response = self.soap(action, &[], deadline)?;
-        let text = response.child_text("NewExternalIPAddress").unwrap_or("").trim();
-        if text.is_empty() {
-            return Err(UpnpError::NoExternalAddress("it reports none (not connected?)".into()));
-        }
-        let ip: IpAddr = text.parse().map_err(|_| {
-            UpnpError::malformed(
-                format!("{action} at {}", self.control),
-                format!("'{}' is not an IP address", shorten(text, 60)),
-            )
-        })?;
+        let igd = Arc::clone(&self.igd);
+        let what = format!("GetExternalIPAddress at {}", self.control);
+        let ip = call::bounded(&what, deadline, move || igd.get_external_ip(), drop)?
+            .map_err(|e| UpnpError::external_ip(&self.control, e))?;
         match ip {
             IpAddr::V4(ip) if ip.is_unspecified() => {
                 Err(UpnpError::NoExternalAddress("0.0.0.0 (not connected?)".into()))
@@ -181,310 +173,112 @@ impl Gateway {
                 Err(UpnpError::NoExternalAddress(format!("{ip} is not a unicast address")))
             }
             IpAddr::V4(ip) => Ok(ip),
-            IpAddr::V6(ip) => Err(UpnpError::NoExternalAddress(format!("{ip} is not IPv4"))),
+            IpAddr::V6(ip) => Err(UpnpError::NoExternalAddress(format!(
+                "{} is not IPv4",
+                shorten(&ip.to_string(), 60)
+            ))),
         }
     }
 
-    /// `AddPortMapping`: maps `external_port` (or renews our mapping of it).
-    pub fn add_port_mapping(&self, m: &MappingRequest<'_>, deadline: Instant) -> Result<(), UpnpError> {
-        self.soap("AddPortMapping", &mapping_args(m), deadline).map(drop)
+    /// `AddPortMapping`: maps `external_port` (or renews our mapping of it). Granted after
+    /// the deadline, the mapping is deleted again.
+    pub fn add_port(&self, m: &MappingRequest, deadline: Instant) -> Result<(), UpnpError> {
+        let (igd, late_igd) = (Arc::clone(&self.igd), Arc::clone(&self.igd));
+        let m = m.clone();
+        let what = format!("AddPortMapping {} {} at {}", m.protocol, m.external_port, self.control);
+        let (protocol, port) = (proto(m.protocol), m.external_port);
+        let late_what = what.clone();
+        call::bounded(
+            &what,
+            deadline,
+            move || igd.add_port(protocol, port, SocketAddr::V4(m.internal), m.lease_secs, &m.description),
+            move |r| {
+                if r.is_ok() {
+                    undo(&late_igd, protocol, port, &late_what);
+                }
+            },
+        )?
+        .map_err(|e| UpnpError::add_port(&self.control, e))
     }
 
-    /// `AddAnyPortMapping` (IGD:2): maps `external_port` if free, else a port the gateway
-    /// chooses; returns the port mapped.
-    pub fn add_any_port_mapping(&self, m: &MappingRequest<'_>, deadline: Instant) -> Result<u16, UpnpError> {
-        let action = "AddAnyPortMapping";
-        let response = self.soap(action, &mapping_args(m), deadline)?;
-        let text = response.child_text("NewReservedPort").unwrap_or("").trim();
-        text.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-            UpnpError::malformed(
-                format!("{action} at {}", self.control),
-                format!("NewReservedPort '{}' is not a port", shorten(text, 20)),
-            )
-        })
+    /// `igd-next`'s `add_any_port`: a port the gateway (IGD:2 `AddAnyPortMapping`, asked
+    /// for a random port) or `igd-next` (random ports with `AddPortMapping`) chooses; returns
+    /// the port mapped. Granted after the deadline, the mapping is deleted again.
+    pub fn add_any_port(&self, m: &MappingRequest, deadline: Instant) -> Result<u16, UpnpError> {
+        let (igd, late_igd) = (Arc::clone(&self.igd), Arc::clone(&self.igd));
+        let m = m.clone();
+        let what = format!("AddAnyPortMapping {} at {}", m.protocol, self.control);
+        let protocol = proto(m.protocol);
+        let late_what = what.clone();
+        let port = call::bounded(
+            &what,
+            deadline,
+            move || igd.add_any_port(protocol, SocketAddr::V4(m.internal), m.lease_secs, &m.description),
+            move |r| {
+                if let Ok(port) = r {
+                    undo(&late_igd, protocol, port, &late_what);
+                }
+            },
+        )?
+        .map_err(|e| UpnpError::add_any_port(&self.control, e))?;
+        if port == 0 {
+            return Err(UpnpError::malformed(what, "the gateway reserved port 0"));
+        }
+        Ok(port)
     }
 
     /// `DeletePortMapping`.
-    pub fn delete_port_mapping(
-        &self,
-        protocol: Protocol,
-        external_port: u16,
-        deadline: Instant,
-    ) -> Result<(), UpnpError> {
-        let args = [
-            ("NewRemoteHost", String::new()),
-            ("NewExternalPort", external_port.to_string()),
-            ("NewProtocol", proto(protocol).to_owned()),
-        ];
-        self.soap("DeletePortMapping", &args, deadline).map(drop)
-    }
-
-    /// Sends one SOAP action; its response element, or the UPnP error the gateway answered.
-    fn soap(&self, action: &str, args: &[(&str, String)], deadline: Instant) -> Result<Element, UpnpError> {
-        let what = format!("{action} at {}", self.control);
-        let mut body = format!(
-            "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
-             s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body><u:{action} xmlns:u=\"{}\">",
-            escape(&self.service_type)
-        );
-        for (name, value) in args {
-            body.push_str(&format!("<{name}>{}</{name}>", escape(value)));
-        }
-        body.push_str(&format!("</u:{action}></s:Body></s:Envelope>\r\n"));
-        let soap_action = format!("\"{}#{action}\"", self.service_type);
-        let response = http::send(
-            &Request {
-                method: "POST",
-                url: &self.control,
-                headers: &[
-                    ("Content-Type", "text/xml; charset=\"utf-8\""),
-                    ("SOAPAction", &soap_action),
-                ],
-                body: body.as_bytes(),
-                max_body: MAX_SOAP_BODY,
-                what: &what,
-            },
+    pub fn remove_port(&self, protocol: Protocol, external_port: u16, deadline: Instant) -> Result<(), UpnpError> {
+        let igd = Arc::clone(&self.igd);
+        let what = format!("DeletePortMapping {protocol} {external_port} at {}", self.control);
+        call::bounded(
+            &what,
             deadline,
-        )?;
-        let parsed = xml::parse(&response.body);
-        if let Ok(root) = &parsed
-            && let Some(fault) = upnp_fault(root)
-        {
-            return Err(UpnpError::Refused {
-                action: action.to_owned(),
-                code: fault.0,
-                description: fault.1,
-            });
-        }
-        if response.status != 200 {
-            return Err(UpnpError::HttpStatus {
-                what,
-                status: response.status,
-            });
-        }
-        let root = parsed.map_err(|d| UpnpError::malformed(&what, d))?;
-        let expected = format!("{action}Response");
-        root.path(&["Body", &expected])
-            .cloned()
-            .ok_or_else(|| UpnpError::malformed(&what, format!("no {expected} in the answer")))
+            move || igd.remove_port(proto(protocol), external_port),
+            |_| (),
+        )?
+        .map_err(|e| UpnpError::remove_port(&self.control, e))
     }
 }
 
-/// The UPnP error code and description of a SOAP fault, if `root` is one.
-fn upnp_fault(root: &Element) -> Option<(u16, String)> {
-    let error = root.path(&["Body", "Fault", "detail", "UPnPError"])?;
-    let code = error.child_text("errorCode")?.trim().parse().ok()?;
-    let description = shorten(error.child_text("errorDescription").unwrap_or("").trim(), 120);
-    Some((code, description))
-}
-
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Udp => "UDP",
-        Protocol::Tcp => "TCP",
+/// Deletes a mapping granted after its caller gave up (on the worker thread that got it).
+fn undo(igd: &igd_next::Gateway, protocol: PortMappingProtocol, port: u16, what: &str) {
+    match igd.remove_port(protocol, port) {
+        Ok(()) => log::info!("upnp: {what} succeeded after the deadline; deleted that mapping again"),
+        Err(e) => log::warn!(
+            "upnp: {what} succeeded after the deadline, and deleting that mapping failed (it expires with its \
+             lease): {e}"
+        ),
     }
-}
-
-fn mapping_args(m: &MappingRequest<'_>) -> [(&'static str, String); 8] {
-    [
-        ("NewRemoteHost", String::new()),
-        ("NewExternalPort", m.external_port.to_string()),
-        ("NewProtocol", proto(m.protocol).to_owned()),
-        ("NewInternalPort", m.internal.port().to_string()),
-        ("NewInternalClient", m.internal.ip().to_string()),
-        ("NewEnabled", "1".to_owned()),
-        ("NewPortMappingDescription", m.description.to_owned()),
-        ("NewLeaseDuration", m.lease_secs.to_string()),
-    ]
-}
-
-/// Escapes text for XML content and attribute values.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The WAN connection services of a root description served from `url`, best first.
-fn parse_description(url: &HttpUrl, root: &Element) -> Result<Vec<Gateway>, String> {
-    if root.name != "root" {
-        return Err(format!("root element is <{}>, not <root>", shorten(&root.name, 40)));
-    }
-    let device = root.child("device").ok_or("no <device>")?;
-    let base = match root.child_text("URLBase").map(str::trim).filter(|b| !b.is_empty()) {
-        Some(b) => url.join(b).map_err(|e| format!("URLBase: {e}"))?,
-        None => url.clone(),
-    };
-    let root_version = device
-        .child_text("deviceType")
-        .and_then(|t| {
-            t.trim()
-                .strip_prefix("urn:schemas-upnp-org:device:InternetGatewayDevice:")
-        })
-        .map(|v| {
-            if v.trim() == "1" {
-                IgdVersion::V1
-            } else {
-                IgdVersion::V2
-            }
-        });
-
-    // Every service of every device, breadth first, bounded by the XML limits.
-    let mut services: Vec<&Element> = Vec::new();
-    let mut devices = vec![device];
-    while let Some(d) = devices.pop() {
-        if let Some(list) = d.child("serviceList") {
-            services.extend(list.children_named("service"));
-        }
-        if let Some(list) = d.child("deviceList") {
-            devices.extend(list.children_named("device"));
-        }
-    }
-    let mut found = Vec::new();
-    let mut problems = Vec::new();
-    for wanted in SERVICES {
-        for s in services
-            .iter()
-            .filter(|s| s.child_text("serviceType").map(str::trim) == Some(wanted))
-        {
-            let control = match s.child_text("controlURL").map(|c| base.join(c)) {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
-                    problems.push(format!("{wanted}: controlURL: {e}"));
-                    continue;
-                }
-                None => {
-                    problems.push(format!("{wanted}: no controlURL"));
-                    continue;
-                }
-            };
-            if control.ip() != url.ip() {
-                problems.push(format!(
-                    "{wanted}: control URL {control} is not on the gateway {}",
-                    url.ip()
-                ));
-                continue;
-            }
-            let version = root_version.unwrap_or(if wanted.ends_with(":2") {
-                IgdVersion::V2
-            } else {
-                IgdVersion::V1
-            });
-            found.push(Gateway {
-                description: url.clone(),
-                control,
-                service_type: wanted.to_owned(),
-                version,
-            });
-        }
-    }
-    if found.is_empty() {
-        if problems.is_empty() {
-            return Err("no WANIPConnection or WANPPPConnection service".into());
-        }
-        return Err(problems.join("; "));
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) const MINIUPNPD_DESC: &str = r#"<?xml version="1.0"?>
-<root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>1</minor></specVersion><device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:2</deviceType><serviceList><service><serviceType>urn:schemas-upnp-org:service:Layer3Forwarding:1</serviceType><controlURL>/ctl/L3F</controlURL></service></serviceList><deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:2</deviceType><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1</serviceType><controlURL>/ctl/CmnIfCfg</controlURL></service></serviceList><deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType><SCPDURL>/WANIPCn.xml</SCPDURL><controlURL>/ctl/IPConn</controlURL></service></serviceList></device></deviceList></device></deviceList></device></root>"#;
-
-    fn desc_url() -> HttpUrl {
-        HttpUrl::parse("http://192.168.1.1:5000/rootDesc.xml").unwrap()
+    #[test]
+    fn versions_come_from_the_service_type() {
+        for (service, version) in [
+            ("urn:schemas-upnp-org:service:WANIPConnection:2", IgdVersion::V2),
+            ("urn:schemas-upnp-org:service:WANIPConnection:1", IgdVersion::V1),
+            ("urn:schemas-upnp-org:service:WANPPPConnection:1", IgdVersion::V1),
+            ("nonsense", IgdVersion::V1),
+        ] {
+            assert_eq!(IgdVersion::of_service(service), version, "{service}");
+        }
     }
 
     #[test]
-    fn finds_the_wan_ip_connection_of_miniupnpd() {
-        let root = xml::parse(MINIUPNPD_DESC.as_bytes()).unwrap();
-        let gws = parse_description(&desc_url(), &root).unwrap();
-        assert_eq!(gws.len(), 1);
-        assert_eq!(gws[0].control.to_string(), "http://192.168.1.1:5000/ctl/IPConn");
-        assert_eq!(gws[0].version, IgdVersion::V2);
-        assert!(gws[0].has_add_any());
-        let info = gws[0].info(Some(Ipv4Addr::new(203, 0, 113, 101)));
+    fn infos_read_well() {
+        let info = GatewayInfo {
+            description_url: "http://192.168.1.1:5000/rootDesc.xml".into(),
+            version: IgdVersion::V2,
+            service_type: "urn:schemas-upnp-org:service:WANIPConnection:2".into(),
+            external_ip: Some(Ipv4Addr::new(203, 0, 113, 101)),
+        };
         assert_eq!(
             info.to_string(),
             "upnp igdv2 203.0.113.101 at http://192.168.1.1:5000/rootDesc.xml"
         );
-    }
-
-    #[test]
-    fn prefers_ip_over_ppp_and_honours_urlbase() {
-        let doc = r#"<root><URLBase>http://192.168.1.1:49000/</URLBase><device>
-            <deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType>
-            <serviceList>
-              <service><serviceType>urn:schemas-upnp-org:service:WANPPPConnection:1</serviceType><controlURL>upnp/ppp</controlURL></service>
-              <service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType><controlURL>upnp/ip</controlURL></service>
-            </serviceList></device></root>"#;
-        let gws = parse_description(&desc_url(), &xml::parse(doc.as_bytes()).unwrap()).unwrap();
-        let urls: Vec<String> = gws.iter().map(|g| g.control.to_string()).collect();
-        assert_eq!(
-            urls,
-            ["http://192.168.1.1:49000/upnp/ip", "http://192.168.1.1:49000/upnp/ppp"]
-        );
-        assert_eq!(gws[0].version, IgdVersion::V1);
-        assert!(!gws[0].has_add_any());
-    }
-
-    #[test]
-    fn refuses_control_urls_on_other_hosts() {
-        for control in [
-            "http://10.9.9.9/ctl",
-            "//10.9.9.9:80/ctl",
-            "https://192.168.1.1/ctl",
-            "",
-        ] {
-            let doc = format!(
-                "<root><device><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1\
-                 </serviceType><controlURL>{control}</controlURL></service></serviceList></device></root>"
-            );
-            let err = parse_description(&desc_url(), &xml::parse(doc.as_bytes()).unwrap()).unwrap_err();
-            assert!(err.contains("WANIPConnection:1"), "{control}: {err}");
-        }
-        let doc = "<root><URLBase>http://10.9.9.9/</URLBase><device><serviceList><service><serviceType>\
-                   urn:schemas-upnp-org:service:WANIPConnection:1</serviceType><controlURL>/ctl</controlURL>\
-                   </service></serviceList></device></root>";
-        assert!(parse_description(&desc_url(), &xml::parse(doc.as_bytes()).unwrap()).is_err());
-    }
-
-    #[test]
-    fn descriptions_without_a_wan_service_are_rejected() {
-        for doc in [
-            "<html><body>hello</body></html>",
-            "<root/>",
-            "<root><device><serviceList/></device></root>",
-        ] {
-            assert!(parse_description(&desc_url(), &xml::parse(doc.as_bytes()).unwrap()).is_err());
-        }
-    }
-
-    #[test]
-    fn faults_carry_the_upnp_code() {
-        let doc = br#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault>
-            <faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>
-            <UPnPError xmlns="urn:schemas-upnp-org:control-1-0"><errorCode>718</errorCode>
-            <errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>"#;
-        let root = xml::parse(doc).unwrap();
-        assert_eq!(upnp_fault(&root), Some((718, "ConflictInMappingEntry".to_owned())));
-    }
-
-    #[test]
-    fn escapes_descriptions() {
-        assert_eq!(escape("a<b>&\"'\u{7}"), "a&lt;b&gt;&amp;&quot;&apos;");
     }
 }

@@ -3,6 +3,8 @@
 //! One thread per lease does all its talking to the gateway, in order: it renews the mapping
 //! at half its lease duration (sooner again after a failure), and when the lease is dropped it
 //! wakes at once (a channel, not a sleep through the lease), deletes the mapping and says so.
+//! Each of these `igd-next` calls is bounded by [`UpnpConfig::call_timeout`](crate::UpnpConfig)
+//! (see [`crate::call`]): a deletion still under way then finishes on its worker thread.
 //! The drop waits for that, bounded, so a program that releases its mappings and exits leaves
 //! none behind; a program that dies leaves a mapping that expires with its lease.
 
@@ -42,13 +44,13 @@ pub(crate) struct Mapping {
 }
 
 impl Mapping {
-    fn request(&self) -> MappingRequest<'_> {
+    fn request(&self) -> MappingRequest {
         MappingRequest {
             protocol: self.protocol,
             external_port: self.external_port,
             internal: self.internal,
             lease_secs: self.lease_secs,
-            description: &self.description,
+            description: self.description.clone(),
         }
     }
 }
@@ -124,7 +126,7 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
             break; // dropped (or told to stop)
         }
         let deadline = Instant::now() + call_timeout;
-        match gateway.add_port_mapping(&mapping.request(), deadline) {
+        match gateway.add_port(&mapping.request(), deadline) {
             Ok(()) => {
                 if failures > 0 {
                     log::info!("upnp: renewed {name} after {failures} failure(s)");
@@ -151,7 +153,7 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
         }
     }
     let deadline = Instant::now() + call_timeout;
-    match gateway.delete_port_mapping(mapping.protocol, mapping.external_port, deadline) {
+    match gateway.remove_port(mapping.protocol, mapping.external_port, deadline) {
         Ok(()) => log::debug!("upnp: deleted {name}"),
         Err(e) if e.code() == Some(NO_SUCH_ENTRY) => log::debug!("upnp: {name} was already gone"),
         Err(e) => log::warn!("upnp: could not delete {name} (it expires with its lease): {e}"),

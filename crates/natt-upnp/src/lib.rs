@@ -2,28 +2,40 @@
 //!
 //! UPnP IGD port mapping for natt: [`UpnpTechnique`] asks the home router (an Internet
 //! Gateway Device, IGD:1 or IGD:2) to forward an external port to a socket, so peers on the
-//! internet reach it unsolicited. It maps beside the socket (its own HTTP requests to the
-//! gateway) and returns an [`UpnpLease`] that renews the mapping while it lives and deletes it
-//! when dropped.
+//! internet reach it unsolicited. It maps beside the socket (its own requests to the gateway)
+//! and returns an [`UpnpLease`] that renews the mapping while it lives and deletes it when
+//! dropped. The UPnP protocol work (SSDP search, descriptions, SOAP) is
+//! [`igd-next`](https://crates.io/crates/igd-next)'s (sync API); this crate decides what to
+//! ask, bounds every call by the caller's deadline and holds the leases.
 //!
-//! - **Discovery**: gateways given with
-//!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (their
-//!   root description URL), else an SSDP search from every IPv4 interface; always within the
-//!   caller's deadline. The gateway found is cached in the technique and searched for again
-//!   when it stops answering.
-//! - **Mapping**: the host's address facing the gateway, the same external port when free
-//!   (IGD:2 `AddAnyPortMapping`, then `AddPortMapping`), else another; a finite lease
-//!   ([`UpnpConfig::lease`], 1 hour by default), permanent only if the gateway supports
-//!   nothing else.
-//! - **Untrusted gateways**: every request has a deadline and a size limit, URLs must point at
-//!   the gateway itself, XML is parsed with depth, count and entity limits, and no proxy is
-//!   ever used. Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.
-//!
-//! The protocol code is this crate's own (a small HTTP client, SOAP, SSDP; XML by `xml-rs`)
-//! rather than `igd-next`'s, whose requests go through `attohttpc`: they honour `http_proxy`
-//! from the environment (sending LAN port-mapping requests to a proxy), wait a fixed 10 s
-//! whatever the caller's deadline, and `add_any_port` asks for a random port rather than the
-//! socket's own.
+//! - **Discovery**: an `igd-next` SSDP search, multicast from every IPv4 interface at once
+//!   (one thread each, the first gateway found wins), lasting [`UpnpConfig::search_window`]
+//!   at most. Gateways given with
+//!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (a root
+//!   description URL) are searched for by a unicast M-SEARCH to that URL's host, port 1900,
+//!   instead: `igd-next` cannot load a given description, and miniupnpd and most IGDs answer
+//!   unicast searches. The gateway found is cached in the technique and searched for again
+//!   when it stops answering; a multicast search that nothing answered is not repeated for
+//!   [`UpnpConfig::search_again_after`].
+//! - **Mapping**: the host's address facing the gateway; `AddPortMapping` with the socket's
+//!   own port first; when that port is taken, `AddAnyPortMapping` on IGD:2 (the gateway picks
+//!   the port), random ports on IGD:1. A finite lease ([`UpnpConfig::lease`], 1 hour by
+//!   default), permanent only if the gateway supports nothing else.
+//! - **Deadlines**: `igd-next`'s requests wait up to 10 s (to connect, then as much for
+//!   the request) whatever the caller's deadline, so
+//!   each call runs on a worker thread and the caller stops waiting at its deadline (a few
+//!   milliseconds late at most) with [`UpnpError::TimedOut`]. A mapping the gateway grants
+//!   after that is deleted by the worker, so nothing is leaked; the worker itself ends when
+//!   `igd-next`'s request does (about 20 s at most).
+//! - **Untrusted gateways**: `igd-next` reads descriptions and answers with a size limit
+//!   (1 MiB) and a depth limit, and only follows URLs on the device that answered the search.
+//!   Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.
+//! - **HTTP proxies**: `igd-next`'s HTTP client (`attohttpc`) sends its requests through the
+//!   proxy named by `http_proxy`/`HTTP_PROXY` (or `all_proxy`) unless `no_proxy` covers the
+//!   gateway's address, and offers no way to turn that off; a library does not change its
+//!   program's environment. When a proxy would be used for the gateway (or a search found
+//!   nothing while a proxy is set), a warning is logged: put the gateway's address (or the
+//!   LAN) in `no_proxy`.
 //!
 //! ```no_run
 //! use std::time::{Duration, Instant};
@@ -43,14 +55,13 @@
 //! # }
 //! ```
 
+mod call;
 mod error;
 mod gateway;
-mod http;
 mod lease;
-mod ssdp;
+mod proxy;
+mod search;
 mod technique;
-mod url;
-mod xml;
 
 #[cfg(test)]
 mod fake;

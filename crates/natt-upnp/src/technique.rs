@@ -1,12 +1,15 @@
 //! [`UpnpTechnique`]: port mapping on a UPnP Internet Gateway Device, as a natt
-//! [`MappingTechnique`] that maps beside the socket.
+//! [`MappingTechnique`] that maps beside the socket, on top of `igd-next`.
 //!
-//! Mapping a socket: find the gateway (the cached one, the ones given with
-//! [`HolePunchServerAddr::IgdGateway`], else an SSDP search on every IPv4 interface), ask its
-//! external address, map the socket's port to the host's address facing the gateway, and hold
-//! the mapping with an [`UpnpLease`] that renews it and deletes it when dropped. The gateway
-//! found is cached in the technique (so in the [`natt_core::MappingContext`] that keeps it)
-//! and searched for again when it stops answering.
+//! Mapping a socket: find the gateway (the cached one, else an `igd-next` SSDP search: unicast
+//! to the gateways given with [`HolePunchServerAddr::IgdGateway`], else multicast from every
+//! IPv4 interface), ask its external address, map the socket's port to the host's address
+//! facing the gateway (`AddPortMapping` with the socket's own port first; when that port is
+//! taken, `AddAnyPortMapping` on IGD:2, random ports on IGD:1), and hold the mapping with an
+//! [`UpnpLease`] that renews it and deletes it when dropped. Every call to the gateway is
+//! bounded by the caller's deadline (see [`crate::call`]). The gateway found is cached in the
+//! technique (so in the [`natt_core::MappingContext`] that keeps it) and searched for again
+//! when it stops answering.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,8 +25,8 @@ use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo, MappingRequest};
 use crate::lease::{Mapping, UpnpLease};
-use crate::ssdp;
-use crate::url::HttpUrl;
+use crate::proxy;
+use crate::search::{self, Target};
 
 /// The technique's name.
 pub const NAME: &str = "upnp";
@@ -32,12 +35,14 @@ pub const NAME: &str = "upnp";
 mod code {
     pub const INVALID_ACTION: u16 = 401;
     pub const NOT_IMPLEMENTED: u16 = 602;
-    pub const NOT_AUTHORIZED: u16 = 606;
     pub const CONFLICT_IN_MAPPING_ENTRY: u16 = 718;
     pub const SAME_PORT_VALUES_REQUIRED: u16 = 724;
     pub const ONLY_PERMANENT_LEASES_SUPPORTED: u16 = 725;
     pub const CONFLICT_WITH_OTHER_MECHANISMS: u16 = 729;
 }
+
+/// The SSDP multicast address.
+const SSDP_MULTICAST: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(239, 255, 255, 250), 1900));
 
 /// Longest lease IGD:2 allows (7 days).
 const MAX_LEASE_SECS: u32 = 604_800;
@@ -54,19 +59,24 @@ pub struct UpnpConfig {
     /// The description shown in the router's list of mappings, followed by the protocol and
     /// port (default `natt`: `natt udp 40000`).
     pub description: String,
-    /// External ports tried at random after the socket's own port turns out to be taken
-    /// (default 4).
+    /// On IGD:1 gateways (no `AddAnyPortMapping`), external ports tried at random with
+    /// `AddPortMapping` after the socket's own port turns out to be taken (default 4). IGD:2
+    /// gateways choose the port themselves (`AddAnyPortMapping`, one request).
     pub random_port_attempts: u32,
-    /// How long answers to an SSDP search are awaited (default 1.5 s: devices answer within
-    /// the search's MX of 1 s). Never longer than the caller's deadline.
+    /// How long a multicast SSDP search lasts (default 1.5 s), including `igd-next` reading
+    /// the descriptions of the devices that answer. Never longer than the caller's deadline.
+    /// Searches for gateways given by URL last until the caller's deadline instead.
     pub search_window: Duration,
     /// After a search that nothing answered, mappings fail at once for this long without
     /// searching again (default 30 s), so a network without UPnP costs one search window, not
     /// one per socket.
     pub search_again_after: Duration,
     /// The bound on each renewal and on the deletion when a lease is dropped (default 3 s).
+    /// (`igd-next`'s own timeouts, 10 s to connect and 10 s for the request, still end a
+    /// request that outlives this bound, on its worker thread.)
     pub call_timeout: Duration,
     /// Where searches are sent (default the SSDP multicast address, `239.255.255.250:1900`).
+    /// Its port is also the one unicast searches for gateways given by URL are sent to.
     pub ssdp_addr: SocketAddr,
     /// The interface addresses searched from (default `None`: every non-loopback IPv4
     /// interface).
@@ -82,7 +92,7 @@ impl Default for UpnpConfig {
             search_window: Duration::from_millis(1500),
             search_again_after: Duration::from_secs(30),
             call_timeout: Duration::from_secs(3),
-            ssdp_addr: SocketAddr::V4(ssdp::SSDP_MULTICAST),
+            ssdp_addr: SSDP_MULTICAST,
             search_from: None,
         }
     }
@@ -108,7 +118,8 @@ impl UpnpConfig {
 /// let mc = MappingContext::empty();
 /// let upnp = Arc::new(UpnpTechnique::new());
 /// mc.add_technique(upnp.clone());
-/// // Optional: a known gateway instead of an SSDP search.
+/// // Optional: a known gateway (searched for by unicast to its address) instead of a
+/// // multicast search.
 /// mc.add_server(HolePunchServerAddr::IgdGateway("http://192.168.1.1:5000/rootDesc.xml".into()));
 /// let mapped = MappedUdpSocket::new(&mc)?;
 /// if let Some(gateway) = upnp.gateway_info() {
@@ -136,8 +147,9 @@ pub(crate) struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Gateways given explicitly: used instead of searching.
-    explicit: Vec<HttpUrl>,
+    /// Gateways given explicitly (their URLs and addresses): searched for by unicast instead
+    /// of multicast.
+    explicit: Vec<(String, Ipv4Addr)>,
     /// The gateway in use.
     gateway: Option<Arc<Gateway>>,
     /// What we last learnt of a gateway, for reports.
@@ -182,13 +194,18 @@ impl UpnpTechnique {
     }
 
     /// Uses the gateway whose root description is at `url` (e.g.
-    /// `http://192.168.1.1:5000/rootDesc.xml`) instead of searching; several may be given,
-    /// the first that answers is used.
+    /// `http://192.168.1.1:5000/rootDesc.xml`) instead of a multicast search; several may be
+    /// given, the first that answers is used.
+    ///
+    /// `igd-next` cannot load a given description, so only the URL's host counts: the search
+    /// is sent to it alone (unicast, to port 1900, [`UpnpConfig::ssdp_addr`]'s port), and the
+    /// gateway then uses the description URL it answers with (its port and path may differ
+    /// from the given ones, e.g. after a restart).
     pub fn add_gateway(&self, url: &str) -> Result<(), UpnpError> {
-        let url = HttpUrl::parse(url)?;
+        let ip = gateway_host(url)?;
         let mut state = self.shared.lock();
-        if !state.explicit.contains(&url) {
-            state.explicit.push(url);
+        if !state.explicit.iter().any(|(_, known)| *known == ip) {
+            state.explicit.push((url.to_owned(), ip));
         }
         // A gateway found by searching gives way to the one given.
         state.gateway = None;
@@ -244,7 +261,7 @@ impl UpnpTechnique {
         local: SocketAddrV4,
         deadline: Instant,
     ) -> Result<TechniqueMapping, UpnpError> {
-        let internal = SocketAddrV4::new(internal_ip(*local.ip(), gateway.control.ip())?, local.port());
+        let internal = SocketAddrV4::new(internal_ip(*local.ip(), gateway.ip())?, local.port());
         let external_ip = match external {
             Some(ip) => ip,
             None => gateway.external_ip(deadline)?,
@@ -262,7 +279,7 @@ impl UpnpTechnique {
             None => None,
             Some(arbiter) => {
                 let key = ClaimKey {
-                    gateway: IpAddr::V4(gateway.control.ip()),
+                    gateway: IpAddr::V4(gateway.ip()),
                     protocol,
                     internal: SocketAddr::V4(internal),
                 };
@@ -271,13 +288,13 @@ impl UpnpTechnique {
                     Claim::TakenBy(owner) => {
                         return Err(UpnpError::NotApplicable(format!(
                             "{owner} already maps this port on {}",
-                            gateway.control.ip()
+                            gateway.ip()
                         )));
                     }
                     Claim::TimedOut => {
                         return Err(UpnpError::NotApplicable(format!(
                             "another technique was still mapping this port on {} at the deadline",
-                            gateway.control.ip()
+                            gateway.ip()
                         )));
                     }
                 }
@@ -299,7 +316,7 @@ impl UpnpTechnique {
                 lease
             }
             Err(e) => {
-                let _ = gateway.delete_port_mapping(protocol, external_port, Instant::now() + config.call_timeout);
+                let _ = gateway.remove_port(protocol, external_port, Instant::now() + config.call_timeout);
                 return Err(e);
             }
         };
@@ -370,14 +387,31 @@ impl Shared {
             state.explicit.clone()
         };
         // No lock is held while talking to the network.
-        let found = if explicit.is_empty() {
-            self.search(deadline)
+        let gateway = if explicit.is_empty() {
+            self.search(deadline)?
         } else {
-            load_first(&explicit, deadline)
+            let port = self.config.ssdp_addr.port();
+            let targets: Vec<Target> = explicit.iter().map(|(_, ip)| Target::unicast(*ip, port)).collect();
+            for (_, ip) in &explicit {
+                proxy::warn_if_proxied(*ip);
+            }
+            search::search(&targets, deadline, deadline).map_err(|e| {
+                let given: Vec<&str> = explicit.iter().map(|(url, _)| url.as_str()).collect();
+                log::debug!("upnp: the gateway given ({}) did not answer: {e}", given.join(", "));
+                e
+            })?
         };
-        let (gateway, external) = found?;
+        proxy::warn_if_proxied(gateway.ip());
+        let external = match gateway.external_ip(deadline) {
+            Ok(ip) => ip,
+            Err(e) => {
+                // It answered: a report still names it.
+                self.note(&gateway, None);
+                return Err(e);
+            }
+        };
         log::info!(
-            "upnp: gateway {} ({}, external address {external}) at {}",
+            "upnp: gateway {} ({}, external address {external}), control {}",
             gateway.description,
             gateway.version,
             gateway.control
@@ -390,13 +424,22 @@ impl Shared {
         Ok((gateway, Some(external), false))
     }
 
-    fn search(&self, deadline: Instant) -> Result<ssdp::Found, UpnpError> {
+    /// A multicast search from every interface (or [`UpnpConfig::search_from`]).
+    fn search(&self, deadline: Instant) -> Result<Gateway, UpnpError> {
         let from = match &self.config.search_from {
             Some(from) => from.clone(),
             None => ipv4_interfaces(),
         };
+        let targets: Vec<Target> = from
+            .iter()
+            .map(|ip| Target::from_interface(*ip, self.config.ssdp_addr))
+            .collect();
         let window_end = Instant::now() + self.config.search_window;
-        let result = ssdp::search(&from, self.config.ssdp_addr, window_end, deadline);
+        let result = search::search(&targets, window_end, deadline);
+        if let Err(e @ (UpnpError::NoGateway(_) | UpnpError::TimedOut { .. })) = &result {
+            log::debug!("upnp: {e}");
+            proxy::warn_if_search_proxied();
+        }
         // Nothing answered during a whole window: say so at once for a while. (A window cut
         // short by the caller's deadline proves nothing.)
         if let Err(UpnpError::NoGateway(why)) = &result
@@ -420,7 +463,7 @@ impl Shared {
     pub(crate) fn regain(&self, old: &Gateway, deadline: Instant) -> Option<Arc<Gateway>> {
         self.forget(old);
         match self.gateway(deadline, true) {
-            Ok((gateway, _, _)) if gateway.control.ip() == old.control.ip() && *gateway != *old => Some(gateway),
+            Ok((gateway, _, _)) if gateway.ip() == old.ip() && *gateway != *old => Some(gateway),
             Ok(_) => None,
             Err(e) => {
                 log::debug!("upnp: looking for the gateway again: {e}");
@@ -436,19 +479,22 @@ fn is_public(ip: Ipv4Addr) -> bool {
     !(ip.is_private() || ip.is_link_local() || (a == 100 && (b & 0xc0) == 64))
 }
 
-/// Loads the first of `urls` that answers.
-fn load_first(urls: &[HttpUrl], deadline: Instant) -> Result<ssdp::Found, UpnpError> {
-    let mut last = None;
-    for url in urls {
-        match Gateway::load(url, deadline) {
-            Ok(found) => return Ok(found),
-            Err(e) => {
-                log::debug!("upnp: gateway {url}: {e}");
-                last = Some(e);
-            }
-        }
+/// The IPv4 address of a gateway given by its root description URL
+/// (`http://192.168.1.1:5000/rootDesc.xml`).
+fn gateway_host(url: &str) -> Result<Ipv4Addr, UpnpError> {
+    let bad = |why: &str| UpnpError::BadUrl {
+        url: crate::error::shorten(url, 100),
+        why: why.to_owned(),
+    };
+    let parsed = url::Url::parse(url.trim()).map_err(|e| bad(&e.to_string()))?;
+    if parsed.scheme() != "http" {
+        return Err(bad("not an http:// URL"));
     }
-    Err(last.unwrap_or_else(|| UpnpError::NoGateway("no gateway given".into())))
+    match parsed.host() {
+        Some(url::Host::Ipv4(ip)) if !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast() => Ok(ip),
+        Some(url::Host::Ipv4(_)) => Err(bad("not a unicast address")),
+        _ => Err(bad("the host must be an IPv4 address")),
+    }
 }
 
 /// Every non-loopback IPv4 interface address.
@@ -492,10 +538,19 @@ fn internal_ip(bound: Ipv4Addr, gateway: Ipv4Addr) -> Result<Ipv4Addr, UpnpError
     }
 }
 
+/// True for the answers that mean "this external port is taken".
+fn is_conflict(e: &UpnpError) -> bool {
+    matches!(
+        e.code(),
+        Some(code::CONFLICT_IN_MAPPING_ENTRY | code::CONFLICT_WITH_OTHER_MECHANISMS)
+    )
+}
+
 /// Maps `internal` on `gateway`: the same external port when free, another when taken.
-/// IGD:2 `AddAnyPortMapping` first (the gateway picks another port if ours is taken), then
-/// `AddPortMapping` with our port, then with a few random ports. Returns the external port and
-/// the lease granted (0 only if the gateway supports permanent leases alone).
+/// `AddPortMapping` with our port first; when it is taken, `igd-next`'s `add_any_port` on
+/// IGD:2 (`AddAnyPortMapping`: the gateway picks), else `AddPortMapping` with a few random
+/// ports ([`UpnpConfig::random_port_attempts`]). Returns the external port and the lease
+/// granted (0 only if the gateway supports permanent leases alone).
 fn add_mapping(
     gateway: &Gateway,
     protocol: Protocol,
@@ -510,51 +565,42 @@ fn add_mapping(
         external_port,
         internal,
         lease_secs,
-        description,
+        description: description.to_owned(),
     };
+    let own = internal.port();
+    match permanent_if_must(&mut lease_secs, |l| gateway.add_port(&request(own, l), deadline)) {
+        Ok(()) => return Ok((own, lease_secs)),
+        Err(e) if is_conflict(&e) => log::debug!("upnp: external port {own} is taken: {e}"),
+        Err(e) => return Err(e),
+    }
     if gateway.has_add_any() {
-        match permanent_if_must(&mut lease_secs, |l| {
-            gateway.add_any_port_mapping(&request(internal.port(), l), deadline)
-        }) {
+        match permanent_if_must(&mut lease_secs, |l| gateway.add_any_port(&request(own, l), deadline)) {
             Ok(port) => return Ok((port, lease_secs)),
-            Err(e) if e.is_unreachable() || e.code() == Some(code::NOT_AUTHORIZED) => return Err(e),
-            Err(e) => {
-                let known = matches!(e.code(), Some(code::INVALID_ACTION | code::NOT_IMPLEMENTED));
-                if !known {
-                    log::info!("upnp: {e}; trying AddPortMapping");
-                }
+            Err(e) if matches!(e.code(), Some(code::INVALID_ACTION | code::NOT_IMPLEMENTED)) => {
+                log::info!("upnp: {e}; trying random ports with AddPortMapping");
             }
+            Err(e) => return Err(e),
         }
     }
     let mut rng = rand::rng();
-    let ports: Vec<u16> = std::iter::once(internal.port())
-        .chain((0..config.random_port_attempts).map(|_| rng.random_range(1024..=65535)))
-        .collect();
-    let mut taken = Vec::new();
+    let mut taken = vec![own];
     let mut last = None;
-    for port in ports {
+    for _ in 0..config.random_port_attempts {
         if deadline::remaining(deadline).is_none() {
             return Err(UpnpError::timed_out(format!("mapping a port on {}", gateway.control)));
         }
-        match permanent_if_must(&mut lease_secs, |l| {
-            gateway.add_port_mapping(&request(port, l), deadline)
-        }) {
+        let port: u16 = rng.random_range(1024..=65535);
+        match permanent_if_must(&mut lease_secs, |l| gateway.add_port(&request(port, l), deadline)) {
             Ok(()) => return Ok((port, lease_secs)),
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some(code::CONFLICT_IN_MAPPING_ENTRY | code::CONFLICT_WITH_OTHER_MECHANISMS)
-                ) =>
-            {
+            Err(e) if is_conflict(&e) => {
                 log::debug!("upnp: external port {port} is taken: {e}");
                 taken.push(port);
                 last = Some(e);
             }
-            Err(e) if e.code() == Some(code::SAME_PORT_VALUES_REQUIRED) && !taken.is_empty() => {
+            Err(e) if e.code() == Some(code::SAME_PORT_VALUES_REQUIRED) => {
                 // Only the socket's own port may be mapped, and it is taken.
                 return Err(UpnpError::NoPort(format!(
-                    "port {} is taken and the gateway maps no other ({e})",
-                    internal.port()
+                    "port {own} is taken and the gateway maps no other ({e})"
                 )));
             }
             Err(e) => return Err(e),

@@ -1,0 +1,103 @@
+//! Calls into `igd-next` bounded by the caller's deadline.
+//!
+//! `igd-next`'s sync API blocks: each SOAP request waits up to its own fixed timeouts (10 s to
+//! connect, then 10 s for the request),
+//! whatever the caller's deadline. So every call runs on a worker thread of its own and the
+//! caller waits for its result with [`mpsc::Receiver::recv_timeout`] until its deadline, then
+//! gives up with [`UpnpError::TimedOut`]. The worker keeps ownership of a result that comes
+//! too late and hands it to a `late` function, which undoes whatever the call did (a port
+//! mapping added after the caller gave up is deleted), so nothing is leaked.
+//!
+//! The handover is race-free: the sender sits in a mutex that the caller empties when it
+//! gives up, and the worker sends under that mutex. A result either reaches the caller (sent
+//! before it gave up; it is still taken, a few milliseconds late at most) or goes to `late`.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Instant;
+
+use crate::error::UpnpError;
+
+/// Runs `work` on a worker thread named `natt-upnp-call` and waits for its result until
+/// `deadline`. At the deadline, [`UpnpError::TimedOut`] naming `what`; the result, when it
+/// comes, then goes to `late` (on the worker thread).
+pub(crate) fn bounded<T, W, L>(what: &str, deadline: Instant, work: W, late: L) -> Result<T, UpnpError>
+where
+    T: Send + 'static,
+    W: FnOnce() -> T + Send + 'static,
+    L: FnOnce(T) + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let slot = Arc::new(Mutex::new(Some(tx)));
+    let worker_slot = Arc::clone(&slot);
+    thread::Builder::new()
+        .name("natt-upnp-call".into())
+        .spawn(move || {
+            let result = work();
+            let unclaimed = {
+                let guard = worker_slot.lock().unwrap_or_else(PoisonError::into_inner);
+                match guard.as_ref() {
+                    Some(tx) => tx.send(result).err().map(|e| e.0),
+                    None => Some(result),
+                }
+            };
+            if let Some(result) = unclaimed {
+                late(result);
+            }
+        })
+        .map_err(|e| UpnpError::Io {
+            what: format!("starting a thread for {what}"),
+            source: e,
+        })?;
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(remaining) {
+        Ok(result) => Ok(result),
+        Err(RecvTimeoutError::Timeout) => {
+            // Give up: from now on the worker hands its result to `late`, unless it sent it
+            // just before, in which case it is ours after all.
+            drop(slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+            rx.try_recv().map_err(|_| UpnpError::timed_out(what))
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(UpnpError::Io {
+            what: what.to_owned(),
+            source: std::io::Error::other("the worker thread ended without an answer"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_late_result_goes_to_late_and_the_caller_times_out() {
+        let (late_tx, late_rx) = mpsc::channel();
+        let t0 = Instant::now();
+        let r = bounded(
+            "sleeping",
+            t0 + Duration::from_millis(50),
+            || {
+                thread::sleep(Duration::from_millis(200));
+                7
+            },
+            move |v| late_tx.send(v).unwrap(),
+        );
+        assert!(matches!(r, Err(UpnpError::TimedOut { .. })), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_millis(150));
+        assert_eq!(late_rx.recv_timeout(Duration::from_secs(2)).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_prompt_result_is_the_callers() {
+        let r = bounded(
+            "adding",
+            Instant::now() + Duration::from_secs(1),
+            || 1 + 1,
+            |_| unreachable!(),
+        );
+        assert_eq!(r.unwrap(), 2);
+    }
+}

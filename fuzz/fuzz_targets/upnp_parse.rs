@@ -1,4 +1,0 @@
-#![no_main]
-//! `upnp_parse`: see `natt_fuzz::upnp::target`.
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| natt_fuzz::upnp::target(data));
