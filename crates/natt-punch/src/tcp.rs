@@ -65,8 +65,16 @@ const SLICE: Duration = Duration::from_millis(100);
 
 /// How long role 0 waits for the peer's hello on the stream it chose before it chooses another
 /// stream that has shown one. The peer sends its hello as soon as a stream is up, so this only
-/// matters when the chosen stream leads somewhere else (a stale address that accepted).
-const SWITCH_AFTER: Duration = Duration::from_secs(1);
+/// matters when the chosen stream leads somewhere else: a stale address that accepted, or a
+/// port scanner that connected to our mapped port and stays silent. It is long enough for TCP
+/// to retransmit a lost hello twice (its first retransmission timeout is 1 s when it has no
+/// round-trip sample, as after a simultaneous open): switching while the peer's hello is merely
+/// late would leave the peer on the first stream (it takes the first choose it reads) and us on
+/// the other.
+const SWITCH_AFTER: Duration = Duration::from_secs(3);
+
+/// At most this many accepted connections are in their handshake at once; more are closed.
+const MAX_ACCEPTED_HANDSHAKES: usize = 32;
 
 /// What role 0's stream threads tell the chooser.
 enum Event {
@@ -128,13 +136,21 @@ pub fn tcp_punch_hole(
         chosen: chosen_tx,
         next_id: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     };
-    spawn("natt-punch-accept", {
-        let ctx = ctx.clone();
-        move || accept(&listener, &ctx)
-    })?;
-    for target in targets {
-        let ctx = ctx.clone();
-        spawn("natt-punch-connect", move || connect(local, target, &ctx))?;
+    let started = (|| {
+        spawn("natt-punch-accept", {
+            let ctx = ctx.clone();
+            move || accept(&listener, &ctx)
+        })?;
+        for target in targets {
+            let ctx = ctx.clone();
+            spawn("natt-punch-connect", move || connect(local, target, &ctx))?;
+        }
+        io::Result::Ok(())
+    })();
+    if let Err(e) = started {
+        // The threads already started stop at once rather than at the deadline.
+        stop.store(true, Ordering::SeqCst);
+        return Err(e.into());
     }
     drop(ctx);
     let result = if keys.role == 0 {
@@ -258,12 +274,31 @@ fn choose(
 
 /// Accepts connections on the punch port until the punch is over.
 fn accept(listener: &TcpListener, ctx: &Ctx) {
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while !ctx.over() {
         match listener.accept() {
             Ok((stream, from)) => {
                 log::debug!("accepted {from}");
+                if busy.load(Ordering::SeqCst) >= MAX_ACCEPTED_HANDSHAKES {
+                    log::debug!("{from}: too many handshakes under way; closed");
+                    continue;
+                }
+                // Some systems pass the listener's O_NONBLOCK on to accepted sockets.
+                if let Err(e) = stream.set_nonblocking(false) {
+                    log::debug!("{from}: {e}");
+                    continue;
+                }
                 let ctx = ctx.clone();
-                if let Err(e) = spawn("natt-punch-hello", move || handshake(stream, from, &ctx)) {
+                busy.fetch_add(1, Ordering::SeqCst);
+                let spawned = spawn("natt-punch-hello", {
+                    let busy = Arc::clone(&busy);
+                    move || {
+                        handshake(stream, from, &ctx);
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+                if let Err(e) = spawned {
+                    busy.fetch_sub(1, Ordering::SeqCst);
                     log::warn!("cannot handle {from}: {e}");
                 }
             }

@@ -18,9 +18,15 @@
 //! stream. Role 1 takes the stream a valid choose arrives on; role 0 takes the stream it chose
 //! once a valid hello arrives on it. Each MAC proves its sender holds the session's key (keys
 //! are derived from both sides' fresh rendezvous secrets, so no frame of another session
-//! opens). A frame is not bound to its stream: only someone who sees the stream's traffic can
-//! copy a frame to another stream, and such an on-path party can take over the unprotected
-//! stream after the handshake anyway.
+//! opens, and nobody without the secrets can make one).
+//!
+//! What this does not do: a frame is not bound to its stream, and role 0's choose goes out
+//! before the peer has shown itself on that stream. So a party that gets connections to both
+//! peers (whatever accepted at an address role 1 listed, or an on-path attacker) can relay the
+//! two frames between its connections and sit in the middle. Any handshake that leaves the
+//! stream's later bytes unprotected allows that; the punch proves who is at the ends of the
+//! handshake, and applications that need confidentiality or integrity of the stream run TLS or
+//! Noise over it.
 
 use crate::keys::{MAC_LEN, SessionKeys, TAG_LEN};
 use crate::udp_wire::{MAGIC, VERSION};
