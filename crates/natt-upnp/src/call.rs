@@ -17,9 +17,19 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::UpnpError;
+
+/// The instant `d` from now, for deadlines made from configured durations: one too far to
+/// represent (e.g. from `Duration::MAX`) is about a century away instead of a panic.
+pub(crate) fn in_from_now(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(FAR)).unwrap_or(now)
+}
+
+/// A duration longer than any wait that matters (about a century).
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Runs `work` on a worker thread named `natt-upnp-call` and waits for its result until
 /// `deadline`. At the deadline, [`UpnpError::TimedOut`] naming `what`; the result, when it
@@ -76,7 +86,6 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_late_result_goes_to_late_and_the_caller_times_out() {
@@ -94,6 +103,14 @@ mod tests {
         assert!(matches!(r, Err(UpnpError::TimedOut { .. })), "{r:?}");
         assert!(t0.elapsed() < Duration::from_millis(150));
         assert_eq!(late_rx.recv_timeout(Duration::from_secs(2)).unwrap(), 7);
+    }
+
+    #[test]
+    fn huge_durations_are_far_deadlines_not_panics() {
+        let far = in_from_now(Duration::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(365 * 24 * 3600));
+        let soon = in_from_now(Duration::from_millis(10));
+        assert!(soon <= Instant::now() + Duration::from_millis(10));
     }
 
     #[test]

@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use natt_core::{Lease, Protocol};
 
+use crate::call;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, MappingRequest};
 use crate::technique::Shared;
@@ -99,7 +100,9 @@ impl UpnpLease {
             stop: Some(stop_tx),
             done: done_rx,
             // A renewal may be under way (one call), then the deletion (another).
-            release_wait: call_timeout * 2 + Duration::from_millis(500),
+            release_wait: call_timeout
+                .saturating_mul(2)
+                .saturating_add(Duration::from_millis(500)),
             claim: None,
         })
     }
@@ -125,7 +128,7 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
         if !matches!(woke, Err(RecvTimeoutError::Timeout)) {
             break; // dropped (or told to stop)
         }
-        let deadline = Instant::now() + call_timeout;
+        let deadline = call::in_from_now(call_timeout);
         match gateway.add_port(&mapping.request(), deadline) {
             Ok(()) => {
                 if failures > 0 {
@@ -143,7 +146,7 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
                     break; // dropped meanwhile: delete now, do not search
                 }
                 if e.is_unreachable()
-                    && let Some(found) = shared.regain(&gateway, Instant::now() + call_timeout)
+                    && let Some(found) = shared.regain(&gateway, call::in_from_now(call_timeout))
                 {
                     log::info!("upnp: {name}: the gateway now answers at {}", found.control);
                     gateway = found;
@@ -152,7 +155,7 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
             }
         }
     }
-    let deadline = Instant::now() + call_timeout;
+    let deadline = call::in_from_now(call_timeout);
     match gateway.remove_port(mapping.protocol, mapping.external_port, deadline) {
         Ok(()) => log::debug!("upnp: deleted {name}"),
         Err(e) if e.code() == Some(NO_SUCH_ENTRY) => log::debug!("upnp: {name} was already gone"),

@@ -22,6 +22,7 @@ use rand::Rng;
 
 use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
 
+use crate::call;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo, MappingRequest};
 use crate::lease::{Mapping, UpnpLease};
@@ -316,7 +317,14 @@ impl UpnpTechnique {
                 lease
             }
             Err(e) => {
-                let _ = gateway.remove_port(protocol, external_port, Instant::now() + config.call_timeout);
+                // Bounded by the caller's deadline (at most the call timeout): the caller is
+                // not held past it. Not deleted in time, the mapping expires with its lease.
+                let until = deadline.min(call::in_from_now(config.call_timeout));
+                if let Err(d) = gateway.remove_port(protocol, external_port, until) {
+                    log::warn!(
+                        "upnp: could not delete the mapping of port {external_port} (it expires with its lease): {d}"
+                    );
+                }
                 return Err(e);
             }
         };
@@ -434,7 +442,7 @@ impl Shared {
             .iter()
             .map(|ip| Target::from_interface(*ip, self.config.ssdp_addr))
             .collect();
-        let window_end = Instant::now() + self.config.search_window;
+        let window_end = call::in_from_now(self.config.search_window);
         let result = search::search(&targets, window_end, deadline);
         if let Err(e @ (UpnpError::NoGateway(_) | UpnpError::TimedOut { .. })) = &result {
             log::debug!("upnp: {e}");

@@ -550,3 +550,25 @@ fn errors_are_upnp_errors_underneath() {
         "{e:?}"
     );
 }
+
+#[test]
+fn huge_config_durations_do_not_panic() {
+    // Every duration at its largest: deadlines made from them saturate instead of overflowing.
+    let igd = FakeIgd::start(IgdOptions::default());
+    let ssdp = FakeSsdp::start(vec![igd.url()]);
+    let mut c = config();
+    c.ssdp_addr = ssdp.addr; // a "multicast" search from loopback: the search window counts
+    c.search_window = Duration::MAX;
+    c.search_again_after = Duration::MAX;
+    c.call_timeout = Duration::MAX;
+    c.lease = Duration::MAX;
+    let t = UpnpTechnique::with_config(c);
+    let (_s, local) = socket();
+    let (r, took) = map(&t, local, 2 * SECOND);
+    let mapping = r.unwrap();
+    assert!(took < SECOND, "{took:?}");
+    assert_eq!(igd.entries().len(), 1);
+    let ((), took) = timed(|| drop(mapping));
+    assert!(took < SECOND, "drop took {took:?}");
+    assert!(igd.entries().is_empty());
+}
