@@ -226,7 +226,11 @@ impl UpnpTechnique {
         let (gateway, external, _) = self.shared.gateway(deadline, false)?;
         let external = match external {
             Some(ip) => ip,
-            None => gateway.external_ip(deadline)?,
+            None => gateway.external_ip(deadline).inspect_err(|e| {
+                if e.is_unreachable() {
+                    self.shared.forget(&gateway);
+                }
+            })?,
         };
         self.shared.note(&gateway, Some(external));
         Ok(gateway.info(Some(external)))
@@ -241,14 +245,30 @@ impl UpnpTechnique {
         }
         let (gateway, external, cached) = self.shared.gateway(deadline, false)?;
         match self.map_on(&gateway, external, protocol, local, deadline) {
-            Err(e) if cached && e.is_unreachable() && deadline::remaining(deadline).is_some() => {
+            Err(e) if e.is_unreachable() => {
+                // Forgotten even when no time is left to search again: a gateway that stays
+                // silent would otherwise stay cached, and every later mapping would wait its
+                // whole deadline for it. The next mapping then searches afresh.
+                self.shared.forget(&gateway);
+                if !cached || deadline::remaining(deadline).is_none() {
+                    log::info!(
+                        "upnp: the gateway at {} did not answer ({e}); the next mapping searches for it again",
+                        gateway.description
+                    );
+                    return Err(e);
+                }
                 log::info!(
                     "upnp: the gateway at {} stopped answering ({e}); searching again",
                     gateway.description
                 );
-                self.shared.forget(&gateway);
                 let (gateway, external, _) = self.shared.gateway(deadline, true)?;
-                self.map_on(&gateway, external, protocol, local, deadline)
+                let r = self.map_on(&gateway, external, protocol, local, deadline);
+                if let Err(e) = &r
+                    && e.is_unreachable()
+                {
+                    self.shared.forget(&gateway);
+                }
+                r
             }
             r => r,
         }

@@ -572,3 +572,27 @@ fn huge_config_durations_do_not_panic() {
     assert!(took < SECOND, "drop took {took:?}");
     assert!(igd.entries().is_empty());
 }
+
+#[test]
+fn a_cached_gateway_that_uses_up_the_deadline_is_forgotten() {
+    // The cached gateway goes silent: the mapping waits until its deadline (no time is left to
+    // search again), and the gateway is forgotten all the same: the next mapping searches.
+    let igd = FakeIgd::start(IgdOptions::default());
+    let (t, ssdp) = technique_for(&igd.url(), config());
+    let (_a, la) = socket();
+    let ma = t.map_udp(la, deadline(2 * SECOND)).unwrap();
+    let searches = ssdp.searches();
+    igd.mute.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_b, lb) = socket();
+    let (r, took) = map(&t, lb, Duration::from_millis(400));
+    let e = r.unwrap_err();
+    println!("silent cached gateway: {e} after {took:?}");
+    assert!(matches!(e, TechniqueError::TimedOut(_)), "{e}");
+    assert!(took < Duration::from_millis(600), "{took:?}");
+    assert_eq!(ssdp.searches(), searches, "no time was left to search");
+    igd.mute.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (_c, lc) = socket();
+    let mc = t.map_udp(lc, deadline(2 * SECOND)).unwrap();
+    assert!(ssdp.searches() > searches, "the silent gateway stayed cached");
+    drop((ma, mc));
+}
