@@ -12,7 +12,7 @@
 //! when it stops answering.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use natt_core::{
@@ -144,6 +144,19 @@ pub struct UpnpTechnique {
 pub(crate) struct Shared {
     pub config: UpnpConfig,
     state: Mutex<State>,
+    /// Signalled when a search ends (see [`State::searching`]).
+    searched: Condvar,
+}
+
+/// Who asks for the gateway: a mapping, or a lease whose gateway stopped answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A mapping (or [`UpnpTechnique::find_gateway`]): a recent failed multicast search fails
+    /// it at once; gateways given by URL are searched for until its deadline every time.
+    Map,
+    /// A lease looking for its gateway again, in the background: any recent failed search,
+    /// gateways given by URL included, makes it wait for the next retry.
+    Regain,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +170,9 @@ struct State {
     info: Option<GatewayInfo>,
     /// When a search last found nothing, and why.
     failed_search: Option<(Instant, String)>,
+    /// A search is under way: the others who need a gateway wait for its result rather than
+    /// search too (one search at a time, whatever the number of mappings and leases).
+    searching: bool,
 }
 
 impl Default for UpnpTechnique {
@@ -184,6 +200,7 @@ impl UpnpTechnique {
             shared: Arc::new(Shared {
                 config,
                 state: Mutex::new(State::default()),
+                searched: Condvar::new(),
             }),
             arbiter: None,
         }
@@ -223,7 +240,7 @@ impl UpnpTechnique {
     /// Finds the gateway now (or takes the cached one) and asks its external address, by
     /// `deadline`.
     pub fn find_gateway(&self, deadline: Instant) -> Result<GatewayInfo, UpnpError> {
-        let (gateway, external, _) = self.shared.gateway(deadline, false)?;
+        let (gateway, external, _) = self.shared.gateway(deadline, Purpose::Map)?;
         let external = match external {
             Some(ip) => ip,
             None => gateway.external_ip(deadline).inspect_err(|e| {
@@ -243,7 +260,7 @@ impl UpnpTechnique {
         if local.port() == 0 {
             return Err(UpnpError::NotApplicable("the socket is not bound to a port".into()));
         }
-        let (gateway, external, cached) = self.shared.gateway(deadline, false)?;
+        let (gateway, external, cached) = self.shared.gateway(deadline, Purpose::Map)?;
         match self.map_on(&gateway, external, protocol, local, deadline) {
             Err(e) if e.is_unreachable() => {
                 // Forgotten even when no time is left to search again: a gateway that stays
@@ -261,7 +278,7 @@ impl UpnpTechnique {
                     "upnp: the gateway at {} stopped answering ({e}); searching again",
                     gateway.description
                 );
-                let (gateway, external, _) = self.shared.gateway(deadline, true)?;
+                let (gateway, external, _) = self.shared.gateway(deadline, Purpose::Map)?;
                 let r = self.map_on(&gateway, external, protocol, local, deadline);
                 if let Err(e) = &r
                     && e.is_unreachable()
@@ -383,8 +400,18 @@ impl MappingTechnique for UpnpTechnique {
     }
 }
 
+/// Marks the end of a search (see [`State::searching`]) when dropped.
+struct Searching<'a>(&'a Shared);
+
+impl Drop for Searching<'_> {
+    fn drop(&mut self) {
+        self.0.lock().searching = false;
+        self.0.searched.notify_all();
+    }
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -394,26 +421,42 @@ impl Shared {
     }
 
     /// The gateway to use: the cached one (`true`), else one found now, with its external
-    /// address. `fresh` ignores a recent failed search (we know a gateway was there).
-    fn gateway(&self, deadline: Instant, fresh: bool) -> Result<(Arc<Gateway>, Option<Ipv4Addr>, bool), UpnpError> {
+    /// address. One search at a time: while another caller searches, this one waits for its
+    /// result (until `deadline`) instead of searching too, then takes the gateway it found, or
+    /// its failure (see [`Purpose`]), or searches itself if that search proved nothing.
+    fn gateway(
+        &self,
+        deadline: Instant,
+        purpose: Purpose,
+    ) -> Result<(Arc<Gateway>, Option<Ipv4Addr>, bool), UpnpError> {
         let explicit = {
-            let state = self.lock();
-            if let Some(gateway) = &state.gateway {
-                return Ok((Arc::clone(gateway), None, true));
+            let mut state = self.lock();
+            loop {
+                if let Some(gateway) = &state.gateway {
+                    return Ok((Arc::clone(gateway), None, true));
+                }
+                if let Some(e) = self.backing_off(&state, purpose) {
+                    return Err(e);
+                }
+                if !state.searching {
+                    break;
+                }
+                let Some(left) = deadline::remaining(deadline) else {
+                    return Err(UpnpError::timed_out(
+                        "waiting for another search for the UPnP gateway to end",
+                    ));
+                };
+                state = self
+                    .searched
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
-            if state.explicit.is_empty()
-                && !fresh
-                && let Some((at, why)) = &state.failed_search
-                && at.elapsed() < self.config.search_again_after
-            {
-                return Err(UpnpError::NoGateway(format!(
-                    "{why} ({} s ago; next search in {} s)",
-                    at.elapsed().as_secs(),
-                    self.config.search_again_after.saturating_sub(at.elapsed()).as_secs()
-                )));
-            }
+            state.searching = true;
             state.explicit.clone()
         };
+        // Ends the search (and wakes those waiting) however this function returns.
+        let _searching = Searching(self);
         // No lock is held while talking to the network.
         let gateway = if explicit.is_empty() {
             self.search(deadline)?
@@ -426,6 +469,8 @@ impl Shared {
             search::search(&targets, deadline, deadline).map_err(|e| {
                 let given: Vec<&str> = explicit.iter().map(|(url, _)| url.as_str()).collect();
                 log::debug!("upnp: the gateway given ({}) did not answer: {e}", given.join(", "));
+                // Only leases looking for their gateway again heed this (see `Purpose`).
+                self.lock().failed_search = Some((Instant::now(), e.to_string()));
                 e
             })?
         };
@@ -445,11 +490,28 @@ impl Shared {
             gateway.control
         );
         let gateway = Arc::new(gateway);
-        let mut state = self.lock();
-        state.gateway = Some(Arc::clone(&gateway));
-        state.info = Some(gateway.info(Some(external)));
-        state.failed_search = None;
+        {
+            let mut state = self.lock();
+            state.gateway = Some(Arc::clone(&gateway));
+            state.info = Some(gateway.info(Some(external)));
+            state.failed_search = None;
+        }
         Ok((gateway, Some(external), false))
+    }
+
+    /// The error to fail with at once, without searching, after a recent search that found
+    /// nothing (see [`Purpose`]).
+    fn backing_off(&self, state: &State, purpose: Purpose) -> Option<UpnpError> {
+        let (at, why) = state.failed_search.as_ref()?;
+        let applies = state.explicit.is_empty() || purpose == Purpose::Regain;
+        let ago = at.elapsed();
+        (applies && ago < self.config.search_again_after).then(|| {
+            UpnpError::NoGateway(format!(
+                "{why} ({} s ago; next search in {} s)",
+                ago.as_secs(),
+                self.config.search_again_after.saturating_sub(ago).as_secs()
+            ))
+        })
     }
 
     /// A multicast search from every interface (or [`UpnpConfig::search_from`]).
@@ -487,10 +549,12 @@ impl Shared {
     }
 
     /// For a lease whose gateway stopped answering: the gateway on the same host, found again
-    /// (it may have restarted on another port), or `None`.
+    /// (it may have restarted on another port), or `None`. Searches only when no other search
+    /// is under way (else waits for it) and none failed recently
+    /// ([`UpnpConfig::search_again_after`]): many leases on a dead gateway search once.
     pub(crate) fn regain(&self, old: &Gateway, deadline: Instant) -> Option<Arc<Gateway>> {
         self.forget(old);
-        match self.gateway(deadline, true) {
+        match self.gateway(deadline, Purpose::Regain) {
             Ok((gateway, _, _)) if gateway.ip() == old.ip() && *gateway != *old => Some(gateway),
             Ok(_) => None,
             Err(e) => {

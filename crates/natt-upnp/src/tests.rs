@@ -596,3 +596,95 @@ fn a_cached_gateway_that_uses_up_the_deadline_is_forgotten() {
     assert!(ssdp.searches() > searches, "the silent gateway stayed cached");
     drop((ma, mc));
 }
+
+/// A technique whose multicast search (from loopback) goes to `ssdp`.
+fn searching_technique(ssdp: &FakeSsdp, mut c: UpnpConfig) -> UpnpTechnique {
+    c.ssdp_addr = ssdp.addr;
+    UpnpTechnique::with_config(c)
+}
+
+#[test]
+fn concurrent_mappings_share_one_search() {
+    // How many M-SEARCHes one search sends.
+    let lone = FakeSsdp::start(vec![]);
+    let mut c = config();
+    c.search_window = Duration::from_millis(300);
+    let t = searching_technique(&lone, c.clone());
+    let (_s, local) = socket();
+    assert!(map(&t, local, 2 * SECOND).0.is_err());
+    let one_search = lone.searches();
+    assert!(one_search > 0);
+
+    // Four mappings at once on a network where nothing answers: one search, whose failure
+    // the others take when it ends.
+    let ssdp = FakeSsdp::start(vec![]);
+    let t = std::sync::Arc::new(searching_technique(&ssdp, c));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (t, barrier) = (std::sync::Arc::clone(&t), std::sync::Arc::clone(&barrier));
+            thread::spawn(move || {
+                let (_s, local) = socket();
+                barrier.wait();
+                map(&t, local, 2 * SECOND)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (r, took) = run.join().unwrap();
+        let e = r.unwrap_err();
+        println!("{e} after {took:?}");
+        assert!(took < Duration::from_millis(700), "{took:?}");
+    }
+    assert_eq!(ssdp.searches(), one_search, "more than one search ran");
+}
+
+#[test]
+fn concurrent_mappings_all_get_the_gateway_one_search_found() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let ssdp = FakeSsdp::start(vec![igd.url()]);
+    let t = std::sync::Arc::new(searching_technique(&ssdp, config()));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (t, barrier) = (std::sync::Arc::clone(&t), std::sync::Arc::clone(&barrier));
+            thread::spawn(move || {
+                let (s, local) = socket();
+                barrier.wait();
+                (s, map(&t, local, 2 * SECOND).0.unwrap())
+            })
+        })
+        .collect();
+    let held: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    assert_eq!(igd.entries().len(), 4);
+    assert_eq!(igd.server.gets(), 2, "the description and the SCPD are fetched once");
+    drop(held);
+}
+
+#[test]
+fn leases_on_a_dead_gateway_do_not_each_search() {
+    // Three leases renewing every 0.5 s after failures; the gateway and its SSDP answers are
+    // gone. The first lease to look for it again searches (a whole window, nothing answers);
+    // the others, and its next retries, back off instead of each searching every retry.
+    let igd = FakeIgd::start(IgdOptions::default());
+    let ssdp = FakeSsdp::start(vec![igd.url()]);
+    let mut c = config();
+    c.lease = Duration::from_secs(2);
+    c.call_timeout = Duration::from_millis(400);
+    c.search_window = Duration::from_millis(200);
+    let t = searching_technique(&ssdp, c);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (s, local) = socket();
+        held.push((s, t.map_udp(local, deadline(2 * SECOND)).unwrap()));
+    }
+    let one_search = ssdp.searches();
+    ssdp.locations.lock().unwrap().clear();
+    drop(igd); // connections refused: renewals fail at once
+    thread::sleep(Duration::from_millis(3500));
+    let searched = ssdp.searches() - one_search;
+    println!("{searched} M-SEARCHes after the gateway went ({one_search} per search)");
+    assert!(searched >= one_search, "nobody looked for the gateway again");
+    assert_eq!(searched, one_search, "the leases searched more than once");
+    drop(held);
+}
