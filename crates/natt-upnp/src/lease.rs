@@ -18,7 +18,7 @@ use natt_core::{Lease, Protocol};
 use crate::call;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, MappingRequest};
-use crate::technique::Shared;
+use crate::technique::{PortHold, Shared};
 
 /// The UPnP error a gateway answers when deleting a mapping it does not have.
 const NO_SUCH_ENTRY: u16 = 714;
@@ -29,6 +29,9 @@ pub struct UpnpLease {
     stop: Option<mpsc::Sender<()>>,
     done: mpsc::Receiver<()>,
     release_wait: Duration,
+    /// The external port, held while the lease lives (given up when it is dropped, before
+    /// the mapping is deleted).
+    hold: Option<PortHold>,
     /// The port's claim with the other port-mapping techniques; freed after the mapping is
     /// deleted (fields drop after `Drop::drop`).
     claim: Option<natt_core::arbiter::HeldClaim>,
@@ -67,6 +70,7 @@ impl UpnpLease {
         gateway: Arc<Gateway>,
         external_ip: std::net::Ipv4Addr,
         mapping: Mapping,
+        hold: PortHold,
         shared: Arc<Shared>,
     ) -> Result<UpnpLease, UpnpError> {
         let call_timeout = shared.config.call_timeout;
@@ -85,10 +89,11 @@ impl UpnpLease {
         let (stop_tx, stop_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         let name = describe.clone();
+        let keep_late = hold.keep_late_renewal();
         thread::Builder::new()
             .name("natt-upnp-lease".into())
             .spawn(move || {
-                hold(gateway, &mapping, &shared, &stop_rx, &name);
+                renew_and_delete(gateway, &mapping, &shared, keep_late, &stop_rx, &name);
                 let _ = done_tx.send(());
             })
             .map_err(|e| UpnpError::Io {
@@ -103,6 +108,7 @@ impl UpnpLease {
             release_wait: call_timeout
                 .saturating_mul(2)
                 .saturating_add(Duration::from_millis(500)),
+            hold: Some(hold),
             claim: None,
         })
     }
@@ -114,8 +120,25 @@ fn retry_after(lease: Duration) -> Duration {
 }
 
 /// The lease thread: renew until told to stop (or the lease is dropped), then delete.
-fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mpsc::Receiver<()>, name: &str) {
+///
+/// A renewal that the gateway grants after its call timed out is kept (`keep_late`) while the
+/// lease holds the port: deleting it would delete the mapping the lease still holds. Once the
+/// lease has let the port go, such a grant is deleted again. A renewal still under way on its
+/// worker (`igd-next`'s own timeouts) is not doubled by the next one: that one is skipped.
+fn renew_and_delete<K>(
+    mut gateway: Arc<Gateway>,
+    mapping: &Mapping,
+    shared: &Shared,
+    keep_late: K,
+    stop: &mpsc::Receiver<()>,
+    name: &str,
+) where
+    K: FnOnce() -> bool + Clone + Send + 'static,
+{
     let call_timeout = shared.config.call_timeout;
+    // Shared with the worker of each renewal until it ends: more than one owner means the
+    // last renewal's request is still under way.
+    let pending = Arc::new(());
     let lease = Duration::from_secs(u64::from(mapping.lease_secs));
     let renew_every = (mapping.lease_secs > 0).then(|| lease / 2);
     let mut wait = renew_every;
@@ -128,8 +151,18 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
         if !matches!(woke, Err(RecvTimeoutError::Timeout)) {
             break; // dropped (or told to stop)
         }
+        if Arc::strong_count(&pending) > 1 {
+            log::debug!("upnp: {name}: the last renewal is still under way; not renewing again yet");
+            wait = Some(retry_after(lease).min(renew_every.unwrap_or(lease)));
+            continue;
+        }
         let deadline = call::in_from_now(call_timeout);
-        match gateway.add_port(&mapping.request(), deadline) {
+        let (token, keep) = (Arc::clone(&pending), keep_late.clone());
+        let keep = move || {
+            let _pending = token;
+            keep()
+        };
+        match gateway.add_port(&mapping.request(), deadline, keep) {
             Ok(()) => {
                 if failures > 0 {
                     log::info!("upnp: renewed {name} after {failures} failure(s)");
@@ -171,6 +204,7 @@ impl Lease for UpnpLease {
 
 impl Drop for UpnpLease {
     fn drop(&mut self) {
+        drop(self.hold.take()); // a renewal granted late from now on is deleted again
         drop(self.stop.take()); // wakes the thread at once
         if self.done.recv_timeout(self.release_wait).is_err() {
             log::warn!(

@@ -11,6 +11,7 @@
 //! technique (so in the [`natt_core::MappingContext`] that keeps it) and searched for again
 //! when it stops answering.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -170,6 +171,10 @@ struct State {
     info: Option<GatewayInfo>,
     /// When a search last found nothing, and why.
     failed_search: Option<(Instant, String)>,
+    /// The external ports held, each by the ids of its holders (see [`PortHold`]).
+    held: HashMap<HeldKey, Vec<u64>>,
+    /// The id of the next [`PortHold`].
+    next_hold: u64,
     /// A search is under way: the others who need a gateway wait for its result rather than
     /// search too (one search at a time, whatever the number of mappings and leases).
     searching: bool,
@@ -338,7 +343,8 @@ impl UpnpTechnique {
                 }
             }
         };
-        let (external_port, lease_secs) = add_mapping(gateway, protocol, internal, config, &description, deadline)?;
+        let (hold, lease_secs) = add_mapping(&self.shared, gateway, protocol, internal, &description, deadline)?;
+        let external_port = hold.port();
         let mapping = Mapping {
             protocol,
             external_port,
@@ -346,7 +352,13 @@ impl UpnpTechnique {
             lease_secs,
             description,
         };
-        let lease = match UpnpLease::start(Arc::clone(gateway), external_ip, mapping, Arc::clone(&self.shared)) {
+        let lease = match UpnpLease::start(
+            Arc::clone(gateway),
+            external_ip,
+            mapping,
+            hold,
+            Arc::clone(&self.shared),
+        ) {
             Ok(mut lease) => {
                 if let Some(guard) = claim {
                     lease.hold(guard.mapped());
@@ -400,6 +412,53 @@ impl MappingTechnique for UpnpTechnique {
     }
 }
 
+/// A gateway's address, a protocol and an external port.
+type HeldKey = (Ipv4Addr, Protocol, u16);
+
+/// An external port on a gateway that is ours: asked for by a mapping under way, or mapped by
+/// a live lease. A mapping that the gateway grants after its caller gave up is deleted again
+/// (see [`crate::call`]), by protocol and port; while another holds that port, such a deletion
+/// would delete the newer mapping, so it is skipped. Dropping the hold gives the port up.
+#[derive(Debug)]
+pub(crate) struct PortHold {
+    shared: Arc<Shared>,
+    key: HeldKey,
+    id: u64,
+}
+
+impl PortHold {
+    /// The external port held.
+    pub fn port(&self) -> u16 {
+        self.key.2
+    }
+
+    /// For a request made under this hold: true when a grant that comes after the caller gave
+    /// up is to be kept, because someone else holds the port by then.
+    pub fn keep_late(&self) -> impl FnOnce() -> bool + Send + 'static {
+        let (shared, key, id) = (Arc::clone(&self.shared), self.key, self.id);
+        move || shared.held_by_others(key, Some(id))
+    }
+
+    /// For a renewal by the lease that has this hold: true when a grant that comes after the
+    /// lease gave up waiting is to be kept, because the lease (or another) still holds the port.
+    pub fn keep_late_renewal(&self) -> impl FnOnce() -> bool + Clone + Send + 'static {
+        let (shared, key) = (Arc::clone(&self.shared), self.key);
+        move || shared.held_by_others(key, None)
+    }
+}
+
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if let Some(ids) = state.held.get_mut(&self.key) {
+            ids.retain(|id| *id != self.id);
+            if ids.is_empty() {
+                state.held.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Marks the end of a search (see [`State::searching`]) when dropped.
 struct Searching<'a>(&'a Shared);
 
@@ -413,6 +472,28 @@ impl Drop for Searching<'_> {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds `port` on the gateway at `gateway` (see [`PortHold`]).
+    pub(crate) fn hold_port(self: &Arc<Self>, gateway: Ipv4Addr, protocol: Protocol, port: u16) -> PortHold {
+        let key = (gateway, protocol, port);
+        let mut state = self.lock();
+        let id = state.next_hold;
+        state.next_hold = state.next_hold.wrapping_add(1);
+        state.held.entry(key).or_default().push(id);
+        PortHold {
+            shared: Arc::clone(self),
+            key,
+            id,
+        }
+    }
+
+    /// True when a hold other than `except` holds `key`.
+    fn held_by_others(&self, key: HeldKey, except: Option<u64>) -> bool {
+        self.lock()
+            .held
+            .get(&key)
+            .is_some_and(|ids| ids.iter().any(|id| Some(*id) != except))
     }
 
     /// Records what a report should say about `gateway`.
@@ -643,14 +724,19 @@ fn is_conflict(e: &UpnpError) -> bool {
 /// IGD:2 (`AddAnyPortMapping`: the gateway picks), else `AddPortMapping` with a few random
 /// ports ([`UpnpConfig::random_port_attempts`]). Returns the external port and the lease
 /// granted (0 only if the gateway supports permanent leases alone).
+///
+/// Each port tried is held (see [`PortHold`]) while it is asked for, so that a late grant of
+/// an earlier attempt for it is not undone while it is ours; the hold of the port mapped is
+/// returned, for the lease to keep.
 fn add_mapping(
+    shared: &Arc<Shared>,
     gateway: &Gateway,
     protocol: Protocol,
     internal: SocketAddrV4,
-    config: &UpnpConfig,
     description: &str,
     deadline: Instant,
-) -> Result<(u16, u32), UpnpError> {
+) -> Result<(PortHold, u32), UpnpError> {
+    let config = &shared.config;
     let mut lease_secs = config.lease_secs();
     let request = |external_port: u16, lease_secs: u32| MappingRequest {
         protocol,
@@ -660,14 +746,22 @@ fn add_mapping(
         description: description.to_owned(),
     };
     let own = internal.port();
-    match permanent_if_must(&mut lease_secs, |l| gateway.add_port(&request(own, l), deadline)) {
-        Ok(()) => return Ok((own, lease_secs)),
+    let hold = shared.hold_port(gateway.ip(), protocol, own);
+    match permanent_if_must(&mut lease_secs, |l| {
+        gateway.add_port(&request(own, l), deadline, hold.keep_late())
+    }) {
+        Ok(()) => return Ok((hold, lease_secs)),
         Err(e) if is_conflict(&e) => log::debug!("upnp: external port {own} is taken: {e}"),
         Err(e) => return Err(e),
     }
     if gateway.has_add_any() {
-        match permanent_if_must(&mut lease_secs, |l| gateway.add_any_port(&request(own, l), deadline)) {
-            Ok(port) => return Ok((port, lease_secs)),
+        drop(hold);
+        let (gateway_ip, late_shared) = (gateway.ip(), Arc::clone(shared));
+        let keep = move |port: u16| late_shared.held_by_others((gateway_ip, protocol, port), None);
+        match permanent_if_must(&mut lease_secs, |l| {
+            gateway.add_any_port(&request(own, l), deadline, keep.clone())
+        }) {
+            Ok(port) => return Ok((shared.hold_port(gateway.ip(), protocol, port), lease_secs)),
             Err(e) if matches!(e.code(), Some(code::INVALID_ACTION | code::NOT_IMPLEMENTED)) => {
                 log::info!("upnp: {e}; trying random ports with AddPortMapping");
             }
@@ -682,8 +776,11 @@ fn add_mapping(
             return Err(UpnpError::timed_out(format!("mapping a port on {}", gateway.control)));
         }
         let port: u16 = rng.random_range(1024..=65535);
-        match permanent_if_must(&mut lease_secs, |l| gateway.add_port(&request(port, l), deadline)) {
-            Ok(()) => return Ok((port, lease_secs)),
+        let hold = shared.hold_port(gateway.ip(), protocol, port);
+        match permanent_if_must(&mut lease_secs, |l| {
+            gateway.add_port(&request(port, l), deadline, hold.keep_late())
+        }) {
+            Ok(()) => return Ok((hold, lease_secs)),
             Err(e) if is_conflict(&e) => {
                 log::debug!("upnp: external port {port} is taken: {e}");
                 taken.push(port);

@@ -688,3 +688,72 @@ fn leases_on_a_dead_gateway_do_not_each_search() {
     assert_eq!(searched, one_search, "the leases searched more than once");
     drop(held);
 }
+
+#[test]
+fn a_renewal_granted_late_is_kept_while_held_and_deleted_once_released() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let mut c = config();
+    c.lease = Duration::from_secs(2); // renewed every second
+    c.call_timeout = Duration::from_millis(300);
+    let (t, _ssdp) = technique_for(&igd.url(), c);
+    let (_s, local) = socket();
+    let mapping = t.map_udp(local, deadline(SECOND)).unwrap();
+    // Renewals are answered after 600 ms, twice the call timeout, then granted.
+    *igd.delay.lock().unwrap() = Duration::from_millis(600);
+    thread::sleep(Duration::from_millis(1900)); // renewal at 1 s, granted at 1.6 s
+    assert!(igd.server.count("AddPortMapping") >= 2);
+    assert_eq!(
+        igd.server.count("DeletePortMapping"),
+        0,
+        "a late renewal deleted the held mapping"
+    );
+    assert_eq!(igd.entries().len(), 1, "the held mapping is gone");
+
+    // Released while a renewal is under way: the deletion comes first, then the late grant,
+    // which is deleted again.
+    let (_s, local) = socket();
+    *igd.delay.lock().unwrap() = Duration::ZERO;
+    let other = t.map_udp(local, deadline(SECOND)).unwrap();
+    *igd.delay.lock().unwrap() = Duration::from_millis(600);
+    let renewals = igd.server.count("AddPortMapping");
+    let t0 = Instant::now();
+    while igd.server.count("AddPortMapping") == renewals && t0.elapsed() < 2 * SECOND {
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop((mapping, other));
+    thread::sleep(Duration::from_millis(900));
+    assert!(igd.entries().is_empty(), "left behind: {:?}", igd.entries());
+}
+
+#[test]
+fn a_late_grant_does_not_delete_the_mapping_a_retry_got() {
+    // The first attempt for the socket's port times out (the gateway answers after 600 ms);
+    // a retry gets the same port at once. The first attempt's grant then comes late: the
+    // port is held by the retry's lease, so it is not deleted.
+    let igd = FakeIgd::start(IgdOptions {
+        delay: Duration::from_millis(600),
+        ..IgdOptions::default()
+    });
+    let (t, _ssdp) = technique_for(&igd.url(), config());
+    let (_s, local) = socket();
+    let t0 = Instant::now();
+    let (r, _) = map(&t, local, Duration::from_millis(300));
+    assert!(matches!(r, Err(TechniqueError::TimedOut(_))), "{r:?}");
+    *igd.delay.lock().unwrap() = Duration::ZERO;
+    let retry = t.map_udp(local, deadline(SECOND)).unwrap();
+    assert_eq!(retry.endpoints[0].addr.port(), local.port());
+    assert!(
+        t0.elapsed() < Duration::from_millis(550),
+        "the retry came too late for this test"
+    );
+    thread::sleep(Duration::from_millis(900).saturating_sub(t0.elapsed()));
+    assert_eq!(igd.server.count("AddPortMapping"), 2);
+    assert_eq!(
+        igd.server.count("DeletePortMapping"),
+        0,
+        "the late grant deleted the retry's mapping"
+    );
+    assert_eq!(igd.entries().len(), 1);
+    drop(retry);
+    assert!(igd.entries().is_empty());
+}
