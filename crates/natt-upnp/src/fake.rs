@@ -277,6 +277,8 @@ pub struct FakeIgd {
     /// How long it takes to answer AddPortMapping and AddAnyPortMapping (from
     /// [`IgdOptions::delay`]; may be changed while it runs). The mapping is made after it.
     pub delay: Arc<Mutex<Duration>>,
+    /// How long it takes to answer DeletePortMapping (the mapping is deleted after it).
+    pub delete_delay: Arc<Mutex<Duration>>,
 }
 
 impl FakeIgd {
@@ -289,7 +291,13 @@ impl FakeIgd {
         let table: Arc<Mutex<BTreeMap<(String, u16), Entry>>> = Arc::default();
         let mute = Arc::new(AtomicBool::new(false));
         let delay = Arc::new(Mutex::new(options.delay));
-        let (t, m, d) = (Arc::clone(&table), Arc::clone(&mute), Arc::clone(&delay));
+        let delete_delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (t, m, d, dd) = (
+            Arc::clone(&table),
+            Arc::clone(&mute),
+            Arc::clone(&delay),
+            Arc::clone(&delete_delay),
+        );
         let handler = move |req: &FakeRequest, stream: &mut TcpStream, stop: &AtomicBool| {
             if m.load(Ordering::SeqCst) {
                 while !stop.load(Ordering::SeqCst) {
@@ -301,6 +309,10 @@ impl FakeIgd {
                 let delay = *d.lock().unwrap();
                 thread::sleep(delay);
             }
+            if req.action.as_deref() == Some("DeletePortMapping") {
+                let delay = *dd.lock().unwrap();
+                thread::sleep(delay);
+            }
             let reply = igd_reply(&options, &t, req);
             let _ = stream.write_all(&reply);
         };
@@ -309,6 +321,7 @@ impl FakeIgd {
             table,
             mute,
             delay,
+            delete_delay,
         }
     }
 

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -147,6 +148,10 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Signalled when a search ends (see [`State::searching`]).
     searched: Condvar,
+    /// Set when the gateway last failed to answer a lease (or to answer a deletion within a
+    /// dropping lease's short wait), cleared when it answers: dropping a lease does not wait
+    /// for a gateway that is not answering.
+    pub silent: AtomicBool,
 }
 
 /// Who asks for the gateway: a mapping, or a lease whose gateway stopped answering.
@@ -206,6 +211,7 @@ impl UpnpTechnique {
                 config,
                 state: Mutex::new(State::default()),
                 searched: Condvar::new(),
+                silent: AtomicBool::new(false),
             }),
             arbiter: None,
         }
@@ -345,6 +351,7 @@ impl UpnpTechnique {
         };
         let (hold, lease_secs) = add_mapping(&self.shared, gateway, protocol, internal, &description, deadline)?;
         let external_port = hold.port();
+        self.shared.silent.store(false, Ordering::Relaxed);
         let mapping = Mapping {
             protocol,
             external_port,
@@ -494,6 +501,12 @@ impl Shared {
             .held
             .get(&key)
             .is_some_and(|ids| ids.iter().any(|id| Some(*id) != except))
+    }
+
+    /// Notes whether a lease's call to the gateway was answered (see [`Shared::silent`]).
+    pub(crate) fn heard<T>(&self, result: &Result<T, UpnpError>) {
+        let silent = result.as_ref().is_err_and(UpnpError::is_unreachable);
+        self.silent.store(silent, Ordering::Relaxed);
     }
 
     /// Records what a report should say about `gateway`.
