@@ -34,7 +34,16 @@ const NO_SUCH_ENTRY: u16 = 714;
 /// while the gateway is not answering). The deletion goes on after that on the lease's thread.
 pub(crate) const DROP_WAIT: Duration = Duration::from_millis(250);
 
-/// A port mapping held on a UPnP gateway (see the module documentation).
+/// A port mapping held on a UPnP gateway: its own thread renews it at half its lease, and
+/// deletes it when the lease is released or dropped.
+///
+/// Dropping waits for the deletion briefly at most (250 ms; not at all while the gateway is
+/// not answering): the deletion goes on in the background, bounded by
+/// [`UpnpConfig::call_timeout`](crate::UpnpConfig::call_timeout). To wait for it (before a
+/// program exits), use [`UpnpLease::release`], or
+/// [`Lease::start_release`] then [`Lease::wait_released`]
+/// (as [`PortMappings::release`](natt_core::PortMappings::release) does, for all its leases at
+/// once).
 pub struct UpnpLease {
     describe: String,
     /// Dropped to wake the lease's thread: it then deletes the mapping and ends.

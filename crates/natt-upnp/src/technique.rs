@@ -8,8 +8,9 @@
 //! taken, `AddAnyPortMapping` on IGD:2, random ports on IGD:1), and hold the mapping with an
 //! [`UpnpLease`] that renews it and deletes it when dropped. Every call to the gateway is
 //! bounded by the caller's deadline (see [`crate::call`]). The gateway found is cached in the
-//! technique (so in the [`natt_core::MappingContext`] that keeps it) and searched for again
-//! when it stops answering.
+//! technique (so in the [`natt_core::MappingContext`] that keeps it), forgotten whenever it
+//! does not answer and searched for again then (or by the next mapping when no time is left);
+//! one search runs at a time, the others who need a gateway wait for its result.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -72,7 +73,9 @@ pub struct UpnpConfig {
     pub search_window: Duration,
     /// After a search that nothing answered, mappings fail at once for this long without
     /// searching again (default 30 s), so a network without UPnP costs one search window, not
-    /// one per socket.
+    /// one per socket. Leases whose gateway stopped answering do not search again for this
+    /// long after any failed search (gateways given by URL included), so many leases on a
+    /// dead gateway do not each search at every retry.
     pub search_again_after: Duration,
     /// The bound on each renewal and on the deletion when a lease is dropped (default 3 s).
     /// (`igd-next`'s own timeouts, 10 s to connect and 10 s for the request, still end a
