@@ -25,21 +25,25 @@ pub fn run(args: &MapArgs) -> Result<(), String> {
             (Box::new(m.socket), m.endpoints, m.port_mappings)
         };
     let elapsed_ms = start.elapsed().as_millis();
-    if args.json {
+    let printed = if args.json {
         output::print_json(&MapReport {
             endpoints: endpoints.iter().map(Into::into).collect(),
             elapsed_ms,
-        })?;
+        })
     } else {
         output::print_text(&endpoints, port_mappings.outcomes(), elapsed_ms);
         for lease in port_mappings.describe() {
             println!("# holding {lease}");
         }
-    }
-    if args.hold {
-        stop::wait(true)?;
-    }
+        Ok(())
+    };
+    let held = match printed {
+        Ok(()) if args.hold => stop::wait(true),
+        other => other,
+    };
+    // Deletes the mappings and waits for the routers (each within its technique's own
+    // bound), whatever happened above, before the process exits.
     port_mappings.release();
     drop(socket);
-    Ok(())
+    held
 }

@@ -39,7 +39,7 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         let mapped = MappedUdpSocket::bind(any, &mc);
         (mapped, behaviour.join(), tcp.join(), pcp.join().ok().flatten())
     });
-    let mapped = mapped.map_err(|e| e.to_string())?;
+    let mut mapped = mapped.map_err(|e| e.to_string())?;
     let mut behaviour: NatBehaviour = match behaviour {
         Ok(Some(Ok(b))) => b,
         Ok(Some(Err(e))) => unknown(format!("behaviour discovery failed: {e}")),
@@ -88,12 +88,15 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         evidence: behaviour.evidence,
         elapsed_ms: start.elapsed().as_millis(),
     };
-    if args.json {
+    let printed = if args.json {
         output::print_json(&report)
     } else {
         print_text(&report);
         Ok(())
-    }
+    };
+    // The probe's mappings are not kept: deleted, and waited for before the process exits.
+    mapped.port_mappings.release();
+    printed
 }
 
 /// The PCP / NAT-PMP gateway to ask and the protocol it is restricted to; `None` without PCP.

@@ -44,7 +44,9 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
             .map_err(|e| format!("UDP punch failed: {e}"))?;
         report(args, punched.peer_addr, start, "udp")?;
         relay_udp(&punched.socket, punched.peer_addr, &mut stdin, linger)?;
-        drop(mapped.port_mappings);
+        // Waits for the routers to delete the mappings before the process exits.
+        let mut port_mappings = mapped.port_mappings;
+        port_mappings.release();
     } else {
         let mapped = MappedTcpSocket::bind(local, &mc).map_err(|e| format!("cannot map a TCP socket: {e}"))?;
         let (ours, public) = gen_rendezvous_info(mapped.endpoints);
@@ -55,7 +57,8 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         let peer = stream.peer_addr().map_err(|e| e.to_string())?;
         report(args, peer, start, "tcp")?;
         relay_tcp(stream, &mut stdin)?;
-        drop(mapped.port_mappings);
+        let mut port_mappings = mapped.port_mappings;
+        port_mappings.release();
     }
     Ok(())
 }

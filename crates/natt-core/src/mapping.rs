@@ -8,9 +8,22 @@ use crate::error::TechniqueError;
 
 /// A port mapping made on a router (UPnP, PCP, ...). The implementation renews it while it
 /// lives and deletes it when dropped.
+///
+/// Dropping may leave the deletion to finish in the background (so that dropping many leases
+/// on a router that does not answer does not block): a program about to exit releases its
+/// leases with [`PortMappings::release`], which waits for the deletions (bounded by each
+/// implementation's own timeouts), all at once.
 pub trait Lease: Send {
     /// A one-line description for logs, e.g. `upnp udp 203.0.113.1:4000 -> 192.168.1.2:4000`.
     fn describe(&self) -> String;
+
+    /// Starts deleting the mapping without waiting for the router's answer. The default does
+    /// nothing: the deletion happens when the lease is dropped.
+    fn start_release(&mut self) {}
+
+    /// After [`start_release`](Lease::start_release): waits until the deletion is over (done,
+    /// or given up at the implementation's own deadline). The default returns at once.
+    fn wait_released(&mut self) {}
 }
 
 /// How one technique fared on one socket.
@@ -57,10 +70,16 @@ impl PortMappings {
         &self.outcomes
     }
 
-    /// Deletes every mapping now (as dropping does).
+    /// Deletes every mapping now, and waits until each deletion is over (done, or given up at
+    /// its technique's own deadline). The deletions run at the same time. Dropping deletes
+    /// too, but may not wait: call this before a program exits.
     pub fn release(&mut self) {
-        for lease in self.leases.drain(..) {
+        for lease in &mut self.leases {
             log::debug!("releasing {}", lease.describe());
+            lease.start_release();
+        }
+        for mut lease in self.leases.drain(..) {
+            lease.wait_released();
             drop(lease);
         }
     }
@@ -130,5 +149,49 @@ impl Collector {
 
     pub(crate) fn finish(self) -> (Vec<MappedSocketAddr>, PortMappings) {
         (self.endpoints, PortMappings::new(self.leases, self.outcomes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A lease that records what is done to it.
+    struct Recorded(&'static str, Arc<Mutex<Vec<String>>>);
+
+    impl Lease for Recorded {
+        fn describe(&self) -> String {
+            self.0.to_owned()
+        }
+        fn start_release(&mut self) {
+            self.1.lock().unwrap().push(format!("start {}", self.0));
+        }
+        fn wait_released(&mut self) {
+            self.1.lock().unwrap().push(format!("wait {}", self.0));
+        }
+    }
+
+    impl Drop for Recorded {
+        fn drop(&mut self) {
+            self.1.lock().unwrap().push(format!("drop {}", self.0));
+        }
+    }
+
+    #[test]
+    fn release_starts_every_deletion_before_waiting_for_any() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let leases: Vec<Box<dyn Lease>> = vec![
+            Box::new(Recorded("a", Arc::clone(&log))),
+            Box::new(Recorded("b", Arc::clone(&log))),
+        ];
+        let mut mappings = PortMappings::new(leases, Vec::new());
+        mappings.release();
+        assert!(mappings.is_empty());
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["start a", "start b", "wait a", "drop a", "wait b", "drop b"]
+        );
     }
 }

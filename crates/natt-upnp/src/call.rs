@@ -11,23 +11,39 @@
 //! The handover is race-free: the sender sits in a mutex that the caller empties when it
 //! gives up, and the worker sends under that mutex. A result either reaches the caller (sent
 //! before it gave up; it is still taken, a few milliseconds late at most) or goes to `late`.
+//!
+//! A call whose deadline has already passed is not started at all: it is timed out at once.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::UpnpError;
 
+/// The instant `d` from now, for deadlines made from configured durations: one too far to
+/// represent (e.g. from `Duration::MAX`) is about a century away instead of a panic.
+pub(crate) fn in_from_now(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(FAR)).unwrap_or(now)
+}
+
+/// A duration longer than any wait that matters (about a century).
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Runs `work` on a worker thread named `natt-upnp-call` and waits for its result until
 /// `deadline`. At the deadline, [`UpnpError::TimedOut`] naming `what`; the result, when it
-/// comes, then goes to `late` (on the worker thread).
+/// comes, then goes to `late` (on the worker thread). A deadline already past is
+/// [`UpnpError::TimedOut`] at once, without starting `work`.
 pub(crate) fn bounded<T, W, L>(what: &str, deadline: Instant, work: W, late: L) -> Result<T, UpnpError>
 where
     T: Send + 'static,
     W: FnOnce() -> T + Send + 'static,
     L: FnOnce(T) + Send + 'static,
 {
+    if Instant::now() >= deadline {
+        return Err(UpnpError::timed_out(what));
+    }
     let (tx, rx) = mpsc::channel();
     let slot = Arc::new(Mutex::new(Some(tx)));
     let worker_slot = Arc::clone(&slot);
@@ -70,7 +86,6 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_late_result_goes_to_late_and_the_caller_times_out() {
@@ -88,6 +103,29 @@ mod tests {
         assert!(matches!(r, Err(UpnpError::TimedOut { .. })), "{r:?}");
         assert!(t0.elapsed() < Duration::from_millis(150));
         assert_eq!(late_rx.recv_timeout(Duration::from_secs(2)).unwrap(), 7);
+    }
+
+    #[test]
+    fn huge_durations_are_far_deadlines_not_panics() {
+        let far = in_from_now(Duration::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(365 * 24 * 3600));
+        let soon = in_from_now(Duration::from_millis(10));
+        assert!(soon <= Instant::now() + Duration::from_millis(10));
+    }
+
+    #[test]
+    fn nothing_is_started_after_the_deadline() {
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = Arc::clone(&started);
+        let r = bounded(
+            "adding",
+            Instant::now(), // already past when checked
+            move || s.store(true, std::sync::atomic::Ordering::SeqCst),
+            |()| unreachable!(),
+        );
+        assert!(matches!(r, Err(UpnpError::TimedOut { .. })), "{r:?}");
+        thread::sleep(Duration::from_millis(50));
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst), "the work ran");
     }
 
     #[test]

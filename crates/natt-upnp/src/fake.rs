@@ -274,6 +274,11 @@ pub struct FakeIgd {
     pub table: Arc<Mutex<BTreeMap<(String, u16), Entry>>>,
     /// When set, it accepts requests and never answers.
     pub mute: Arc<AtomicBool>,
+    /// How long it takes to answer AddPortMapping and AddAnyPortMapping (from
+    /// [`IgdOptions::delay`]; may be changed while it runs). The mapping is made after it.
+    pub delay: Arc<Mutex<Duration>>,
+    /// How long it takes to answer DeletePortMapping (the mapping is deleted after it).
+    pub delete_delay: Arc<Mutex<Duration>>,
 }
 
 impl FakeIgd {
@@ -285,7 +290,14 @@ impl FakeIgd {
     pub fn start_on(ip: Ipv4Addr, options: IgdOptions) -> FakeIgd {
         let table: Arc<Mutex<BTreeMap<(String, u16), Entry>>> = Arc::default();
         let mute = Arc::new(AtomicBool::new(false));
-        let (t, m) = (Arc::clone(&table), Arc::clone(&mute));
+        let delay = Arc::new(Mutex::new(options.delay));
+        let delete_delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (t, m, d, dd) = (
+            Arc::clone(&table),
+            Arc::clone(&mute),
+            Arc::clone(&delay),
+            Arc::clone(&delete_delay),
+        );
         let handler = move |req: &FakeRequest, stream: &mut TcpStream, stop: &AtomicBool| {
             if m.load(Ordering::SeqCst) {
                 while !stop.load(Ordering::SeqCst) {
@@ -294,7 +306,12 @@ impl FakeIgd {
                 return;
             }
             if req.action.as_deref().is_some_and(|a| a.starts_with("Add")) {
-                thread::sleep(options.delay);
+                let delay = *d.lock().unwrap();
+                thread::sleep(delay);
+            }
+            if req.action.as_deref() == Some("DeletePortMapping") {
+                let delay = *dd.lock().unwrap();
+                thread::sleep(delay);
             }
             let reply = igd_reply(&options, &t, req);
             let _ = stream.write_all(&reply);
@@ -303,6 +320,8 @@ impl FakeIgd {
             server: FakeServer::start_on(ip, Arc::new(handler)),
             table,
             mute,
+            delay,
+            delete_delay,
         }
     }
 

@@ -5,7 +5,9 @@
 //! service description (SCPD) are read with a size and depth limit, and their URLs must point
 //! at the device that answered the search. Its SOAP requests have fixed timeouts of their own
 //! (10 s to connect, 10 s for the request); here each runs on a worker thread, the caller waits until its deadline only,
-//! and a mapping that the gateway grants after the caller gave up is deleted by that worker.
+//! and a mapping that the gateway grants after the caller gave up is deleted by that worker,
+//! unless the caller's `keep` says it is still wanted (a renewal of a lease still held, or a
+//! port that a live lease holds by now: deleting it would delete that lease's mapping).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -181,8 +183,11 @@ impl Gateway {
     }
 
     /// `AddPortMapping`: maps `external_port` (or renews our mapping of it). Granted after
-    /// the deadline, the mapping is deleted again.
-    pub fn add_port(&self, m: &MappingRequest, deadline: Instant) -> Result<(), UpnpError> {
+    /// the deadline, the mapping is deleted again unless `keep` (asked then) says otherwise.
+    pub fn add_port<K>(&self, m: &MappingRequest, deadline: Instant, keep: K) -> Result<(), UpnpError>
+    where
+        K: FnOnce() -> bool + Send + 'static,
+    {
         let (igd, late_igd) = (Arc::clone(&self.igd), Arc::clone(&self.igd));
         let m = m.clone();
         let what = format!("AddPortMapping {} {} at {}", m.protocol, m.external_port, self.control);
@@ -194,7 +199,7 @@ impl Gateway {
             move || igd.add_port(protocol, port, SocketAddr::V4(m.internal), m.lease_secs, &m.description),
             move |r| {
                 if r.is_ok() {
-                    undo(&late_igd, protocol, port, &late_what);
+                    undo_unless(keep(), &late_igd, protocol, port, &late_what);
                 }
             },
         )?
@@ -203,8 +208,12 @@ impl Gateway {
 
     /// `igd-next`'s `add_any_port`: a port the gateway (IGD:2 `AddAnyPortMapping`, asked
     /// for a random port) or `igd-next` (random ports with `AddPortMapping`) chooses; returns
-    /// the port mapped. Granted after the deadline, the mapping is deleted again.
-    pub fn add_any_port(&self, m: &MappingRequest, deadline: Instant) -> Result<u16, UpnpError> {
+    /// the port mapped. Granted after the deadline, the mapping is deleted again unless `keep`
+    /// (asked then, with the port) says otherwise.
+    pub fn add_any_port<K>(&self, m: &MappingRequest, deadline: Instant, keep: K) -> Result<u16, UpnpError>
+    where
+        K: FnOnce(u16) -> bool + Send + 'static,
+    {
         let (igd, late_igd) = (Arc::clone(&self.igd), Arc::clone(&self.igd));
         let m = m.clone();
         let what = format!("AddAnyPortMapping {} at {}", m.protocol, self.control);
@@ -216,7 +225,7 @@ impl Gateway {
             move || igd.add_any_port(protocol, SocketAddr::V4(m.internal), m.lease_secs, &m.description),
             move |r| {
                 if let Ok(port) = r {
-                    undo(&late_igd, protocol, port, &late_what);
+                    undo_unless(keep(port), &late_igd, protocol, port, &late_what);
                 }
             },
         )?
@@ -241,8 +250,13 @@ impl Gateway {
     }
 }
 
-/// Deletes a mapping granted after its caller gave up (on the worker thread that got it).
-fn undo(igd: &igd_next::Gateway, protocol: PortMappingProtocol, port: u16, what: &str) {
+/// Deletes a mapping granted after its caller gave up (on the worker thread that got it),
+/// unless it is to be kept.
+fn undo_unless(keep: bool, igd: &igd_next::Gateway, protocol: PortMappingProtocol, port: u16, what: &str) {
+    if keep {
+        log::info!("upnp: {what} succeeded after the deadline; kept (the port is held)");
+        return;
+    }
     match igd.remove_port(protocol, port) {
         Ok(()) => log::info!("upnp: {what} succeeded after the deadline; deleted that mapping again"),
         Err(e) => log::warn!(

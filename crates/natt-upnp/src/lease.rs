@@ -1,36 +1,71 @@
 //! [`UpnpLease`]: a port mapping on a gateway, renewed while it lives and deleted when dropped.
 //!
 //! One thread per lease does all its talking to the gateway, in order: it renews the mapping
-//! at half its lease duration (sooner again after a failure), and when the lease is dropped it
-//! wakes at once (a channel, not a sleep through the lease), deletes the mapping and says so.
-//! Each of these `igd-next` calls is bounded by [`UpnpConfig::call_timeout`](crate::UpnpConfig)
-//! (see [`crate::call`]): a deletion still under way then finishes on its worker thread.
-//! The drop waits for that, bounded, so a program that releases its mappings and exits leaves
-//! none behind; a program that dies leaves a mapping that expires with its lease.
+//! at half its lease duration (sooner again after a failure), and when the lease is released
+//! it wakes at once (a channel, not a sleep through the lease), deletes the mapping and says
+//! so. Each of these `igd-next` calls is bounded by
+//! [`UpnpConfig::call_timeout`](crate::UpnpConfig) (see [`crate::call`]).
+//!
+//! Dropping a lease does not wait for the gateway: it wakes the lease's thread, which deletes
+//! the mapping with its own deadline, and waits for that only briefly ([`DROP_WAIT`], enough
+//! for a gateway that answers at once; not at all while the technique's gateway is not
+//! answering), so dropping many leases on a dead gateway does not block for long. A program
+//! about to exit waits for the deletions with [`UpnpLease::release`] or
+//! [`PortMappings::release`](natt_core::PortMappings::release), so it leaves no mapping behind;
+//! a program that dies leaves a mapping that expires with its lease.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::{Lease, Protocol};
 
+use crate::call;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, MappingRequest};
-use crate::technique::Shared;
+use crate::technique::{PortHold, Shared};
 
 /// The UPnP error a gateway answers when deleting a mapping it does not have.
 const NO_SUCH_ENTRY: u16 = 714;
 
-/// A port mapping held on a UPnP gateway (see the module documentation).
+/// How long dropping a lease waits for its deletion (at most the call timeout; not at all
+/// while the gateway is not answering). The deletion goes on after that on the lease's thread.
+pub(crate) const DROP_WAIT: Duration = Duration::from_millis(250);
+
+/// A port mapping held on a UPnP gateway: its own thread renews it at half its lease, and
+/// deletes it when the lease is released or dropped.
+///
+/// Dropping waits for the deletion briefly at most (250 ms; not at all while the gateway is
+/// not answering): the deletion goes on in the background, bounded by
+/// [`UpnpConfig::call_timeout`](crate::UpnpConfig::call_timeout). To wait for it (before a
+/// program exits), use [`UpnpLease::release`], or
+/// [`Lease::start_release`] then [`Lease::wait_released`]
+/// (as [`PortMappings::release`](natt_core::PortMappings::release) does, for all its leases at
+/// once).
 pub struct UpnpLease {
     describe: String,
+    /// Dropped to wake the lease's thread: it then deletes the mapping and ends.
     stop: Option<mpsc::Sender<()>>,
-    done: mpsc::Receiver<()>,
+    /// What the thread says when it ends: whether the mapping is gone from the gateway.
+    done: mpsc::Receiver<bool>,
+    /// Whether the thread has ended and said so.
+    ended: Option<bool>,
+    /// How long a release may take: a renewal may be under way (one call), then the deletion
+    /// (another).
     release_wait: Duration,
-    /// The port's claim with the other port-mapping techniques; freed after the mapping is
-    /// deleted (fields drop after `Drop::drop`).
-    claim: Option<natt_core::arbiter::HeldClaim>,
+    /// When the release began, the time by which it is over.
+    release_by: Option<Instant>,
+    /// How long dropping waits.
+    drop_wait: Duration,
+    /// The external port, held while the lease lives (given up when it is released, before
+    /// the mapping is deleted).
+    hold: Option<PortHold>,
+    /// The port's claim with the other port-mapping techniques, put here by
+    /// [`UpnpLease::hold`]; the lease's thread frees it after the mapping is deleted.
+    claim: Arc<Mutex<Option<natt_core::arbiter::HeldClaim>>>,
+    shared: Arc<Shared>,
 }
 
 /// What a lease maps.
@@ -58,7 +93,46 @@ impl Mapping {
 impl UpnpLease {
     /// Keeps the port's claim with the other port-mapping techniques while the lease lives.
     pub(crate) fn hold(&mut self, claim: natt_core::arbiter::HeldClaim) {
-        self.claim = Some(claim);
+        *self.claim.lock().unwrap_or_else(PoisonError::into_inner) = Some(claim);
+    }
+
+    /// Deletes the mapping and waits until that is over, or until `deadline` (or the lease's
+    /// own bound, twice the call timeout and a little, if sooner). True when the mapping is
+    /// known gone from the gateway; false when the deletion failed or is still under way (it
+    /// then goes on in the background, bounded by the call timeout; a mapping not deleted
+    /// expires with its lease).
+    pub fn release(mut self, deadline: Instant) -> bool {
+        self.begin_release();
+        self.wait_for_end(deadline)
+    }
+
+    /// Gives up the port and wakes the thread to delete the mapping (once).
+    fn begin_release(&mut self) {
+        drop(self.hold.take()); // a renewal granted late from now on is deleted again
+        drop(self.stop.take()); // wakes the thread at once
+        if self.release_by.is_none() {
+            self.release_by = Some(call::in_from_now(self.release_wait));
+        }
+    }
+
+    /// Waits for the thread to end until `deadline` at most (and the release's own bound);
+    /// whether the mapping is known gone.
+    fn wait_for_end(&mut self, deadline: Instant) -> bool {
+        if let Some(gone) = self.ended {
+            return gone;
+        }
+        let until = self.release_by.map_or(deadline, |by| by.min(deadline));
+        match self.done.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(gone) => {
+                self.ended = Some(gone);
+                gone
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.ended = Some(false);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+        }
     }
 
     /// Starts holding `mapping` on `gateway`: its thread renews it until the lease is dropped.
@@ -66,6 +140,7 @@ impl UpnpLease {
         gateway: Arc<Gateway>,
         external_ip: std::net::Ipv4Addr,
         mapping: Mapping,
+        hold: PortHold,
         shared: Arc<Shared>,
     ) -> Result<UpnpLease, UpnpError> {
         let call_timeout = shared.config.call_timeout;
@@ -84,11 +159,16 @@ impl UpnpLease {
         let (stop_tx, stop_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         let name = describe.clone();
+        let keep_late = hold.keep_late_renewal();
+        let claim = Arc::new(Mutex::new(None));
+        let (thread_claim, thread_shared) = (Arc::clone(&claim), Arc::clone(&shared));
         thread::Builder::new()
             .name("natt-upnp-lease".into())
             .spawn(move || {
-                hold(gateway, &mapping, &shared, &stop_rx, &name);
-                let _ = done_tx.send(());
+                let gone = renew_and_delete(gateway, &mapping, &thread_shared, keep_late, &stop_rx, &name);
+                // Only now may another technique map the port.
+                drop(thread_claim.lock().unwrap_or_else(PoisonError::into_inner).take());
+                let _ = done_tx.send(gone);
             })
             .map_err(|e| UpnpError::Io {
                 what: "starting the lease thread".into(),
@@ -98,9 +178,15 @@ impl UpnpLease {
             describe,
             stop: Some(stop_tx),
             done: done_rx,
-            // A renewal may be under way (one call), then the deletion (another).
-            release_wait: call_timeout * 2 + Duration::from_millis(500),
-            claim: None,
+            ended: None,
+            release_wait: call_timeout
+                .saturating_mul(2)
+                .saturating_add(Duration::from_millis(500)),
+            release_by: None,
+            drop_wait: DROP_WAIT.min(call_timeout),
+            hold: Some(hold),
+            claim,
+            shared,
         })
     }
 }
@@ -110,9 +196,28 @@ fn retry_after(lease: Duration) -> Duration {
     (lease / 8).clamp(Duration::from_millis(500), Duration::from_secs(60))
 }
 
-/// The lease thread: renew until told to stop (or the lease is dropped), then delete.
-fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mpsc::Receiver<()>, name: &str) {
+/// The lease thread: renew until told to stop (or the lease is dropped), then delete; whether
+/// the mapping is known gone.
+///
+/// A renewal that the gateway grants after its call timed out is kept (`keep_late`) while the
+/// lease holds the port: deleting it would delete the mapping the lease still holds. Once the
+/// lease has let the port go, such a grant is deleted again. A renewal still under way on its
+/// worker (`igd-next`'s own timeouts) is not doubled by the next one: that one is skipped.
+fn renew_and_delete<K>(
+    mut gateway: Arc<Gateway>,
+    mapping: &Mapping,
+    shared: &Shared,
+    keep_late: K,
+    stop: &mpsc::Receiver<()>,
+    name: &str,
+) -> bool
+where
+    K: FnOnce() -> bool + Clone + Send + 'static,
+{
     let call_timeout = shared.config.call_timeout;
+    // Shared with the worker of each renewal until it ends: more than one owner means the
+    // last renewal's request is still under way.
+    let pending = Arc::new(());
     let lease = Duration::from_secs(u64::from(mapping.lease_secs));
     let renew_every = (mapping.lease_secs > 0).then(|| lease / 2);
     let mut wait = renew_every;
@@ -125,8 +230,20 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
         if !matches!(woke, Err(RecvTimeoutError::Timeout)) {
             break; // dropped (or told to stop)
         }
-        let deadline = Instant::now() + call_timeout;
-        match gateway.add_port(&mapping.request(), deadline) {
+        if Arc::strong_count(&pending) > 1 {
+            log::debug!("upnp: {name}: the last renewal is still under way; not renewing again yet");
+            wait = Some(retry_after(lease).min(renew_every.unwrap_or(lease)));
+            continue;
+        }
+        let deadline = call::in_from_now(call_timeout);
+        let (token, keep) = (Arc::clone(&pending), keep_late.clone());
+        let keep = move || {
+            let _pending = token;
+            keep()
+        };
+        let renewed = gateway.add_port(&mapping.request(), deadline, keep);
+        shared.heard(&renewed);
+        match renewed {
             Ok(()) => {
                 if failures > 0 {
                     log::info!("upnp: renewed {name} after {failures} failure(s)");
@@ -143,7 +260,7 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
                     break; // dropped meanwhile: delete now, do not search
                 }
                 if e.is_unreachable()
-                    && let Some(found) = shared.regain(&gateway, Instant::now() + call_timeout)
+                    && let Some(found) = shared.regain(&gateway, call::in_from_now(call_timeout))
                 {
                     log::info!("upnp: {name}: the gateway now answers at {}", found.control);
                     gateway = found;
@@ -152,11 +269,22 @@ fn hold(mut gateway: Arc<Gateway>, mapping: &Mapping, shared: &Shared, stop: &mp
             }
         }
     }
-    let deadline = Instant::now() + call_timeout;
-    match gateway.remove_port(mapping.protocol, mapping.external_port, deadline) {
-        Ok(()) => log::debug!("upnp: deleted {name}"),
-        Err(e) if e.code() == Some(NO_SUCH_ENTRY) => log::debug!("upnp: {name} was already gone"),
-        Err(e) => log::warn!("upnp: could not delete {name} (it expires with its lease): {e}"),
+    let deadline = call::in_from_now(call_timeout);
+    let r = gateway.remove_port(mapping.protocol, mapping.external_port, deadline);
+    shared.heard(&r);
+    match r {
+        Ok(()) => {
+            log::debug!("upnp: deleted {name}");
+            true
+        }
+        Err(e) if e.code() == Some(NO_SUCH_ENTRY) => {
+            log::debug!("upnp: {name} was already gone");
+            true
+        }
+        Err(e) => {
+            log::warn!("upnp: could not delete {name} (it expires with its lease): {e}");
+            false
+        }
     }
 }
 
@@ -164,14 +292,43 @@ impl Lease for UpnpLease {
     fn describe(&self) -> String {
         self.describe.clone()
     }
+
+    fn start_release(&mut self) {
+        self.begin_release();
+    }
+
+    fn wait_released(&mut self) {
+        let by = self.release_by.unwrap_or_else(Instant::now);
+        if !self.wait_for_end(by) && self.ended.is_none() {
+            log::warn!(
+                "upnp: {} not confirmed deleted within {:?}; it expires with its lease",
+                self.describe,
+                self.release_wait
+            );
+        }
+    }
 }
 
 impl Drop for UpnpLease {
+    /// Wakes the lease's thread to delete the mapping, and waits for that briefly at most
+    /// (see the module documentation).
     fn drop(&mut self) {
-        drop(self.stop.take()); // wakes the thread at once
-        if self.done.recv_timeout(self.release_wait).is_err() {
-            log::warn!(
-                "upnp: {} not confirmed deleted within {:?}; it expires with its lease",
+        self.begin_release();
+        if self.ended.is_some() {
+            return;
+        }
+        let wait = if self.shared.silent.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.drop_wait
+        };
+        if !self.wait_for_end(call::in_from_now(wait)) && self.ended.is_none() {
+            if !wait.is_zero() {
+                // The gateway is slow or gone: the next drops do not wait for it either.
+                self.shared.silent.store(true, Ordering::Relaxed);
+            }
+            log::debug!(
+                "upnp: deleting {} goes on in the background (within {:?})",
                 self.describe,
                 self.release_wait
             );

@@ -14,9 +14,12 @@
 //!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (a root
 //!   description URL) are searched for by a unicast M-SEARCH to that URL's host, port 1900,
 //!   instead: `igd-next` cannot load a given description, and miniupnpd and most IGDs answer
-//!   unicast searches. The gateway found is cached in the technique and searched for again
-//!   when it stops answering; a multicast search that nothing answered is not repeated for
-//!   [`UpnpConfig::search_again_after`].
+//!   unicast searches. One search runs at a time: mappings and leases that need a gateway
+//!   meanwhile wait for its result (within their own deadlines). The gateway found is cached
+//!   in the technique, forgotten as soon as it fails to answer (the next mapping searches
+//!   again); a multicast search that nothing answered is not repeated for
+//!   [`UpnpConfig::search_again_after`], nor is any failed search by leases looking for
+//!   their gateway again.
 //! - **Mapping**: the host's address facing the gateway; `AddPortMapping` with the socket's
 //!   own port first; when that port is taken, `AddAnyPortMapping` on IGD:2 (the gateway picks
 //!   the port), random ports on IGD:1. A finite lease ([`UpnpConfig::lease`], 1 hour by
@@ -25,8 +28,15 @@
 //!   the request) whatever the caller's deadline, so
 //!   each call runs on a worker thread and the caller stops waiting at its deadline (a few
 //!   milliseconds late at most) with [`UpnpError::TimedOut`]. A mapping the gateway grants
-//!   after that is deleted by the worker, so nothing is leaked; the worker itself ends when
-//!   `igd-next`'s request does (about 20 s at most).
+//!   after that is deleted by the worker, so nothing is leaked, unless its port is held by
+//!   then (a renewal of a lease still held, or a later attempt that got the same port: the
+//!   deletion would delete that live mapping); the worker itself ends when `igd-next`'s
+//!   request does (about 20 s at most). A call whose deadline has passed is not started.
+//! - **Leases**: each [`UpnpLease`] has a thread that renews the mapping and deletes it when
+//!   the lease is released. Dropping a lease waits for the deletion briefly at most (250 ms,
+//!   none while the gateway is silent): the thread deletes with its own deadline
+//!   ([`UpnpConfig::call_timeout`]). Before exiting, wait for the deletions with
+//!   [`natt_core::PortMappings::release`] (or [`UpnpLease::release`]).
 //! - **Untrusted gateways**: `igd-next` reads descriptions and answers with a size limit
 //!   (1 MiB) and a depth limit, and only follows URLs on the device that answered the search.
 //!   Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.
@@ -50,7 +60,12 @@
 //! for endpoint in &mapping.endpoints {
 //!     println!("{endpoint}"); // 203.0.113.101:40000 (upnp, open)
 //! }
-//! drop(mapping); // deletes the mapping from the router (its lease is renewed until then)
+//! if let Some(mut lease) = mapping.lease {
+//!     // Deletes the mapping from the router (its lease is renewed until then), and waits
+//!     // for that: dropping the lease would delete it too, without waiting.
+//!     lease.start_release();
+//!     lease.wait_released();
+//! }
 //! # Ok(())
 //! # }
 //! ```

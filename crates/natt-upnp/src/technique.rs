@@ -8,11 +8,14 @@
 //! taken, `AddAnyPortMapping` on IGD:2, random ports on IGD:1), and hold the mapping with an
 //! [`UpnpLease`] that renews it and deletes it when dropped. Every call to the gateway is
 //! bounded by the caller's deadline (see [`crate::call`]). The gateway found is cached in the
-//! technique (so in the [`natt_core::MappingContext`] that keeps it) and searched for again
-//! when it stops answering.
+//! technique (so in the [`natt_core::MappingContext`] that keeps it), forgotten whenever it
+//! does not answer and searched for again then (or by the next mapping when no time is left);
+//! one search runs at a time, the others who need a gateway wait for its result.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use natt_core::{
@@ -22,6 +25,7 @@ use rand::Rng;
 
 use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
 
+use crate::call;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo, MappingRequest};
 use crate::lease::{Mapping, UpnpLease};
@@ -69,7 +73,9 @@ pub struct UpnpConfig {
     pub search_window: Duration,
     /// After a search that nothing answered, mappings fail at once for this long without
     /// searching again (default 30 s), so a network without UPnP costs one search window, not
-    /// one per socket.
+    /// one per socket. Leases whose gateway stopped answering do not search again for this
+    /// long after any failed search (gateways given by URL included), so many leases on a
+    /// dead gateway do not each search at every retry.
     pub search_again_after: Duration,
     /// The bound on each renewal and on the deletion when a lease is dropped (default 3 s).
     /// (`igd-next`'s own timeouts, 10 s to connect and 10 s for the request, still end a
@@ -143,6 +149,23 @@ pub struct UpnpTechnique {
 pub(crate) struct Shared {
     pub config: UpnpConfig,
     state: Mutex<State>,
+    /// Signalled when a search ends (see [`State::searching`]).
+    searched: Condvar,
+    /// Set when the gateway last failed to answer a lease (or to answer a deletion within a
+    /// dropping lease's short wait), cleared when it answers: dropping a lease does not wait
+    /// for a gateway that is not answering.
+    pub silent: AtomicBool,
+}
+
+/// Who asks for the gateway: a mapping, or a lease whose gateway stopped answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A mapping (or [`UpnpTechnique::find_gateway`]): a recent failed multicast search fails
+    /// it at once; gateways given by URL are searched for until its deadline every time.
+    Map,
+    /// A lease looking for its gateway again, in the background: any recent failed search,
+    /// gateways given by URL included, makes it wait for the next retry.
+    Regain,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +179,13 @@ struct State {
     info: Option<GatewayInfo>,
     /// When a search last found nothing, and why.
     failed_search: Option<(Instant, String)>,
+    /// The external ports held, each by the ids of its holders (see [`PortHold`]).
+    held: HashMap<HeldKey, Vec<u64>>,
+    /// The id of the next [`PortHold`].
+    next_hold: u64,
+    /// A search is under way: the others who need a gateway wait for its result rather than
+    /// search too (one search at a time, whatever the number of mappings and leases).
+    searching: bool,
 }
 
 impl Default for UpnpTechnique {
@@ -183,6 +213,8 @@ impl UpnpTechnique {
             shared: Arc::new(Shared {
                 config,
                 state: Mutex::new(State::default()),
+                searched: Condvar::new(),
+                silent: AtomicBool::new(false),
             }),
             arbiter: None,
         }
@@ -222,10 +254,14 @@ impl UpnpTechnique {
     /// Finds the gateway now (or takes the cached one) and asks its external address, by
     /// `deadline`.
     pub fn find_gateway(&self, deadline: Instant) -> Result<GatewayInfo, UpnpError> {
-        let (gateway, external, _) = self.shared.gateway(deadline, false)?;
+        let (gateway, external, _) = self.shared.gateway(deadline, Purpose::Map)?;
         let external = match external {
             Some(ip) => ip,
-            None => gateway.external_ip(deadline)?,
+            None => gateway.external_ip(deadline).inspect_err(|e| {
+                if e.is_unreachable() {
+                    self.shared.forget(&gateway);
+                }
+            })?,
         };
         self.shared.note(&gateway, Some(external));
         Ok(gateway.info(Some(external)))
@@ -238,16 +274,32 @@ impl UpnpTechnique {
         if local.port() == 0 {
             return Err(UpnpError::NotApplicable("the socket is not bound to a port".into()));
         }
-        let (gateway, external, cached) = self.shared.gateway(deadline, false)?;
+        let (gateway, external, cached) = self.shared.gateway(deadline, Purpose::Map)?;
         match self.map_on(&gateway, external, protocol, local, deadline) {
-            Err(e) if cached && e.is_unreachable() && deadline::remaining(deadline).is_some() => {
+            Err(e) if e.is_unreachable() => {
+                // Forgotten even when no time is left to search again: a gateway that stays
+                // silent would otherwise stay cached, and every later mapping would wait its
+                // whole deadline for it. The next mapping then searches afresh.
+                self.shared.forget(&gateway);
+                if !cached || deadline::remaining(deadline).is_none() {
+                    log::info!(
+                        "upnp: the gateway at {} did not answer ({e}); the next mapping searches for it again",
+                        gateway.description
+                    );
+                    return Err(e);
+                }
                 log::info!(
                     "upnp: the gateway at {} stopped answering ({e}); searching again",
                     gateway.description
                 );
-                self.shared.forget(&gateway);
-                let (gateway, external, _) = self.shared.gateway(deadline, true)?;
-                self.map_on(&gateway, external, protocol, local, deadline)
+                let (gateway, external, _) = self.shared.gateway(deadline, Purpose::Map)?;
+                let r = self.map_on(&gateway, external, protocol, local, deadline);
+                if let Err(e) = &r
+                    && e.is_unreachable()
+                {
+                    self.shared.forget(&gateway);
+                }
+                r
             }
             r => r,
         }
@@ -300,7 +352,9 @@ impl UpnpTechnique {
                 }
             }
         };
-        let (external_port, lease_secs) = add_mapping(gateway, protocol, internal, config, &description, deadline)?;
+        let (hold, lease_secs) = add_mapping(&self.shared, gateway, protocol, internal, &description, deadline)?;
+        let external_port = hold.port();
+        self.shared.silent.store(false, Ordering::Relaxed);
         let mapping = Mapping {
             protocol,
             external_port,
@@ -308,7 +362,13 @@ impl UpnpTechnique {
             lease_secs,
             description,
         };
-        let lease = match UpnpLease::start(Arc::clone(gateway), external_ip, mapping, Arc::clone(&self.shared)) {
+        let lease = match UpnpLease::start(
+            Arc::clone(gateway),
+            external_ip,
+            mapping,
+            hold,
+            Arc::clone(&self.shared),
+        ) {
             Ok(mut lease) => {
                 if let Some(guard) = claim {
                     lease.hold(guard.mapped());
@@ -316,7 +376,14 @@ impl UpnpTechnique {
                 lease
             }
             Err(e) => {
-                let _ = gateway.remove_port(protocol, external_port, Instant::now() + config.call_timeout);
+                // Bounded by the caller's deadline (at most the call timeout): the caller is
+                // not held past it. Not deleted in time, the mapping expires with its lease.
+                let until = deadline.min(call::in_from_now(config.call_timeout));
+                if let Err(d) = gateway.remove_port(protocol, external_port, until) {
+                    log::warn!(
+                        "upnp: could not delete the mapping of port {external_port} (it expires with its lease): {d}"
+                    );
+                }
                 return Err(e);
             }
         };
@@ -355,9 +422,94 @@ impl MappingTechnique for UpnpTechnique {
     }
 }
 
+/// A gateway's address, a protocol and an external port.
+type HeldKey = (Ipv4Addr, Protocol, u16);
+
+/// An external port on a gateway that is ours: asked for by a mapping under way, or mapped by
+/// a live lease. A mapping that the gateway grants after its caller gave up is deleted again
+/// (see [`crate::call`]), by protocol and port; while another holds that port, such a deletion
+/// would delete the newer mapping, so it is skipped. Dropping the hold gives the port up.
+#[derive(Debug)]
+pub(crate) struct PortHold {
+    shared: Arc<Shared>,
+    key: HeldKey,
+    id: u64,
+}
+
+impl PortHold {
+    /// The external port held.
+    pub fn port(&self) -> u16 {
+        self.key.2
+    }
+
+    /// For a request made under this hold: true when a grant that comes after the caller gave
+    /// up is to be kept, because someone else holds the port by then.
+    pub fn keep_late(&self) -> impl FnOnce() -> bool + Send + 'static {
+        let (shared, key, id) = (Arc::clone(&self.shared), self.key, self.id);
+        move || shared.held_by_others(key, Some(id))
+    }
+
+    /// For a renewal by the lease that has this hold: true when a grant that comes after the
+    /// lease gave up waiting is to be kept, because the lease (or another) still holds the port.
+    pub fn keep_late_renewal(&self) -> impl FnOnce() -> bool + Clone + Send + 'static {
+        let (shared, key) = (Arc::clone(&self.shared), self.key);
+        move || shared.held_by_others(key, None)
+    }
+}
+
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if let Some(ids) = state.held.get_mut(&self.key) {
+            ids.retain(|id| *id != self.id);
+            if ids.is_empty() {
+                state.held.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Marks the end of a search (see [`State::searching`]) when dropped.
+struct Searching<'a>(&'a Shared);
+
+impl Drop for Searching<'_> {
+    fn drop(&mut self) {
+        self.0.lock().searching = false;
+        self.0.searched.notify_all();
+    }
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds `port` on the gateway at `gateway` (see [`PortHold`]).
+    pub(crate) fn hold_port(self: &Arc<Self>, gateway: Ipv4Addr, protocol: Protocol, port: u16) -> PortHold {
+        let key = (gateway, protocol, port);
+        let mut state = self.lock();
+        let id = state.next_hold;
+        state.next_hold = state.next_hold.wrapping_add(1);
+        state.held.entry(key).or_default().push(id);
+        PortHold {
+            shared: Arc::clone(self),
+            key,
+            id,
+        }
+    }
+
+    /// True when a hold other than `except` holds `key`.
+    fn held_by_others(&self, key: HeldKey, except: Option<u64>) -> bool {
+        self.lock()
+            .held
+            .get(&key)
+            .is_some_and(|ids| ids.iter().any(|id| Some(*id) != except))
+    }
+
+    /// Notes whether a lease's call to the gateway was answered (see [`Shared::silent`]).
+    pub(crate) fn heard<T>(&self, result: &Result<T, UpnpError>) {
+        let silent = result.as_ref().is_err_and(UpnpError::is_unreachable);
+        self.silent.store(silent, Ordering::Relaxed);
     }
 
     /// Records what a report should say about `gateway`.
@@ -366,26 +518,42 @@ impl Shared {
     }
 
     /// The gateway to use: the cached one (`true`), else one found now, with its external
-    /// address. `fresh` ignores a recent failed search (we know a gateway was there).
-    fn gateway(&self, deadline: Instant, fresh: bool) -> Result<(Arc<Gateway>, Option<Ipv4Addr>, bool), UpnpError> {
+    /// address. One search at a time: while another caller searches, this one waits for its
+    /// result (until `deadline`) instead of searching too, then takes the gateway it found, or
+    /// its failure (see [`Purpose`]), or searches itself if that search proved nothing.
+    fn gateway(
+        &self,
+        deadline: Instant,
+        purpose: Purpose,
+    ) -> Result<(Arc<Gateway>, Option<Ipv4Addr>, bool), UpnpError> {
         let explicit = {
-            let state = self.lock();
-            if let Some(gateway) = &state.gateway {
-                return Ok((Arc::clone(gateway), None, true));
+            let mut state = self.lock();
+            loop {
+                if let Some(gateway) = &state.gateway {
+                    return Ok((Arc::clone(gateway), None, true));
+                }
+                if let Some(e) = self.backing_off(&state, purpose) {
+                    return Err(e);
+                }
+                if !state.searching {
+                    break;
+                }
+                let Some(left) = deadline::remaining(deadline) else {
+                    return Err(UpnpError::timed_out(
+                        "waiting for another search for the UPnP gateway to end",
+                    ));
+                };
+                state = self
+                    .searched
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
-            if state.explicit.is_empty()
-                && !fresh
-                && let Some((at, why)) = &state.failed_search
-                && at.elapsed() < self.config.search_again_after
-            {
-                return Err(UpnpError::NoGateway(format!(
-                    "{why} ({} s ago; next search in {} s)",
-                    at.elapsed().as_secs(),
-                    self.config.search_again_after.saturating_sub(at.elapsed()).as_secs()
-                )));
-            }
+            state.searching = true;
             state.explicit.clone()
         };
+        // Ends the search (and wakes those waiting) however this function returns.
+        let _searching = Searching(self);
         // No lock is held while talking to the network.
         let gateway = if explicit.is_empty() {
             self.search(deadline)?
@@ -398,6 +566,8 @@ impl Shared {
             search::search(&targets, deadline, deadline).map_err(|e| {
                 let given: Vec<&str> = explicit.iter().map(|(url, _)| url.as_str()).collect();
                 log::debug!("upnp: the gateway given ({}) did not answer: {e}", given.join(", "));
+                // Only leases looking for their gateway again heed this (see `Purpose`).
+                self.lock().failed_search = Some((Instant::now(), e.to_string()));
                 e
             })?
         };
@@ -417,11 +587,28 @@ impl Shared {
             gateway.control
         );
         let gateway = Arc::new(gateway);
-        let mut state = self.lock();
-        state.gateway = Some(Arc::clone(&gateway));
-        state.info = Some(gateway.info(Some(external)));
-        state.failed_search = None;
+        {
+            let mut state = self.lock();
+            state.gateway = Some(Arc::clone(&gateway));
+            state.info = Some(gateway.info(Some(external)));
+            state.failed_search = None;
+        }
         Ok((gateway, Some(external), false))
+    }
+
+    /// The error to fail with at once, without searching, after a recent search that found
+    /// nothing (see [`Purpose`]).
+    fn backing_off(&self, state: &State, purpose: Purpose) -> Option<UpnpError> {
+        let (at, why) = state.failed_search.as_ref()?;
+        let applies = state.explicit.is_empty() || purpose == Purpose::Regain;
+        let ago = at.elapsed();
+        (applies && ago < self.config.search_again_after).then(|| {
+            UpnpError::NoGateway(format!(
+                "{why} ({} s ago; next search in {} s)",
+                ago.as_secs(),
+                self.config.search_again_after.saturating_sub(ago).as_secs()
+            ))
+        })
     }
 
     /// A multicast search from every interface (or [`UpnpConfig::search_from`]).
@@ -434,7 +621,7 @@ impl Shared {
             .iter()
             .map(|ip| Target::from_interface(*ip, self.config.ssdp_addr))
             .collect();
-        let window_end = Instant::now() + self.config.search_window;
+        let window_end = call::in_from_now(self.config.search_window);
         let result = search::search(&targets, window_end, deadline);
         if let Err(e @ (UpnpError::NoGateway(_) | UpnpError::TimedOut { .. })) = &result {
             log::debug!("upnp: {e}");
@@ -459,10 +646,12 @@ impl Shared {
     }
 
     /// For a lease whose gateway stopped answering: the gateway on the same host, found again
-    /// (it may have restarted on another port), or `None`.
+    /// (it may have restarted on another port), or `None`. Searches only when no other search
+    /// is under way (else waits for it) and none failed recently
+    /// ([`UpnpConfig::search_again_after`]): many leases on a dead gateway search once.
     pub(crate) fn regain(&self, old: &Gateway, deadline: Instant) -> Option<Arc<Gateway>> {
         self.forget(old);
-        match self.gateway(deadline, true) {
+        match self.gateway(deadline, Purpose::Regain) {
             Ok((gateway, _, _)) if gateway.ip() == old.ip() && *gateway != *old => Some(gateway),
             Ok(_) => None,
             Err(e) => {
@@ -551,14 +740,19 @@ fn is_conflict(e: &UpnpError) -> bool {
 /// IGD:2 (`AddAnyPortMapping`: the gateway picks), else `AddPortMapping` with a few random
 /// ports ([`UpnpConfig::random_port_attempts`]). Returns the external port and the lease
 /// granted (0 only if the gateway supports permanent leases alone).
+///
+/// Each port tried is held (see [`PortHold`]) while it is asked for, so that a late grant of
+/// an earlier attempt for it is not undone while it is ours; the hold of the port mapped is
+/// returned, for the lease to keep.
 fn add_mapping(
+    shared: &Arc<Shared>,
     gateway: &Gateway,
     protocol: Protocol,
     internal: SocketAddrV4,
-    config: &UpnpConfig,
     description: &str,
     deadline: Instant,
-) -> Result<(u16, u32), UpnpError> {
+) -> Result<(PortHold, u32), UpnpError> {
+    let config = &shared.config;
     let mut lease_secs = config.lease_secs();
     let request = |external_port: u16, lease_secs: u32| MappingRequest {
         protocol,
@@ -568,14 +762,22 @@ fn add_mapping(
         description: description.to_owned(),
     };
     let own = internal.port();
-    match permanent_if_must(&mut lease_secs, |l| gateway.add_port(&request(own, l), deadline)) {
-        Ok(()) => return Ok((own, lease_secs)),
+    let hold = shared.hold_port(gateway.ip(), protocol, own);
+    match permanent_if_must(&mut lease_secs, |l| {
+        gateway.add_port(&request(own, l), deadline, hold.keep_late())
+    }) {
+        Ok(()) => return Ok((hold, lease_secs)),
         Err(e) if is_conflict(&e) => log::debug!("upnp: external port {own} is taken: {e}"),
         Err(e) => return Err(e),
     }
     if gateway.has_add_any() {
-        match permanent_if_must(&mut lease_secs, |l| gateway.add_any_port(&request(own, l), deadline)) {
-            Ok(port) => return Ok((port, lease_secs)),
+        drop(hold);
+        let (gateway_ip, late_shared) = (gateway.ip(), Arc::clone(shared));
+        let keep = move |port: u16| late_shared.held_by_others((gateway_ip, protocol, port), None);
+        match permanent_if_must(&mut lease_secs, |l| {
+            gateway.add_any_port(&request(own, l), deadline, keep.clone())
+        }) {
+            Ok(port) => return Ok((shared.hold_port(gateway.ip(), protocol, port), lease_secs)),
             Err(e) if matches!(e.code(), Some(code::INVALID_ACTION | code::NOT_IMPLEMENTED)) => {
                 log::info!("upnp: {e}; trying random ports with AddPortMapping");
             }
@@ -590,8 +792,11 @@ fn add_mapping(
             return Err(UpnpError::timed_out(format!("mapping a port on {}", gateway.control)));
         }
         let port: u16 = rng.random_range(1024..=65535);
-        match permanent_if_must(&mut lease_secs, |l| gateway.add_port(&request(port, l), deadline)) {
-            Ok(()) => return Ok((port, lease_secs)),
+        let hold = shared.hold_port(gateway.ip(), protocol, port);
+        match permanent_if_must(&mut lease_secs, |l| {
+            gateway.add_port(&request(port, l), deadline, hold.keep_late())
+        }) {
+            Ok(()) => return Ok((hold, lease_secs)),
             Err(e) if is_conflict(&e) => {
                 log::debug!("upnp: external port {port} is taken: {e}");
                 taken.push(port);

@@ -38,7 +38,8 @@
 //! let mapped_socket = MappedUdpSocket::new(&mc)?;
 //!
 //! // A mapped socket consists of a socket, a list of endpoints, and the port mappings made on
-//! // routers (renewed while `port_mappings` lives, deleted when it is dropped).
+//! // routers (renewed while `port_mappings` lives, deleted when it is dropped or released).
+//! // `release()` waits until the routers have deleted them: call it before the program exits.
 //! let MappedUdpSocket { socket, endpoints, port_mappings } = mapped_socket;
 //!
 //! // Next, they create a `PrivRendezvousInfo`, `PubRendezvousInfo` pair from the socket's
@@ -61,7 +62,8 @@
 //! // Congratulations! `socket` is a `UdpSocket` that can be used to talk to `peer_addr`
 //! // through NATs and firewalls.
 //! socket.send_to(b"hello", peer_addr)?;
-//! drop(port_mappings);
+//! let mut port_mappings = port_mappings;
+//! port_mappings.release();
 //! # Ok(())
 //! # }
 //! # #[cfg(not(feature = "punch"))]
