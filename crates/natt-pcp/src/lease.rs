@@ -84,6 +84,8 @@ pub struct PcpLease {
     stop: Option<mpsc::Sender<()>>,
     done: Receiver<()>,
     release_wait: Duration,
+    /// Whether the wait for the deletion is over (so that dropping does not wait again).
+    released: bool,
     /// The port's claim with the other port-mapping techniques; freed after the mapping is
     /// deleted (fields drop after `Drop::drop`).
     claim: Option<natt_core::arbiter::HeldClaim>,
@@ -178,6 +180,7 @@ impl PcpLease {
             done: done_rx,
             // A renewal notices the stop within STOP_POLL; then the deletion.
             release_wait: timing.release_timeout + STOP_POLL * 2 + Duration::from_millis(500),
+            released: false,
             claim: None,
         })
     }
@@ -347,6 +350,24 @@ impl Lease for PcpLease {
     fn describe(&self) -> String {
         self.status().describe()
     }
+
+    fn start_release(&mut self) {
+        drop(self.stop.take()); // wakes the thread at once: it deletes the mapping
+    }
+
+    fn wait_released(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        if self.done.recv_timeout(self.release_wait).is_err() {
+            log::warn!(
+                "pcp: {} not confirmed deleted within {:?}; it expires with its lifetime",
+                self.describe(),
+                self.release_wait
+            );
+        }
+    }
 }
 
 impl PcpLease {
@@ -358,14 +379,8 @@ impl PcpLease {
 
 impl Drop for PcpLease {
     fn drop(&mut self) {
-        drop(self.stop.take()); // wakes the thread at once
-        if self.done.recv_timeout(self.release_wait).is_err() {
-            log::warn!(
-                "pcp: {} not confirmed deleted within {:?}; it expires with its lifetime",
-                self.describe(),
-                self.release_wait
-            );
-        }
+        self.start_release();
+        self.wait_released();
     }
 }
 

@@ -49,6 +49,8 @@ struct State {
     external_ip: Ipv4Addr,
     /// Deletions refused because of a wrong nonce.
     unauthorized: u32,
+    /// Set: the gateway stops answering (whatever its mode).
+    gone_silent: bool,
 }
 
 struct Fake {
@@ -70,6 +72,7 @@ impl Fake {
             table: Table::new(),
             log: Vec::new(),
             unauthorized: 0,
+            gone_silent: false,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (Arc::clone(&state), Arc::clone(&stop));
@@ -136,6 +139,9 @@ fn serve(socket: &UdpSocket, mode: Mode, state: &Mutex<State>, stop: &AtomicBool
         let data = &buf[..n];
         let replies = {
             let mut s = state.lock().unwrap();
+            if s.gone_silent {
+                continue;
+            }
             answer(mode, data, &mut s)
         };
         for r in replies {
@@ -574,4 +580,30 @@ fn probe_tells_which_protocol_answers() {
     let t0 = Instant::now();
     assert!(natt_pcp::probe(silent.addr, None, t0 + Duration::from_millis(300)).is_err());
     assert!(t0.elapsed() < Duration::from_millis(450));
+}
+
+/// Releasing several mappings on a gateway that stopped answering, as
+/// `PortMappings::release` does (start every deletion, then wait for each), takes one release
+/// timeout, not one per mapping; dropping a lease whose release was waited for does not wait
+/// again.
+#[test]
+fn releasing_on_a_silent_gateway_waits_once_for_all() {
+    use natt_core::mapping::Lease;
+    let fake = Fake::start(Mode::Pcp, 3600);
+    let t = fake.technique("pcp", 7200);
+    let sockets: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind(loopback()).unwrap()).collect();
+    let mut leases: Vec<_> = sockets
+        .iter()
+        .map(|s| t.map(Protocol::Udp, s.local_addr().unwrap(), deadline(2000)).unwrap().1)
+        .collect();
+    fake.state(|s| s.gone_silent = true);
+    let t0 = Instant::now();
+    leases.iter_mut().for_each(Lease::start_release);
+    leases.iter_mut().for_each(Lease::wait_released);
+    drop(leases);
+    let took = t0.elapsed();
+    // Each deletion gives up after its release timeout (500 ms here) plus a little; three in a
+    // row would take three times that.
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
 }
