@@ -363,17 +363,46 @@ fn a_bad_reserved_port_is_an_error_not_a_mapping() {
     assert!(e.contains("reserved port 0"), "{e}");
 }
 
+/// A first mapping that times out at 300 ms on a gateway that answers AddPortMapping after
+/// 600 ms: its grant comes after the caller gave up.
+struct LateGrant {
+    igd: FakeIgd,
+    technique: UpnpTechnique,
+    _ssdp: FakeSsdp,
+    _socket: UdpSocket,
+    local: SocketAddr,
+    t0: Instant,
+    first: (Result<TechniqueMapping, TechniqueError>, Duration),
+}
+
+impl LateGrant {
+    fn start() -> LateGrant {
+        let igd = FakeIgd::start(IgdOptions {
+            delay: Duration::from_millis(600),
+            ..IgdOptions::default()
+        });
+        let (technique, _ssdp) = technique_for(&igd.url(), config());
+        let (_socket, local) = socket();
+        let t0 = Instant::now();
+        let first = map(&technique, local, Duration::from_millis(300));
+        LateGrant {
+            igd,
+            technique,
+            _ssdp,
+            _socket,
+            local,
+            t0,
+            first,
+        }
+    }
+}
+
 #[test]
 fn a_mapping_granted_after_the_deadline_is_deleted_by_its_worker() {
     // The gateway takes 600 ms to answer AddPortMapping; the caller gives up at 300 ms.
-    let igd = FakeIgd::start(IgdOptions {
-        delay: Duration::from_millis(600),
-        ..IgdOptions::default()
-    });
-    let (t, _ssdp) = technique_for(&igd.url(), config());
-    let (_s, local) = socket();
-    let t0 = Instant::now();
-    let (r, took) = map(&t, local, Duration::from_millis(300));
+    let late = LateGrant::start();
+    let (igd, t0) = (&late.igd, late.t0);
+    let (r, took) = late.first;
     let e = r.unwrap_err();
     println!("gave up after {took:?}: {e}");
     assert!(matches!(e, TechniqueError::TimedOut(_)), "{e}");
@@ -730,14 +759,9 @@ fn a_late_grant_does_not_delete_the_mapping_a_retry_got() {
     // The first attempt for the socket's port times out (the gateway answers after 600 ms);
     // a retry gets the same port at once. The first attempt's grant then comes late: the
     // port is held by the retry's lease, so it is not deleted.
-    let igd = FakeIgd::start(IgdOptions {
-        delay: Duration::from_millis(600),
-        ..IgdOptions::default()
-    });
-    let (t, _ssdp) = technique_for(&igd.url(), config());
-    let (_s, local) = socket();
-    let t0 = Instant::now();
-    let (r, _) = map(&t, local, Duration::from_millis(300));
+    let late = LateGrant::start();
+    let (igd, t, local, t0) = (&late.igd, &late.technique, late.local, late.t0);
+    let (r, _) = &late.first;
     assert!(matches!(r, Err(TechniqueError::TimedOut(_))), "{r:?}");
     *igd.delay.lock().unwrap() = Duration::ZERO;
     let retry = t.map_udp(local, deadline(SECOND)).unwrap();
