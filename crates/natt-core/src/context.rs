@@ -15,7 +15,8 @@ pub enum HolePunchServerAddr {
     /// A STUN server (RFC 8489).
     Stun(SocketAddr),
     /// A UPnP Internet Gateway Device, by the URL of its root description
-    /// (`http://192.168.1.1:5000/rootDesc.xml`), used instead of searching by SSDP.
+    /// (`http://192.168.1.1:5000/rootDesc.xml`): searched for at that host alone (natt-upnp
+    /// sends its SSDP search there, unicast) instead of on every interface by multicast.
     IgdGateway(String),
     /// A server of a third-party technique: offered to every technique, taken by the one that
     /// recognises `kind`.
