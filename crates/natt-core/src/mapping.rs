@@ -26,6 +26,19 @@ pub trait Lease: Send {
     fn wait_released(&mut self) {}
 }
 
+/// When a lease whose renewal failed tries again: an eighth of the lease, between 500 ms and
+/// a minute, so soon enough to renew before the mapping expires but never in a tight loop.
+/// Shared by the port-mapping techniques' lease threads.
+///
+/// ```
+/// use std::time::Duration;
+/// use natt_core::mapping::retry_after_failed_renewal;
+/// assert_eq!(retry_after_failed_renewal(Duration::from_secs(80)), Duration::from_secs(10));
+/// ```
+pub fn retry_after_failed_renewal(lease: Duration) -> Duration {
+    (lease / 8).clamp(Duration::from_millis(500), Duration::from_secs(60))
+}
+
 /// How one technique fared on one socket.
 #[derive(Debug)]
 pub struct TechniqueOutcome {
@@ -177,6 +190,14 @@ mod tests {
         fn drop(&mut self) {
             self.1.lock().unwrap().push(format!("drop {}", self.0));
         }
+    }
+
+    #[test]
+    fn renewal_retries_are_neither_tight_nor_lazy() {
+        assert_eq!(retry_after_failed_renewal(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(retry_after_failed_renewal(Duration::from_secs(80)), Duration::from_secs(10));
+        assert_eq!(retry_after_failed_renewal(Duration::from_secs(3600)), Duration::from_secs(60));
+        assert_eq!(retry_after_failed_renewal(Duration::from_secs(7200)), Duration::from_secs(60));
     }
 
     #[test]

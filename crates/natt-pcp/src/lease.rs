@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::Lease;
+use natt_core::mapping::retry_after_failed_renewal;
 
 use crate::client::{Grant, MapSpec, Outcome, Transaction, Version};
 use crate::driver::{self, Driven, STOP_POLL};
@@ -195,11 +196,6 @@ impl PcpLease {
 const NO_RESOURCES: u16 = pcp_wire::ResultCode::NO_RESOURCES.0 as u16;
 const NOT_AUTHORIZED: u16 = pcp_wire::ResultCode::NOT_AUTHORIZED.0 as u16;
 
-/// When to try again after a failed renewal: soon, but not in a tight loop.
-fn retry_after(lifetime: Duration) -> Duration {
-    (lifetime / 8).clamp(Duration::from_millis(500), Duration::from_secs(60))
-}
-
 impl Held {
     fn update(&self, f: impl FnOnce(&mut LeaseStatus)) {
         f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
@@ -240,7 +236,7 @@ impl Held {
                     failures += 1;
                     self.update(|s| s.failures += 1);
                     log::warn!("pcp: renewing {} failed ({failures} in a row): {e}", self.name());
-                    wait = retry_after(self.lifetime())
+                    wait = retry_after_failed_renewal(self.lifetime())
                         .max(self.timing.min_renewal_interval)
                         .min(self.lifetime() / 2);
                 }
@@ -387,17 +383,5 @@ impl Drop for PcpLease {
 impl std::fmt::Debug for PcpLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("PcpLease").field(&self.describe()).finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_are_neither_tight_nor_lazy() {
-        assert_eq!(retry_after(Duration::from_secs(2)), Duration::from_millis(500));
-        assert_eq!(retry_after(Duration::from_secs(80)), Duration::from_secs(10));
-        assert_eq!(retry_after(Duration::from_secs(7200)), Duration::from_secs(60));
     }
 }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use natt_core::mapping::retry_after_failed_renewal;
 use natt_core::{Lease, Protocol};
 
 use crate::call;
@@ -191,11 +192,6 @@ impl UpnpLease {
     }
 }
 
-/// When to try again after a failed renewal: soon, but not in a tight loop.
-fn retry_after(lease: Duration) -> Duration {
-    (lease / 8).clamp(Duration::from_millis(500), Duration::from_secs(60))
-}
-
 /// The lease thread: renew until told to stop (or the lease is dropped), then delete; whether
 /// the mapping is known gone.
 ///
@@ -232,7 +228,7 @@ where
         }
         if Arc::strong_count(&pending) > 1 {
             log::debug!("upnp: {name}: the last renewal is still under way; not renewing again yet");
-            wait = Some(retry_after(lease).min(renew_every.unwrap_or(lease)));
+            wait = Some(retry_after_failed_renewal(lease).min(renew_every.unwrap_or(lease)));
             continue;
         }
         let deadline = call::in_from_now(call_timeout);
@@ -265,7 +261,7 @@ where
                     log::info!("upnp: {name}: the gateway now answers at {}", found.control);
                     gateway = found;
                 }
-                wait = Some(retry_after(lease).min(renew_every.unwrap_or(lease)));
+                wait = Some(retry_after_failed_renewal(lease).min(renew_every.unwrap_or(lease)));
             }
         }
     }
@@ -339,17 +335,5 @@ impl Drop for UpnpLease {
 impl std::fmt::Debug for UpnpLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("UpnpLease").field(&self.describe).finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_are_neither_tight_nor_lazy() {
-        assert_eq!(retry_after(Duration::from_secs(2)), Duration::from_millis(500));
-        assert_eq!(retry_after(Duration::from_secs(80)), Duration::from_secs(10));
-        assert_eq!(retry_after(Duration::from_secs(3600)), Duration::from_secs(60));
     }
 }
