@@ -27,18 +27,24 @@ pub fn natt_binary() -> PathBuf {
     workspace_root().join("target/debug/natt")
 }
 
-/// Builds the natt binary.
-pub fn build_natt() -> Result<()> {
+/// Runs `cargo build ARGS` in the workspace; an error naming the command if it fails.
+fn cargo_build(args: &[&str]) -> Result<()> {
     let status = Command::new(cargo())
-        .args(["build", "--quiet", "-p", "natt-cli"])
+        .arg("build")
+        .args(args)
         .current_dir(workspace_root())
         .status()
         .map_err(|e| err(format!("cannot run cargo: {e}")))?;
     if status.success() {
         Ok(())
     } else {
-        Err(err("cargo build -p natt-cli failed"))
+        Err(err(format!("cargo build {} failed", args.join(" "))))
     }
+}
+
+/// Builds the natt binary.
+pub fn build_natt() -> Result<()> {
+    cargo_build(&["--quiet", "-p", "natt-cli"])
 }
 
 /// The release builds `cargo xtask bench` uses: natt, and xtask (the lab's helper tool, whose
@@ -50,16 +56,7 @@ pub fn release_binaries() -> (PathBuf, PathBuf) {
 
 /// Builds natt and xtask in release mode (see [`release_binaries`]).
 pub fn build_natt_release() -> Result<()> {
-    let status = Command::new(cargo())
-        .args(["build", "--release", "--quiet", "-p", "natt-cli", "-p", "xtask"])
-        .current_dir(workspace_root())
-        .status()
-        .map_err(|e| err(format!("cannot run cargo: {e}")))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(err("cargo build --release -p natt-cli -p xtask failed"))
-    }
+    cargo_build(&["--release", "--quiet", "-p", "natt-cli", "-p", "xtask"])
 }
 
 fn cargo() -> OsString {

@@ -194,10 +194,22 @@ mod tests {
 
     #[test]
     fn renewal_retries_are_neither_tight_nor_lazy() {
-        assert_eq!(retry_after_failed_renewal(Duration::from_secs(2)), Duration::from_millis(500));
-        assert_eq!(retry_after_failed_renewal(Duration::from_secs(80)), Duration::from_secs(10));
-        assert_eq!(retry_after_failed_renewal(Duration::from_secs(3600)), Duration::from_secs(60));
-        assert_eq!(retry_after_failed_renewal(Duration::from_secs(7200)), Duration::from_secs(60));
+        assert_eq!(
+            retry_after_failed_renewal(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            retry_after_failed_renewal(Duration::from_secs(80)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            retry_after_failed_renewal(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            retry_after_failed_renewal(Duration::from_secs(7200)),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
