@@ -97,12 +97,7 @@ fn upnp_router_maps_a_port_for_a_host() {
     let Some(lab) = lab("upnp_router_maps_a_port_for_a_host", "tupnp", "upnp") else {
         return;
     };
-    assert_eq!(
-        lab.get("R1_UPNP_FORWARDING").unwrap(),
-        "enabled",
-        "{}",
-        lab.log("miniupnpd-r1")
-    );
+    assert_upnp_forwarding(&lab);
     let igd = lab.get("R1_IGD_URL").unwrap();
     let h1 = lab.get("H1_IP").unwrap();
     let out = lab

@@ -185,12 +185,7 @@ fn pcp_maps_udp_and_tcp_for_h1_and_deletes_on_release() {
     let Some(lab) = lab("pcp_maps_udp_and_tcp_for_h1_and_deletes_on_release", "tpcp1", "upnp") else {
         return;
     };
-    assert_eq!(
-        lab.get("R1_UPNP_FORWARDING").unwrap(),
-        "enabled",
-        "{}",
-        lab.log("miniupnpd-r1")
-    );
+    assert_upnp_forwarding(&lab);
     let wan = ip(&lab, "R1_WAN");
     let h1 = lab.get("H1_IP").unwrap();
     let natpmp = lab.get("R1_NATPMP").unwrap();

@@ -35,6 +35,17 @@ pub fn lab(name: &str, prefix: &str, topology: &str) -> Option<Lab> {
     Some(lab)
 }
 
+/// Asserts that r1's miniupnpd forwards ports (it says so in its log once its checks pass),
+/// showing that log when it does not.
+pub fn assert_upnp_forwarding(lab: &Lab) {
+    assert_eq!(
+        lab.get("R1_UPNP_FORWARDING").unwrap(),
+        "enabled",
+        "{}",
+        lab.log("miniupnpd-r1")
+    );
+}
+
 /// True when the test can go on here; otherwise it was skipped or ran in a child.
 pub fn isolated(name: &str) -> bool {
     if !isolation::is_root() {
