@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ pub fn tcp_punch_hole(
         deadline,
         events: events_tx,
         chosen: chosen_tx,
-        next_id: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        next_id: Arc::new(AtomicU64::new(0)),
     };
     let started = (|| {
         spawn("natt-punch-accept", {
@@ -183,7 +183,7 @@ struct Ctx {
     deadline: Instant,
     events: Sender<Event>,
     chosen: Sender<(TcpStream, SocketAddr)>,
-    next_id: Arc<std::sync::atomic::AtomicU64>,
+    next_id: Arc<AtomicU64>,
 }
 
 impl Ctx {
@@ -230,13 +230,6 @@ fn choose(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        // Done: the chosen stream has shown the peer's hello.
-        if let Some((c, _)) = chosen
-            && hello.contains(&c)
-            && let Some(done) = up.remove(&c)
-        {
-            return Ok(done);
-        }
         let silent = chosen.is_some_and(|(_, at)| at.elapsed() >= SWITCH_AFTER);
         if chosen.is_none() || silent {
             // Prefer a stream that has shown a hello (done at once), else the first one up.
@@ -255,11 +248,6 @@ fn choose(
                     Ok(()) => {
                         log::trace!("{peer}: choose sent");
                         chosen = Some((id, Instant::now()));
-                        if hello.contains(&id)
-                            && let Some(done) = up.remove(&id)
-                        {
-                            return Ok(done);
-                        }
                     }
                     Err(e) => {
                         last = format!("{peer}: {e}");
@@ -268,13 +256,20 @@ fn choose(
                 }
             }
         }
+        // Done: the chosen stream has shown the peer's hello (before or after the choose).
+        if let Some((c, _)) = chosen
+            && hello.contains(&c)
+            && let Some(done) = up.remove(&c)
+        {
+            return Ok(done);
+        }
     }
     Err(PunchError::TimedOut(last))
 }
 
 /// Accepts connections on the punch port until the punch is over.
 fn accept(listener: &TcpListener, ctx: &Ctx) {
-    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let busy = Arc::new(AtomicUsize::new(0));
     while !ctx.over() {
         match listener.accept() {
             Ok((stream, from)) => {
