@@ -74,7 +74,7 @@ fn exchange(
     if args.token_out == "-" {
         println!("{token}");
     } else {
-        write_atomically(Path::new(&args.token_out), &format!("{token}\n"))
+        write_token(Path::new(&args.token_out), &format!("{token}\n"))
             .map_err(|e| format!("cannot write {}: {e}", args.token_out))?;
     }
     let text = if args.peer_token == "-" {
@@ -93,7 +93,7 @@ fn exchange(
 /// renamed over it, so a reader polling the file never sees a partial token. Anything else
 /// (`/dev/null`, a FIFO, `/dev/stdout`) is written in place: renaming over it would replace the
 /// device or pipe with a regular file.
-fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+fn write_token(path: &Path, text: &str) -> io::Result<()> {
     match fs::metadata(path) {
         Ok(meta) if !meta.is_file() => {
             return fs::OpenOptions::new()
@@ -235,7 +235,7 @@ mod tests {
         let dir = scratch("regular");
         let path = dir.join("token");
         fs::write(&path, "old token that is longer\n").unwrap();
-        write_atomically(&path, "natt1.new\n").unwrap();
+        write_token(&path, "natt1.new\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.new\n");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
         fs::remove_dir_all(&dir).unwrap();
@@ -256,7 +256,7 @@ mod tests {
         }
         let reader_path = path.clone();
         let reader = thread::spawn(move || fs::read_to_string(reader_path).unwrap());
-        write_atomically(&path, "natt1.token\n").unwrap();
+        write_token(&path, "natt1.token\n").unwrap();
         // Checked before joining: had the FIFO been replaced, the reader would wait forever.
         assert!(fs::metadata(&path).unwrap().file_type().is_fifo());
         assert_eq!(reader.join().unwrap(), "natt1.token\n");
