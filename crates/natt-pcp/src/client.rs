@@ -890,14 +890,7 @@ mod tests {
                 let mut tx = Transaction::map(gw(), spec(Protocol::Udp), version, true, now);
                 let req = tx.poll_transmit(now).unwrap();
                 let len = (seed % 70) as usize;
-                let mut data: Vec<u8> = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 17;
-                        seed ^= seed << 5;
-                        seed as u8
-                    })
-                    .collect();
+                let mut data: Vec<u8> = crate::noise::bytes(&mut seed, len);
                 // Often shaped like a reply, to get past the first checks.
                 if seed.is_multiple_of(2) && len >= 2 {
                     data[0] = req[0];

@@ -29,6 +29,9 @@ pub mod probe;
 pub mod retransmit;
 pub mod technique;
 
+#[cfg(test)]
+mod noise;
+
 pub use client::Version;
 pub use error::PcpError;
 pub use gateway::default_gateway;

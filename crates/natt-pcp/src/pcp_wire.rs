@@ -453,14 +453,7 @@ mod tests {
         for len in [0usize, 1, 2, 3, 4, 8, 23, 24, 28, 59, 60, 64] {
             let mut seed = (len as u32).wrapping_mul(2_654_435_761) | 1;
             for _ in 0..2000 {
-                let data: Vec<u8> = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 17;
-                        seed ^= seed << 5;
-                        seed as u8
-                    })
-                    .collect();
+                let data: Vec<u8> = crate::noise::bytes(&mut seed, len);
                 let _ = decode_response(&data);
                 let _ = decode_request(&data);
             }
