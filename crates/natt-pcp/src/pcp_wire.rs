@@ -238,19 +238,22 @@ fn check_length(data: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
+/// A message's first two bytes, after the length checks every PCP message must pass.
+fn version_and_opcode(data: &[u8]) -> Result<(u8, u8), WireError> {
+    check_length(data)?;
+    match data {
+        [v, o, ..] => Ok((*v, *o)),
+        _ => Err(WireError::Truncated {
+            len: data.len(),
+            need: 2,
+        }),
+    }
+}
+
 /// Decodes a response. The MAP fields are read when the opcode is MAP and the message holds
 /// them; options after them are ignored.
 pub fn decode_response(data: &[u8]) -> Result<Response, WireError> {
-    check_length(data)?;
-    let (version, opcode) = match data {
-        [v, o, ..] => (*v, *o),
-        _ => {
-            return Err(WireError::Truncated {
-                len: data.len(),
-                need: 2,
-            });
-        }
-    };
+    let (version, opcode) = version_and_opcode(data)?;
     if version == 0 {
         // NAT-PMP's version: not a PCP message at all.
         return Err(WireError::WrongVersion(version));
@@ -277,16 +280,7 @@ pub fn decode_response(data: &[u8]) -> Result<Response, WireError> {
 
 /// Decodes a request (as a server would; used by tests and fake gateways).
 pub fn decode_request(data: &[u8]) -> Result<Request, WireError> {
-    check_length(data)?;
-    let (version, opcode) = match data {
-        [v, o, ..] => (*v, *o),
-        _ => {
-            return Err(WireError::Truncated {
-                len: data.len(),
-                need: 2,
-            });
-        }
-    };
+    let (version, opcode) = version_and_opcode(data)?;
     if opcode & RESPONSE_BIT != 0 {
         return Err(WireError::WrongDirection { expected: "request" });
     }
