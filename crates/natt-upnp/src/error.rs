@@ -46,9 +46,9 @@ pub enum UpnpError {
         /// What is wrong with it.
         why: String,
     },
-    /// The gateway answered with an HTTP status we cannot use. (`igd-next` does not report
-    /// HTTP statuses, it reads the SOAP body whatever the status: a body that is not a SOAP
-    /// answer is [`UpnpError::Malformed`]. Kept for compatibility; not produced.)
+    /// The gateway answered a request for its description with an HTTP status other than
+    /// success. (SOAP actions go through `igd-next`, which reads the body whatever the status:
+    /// a body that is not a SOAP answer is [`UpnpError::Malformed`].)
     #[error("{what}: HTTP status {status}")]
     HttpStatus {
         /// The request.
@@ -56,7 +56,9 @@ pub enum UpnpError {
         /// The status code.
         status: u16,
     },
-    /// The gateway's answer is larger than `igd-next` accepts (1 MiB).
+    /// The gateway's answer is larger than accepted: 1 MiB for what `igd-next` reads,
+    /// [`MAX_DESCRIPTION_BYTES`](crate::description::MAX_DESCRIPTION_BYTES) for the
+    /// descriptions natt reads itself.
     #[error("{what}: response larger than {limit} bytes")]
     TooLarge {
         /// The request.
@@ -142,19 +144,26 @@ impl UpnpError {
             }
             RequestError::UnsupportedAction(a) => UpnpError::Unsupported(a),
             RequestError::IoError(io) => UpnpError::from_io(what, io),
-            RequestError::AttoHttpError(e) => match e.into_kind() {
-                attohttpc::ErrorKind::Io(io) => UpnpError::from_io(what, io),
-                attohttpc::ErrorKind::InvalidResponse(kind) => UpnpError::malformed(what, format!("bad HTTP: {kind}")),
-                other => UpnpError::Io {
-                    what,
-                    source: io::Error::other(attohttpc::Error::from(other).to_string()),
-                },
-            },
+            RequestError::AttoHttpError(e) => UpnpError::request_failed(&what, e),
             // Variants of `igd-next`'s other (async) features.
             #[allow(unreachable_patterns)]
             other => UpnpError::Io {
                 what,
                 source: io::Error::other(other.to_string()),
+            },
+        }
+    }
+
+    /// An HTTP request (`what`) that `attohttpc` could not make: a socket error, a timeout or
+    /// an answer that is not HTTP.
+    pub(crate) fn request_failed(what: &str, e: attohttpc::Error) -> Self {
+        let what = what.to_owned();
+        match e.into_kind() {
+            attohttpc::ErrorKind::Io(io) => UpnpError::from_io(what, io),
+            attohttpc::ErrorKind::InvalidResponse(kind) => UpnpError::malformed(what, format!("bad HTTP: {kind}")),
+            other => UpnpError::Io {
+                what,
+                source: io::Error::other(attohttpc::Error::from(other).to_string()),
             },
         }
     }

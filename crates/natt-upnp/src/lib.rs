@@ -71,9 +71,11 @@
 //! ```
 
 mod call;
+pub mod description;
 mod error;
 mod gateway;
 mod lease;
+mod load;
 mod proxy;
 mod search;
 mod technique;

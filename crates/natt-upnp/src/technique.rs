@@ -1,9 +1,10 @@
 //! [`UpnpTechnique`]: port mapping on a UPnP Internet Gateway Device, as a natt
 //! [`MappingTechnique`] that maps beside the socket, on top of `igd-next`.
 //!
-//! Mapping a socket: find the gateway (the cached one, else an `igd-next` SSDP search: unicast
-//! to the gateways given with [`HolePunchServerAddr::IgdGateway`], else multicast from every
-//! IPv4 interface), ask its external address, map the socket's port to the host's address
+//! Mapping a socket: find the gateway (the cached one; else the gateways given with
+//! [`HolePunchServerAddr::IgdGateway`], loaded from their description URLs, see [`crate::load`],
+//! or found by a unicast SSDP search to their hosts if that fails; else an `igd-next` SSDP
+//! search, multicast from every IPv4 interface), ask its external address, map the socket's port to the host's address
 //! facing the gateway (`AddPortMapping` with the socket's own port first; when that port is
 //! taken, `AddAnyPortMapping` on IGD:2, random ports on IGD:1), and hold the mapping with an
 //! [`UpnpLease`] that renews it and deletes it when dropped. Every call to the gateway is
@@ -29,6 +30,7 @@ use crate::call;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo, MappingRequest};
 use crate::lease::{Mapping, UpnpLease};
+use crate::load;
 use crate::proxy;
 use crate::search::{self, Target};
 
@@ -170,8 +172,8 @@ enum Purpose {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Gateways given explicitly (their URLs and addresses): searched for by unicast instead
-    /// of multicast.
+    /// Gateways given explicitly (their URLs and addresses): loaded from their URLs (or
+    /// searched for by unicast) instead of a multicast search.
     explicit: Vec<(String, Ipv4Addr)>,
     /// The gateway in use.
     gateway: Option<Arc<Gateway>>,
@@ -229,10 +231,11 @@ impl UpnpTechnique {
     /// `http://192.168.1.1:5000/rootDesc.xml`) instead of a multicast search; several may be
     /// given, the first that answers is used.
     ///
-    /// `igd-next` cannot load a given description, so only the URL's host counts: the search
-    /// is sent to it alone (unicast, to port 1900, [`UpnpConfig::ssdp_addr`]'s port), and the
-    /// gateway then uses the description URL it answers with (its port and path may differ
-    /// from the given ones, e.g. after a restart).
+    /// The description at `url` and its WAN connection service's description are read
+    /// directly, without an SSDP search (see [`crate::load`]). If that fails before the
+    /// deadline (e.g. the gateway restarted on another HTTP port), an SSDP search is sent to
+    /// the URL's host alone (unicast, to [`UpnpConfig::ssdp_addr`]'s port, 1900), and the
+    /// description URL the gateway answers with is used.
     pub fn add_gateway(&self, url: &str) -> Result<(), UpnpError> {
         let ip = gateway_host(url)?;
         let mut state = self.shared.lock();
@@ -558,12 +561,7 @@ impl Shared {
         let gateway = if explicit.is_empty() {
             self.search(deadline)?
         } else {
-            let port = self.config.ssdp_addr.port();
-            let targets: Vec<Target> = explicit.iter().map(|(_, ip)| Target::unicast(*ip, port)).collect();
-            for (_, ip) in &explicit {
-                proxy::warn_if_proxied(*ip);
-            }
-            search::search(&targets, deadline, deadline).map_err(|e| {
+            self.given(&explicit, deadline).map_err(|e| {
                 let given: Vec<&str> = explicit.iter().map(|(url, _)| url.as_str()).collect();
                 log::debug!("upnp: the gateway given ({}) did not answer: {e}", given.join(", "));
                 // Only leases looking for their gateway again heed this (see `Purpose`).
@@ -608,6 +606,25 @@ impl Shared {
                 ago.as_secs(),
                 self.config.search_again_after.saturating_sub(ago).as_secs()
             ))
+        })
+    }
+
+    /// The gateway at the first of the URLs given that loads; if none does and time is left,
+    /// the first that answers a unicast SSDP search to their hosts (its HTTP port or paths may
+    /// have changed since the URL was taken, e.g. after a restart).
+    fn given(&self, explicit: &[(String, Ipv4Addr)], deadline: Instant) -> Result<Gateway, UpnpError> {
+        let urls: Vec<String> = explicit.iter().map(|(url, _)| url.clone()).collect();
+        let e = match load::load_first(&urls, deadline) {
+            Ok(gateway) => return Ok(gateway),
+            Err(e @ UpnpError::TimedOut { .. }) => return Err(e),
+            Err(e) => e,
+        };
+        log::info!("upnp: {e}; searching for the gateway at its address instead");
+        let port = self.config.ssdp_addr.port();
+        let targets: Vec<Target> = explicit.iter().map(|(_, ip)| Target::unicast(*ip, port)).collect();
+        search::search(&targets, deadline, deadline).map_err(|s| match s {
+            UpnpError::TimedOut { .. } => s,
+            s => UpnpError::NoGateway(format!("{e}; then {s}")),
         })
     }
 

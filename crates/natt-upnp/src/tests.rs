@@ -417,14 +417,71 @@ fn a_mapping_granted_after_the_deadline_is_deleted_by_its_worker() {
 }
 
 #[test]
-fn a_given_gateway_is_searched_for_on_its_port_1900() {
-    // The production path: the URL's host, SSDP port 1900 (UpnpConfig::default()). The fakes
-    // live on a loopback address of their own, so port 1900 is free.
+fn a_given_gateway_is_loaded_from_its_url_without_a_search() {
+    let igd = FakeIgd::start(IgdOptions::default());
+    let (t, ssdp) = technique_for(&igd.url(), config());
+    let (_s, local) = socket();
+    let (r, took) = map(&t, local, 2 * SECOND);
+    let mapping = r.unwrap();
+    println!("loaded from its URL and mapped in {took:?}");
+    assert_eq!(mapping.endpoints[0].addr.port(), local.port());
+    assert_eq!(ssdp.searches(), 0, "searched although the URL works");
+    assert_eq!(igd.server.gets(), 2, "the description and the SCPD, once each");
+    let info = t.gateway_info().unwrap();
+    assert_eq!(info.description_url, igd.url());
+    assert_eq!(info.version, crate::IgdVersion::V2);
+    assert_eq!(igd.server.count("AddPortMapping"), 1);
+}
+
+#[test]
+fn a_given_description_that_is_unusable_says_why() {
+    let desc_with = |control: &str| description(2, "WANIPConnection:2", control);
+    let cases: Vec<(&str, FakeServer, &str)> = vec![
+        ("404", fixed(response("404 Not Found", "<html/>")), "HTTP status 404"),
+        ("redirect", fixed(response("302 Found", "")), "HTTP status 302"),
+        (
+            "huge body",
+            flood("HTTP/1.1 200 OK\r\n\r\n<root>", b'a', 1 << 30),
+            "larger than 262144 bytes",
+        ),
+        ("not XML", fixed(response("200 OK", "{\"json\": true}")), "bad XML"),
+        ("deep XML", fixed(response("200 OK", &"<root>".repeat(10_000))), "deeper than"),
+        ("no WAN service", fixed(response("200 OK", "<root><device/></root>")), "no WANIPConnection"),
+        (
+            "control URL elsewhere",
+            fixed(response("200 OK", &desc_with("http://10.9.9.9:5000/ctl"))),
+            "not on the gateway's address",
+        ),
+        ("not HTTP", fixed(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()), "bad HTTP"),
+    ];
+    for (name, server, expect) in cases {
+        let url = server.url("/rootDesc.xml");
+        let (r, took) = timed(|| crate::load::load(&url, deadline(SECOND)));
+        let e = r.unwrap_err().to_string();
+        println!("{name:<22} {:>4} ms  {e}", took.as_millis());
+        assert!(e.contains(expect), "{name}: '{e}' does not say '{expect}'");
+        assert!(took < SECOND, "{name} took {took:?}");
+    }
+    for (url, expect) in [
+        ("https://192.168.1.1/rootDesc.xml", "not an http:// URL"),
+        ("http://router.lan/rootDesc.xml", "IPv4"),
+        ("not a url", "bad URL"),
+    ] {
+        let e = crate::load::load(url, deadline(SECOND)).unwrap_err().to_string();
+        assert!(e.contains(expect), "{url}: '{e}' does not say '{expect}'");
+    }
+}
+
+#[test]
+fn a_given_gateway_that_moved_is_searched_for_on_its_port_1900() {
+    // The gateway restarted on another HTTP port: the URL given is refused, so a search is
+    // sent to the URL's host, SSDP port 1900 (UpnpConfig::default()). The fakes live on a
+    // loopback address of their own, so port 1900 is free.
     let ip = std::net::Ipv4Addr::new(127, 0, 0, 77);
     let igd = FakeIgd::start_on(ip, IgdOptions::default());
     let ssdp = FakeSsdp::start_on(SocketAddr::from((ip, 1900)), vec![igd.url()]);
     let t = UpnpTechnique::new();
-    // Any port and path: only the host counts; the gateway's answer gives the real URL.
+    // Nothing listens on port 5000: the gateway's answer to the search gives the real URL.
     assert!(t.add_server(&HolePunchServerAddr::IgdGateway(format!("http://{ip}:5000/x.xml"))));
     let (_s, local) = {
         let s = UdpSocket::bind((ip, 0)).unwrap();
@@ -433,7 +490,7 @@ fn a_given_gateway_is_searched_for_on_its_port_1900() {
     };
     let (r, took) = map(&t, local, 2 * SECOND);
     let mapping = r.unwrap();
-    println!("found by unicast search and mapped in {took:?}");
+    println!("URL refused, found by unicast search and mapped in {took:?}");
     assert_eq!(mapping.endpoints[0].addr.port(), local.port());
     assert!(ssdp.searches() >= 1);
     assert_eq!(t.gateway_info().unwrap().description_url, igd.url());
@@ -605,12 +662,13 @@ fn huge_config_durations_do_not_panic() {
 #[test]
 fn a_cached_gateway_that_uses_up_the_deadline_is_forgotten() {
     // The cached gateway goes silent: the mapping waits until its deadline (no time is left to
-    // search again), and the gateway is forgotten all the same: the next mapping searches.
+    // look for it again), and the gateway is forgotten all the same: the next mapping reads its
+    // description again.
     let igd = FakeIgd::start(IgdOptions::default());
     let (t, ssdp) = technique_for(&igd.url(), config());
     let (_a, la) = socket();
     let ma = t.map_udp(la, deadline(2 * SECOND)).unwrap();
-    let searches = ssdp.searches();
+    let (searches, gets) = (ssdp.searches(), igd.server.gets());
     igd.mute.store(true, std::sync::atomic::Ordering::SeqCst);
     let (_b, lb) = socket();
     let (r, took) = map(&t, lb, Duration::from_millis(400));
@@ -619,10 +677,11 @@ fn a_cached_gateway_that_uses_up_the_deadline_is_forgotten() {
     assert!(matches!(e, TechniqueError::TimedOut(_)), "{e}");
     assert!(took < Duration::from_millis(600), "{took:?}");
     assert_eq!(ssdp.searches(), searches, "no time was left to search");
+    assert_eq!(igd.server.gets(), gets, "no time was left to read the description");
     igd.mute.store(false, std::sync::atomic::Ordering::SeqCst);
     let (_c, lc) = socket();
     let mc = t.map_udp(lc, deadline(2 * SECOND)).unwrap();
-    assert!(ssdp.searches() > searches, "the silent gateway stayed cached");
+    assert!(igd.server.gets() > gets, "the silent gateway stayed cached");
     drop((ma, mc));
 }
 

@@ -1,0 +1,523 @@
+//! Reading a gateway's UPnP descriptions, without sockets: the root device description (which
+//! WAN connection service to control, and at which URLs) and that service's description (the
+//! SCPD: each action's input arguments, in order), and resolving their URLs against the
+//! description's own.
+//!
+//! `igd-next` reads these too, but only for a gateway that answered its SSDP search, and keeps
+//! its parsers private. natt reads them itself for a gateway given by its description URL
+//! ([`crate::load`]), so that no search has to run first. The same rules as `igd-next`'s
+//! apply: a size limit, a depth limit, the same three WAN connection services, and URLs that
+//! must stay on the gateway's own address.
+//!
+//! Gateways are untrusted: any bytes give a description or an [`UpnpError`], never a panic, and
+//! the work and memory are bounded by the size limit.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use url::Url;
+use xml::reader::{ParserConfig, XmlEvent};
+
+use crate::error::{UpnpError, shorten};
+
+/// The largest description natt reads (the ones real gateways serve are a few kilobytes).
+pub const MAX_DESCRIPTION_BYTES: usize = 256 * 1024;
+
+/// Deeper XML than this is refused (device descriptions nest devices three levels deep).
+const MAX_DEPTH: usize = 32;
+
+/// The longest text kept from one element (a URL or a name); longer text is refused.
+const MAX_TEXT: usize = 2048;
+
+/// The WAN connection services natt controls, as `igd-next` does.
+const WAN_SERVICES: [&str; 3] = [
+    "urn:schemas-upnp-org:service:WANIPConnection:2",
+    "urn:schemas-upnp-org:service:WANIPConnection:1",
+    "urn:schemas-upnp-org:service:WANPPPConnection:1",
+];
+
+/// What a root device description says about the WAN connection service to control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceDescription {
+    /// `<URLBase>`, when given (deprecated since UPnP 1.1, still sent by some devices).
+    pub url_base: Option<String>,
+    /// The service type, e.g. `urn:schemas-upnp-org:service:WANIPConnection:2`.
+    pub service_type: String,
+    /// `<controlURL>` as written (usually a path).
+    pub control_url: String,
+    /// `<SCPDURL>` as written (usually a path).
+    pub scpd_url: String,
+}
+
+/// Reads a root device description: the first WAN connection service it lists (in document
+/// order) with a control and an SCPD URL.
+///
+/// ```
+/// let xml = br#"<?xml version="1.0"?>
+/// <root xmlns="urn:schemas-upnp-org:device-1-0"><device><deviceList><device><deviceList>
+///   <device><serviceList><service>
+///     <serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType>
+///     <controlURL>/ctl/IPConn</controlURL><SCPDURL>/WANIPCn.xml</SCPDURL>
+///   </service></serviceList></device>
+/// </deviceList></device></deviceList></device></root>"#;
+/// let d = natt_upnp::description::parse_description(xml)?;
+/// assert_eq!(d.control_url, "/ctl/IPConn");
+/// assert_eq!(d.scpd_url, "/WANIPCn.xml");
+/// # Ok::<(), natt_upnp::UpnpError>(())
+/// ```
+pub fn parse_description(xml: &[u8]) -> Result<DeviceDescription, UpnpError> {
+    const WHAT: &str = "the device description";
+    let mut url_base = None;
+    let mut found = None;
+    let mut service = Service::default();
+    walk(WHAT, xml, |event, path| {
+        match event {
+            Event::Text(text) => match path {
+                [_root, element] if element == "URLBase" => url_base = Some(text.to_owned()),
+                [.., device, list, service_element, field] if is_service(device, list, service_element) => {
+                    match field.as_str() {
+                        "serviceType" => service.service_type = text.to_owned(),
+                        "controlURL" => service.control_url = text.to_owned(),
+                        "SCPDURL" => service.scpd_url = text.to_owned(),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
+            Event::End => {
+                if let [.., device, list, service_element] = path
+                    && is_service(device, list, service_element)
+                {
+                    let done = std::mem::take(&mut service);
+                    if found.is_none() && done.is_usable() {
+                        found = Some(done);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let service = found.ok_or_else(|| {
+        UpnpError::malformed(
+            WHAT,
+            "no WANIPConnection or WANPPPConnection service with a control URL and an SCPD URL",
+        )
+    })?;
+    Ok(DeviceDescription {
+        url_base,
+        service_type: service.service_type,
+        control_url: service.control_url,
+        scpd_url: service.scpd_url,
+    })
+}
+
+/// Reads a service description (SCPD): each action's name and its input arguments, in the
+/// order the service lists them (the order of a SOAP request's arguments).
+///
+/// ```
+/// let xml = br#"<scpd><actionList><action><name>DeletePortMapping</name><argumentList>
+///   <argument><name>NewRemoteHost</name><direction>in</direction></argument>
+///   <argument><name>NewExternalPort</name><direction>in</direction></argument>
+///   <argument><name>NewProtocol</name><direction>in</direction></argument>
+/// </argumentList></action></actionList></scpd>"#;
+/// let actions = natt_upnp::description::parse_scpd(xml)?;
+/// assert_eq!(actions["DeletePortMapping"], ["NewRemoteHost", "NewExternalPort", "NewProtocol"]);
+/// # Ok::<(), natt_upnp::UpnpError>(())
+/// ```
+pub fn parse_scpd(xml: &[u8]) -> Result<HashMap<String, Vec<String>>, UpnpError> {
+    const WHAT: &str = "the service description";
+    let mut actions = HashMap::new();
+    let mut saw_list = false;
+    let mut action = Action::default();
+    let mut argument = Argument::default();
+    walk(WHAT, xml, |event, path| {
+        match (event, path) {
+            (Event::Text(text), [.., list, a, field]) if list == "actionList" && a == "action" && field == "name" => {
+                action.name = text.to_owned();
+            }
+            (Event::Text(text), [.., a, args, arg, field])
+                if a == "action" && args == "argumentList" && arg == "argument" =>
+            {
+                match field.as_str() {
+                    "name" => argument.name = text.to_owned(),
+                    "direction" => argument.direction = text.to_owned(),
+                    _ => {}
+                }
+            }
+            (Event::End, [.., a, args, arg]) if a == "action" && args == "argumentList" && arg == "argument" => {
+                let done = std::mem::take(&mut argument);
+                if done.direction.eq_ignore_ascii_case("in") && !done.name.is_empty() {
+                    action.inputs.push(done.name);
+                }
+            }
+            (Event::End, [.., list, a]) if list == "actionList" && a == "action" => {
+                let done = std::mem::take(&mut action);
+                if !done.name.is_empty() {
+                    actions.insert(done.name, done.inputs);
+                }
+            }
+            (Event::End, [.., list]) if list == "actionList" => saw_list = true,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if !saw_list {
+        return Err(UpnpError::malformed(WHAT, "no actionList"));
+    }
+    Ok(actions)
+}
+
+/// Where a gateway is and how to reach its WAN connection service: what
+/// `igd_next::Gateway` is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The gateway's HTTP address (the description URL's host and port).
+    pub addr: SocketAddr,
+    /// The description's path (and query).
+    pub root: String,
+    /// The control URL: a path on `addr`, or a whole URL for another port of the same host.
+    pub control: String,
+    /// The SCPD URL, in the same form.
+    pub scpd: String,
+}
+
+/// Resolves the URLs of `description` (read from `description_url`) against it, or against
+/// its `<URLBase>` if given. They must be `http://` URLs on the description's own host
+/// (another port is allowed, as `igd-next` allows); anything else is refused, so a
+/// description cannot send natt's requests elsewhere.
+///
+/// ```
+/// use natt_upnp::description::{DeviceDescription, resolve};
+/// let d = DeviceDescription {
+///     url_base: None,
+///     service_type: "urn:schemas-upnp-org:service:WANIPConnection:1".into(),
+///     control_url: "/ctl/IPConn".into(),
+///     scpd_url: "WANIPCn.xml".into(),
+/// };
+/// let e = resolve(&"http://192.168.1.1:5000/rootDesc.xml".parse()?, &d)?;
+/// assert_eq!(e.addr.to_string(), "192.168.1.1:5000");
+/// assert_eq!((e.control.as_str(), e.scpd.as_str()), ("/ctl/IPConn", "/WANIPCn.xml"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn resolve(description_url: &Url, description: &DeviceDescription) -> Result<Endpoints, UpnpError> {
+    let (ip, port) = http_ipv4(description_url).map_err(|why| bad_url(description_url.as_str(), why))?;
+    let addr = SocketAddr::from((ip, port));
+    let base = match &description.url_base {
+        Some(base) => description_url
+            .join(base.trim())
+            .map_err(|e| bad_url(base, &format!("URLBase: {e}")))?,
+        None => description_url.clone(),
+    };
+    let on_gateway = |reference: &str| -> Result<String, UpnpError> {
+        let url = base
+            .join(reference.trim())
+            .map_err(|e| bad_url(reference, &e.to_string()))?;
+        let (host, port) = http_ipv4(&url).map_err(|why| bad_url(reference, why))?;
+        if host != ip {
+            return Err(bad_url(reference, &format!("not on the gateway's address {ip}")));
+        }
+        Ok(if port == addr.port() {
+            path_and_query(&url)
+        } else {
+            url.into()
+        })
+    };
+    Ok(Endpoints {
+        addr,
+        root: path_and_query(description_url),
+        control: on_gateway(&description.control_url)?,
+        scpd: on_gateway(&description.scpd_url)?,
+    })
+}
+
+/// The IPv4 address and port of a plain `http://` URL (no user, no fragment, no port 0).
+pub(crate) fn http_ipv4(url: &Url) -> Result<(Ipv4Addr, u16), &'static str> {
+    if url.scheme() != "http" {
+        return Err("not an http:// URL");
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err("a user name, password or fragment is not allowed");
+    }
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip,
+        _ => return Err("the host must be an IPv4 address"),
+    };
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+        return Err("not a unicast address");
+    }
+    match url.port_or_known_default() {
+        Some(port) if port != 0 => Ok((ip, port)),
+        _ => Err("no usable port"),
+    }
+}
+
+fn path_and_query(url: &Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+fn bad_url(url: &str, why: &str) -> UpnpError {
+    UpnpError::BadUrl {
+        url: shorten(url, 100),
+        why: why.to_owned(),
+    }
+}
+
+/// A `<service>` being read.
+#[derive(Default)]
+struct Service {
+    service_type: String,
+    control_url: String,
+    scpd_url: String,
+}
+
+impl Service {
+    fn is_usable(&self) -> bool {
+        WAN_SERVICES.contains(&self.service_type.as_str()) && !self.control_url.is_empty() && !self.scpd_url.is_empty()
+    }
+}
+
+fn is_service(device: &str, list: &str, service: &str) -> bool {
+    device == "device" && list == "serviceList" && service == "service"
+}
+
+/// An `<action>` being read.
+#[derive(Default)]
+struct Action {
+    name: String,
+    inputs: Vec<String>,
+}
+
+/// An `<argument>` being read.
+#[derive(Default)]
+struct Argument {
+    name: String,
+    direction: String,
+}
+
+/// What [`walk`] reports, with the path of element names (without namespace prefixes) from
+/// the root to the element concerned.
+enum Event<'a> {
+    /// The element's text (trimmed, whole).
+    Text(&'a str),
+    /// The element ends.
+    End,
+}
+
+/// Streams through `xml`, calling `visit` for each element's text and end. Refuses documents
+/// over [`MAX_DESCRIPTION_BYTES`], deeper than [`MAX_DEPTH`], with text longer than
+/// [`MAX_TEXT`] in one element, or that are not well-formed.
+fn walk<F>(what: &str, xml: &[u8], mut visit: F) -> Result<(), UpnpError>
+where
+    F: FnMut(Event<'_>, &[String]) -> Result<(), UpnpError>,
+{
+    if xml.len() > MAX_DESCRIPTION_BYTES {
+        return Err(UpnpError::TooLarge {
+            what: what.to_owned(),
+            limit: MAX_DESCRIPTION_BYTES,
+        });
+    }
+    let reader = ParserConfig::new()
+        .trim_whitespace(true)
+        .cdata_to_characters(true)
+        .ignore_comments(true)
+        .create_reader(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut text = String::new();
+    for event in reader {
+        let event = event.map_err(|e| UpnpError::malformed(what, format!("bad XML: {}", shorten(&e.to_string(), 120))))?;
+        match event {
+            XmlEvent::StartElement { name, .. } => {
+                if path.len() >= MAX_DEPTH {
+                    return Err(UpnpError::malformed(what, format!("XML nested deeper than {MAX_DEPTH}")));
+                }
+                flush(&mut text, &path, &mut visit)?;
+                path.push(name.local_name);
+            }
+            XmlEvent::Characters(chars) => {
+                if text.len() + chars.len() > MAX_TEXT {
+                    return Err(UpnpError::malformed(what, format!("text longer than {MAX_TEXT} bytes")));
+                }
+                text.push_str(&chars);
+            }
+            XmlEvent::EndElement { .. } => {
+                flush(&mut text, &path, &mut visit)?;
+                visit(Event::End, &path)?;
+                path.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Hands the text read so far (if any) to `visit`, for the element at `path`.
+fn flush<F>(text: &mut String, path: &[String], visit: &mut F) -> Result<(), UpnpError>
+where
+    F: FnMut(Event<'_>, &[String]) -> Result<(), UpnpError>,
+{
+    if text.is_empty() {
+        return Ok(());
+    }
+    let whole = std::mem::take(text);
+    visit(Event::Text(whole.trim()), path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// miniupnpd's root description (IGD:2), shortened: what the lab's router serves.
+    const MINIUPNPD: &str = r#"<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0" configId="1337"><specVersion><major>1</major><minor>1</minor></specVersion>
+<device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:2</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:Layer3Forwarding:1</serviceType>
+<serviceId>urn:upnp-org:serviceId:L3Forwarding1</serviceId><SCPDURL>/L3F.xml</SCPDURL>
+<controlURL>/ctl/L3F</controlURL><eventSubURL>/evt/L3F</eventSubURL></service></serviceList>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:2</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1</serviceType>
+<SCPDURL>/WANCfg.xml</SCPDURL><controlURL>/ctl/CmnIfCfg</controlURL></service></serviceList>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><SCPDURL>/WANIPCn.xml</SCPDURL>
+<controlURL>/ctl/IPConn</controlURL><eventSubURL>/evt/IPConn</eventSubURL></service>
+<service><serviceType>urn:schemas-upnp-org:service:WANIPv6FirewallControl:1</serviceType>
+<SCPDURL>/WANIP6FC.xml</SCPDURL><controlURL>/ctl/IP6FCtl</controlURL></service></serviceList>
+</device></deviceList></device></deviceList>
+<presentationURL>http://192.168.1.1/</presentationURL></device></root>"#;
+
+    fn url(s: &str) -> Url {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn miniupnpds_description_gives_its_wan_ip_connection() {
+        let d = parse_description(MINIUPNPD.as_bytes()).unwrap();
+        assert_eq!(d.service_type, "urn:schemas-upnp-org:service:WANIPConnection:2");
+        assert_eq!((d.control_url.as_str(), d.scpd_url.as_str()), ("/ctl/IPConn", "/WANIPCn.xml"));
+        assert_eq!(d.url_base, None);
+        let e = resolve(&url("http://192.168.1.1:5000/rootDesc.xml"), &d).unwrap();
+        assert_eq!(e.addr, "192.168.1.1:5000".parse().unwrap());
+        assert_eq!(e.root, "/rootDesc.xml");
+        assert_eq!(e.control, "/ctl/IPConn");
+    }
+
+    #[test]
+    fn the_first_usable_wan_service_wins_and_prefixes_and_whitespace_do_not_matter() {
+        let xml = r#"<r:root xmlns:r="urn:schemas-upnp-org:device-1-0"><r:URLBase> http://10.0.0.1:80/ </r:URLBase>
+            <r:device><r:serviceList>
+              <r:service><r:serviceType>urn:schemas-upnp-org:service:WANPPPConnection:1</r:serviceType>
+                <r:controlURL>  </r:controlURL><r:SCPDURL>/ppp.xml</r:SCPDURL></r:service>
+              <r:service><r:serviceType> urn:schemas-upnp-org:service:WANIPConnection:1 </r:serviceType>
+                <!-- a comment --><r:controlURL><![CDATA[/upnp/control/WANIPConn1]]></r:controlURL>
+                <r:SCPDURL>ip&amp;.xml</r:SCPDURL></r:service>
+              <r:service><r:serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</r:serviceType>
+                <r:controlURL>/later</r:controlURL><r:SCPDURL>/later.xml</r:SCPDURL></r:service>
+            </r:serviceList></r:device></r:root>"#;
+        let d = parse_description(xml.as_bytes()).unwrap();
+        assert_eq!(d.service_type, "urn:schemas-upnp-org:service:WANIPConnection:1");
+        assert_eq!(d.control_url, "/upnp/control/WANIPConn1");
+        assert_eq!(d.scpd_url, "ip&.xml");
+        assert_eq!(d.url_base.as_deref(), Some("http://10.0.0.1:80/"));
+        // URLBase, not the description's URL, is the base; port 80 differs from 49000.
+        let e = resolve(&url("http://10.0.0.1:49000/igd.xml"), &d).unwrap();
+        assert_eq!(e.control, "http://10.0.0.1/upnp/control/WANIPConn1");
+        assert_eq!(e.scpd, "http://10.0.0.1/ip&.xml");
+    }
+
+    #[test]
+    fn descriptions_without_a_usable_service_are_refused() {
+        for xml in [
+            "<root/>",
+            "<root><device><serviceList><service><serviceType>urn:schemas-upnp-org:service:Layer3Forwarding:1\
+             </serviceType><controlURL>/c</controlURL><SCPDURL>/s</SCPDURL></service></serviceList></device></root>",
+            // A service outside any serviceList.
+            "<root><device><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>\
+             <controlURL>/c</controlURL><SCPDURL>/s</SCPDURL></service></device></root>",
+            // No SCPD URL.
+            "<root><device><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1\
+             </serviceType><controlURL>/c</controlURL></service></serviceList></device></root>",
+        ] {
+            let e = parse_description(xml.as_bytes()).unwrap_err();
+            assert!(matches!(e, UpnpError::Malformed { .. }), "{xml}: {e}");
+        }
+    }
+
+    #[test]
+    fn urls_off_the_gateway_are_refused() {
+        let base = url("http://192.168.1.1:5000/rootDesc.xml");
+        for (control, why) in [
+            ("http://192.168.1.2/ctl", "not on the gateway"),
+            ("https://192.168.1.1/ctl", "http://"),
+            ("http://user@192.168.1.1/ctl", "user name"),
+            ("http://router.lan/ctl", "IPv4"),
+            ("http://192.168.1.1:0/ctl", "port"),
+            ("/ctl#x", "fragment"),
+        ] {
+            let d = DeviceDescription {
+                url_base: None,
+                service_type: WAN_SERVICES[0].into(),
+                control_url: control.into(),
+                scpd_url: "/s.xml".into(),
+            };
+            let e = resolve(&base, &d).unwrap_err();
+            assert!(e.to_string().contains(why), "{control}: {e}");
+        }
+        let d = DeviceDescription {
+            url_base: Some("http://10.9.9.9/".into()),
+            service_type: WAN_SERVICES[0].into(),
+            control_url: "/ctl".into(),
+            scpd_url: "/s.xml".into(),
+        };
+        assert!(matches!(resolve(&base, &d), Err(UpnpError::BadUrl { .. })));
+    }
+
+    #[test]
+    fn scpds_give_input_arguments_in_order() {
+        let xml = r#"<?xml version="1.0"?><scpd xmlns="urn:schemas-upnp-org:service-1-0"><actionList>
+            <action><name>AddPortMapping</name><argumentList>
+              <argument><name>NewRemoteHost</name><direction>in</direction></argument>
+              <argument><direction>in</direction><name>NewExternalPort</name></argument>
+              <argument><name>NewReservedPort</name><direction>out</direction></argument>
+              <argument><name>NewProtocol</name><direction>IN</direction></argument>
+            </argumentList></action>
+            <action><name>GetExternalIPAddress</name><argumentList>
+              <argument><name>NewExternalIPAddress</name><direction>out</direction></argument>
+            </argumentList></action>
+            <action><name>ForceTermination</name></action>
+            </actionList><serviceStateTable/></scpd>"#;
+        let a = parse_scpd(xml.as_bytes()).unwrap();
+        assert_eq!(a["AddPortMapping"], ["NewRemoteHost", "NewExternalPort", "NewProtocol"]);
+        assert!(a["GetExternalIPAddress"].is_empty());
+        assert!(a["ForceTermination"].is_empty());
+        assert_eq!(a.len(), 3);
+        assert!(matches!(parse_scpd(b"<scpd/>"), Err(UpnpError::Malformed { .. })));
+    }
+
+    #[test]
+    fn hostile_documents_end_in_errors() {
+        let deep = "<a>".repeat(MAX_DEPTH + 1);
+        let long_text = format!("<root><URLBase>{}</URLBase></root>", "x".repeat(MAX_TEXT + 1));
+        let huge = format!("<root>{}</root>", " ".repeat(MAX_DESCRIPTION_BYTES));
+        let laughs = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><root><URLBase>&b;</URLBase></root>"#;
+        for (xml, kind) in [
+            (deep.as_str(), "deeper"),
+            (long_text.as_str(), "longer"),
+            (huge.as_str(), "larger"),
+            ("<root><device>", "bad XML"),
+            ("\u{0}\u{1}garbage", "bad XML"),
+            ("<root></device>", "bad XML"),
+            (laughs, ""),
+        ] {
+            let d = parse_description(xml.as_bytes());
+            let s = parse_scpd(xml.as_bytes());
+            for r in [d.map(|_| ()), s.map(|_| ())] {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains(kind), "{}: {e}", shorten(xml, 60));
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Loading a gateway from its root description URL, without an SSDP search: read the
+//! description, then its WAN connection service's description (SCPD), and make the
+//! `igd_next::Gateway` that `igd-next`'s search would have made. The parsing is
+//! [`crate::description`]'s; here are the two HTTP GETs, each bounded by the caller's deadline
+//! (see [`crate::call`]) and by [`MAX_DESCRIPTION_BYTES`].
+//!
+//! This is how a gateway given by URL ([`crate::UpnpTechnique::add_gateway`], `NATT_UPNP_IGD`)
+//! is reached, as `upnpc -u` does: an SSDP search first would cost the gateway's answer delay
+//! (up to the search's MX, which `igd-next` sets to 3 s; miniupnpd answers in about 50 ms).
+
+use std::io::Read;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use crate::call;
+use crate::description::{self, MAX_DESCRIPTION_BYTES};
+use crate::error::{UpnpError, shorten};
+use crate::gateway::Gateway;
+
+/// The gateway whose root description is at `url`, by `deadline`.
+pub(crate) fn load(url: &str, deadline: Instant) -> Result<Gateway, UpnpError> {
+    let bad = |why: &str| UpnpError::BadUrl {
+        url: shorten(url, 100),
+        why: why.to_owned(),
+    };
+    let parsed: Url = url.trim().parse().map_err(|e: url::ParseError| bad(&e.to_string()))?;
+    description::http_ipv4(&parsed).map_err(bad)?;
+    let found = description::parse_description(&get(&parsed, deadline)?)?;
+    let at = description::resolve(&parsed, &found)?;
+    let scpd_url = parsed
+        .join(&at.scpd)
+        .map_err(|e| UpnpError::malformed("the SCPD URL", e.to_string()))?;
+    let schema = description::parse_scpd(&get(&scpd_url, deadline)?)?;
+    Gateway::new(igd_next::Gateway {
+        addr: at.addr,
+        root_url: at.root,
+        control_url: at.control,
+        control_schema_url: at.scpd,
+        control_schema: schema,
+        service_type: found.service_type,
+        ipv6_firewall_control_url: None,
+    })
+}
+
+/// The body of `url` (an HTTP GET on a worker thread, no proxy, no redirects), by `deadline`.
+fn get(url: &Url, deadline: Instant) -> Result<Vec<u8>, UpnpError> {
+    let what = format!("reading {}", shorten(url.as_str(), 100));
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let request = attohttpc::RequestBuilder::try_new(attohttpc::Method::GET, url.as_str())
+        .map_err(|e| UpnpError::request_failed(&what, e))?
+        .follow_redirects(false)
+        .proxy_settings(attohttpc::ProxySettings::builder().build())
+        // The worker thread ends by the deadline too (plus a little).
+        .connect_timeout(remaining.max(Duration::from_millis(1)))
+        .read_timeout(remaining.max(Duration::from_millis(1)))
+        .timeout(remaining.max(Duration::from_millis(1)));
+    let worker_what = what.clone();
+    call::bounded(
+        &what,
+        deadline,
+        move || {
+            let response = request.send().map_err(|e| UpnpError::request_failed(&worker_what, e))?;
+            let (status, _, body) = response.split();
+            if !status.is_success() {
+                return Err(UpnpError::HttpStatus {
+                    what: worker_what,
+                    status: status.as_u16(),
+                });
+            }
+            let mut bytes = Vec::new();
+            body.take(MAX_DESCRIPTION_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| UpnpError::io(worker_what.as_str(), e))?;
+            if bytes.len() > MAX_DESCRIPTION_BYTES {
+                return Err(UpnpError::TooLarge {
+                    what: worker_what,
+                    limit: MAX_DESCRIPTION_BYTES,
+                });
+            }
+            Ok(bytes)
+        },
+        drop,
+    )?
+}
+
+/// The gateway at the first of `urls` that loads, trying them all at once (one thread each).
+/// All failing, the error of each.
+pub(crate) fn load_first(urls: &[String], deadline: Instant) -> Result<Gateway, UpnpError> {
+    let [url] = urls else {
+        let (tx, rx) = mpsc::channel();
+        let mut errors = Vec::new();
+        for url in urls {
+            let (tx, url) = (tx.clone(), url.clone());
+            let spawned = thread::Builder::new().name("natt-upnp-load".into()).spawn(move || {
+                // The receiver is gone when another URL won or the caller gave up.
+                let _ = tx.send(load(&url, deadline));
+            });
+            if let Err(e) = spawned {
+                errors.push(format!("starting a thread to read a gateway description: {e}"));
+            }
+        }
+        drop(tx);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(remaining) {
+                Ok(Ok(gateway)) => return Ok(gateway),
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(UpnpError::timed_out("reading the descriptions of the gateways given"));
+                }
+                Err(RecvTimeoutError::Disconnected) if errors.is_empty() => {
+                    return Err(UpnpError::NoGateway("no gateway URL given".into()));
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(UpnpError::NoGateway(errors.join("; "))),
+            }
+        }
+    };
+    load(url, deadline)
+}
