@@ -5,7 +5,7 @@
 //!
 //! `igd-next` reads these too, but only for a gateway that answered its SSDP search, and keeps
 //! its parsers private. natt reads them itself for a gateway given by its description URL
-//! ([`crate::load`]), so that no search has to run first. The same rules as `igd-next`'s
+//! (natt-upnp's `load` module), so that no search has to run first. The same rules as `igd-next`'s
 //! apply: a size limit, a depth limit, the same three WAN connection services, and URLs that
 //! must stay on the gateway's own address.
 //!
@@ -327,11 +327,15 @@ where
     let mut path: Vec<String> = Vec::new();
     let mut text = String::new();
     for event in reader {
-        let event = event.map_err(|e| UpnpError::malformed(what, format!("bad XML: {}", shorten(&e.to_string(), 120))))?;
+        let event =
+            event.map_err(|e| UpnpError::malformed(what, format!("bad XML: {}", shorten(&e.to_string(), 120))))?;
         match event {
             XmlEvent::StartElement { name, .. } => {
                 if path.len() >= MAX_DEPTH {
-                    return Err(UpnpError::malformed(what, format!("XML nested deeper than {MAX_DEPTH}")));
+                    return Err(UpnpError::malformed(
+                        what,
+                        format!("XML nested deeper than {MAX_DEPTH}"),
+                    ));
                 }
                 flush(&mut text, &path, &mut visit)?;
                 path.push(name.local_name);
@@ -397,7 +401,10 @@ mod tests {
     fn miniupnpds_description_gives_its_wan_ip_connection() {
         let d = parse_description(MINIUPNPD.as_bytes()).unwrap();
         assert_eq!(d.service_type, "urn:schemas-upnp-org:service:WANIPConnection:2");
-        assert_eq!((d.control_url.as_str(), d.scpd_url.as_str()), ("/ctl/IPConn", "/WANIPCn.xml"));
+        assert_eq!(
+            (d.control_url.as_str(), d.scpd_url.as_str()),
+            ("/ctl/IPConn", "/WANIPCn.xml")
+        );
         assert_eq!(d.url_base, None);
         let e = resolve(&url("http://192.168.1.1:5000/rootDesc.xml"), &d).unwrap();
         assert_eq!(e.addr, "192.168.1.1:5000".parse().unwrap());

@@ -143,7 +143,7 @@ impl UpnpLease {
         mapping: Mapping,
         hold: PortHold,
         shared: Arc<Shared>,
-    ) -> Result<UpnpLease, UpnpError> {
+    ) -> Result<UpnpLease, (UpnpError, PortHold)> {
         let call_timeout = shared.config.call_timeout;
         let describe = format!(
             "upnp {} {}:{} -> {} ({}) via {}",
@@ -163,18 +163,19 @@ impl UpnpLease {
         let keep_late = hold.keep_late_renewal();
         let claim = Arc::new(Mutex::new(None));
         let (thread_claim, thread_shared) = (Arc::clone(&claim), Arc::clone(&shared));
-        thread::Builder::new()
-            .name("natt-upnp-lease".into())
-            .spawn(move || {
-                let gone = renew_and_delete(gateway, &mapping, &thread_shared, keep_late, &stop_rx, &name);
-                // Only now may another technique map the port.
-                drop(thread_claim.lock().unwrap_or_else(PoisonError::into_inner).take());
-                let _ = done_tx.send(gone);
-            })
-            .map_err(|e| UpnpError::Io {
+        let spawned = thread::Builder::new().name("natt-upnp-lease".into()).spawn(move || {
+            let gone = renew_and_delete(gateway, &mapping, &thread_shared, keep_late, &stop_rx, &name);
+            // Only now may another technique map the port.
+            drop(thread_claim.lock().unwrap_or_else(PoisonError::into_inner).take());
+            let _ = done_tx.send(gone);
+        });
+        if let Err(e) = spawned {
+            let e = UpnpError::Io {
                 what: "starting the lease thread".into(),
                 source: e,
-            })?;
+            };
+            return Err((e, hold));
+        }
         Ok(UpnpLease {
             describe,
             stop: Some(stop_tx),

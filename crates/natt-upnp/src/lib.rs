@@ -10,18 +10,20 @@
 //!
 //! - **Discovery**: an `igd-next` SSDP search, multicast from every IPv4 interface at once
 //!   (one thread each, the first gateway found wins), lasting [`UpnpConfig::search_window`]
-//!   at most. Gateways given with
+//!   at most. A gateway given with
 //!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (a root
-//!   description URL) are searched for by a unicast M-SEARCH to that URL's host, port 1900,
-//!   instead: `igd-next` cannot load a given description, and miniupnpd and most IGDs answer
-//!   unicast searches. One search runs at a time: mappings and leases that need a gateway
+//!   description URL, as `upnpc -u` takes) is loaded from that URL instead, without a search:
+//!   natt reads the description and its WAN connection service's description itself
+//!   ([`description`]; `igd-next` cannot start from a URL) and hands `igd-next` the gateway.
+//!   If that fails before the deadline (the gateway restarted on another port), a unicast
+//!   M-SEARCH goes to that URL's host, port 1900. One search runs at a time: mappings and leases that need a gateway
 //!   meanwhile wait for its result (within their own deadlines). The gateway found is cached
 //!   in the technique, forgotten as soon as it fails to answer (the next mapping searches
 //!   again); a multicast search that nothing answered is not repeated for
 //!   [`UpnpConfig::search_again_after`], nor is any failed search by leases looking for
 //!   their gateway again.
-//! - **Mapping**: the host's address facing the gateway; `AddPortMapping` with the socket's
-//!   own port first; when that port is taken, `AddAnyPortMapping` on IGD:2 (the gateway picks
+//! - **Mapping**: the host's address facing the gateway; `GetExternalIPAddress` asked at the
+//!   same time as the mapping; `AddPortMapping` with the socket's own port first; when that port is taken, `AddAnyPortMapping` on IGD:2 (the gateway picks
 //!   the port), random ports on IGD:1. A finite lease ([`UpnpConfig::lease`], 1 hour by
 //!   default), permanent only if the gateway supports nothing else.
 //! - **Deadlines**: `igd-next`'s requests wait up to 10 s (to connect, then as much for
@@ -37,13 +39,16 @@
 //!   none while the gateway is silent): the thread deletes with its own deadline
 //!   ([`UpnpConfig::call_timeout`]). Before exiting, wait for the deletions with
 //!   [`natt_core::PortMappings::release`] (or [`UpnpLease::release`]).
-//! - **Untrusted gateways**: `igd-next` reads descriptions and answers with a size limit
-//!   (1 MiB) and a depth limit, and only follows URLs on the device that answered the search.
+//! - **Untrusted gateways**: descriptions and answers are read with a size limit (256 KiB
+//!   for the descriptions natt reads, 1 MiB for what `igd-next` reads) and a depth limit, and
+//!   only URLs on the gateway's own address are followed (the device that answered the
+//!   search, or the host of the URL given).
 //!   Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.
 //! - **HTTP proxies**: `igd-next`'s HTTP client (`attohttpc`) sends its requests through the
 //!   proxy named by `http_proxy`/`HTTP_PROXY` (or `all_proxy`) unless `no_proxy` covers the
 //!   gateway's address, and offers no way to turn that off; a library does not change its
-//!   program's environment. When a proxy would be used for the gateway (or a search found
+//!   program's environment. (natt's own reads of a given gateway's descriptions use no
+//!   proxy.) When a proxy would be used for the gateway (or a search found
 //!   nothing while a proxy is set), a warning is logged: put the gateway's address (or the
 //!   LAN) in `no_proxy`.
 //!

@@ -2,11 +2,12 @@
 //! [`MappingTechnique`] that maps beside the socket, on top of `igd-next`.
 //!
 //! Mapping a socket: find the gateway (the cached one; else the gateways given with
-//! [`HolePunchServerAddr::IgdGateway`], loaded from their description URLs, see [`crate::load`],
-//! or found by a unicast SSDP search to their hosts if that fails; else an `igd-next` SSDP
-//! search, multicast from every IPv4 interface), ask its external address, map the socket's port to the host's address
-//! facing the gateway (`AddPortMapping` with the socket's own port first; when that port is
-//! taken, `AddAnyPortMapping` on IGD:2, random ports on IGD:1), and hold the mapping with an
+//! [`HolePunchServerAddr::IgdGateway`], loaded from their description URLs, see
+//! [`crate::load`], or found by a unicast SSDP search to their hosts if that fails; else an
+//! `igd-next` SSDP search, multicast from every IPv4 interface); then, at the same time, ask
+//! its external address and map the socket's port to the host's address facing the gateway
+//! (`AddPortMapping` with the socket's own port first; when that port is taken,
+//! `AddAnyPortMapping` on IGD:2, random ports on IGD:1); and hold the mapping with an
 //! [`UpnpLease`] that renews it and deletes it when dropped. Every call to the gateway is
 //! bounded by the caller's deadline (see [`crate::call`]). The gateway found is cached in the
 //! technique (so in the [`natt_core::MappingContext`] that keeps it), forgotten whenever it
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::{
@@ -24,7 +26,7 @@ use natt_core::{
 };
 use rand::Rng;
 
-use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
+use natt_core::arbiter::{Claim, ClaimGuard, ClaimKey, GatewayArbiter};
 
 use crate::call;
 use crate::error::UpnpError;
@@ -232,7 +234,7 @@ impl UpnpTechnique {
     /// given, the first that answers is used.
     ///
     /// The description at `url` and its WAN connection service's description are read
-    /// directly, without an SSDP search (see [`crate::load`]). If that fails before the
+    /// directly, without an SSDP search (see [`crate::description`]). If that fails before the
     /// deadline (e.g. the gateway restarted on another HTTP port), an SSDP search is sent to
     /// the URL's host alone (unicast, to [`UpnpConfig::ssdp_addr`]'s port, 1900), and the
     /// description URL the gateway answers with is used.
@@ -257,15 +259,12 @@ impl UpnpTechnique {
     /// Finds the gateway now (or takes the cached one) and asks its external address, by
     /// `deadline`.
     pub fn find_gateway(&self, deadline: Instant) -> Result<GatewayInfo, UpnpError> {
-        let (gateway, external, _) = self.shared.gateway(deadline, Purpose::Map)?;
-        let external = match external {
-            Some(ip) => ip,
-            None => gateway.external_ip(deadline).inspect_err(|e| {
-                if e.is_unreachable() {
-                    self.shared.forget(&gateway);
-                }
-            })?,
-        };
+        let (gateway, _) = self.shared.gateway(deadline, Purpose::Map)?;
+        let external = gateway.external_ip(deadline).inspect_err(|e| {
+            if e.is_unreachable() {
+                self.shared.forget(&gateway);
+            }
+        })?;
         self.shared.note(&gateway, Some(external));
         Ok(gateway.info(Some(external)))
     }
@@ -277,8 +276,8 @@ impl UpnpTechnique {
         if local.port() == 0 {
             return Err(UpnpError::NotApplicable("the socket is not bound to a port".into()));
         }
-        let (gateway, external, cached) = self.shared.gateway(deadline, Purpose::Map)?;
-        match self.map_on(&gateway, external, protocol, local, deadline) {
+        let (gateway, cached) = self.shared.gateway(deadline, Purpose::Map)?;
+        match self.map_on(&gateway, protocol, local, deadline) {
             Err(e) if e.is_unreachable() => {
                 // Forgotten even when no time is left to search again: a gateway that stays
                 // silent would otherwise stay cached, and every later mapping would wait its
@@ -295,8 +294,8 @@ impl UpnpTechnique {
                     "upnp: the gateway at {} stopped answering ({e}); searching again",
                     gateway.description
                 );
-                let (gateway, external, _) = self.shared.gateway(deadline, Purpose::Map)?;
-                let r = self.map_on(&gateway, external, protocol, local, deadline);
+                let (gateway, _) = self.shared.gateway(deadline, Purpose::Map)?;
+                let r = self.map_on(&gateway, protocol, local, deadline);
                 if let Err(e) = &r
                     && e.is_unreachable()
                 {
@@ -308,18 +307,48 @@ impl UpnpTechnique {
         }
     }
 
+    /// Maps `local` on `gateway`. Its external address is asked at the same time, on a
+    /// thread of its own: the two requests do not depend on each other, so a mapping takes
+    /// one round of requests to the gateway less than asking one after the other.
     fn map_on(
         &self,
         gateway: &Arc<Gateway>,
-        external: Option<Ipv4Addr>,
         protocol: Protocol,
         local: SocketAddrV4,
         deadline: Instant,
     ) -> Result<TechniqueMapping, UpnpError> {
         let internal = SocketAddrV4::new(internal_ip(*local.ip(), gateway.ip())?, local.port());
-        let external_ip = match external {
-            Some(ip) => ip,
-            None => gateway.external_ip(deadline)?,
+        let config = &self.shared.config;
+        let description = format!("{} {} {}", config.description, protocol, local.port());
+        let (external, added) = thread::scope(|scope| {
+            let asking = thread::Builder::new()
+                .name("natt-upnp-external".into())
+                .spawn_scoped(scope, || gateway.external_ip(deadline));
+            let added = self.claim_and_add(gateway, protocol, internal, &description, deadline);
+            let external = match asking {
+                Ok(asking) => asking.join().unwrap_or_else(|_| {
+                    Err(UpnpError::Io {
+                        what: "asking the external address".into(),
+                        source: std::io::Error::other("the thread asking it panicked"),
+                    })
+                }),
+                // No thread: one after the other.
+                Err(_) => gateway.external_ip(deadline),
+            };
+            (external, added)
+        });
+        let (external_ip, (claim, hold, lease_secs)) = match (external, added) {
+            (Ok(ip), Ok(added)) => (ip, added),
+            (Ok(ip), Err(e)) => {
+                self.shared.note(gateway, Some(ip));
+                return Err(e);
+            }
+            (Err(e), Ok((_claim, hold, _))) => {
+                // Mapped, but the address to give out is unknown: undo the mapping.
+                self.undo(gateway, protocol, hold);
+                return Err(e);
+            }
+            (Err(e), Err(_)) => return Err(e),
         };
         self.shared.note(gateway, Some(external_ip));
         if !is_public(external_ip) {
@@ -328,8 +357,50 @@ impl UpnpTechnique {
                  its mappings are reachable only from that network"
             );
         }
-        let config = &self.shared.config;
-        let description = format!("{} {} {}", config.description, protocol, local.port());
+        let external_port = hold.port();
+        self.shared.silent.store(false, Ordering::Relaxed);
+        let mapping = Mapping {
+            protocol,
+            external_port,
+            internal,
+            lease_secs,
+            description,
+        };
+        let lease = match UpnpLease::start(
+            Arc::clone(gateway),
+            external_ip,
+            mapping,
+            hold,
+            Arc::clone(&self.shared),
+        ) {
+            Ok(mut lease) => {
+                if let Some(guard) = claim {
+                    lease.hold(guard.mapped());
+                }
+                lease
+            }
+            Err((e, hold)) => {
+                self.undo(gateway, protocol, hold);
+                return Err(e);
+            }
+        };
+        let endpoint = MappedSocketAddr::new(SocketAddr::from((external_ip, external_port)), false, NAME);
+        Ok(TechniqueMapping {
+            endpoints: vec![endpoint],
+            lease: Some(Box::new(lease)),
+        })
+    }
+
+    /// Claims the port from the arbiter (if any: PCP and UPnP take turns on one gateway) and
+    /// maps it; the claim, the port held and the lease granted (seconds).
+    fn claim_and_add(
+        &self,
+        gateway: &Gateway,
+        protocol: Protocol,
+        internal: SocketAddrV4,
+        description: &str,
+        deadline: Instant,
+    ) -> Result<(Option<ClaimGuard>, PortHold, u32), UpnpError> {
         let claim = match &self.arbiter {
             None => None,
             Some(arbiter) => {
@@ -355,46 +426,30 @@ impl UpnpTechnique {
                 }
             }
         };
-        let (hold, lease_secs) = add_mapping(&self.shared, gateway, protocol, internal, &description, deadline)?;
-        let external_port = hold.port();
-        self.shared.silent.store(false, Ordering::Relaxed);
-        let mapping = Mapping {
-            protocol,
-            external_port,
-            internal,
-            lease_secs,
-            description,
-        };
-        let lease = match UpnpLease::start(
-            Arc::clone(gateway),
-            external_ip,
-            mapping,
-            hold,
-            Arc::clone(&self.shared),
-        ) {
-            Ok(mut lease) => {
-                if let Some(guard) = claim {
-                    lease.hold(guard.mapped());
+        let (hold, lease_secs) = add_mapping(&self.shared, gateway, protocol, internal, description, deadline)?;
+        Ok((claim, hold, lease_secs))
+    }
+
+    /// Deletes a mapping just made that cannot be used, in the background with its own
+    /// deadline ([`UpnpConfig::call_timeout`]): the caller is not held past its own, and a
+    /// mapping not deleted in time expires with its lease. `hold` keeps the port ours until
+    /// then, so the deletion cannot hit a mapping made meanwhile.
+    fn undo(&self, gateway: &Arc<Gateway>, protocol: Protocol, hold: PortHold) {
+        let gateway = Arc::clone(gateway);
+        let until = call::in_from_now(self.shared.config.call_timeout);
+        let port = hold.port();
+        let spawned = thread::Builder::new().name("natt-upnp-undo".into()).spawn(move || {
+            match gateway.remove_port(protocol, port, until) {
+                Ok(()) => log::debug!("upnp: deleted the unusable mapping of port {port}"),
+                Err(e) => {
+                    log::warn!("upnp: could not delete the mapping of port {port} (it expires with its lease): {e}")
                 }
-                lease
             }
-            Err(e) => {
-                // Bounded by the caller's deadline (at most the call timeout): the caller is
-                // not held past it. Not deleted in time, the mapping expires with its lease.
-                let until = deadline.min(call::in_from_now(config.call_timeout));
-                if let Err(d) = gateway.remove_port(protocol, external_port, until) {
-                    log::warn!(
-                        "upnp: could not delete the mapping of port {external_port} (it expires with its lease): {d}"
-                    );
-                }
-                return Err(e);
-            }
-        };
-        let endpoint = MappedSocketAddr::new(SocketAddr::from((external_ip, external_port)), false, NAME);
-        Ok(TechniqueMapping {
-            endpoints: vec![endpoint],
-            lease: Some(Box::new(lease)),
-        })
+            drop(hold);
+        });
+        if let Err(e) = spawned {
+            log::warn!("upnp: could not delete the mapping of port {port} (it expires with its lease): {e}");
+        }
     }
 }
 
@@ -520,20 +575,17 @@ impl Shared {
         self.lock().info = Some(gateway.info(external));
     }
 
-    /// The gateway to use: the cached one (`true`), else one found now, with its external
-    /// address. One search at a time: while another caller searches, this one waits for its
-    /// result (until `deadline`) instead of searching too, then takes the gateway it found, or
-    /// its failure (see [`Purpose`]), or searches itself if that search proved nothing.
-    fn gateway(
-        &self,
-        deadline: Instant,
-        purpose: Purpose,
-    ) -> Result<(Arc<Gateway>, Option<Ipv4Addr>, bool), UpnpError> {
+    /// The gateway to use: the cached one (`true`), else one found now (its external address
+    /// is asked by the mapping, at the same time as the mapping itself). One search at a
+    /// time: while another caller searches, this one waits for its result (until `deadline`)
+    /// instead of searching too, then takes the gateway it found, or its failure (see
+    /// [`Purpose`]), or searches itself if that search proved nothing.
+    fn gateway(&self, deadline: Instant, purpose: Purpose) -> Result<(Arc<Gateway>, bool), UpnpError> {
         let explicit = {
             let mut state = self.lock();
             loop {
                 if let Some(gateway) = &state.gateway {
-                    return Ok((Arc::clone(gateway), None, true));
+                    return Ok((Arc::clone(gateway), true));
                 }
                 if let Some(e) = self.backing_off(&state, purpose) {
                     return Err(e);
@@ -570,16 +622,8 @@ impl Shared {
             })?
         };
         proxy::warn_if_proxied(gateway.ip());
-        let external = match gateway.external_ip(deadline) {
-            Ok(ip) => ip,
-            Err(e) => {
-                // It answered: a report still names it.
-                self.note(&gateway, None);
-                return Err(e);
-            }
-        };
         log::info!(
-            "upnp: gateway {} ({}, external address {external}), control {}",
+            "upnp: gateway {} ({}), control {}",
             gateway.description,
             gateway.version,
             gateway.control
@@ -588,10 +632,11 @@ impl Shared {
         {
             let mut state = self.lock();
             state.gateway = Some(Arc::clone(&gateway));
-            state.info = Some(gateway.info(Some(external)));
+            // A report names it from now on, whatever its first answers.
+            state.info = Some(gateway.info(None));
             state.failed_search = None;
         }
-        Ok((gateway, Some(external), false))
+        Ok((gateway, false))
     }
 
     /// The error to fail with at once, without searching, after a recent search that found
@@ -669,7 +714,7 @@ impl Shared {
     pub(crate) fn regain(&self, old: &Gateway, deadline: Instant) -> Option<Arc<Gateway>> {
         self.forget(old);
         match self.gateway(deadline, Purpose::Regain) {
-            Ok((gateway, _, _)) if gateway.ip() == old.ip() && *gateway != *old => Some(gateway),
+            Ok((gateway, _)) if gateway.ip() == old.ip() && *gateway != *old => Some(gateway),
             Ok(_) => None,
             Err(e) => {
                 log::debug!("upnp: looking for the gateway again: {e}");

@@ -66,8 +66,10 @@ fn maps_the_same_port_and_deletes_it_when_dropped() {
     assert_eq!(ep.technique, "upnp");
     let lease = mapping.lease.as_ref().unwrap().describe();
     assert!(lease.contains("lease 3600 s"), "{lease}");
-    // The socket's own port first, with AddPortMapping.
-    assert_eq!(igd.server.actions(), ["GetExternalIPAddress", "AddPortMapping"]);
+    // The socket's own port first, with AddPortMapping; the external address meanwhile.
+    let mut actions = igd.server.actions();
+    actions.sort();
+    assert_eq!(actions, ["AddPortMapping", "GetExternalIPAddress"]);
     let entries = igd.entries();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].1.client, "127.0.0.1");
@@ -128,12 +130,36 @@ fn a_taken_port_gets_another_with_igd2_and_igd1() {
             );
             assert!(!actions.contains(&"AddAnyPortMapping".to_owned()));
         } else {
-            // Our own port first, then the gateway picks.
-            assert_eq!(actions, ["GetExternalIPAddress", "AddPortMapping", "AddAnyPortMapping"]);
+            // Our own port first, then the gateway picks; the external address is asked
+            // meanwhile.
+            let mapping: Vec<&String> = actions.iter().filter(|a| *a != "GetExternalIPAddress").collect();
+            assert_eq!(mapping, ["AddPortMapping", "AddAnyPortMapping"]);
+            assert_eq!(igd.server.count("GetExternalIPAddress"), 1, "{actions:?}");
         }
         drop(mapping);
         assert_eq!(igd.entries().len(), 1, "the other host's mapping stays");
     }
+}
+
+#[test]
+fn a_mapping_whose_external_address_is_unusable_is_deleted_again() {
+    // The external address is asked while the port is mapped: the mapping succeeds, the
+    // address is 0.0.0.0 (not connected), so the mapping is of no use and is deleted.
+    let igd = FakeIgd::start(IgdOptions {
+        external_ip: "0.0.0.0".into(),
+        ..IgdOptions::default()
+    });
+    let (t, _ssdp) = technique_for(&igd.url(), config());
+    let (_s, local) = socket();
+    let e = t.map_udp(local, deadline(2 * SECOND)).unwrap_err();
+    assert!(e.to_string().contains("no usable external address"), "{e}");
+    let until = Instant::now() + 2 * SECOND;
+    while !igd.entries().is_empty() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(igd.entries().is_empty(), "left on the gateway: {:?}", igd.entries());
+    assert_eq!(igd.server.count("AddPortMapping"), 1);
+    assert_eq!(igd.server.count("DeletePortMapping"), 1);
 }
 
 #[test]
@@ -445,8 +471,16 @@ fn a_given_description_that_is_unusable_says_why() {
             "larger than 262144 bytes",
         ),
         ("not XML", fixed(response("200 OK", "{\"json\": true}")), "bad XML"),
-        ("deep XML", fixed(response("200 OK", &"<root>".repeat(10_000))), "deeper than"),
-        ("no WAN service", fixed(response("200 OK", "<root><device/></root>")), "no WANIPConnection"),
+        (
+            "deep XML",
+            fixed(response("200 OK", &"<root>".repeat(10_000))),
+            "deeper than",
+        ),
+        (
+            "no WAN service",
+            fixed(response("200 OK", "<root><device/></root>")),
+            "no WANIPConnection",
+        ),
         (
             "control URL elsewhere",
             fixed(response("200 OK", &desc_with("http://10.9.9.9:5000/ctl"))),
