@@ -1,13 +1,16 @@
-//! Reading a gateway's UPnP descriptions, without sockets: the root device description (which
-//! WAN connection service to control, and at which URLs) and that service's description (the
-//! SCPD: each action's input arguments, in order), and resolving their URLs against the
-//! description's own.
+//! Reading a gateway's UPnP root device description without sockets (which WAN connection
+//! service to control, and at which URL), resolving its URLs against the description's own,
+//! and the actions' argument lists.
 //!
-//! `igd-next` reads these too, but only for a gateway that answered its SSDP search, and keeps
-//! its parsers private. natt reads them itself for a gateway given by its description URL
-//! (natt-upnp's `load` module), so that no search has to run first. The same rules as `igd-next`'s
-//! apply: a size limit, a depth limit, the same three WAN connection services, and URLs that
-//! must stay on the gateway's own address.
+//! `igd-next` reads descriptions too, but only for a gateway that answered its SSDP search,
+//! and keeps its parsers private. natt reads the description itself for a gateway given by its
+//! URL (natt-upnp's `load` module), so that no search has to run first. The same rules as
+//! `igd-next`'s apply: a size limit, a depth limit, the same three WAN connection services,
+//! and URLs that must stay on the gateway's own address.
+//!
+//! The service's own description (SCPD) is not read: like miniupnpc (`upnpc`), natt sends
+//! the argument lists that the IGD specifications fix for the few actions it uses
+//! ([`standard_actions`]), which saves a request to the gateway before the first mapping.
 //!
 //! Gateways are untrusted: any bytes give a description or an [`UpnpError`], never a panic, and
 //! the work and memory are bounded by the size limit.
@@ -45,12 +48,10 @@ pub struct DeviceDescription {
     pub service_type: String,
     /// `<controlURL>` as written (usually a path).
     pub control_url: String,
-    /// `<SCPDURL>` as written (usually a path).
-    pub scpd_url: String,
 }
 
 /// Reads a root device description: the first WAN connection service it lists (in document
-/// order) with a control and an SCPD URL.
+/// order) with a control URL.
 ///
 /// ```
 /// let xml = br#"<?xml version="1.0"?>
@@ -62,7 +63,6 @@ pub struct DeviceDescription {
 /// </deviceList></device></deviceList></device></root>"#;
 /// let d = natt_upnp::description::parse_description(xml)?;
 /// assert_eq!(d.control_url, "/ctl/IPConn");
-/// assert_eq!(d.scpd_url, "/WANIPCn.xml");
 /// # Ok::<(), natt_upnp::UpnpError>(())
 /// ```
 pub fn parse_description(xml: &[u8]) -> Result<DeviceDescription, UpnpError> {
@@ -78,7 +78,6 @@ pub fn parse_description(xml: &[u8]) -> Result<DeviceDescription, UpnpError> {
                     match field.as_str() {
                         "serviceType" => service.service_type = text.to_owned(),
                         "controlURL" => service.control_url = text.to_owned(),
-                        "SCPDURL" => service.scpd_url = text.to_owned(),
                         _ => {}
                     }
                 }
@@ -100,71 +99,49 @@ pub fn parse_description(xml: &[u8]) -> Result<DeviceDescription, UpnpError> {
     let service = found.ok_or_else(|| {
         UpnpError::malformed(
             WHAT,
-            "no WANIPConnection or WANPPPConnection service with a control URL and an SCPD URL",
+            "no WANIPConnection or WANPPPConnection service with a control URL",
         )
     })?;
     Ok(DeviceDescription {
         url_base,
         service_type: service.service_type,
         control_url: service.control_url,
-        scpd_url: service.scpd_url,
     })
 }
 
-/// Reads a service description (SCPD): each action's name and its input arguments, in the
-/// order the service lists them (the order of a SOAP request's arguments).
+/// The input arguments of the actions natt uses, as the IGD specifications fix them
+/// (WANIPConnection:1 and :2, WANPPPConnection:1), in their order: what `igd-next` would
+/// otherwise read from the service's description (SCPD). `AddAnyPortMapping` is listed for
+/// IGD:2's `WANIPConnection:2` only, where it is mandatory; a gateway that lacks it all the same
+/// refuses it (401 Invalid Action), and natt then tries random ports with `AddPortMapping`.
 ///
 /// ```
-/// let xml = br#"<scpd><actionList><action><name>DeletePortMapping</name><argumentList>
-///   <argument><name>NewRemoteHost</name><direction>in</direction></argument>
-///   <argument><name>NewExternalPort</name><direction>in</direction></argument>
-///   <argument><name>NewProtocol</name><direction>in</direction></argument>
-/// </argumentList></action></actionList></scpd>"#;
-/// let actions = natt_upnp::description::parse_scpd(xml)?;
+/// let actions = natt_upnp::description::standard_actions("urn:schemas-upnp-org:service:WANIPConnection:1");
 /// assert_eq!(actions["DeletePortMapping"], ["NewRemoteHost", "NewExternalPort", "NewProtocol"]);
-/// # Ok::<(), natt_upnp::UpnpError>(())
+/// assert!(!actions.contains_key("AddAnyPortMapping"));
 /// ```
-pub fn parse_scpd(xml: &[u8]) -> Result<HashMap<String, Vec<String>>, UpnpError> {
-    const WHAT: &str = "the service description";
-    let mut actions = HashMap::new();
-    let mut saw_list = false;
-    let mut action = Action::default();
-    let mut argument = Argument::default();
-    walk(WHAT, xml, |event, path| {
-        match (event, path) {
-            (Event::Text(text), [.., list, a, field]) if list == "actionList" && a == "action" && field == "name" => {
-                action.name = text.to_owned();
-            }
-            (Event::Text(text), [.., a, args, arg, field])
-                if a == "action" && args == "argumentList" && arg == "argument" =>
-            {
-                match field.as_str() {
-                    "name" => argument.name = text.to_owned(),
-                    "direction" => argument.direction = text.to_owned(),
-                    _ => {}
-                }
-            }
-            (Event::End, [.., a, args, arg]) if a == "action" && args == "argumentList" && arg == "argument" => {
-                let done = std::mem::take(&mut argument);
-                if done.direction.eq_ignore_ascii_case("in") && !done.name.is_empty() {
-                    action.inputs.push(done.name);
-                }
-            }
-            (Event::End, [.., list, a]) if list == "actionList" && a == "action" => {
-                let done = std::mem::take(&mut action);
-                if !done.name.is_empty() {
-                    actions.insert(done.name, done.inputs);
-                }
-            }
-            (Event::End, [.., list]) if list == "actionList" => saw_list = true,
-            _ => {}
-        }
-        Ok(())
-    })?;
-    if !saw_list {
-        return Err(UpnpError::malformed(WHAT, "no actionList"));
+pub fn standard_actions(service_type: &str) -> HashMap<String, Vec<String>> {
+    const MAPPING: [&str; 8] = [
+        "NewRemoteHost",
+        "NewExternalPort",
+        "NewProtocol",
+        "NewInternalPort",
+        "NewInternalClient",
+        "NewEnabled",
+        "NewPortMappingDescription",
+        "NewLeaseDuration",
+    ];
+    const DELETE: [&str; 3] = ["NewRemoteHost", "NewExternalPort", "NewProtocol"];
+    let owned = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<String>>();
+    let mut actions = HashMap::from([
+        ("GetExternalIPAddress".to_owned(), Vec::new()),
+        ("AddPortMapping".to_owned(), owned(&MAPPING)),
+        ("DeletePortMapping".to_owned(), owned(&DELETE)),
+    ]);
+    if service_type.trim() == "urn:schemas-upnp-org:service:WANIPConnection:2" {
+        actions.insert("AddAnyPortMapping".to_owned(), owned(&MAPPING));
     }
-    Ok(actions)
+    actions
 }
 
 /// Where a gateway is and how to reach its WAN connection service: what
@@ -177,8 +154,6 @@ pub struct Endpoints {
     pub root: String,
     /// The control URL: a path on `addr`, or a whole URL for another port of the same host.
     pub control: String,
-    /// The SCPD URL, in the same form.
-    pub scpd: String,
 }
 
 /// Resolves the URLs of `description` (read from `description_url`) against it, or against
@@ -191,12 +166,11 @@ pub struct Endpoints {
 /// let d = DeviceDescription {
 ///     url_base: None,
 ///     service_type: "urn:schemas-upnp-org:service:WANIPConnection:1".into(),
-///     control_url: "/ctl/IPConn".into(),
-///     scpd_url: "WANIPCn.xml".into(),
+///     control_url: "ctl/IPConn".into(),
 /// };
 /// let e = resolve(&"http://192.168.1.1:5000/rootDesc.xml".parse()?, &d)?;
 /// assert_eq!(e.addr.to_string(), "192.168.1.1:5000");
-/// assert_eq!((e.control.as_str(), e.scpd.as_str()), ("/ctl/IPConn", "/WANIPCn.xml"));
+/// assert_eq!(e.control, "/ctl/IPConn");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn resolve(description_url: &Url, description: &DeviceDescription) -> Result<Endpoints, UpnpError> {
@@ -226,7 +200,6 @@ pub fn resolve(description_url: &Url, description: &DeviceDescription) -> Result
         addr,
         root: path_and_query(description_url),
         control: on_gateway(&description.control_url)?,
-        scpd: on_gateway(&description.scpd_url)?,
     })
 }
 
@@ -270,31 +243,16 @@ fn bad_url(url: &str, why: &str) -> UpnpError {
 struct Service {
     service_type: String,
     control_url: String,
-    scpd_url: String,
 }
 
 impl Service {
     fn is_usable(&self) -> bool {
-        WAN_SERVICES.contains(&self.service_type.as_str()) && !self.control_url.is_empty() && !self.scpd_url.is_empty()
+        WAN_SERVICES.contains(&self.service_type.as_str()) && !self.control_url.is_empty()
     }
 }
 
 fn is_service(device: &str, list: &str, service: &str) -> bool {
     device == "device" && list == "serviceList" && service == "service"
-}
-
-/// An `<action>` being read.
-#[derive(Default)]
-struct Action {
-    name: String,
-    inputs: Vec<String>,
-}
-
-/// An `<argument>` being read.
-#[derive(Default)]
-struct Argument {
-    name: String,
-    direction: String,
 }
 
 /// What [`walk`] reports, with the path of element names (without namespace prefixes) from
@@ -401,10 +359,7 @@ mod tests {
     fn miniupnpds_description_gives_its_wan_ip_connection() {
         let d = parse_description(MINIUPNPD.as_bytes()).unwrap();
         assert_eq!(d.service_type, "urn:schemas-upnp-org:service:WANIPConnection:2");
-        assert_eq!(
-            (d.control_url.as_str(), d.scpd_url.as_str()),
-            ("/ctl/IPConn", "/WANIPCn.xml")
-        );
+        assert_eq!(d.control_url, "/ctl/IPConn");
         assert_eq!(d.url_base, None);
         let e = resolve(&url("http://192.168.1.1:5000/rootDesc.xml"), &d).unwrap();
         assert_eq!(e.addr, "192.168.1.1:5000".parse().unwrap());
@@ -427,12 +382,10 @@ mod tests {
         let d = parse_description(xml.as_bytes()).unwrap();
         assert_eq!(d.service_type, "urn:schemas-upnp-org:service:WANIPConnection:1");
         assert_eq!(d.control_url, "/upnp/control/WANIPConn1");
-        assert_eq!(d.scpd_url, "ip&.xml");
         assert_eq!(d.url_base.as_deref(), Some("http://10.0.0.1:80/"));
         // URLBase, not the description's URL, is the base; port 80 differs from 49000.
         let e = resolve(&url("http://10.0.0.1:49000/igd.xml"), &d).unwrap();
         assert_eq!(e.control, "http://10.0.0.1/upnp/control/WANIPConn1");
-        assert_eq!(e.scpd, "http://10.0.0.1/ip&.xml");
     }
 
     #[test]
@@ -444,9 +397,9 @@ mod tests {
             // A service outside any serviceList.
             "<root><device><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>\
              <controlURL>/c</controlURL><SCPDURL>/s</SCPDURL></service></device></root>",
-            // No SCPD URL.
+            // No control URL.
             "<root><device><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1\
-             </serviceType><controlURL>/c</controlURL></service></serviceList></device></root>",
+             </serviceType><SCPDURL>/s</SCPDURL></service></serviceList></device></root>",
         ] {
             let e = parse_description(xml.as_bytes()).unwrap_err();
             assert!(matches!(e, UpnpError::Malformed { .. }), "{xml}: {e}");
@@ -468,7 +421,6 @@ mod tests {
                 url_base: None,
                 service_type: WAN_SERVICES[0].into(),
                 control_url: control.into(),
-                scpd_url: "/s.xml".into(),
             };
             let e = resolve(&base, &d).unwrap_err();
             assert!(e.to_string().contains(why), "{control}: {e}");
@@ -477,31 +429,24 @@ mod tests {
             url_base: Some("http://10.9.9.9/".into()),
             service_type: WAN_SERVICES[0].into(),
             control_url: "/ctl".into(),
-            scpd_url: "/s.xml".into(),
         };
         assert!(matches!(resolve(&base, &d), Err(UpnpError::BadUrl { .. })));
     }
 
     #[test]
-    fn scpds_give_input_arguments_in_order() {
-        let xml = r#"<?xml version="1.0"?><scpd xmlns="urn:schemas-upnp-org:service-1-0"><actionList>
-            <action><name>AddPortMapping</name><argumentList>
-              <argument><name>NewRemoteHost</name><direction>in</direction></argument>
-              <argument><direction>in</direction><name>NewExternalPort</name></argument>
-              <argument><name>NewReservedPort</name><direction>out</direction></argument>
-              <argument><name>NewProtocol</name><direction>IN</direction></argument>
-            </argumentList></action>
-            <action><name>GetExternalIPAddress</name><argumentList>
-              <argument><name>NewExternalIPAddress</name><direction>out</direction></argument>
-            </argumentList></action>
-            <action><name>ForceTermination</name></action>
-            </actionList><serviceStateTable/></scpd>"#;
-        let a = parse_scpd(xml.as_bytes()).unwrap();
-        assert_eq!(a["AddPortMapping"], ["NewRemoteHost", "NewExternalPort", "NewProtocol"]);
-        assert!(a["GetExternalIPAddress"].is_empty());
-        assert!(a["ForceTermination"].is_empty());
-        assert_eq!(a.len(), 3);
-        assert!(matches!(parse_scpd(b"<scpd/>"), Err(UpnpError::Malformed { .. })));
+    fn standard_actions_follow_the_service_version() {
+        let v2 = standard_actions(WAN_SERVICES[0]);
+        assert_eq!(v2["AddAnyPortMapping"], v2["AddPortMapping"]);
+        assert_eq!(v2["AddPortMapping"].len(), 8);
+        assert!(v2["GetExternalIPAddress"].is_empty());
+        for v1 in &WAN_SERVICES[1..] {
+            let a = standard_actions(v1);
+            assert!(!a.contains_key("AddAnyPortMapping"), "{v1}");
+            assert_eq!(
+                a["DeletePortMapping"],
+                ["NewRemoteHost", "NewExternalPort", "NewProtocol"]
+            );
+        }
     }
 
     #[test]
@@ -519,12 +464,8 @@ mod tests {
             ("<root></device>", "bad XML"),
             (laughs, ""),
         ] {
-            let d = parse_description(xml.as_bytes());
-            let s = parse_scpd(xml.as_bytes());
-            for r in [d.map(|_| ()), s.map(|_| ())] {
-                let e = r.unwrap_err().to_string();
-                assert!(e.contains(kind), "{}: {e}", shorten(xml, 60));
-            }
+            let e = parse_description(xml.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(kind), "{}: {e}", shorten(xml, 60));
         }
     }
 }

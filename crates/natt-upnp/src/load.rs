@@ -1,12 +1,13 @@
 //! Loading a gateway from its root description URL, without an SSDP search: read the
-//! description, then its WAN connection service's description (SCPD), and make the
-//! `igd_next::Gateway` that `igd-next`'s search would have made. The parsing is
-//! [`crate::description`]'s; here are the two HTTP GETs, each bounded by the caller's deadline
-//! (see [`crate::call`]) and by [`MAX_DESCRIPTION_BYTES`].
+//! description and make the `igd_next::Gateway` that `igd-next`'s search would have made, with
+//! the actions' argument lists the specifications fix (see [`crate::description`], which also
+//! does the parsing). Here is the HTTP GET, bounded by the caller's deadline (see
+//! [`crate::call`]) and by [`MAX_DESCRIPTION_BYTES`].
 //!
 //! This is how a gateway given by URL ([`crate::UpnpTechnique::add_gateway`], `NATT_UPNP_IGD`)
 //! is reached, as `upnpc -u` does: an SSDP search first would cost the gateway's answer delay
-//! (up to the search's MX, which `igd-next` sets to 3 s; miniupnpd answers in about 50 ms).
+//! (up to the search's MX, which `igd-next` sets to 3 s; miniupnpd answers in about 50 ms),
+//! and `igd-next` would then read the service's description (SCPD) as well.
 
 use std::io::Read;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -30,16 +31,13 @@ pub(crate) fn load(url: &str, deadline: Instant) -> Result<Gateway, UpnpError> {
     description::http_ipv4(&parsed).map_err(bad)?;
     let found = description::parse_description(&get(&parsed, deadline)?)?;
     let at = description::resolve(&parsed, &found)?;
-    let scpd_url = parsed
-        .join(&at.scpd)
-        .map_err(|e| UpnpError::malformed("the SCPD URL", e.to_string()))?;
-    let schema = description::parse_scpd(&get(&scpd_url, deadline)?)?;
     Gateway::new(igd_next::Gateway {
         addr: at.addr,
         root_url: at.root,
         control_url: at.control,
-        control_schema_url: at.scpd,
-        control_schema: schema,
+        // Not read (see `description::standard_actions`).
+        control_schema_url: String::new(),
+        control_schema: description::standard_actions(&found.service_type),
         service_type: found.service_type,
         ipv6_firewall_control_url: None,
     })

@@ -654,23 +654,21 @@ impl Shared {
         })
     }
 
-    /// The gateway at the first of the URLs given that loads; if none does and time is left,
-    /// the first that answers a unicast SSDP search to their hosts (its HTTP port or paths may
-    /// have changed since the URL was taken, e.g. after a restart).
+    /// The gateway at the first of the URLs given that loads; if none does because nothing
+    /// answers there (refused, not found) and time is left, the first that answers a unicast
+    /// SSDP search to their hosts (its HTTP port or paths may have changed since the URL was
+    /// taken, e.g. after a restart). A description that is there but unusable is an error.
     fn given(&self, explicit: &[(String, Ipv4Addr)], deadline: Instant) -> Result<Gateway, UpnpError> {
         let urls: Vec<String> = explicit.iter().map(|(url, _)| url.clone()).collect();
         let e = match load::load_first(&urls, deadline) {
             Ok(gateway) => return Ok(gateway),
-            Err(e @ UpnpError::TimedOut { .. }) => return Err(e),
-            Err(e) => e,
+            Err(e @ (UpnpError::Io { .. } | UpnpError::HttpStatus { .. } | UpnpError::NoGateway(_))) => e,
+            Err(e) => return Err(e),
         };
         log::info!("upnp: {e}; searching for the gateway at its address instead");
         let port = self.config.ssdp_addr.port();
         let targets: Vec<Target> = explicit.iter().map(|(_, ip)| Target::unicast(*ip, port)).collect();
-        search::search(&targets, deadline, deadline).map_err(|s| match s {
-            UpnpError::TimedOut { .. } => s,
-            s => UpnpError::NoGateway(format!("{e}; then {s}")),
-        })
+        search::search(&targets, deadline, deadline).map_err(|s| UpnpError::NoGateway(format!("{e}; then {s}")))
     }
 
     /// A multicast search from every interface (or [`UpnpConfig::search_from`]).
