@@ -75,6 +75,12 @@ pub const TARGETS: &[Target] = &[
         about: "rendezvous tokens: from_token on any text, to_token round trips",
     },
     Target {
+        name: "upnp_description",
+        max_len: 8192,
+        by_default: true,
+        about: "UPnP root device descriptions: natt_upnp::description parse and resolve",
+    },
+    Target {
         name: "pcp_wire",
         max_len: 1104,
         by_default: true,

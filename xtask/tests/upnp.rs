@@ -2,7 +2,8 @@
 //! internet in and are deleted after, short leases are renewed while held and expire when
 //! the holder dies, a port taken by another host gets another, and a router without UPnP or
 //! a gateway that never answers costs no more than the deadline while the other techniques
-//! still map.
+//! still map, and a gateway given by URL maps without any SSDP (and is searched for at its
+//! host when nothing answers at the URL).
 //!
 //! natt runs with `--no-pcp` here: miniupnpd also speaks PCP and NAT-PMP, and natt's PCP
 //! technique would map the same port on it, into the same rule.
@@ -444,7 +445,7 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
         Vec::<String>::new(),
         "the probe released its mapping"
     );
-    // And the gateway given by URL (found by a unicast M-SEARCH to its host) maps.
+    // And the gateway given by URL (its description read from the URL) maps.
     let (lines, _) = natt_map_text(&lab, "h1", &["--udp"], &[("NATT_UPNP_IGD", igd.as_str())]);
     assert_eq!(
         text_endpoint(&lines, "upnp").map(|a| a.ip()),
@@ -455,6 +456,69 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
         natt_mappings(&lab),
         Vec::<String>::new(),
         "natt map released its mapping"
+    );
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+}
+
+#[test]
+fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
+    let Some(lab) = lab(
+        "a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for",
+        "uurl",
+        "r1=prc,upnp p1",
+    ) else {
+        return;
+    };
+    let natt = natt_bin();
+    let mut serve = natt_serve(&lab, &natt);
+    let wan = ip(&lab, "R1_WAN");
+    let igd = lab.get("R1_IGD_URL").unwrap();
+    // Nothing listens on miniupnpd's HTTP port + 1: a URL taken before it restarted elsewhere.
+    let moved = igd.replace(":5000/", ":5001/");
+    assert_ne!(moved, igd, "the lab's miniupnpd listens on port 5000");
+    let args = ["--udp", "--simple", "203.0.113.20:5483", "--timeout", "2"];
+    let drop_ssdp = ["-p", "udp", "--dport", "1900", "-j", "DROP"];
+    let iptables = |op: &str| {
+        let mut cmd = vec!["iptables", op, "INPUT"];
+        cmd.extend(drop_ssdp);
+        let out = lab.exec("r1", &cmd).unwrap();
+        assert!(
+            out.status.success(),
+            "iptables {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // SSDP dropped on the router: the URL given still maps (its description is read directly)...
+    iptables("-I");
+    let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", igd.as_str())]);
+    assert_eq!(
+        text_endpoint(&lines, "upnp").map(|a| a.ip()),
+        Some(wan.into()),
+        "{lines:?}"
+    );
+    // ...and the moved one cannot: refused at the URL, no answer to the search.
+    let (lines, took) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", moved.as_str())]);
+    assert_eq!(text_endpoint(&lines, "upnp"), None, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("# upnp failed") && l.contains(":5001")),
+        "{lines:?}"
+    );
+    assert!(took < Duration::from_millis(2600), "natt map took {took:?}");
+    // SSDP back: the moved URL's host answers the unicast search, with its real URL.
+    iptables("-D");
+    let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", moved.as_str())]);
+    assert_eq!(
+        text_endpoint(&lines, "upnp").map(|a| a.ip()),
+        Some(wan.into()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        natt_mappings(&lab),
+        Vec::<String>::new(),
+        "natt map released its mappings"
     );
     let _ = serve.child.kill();
     let _ = serve.child.wait();

@@ -381,8 +381,10 @@ fn section(variants: &[Variant], runs: usize) -> Section {
          every technique together, the UPnP/PCP mapping opens the port, so the STUN check's answer \
          may get in early; otherwise the STUN window is what the whole mapping waits for. UPnP \
          with SSDP discovery waits for miniupnpd's answer to the M-SEARCH (miniupnpd may delay it \
-         by up to the MX of 1 s); with the gateway's URL given (as `upnpc -u` is) there is no \
-         search."
+         by up to the search's MX: igd-next asks with 3 s, miniupnpd answers within about 50 ms), \
+         then igd-next reads the device and service descriptions; with the gateway's URL given (as \
+         `upnpc -u` is) there is no search: natt reads the device description and maps (asking \
+         the external address at the same time), without the service description."
             .to_string(),
     );
     s
