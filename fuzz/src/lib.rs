@@ -10,6 +10,7 @@ pub mod punch;
 pub mod simple;
 pub mod stun;
 pub mod token;
+pub mod upnp;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -60,6 +61,11 @@ pub const TARGETS: &[Target] = &[
         name: "token",
         run: token::target,
         seeds: token::seeds,
+    },
+    Target {
+        name: "upnp_description",
+        run: upnp::target,
+        seeds: upnp::seeds,
     },
     #[cfg(feature = "pcp")]
     Target {

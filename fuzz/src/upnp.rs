@@ -1,0 +1,83 @@
+//! UPnP root device descriptions (`upnp_description`): what a gateway serves at the URL natt
+//! is given (`natt_upnp::description`).
+
+use natt_upnp::description::{self, MAX_DESCRIPTION_BYTES};
+
+/// The URL the descriptions are read from.
+const AT: &str = "http://192.168.1.1:5000/rootDesc.xml";
+
+/// The services natt controls.
+const WAN_SERVICES: [&str; 3] = [
+    "urn:schemas-upnp-org:service:WANIPConnection:2",
+    "urn:schemas-upnp-org:service:WANIPConnection:1",
+    "urn:schemas-upnp-org:service:WANPPPConnection:1",
+];
+
+/// `upnp_description`: any bytes as a description. What parses names a WAN connection service
+/// with a control URL; what resolves stays on the gateway's address (a path on its port, or
+/// a whole `http://` URL on its host).
+pub fn target(data: &[u8]) {
+    let Ok(found) = description::parse_description(data) else {
+        return;
+    };
+    assert!(data.len() <= MAX_DESCRIPTION_BYTES);
+    assert!(WAN_SERVICES.contains(&found.service_type.as_str()), "{found:?}");
+    assert!(!found.control_url.is_empty());
+    let at: url::Url = AT.parse().expect("a fixed URL");
+    let Ok(endpoints) = description::resolve(&at, &found) else {
+        return;
+    };
+    assert_eq!(endpoints.addr, crate::addr("192.168.1.1:5000"));
+    assert_eq!(endpoints.root, "/rootDesc.xml");
+    let control = &endpoints.control;
+    if control.starts_with('/') {
+        // A path on the gateway's own port.
+        assert!(!control.contains(['\r', '\n', ' ', '#']), "{control:?}");
+    } else {
+        let url: url::Url = control.parse().expect("a whole URL");
+        assert_eq!(url.scheme(), "http");
+        assert_eq!(url.host_str(), Some("192.168.1.1"), "{control}");
+    }
+}
+
+/// Seeds for `upnp_description`.
+pub fn seeds() -> Vec<(String, Vec<u8>)> {
+    let service = |kind: &str, control: &str| {
+        format!(
+            "<service><serviceType>urn:schemas-upnp-org:service:{kind}</serviceType>\
+             <controlURL>{control}</controlURL><SCPDURL>/scpd.xml</SCPDURL></service>"
+        )
+    };
+    let nested = |services: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><root xmlns=\"urn:schemas-upnp-org:device-1-0\"><device><deviceList>\
+             <device><deviceList><device><serviceList>{services}</serviceList></device></deviceList></device>\
+             </deviceList></device></root>"
+        )
+    };
+    vec![
+        (
+            "miniupnpd".into(),
+            include_bytes!("miniupnpd-rootDesc.xml").to_vec(),
+        ),
+        ("igd1-ppp-then-ip".into(), nested(&(service("WANPPPConnection:1", "/ppp") + &service("WANIPConnection:1", "/ip"))).into_bytes()),
+        (
+            "urlbase-other-port".into(),
+            format!(
+                "<root><URLBase>http://192.168.1.1:49152/</URLBase><device><serviceList>{}</serviceList></device></root>",
+                service("WANIPConnection:1", "upnp/control/WANIPConn1")
+            )
+            .into_bytes(),
+        ),
+        (
+            "prefixed-cdata-entities".into(),
+            "<r:root xmlns:r=\"urn:schemas-upnp-org:device-1-0\"><r:device><r:serviceList><r:service>\
+             <r:serviceType> urn:schemas-upnp-org:service:WANIPConnection:2 </r:serviceType>\
+             <r:controlURL><![CDATA[/ctl?a=1&b=2]]></r:controlURL><!-- c --></r:service></r:serviceList>\
+             </r:device></r:root>"
+                .as_bytes()
+                .to_vec(),
+        ),
+        ("control-elsewhere".into(), nested(&service("WANIPConnection:2", "http://10.0.0.1/ctl")).into_bytes()),
+    ]
+}
