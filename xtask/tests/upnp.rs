@@ -515,6 +515,18 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
         Some(wan.into()),
         "{lines:?}"
     );
+    // The moved URL's port drops connection attempts instead of refusing them: after the
+    // connect timeout (1 s at most), the search finds the gateway all the same.
+    let drop_5001 = ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5001", "-j", "DROP"];
+    assert!(lab.exec("r1", &drop_5001).unwrap().status.success());
+    let args3 = ["--udp", "--simple", "203.0.113.20:5483", "--timeout", "3"];
+    let (lines, took) = natt_map_text(&lab, "h1", &args3, &[("NATT_UPNP_IGD", moved.as_str())]);
+    assert_eq!(
+        text_endpoint(&lines, "upnp").map(|a| a.ip()),
+        Some(wan.into()),
+        "{lines:?}"
+    );
+    assert!(took < Duration::from_millis(2500), "natt map took {took:?}");
     assert_eq!(
         natt_mappings(&lab),
         Vec::<String>::new(),

@@ -13,12 +13,15 @@
 //! ([`standard_actions`]), which saves a request to the gateway before the first mapping.
 //!
 //! Gateways are untrusted: any bytes give a description or an [`UpnpError`], never a panic, and
-//! the work and memory are bounded by the size limit.
+//! the work and memory are bounded by the size limit. Descriptions are UTF-8 XML without a
+//! document type declaration (UPnP has none), so one with a DTD is refused before parsing: its
+//! entities could expand a small document into gigabytes.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use url::Url;
+use xml::Encoding;
 use xml::reader::{ParserConfig, XmlEvent};
 
 use crate::error::{UpnpError, shorten};
@@ -190,8 +193,11 @@ pub fn resolve(description_url: &Url, description: &DeviceDescription) -> Result
         if host != ip {
             return Err(bad_url(reference, &format!("not on the gateway's address {ip}")));
         }
-        Ok(if port == addr.port() {
-            path_and_query(&url)
+        let path = path_and_query(&url);
+        // A path starting with `//` would name another host when joined onto the gateway's
+        // address (as `igd-next` does with paths): keep the whole URL then.
+        Ok(if port == addr.port() && !path.starts_with("//") {
+            path
         } else {
             url.into()
         })
@@ -201,6 +207,20 @@ pub fn resolve(description_url: &Url, description: &DeviceDescription) -> Result
         root: path_and_query(description_url),
         control: on_gateway(&description.control_url)?,
     })
+}
+
+/// True when `control` (a path, or a whole URL, as in `igd_next::Gateway::control_url`) joined
+/// onto the gateway's address `addr` (as `igd-next` joins it for each request) stays on
+/// `addr`'s IP. `igd-next` checks this for the URLs of a description it reads, but keeps a path
+/// such as `//10.0.0.1/ctl` as a path, which then names another host.
+pub(crate) fn stays_on(addr: SocketAddr, control: &str) -> bool {
+    let Ok(base) = Url::parse(&format!("http://{addr}/")) else {
+        return false;
+    };
+    match base.join(control) {
+        Ok(url) => url.scheme() == "http" && url.host_str() == Some(addr.ip().to_string().as_str()),
+        Err(_) => false,
+    }
 }
 
 /// The IPv4 address and port of a plain `http://` URL (no user, no fragment, no port 0).
@@ -277,10 +297,24 @@ where
             limit: MAX_DESCRIPTION_BYTES,
         });
     }
+    let text = std::str::from_utf8(xml).map_err(|e| UpnpError::malformed(what, format!("not UTF-8: {e}")))?;
+    if has_declarations(text) {
+        return Err(UpnpError::malformed(
+            what,
+            "a document type declaration (DTD), which UPnP descriptions do not have",
+        ));
+    }
     let reader = ParserConfig::new()
         .trim_whitespace(true)
         .cdata_to_characters(true)
         .ignore_comments(true)
+        .override_encoding(Some(Encoding::Utf8))
+        .max_data_length(MAX_DESCRIPTION_BYTES)
+        .max_attribute_length(MAX_TEXT)
+        .max_attributes(64)
+        .max_name_length(256)
+        .max_entity_expansion_length(MAX_TEXT)
+        .max_entity_expansion_depth(1)
         .create_reader(xml);
     let mut path: Vec<String> = Vec::new();
     let mut text = String::new();
@@ -313,6 +347,15 @@ where
         }
     }
     Ok(())
+}
+
+/// True when `text` has a markup declaration (`<!DOCTYPE`, `<!ENTITY`, ...): any `<!` that does
+/// not open a comment or a CDATA section.
+fn has_declarations(text: &str) -> bool {
+    text.match_indices("<!").any(|(at, _)| {
+        let rest = text.get(at..).unwrap_or_default();
+        !rest.starts_with("<!--") && !rest.starts_with("<![CDATA[")
+    })
 }
 
 /// Hands the text read so far (if any) to `visit`, for the element at `path`.
@@ -434,6 +477,31 @@ mod tests {
     }
 
     #[test]
+    fn paths_that_name_another_host_are_kept_whole() {
+        let base = url("http://192.168.1.1:5000/rootDesc.xml");
+        for control in ["http://192.168.1.1:5000//10.9.9.9/ctl", "/.//10.9.9.9/ctl"] {
+            let d = DeviceDescription {
+                url_base: None,
+                service_type: WAN_SERVICES[0].into(),
+                control_url: control.into(),
+            };
+            let e = resolve(&base, &d).unwrap();
+            assert!(
+                e.control.starts_with("http://192.168.1.1:5000/"),
+                "{control}: {}",
+                e.control
+            );
+            assert!(stays_on(e.addr, &e.control), "{control}: {}", e.control);
+        }
+        let addr: SocketAddr = "192.168.1.1:5000".parse().unwrap();
+        assert!(stays_on(addr, "/ctl/IPConn"));
+        assert!(stays_on(addr, "http://192.168.1.1:80/ctl"));
+        assert!(!stays_on(addr, "//10.9.9.9/ctl"));
+        assert!(!stays_on(addr, "http://10.9.9.9/ctl"));
+        assert!(!stays_on(addr, "https://192.168.1.1/ctl"));
+    }
+
+    #[test]
     fn standard_actions_follow_the_service_version() {
         let v2 = standard_actions(WAN_SERVICES[0]);
         assert_eq!(v2["AddAnyPortMapping"], v2["AddPortMapping"]);
@@ -454,15 +522,29 @@ mod tests {
         let deep = "<a>".repeat(MAX_DEPTH + 1);
         let long_text = format!("<root><URLBase>{}</URLBase></root>", "x".repeat(MAX_TEXT + 1));
         let huge = format!("<root>{}</root>", " ".repeat(MAX_DESCRIPTION_BYTES));
-        let laughs = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><root><URLBase>&b;</URLBase></root>"#;
+        // Billion laughs, parameter-entity style, around a description that is otherwise fine.
+        let laughs = format!(
+            r#"<?xml version="1.0"?><!DOCTYPE root [<!ENTITY % a "aaaaaaaaaa"><!ENTITY % b "%a;%a;%a;%a;%a;%a;%a;%a;%a;%a;">
+            <!ENTITY % c "%b;%b;%b;%b;%b;%b;%b;%b;%b;%b;"><!ENTITY d "%c;%c;%c;%c;%c;%c;%c;%c;%c;%c;">]>{}"#,
+            MINIUPNPD
+                .trim_start_matches(r#"<?xml version="1.0"?>"#)
+                .replace("/ctl/IPConn", "/ctl/&d;")
+        );
+        // UTF-16 with its byte order mark (xml-rs would read it).
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(MINIUPNPD.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        assert!(parse_description(&utf16).unwrap_err().to_string().contains("not UTF-8"));
         for (xml, kind) in [
             (deep.as_str(), "deeper"),
             (long_text.as_str(), "longer"),
             (huge.as_str(), "larger"),
             ("<root><device>", "bad XML"),
             ("\u{0}\u{1}garbage", "bad XML"),
+            ("<root><!ENTITY x 'y'></root>", "document type declaration"),
             ("<root></device>", "bad XML"),
-            (laughs, ""),
+            (laughs.as_str(), "document type declaration"),
         ] {
             let e = parse_description(xml.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(kind), "{}: {e}", shorten(xml, 60));

@@ -132,6 +132,12 @@ impl Gateway {
                 )));
             }
         };
+        if !crate::description::stays_on(igd.addr, &igd.control_url) {
+            return Err(UpnpError::BadUrl {
+                url: shorten(&igd.control_url, 100),
+                why: format!("the control URL leads off the gateway's address {ip}"),
+            });
+        }
         Ok(Gateway {
             ip,
             description: format!("http://{}{}", igd.addr, igd.root_url),
@@ -234,6 +240,41 @@ impl Gateway {
             return Err(UpnpError::malformed(what, "the gateway reserved port 0"));
         }
         Ok(port)
+    }
+
+    /// `DeletePortMapping` of a mapping just made that is of no use, started even if the
+    /// deadline has passed; `keep` (a port hold, an arbiter claim) lives until the gateway has
+    /// answered (or `igd-next` gave up, about 20 s at most), so nothing else maps that port
+    /// while the deletion is under way. The caller waits until `deadline` at most.
+    pub fn undo_port<K>(
+        &self,
+        protocol: Protocol,
+        external_port: u16,
+        deadline: Instant,
+        keep: K,
+    ) -> Result<(), UpnpError>
+    where
+        K: Send + 'static,
+    {
+        let igd = Arc::clone(&self.igd);
+        let what = format!("DeletePortMapping {protocol} {external_port} at {}", self.control);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("natt-upnp-undo".into())
+            .spawn(move || {
+                let r = igd.remove_port(proto(protocol), external_port);
+                drop(keep);
+                // The caller is gone when it gave up.
+                let _ = tx.send(r);
+            })
+            .map_err(|e| UpnpError::Io {
+                what: format!("starting a thread for {what}"),
+                source: e,
+            })?;
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(r) => r.map_err(|e| UpnpError::remove_port(&self.control, e)),
+            Err(_) => Err(UpnpError::timed_out(what)),
+        }
     }
 
     /// `DeletePortMapping`.

@@ -13,10 +13,11 @@
 //!   at most. A gateway given with
 //!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (a root
 //!   description URL, as `upnpc -u` takes) is loaded from that URL instead, without a search:
-//!   natt reads the description and its WAN connection service's description itself
-//!   ([`description`]; `igd-next` cannot start from a URL) and hands `igd-next` the gateway.
-//!   If that fails before the deadline (the gateway restarted on another port), a unicast
-//!   M-SEARCH goes to that URL's host, port 1900. One search runs at a time: mappings and leases that need a gateway
+//!   natt reads the description itself ([`description`]; `igd-next` cannot start from a URL),
+//!   takes the argument lists the specifications fix instead of reading the service's
+//!   description (as miniupnpc does), and hands `igd-next` the gateway. If nothing answers at
+//!   the URL (the gateway restarted on another port), a unicast M-SEARCH goes to that URL's
+//!   host, port 1900. One search runs at a time: mappings and leases that need a gateway
 //!   meanwhile wait for its result (within their own deadlines). The gateway found is cached
 //!   in the technique, forgotten as soon as it fails to answer (the next mapping searches
 //!   again); a multicast search that nothing answered is not repeated for

@@ -9,7 +9,7 @@
 //! (up to the search's MX, which `igd-next` sets to 3 s; miniupnpd answers in about 50 ms),
 //! and `igd-next` would then read the service's description (SCPD) as well.
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,6 +20,10 @@ use crate::call;
 use crate::description::{self, MAX_DESCRIPTION_BYTES};
 use crate::error::{UpnpError, shorten};
 use crate::gateway::Gateway;
+
+/// The longest wait for a gateway's HTTP port to accept a connection (and at most half the
+/// time left): a URL whose port drops packets leaves time to search for the gateway.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The gateway whose root description is at `url`, by `deadline`.
 pub(crate) fn load(url: &str, deadline: Instant) -> Result<Gateway, UpnpError> {
@@ -46,21 +50,36 @@ pub(crate) fn load(url: &str, deadline: Instant) -> Result<Gateway, UpnpError> {
 /// The body of `url` (an HTTP GET on a worker thread, no proxy, no redirects), by `deadline`.
 fn get(url: &Url, deadline: Instant) -> Result<Vec<u8>, UpnpError> {
     let what = format!("reading {}", shorten(url.as_str(), 100));
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    let connect = CONNECT_TIMEOUT.min(remaining / 2).max(Duration::from_millis(1));
     let request = attohttpc::RequestBuilder::try_new(attohttpc::Method::GET, url.as_str())
         .map_err(|e| UpnpError::request_failed(&what, e))?
         .follow_redirects(false)
         .proxy_settings(attohttpc::ProxySettings::builder().build())
         // The worker thread ends by the deadline too (plus a little).
-        .connect_timeout(remaining.max(Duration::from_millis(1)))
-        .read_timeout(remaining.max(Duration::from_millis(1)))
-        .timeout(remaining.max(Duration::from_millis(1)));
+        .connect_timeout(connect)
+        .read_timeout(remaining)
+        .timeout(remaining);
     let worker_what = what.clone();
     call::bounded(
         &what,
         deadline,
         move || {
-            let response = request.send().map_err(|e| UpnpError::request_failed(&worker_what, e))?;
+            let response = request.send().map_err(|e| match e.kind() {
+                // Before the deadline, a timeout is the connect timeout's: nothing there.
+                attohttpc::ErrorKind::Io(io)
+                    if matches!(io.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
+                        && Instant::now() < deadline =>
+                {
+                    UpnpError::Io {
+                        what: format!("{worker_what}: no connection within {} ms", connect.as_millis()),
+                        source: std::io::Error::from(ErrorKind::TimedOut),
+                    }
+                }
+                _ => UpnpError::request_failed(&worker_what, e),
+            })?;
             let (status, _, body) = response.split();
             if !status.is_success() {
                 return Err(UpnpError::HttpStatus {
@@ -84,37 +103,58 @@ fn get(url: &Url, deadline: Instant) -> Result<Vec<u8>, UpnpError> {
     )?
 }
 
-/// The gateway at the first of `urls` that loads, trying them all at once (one thread each).
-/// All failing, the error of each.
-pub(crate) fn load_first(urls: &[String], deadline: Instant) -> Result<Gateway, UpnpError> {
-    let [url] = urls else {
-        let (tx, rx) = mpsc::channel();
-        let mut errors = Vec::new();
-        for url in urls {
-            let (tx, url) = (tx.clone(), url.clone());
-            let spawned = thread::Builder::new().name("natt-upnp-load".into()).spawn(move || {
-                // The receiver is gone when another URL won or the caller gave up.
-                let _ = tx.send(load(&url, deadline));
+/// The gateway at the first of `urls` that loads, trying them all at once (one thread each
+/// when there are several); all failing, the error of each.
+pub(crate) fn load_first(urls: &[String], deadline: Instant) -> Result<Gateway, Vec<UpnpError>> {
+    if let [url] = urls {
+        return load(url, deadline).map_err(|e| vec![e]);
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut errors = Vec::new();
+    for url in urls {
+        let (tx, url) = (tx.clone(), url.clone());
+        let spawned = thread::Builder::new().name("natt-upnp-load".into()).spawn(move || {
+            // The receiver is gone when another URL won or the caller gave up.
+            let _ = tx.send(load(&url, deadline));
+        });
+        if let Err(e) = spawned {
+            errors.push(UpnpError::Io {
+                what: "starting a thread to read a gateway description".into(),
+                source: e,
             });
-            if let Err(e) = spawned {
-                errors.push(format!("starting a thread to read a gateway description: {e}"));
-            }
         }
-        drop(tx);
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(remaining) {
-                Ok(Ok(gateway)) => return Ok(gateway),
-                Ok(Err(e)) => errors.push(e.to_string()),
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(UpnpError::timed_out("reading the descriptions of the gateways given"));
-                }
-                Err(RecvTimeoutError::Disconnected) if errors.is_empty() => {
-                    return Err(UpnpError::NoGateway("no gateway URL given".into()));
-                }
-                Err(RecvTimeoutError::Disconnected) => return Err(UpnpError::NoGateway(errors.join("; "))),
+    }
+    drop(tx);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(gateway)) => return Ok(gateway),
+            Ok(Err(e)) => errors.push(e),
+            Err(RecvTimeoutError::Timeout) => {
+                errors.push(UpnpError::timed_out("reading the descriptions of the gateways given"));
+                return Err(errors);
             }
+            Err(RecvTimeoutError::Disconnected) => return Err(errors),
         }
-    };
-    load(url, deadline)
+    }
+}
+
+/// One error for [`load_first`]'s: the only one, or all of them in words.
+pub(crate) fn one_error(mut errors: Vec<UpnpError>) -> UpnpError {
+    if errors.len() == 1
+        && let Some(e) = errors.pop()
+    {
+        return e;
+    }
+    if errors.is_empty() {
+        return UpnpError::NoGateway("no gateway URL given".into());
+    }
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    UpnpError::NoGateway(all.join("; "))
+}
+
+/// True when `e` says that nothing answers at a gateway URL (refused, unreachable, no
+/// connection within [`CONNECT_TIMEOUT`], not found): the gateway may have moved, and a
+/// search may find it.
+pub(crate) fn nobody_there(e: &UpnpError) -> bool {
+    matches!(e, UpnpError::Io { .. } | UpnpError::HttpStatus { .. })
 }

@@ -128,7 +128,7 @@ impl UpnpConfig {
 /// let mc = MappingContext::empty();
 /// let upnp = Arc::new(UpnpTechnique::new());
 /// mc.add_technique(upnp.clone());
-/// // Optional: a known gateway (searched for by unicast to its address) instead of a
+/// // Optional: a known gateway (its description read from the URL) instead of a
 /// // multicast search.
 /// mc.add_server(HolePunchServerAddr::IgdGateway("http://192.168.1.1:5000/rootDesc.xml".into()));
 /// let mapped = MappedUdpSocket::new(&mc)?;
@@ -159,6 +159,9 @@ pub(crate) struct Shared {
     /// dropping lease's short wait), cleared when it answers: dropping a lease does not wait
     /// for a gateway that is not answering.
     pub silent: AtomicBool,
+    /// The gateway's last answer about its external address was unusable (`0.0.0.0`, not
+    /// connected): ask it before mapping, not at the same time.
+    pub external_unusable: AtomicBool,
 }
 
 /// Who asks for the gateway: a mapping, or a lease whose gateway stopped answering.
@@ -175,7 +178,7 @@ enum Purpose {
 #[derive(Debug, Default)]
 struct State {
     /// Gateways given explicitly (their URLs and addresses): loaded from their URLs (or
-    /// searched for by unicast) instead of a multicast search.
+    /// searched for by unicast if nothing answers there) instead of a multicast search.
     explicit: Vec<(String, Ipv4Addr)>,
     /// The gateway in use.
     gateway: Option<Arc<Gateway>>,
@@ -219,6 +222,7 @@ impl UpnpTechnique {
                 state: Mutex::new(State::default()),
                 searched: Condvar::new(),
                 silent: AtomicBool::new(false),
+                external_unusable: AtomicBool::new(false),
             }),
             arbiter: None,
         }
@@ -233,10 +237,9 @@ impl UpnpTechnique {
     /// `http://192.168.1.1:5000/rootDesc.xml`) instead of a multicast search; several may be
     /// given, the first that answers is used.
     ///
-    /// The description at `url` and its WAN connection service's description are read
-    /// directly, without an SSDP search (see [`crate::description`]). If that fails before the
-    /// deadline (e.g. the gateway restarted on another HTTP port), an SSDP search is sent to
-    /// the URL's host alone (unicast, to [`UpnpConfig::ssdp_addr`]'s port, 1900), and the
+    /// The description at `url` is read directly, without an SSDP search (see
+    /// [`crate::description`]). If nothing answers there before the deadline (e.g. the
+    /// gateway restarted on another HTTP port), an SSDP search is sent to the URL's host alone (unicast, to [`UpnpConfig::ssdp_addr`]'s port, 1900), and the
     /// description URL the gateway answers with is used.
     pub fn add_gateway(&self, url: &str) -> Result<(), UpnpError> {
         let ip = gateway_host(url)?;
@@ -260,11 +263,14 @@ impl UpnpTechnique {
     /// `deadline`.
     pub fn find_gateway(&self, deadline: Instant) -> Result<GatewayInfo, UpnpError> {
         let (gateway, _) = self.shared.gateway(deadline, Purpose::Map)?;
-        let external = gateway.external_ip(deadline).inspect_err(|e| {
-            if e.is_unreachable() {
-                self.shared.forget(&gateway);
-            }
-        })?;
+        let external = self
+            .shared
+            .heard_external(gateway.external_ip(deadline))
+            .inspect_err(|e| {
+                if e.is_unreachable() {
+                    self.shared.forget(&gateway);
+                }
+            })?;
         self.shared.note(&gateway, Some(external));
         Ok(gateway.info(Some(external)))
     }
@@ -309,7 +315,10 @@ impl UpnpTechnique {
 
     /// Maps `local` on `gateway`. Its external address is asked at the same time, on a
     /// thread of its own: the two requests do not depend on each other, so a mapping takes
-    /// one round of requests to the gateway less than asking one after the other.
+    /// one round of requests to the gateway less than asking one after the other. A mapping
+    /// made while the address turned out unusable is deleted again; after such an answer, the
+    /// address is asked first (and nothing is mapped while it stays unusable), until it is
+    /// usable again.
     fn map_on(
         &self,
         gateway: &Arc<Gateway>,
@@ -320,32 +329,43 @@ impl UpnpTechnique {
         let internal = SocketAddrV4::new(internal_ip(*local.ip(), gateway.ip())?, local.port());
         let config = &self.shared.config;
         let description = format!("{} {} {}", config.description, protocol, local.port());
-        let (external, added) = thread::scope(|scope| {
-            let asking = thread::Builder::new()
-                .name("natt-upnp-external".into())
-                .spawn_scoped(scope, || gateway.external_ip(deadline));
-            let added = self.claim_and_add(gateway, protocol, internal, &description, deadline);
-            let external = match asking {
-                Ok(asking) => asking.join().unwrap_or_else(|_| {
-                    Err(UpnpError::Io {
-                        what: "asking the external address".into(),
-                        source: std::io::Error::other("the thread asking it panicked"),
-                    })
-                }),
-                // No thread: one after the other.
-                Err(_) => gateway.external_ip(deadline),
-            };
-            (external, added)
-        });
+        let add = || self.claim_and_add(gateway, protocol, internal, &description, deadline);
+        let (external, added) = if self.shared.external_unusable.load(Ordering::Relaxed) {
+            let external = self.shared.heard_external(gateway.external_ip(deadline))?;
+            (Ok(external), add())
+        } else {
+            thread::scope(|scope| {
+                let asking = thread::Builder::new()
+                    .name("natt-upnp-external".into())
+                    .spawn_scoped(scope, || gateway.external_ip(deadline));
+                let added = add();
+                let external = match asking {
+                    Ok(asking) => asking.join().unwrap_or_else(|_| {
+                        Err(UpnpError::Io {
+                            what: "asking the external address".into(),
+                            source: std::io::Error::other("the thread asking it panicked"),
+                        })
+                    }),
+                    // No thread: one after the other.
+                    Err(_) => gateway.external_ip(deadline),
+                };
+                (self.shared.heard_external(external), added)
+            })
+        };
         let (external_ip, (claim, hold, lease_secs)) = match (external, added) {
             (Ok(ip), Ok(added)) => (ip, added),
             (Ok(ip), Err(e)) => {
                 self.shared.note(gateway, Some(ip));
                 return Err(e);
             }
-            (Err(e), Ok((_claim, hold, _))) => {
+            (Err(e), Ok((claim, hold, _))) => {
                 // Mapped, but the address to give out is unknown: undo the mapping.
-                self.undo(gateway, protocol, hold);
+                self.undo(gateway, protocol, hold, claim, deadline);
+                return Err(e);
+            }
+            // A refusal or another technique's claim says more about the mapping; otherwise
+            // the address's error comes first, as when it was asked first.
+            (Err(_), Err(e @ (UpnpError::Refused { .. } | UpnpError::NotApplicable(_) | UpnpError::NoPort(_)))) => {
                 return Err(e);
             }
             (Err(e), Err(_)) => return Err(e),
@@ -380,7 +400,7 @@ impl UpnpTechnique {
                 lease
             }
             Err((e, hold)) => {
-                self.undo(gateway, protocol, hold);
+                self.undo(gateway, protocol, hold, claim, deadline);
                 return Err(e);
             }
         };
@@ -430,25 +450,23 @@ impl UpnpTechnique {
         Ok((claim, hold, lease_secs))
     }
 
-    /// Deletes a mapping just made that cannot be used, in the background with its own
-    /// deadline ([`UpnpConfig::call_timeout`]): the caller is not held past its own, and a
-    /// mapping not deleted in time expires with its lease. `hold` keeps the port ours until
-    /// then, so the deletion cannot hit a mapping made meanwhile.
-    fn undo(&self, gateway: &Arc<Gateway>, protocol: Protocol, hold: PortHold) {
-        let gateway = Arc::clone(gateway);
-        let until = call::in_from_now(self.shared.config.call_timeout);
+    /// Deletes a mapping just made that cannot be used, waiting for that until `deadline` at
+    /// most (a mapping not deleted expires with its lease). The port `hold` and the arbiter's
+    /// `claim` are kept until the gateway has answered, even after the caller gave up: until
+    /// then neither a late grant of ours nor another technique may take that port, which the
+    /// deletion would delete.
+    fn undo(
+        &self,
+        gateway: &Gateway,
+        protocol: Protocol,
+        hold: PortHold,
+        claim: Option<ClaimGuard>,
+        deadline: Instant,
+    ) {
         let port = hold.port();
-        let spawned = thread::Builder::new().name("natt-upnp-undo".into()).spawn(move || {
-            match gateway.remove_port(protocol, port, until) {
-                Ok(()) => log::debug!("upnp: deleted the unusable mapping of port {port}"),
-                Err(e) => {
-                    log::warn!("upnp: could not delete the mapping of port {port} (it expires with its lease): {e}")
-                }
-            }
-            drop(hold);
-        });
-        if let Err(e) = spawned {
-            log::warn!("upnp: could not delete the mapping of port {port} (it expires with its lease): {e}");
+        match gateway.undo_port(protocol, port, deadline, (hold, claim)) {
+            Ok(()) => log::debug!("upnp: deleted the unusable mapping of port {port}"),
+            Err(e) => log::info!("upnp: deleting the unusable mapping of port {port}: {e} (it expires with its lease)"),
         }
     }
 }
@@ -565,6 +583,16 @@ impl Shared {
     }
 
     /// Notes whether a lease's call to the gateway was answered (see [`Shared::silent`]).
+    /// Notes whether the gateway's answer about its external address was usable.
+    fn heard_external(&self, answer: Result<Ipv4Addr, UpnpError>) -> Result<Ipv4Addr, UpnpError> {
+        match &answer {
+            Ok(_) => self.external_unusable.store(false, Ordering::Relaxed),
+            Err(UpnpError::NoExternalAddress(_)) => self.external_unusable.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        answer
+    }
+
     pub(crate) fn heard<T>(&self, result: &Result<T, UpnpError>) {
         let silent = result.as_ref().is_err_and(UpnpError::is_unreachable);
         self.silent.store(silent, Ordering::Relaxed);
@@ -655,16 +683,21 @@ impl Shared {
     }
 
     /// The gateway at the first of the URLs given that loads; if none does because nothing
-    /// answers there (refused, not found) and time is left, the first that answers a unicast
-    /// SSDP search to their hosts (its HTTP port or paths may have changed since the URL was
-    /// taken, e.g. after a restart). A description that is there but unusable is an error.
+    /// answers there (refused, not found, no connection within the connect timeout) and time
+    /// is left, the first that answers a unicast SSDP search to their hosts (its HTTP port or
+    /// paths may have changed since the URL was taken, e.g. after a restart). A description
+    /// that is there but unusable is an error at once.
     fn given(&self, explicit: &[(String, Ipv4Addr)], deadline: Instant) -> Result<Gateway, UpnpError> {
         let urls: Vec<String> = explicit.iter().map(|(url, _)| url.clone()).collect();
-        let e = match load::load_first(&urls, deadline) {
+        let errors = match load::load_first(&urls, deadline) {
             Ok(gateway) => return Ok(gateway),
-            Err(e @ (UpnpError::Io { .. } | UpnpError::HttpStatus { .. } | UpnpError::NoGateway(_))) => e,
-            Err(e) => return Err(e),
+            Err(errors) => errors,
         };
+        let moved = errors.iter().any(load::nobody_there);
+        let e = load::one_error(errors);
+        if !moved || deadline::remaining(deadline).is_none() {
+            return Err(e);
+        }
         log::info!("upnp: {e}; searching for the gateway at its address instead");
         let port = self.config.ssdp_addr.port();
         let targets: Vec<Target> = explicit.iter().map(|(_, ip)| Target::unicast(*ip, port)).collect();
@@ -736,14 +769,7 @@ fn gateway_host(url: &str) -> Result<Ipv4Addr, UpnpError> {
         why: why.to_owned(),
     };
     let parsed = url::Url::parse(url.trim()).map_err(|e| bad(&e.to_string()))?;
-    if parsed.scheme() != "http" {
-        return Err(bad("not an http:// URL"));
-    }
-    match parsed.host() {
-        Some(url::Host::Ipv4(ip)) if !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast() => Ok(ip),
-        Some(url::Host::Ipv4(_)) => Err(bad("not a unicast address")),
-        _ => Err(bad("the host must be an IPv4 address")),
-    }
+    crate::description::http_ipv4(&parsed).map(|(ip, _)| ip).map_err(bad)
 }
 
 /// Every non-loopback IPv4 interface address.

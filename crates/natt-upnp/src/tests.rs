@@ -160,6 +160,15 @@ fn a_mapping_whose_external_address_is_unusable_is_deleted_again() {
     assert!(igd.entries().is_empty(), "left on the gateway: {:?}", igd.entries());
     assert_eq!(igd.server.count("AddPortMapping"), 1);
     assert_eq!(igd.server.count("DeletePortMapping"), 1);
+    // From now on the address is asked first, and nothing is mapped while it is unusable.
+    let e = t.map_udp(local, deadline(2 * SECOND)).unwrap_err();
+    assert!(e.to_string().contains("no usable external address"), "{e}");
+    assert_eq!(igd.server.count("GetExternalIPAddress"), 2);
+    assert_eq!(
+        igd.server.count("AddPortMapping"),
+        1,
+        "mapped again while the address is unusable"
+    );
 }
 
 #[test]
