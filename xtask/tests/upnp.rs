@@ -197,6 +197,15 @@ fn natt_map_text(lab: &Lab, node: &str, args: &[&str], env: &[(&str, &str)]) -> 
     (text.lines().map(str::to_owned).collect(), took)
 }
 
+/// `natt map`'s text output has a UPnP endpoint on the router's external address `wan`.
+fn assert_upnp_on(lines: &[String], wan: std::net::Ipv4Addr) {
+    assert_eq!(
+        text_endpoint(lines, "upnp").map(|a| a.ip()),
+        Some(wan.into()),
+        "{lines:?}"
+    );
+}
+
 /// The endpoint of `technique` in `natt map`'s text output.
 fn text_endpoint(lines: &[String], technique: &str) -> Option<SocketAddr> {
     lines.iter().find_map(|l| {
@@ -447,11 +456,7 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
     );
     // And the gateway given by URL (its description read from the URL) maps.
     let (lines, _) = natt_map_text(&lab, "h1", &["--udp"], &[("NATT_UPNP_IGD", igd.as_str())]);
-    assert_eq!(
-        text_endpoint(&lines, "upnp").map(|a| a.ip()),
-        Some(wan.into()),
-        "{lines:?}"
-    );
+    assert_upnp_on(&lines, wan);
     assert_eq!(
         natt_mappings(&lab),
         Vec::<String>::new(),
@@ -492,11 +497,7 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
     // SSDP dropped on the router: the URL given still maps (its description is read directly)...
     iptables("-I");
     let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", igd.as_str())]);
-    assert_eq!(
-        text_endpoint(&lines, "upnp").map(|a| a.ip()),
-        Some(wan.into()),
-        "{lines:?}"
-    );
+    assert_upnp_on(&lines, wan);
     // ...and the moved one cannot: refused at the URL, no answer to the search.
     let (lines, took) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", moved.as_str())]);
     assert_eq!(text_endpoint(&lines, "upnp"), None, "{lines:?}");
@@ -510,22 +511,14 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
     // SSDP back: the moved URL's host answers the unicast search, with its real URL.
     iptables("-D");
     let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", moved.as_str())]);
-    assert_eq!(
-        text_endpoint(&lines, "upnp").map(|a| a.ip()),
-        Some(wan.into()),
-        "{lines:?}"
-    );
+    assert_upnp_on(&lines, wan);
     // The moved URL's port drops connection attempts instead of refusing them: after the
     // connect timeout (1 s at most), the search finds the gateway all the same.
     let drop_5001 = ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5001", "-j", "DROP"];
     assert!(lab.exec("r1", &drop_5001).unwrap().status.success());
     let args3 = ["--udp", "--simple", "203.0.113.20:5483", "--timeout", "3"];
     let (lines, took) = natt_map_text(&lab, "h1", &args3, &[("NATT_UPNP_IGD", moved.as_str())]);
-    assert_eq!(
-        text_endpoint(&lines, "upnp").map(|a| a.ip()),
-        Some(wan.into()),
-        "{lines:?}"
-    );
+    assert_upnp_on(&lines, wan);
     assert!(took < Duration::from_millis(2500), "natt map took {took:?}");
     assert_eq!(
         natt_mappings(&lab),
