@@ -29,15 +29,12 @@ pub fn target(data: &[u8]) {
     };
     assert_eq!(endpoints.addr, crate::addr("192.168.1.1:5000"));
     assert_eq!(endpoints.root, "/rootDesc.xml");
-    let control = &endpoints.control;
-    if control.starts_with('/') {
-        // A path on the gateway's own port.
-        assert!(!control.contains(['\r', '\n', ' ', '#']), "{control:?}");
-    } else {
-        let url: url::Url = control.parse().expect("a whole URL");
-        assert_eq!(url.scheme(), "http");
-        assert_eq!(url.host_str(), Some("192.168.1.1"), "{control}");
-    }
+    // Joined onto the gateway's address as igd-next joins it for every request, the control
+    // URL stays on the gateway.
+    let base: url::Url = "http://192.168.1.1:5000/".parse().expect("a fixed URL");
+    let control = base.join(&endpoints.control).expect("a control URL igd-next can join");
+    assert_eq!(control.scheme(), "http");
+    assert_eq!(control.host_str(), Some("192.168.1.1"), "{}", endpoints.control);
 }
 
 /// Seeds for `upnp_description`.
@@ -79,5 +76,14 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 .to_vec(),
         ),
         ("control-elsewhere".into(), nested(&service("WANIPConnection:2", "http://10.0.0.1/ctl")).into_bytes()),
+        ("control-double-slash".into(), nested(&service("WANIPConnection:2", "/.//10.0.0.1/ctl")).into_bytes()),
+        (
+            "dtd".into(),
+            format!(
+                "<?xml version=\"1.0\"?><!DOCTYPE root [<!ENTITY a \"/ctl\">]>{}",
+                nested(&service("WANIPConnection:1", "&a;")).trim_start_matches("<?xml version=\"1.0\"?>")
+            )
+            .into_bytes(),
+        ),
     ]
 }
