@@ -31,14 +31,23 @@ pub fn wait_until(deadline: Instant) -> Duration {
 pub const PRECISE_TAIL: Duration = Duration::from_millis(25);
 /// How long one nap of the precise tail lasts.
 const NAP: Duration = Duration::from_millis(1);
+/// The longest socket timeout of one wait. Linux's timer wheel rounds a timeout up to a
+/// granularity that grows with its length (1 tick below 64 ticks, 8 ticks below 512, 64 ticks
+/// beyond), so a wait of a few hundred milliseconds overshot by 25–30 ms, past the precise
+/// tail; a wait of at most 50 ms is rounded by one tick (at most 10 ms) only.
+pub const MAX_COARSE: Duration = Duration::from_millis(50);
 
 /// Receives a datagram on `socket`, waiting no later than `wake` (to within a millisecond or
-/// so): `Ok(None)` when nothing arrived by then. Most of the wait is a socket timeout; the last
+/// so): `Ok(None)` when nothing arrived by then (or, in a long wait, after [`MAX_COARSE`]:
+/// callers loop until their wake time). Most of the wait is socket timeouts; the last
 /// [`PRECISE_TAIL`] is polled in short naps. The socket's blocking mode and read timeout are
 /// left changed: callers save and restore them around their loop.
 pub fn recv_from_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io::Result<Option<(usize, SocketAddr)>> {
     let wait = wake.saturating_duration_since(Instant::now());
-    let coarse = wait.checked_sub(PRECISE_TAIL).filter(|d| *d >= MIN_WAIT);
+    let coarse = wait
+        .checked_sub(PRECISE_TAIL)
+        .filter(|d| *d >= MIN_WAIT)
+        .map(|d| d.min(MAX_COARSE));
     socket.set_nonblocking(coarse.is_none())?;
     if let Some(d) = coarse {
         socket.set_read_timeout(Some(d))?;
