@@ -86,8 +86,8 @@ fn configure_pcp(mc: &MappingContext) -> Result<(), String> {
 /// The lease UPnP mappings ask for, in seconds (default 3600): for trying renewal by hand and
 /// in the lab.
 pub const UPNP_LEASE_ENV: &str = "NATT_UPNP_LEASE_SECS";
-/// A gateway's root description URL: the SSDP search goes to its host alone (unicast, port
-/// 1900) instead of multicast.
+/// A gateway's root description URL: read instead of a multicast SSDP search (if nothing
+/// answers there, the search goes to its host alone, unicast to port 1900).
 pub const UPNP_IGD_ENV: &str = "NATT_UPNP_IGD";
 
 /// Replaces the context's UPnP technique, in its place, with one configured from the

@@ -15,8 +15,9 @@ pub enum HolePunchServerAddr {
     /// A STUN server (RFC 8489).
     Stun(SocketAddr),
     /// A UPnP Internet Gateway Device, by the URL of its root description
-    /// (`http://192.168.1.1:5000/rootDesc.xml`): searched for at that host alone (natt-upnp
-    /// sends its SSDP search there, unicast) instead of on every interface by multicast.
+    /// (`http://192.168.1.1:5000/rootDesc.xml`): natt-upnp reads that description instead of
+    /// searching for a gateway by multicast (and, if nothing answers at the URL, searches that
+    /// host alone, unicast).
     IgdGateway(String),
     /// A server of a third-party technique: offered to every technique, taken by the one that
     /// recognises `kind`.
