@@ -37,6 +37,7 @@ pub mod local;
 pub mod mapping;
 pub mod rendezvous;
 pub mod reuse;
+pub mod route;
 pub mod servers;
 pub mod service;
 pub mod tcp;

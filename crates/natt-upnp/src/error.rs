@@ -5,7 +5,7 @@
 
 use std::io;
 
-use igd_next::{AddAnyPortError, AddPortError, GetExternalIpError, RemovePortError, RequestError, SearchError};
+use igd_next::{AddAnyPortError, AddPortError, GetExternalIpError, RemovePortError, RequestError};
 use natt_core::TechniqueError;
 
 /// Why UPnP IGD port mapping failed.
@@ -19,8 +19,8 @@ pub enum UpnpError {
     #[error("not applicable: {0}")]
     NotApplicable(String),
     /// No usable gateway answered the search (SSDP) in time. Devices that answered with a
-    /// description `igd-next` could not use (unreachable, malformed, no WAN connection
-    /// service, URLs pointing elsewhere) are skipped by `igd-next` and end here too.
+    /// description natt could not use (unreachable, malformed, no WAN connection service,
+    /// URLs pointing elsewhere), or that are not the router, are skipped and end here too.
     #[error("no UPnP gateway found: {0}")]
     NoGateway(String),
     /// The deadline passed during `what`.
@@ -241,15 +241,6 @@ impl UpnpError {
             RemovePortError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
             RemovePortError::NoSuchPortMapping => UpnpError::refused(ACTION, 714, "NoSuchEntryInArray"),
             RemovePortError::RequestError(e) => UpnpError::request(ACTION, at, e),
-        }
-    }
-
-    /// `igd-next`'s search error, for a search described by `what`.
-    pub(crate) fn search(what: &str, e: SearchError) -> Self {
-        match e {
-            SearchError::NoResponseWithinTimeout => UpnpError::NoGateway(format!("{what}: no usable answer in time")),
-            SearchError::IoError(io) => UpnpError::from_io(what.to_owned(), io),
-            other => UpnpError::NoGateway(format!("{what}: {other}")),
         }
     }
 

@@ -4,12 +4,15 @@
 //! Gateway Device, IGD:1 or IGD:2) to forward an external port to a socket, so peers on the
 //! internet reach it unsolicited. It maps beside the socket (its own requests to the gateway)
 //! and returns an [`UpnpLease`] that renews the mapping while it lives and deletes it when
-//! dropped. The UPnP protocol work (SSDP search, descriptions, SOAP) is
-//! [`igd-next`](https://crates.io/crates/igd-next)'s (sync API); this crate decides what to
-//! ask, bounds every call by the caller's deadline and holds the leases.
+//! dropped. The SOAP actions are [`igd-next`](https://crates.io/crates/igd-next)'s (sync
+//! API); natt finds the gateway itself (SSDP and the device description: `igd-next`'s search
+//! reads untrusted descriptions with an XML parser that expands entities without limit),
+//! decides what to ask, bounds every call by the caller's deadline and holds the leases.
 //!
-//! - **Discovery**: an `igd-next` SSDP search, multicast from every IPv4 interface at once
-//!   (one thread each, the first gateway found wins), lasting [`UpnpConfig::search_window`]
+//! - **Discovery**: an SSDP search, multicast from every IPv4 interface at once and unicast to
+//!   the router of the default route (one thread each, the first gateway found wins), whose
+//!   answers are taken from that router only (when there is a default route); each answerer's
+//!   description is read as a given gateway's is (below); lasting [`UpnpConfig::search_window`]
 //!   at most. A gateway given with
 //!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (a root
 //!   description URL, as `upnpc -u` takes) is loaded from that URL instead, without a search:
@@ -40,11 +43,13 @@
 //!   none while the gateway is silent): the thread deletes with its own deadline
 //!   ([`UpnpConfig::call_timeout`]). Before exiting, wait for the deletions with
 //!   [`natt_core::PortMappings::release`] (or [`UpnpLease::release`]).
-//! - **Untrusted gateways**: descriptions and answers are read with a size limit (256 KiB
-//!   for the descriptions natt reads, 1 MiB for what `igd-next` reads) and a depth limit, and
-//!   only URLs on the gateway's own address are followed (the device that answered the
-//!   search, or the host of the URL given).
-//!   Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.
+//! - **Untrusted gateways**: descriptions are read by natt with a size limit (256 KiB), a
+//!   depth limit and no DTD (so no entity expansion), and only URLs on the gateway's own
+//!   address are followed (the device that answered the search, or the host of the URL
+//!   given). Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.
+//!   One exposure is left: `igd-next` parses the SOAP answers of the chosen gateway (the
+//!   router, or the URL given) with xml-rs's default settings, which expand DTD entities
+//!   without limit, so a hostile router could make that parsing use gigabytes.
 //! - **HTTP proxies**: `igd-next`'s HTTP client (`attohttpc`) sends its requests through the
 //!   proxy named by `http_proxy`/`HTTP_PROXY` (or `all_proxy`) unless `no_proxy` covers the
 //!   gateway's address, and offers no way to turn that off; a library does not change its

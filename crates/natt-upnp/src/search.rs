@@ -1,23 +1,71 @@
-//! Finding a gateway with `igd-next`'s SSDP search, within the caller's deadline.
+//! Finding a gateway by SSDP within the caller's deadline: natt sends the M-SEARCH and reads
+//! the answers itself, and reads each answerer's description with its own reader
+//! ([`crate::load`]).
+//!
+//! `igd-next` has a search too, but it reads the description of whatever answers with
+//! xml-rs's default settings, which expand DTD entities without limit: a device on the LAN
+//! answering the search with a 527-byte description took the process to 700 MB (ten times
+//! that per extra line). natt's reader refuses DTDs.
+//!
+//! Answers are filtered: when this host has a default route, only its router (the answer's
+//! source and its LOCATION's host) is taken. The gateway whose mappings make a socket
+//! reachable is that router, and another device taken as the gateway would get natt's SOAP
+//! requests, whose answers `igd-next` parses.
 //!
 //! One search per [`Target`], each on its own thread, all at once: multicast from every IPv4
-//! interface (the socket bound to the interface's address, so the M-SEARCH leaves through
-//! it), or unicast to a gateway we were given (miniupnpd and most IGDs answer an M-SEARCH
-//! sent to their port 1900 directly). The first gateway found wins; the others' searches end
-//! by themselves at the end of the window (`SearchOptions::timeout`). `igd-next` reads the
-//! description and the service description of whatever answers, skips devices whose answers
-//! are unusable or whose URLs point at another host, and keeps the first WAN connection
-//! service it can use.
+//! interface (the socket bound to the interface's address), and unicast to the router or to
+//! a gateway we were given (miniupnpd and most IGDs answer an M-SEARCH sent to their port
+//! 1900 directly). The first gateway found wins; the others end by themselves at the end of
+//! the window.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Instant;
 
-use igd_next::{GatewayIpVersion, SearchOptions};
+use natt_core::deadline;
 
-use crate::error::UpnpError;
+use crate::description::http_ipv4;
+use crate::error::{UpnpError, shorten};
 use crate::gateway::Gateway;
+use crate::load;
+
+/// The search targets, as `igd-next` (and miniupnpc) send them: an IGD:2 device answers the
+/// IGD:1 search too.
+const SEARCH_TARGETS: [&str; 3] = [
+    "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
+    "urn:schemas-upnp-org:service:WANIPConnection:1",
+    "urn:schemas-upnp-org:service:WANPPPConnection:1",
+];
+
+/// Distinct answerers' descriptions read at most per search (a flood of answers does not make
+/// the search read without end).
+const MAX_LOCATIONS: usize = 16;
+
+/// An M-SEARCH for `target` sent to `to`. MX 1: a device waits up to a second before
+/// answering a multicast search.
+pub(crate) fn request(to: SocketAddr, target: &str) -> String {
+    format!("M-SEARCH * HTTP/1.1\r\nHOST: {to}\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: {target}\r\n\r\n")
+}
+
+/// The description URL in an answer to an M-SEARCH that came from `from`: a `200` answer's
+/// `LOCATION` header, an `http://` URL on `from`'s own address. Anything else is `None`.
+pub(crate) fn location(answer: &[u8], from: IpAddr) -> Option<url::Url> {
+    let text = std::str::from_utf8(answer).ok()?;
+    let mut lines = text.split("\r\n");
+    let status = lines.next()?;
+    if !(status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200")) {
+        return None;
+    }
+    let value = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("location").then(|| value.trim())
+    })?;
+    let url: url::Url = value.parse().ok()?;
+    let (host, _) = http_ipv4(&url).ok()?;
+    (IpAddr::V4(host) == from).then_some(url)
+}
 
 /// One search: an M-SEARCH sent from `bind` to `to`.
 #[derive(Debug, Clone)]
@@ -26,32 +74,26 @@ pub(crate) struct Target {
     pub bind: SocketAddrV4,
     /// The SSDP multicast address, or a gateway's address and SSDP port.
     pub to: SocketAddr,
-    /// Addresses trusted for the gateway's URLs besides the one that answered. A gateway
-    /// we were given by address is trusted at that address even on loopback (which
-    /// `igd-next` otherwise refuses).
-    pub trusted: Vec<IpAddr>,
+    /// Answers taken only from this address, when set.
+    pub only: Option<Ipv4Addr>,
 }
 
 impl Target {
     /// A multicast (or, for tests, unicast) search from the interface address `from`.
     pub fn from_interface(from: Ipv4Addr, to: SocketAddr) -> Target {
-        let trusted = match to.ip() {
-            ip if ip.is_multicast() => Vec::new(),
-            ip => vec![ip],
-        };
         Target {
             bind: SocketAddrV4::new(from, 0),
             to,
-            trusted,
+            only: None,
         }
     }
 
-    /// A unicast search to the gateway at `ip`, on the SSDP port `port`.
+    /// A unicast search to the gateway at `ip`, on the SSDP port `port`, taking its answers only.
     pub fn unicast(ip: Ipv4Addr, port: u16) -> Target {
         Target {
             bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
             to: SocketAddr::from((ip, port)),
-            trusted: vec![IpAddr::V4(ip)],
+            only: Some(ip),
         }
     }
 
@@ -61,6 +103,54 @@ impl Target {
         } else {
             format!("search sent to {}", self.to)
         }
+    }
+
+    /// Sends the M-SEARCHes, then reads answers until `end` (the window, or the caller's
+    /// deadline if sooner), reading the description of each new answerer taken, one at a time;
+    /// the first gateway that loads.
+    fn run(&self, end: Instant) -> Result<Gateway, UpnpError> {
+        let what = self.describe();
+        let socket = UdpSocket::bind(self.bind).map_err(|e| UpnpError::io(format!("{what}: binding"), e))?;
+        for target in SEARCH_TARGETS {
+            socket
+                .send_to(request(self.to, target).as_bytes(), self.to)
+                .map_err(|e| UpnpError::io(format!("{what}: sending"), e))?;
+        }
+        let mut seen = HashSet::new();
+        let mut last = None;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            let (n, from) = match deadline::recv_from_until(&socket, &mut buf, end) {
+                Ok(Some(got)) => got,
+                Ok(None) => continue,
+                Err(e) => return Err(UpnpError::io(format!("{what}: receiving"), e)),
+            };
+            let Some(url) = buf.get(..n).and_then(|answer| location(answer, from.ip())) else {
+                log::debug!("upnp: {what}: ignoring {n} bytes from {from}: not an answer with a usable LOCATION");
+                continue;
+            };
+            if self.only.is_some_and(|only| IpAddr::V4(only) != from.ip()) {
+                log::info!("upnp: {what}: ignoring {from}, which is not the router ({url})");
+                continue;
+            }
+            if seen.len() >= MAX_LOCATIONS || !seen.insert(url.as_str().to_owned()) {
+                continue;
+            }
+            match load::load(url.as_str(), end) {
+                Ok(gateway) => return Ok(gateway),
+                Err(e) => {
+                    log::debug!("upnp: {what}: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(UpnpError::NoGateway(match last {
+            Some(e) => format!(
+                "{what}: no usable answer in time (last: {})",
+                shorten(&e.to_string(), 200)
+            ),
+            None => format!("{what}: no usable answer in time"),
+        }))
     }
 }
 
@@ -77,20 +167,11 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
     let mut running = 0usize;
     let mut errors = Vec::new();
     for target in targets {
-        let what = target.describe();
-        let mut options = SearchOptions::default();
-        options.bind_addr = SocketAddr::V4(target.bind);
-        options.broadcast_address = target.to;
-        let window = end.saturating_duration_since(Instant::now());
-        options.timeout = Some(window);
-        options.single_search_timeout = Some(window);
-        options.gateway_ip_version = GatewayIpVersion::V4;
-        options.allowed_gateway_ips = target.trusted.clone();
+        let target = target.clone();
         let tx = tx.clone();
         let spawned = thread::Builder::new().name("natt-upnp-search".into()).spawn(move || {
-            let found = igd_next::search_gateway(options).map_err(|e| UpnpError::search(&what, e));
             // The receiver is gone when another search won or the caller gave up.
-            let _ = tx.send(found);
+            let _ = tx.send(target.run(end));
         });
         match spawned {
             Ok(_) => running += 1,
@@ -104,13 +185,7 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
     while running > 0 {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(remaining) {
-            Ok(Ok(found)) => match Gateway::new(found) {
-                Ok(gateway) => return Ok(gateway),
-                Err(e) => {
-                    running -= 1;
-                    errors.push(e);
-                }
-            },
+            Ok(Ok(gateway)) => return Ok(gateway),
             Ok(Err(e)) => {
                 log::debug!("upnp: {e}");
                 running -= 1;
@@ -153,13 +228,75 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn gateways_given_by_address_are_trusted_there_and_multicast_trusts_nobody() {
+    fn unicast_searches_take_their_gateways_answers_only() {
         let t = Target::unicast(Ipv4Addr::LOCALHOST, 1900);
         assert_eq!(t.to, "127.0.0.1:1900".parse::<SocketAddr>().unwrap());
-        assert_eq!(t.trusted, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        assert_eq!(t.only, Some(Ipv4Addr::LOCALHOST));
         let m = Target::from_interface(Ipv4Addr::new(192, 168, 1, 2), "239.255.255.250:1900".parse().unwrap());
-        assert!(m.trusted.is_empty());
+        assert_eq!(m.only, None);
         assert_eq!(m.describe(), "search from 192.168.1.2");
+    }
+
+    #[test]
+    fn answers_give_a_location_on_their_sender_only() {
+        let router = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1));
+        let answer = |status: &str, location: &str| {
+            format!("{status}\r\nCACHE-CONTROL: max-age=120\r\nST: upnp:rootdevice\r\nlocation:  {location} \r\n\r\n")
+        };
+        let ok = answer("HTTP/1.1 200 OK", "http://192.168.1.1:5000/rootDesc.xml");
+        assert_eq!(
+            location(ok.as_bytes(), router).map(String::from),
+            Some("http://192.168.1.1:5000/rootDesc.xml".to_owned())
+        );
+        for (bytes, why) in [
+            (
+                answer("HTTP/1.1 200 OK", "http://10.0.0.9:5000/rootDesc.xml"),
+                "another host",
+            ),
+            (answer("HTTP/1.1 404 Not Found", "http://192.168.1.1:5000/x"), "not 200"),
+            (
+                answer("NOTIFY * HTTP/1.1", "http://192.168.1.1:5000/x"),
+                "not an answer",
+            ),
+            (answer("HTTP/1.1 200 OK", "https://192.168.1.1/x"), "not http"),
+            (answer("HTTP/1.1 200 OK", "http://192.168.1.1:0/x"), "port 0"),
+            ("HTTP/1.1 200 OK\r\nST: x\r\n\r\n".to_owned(), "no LOCATION"),
+        ] {
+            assert_eq!(location(bytes.as_bytes(), router), None, "{why}");
+        }
+        assert_eq!(location(&[0xFF, 0xFE, 0, 1], router), None);
+        assert!(request("239.255.255.250:1900".parse().unwrap(), SEARCH_TARGETS[0]).contains("MX: 1\r\n"));
+    }
+
+    #[test]
+    fn answers_from_others_than_the_router_are_ignored() {
+        use crate::fake::{FakeIgd, FakeSsdp, IgdOptions};
+        let igd = FakeIgd::start(IgdOptions::default());
+        let ssdp = FakeSsdp::start(vec![igd.url()]);
+        let now = Instant::now();
+        let mut target = Target::from_interface(Ipv4Addr::LOCALHOST, ssdp.addr);
+        target.only = Some(Ipv4Addr::new(127, 0, 0, 2));
+        let e = search(
+            &[target.clone()],
+            now + Duration::from_millis(300),
+            now + Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(e, UpnpError::NoGateway(_)), "{e}");
+        assert_eq!(
+            igd.server.gets(),
+            0,
+            "the description of a device that is not the router was read"
+        );
+        target.only = Some(Ipv4Addr::LOCALHOST);
+        let now = Instant::now();
+        let found = search(
+            &[target],
+            now + Duration::from_millis(300),
+            now + Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(found.ip(), Ipv4Addr::LOCALHOST);
     }
 
     #[test]

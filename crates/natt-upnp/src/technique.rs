@@ -4,7 +4,8 @@
 //! Mapping a socket: find the gateway (the cached one; else the gateways given with
 //! [`HolePunchServerAddr::IgdGateway`], loaded from their description URLs, see
 //! [`crate::load`], or found by a unicast SSDP search to their hosts if that fails; else an
-//! `igd-next` SSDP search, multicast from every IPv4 interface); then, at the same time, ask
+//! SSDP search, see [`crate::search`], multicast from every IPv4 interface and unicast to the
+//! default route's router, taking that router only); then, at the same time, ask
 //! its external address and map the socket's port to the host's address facing the gateway
 //! (`AddPortMapping` with the socket's own port first; when that port is taken,
 //! `AddAnyPortMapping` on IGD:2, random ports on IGD:1); and hold the mapping with an
@@ -71,8 +72,8 @@ pub struct UpnpConfig {
     /// `AddPortMapping` after the socket's own port turns out to be taken (default 4). IGD:2
     /// gateways choose the port themselves (`AddAnyPortMapping`, one request).
     pub random_port_attempts: u32,
-    /// How long a multicast SSDP search lasts (default 1.5 s), including `igd-next` reading
-    /// the descriptions of the devices that answer. Never longer than the caller's deadline.
+    /// How long a multicast SSDP search lasts (default 1.5 s), including reading the
+    /// descriptions of the devices that answer. Never longer than the caller's deadline.
     /// Searches for gateways given by URL last until the caller's deadline instead.
     pub search_window: Duration,
     /// After a search that nothing answered, mappings fail at once for this long without
@@ -710,10 +711,21 @@ impl Shared {
             Some(from) => from.clone(),
             None => ipv4_interfaces(),
         };
-        let targets: Vec<Target> = from
+        let mut targets: Vec<Target> = from
             .iter()
             .map(|ip| Target::from_interface(*ip, self.config.ssdp_addr))
             .collect();
+        // Only the router of the default route is taken as the gateway, when there is one (and
+        // the interfaces were not chosen by the configuration); it is also searched for by
+        // unicast, in case it does not answer multicast.
+        if self.config.search_from.is_none()
+            && let Some(router) = natt_core::route::default_router()
+        {
+            for target in &mut targets {
+                target.only = Some(router);
+            }
+            targets.push(Target::unicast(router, self.config.ssdp_addr.port()));
+        }
         let window_end = call::in_from_now(self.config.search_window);
         let result = search::search(&targets, window_end, deadline);
         if let Err(e @ (UpnpError::NoGateway(_) | UpnpError::TimedOut { .. })) = &result {

@@ -556,7 +556,7 @@ fn ssdp_finds_the_gateway_that_answers() {
     println!("found by SSDP and mapped in {took:?}");
     assert!(took < Duration::from_millis(500), "{took:?}");
     assert_eq!(mapping.endpoints[0].addr.port(), local.port());
-    assert!(ssdp.searches() >= 3, "igd-next sends one M-SEARCH per search target");
+    assert!(ssdp.searches() >= 3, "one M-SEARCH per search target");
 }
 
 #[test]
@@ -800,7 +800,7 @@ fn concurrent_mappings_all_get_the_gateway_one_search_found() {
         .collect();
     let held: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
     assert_eq!(igd.entries().len(), 4);
-    assert_eq!(igd.server.gets(), 2, "the description and the SCPD are fetched once");
+    assert_eq!(igd.server.gets(), 1, "the description is read once");
     drop(held);
 }
 
@@ -956,4 +956,29 @@ fn dropping_leaves_a_slow_deletion_to_the_background_and_releasing_waits_for_it(
     assert!(igd.entries().is_empty(), "left behind: {:?}", igd.entries());
     let ((), took) = timed(|| drop(lease));
     assert!(took < Duration::from_millis(50), "drop after release took {took:?}");
+}
+
+#[test]
+fn a_description_with_a_dtd_from_a_search_is_refused_at_once() {
+    // A device answering the search with an entity bomb (about 500 bytes; read with xml-rs's
+    // default settings, as igd-next's search reads descriptions, it grows to gigabytes).
+    let mut dtd = String::from("<!ENTITY % e0 \"aaaaaaaaaa\">");
+    for i in 1..10 {
+        dtd += &format!("<!ENTITY % e{i} \"{}\">", format!("%e{};", i - 1).repeat(10));
+    }
+    dtd += "<!ENTITY x \"%e9;\">";
+    let bomb = format!("<?xml version=\"1.0\"?><!DOCTYPE root [{dtd}]><root><URLBase>&x;</URLBase></root>");
+    let server = fixed(response("200 OK", &bomb));
+    let igd = FakeIgd::start(IgdOptions::default());
+    // The bomb answers first; the real gateway is found after it.
+    let ssdp = FakeSsdp::start(vec![server.url("/rootDesc.xml"), igd.url()]);
+    let mut c = config();
+    c.ssdp_addr = ssdp.addr;
+    let t = UpnpTechnique::with_config(c);
+    let (_s, local) = socket();
+    let (r, took) = map(&t, local, 2 * SECOND);
+    println!("found past the bomb in {took:?}");
+    assert_eq!(r.unwrap().endpoints[0].addr.port(), local.port());
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(server.gets(), 1);
 }

@@ -380,11 +380,10 @@ fn section(variants: &[Variant], runs: usize) -> Section {
          behind this filtering NAT); from p1 the answer gets in and the wait is about 1 ms. With \
          every technique together, the UPnP/PCP mapping opens the port, so the STUN check's answer \
          may get in early; otherwise the STUN window is what the whole mapping waits for. UPnP \
-         with SSDP discovery waits for miniupnpd's answer to the M-SEARCH (miniupnpd may delay it \
-         by up to the search's MX: igd-next asks with 3 s, miniupnpd answers within about 50 ms), \
-         then igd-next reads the device and service descriptions; with the gateway's URL given (as \
-         `upnpc -u` is) there is no search: natt reads the device description and maps (asking \
-         the external address at the same time), without the service description."
+         with SSDP discovery waits for the router's answer to natt's M-SEARCH (a device may delay \
+         it by up to the search's MX, 1 s), then reads the device description; with the gateway's \
+         URL given (as `upnpc -u` is) there is no search: natt reads the device description and \
+         maps (asking the external address at the same time), without the service description."
             .to_string(),
     );
     s
