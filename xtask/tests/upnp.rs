@@ -2,8 +2,8 @@
 //! internet in and are deleted after, short leases are renewed while held and expire when
 //! the holder dies, a port taken by another host gets another, and a router without UPnP or
 //! a gateway that never answers costs no more than the deadline while the other techniques
-//! still map, and a gateway given by URL maps without any SSDP (and is searched for at its
-//! host when nothing answers at the URL).
+//! still map, a gateway given by URL maps without any SSDP (and is searched for at its host
+//! when nothing answers at the URL), and a LAN device posing as a gateway is not taken.
 //!
 //! natt runs with `--no-pcp` here: miniupnpd also speaks PCP and NAT-PMP, and natt's PCP
 //! technique would map the same port on it, into the same rule.
@@ -524,6 +524,51 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
         natt_mappings(&lab),
         Vec::<String>::new(),
         "natt map released its mappings"
+    );
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+}
+
+#[test]
+fn a_device_that_is_not_the_router_is_not_taken_for_the_gateway() {
+    let Some(lab) = lab(
+        "a_device_that_is_not_the_router_is_not_taken_for_the_gateway",
+        "uimp",
+        "r1=prc,upnp,hosts=2 p1",
+    ) else {
+        return;
+    };
+    let natt = natt_bin();
+    let mut serve = natt_serve(&lab, &natt);
+    let wan = ip(&lab, "R1_WAN");
+    let h1b = lab.get("H1B_IP").unwrap();
+    // h1b answers every search at once (before miniupnpd, which waits up to 50 ms), with a
+    // valid IGD description and SOAP answers: taken for the gateway, it would be used.
+    let mut impostor = Running::new(
+        lab.spawn_probe("h1b", &["igd-impostor", "--ip", &h1b, "--ms", "3000"])
+            .unwrap(),
+    );
+    impostor.wait_line("READY", Duration::from_secs(3));
+    let args = ["--udp", "--simple", "203.0.113.20:5483", "--timeout", "2"];
+    let (lines, _) = natt_map_text(&lab, "h1", &args, &[]);
+    assert_upnp_on(&lines, wan);
+    let report = impostor.finish();
+    println!("impostor: {report:?}");
+    let answered: usize = report
+        .iter()
+        .find_map(|l| l.strip_prefix("ANSWERED "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(answered >= 1, "the impostor did not hear the search: {report:?}");
+    assert!(
+        report.iter().any(|l| l == "HTTP 0"),
+        "natt read the impostor's description: {report:?}"
+    );
+    assert_eq!(
+        natt_mappings(&lab),
+        Vec::<String>::new(),
+        "natt map released its mapping"
     );
     let _ = serve.child.kill();
     let _ = serve.child.wait();
