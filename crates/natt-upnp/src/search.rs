@@ -21,6 +21,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Instant;
 
@@ -31,13 +32,10 @@ use crate::error::{UpnpError, shorten};
 use crate::gateway::Gateway;
 use crate::load;
 
-/// The search targets, as `igd-next` (and miniupnpc) send them: an IGD:2 device answers the
-/// IGD:1 search too.
-const SEARCH_TARGETS: [&str; 3] = [
-    "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
-    "urn:schemas-upnp-org:service:WANIPConnection:1",
-    "urn:schemas-upnp-org:service:WANPPPConnection:1",
-];
+/// What is searched for: Internet Gateway Devices (an IGD:2 device answers the IGD:1 search
+/// too). One search target, not one per service as `igd-next` sends: every answer is read the
+/// same way, and each M-SEARCH costs the gateway a delayed answer.
+const SEARCH_TARGET: &str = "urn:schemas-upnp-org:device:InternetGatewayDevice:1";
 
 /// Distinct answerers' descriptions read at most per search (a flood of answers does not make
 /// the search read without end).
@@ -105,18 +103,16 @@ impl Target {
         }
     }
 
-    /// Sends the M-SEARCHes, then reads answers until `end` (the window, or the caller's
-    /// deadline if sooner), reading the description of each new answerer taken, one at a time;
-    /// the first gateway that loads.
-    fn run(&self, end: Instant) -> Result<Gateway, UpnpError> {
+    /// Sends the M-SEARCH, then reads answers until `end` (the window, or the caller's
+    /// deadline if sooner), reading the description of each new answerer taken, one at a time
+    /// (`seen`, shared by the targets of one search, keeps two targets from reading the same
+    /// one); the first gateway that loads.
+    fn run(&self, end: Instant, seen: &Mutex<HashSet<String>>) -> Result<Gateway, UpnpError> {
         let what = self.describe();
         let socket = UdpSocket::bind(self.bind).map_err(|e| UpnpError::io(format!("{what}: binding"), e))?;
-        for target in SEARCH_TARGETS {
-            socket
-                .send_to(request(self.to, target).as_bytes(), self.to)
-                .map_err(|e| UpnpError::io(format!("{what}: sending"), e))?;
-        }
-        let mut seen = HashSet::new();
+        socket
+            .send_to(request(self.to, SEARCH_TARGET).as_bytes(), self.to)
+            .map_err(|e| UpnpError::io(format!("{what}: sending"), e))?;
         let mut last = None;
         let mut buf = [0u8; 2048];
         while Instant::now() < end {
@@ -133,8 +129,11 @@ impl Target {
                 log::info!("upnp: {what}: ignoring {from}, which is not the router ({url})");
                 continue;
             }
-            if seen.len() >= MAX_LOCATIONS || !seen.insert(url.as_str().to_owned()) {
-                continue;
+            {
+                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if seen.len() >= MAX_LOCATIONS || !seen.insert(url.as_str().to_owned()) {
+                    continue;
+                }
             }
             match load::load(url.as_str(), end) {
                 Ok(gateway) => return Ok(gateway),
@@ -166,12 +165,13 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
     let (tx, rx) = mpsc::channel();
     let mut running = 0usize;
     let mut errors = Vec::new();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
     for target in targets {
-        let target = target.clone();
+        let (target, seen) = (target.clone(), Arc::clone(&seen));
         let tx = tx.clone();
         let spawned = thread::Builder::new().name("natt-upnp-search".into()).spawn(move || {
             // The receiver is gone when another search won or the caller gave up.
-            let _ = tx.send(target.run(end));
+            let _ = tx.send(target.run(end, &seen));
         });
         match spawned {
             Ok(_) => running += 1,
@@ -265,7 +265,7 @@ mod tests {
             assert_eq!(location(bytes.as_bytes(), router), None, "{why}");
         }
         assert_eq!(location(&[0xFF, 0xFE, 0, 1], router), None);
-        assert!(request("239.255.255.250:1900".parse().unwrap(), SEARCH_TARGETS[0]).contains("MX: 1\r\n"));
+        assert!(request("239.255.255.250:1900".parse().unwrap(), SEARCH_TARGET).contains("MX: 1\r\n"));
     }
 
     #[test]

