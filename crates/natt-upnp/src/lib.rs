@@ -11,7 +11,8 @@
 //!
 //! - **Discovery**: an SSDP search, multicast from every IPv4 interface at once and unicast to
 //!   the router of the default route (one thread each, the first gateway found wins), whose
-//!   answers are taken from that router only (when there is a default route); each answerer's
+//!   answers are taken from that router only ([`UpnpConfig::router_only`]; when there is a
+//!   default route, read on Linux only); each answerer's
 //!   description is read as a given gateway's is (below); lasting [`UpnpConfig::search_window`]
 //!   at most. A gateway given with
 //!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (a root

@@ -18,12 +18,12 @@
 //! 1900 directly). The first gateway found wins; the others end by themselves at the end of
 //! the window.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use natt_core::deadline;
 
@@ -37,9 +37,29 @@ use crate::load;
 /// same way, and each M-SEARCH costs the gateway a delayed answer.
 const SEARCH_TARGET: &str = "urn:schemas-upnp-org:device:InternetGatewayDevice:1";
 
-/// Distinct answerers' descriptions read at most per search (a flood of answers does not make
-/// the search read without end).
+/// Descriptions read at most per search, and per answering address (a flood of answers does
+/// not make the search read without end, nor one device use up the reads).
 const MAX_LOCATIONS: usize = 16;
+const MAX_LOCATIONS_PER_ADDRESS: usize = 2;
+
+/// The descriptions a search has read (or is reading), shared by its targets.
+#[derive(Default)]
+struct Seen {
+    urls: HashSet<String>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl Seen {
+    /// True (and noted) when `url`, from `from`, is new and within the limits.
+    fn take(&mut self, url: &str, from: IpAddr) -> bool {
+        let count = self.per_address.entry(from).or_insert(0);
+        if self.urls.len() >= MAX_LOCATIONS || *count >= MAX_LOCATIONS_PER_ADDRESS || self.urls.contains(url) {
+            return false;
+        }
+        *count += 1;
+        self.urls.insert(url.to_owned())
+    }
+}
 
 /// An M-SEARCH for `target` sent to `to`. MX 1: a device waits up to a second before
 /// answering a multicast search.
@@ -51,7 +71,7 @@ pub(crate) fn request(to: SocketAddr, target: &str) -> String {
 /// `LOCATION` header, an `http://` URL on `from`'s own address. Anything else is `None`.
 pub(crate) fn location(answer: &[u8], from: IpAddr) -> Option<url::Url> {
     let text = std::str::from_utf8(answer).ok()?;
-    let mut lines = text.split("\r\n");
+    let mut lines = text.lines();
     let status = lines.next()?;
     if !(status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200")) {
         return None;
@@ -107,7 +127,7 @@ impl Target {
     /// deadline if sooner), reading the description of each new answerer taken, one at a time
     /// (`seen`, shared by the targets of one search, keeps two targets from reading the same
     /// one); the first gateway that loads.
-    fn run(&self, end: Instant, seen: &Mutex<HashSet<String>>) -> Result<Gateway, UpnpError> {
+    fn run(&self, end: Instant, seen: &Mutex<Seen>) -> Result<Gateway, UpnpError> {
         let what = self.describe();
         let socket = UdpSocket::bind(self.bind).map_err(|e| UpnpError::io(format!("{what}: binding"), e))?;
         socket
@@ -119,19 +139,25 @@ impl Target {
             let (n, from) = match deadline::recv_from_until(&socket, &mut buf, end) {
                 Ok(Some(got)) => got,
                 Ok(None) => continue,
-                Err(e) => return Err(UpnpError::io(format!("{what}: receiving"), e)),
+                // Interrupted calls, ICMP errors of earlier sends, oversized datagrams: this
+                // wait ends, not the search.
+                Err(e) => {
+                    log::debug!("upnp: {what}: receiving: {e}");
+                    thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
             };
             let Some(url) = buf.get(..n).and_then(|answer| location(answer, from.ip())) else {
                 log::debug!("upnp: {what}: ignoring {n} bytes from {from}: not an answer with a usable LOCATION");
                 continue;
             };
             if self.only.is_some_and(|only| IpAddr::V4(only) != from.ip()) {
-                log::info!("upnp: {what}: ignoring {from}, which is not the router ({url})");
+                log::debug!("upnp: {what}: ignoring {from}, which is not the router ({url})");
                 continue;
             }
             {
                 let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-                if seen.len() >= MAX_LOCATIONS || !seen.insert(url.as_str().to_owned()) {
+                if !seen.take(url.as_str(), from.ip()) {
                     continue;
                 }
             }
@@ -165,7 +191,7 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
     let (tx, rx) = mpsc::channel();
     let mut running = 0usize;
     let mut errors = Vec::new();
-    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let seen = Arc::new(Mutex::new(Seen::default()));
     for target in targets {
         let (target, seen) = (target.clone(), Arc::clone(&seen));
         let tx = tx.clone();
@@ -225,7 +251,6 @@ fn summarize(mut errors: Vec<UpnpError>) -> UpnpError {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn unicast_searches_take_their_gateways_answers_only() {
@@ -265,6 +290,18 @@ mod tests {
             assert_eq!(location(bytes.as_bytes(), router), None, "{why}");
         }
         assert_eq!(location(&[0xFF, 0xFE, 0, 1], router), None);
+        let bare = "HTTP/1.1 200 OK\nLOCATION: http://192.168.1.1:5000/rootDesc.xml\n\n";
+        assert!(location(bare.as_bytes(), router).is_some(), "bare line feeds");
+        let mut seen = Seen::default();
+        let other = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 9));
+        assert!(seen.take("http://192.168.1.9:1/", other));
+        assert!(!seen.take("http://192.168.1.9:1/", other), "read twice");
+        assert!(seen.take("http://192.168.1.9:2/", other));
+        assert!(
+            !seen.take("http://192.168.1.9:3/", other),
+            "one device used up the reads"
+        );
+        assert!(seen.take("http://192.168.1.1:5000/rootDesc.xml", router));
         assert!(request("239.255.255.250:1900".parse().unwrap(), SEARCH_TARGET).contains("MX: 1\r\n"));
     }
 

@@ -92,6 +92,13 @@ pub struct UpnpConfig {
     /// The interface addresses searched from (default `None`: every non-loopback IPv4
     /// interface).
     pub search_from: Option<Vec<Ipv4Addr>>,
+    /// Take a gateway found by searching only when it is the router of this host's default
+    /// route (default `true`; the filter needs a default route, read on Linux only). A device
+    /// taken for the gateway gets natt's SOAP requests, whose answers `igd-next` parses with no
+    /// limit on XML entity expansion, so any device on the LAN answering first could exhaust
+    /// memory. Set it to `false` where the gateway answers from another address than the
+    /// default route's (VRRP/CARP virtual addresses) or is not the default router.
+    pub router_only: bool,
 }
 
 impl Default for UpnpConfig {
@@ -105,6 +112,7 @@ impl Default for UpnpConfig {
             call_timeout: Duration::from_secs(3),
             ssdp_addr: SSDP_MULTICAST,
             search_from: None,
+            router_only: true,
         }
     }
 }
@@ -719,6 +727,7 @@ impl Shared {
         // the interfaces were not chosen by the configuration); it is also searched for by
         // unicast, in case it does not answer multicast.
         if self.config.search_from.is_none()
+            && self.config.router_only
             && let Some(router) = natt_core::route::default_router()
         {
             for target in &mut targets {
