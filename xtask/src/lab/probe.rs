@@ -454,6 +454,77 @@ fn stun(a: &Args) -> Result<i32> {
     Ok(code)
 }
 
+/// `igd-impostor --ip IP --ms N`: a device on the LAN that is not the router but poses as a
+/// UPnP gateway. It answers every M-SEARCH (multicast or unicast, on port 1900) at once with
+/// its own description URL, serves a valid IGD:1 description and answers every SOAP request
+/// with success (external address 198.51.100.66). Prints `READY`, then after `--ms`
+/// milliseconds `ANSWERED n` (searches answered) and `HTTP n` (HTTP requests received).
+fn igd_impostor(a: &Args) -> Result<i32> {
+    use std::io::Read as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ip: Ipv4Addr = a.need("ip")?;
+    let end = Instant::now() + Duration::from_millis(a.need("ms")?);
+    let http = TcpListener::bind((ip, 0))?;
+    let http_port = http.local_addr()?.port();
+    http.set_nonblocking(true)?;
+    let ssdp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 1900))?;
+    ssdp.join_multicast_v4(&Ipv4Addr::new(239, 255, 255, 250), &ip)?;
+    ssdp.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let served = Arc::clone(&requests);
+    let server = thread::spawn(move || {
+        let description = "<?xml version=\"1.0\"?><root xmlns=\"urn:schemas-upnp-org:device-1-0\"><device><serviceList><service>\
+             <serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>\
+             <controlURL>/ctl</controlURL><SCPDURL>/scpd.xml</SCPDURL></service></serviceList></device></root>";
+        let soap = "<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+             <u:GetExternalIPAddressResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:1\">\
+             <NewExternalIPAddress>198.51.100.66</NewExternalIPAddress></u:GetExternalIPAddressResponse>\
+             <u:AddPortMappingResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:1\"/></s:Body></s:Envelope>";
+        while Instant::now() < end {
+            let Ok((mut stream, _)) = http.accept() else {
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            served.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let body = if buf.get(..n).is_some_and(|r| r.starts_with(b"GET")) {
+                description
+            } else {
+                soap
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    out("READY");
+    let mut answered = 0;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        let Ok((n, from)) = ssdp.recv_from(&mut buf) else {
+            continue;
+        };
+        if buf.get(..n).is_some_and(|m| m.starts_with(b"M-SEARCH")) {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+                 USN: uuid:impostor\r\nEXT:\r\nLOCATION: http://{ip}:{http_port}/rootDesc.xml\r\n\r\n"
+            );
+            ssdp.send_to(answer.as_bytes(), from)?;
+            answered += 1;
+        }
+    }
+    let _ = server.join();
+    out(&format!("ANSWERED {answered}"));
+    out(&format!("HTTP {}", requests.load(Ordering::SeqCst)));
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,77 +575,4 @@ mod tests {
         assert_eq!(seen, Some(client.local_addr().unwrap().to_string()));
         t.join().unwrap();
     }
-}
-
-/// `igd-impostor --ip IP --ms N`: a device on the LAN that is not the router but poses as a
-/// UPnP gateway. It answers every M-SEARCH (multicast or unicast, on port 1900) at once with
-/// its own description URL, serves a valid IGD:1 description and answers every SOAP request
-/// with success (external address 198.51.100.66). Prints `READY`, then after `--ms`
-/// milliseconds `ANSWERED n` (searches answered) and `HTTP n` (HTTP requests received).
-fn igd_impostor(a: &Args) -> Result<i32> {
-    use std::io::Read as _;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let ip: Ipv4Addr = a.need("ip")?;
-    let end = Instant::now() + Duration::from_millis(a.need("ms")?);
-    let http = TcpListener::bind((ip, 0))?;
-    let http_port = http.local_addr()?.port();
-    http.set_nonblocking(true)?;
-    let ssdp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 1900))?;
-    ssdp.join_multicast_v4(&Ipv4Addr::new(239, 255, 255, 250), &ip)?;
-    ssdp.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let requests = Arc::new(AtomicUsize::new(0));
-    let served = Arc::clone(&requests);
-    let server = thread::spawn(move || {
-        let description = format!(
-            "<?xml version=\"1.0\"?><root xmlns=\"urn:schemas-upnp-org:device-1-0\"><device><serviceList><service>\
-             <serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>\
-             <controlURL>/ctl</controlURL><SCPDURL>/scpd.xml</SCPDURL></service></serviceList></device></root>"
-        );
-        let soap = "<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
-             <u:GetExternalIPAddressResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:1\">\
-             <NewExternalIPAddress>198.51.100.66</NewExternalIPAddress></u:GetExternalIPAddressResponse>\
-             <u:AddPortMappingResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:1\"/></s:Body></s:Envelope>";
-        while Instant::now() < end {
-            let Ok((mut stream, _)) = http.accept() else {
-                thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            served.fetch_add(1, Ordering::SeqCst);
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let body = if buf.get(..n).is_some_and(|r| r.starts_with(b"GET")) {
-                description.as_str()
-            } else {
-                soap
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    out("READY");
-    let mut answered = 0;
-    let mut buf = [0u8; 2048];
-    while Instant::now() < end {
-        let Ok((n, from)) = ssdp.recv_from(&mut buf) else {
-            continue;
-        };
-        if buf.get(..n).is_some_and(|m| m.starts_with(b"M-SEARCH")) {
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
-                 USN: uuid:impostor\r\nEXT:\r\nLOCATION: http://{ip}:{http_port}/rootDesc.xml\r\n\r\n"
-            );
-            ssdp.send_to(answer.as_bytes(), from)?;
-            answered += 1;
-        }
-    }
-    let _ = server.join();
-    out(&format!("ANSWERED {answered}"));
-    out(&format!("HTTP {}", requests.load(Ordering::SeqCst)));
-    Ok(0)
 }
