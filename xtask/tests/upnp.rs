@@ -197,6 +197,14 @@ fn natt_map_text(lab: &Lab, node: &str, args: &[&str], env: &[(&str, &str)]) -> 
     (text.lines().map(str::to_owned).collect(), took)
 }
 
+/// Nothing of natt's is left on the router (`what` says why there should not be); then stops
+/// the `natt serve` the test started.
+fn assert_released_and_stop(lab: &Lab, mut serve: Running, what: &str) {
+    assert_eq!(natt_mappings(lab), Vec::<String>::new(), "{what}");
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+}
+
 /// `natt map`'s text output has a UPnP endpoint on the router's external address `wan`.
 fn assert_upnp_on(lines: &[String], wan: std::net::Ipv4Addr) {
     assert_eq!(
@@ -424,7 +432,7 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
         return;
     };
     let natt = natt_bin();
-    let mut serve = natt_serve(&lab, &natt);
+    let serve = natt_serve(&lab, &natt);
     let wan = ip(&lab, "R1_WAN");
     let igd = lab.get("R1_IGD_URL").unwrap();
     let args = ["--udp", "--simple", "203.0.113.20:5483", "--timeout", "2"];
@@ -457,13 +465,7 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
     // And the gateway given by URL (its description read from the URL) maps.
     let (lines, _) = natt_map_text(&lab, "h1", &["--udp"], &[("NATT_UPNP_IGD", igd.as_str())]);
     assert_upnp_on(&lines, wan);
-    assert_eq!(
-        natt_mappings(&lab),
-        Vec::<String>::new(),
-        "natt map released its mapping"
-    );
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    assert_released_and_stop(&lab, serve, "natt map released its mapping");
 }
 
 #[test]
@@ -476,7 +478,7 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
         return;
     };
     let natt = natt_bin();
-    let mut serve = natt_serve(&lab, &natt);
+    let serve = natt_serve(&lab, &natt);
     let wan = ip(&lab, "R1_WAN");
     let igd = lab.get("R1_IGD_URL").unwrap();
     // Nothing listens on miniupnpd's HTTP port + 1: a URL taken before it restarted elsewhere.
@@ -520,13 +522,7 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
     let (lines, took) = natt_map_text(&lab, "h1", &args3, &[("NATT_UPNP_IGD", moved.as_str())]);
     assert_upnp_on(&lines, wan);
     assert!(took < Duration::from_millis(2500), "natt map took {took:?}");
-    assert_eq!(
-        natt_mappings(&lab),
-        Vec::<String>::new(),
-        "natt map released its mappings"
-    );
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    assert_released_and_stop(&lab, serve, "natt map released its mappings");
 }
 
 #[test]
@@ -539,7 +535,7 @@ fn a_device_that_is_not_the_router_is_not_taken_for_the_gateway() {
         return;
     };
     let natt = natt_bin();
-    let mut serve = natt_serve(&lab, &natt);
+    let serve = natt_serve(&lab, &natt);
     let wan = ip(&lab, "R1_WAN");
     let h1b = lab.get("H1B_IP").unwrap();
     // h1b answers every search at once (before miniupnpd, which waits up to 50 ms), with a
@@ -565,11 +561,5 @@ fn a_device_that_is_not_the_router_is_not_taken_for_the_gateway() {
         report.iter().any(|l| l == "HTTP 0"),
         "natt read the impostor's description: {report:?}"
     );
-    assert_eq!(
-        natt_mappings(&lab),
-        Vec::<String>::new(),
-        "natt map released its mapping"
-    );
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    assert_released_and_stop(&lab, serve, "natt map released its mapping");
 }
