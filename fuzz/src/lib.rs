@@ -67,6 +67,11 @@ pub const TARGETS: &[Target] = &[
         run: upnp::target,
         seeds: upnp::seeds,
     },
+    Target {
+        name: "ssdp_answer",
+        run: upnp::ssdp_target,
+        seeds: upnp::ssdp_seeds,
+    },
     #[cfg(feature = "pcp")]
     Target {
         name: "pcp_wire",

@@ -87,3 +87,48 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         ),
     ]
 }
+
+/// `ssdp_answer`: the first four bytes are the IPv4 address the datagram came from, the rest
+/// an answer to an M-SEARCH (`natt_upnp::ssdp::location`). A URL only comes out of a `200`
+/// answer, is `http://` and on the sender's own address.
+pub fn ssdp_target(data: &[u8]) {
+    let Some((ip, answer)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let from = std::net::IpAddr::from(*ip);
+    let Some(url) = natt_upnp::ssdp::location(answer, from) else {
+        return;
+    };
+    assert_eq!(url.scheme(), "http");
+    assert_eq!(url.host_str(), Some(from.to_string().as_str()), "{url}");
+    let text = std::str::from_utf8(answer).expect("a URL came from text");
+    assert!(text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"));
+}
+
+/// Seeds for `ssdp_answer`.
+pub fn ssdp_seeds() -> Vec<(String, Vec<u8>)> {
+    let with = |ip: [u8; 4], answer: &str| {
+        let mut v = ip.to_vec();
+        v.extend_from_slice(answer.as_bytes());
+        v
+    };
+    let miniupnpd = "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+                     USN: uuid:d1f6d28b-8c2b-4d8e-9e86-0e24bb0f6a4e::urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+                     EXT:\r\nSERVER: Debian/13 UPnP/1.1 MiniUPnPd/2.3.7\r\nLOCATION: http://192.168.1.1:5000/rootDesc.xml\r\n\
+                     OPT: \"http://schemas.upnp.org/upnp/1/0/\"; ns=01\r\n01-NLS: 1\r\nBOOTID.UPNP.ORG: 1\r\nCONFIGID.UPNP.ORG: 1337\r\n\r\n";
+    vec![
+        ("miniupnpd".into(), with([192, 168, 1, 1], miniupnpd)),
+        ("other-host".into(), with([192, 168, 1, 9], miniupnpd)),
+        (
+            "bare-lf-lowercase".into(),
+            with([10, 0, 0, 1], "HTTP/1.0 200 OK\nlocation:http://10.0.0.1/igd.xml\n\n"),
+        ),
+        (
+            "notify".into(),
+            with(
+                [192, 168, 1, 1],
+                "NOTIFY * HTTP/1.1\r\nLOCATION: http://192.168.1.1:5000/x\r\n\r\n",
+            ),
+        ),
+    ]
+}

@@ -81,6 +81,12 @@ pub const TARGETS: &[Target] = &[
         about: "UPnP root device descriptions: natt_upnp::description parse and resolve",
     },
     Target {
+        name: "ssdp_answer",
+        max_len: 2048,
+        by_default: true,
+        about: "SSDP answers: natt_upnp::ssdp::location",
+    },
+    Target {
         name: "pcp_wire",
         max_len: 1104,
         by_default: true,

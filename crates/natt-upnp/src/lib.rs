@@ -90,6 +90,7 @@ mod lease;
 mod load;
 mod proxy;
 mod search;
+pub mod ssdp;
 mod technique;
 
 #[cfg(test)]
