@@ -44,6 +44,18 @@ where
     if Instant::now() >= deadline {
         return Err(UpnpError::timed_out(what));
     }
+    started(what, deadline, work, late)
+}
+
+/// [`bounded`], but `work` starts even when `deadline` has passed (then the caller does not
+/// wait for it: its result goes to `late`). For work that must happen whatever the caller's
+/// time, such as deleting a mapping that cannot be used.
+pub(crate) fn started<T, W, L>(what: &str, deadline: Instant, work: W, late: L) -> Result<T, UpnpError>
+where
+    T: Send + 'static,
+    W: FnOnce() -> T + Send + 'static,
+    L: FnOnce(T) + Send + 'static,
+{
     let (tx, rx) = mpsc::channel();
     let slot = Arc::new(Mutex::new(Some(tx)));
     let worker_slot = Arc::clone(&slot);

@@ -244,6 +244,28 @@ impl UpnpError {
         }
     }
 
+    /// One error for several attempts that all failed (searches, gateway URLs): the only
+    /// one, else [`UpnpError::NoGateway`] listing them all (`none` when there were none).
+    pub(crate) fn summarize(mut errors: Vec<UpnpError>, none: &str) -> Self {
+        if errors.len() == 1
+            && let Some(e) = errors.pop()
+        {
+            return e;
+        }
+        let all: Vec<String> = errors
+            .iter()
+            .map(|e| match e {
+                UpnpError::NoGateway(why) => why.clone(),
+                e => e.to_string(),
+            })
+            .collect();
+        UpnpError::NoGateway(if all.is_empty() {
+            none.to_owned()
+        } else {
+            all.join("; ")
+        })
+    }
+
     pub(crate) fn malformed(what: impl Into<String>, detail: impl Into<String>) -> Self {
         UpnpError::Malformed {
             what: what.into(),

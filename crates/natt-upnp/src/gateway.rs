@@ -258,23 +258,12 @@ impl Gateway {
     {
         let igd = Arc::clone(&self.igd);
         let what = format!("DeletePortMapping {protocol} {external_port} at {}", self.control);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("natt-upnp-undo".into())
-            .spawn(move || {
-                let r = igd.remove_port(proto(protocol), external_port);
-                drop(keep);
-                // The caller is gone when it gave up.
-                let _ = tx.send(r);
-            })
-            .map_err(|e| UpnpError::Io {
-                what: format!("starting a thread for {what}"),
-                source: e,
-            })?;
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(r) => r.map_err(|e| UpnpError::remove_port(&self.control, e)),
-            Err(_) => Err(UpnpError::timed_out(what)),
-        }
+        let work = move || {
+            let r = igd.remove_port(proto(protocol), external_port);
+            drop(keep);
+            r
+        };
+        call::started(&what, deadline, work, drop)?.map_err(|e| UpnpError::remove_port(&self.control, e))
     }
 
     /// `DeletePortMapping`.

@@ -138,20 +138,6 @@ pub(crate) fn load_first(urls: &[String], deadline: Instant) -> Result<Gateway, 
     }
 }
 
-/// One error for [`load_first`]'s: the only one, or all of them in words.
-pub(crate) fn one_error(mut errors: Vec<UpnpError>) -> UpnpError {
-    if errors.len() == 1
-        && let Some(e) = errors.pop()
-    {
-        return e;
-    }
-    if errors.is_empty() {
-        return UpnpError::NoGateway("no gateway URL given".into());
-    }
-    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    UpnpError::NoGateway(all.join("; "))
-}
-
 /// True when `e` says that nothing answers at a gateway URL (refused, unreachable, no
 /// connection within [`CONNECT_TIMEOUT`], not found): the gateway may have moved, and a
 /// search may find it.

@@ -199,28 +199,7 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    Err(summarize(errors))
-}
-
-/// One error for all the searches that failed: the "nothing answered" kind when any says so.
-fn summarize(mut errors: Vec<UpnpError>) -> UpnpError {
-    if errors.len() == 1
-        && let Some(e) = errors.pop()
-    {
-        return e;
-    }
-    let all: Vec<String> = errors
-        .iter()
-        .map(|e| match e {
-            UpnpError::NoGateway(why) => why.clone(),
-            e => e.to_string(),
-        })
-        .collect();
-    UpnpError::NoGateway(if all.is_empty() {
-        "no search ran".to_owned()
-    } else {
-        all.join("; ")
-    })
+    Err(UpnpError::summarize(errors, "no search ran"))
 }
 
 #[cfg(test)]

@@ -703,7 +703,7 @@ impl Shared {
             Err(errors) => errors,
         };
         let moved = errors.iter().any(load::nobody_there);
-        let e = load::one_error(errors);
+        let e = UpnpError::summarize(errors, "no gateway URL given");
         if !moved || deadline::remaining(deadline).is_none() {
             return Err(e);
         }
