@@ -13,6 +13,9 @@
 //! before it gave up; it is still taken, a few milliseconds late at most) or goes to `late`.
 //!
 //! A call whose deadline has already passed is not started at all: it is timed out at once.
+//!
+//! [`first_ok`] runs one such piece of work per item at once and takes the first success (the
+//! SSDP search's targets, the gateway URLs given).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -91,6 +94,55 @@ where
             what: what.to_owned(),
             source: std::io::Error::other("the worker thread ended without an answer"),
         }),
+    }
+}
+
+/// Runs `work` on each of `items` at once, one thread (named `name`) each, and returns the
+/// first success. When every item failed: their errors. When `deadline` passes first: the
+/// errors so far, then [`UpnpError::TimedOut`] naming `what`, last. The threads still running
+/// then end by themselves (their work has its own bounds).
+pub(crate) fn first_ok<I, T, W>(
+    items: Vec<I>,
+    name: &str,
+    what: &str,
+    deadline: Instant,
+    work: W,
+) -> Result<T, Vec<UpnpError>>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+    W: Fn(I) -> Result<T, UpnpError> + Send + Sync + 'static,
+{
+    let work = Arc::new(work);
+    let (tx, rx) = mpsc::channel();
+    let mut errors = Vec::new();
+    for item in items {
+        let (tx, work) = (tx.clone(), Arc::clone(&work));
+        let spawned = thread::Builder::new().name(name.into()).spawn(move || {
+            // The receiver is gone when another item won or the caller gave up.
+            let _ = tx.send(work(item));
+        });
+        if let Err(e) = spawned {
+            errors.push(UpnpError::Io {
+                what: format!("starting a thread for {what}"),
+                source: e,
+            });
+        }
+    }
+    drop(tx);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(found)) => return Ok(found),
+            Ok(Err(e)) => {
+                log::debug!("upnp: {e}");
+                errors.push(e);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                errors.push(UpnpError::timed_out(what));
+                return Err(errors);
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(errors),
+        }
     }
 }
 

@@ -10,8 +10,6 @@
 //! and `igd-next` would then read the service's description (SCPD) as well.
 
 use std::io::{ErrorKind, Read};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use url::Url;
@@ -109,33 +107,13 @@ pub(crate) fn load_first(urls: &[String], deadline: Instant) -> Result<Gateway, 
     if let [url] = urls {
         return load(url, deadline).map_err(|e| vec![e]);
     }
-    let (tx, rx) = mpsc::channel();
-    let mut errors = Vec::new();
-    for url in urls {
-        let (tx, url) = (tx.clone(), url.clone());
-        let spawned = thread::Builder::new().name("natt-upnp-load".into()).spawn(move || {
-            // The receiver is gone when another URL won or the caller gave up.
-            let _ = tx.send(load(&url, deadline));
-        });
-        if let Err(e) = spawned {
-            errors.push(UpnpError::Io {
-                what: "starting a thread to read a gateway description".into(),
-                source: e,
-            });
-        }
-    }
-    drop(tx);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(gateway)) => return Ok(gateway),
-            Ok(Err(e)) => errors.push(e),
-            Err(RecvTimeoutError::Timeout) => {
-                errors.push(UpnpError::timed_out("reading the descriptions of the gateways given"));
-                return Err(errors);
-            }
-            Err(RecvTimeoutError::Disconnected) => return Err(errors),
-        }
-    }
+    call::first_ok(
+        urls.to_vec(),
+        "natt-upnp-load",
+        "reading the descriptions of the gateways given",
+        deadline,
+        move |url: String| load(&url, deadline),
+    )
 }
 
 /// True when `e` says that nothing answers at a gateway URL (refused, unreachable, no

@@ -20,13 +20,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::deadline;
 
+use crate::call;
 use crate::error::{UpnpError, shorten};
 use crate::gateway::Gateway;
 use crate::load;
@@ -164,42 +164,22 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
         return Err(UpnpError::NotApplicable("no IPv4 interface to search from".into()));
     }
     let end = end.min(deadline);
-    let (tx, rx) = mpsc::channel();
-    let mut running = 0usize;
-    let mut errors = Vec::new();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    for target in targets {
-        let (target, seen) = (target.clone(), Arc::clone(&seen));
-        let tx = tx.clone();
-        let spawned = thread::Builder::new().name("natt-upnp-search".into()).spawn(move || {
-            // The receiver is gone when another search won or the caller gave up.
-            let _ = tx.send(target.run(end, &seen));
-        });
-        match spawned {
-            Ok(_) => running += 1,
-            Err(e) => errors.push(UpnpError::Io {
-                what: "starting a search thread".into(),
-                source: e,
-            }),
+    let seen = Mutex::new(Seen::default());
+    let found = call::first_ok(
+        targets.to_vec(),
+        "natt-upnp-search",
+        "searching for a UPnP gateway (SSDP)",
+        deadline,
+        move |target: Target| target.run(end, &seen),
+    );
+    found.map_err(|mut errors| match errors.pop() {
+        // The caller's deadline passed first.
+        Some(e @ UpnpError::TimedOut { .. }) => e,
+        last => {
+            errors.extend(last);
+            UpnpError::summarize(errors, "no search ran")
         }
-    }
-    drop(tx);
-    while running > 0 {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(remaining) {
-            Ok(Ok(gateway)) => return Ok(gateway),
-            Ok(Err(e)) => {
-                log::debug!("upnp: {e}");
-                running -= 1;
-                errors.push(e);
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                return Err(UpnpError::timed_out("searching for a UPnP gateway (SSDP)"));
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    Err(UpnpError::summarize(errors, "no search ran"))
+    })
 }
 
 #[cfg(test)]
