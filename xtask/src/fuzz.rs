@@ -66,7 +66,7 @@ pub const TARGETS: &[Target] = &[
         name: "punch_messages",
         max_len: 1024,
         by_default: true,
-        about: "udp_wire::open, tcp_wire::open, UdpPuncher fed datagrams from anywhere",
+        about: "wire::open (UDP and TCP punch messages), UdpPuncher fed datagrams from anywhere",
     },
     Target {
         name: "token",

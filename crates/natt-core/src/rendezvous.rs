@@ -8,12 +8,16 @@
 //! peer holding the matching information can complete it, and packets of earlier sessions
 //! (other secrets) are rejected.
 //!
-//! The token is `natt1.` followed by base64url (no padding) of, in order: the secret (16
+//! The token is `natt2.` followed by base64url (no padding) of, in order: the secret (16
 //! bytes), the number of endpoints (1 byte, at most [`MAX_TOKEN_ENDPOINTS`]), each endpoint as
 //! a flags byte (bit 0: IPv6, bit 1: `nat_restricted`), the address (4 or 16 bytes), the port
 //! (2 bytes, big-endian), the technique name's length (1 byte, at most
 //! [`MAX_TECHNIQUE_NAME`]) and the name (ASCII); and last a 4-byte check (the first bytes of
 //! FNV-1a 64 of everything before it) that catches copy-paste damage.
+//!
+//! The prefix's number is the version of the punch protocol that the token's maker speaks.
+//! `natt1.` tokens come from natt before punch protocol 2, whose authentication could be
+//! relayed; they are refused with [`TokenError::OldVersion`], which says to update the peer.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -33,7 +37,9 @@ pub const MAX_TECHNIQUE_NAME: usize = 32;
 /// The longest token accepted (characters).
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// The token's prefix: format name and version.
-pub const TOKEN_PREFIX: &str = "natt1.";
+pub const TOKEN_PREFIX: &str = "natt2.";
+/// Prefixes of earlier token versions, refused with [`TokenError::OldVersion`].
+const OLD_PREFIXES: [(&str, u8); 1] = [("natt1.", 1)];
 
 /// The secret of one side of a rendezvous: 128 random bits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +65,9 @@ pub struct PubRendezvousInfo {
 pub struct PrivRendezvousInfo {
     /// Our secret (the same as in our public info).
     pub secret: Secret,
+    /// Our endpoints (the same as in our public info). The punch accepts a path only where the
+    /// peer sees us at one of their addresses.
+    pub endpoints: Vec<MappedSocketAddr>,
 }
 
 /// Creates a `(PrivRendezvousInfo, PubRendezvousInfo)` pair for a new session from a list of
@@ -74,7 +83,13 @@ pub struct PrivRendezvousInfo {
 /// ```
 pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousInfo, PubRendezvousInfo) {
     let secret = Secret(rand::random());
-    (PrivRendezvousInfo { secret }, PubRendezvousInfo { endpoints, secret })
+    (
+        PrivRendezvousInfo {
+            secret,
+            endpoints: endpoints.clone(),
+        },
+        PubRendezvousInfo { endpoints, secret },
+    )
 }
 
 /// Why a token could not be read.
@@ -84,6 +99,13 @@ pub enum TokenError {
     /// It does not start with [`TOKEN_PREFIX`].
     #[error("not a natt token (expected it to start with \"{TOKEN_PREFIX}\")")]
     NotAToken,
+    /// A token of an earlier version (the number), made by an older natt whose punch this one
+    /// no longer speaks.
+    #[error(
+        "this token was made by an older natt (token version {0}, whose punch could be relayed by an attacker); \
+         update natt on the other side and make a new token"
+    )]
+    OldVersion(u8),
     /// Longer than [`MAX_TOKEN_LEN`].
     #[error("token too long ({0} characters)")]
     TooLong(usize),
@@ -145,6 +167,9 @@ impl PubRendezvousInfo {
         let token = token.trim();
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong(token.len()));
+        }
+        if let Some((_, version)) = OLD_PREFIXES.iter().find(|(p, _)| token.starts_with(p)) {
+            return Err(TokenError::OldVersion(*version));
         }
         let body = token.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::NotAToken)?;
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Encoding)?;
@@ -262,9 +287,9 @@ mod tests {
     fn damaged_tokens_are_clear_errors() {
         let t = sample().to_token();
         assert_eq!(PubRendezvousInfo::from_token(""), Err(TokenError::NotAToken));
-        assert_eq!(PubRendezvousInfo::from_token("natt2.AAAA"), Err(TokenError::NotAToken));
-        assert_eq!(PubRendezvousInfo::from_token("natt1.!!!"), Err(TokenError::Encoding));
-        assert_eq!(PubRendezvousInfo::from_token("natt1."), Err(TokenError::Check));
+        assert_eq!(PubRendezvousInfo::from_token("natt3.AAAA"), Err(TokenError::NotAToken));
+        assert_eq!(PubRendezvousInfo::from_token("natt2.!!!"), Err(TokenError::Encoding));
+        assert_eq!(PubRendezvousInfo::from_token("natt2."), Err(TokenError::Check));
         for cut in 1..6 {
             let e = PubRendezvousInfo::from_token(&t[..t.len() - cut]).unwrap_err();
             assert!(matches!(e, TokenError::Check | TokenError::Encoding), "{e:?}");
@@ -276,11 +301,20 @@ mod tests {
             PubRendezvousInfo::from_token(std::str::from_utf8(&changed).unwrap()),
             Err(TokenError::Check)
         );
-        let long = format!("natt1.{}", "A".repeat(MAX_TOKEN_LEN));
+        let long = format!("natt2.{}", "A".repeat(MAX_TOKEN_LEN));
         assert!(matches!(
             PubRendezvousInfo::from_token(&long),
             Err(TokenError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn tokens_of_the_previous_version_are_refused_with_a_clear_message() {
+        // A genuine version 1 token (natt before punch protocol 2) of the same body format.
+        let old = sample().to_token().replacen(TOKEN_PREFIX, "natt1.", 1);
+        let e = PubRendezvousInfo::from_token(&old).unwrap_err();
+        assert_eq!(e, TokenError::OldVersion(1));
+        assert!(e.to_string().contains("update natt on the other side"), "{e}");
     }
 
     #[test]
@@ -318,7 +352,7 @@ mod tests {
         }
         for seed in 0u32..2000 {
             let s: String = (0..(seed % 80))
-                .map(|i| char::from(b"natt1.ABCxyz-_09"[((seed * 31 + i * 7) % 16) as usize]))
+                .map(|i| char::from(b"natt2.ABCxyz-_09"[((seed * 31 + i * 7) % 16) as usize]))
                 .collect();
             let _ = PubRendezvousInfo::from_token(&s);
         }

@@ -9,9 +9,12 @@ pub enum PunchError {
     /// The peer's rendezvous information is our own (the same secret).
     #[error("the peer's rendezvous info is our own: exchange tokens, do not reuse yours")]
     OwnToken,
-    /// The peer gave no endpoint of a family our socket can reach.
-    #[error("the peer has no endpoint this socket can reach")]
+    /// The peer's rendezvous info lists no endpoint at all.
+    #[error("the peer's token lists no endpoint")]
     NoEndpoint,
+    /// None of the peer's endpoints can be reached or be the peer (each with the reason).
+    #[error("none of the peer's endpoints can be used: {0}")]
+    UnusableEndpoints(String),
     /// No authenticated path to the peer was found before the deadline.
     #[error("no path to the peer before the deadline ({0})")]
     TimedOut(String),

@@ -9,18 +9,20 @@
 //!   ([`tcp`]).
 //!
 //! Every punch message is authenticated with keys derived from both peers' 128-bit secrets
-//! ([`keys`]), so only the peer holding the matching rendezvous information can complete a
-//! punch; packets of anyone else, of earlier sessions, or reflected, are ignored.
+//! ([`keys`]), and bound to the path it was sent on ([`wire`], [`path`]), so only the peer
+//! holding the matching rendezvous information can complete a punch; packets of anyone else,
+//! of earlier sessions, reflected, replayed from elsewhere or relayed, are ignored.
 
+pub mod choose;
 pub mod error;
 pub mod keys;
+pub mod path;
 pub mod tcp;
-pub mod tcp_wire;
 pub mod udp;
-pub mod udp_wire;
+pub mod wire;
 
 pub use error::PunchError;
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, gen_rendezvous_info};
 pub use tcp::tcp_punch_hole;
 pub use udp::PunchedUdpSocket;
-pub use udp_wire::is_punch_packet;
+pub use wire::is_punch_packet;

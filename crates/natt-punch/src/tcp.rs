@@ -1,89 +1,66 @@
 //! TCP hole punching: [`tcp_punch_hole`] connects from the mapped, reusable socket's port to
-//! every peer endpoint at once, again and again until a connection is up (the peers' SYNs cross
+//! every usable peer endpoint at once, again until a connection is up (the peers' SYNs cross
 //! in their NATs: a simultaneous open), while also accepting on that port. Every stream that
-//! comes up runs the authenticated handshake of [`crate::tcp_wire`], one frame each way: role 1
-//! sends a hello on every stream, role 0 sends choose on the first stream up, so both sides end
-//! up with the same single stream half a round trip after it connects, and close the others.
+//! comes up from an address of the peer runs the authenticated handshake of
+//! [`crate::choose`] (one frame each way, bound to the stream), so both sides end up with the
+//! same single stream half a round trip after it connects, and close the others.
+//!
+//! This module is the thin driver: threads for the listener and for each connection attempt
+//! and stream, feeding [`StreamChooser`] through one channel. Its limits:
+//! - connections from addresses whose IP the peer's token does not list are closed at once;
+//!   at most [`MAX_HANDSHAKES_PER_IP`] accepted streams per source IP, and
+//!   [`MAX_ACCEPTED_HANDSHAKES`] in all, are in their handshake at a time, each for at most
+//!   [`HANDSHAKE_TIMEOUT`];
+//! - a connection attempt that fails is retried after a pause that doubles from
+//!   [`FIRST_RETRY`] up to [`MAX_RETRY`], and a stream that fails is followed by a new attempt;
+//!   at most [`MAX_CONNECT_ATTEMPTS`] attempts are made to each endpoint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rand::Rng;
 use socket2::Socket;
 
 use natt_core::deadline;
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::reuse::reusable_tcp_socket;
 
+use crate::choose::{Action, StreamChooser};
+pub use crate::choose::{HANDSHAKE_TIMEOUT, LOCAL_HEAD_START, SWITCH_AFTER};
 use crate::error::PunchError;
 use crate::keys::SessionKeys;
-use crate::tcp_wire::{self, FRAME_LEN, Frame, NONCE_LEN};
-use crate::udp::order_targets;
-
-/// How long, from the start, role 0 chooses only a stream with one of the peer's local
-/// addresses (when the peer has any).
-pub const LOCAL_HEAD_START: Duration = Duration::from_millis(20);
-
-/// Which streams role 0 may choose when: local ones only, until `until`.
-struct Preference {
-    locals: Vec<SocketAddr>,
-    until: Instant,
-}
-
-impl Preference {
-    fn allows(&self, peer: SocketAddr) -> bool {
-        self.locals.is_empty() || self.locals.contains(&peer) || Instant::now() >= self.until
-    }
-
-    /// How long to wait for events at most, so that the end of the head start is noticed.
-    fn wait(&self, left: Duration) -> Duration {
-        match self.until.checked_duration_since(Instant::now()) {
-            Some(d) if !self.locals.is_empty() && !d.is_zero() => left.min(d),
-            _ => left,
-        }
-    }
-}
-
-/// The peer's local-interface endpoints.
-fn local_targets(endpoints: &[natt_core::MappedSocketAddr]) -> Vec<SocketAddr> {
-    endpoints
-        .iter()
-        .filter(|e| e.technique == natt_core::local::LOCAL)
-        .map(|e| e.addr)
-        .collect()
-}
+use crate::path::Paths;
+use crate::wire::{self, Kind, MESSAGE_LEN, Message, NONCE_LEN};
 
 /// How often connection attempts and the listener are checked.
 const POLL: Duration = Duration::from_millis(2);
 /// Threads waiting on a stream check this often whether the punch is over.
 const SLICE: Duration = Duration::from_millis(100);
-
-/// How long role 0 waits for the peer's hello on the stream it chose before it chooses another
-/// stream that has shown one. The peer sends its hello as soon as a stream is up, so this only
-/// matters when the chosen stream leads somewhere else: a stale address that accepted, or a
-/// port scanner that connected to our mapped port and stays silent. It is long enough for TCP
-/// to retransmit a lost hello twice (its first retransmission timeout is 1 s when it has no
-/// round-trip sample, as after a simultaneous open): switching while the peer's hello is merely
-/// late would leave the peer on the first stream (it takes the first choose it reads) and us on
-/// the other.
-const SWITCH_AFTER: Duration = Duration::from_secs(3);
-
 /// At most this many accepted connections are in their handshake at once; more are closed.
-const MAX_ACCEPTED_HANDSHAKES: usize = 32;
+pub const MAX_ACCEPTED_HANDSHAKES: usize = 32;
+/// At most this many accepted connections from one IP address are in their handshake at once.
+pub const MAX_HANDSHAKES_PER_IP: usize = 8;
+/// The first pause before a failed connection attempt is retried.
+pub const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest pause between connection attempts to one endpoint.
+pub const MAX_RETRY: Duration = Duration::from_secs(2);
+/// The most connection attempts to one endpoint in one punch.
+pub const MAX_CONNECT_ATTEMPTS: u32 = 12;
 
-/// What role 0's stream threads tell the chooser.
+/// What the stream threads tell the chooser.
 enum Event {
-    /// A stream is up (a clone of it, to write choose on).
+    /// A stream is up (a clone of it, to write choose on, and to hand over).
     Up(u64, TcpStream, SocketAddr),
-    /// A valid hello arrived on stream `id`.
-    Hello(u64),
+    /// The peer's authenticated frame, bound to this stream, arrived on stream `id`.
+    Frame(u64, Kind),
     /// Stream `id` failed, or something other than our peer is at its other end.
-    Failed(u64),
+    Failed(u64, String),
 }
 
 /// Performs a TCP rendezvous connect. `socket` should come from a `MappedTcpSocket` (bound,
@@ -100,7 +77,7 @@ enum Event {
 /// let MappedTcpSocket { socket, endpoints, port_mappings } = MappedTcpSocket::new(&mc)?;
 /// let (our_priv, our_pub) = gen_rendezvous_info(endpoints);
 /// println!("send this to the peer: {our_pub}");
-/// let their_pub: PubRendezvousInfo = "natt1....".parse()?;
+/// let their_pub: PubRendezvousInfo = "natt2....".parse()?;
 /// let mut stream = tcp_punch_hole(socket, our_priv, their_pub, Instant::now() + Duration::from_secs(10))?;
 /// stream.write_all(b"hello")?;
 /// # drop(port_mappings);
@@ -118,22 +95,22 @@ pub fn tcp_punch_hole(
         .local_addr()?
         .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
-    let targets = order_targets(local, &their_pub_rendezvous_info.endpoints);
-    if targets.is_empty() {
-        return Err(PunchError::NoEndpoint);
-    }
+    let paths = Arc::new(Paths::new(
+        local,
+        &our_priv_rendezvous_info.endpoints,
+        &their_pub_rendezvous_info.endpoints,
+    )?);
     socket.listen(16)?;
     let listener: TcpListener = socket.into();
     listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (events_tx, events_rx) = mpsc::channel::<Event>();
-    let (chosen_tx, chosen_rx) = mpsc::channel::<(TcpStream, SocketAddr)>();
     let ctx = Ctx {
         keys: Arc::clone(&keys),
+        paths: Arc::clone(&paths),
         stop: Arc::clone(&stop),
         deadline,
         events: events_tx,
-        chosen: chosen_tx,
         next_id: Arc::new(AtomicU64::new(0)),
     };
     let started = (|| {
@@ -141,7 +118,7 @@ pub fn tcp_punch_hole(
             let ctx = ctx.clone();
             move || accept(&listener, &ctx)
         })?;
-        for target in targets {
+        for &target in paths.targets() {
             let ctx = ctx.clone();
             spawn("natt-punch-connect", move || connect(local, target, &ctx))?;
         }
@@ -153,20 +130,8 @@ pub fn tcp_punch_hole(
         return Err(e.into());
     }
     drop(ctx);
-    let result = if keys.role == 0 {
-        // Local addresses come first: for a head start, only a stream with one of them may be
-        // chosen, so that peers on one network connect directly rather than through their
-        // router. Over the internet no stream is up that soon, so this costs nothing there.
-        let locals = Preference {
-            locals: local_targets(&their_pub_rendezvous_info.endpoints),
-            until: Instant::now() + LOCAL_HEAD_START,
-        };
-        choose(&keys, &events_rx, &locals, deadline)
-    } else {
-        chosen_rx
-            .recv_timeout(deadline::wait_until(deadline))
-            .map_err(|_| PunchError::TimedOut("the peer chose no stream".into()))
-    };
+    let chooser = StreamChooser::new(keys.role, paths.peer_locals(), Instant::now());
+    let result = run_chooser(chooser, &keys, &events_rx, deadline);
     stop.store(true, Ordering::SeqCst);
     let (stream, peer) = result?;
     stream.set_read_timeout(None)?;
@@ -175,14 +140,80 @@ pub fn tcp_punch_hole(
     Ok(stream)
 }
 
+/// Feeds the chooser with the threads' events and carries out its actions until it is done.
+fn run_chooser(
+    mut chooser: StreamChooser,
+    keys: &SessionKeys,
+    events: &Receiver<Event>,
+    deadline: Instant,
+) -> Result<(TcpStream, SocketAddr), PunchError> {
+    let mut up: HashMap<u64, TcpStream> = HashMap::new();
+    while let Some(left) = deadline::remaining(deadline) {
+        let now = Instant::now();
+        while let Some(action) = chooser.poll(now) {
+            match action {
+                Action::SendChoose(id) => {
+                    let (Some(stream), Some(remote)) = (up.get_mut(&id), chooser.remote(id)) else {
+                        chooser.failed(id, "gone".into());
+                        continue;
+                    };
+                    let frame = wire::encode(
+                        keys,
+                        &Message {
+                            kind: Kind::Choose,
+                            flags: 0,
+                            nonce: rand::rng().random::<[u8; NONCE_LEN]>(),
+                            observed: remote,
+                        },
+                    );
+                    match stream.write_all(&frame) {
+                        Ok(()) => log::debug!("{remote}: choose sent"),
+                        Err(e) => chooser.failed(id, e.to_string()),
+                    }
+                }
+                Action::Done(id) => {
+                    if let (Some(stream), Some(remote)) = (up.remove(&id), chooser.remote(id)) {
+                        return Ok((stream, remote));
+                    }
+                    chooser.failed(id, "gone".into());
+                }
+            }
+        }
+        let wait = chooser
+            .poll_timeout()
+            .map_or(left, |t| t.saturating_duration_since(now).min(left))
+            .min(SLICE);
+        match events.recv_timeout(wait) {
+            Ok(Event::Up(id, stream, remote)) => {
+                up.insert(id, stream);
+                chooser.stream_up(id, remote, Instant::now());
+            }
+            Ok(Event::Frame(id, kind)) => chooser.frame(id, kind),
+            Ok(Event::Failed(id, why)) => {
+                up.remove(&id);
+                chooser.failed(id, why);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Err(PunchError::TimedOut(if chooser.heard_peer() {
+        "the peer's handshake arrived, but the two sides agreed on no stream".into()
+    } else if let Some(why) = chooser.last_failure() {
+        format!("no stream with the peer's handshake (last: {why})")
+    } else {
+        "no connection with the peer's addresses came up".into()
+    }))
+}
+
 /// What every punch thread shares.
 #[derive(Clone)]
 struct Ctx {
     keys: Arc<SessionKeys>,
+    paths: Arc<Paths>,
     stop: Arc<AtomicBool>,
     deadline: Instant,
     events: Sender<Event>,
-    chosen: Sender<(TcpStream, SocketAddr)>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -196,104 +227,61 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
     thread::Builder::new().name(name.into()).spawn(f).map(drop)
 }
 
-/// Role 0: sends choose on the first stream that comes up, and takes it when the peer's hello
-/// arrives on it. If that stream fails, or stays silent for [`SWITCH_AFTER`] while another has
-/// shown a hello, chooses another.
-fn choose(
-    keys: &SessionKeys,
-    events: &Receiver<Event>,
-    prefer: &Preference,
-    deadline: Instant,
-) -> Result<(TcpStream, SocketAddr), PunchError> {
-    let mut up: HashMap<u64, (TcpStream, SocketAddr)> = HashMap::new();
-    let mut hello: HashSet<u64> = HashSet::new();
-    let mut chosen: Option<(u64, Instant)> = None;
-    let mut last = String::from("no stream came up");
-    let send_choose = |stream: &mut TcpStream| stream.write_all(&tcp_wire::ours(keys, &rand::random()));
-    while let Some(left) = deadline::remaining(deadline) {
-        match events.recv_timeout(prefer.wait(left.min(SLICE))) {
-            Ok(Event::Up(id, stream, peer)) => {
-                up.insert(id, (stream, peer));
-            }
-            Ok(Event::Hello(id)) => {
-                hello.insert(id);
-            }
-            Ok(Event::Failed(id)) => {
-                if let Some((_, peer)) = up.remove(&id) {
-                    last = format!("{peer}: failed, or not our peer");
-                }
-                hello.remove(&id);
-                if chosen.is_some_and(|(c, _)| c == id) {
-                    chosen = None;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        let silent = chosen.is_some_and(|(_, at)| at.elapsed() >= SWITCH_AFTER);
-        if chosen.is_none() || silent {
-            // Prefer a stream that has shown a hello (done at once), else the first one up.
-            let allowed = |id: &u64| up.get(id).is_some_and(|(_, peer)| prefer.allows(*peer));
-            let next = hello.iter().copied().filter(allowed).min().or_else(|| {
-                if silent {
-                    None
-                } else {
-                    up.keys().copied().filter(allowed).min()
-                }
-            });
-            if let Some(id) = next
-                && let Some((stream, peer)) = up.get_mut(&id)
-            {
-                match send_choose(stream) {
-                    Ok(()) => {
-                        log::trace!("{peer}: choose sent");
-                        chosen = Some((id, Instant::now()));
-                    }
-                    Err(e) => {
-                        last = format!("{peer}: {e}");
-                        up.remove(&id);
-                    }
-                }
-            }
-        }
-        // Done: the chosen stream has shown the peer's hello (before or after the choose).
-        if let Some((c, _)) = chosen
-            && hello.contains(&c)
-            && let Some(done) = up.remove(&c)
-        {
-            return Ok(done);
+/// Handshakes under way per source IP, for the accept path's caps.
+type Busy = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// Takes a handshake slot for `ip`, if the caps allow one.
+fn take_slot(busy: &Busy, ip: IpAddr) -> bool {
+    let Ok(mut b) = busy.lock() else { return false };
+    let total: usize = b.values().sum();
+    let mine = b.entry(ip).or_insert(0);
+    if total >= MAX_ACCEPTED_HANDSHAKES || *mine >= MAX_HANDSHAKES_PER_IP {
+        return false;
+    }
+    *mine += 1;
+    true
+}
+
+fn release_slot(busy: &Busy, ip: IpAddr) {
+    if let Ok(mut b) = busy.lock()
+        && let Some(n) = b.get_mut(&ip)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            b.remove(&ip);
         }
     }
-    Err(PunchError::TimedOut(last))
 }
 
 /// Accepts connections on the punch port until the punch is over.
 fn accept(listener: &TcpListener, ctx: &Ctx) {
-    let busy = Arc::new(AtomicUsize::new(0));
+    let busy: Busy = Arc::default();
     while !ctx.over() {
         match listener.accept() {
             Ok((stream, from)) => {
-                log::debug!("accepted {from}");
-                if busy.load(Ordering::SeqCst) >= MAX_ACCEPTED_HANDSHAKES {
+                if !ctx.paths.is_peer(from) {
+                    log::debug!("{from}: connection from an address the peer's token does not list; closed");
+                    continue;
+                }
+                if !take_slot(&busy, from.ip()) {
                     log::debug!("{from}: too many handshakes under way; closed");
                     continue;
                 }
-                // Some systems pass the listener's O_NONBLOCK on to accepted sockets.
-                if let Err(e) = stream.set_nonblocking(false) {
-                    log::debug!("{from}: {e}");
-                    continue;
-                }
+                log::debug!("accepted {from}");
                 let ctx = ctx.clone();
-                busy.fetch_add(1, Ordering::SeqCst);
-                let spawned = spawn("natt-punch-hello", {
+                let spawned = spawn("natt-punch-stream", {
                     let busy = Arc::clone(&busy);
                     move || {
-                        handshake(stream, from, &ctx);
-                        busy.fetch_sub(1, Ordering::SeqCst);
+                        // Some systems pass the listener's O_NONBLOCK on to accepted sockets.
+                        match stream.set_nonblocking(false) {
+                            Ok(()) => drop(handshake(stream, from, &ctx)),
+                            Err(e) => log::debug!("{from}: {e}"),
+                        }
+                        release_slot(&busy, from.ip());
                     }
                 });
                 if let Err(e) = spawned {
-                    busy.fetch_sub(1, Ordering::SeqCst);
+                    release_slot(&busy, from.ip());
                     log::warn!("cannot handle {from}: {e}");
                 }
             }
@@ -306,37 +294,40 @@ fn accept(listener: &TcpListener, ctx: &Ctx) {
     }
 }
 
-/// Connects from `local` to `target` until a connection is up or the punch is over.
+/// Connects from `local` to `target` until a stream is up and handed over, or the punch is
+/// over, or [`MAX_CONNECT_ATTEMPTS`] attempts were made.
 ///
 /// One connection attempt lives as long as it can: the kernel retransmits its SYN, and it
 /// keeps its sequence number, so when the peer's SYN crosses it in the NATs the simultaneous
 /// open completes. Closing and re-opening attempts instead races with the peer's SYNs and the
-/// listener, and can leave the four-tuple taken. Only a refusal (the peer's host answered
-/// before its own SYN was out) starts a new attempt, after a short random pause.
+/// listener, and can leave the four-tuple taken. Only a failure (a refusal: the peer's host
+/// answered before its own SYN was out; or a stream that ended without the handshake) starts a
+/// new attempt, after a pause that doubles each time.
 fn connect(local: SocketAddr, target: SocketAddr, ctx: &Ctx) {
-    while !ctx.over() {
+    let mut pause = FIRST_RETRY;
+    for n in 1..=MAX_CONNECT_ATTEMPTS {
+        if ctx.over() {
+            return;
+        }
         match attempt(local, target, ctx) {
             Ok(Some(stream)) => {
                 log::debug!("connected {local} -> {target}");
-                handshake(stream, target, ctx);
-                return;
+                if handshake(stream, target, ctx) {
+                    return;
+                }
             }
             Ok(None) => return,
-            Err(e) => {
-                log::trace!("connect {local} -> {target}: {e}");
-                let pause = match e.kind() {
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => {
-                        Duration::from_micros(1000 + rand::random::<u64>() % 5000)
-                    }
-                    // The four-tuple is taken: the listener has this connection, or an old one
-                    // is closing.
-                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse => Duration::from_millis(50),
-                    _ => Duration::from_millis(200),
-                };
-                thread::sleep(pause);
-            }
+            Err(e) => log::debug!("connect {local} -> {target} (attempt {n}): {e}"),
         }
+        // Up to a quarter more, so that two sides' retries do not stay in step.
+        let jitter = pause.mul_f64(rand::rng().random_range(0.0..0.25));
+        let until = Instant::now() + pause + jitter;
+        while !ctx.over() && Instant::now() < until {
+            thread::sleep(SLICE.min(until.saturating_duration_since(Instant::now())));
+        }
+        pause = (pause * 2).min(MAX_RETRY);
     }
+    log::debug!("{target}: {MAX_CONNECT_ATTEMPTS} connection attempts made; giving up on it");
 }
 
 /// `EINPROGRESS`: a non-blocking connect under way (`io::ErrorKind::InProgress` is not stable).
@@ -370,61 +361,63 @@ fn attempt(local: SocketAddr, target: SocketAddr, ctx: &Ctx) -> io::Result<Optio
     }
 }
 
-/// Runs the handshake on a new stream. Role 1 sends its hello and hands the stream over if a
-/// valid choose arrives; role 0 reports the stream to the chooser and whether the peer's hello
-/// arrives on it.
-fn handshake(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
-    if ctx.keys.role == 0 {
-        let id = ctx.next_id.fetch_add(1, Ordering::SeqCst);
-        let hello = (|| -> io::Result<bool> {
-            stream.set_nodelay(true)?;
-            let _ = ctx.events.send(Event::Up(id, stream.try_clone()?, peer));
-            let frame = read_frame(&mut stream, ctx.deadline, &ctx.stop)?;
-            Ok(tcp_wire::open(&ctx.keys, &frame) == Some(Frame::Hello))
-        })();
-        let event = match hello {
-            Ok(true) => {
-                log::trace!("{peer}: hello read");
-                Event::Hello(id)
-            }
-            Ok(false) => {
-                log::debug!("{peer}: not our peer");
-                Event::Failed(id)
-            }
-            Err(e) => {
-                log::debug!("{peer}: {e}");
-                Event::Failed(id)
-            }
-        };
-        let _ = ctx.events.send(event);
-        return;
-    }
-    let chosen = (|| -> io::Result<bool> {
+/// Runs the handshake on a new stream to `remote`: role 1 writes its hello; both report the
+/// stream, then read the peer's frame (for at most [`HANDSHAKE_TIMEOUT`]) and report whether it
+/// is authentic and bound to this stream. Returns whether the peer's frame arrived (the stream
+/// is the chooser's from then on); on `false` the stream is closed.
+fn handshake(mut stream: TcpStream, remote: SocketAddr, ctx: &Ctx) -> bool {
+    let id = ctx.next_id.fetch_add(1, Ordering::SeqCst);
+    let result = (|| -> io::Result<Result<Kind, String>> {
         stream.set_nodelay(true)?;
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        stream.write_all(&tcp_wire::ours(&ctx.keys, &nonce))?;
-        log::trace!("{peer}: hello sent");
-        let frame = read_frame(&mut stream, ctx.deadline, &ctx.stop)?;
-        Ok(tcp_wire::open(&ctx.keys, &frame) == Some(Frame::Choose))
-    })();
-    match chosen {
-        Ok(true) => {
-            let _ = ctx.chosen.send((stream, peer));
+        let clone = stream.try_clone()?;
+        if ctx.keys.role == 1 {
+            let hello = Message {
+                kind: Kind::Hello,
+                flags: 0,
+                nonce: rand::rng().random(),
+                observed: remote,
+            };
+            stream.write_all(&wire::encode(&ctx.keys, &hello))?;
+            log::trace!("{remote}: hello sent");
         }
-        Ok(false) => log::debug!("{peer}: no valid choose"),
-        Err(e) => log::debug!("{peer}: {e}"),
+        let _ = ctx.events.send(Event::Up(id, clone, remote));
+        let until = ctx.deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
+        let frame = read_frame(&mut stream, until, &ctx.stop)?;
+        Ok(match wire::open(&ctx.keys, &frame) {
+            None => Err("not our peer (the frame does not authenticate)".into()),
+            Some(m) if !ctx.paths.sees_us(m.observed) => Err(format!(
+                "the peer's frame was sent to {}, not to one of our addresses (relayed?)",
+                m.observed
+            )),
+            Some(m) => Ok(m.kind),
+        })
+    })();
+    let event = match result {
+        Ok(Ok(kind)) => {
+            log::debug!("{remote}: {kind:?} read");
+            Event::Frame(id, kind)
+        }
+        Ok(Err(why)) => Event::Failed(id, why),
+        Err(e) => Event::Failed(id, e.to_string()),
+    };
+    let ok = matches!(event, Event::Frame(..));
+    if let Event::Failed(_, why) = &event {
+        log::debug!("{remote}: {why}");
     }
+    let _ = ctx.events.send(event);
+    ok
 }
 
-/// Reads one frame, giving up at `deadline` or when `stop` is set.
-fn read_frame(stream: &mut TcpStream, deadline: Instant, stop: &AtomicBool) -> io::Result<[u8; FRAME_LEN]> {
-    let mut frame = [0u8; FRAME_LEN];
+/// Reads one frame, giving up at `until` or when `stop` is set.
+fn read_frame(stream: &mut TcpStream, until: Instant, stop: &AtomicBool) -> io::Result<[u8; MESSAGE_LEN]> {
+    let mut frame = [0u8; MESSAGE_LEN];
     let mut got = 0;
-    while got < FRAME_LEN {
+    while got < MESSAGE_LEN {
         if stop.load(Ordering::SeqCst) {
             return Err(io::Error::other("punch over"));
         }
-        let left = deadline::remaining(deadline).ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
+        let left = deadline::remaining(until)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no handshake frame in time"))?;
         stream.set_read_timeout(Some(left.min(SLICE)))?;
         match stream.read(frame.get_mut(got..).unwrap_or(&mut [])) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),

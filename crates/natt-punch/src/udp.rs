@@ -1,37 +1,51 @@
-//! UDP hole punching: [`UdpPuncher`], a socket-free state machine, and
-//! [`PunchedUdpSocket::punch_hole`], which drives it on a mapped socket.
+//! UDP hole punching: [`UdpPuncher`], a socket-free state machine (fed datagrams, time and a
+//! random generator), and [`PunchedUdpSocket::punch_hole`], which drives it on a mapped socket.
 //!
-//! Both peers probe every endpoint of the other at once, local addresses first (peers on one
-//! network, or behind one router, connect directly), and answer every authenticated probe at
-//! the address it came from. That address joins the targets too (a "peer-reflexive" address:
-//! behind a symmetric NAT the peer's packets come from a port no server saw).
+//! Both peers probe every usable endpoint of the other at once, local addresses first (peers
+//! on one network, or behind one router, connect directly), and answer every authenticated
+//! probe at the address it came from. That address joins the targets too (a "peer-reflexive"
+//! address: behind a symmetric NAT the peer's packets come from a port no server saw), if its
+//! IP is one the peer's token lists ([`crate::path`]).
 //!
-//! A side has a working path when one of its probes is answered. It is done when it has a
-//! working path and has heard a probe of the peer's (which it answered: the peer will have a
-//! working path too), or when the peer tells it, in a message flagged "confirmed", that the
-//! peer has one (then the peer's packets reach us, and our answers reached the peer). The
-//! first probe heard from an address is answered with a reply and a probe of our own at once,
-//! so a side that starts later is done one round trip after it starts, and with both starting
-//! together both are done after one round trip. Before returning a side sends a short burst of
-//! "confirmed, done" probes, so that a peer whose last reply was lost finishes too.
+//! A side has a **confirmed path** to an address when a reply from that address echoes the
+//! fresh nonce of a probe we sent to it, and says it saw us at one of our own addresses. It is
+//! **done** when it has a confirmed path and either it has answered a probe that came from that
+//! address (the peer will get our reply, a confirmation of its own), or a reply on that path
+//! says the peer has confirmed too. Nothing else completes a punch: a replayed or relayed
+//! message can neither choose the peer's address nor end a punch early. The first probe heard
+//! from an address is answered with a reply and a probe of our own at once, so a side that
+//! starts later is done one round trip after it starts, and with both starting together both
+//! are done after one round trip. Before returning a side sends a short burst of replies to the
+//! peer's last probes, flagged "confirmed, done", so that a peer whose last reply was lost
+//! finishes too.
+//!
+//! Politeness: at most [`MAX_PER_SECOND`] datagrams go to any one address in any second, at
+//! most [`MAX_ROUNDS`] probe rounds are made, and only addresses of the peer's token's IPs are
+//! ever sent to.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
 
 use crate::error::PunchError;
 use crate::keys::SessionKeys;
-use crate::udp_wire::{self, FLAG_CONFIRMED, FLAG_DONE, Kind, Message, NONCE_LEN};
+use crate::path::{MAX_TARGETS, Paths};
+use crate::wire::{self, FLAG_CONFIRMED, FLAG_DONE, Kind, Message, NONCE_LEN};
 
 /// The first probe round's retransmission interval.
 pub const FIRST_INTERVAL: Duration = Duration::from_millis(50);
 /// The longest interval between probe rounds.
 pub const MAX_INTERVAL: Duration = Duration::from_millis(500);
-/// The most addresses probed (the peer's endpoints plus peer-reflexive ones).
-pub const MAX_TARGETS: usize = 32;
+/// The most probe rounds one punch makes (about 45 s at the longest interval).
+pub const MAX_ROUNDS: u32 = 100;
+/// The most datagrams sent to any one address in any one second.
+pub const MAX_PER_SECOND: usize = 25;
 /// Probes remembered for matching replies.
 const MAX_OUTSTANDING: usize = 1024;
 /// Copies of the final "done" message.
@@ -51,8 +65,9 @@ impl PunchedUdpSocket {
     /// rendezvous info) to the peer, returning by `deadline`.
     ///
     /// Only the peer holding the rendezvous info matching `our_priv_rendezvous_info` and
-    /// `their_pub_rendezvous_info` can complete the punch. Punch packets that arrive after it
-    /// returns can be recognised with [`crate::is_punch_packet`] and discarded.
+    /// `their_pub_rendezvous_info` can complete the punch. A few of the peer's punch datagrams
+    /// may still arrive after it returns: recognise them with [`crate::is_punch_packet`] and
+    /// discard them.
     ///
     /// ```no_run
     /// use natt_core::{MappedUdpSocket, MappingContext};
@@ -63,7 +78,7 @@ impl PunchedUdpSocket {
     /// let MappedUdpSocket { socket, endpoints, port_mappings } = MappedUdpSocket::new(&mc)?;
     /// let (our_priv, our_pub) = gen_rendezvous_info(endpoints);
     /// println!("send this to the peer: {our_pub}");
-    /// let their_pub: PubRendezvousInfo = "natt1....".parse()?; // the peer's token
+    /// let their_pub: PubRendezvousInfo = "natt2....".parse()?; // the peer's token
     /// let deadline = Instant::now() + Duration::from_secs(10);
     /// let PunchedUdpSocket { socket, peer_addr } = PunchedUdpSocket::punch_hole(socket, our_priv, their_pub, deadline)?;
     /// socket.send_to(b"hello", peer_addr)?;
@@ -79,7 +94,12 @@ impl PunchedUdpSocket {
     ) -> Result<PunchedUdpSocket, PunchError> {
         let local = socket.local_addr()?;
         let keys = SessionKeys::new(&our_priv_rendezvous_info, &their_pub_rendezvous_info)?;
-        let mut puncher = UdpPuncher::new(keys, local, &their_pub_rendezvous_info.endpoints, Instant::now())?;
+        let paths = Paths::new(
+            local,
+            &our_priv_rendezvous_info.endpoints,
+            &their_pub_rendezvous_info.endpoints,
+        )?;
+        let mut puncher = UdpPuncher::new(keys, paths, Instant::now(), StdRng::from_os_rng());
         let results = natt_core::udp::drive(&socket, &mut [&mut puncher], deadline).map_err(|e| match e {
             natt_core::Error::Io(io) => PunchError::Io(io),
             other => PunchError::TimedOut(other.to_string()),
@@ -101,67 +121,62 @@ impl PunchedUdpSocket {
     }
 }
 
-/// The peer's endpoints that a socket bound at `local` can reach, local ones first, then
-/// unrestricted ones, then the rest, without duplicates.
-pub fn order_targets(local: SocketAddr, endpoints: &[MappedSocketAddr]) -> Vec<SocketAddr> {
-    let rank = |e: &MappedSocketAddr| match (e.technique.as_str(), e.nat_restricted) {
-        (natt_core::local::LOCAL, _) => 0,
-        (_, false) => 1,
-        (_, true) => 2,
-    };
-    let mut eps: Vec<&MappedSocketAddr> = endpoints
-        .iter()
-        .filter(|e| e.addr.is_ipv4() == local.is_ipv4())
-        .collect();
-    eps.sort_by_key(|e| rank(e));
-    let mut out: Vec<SocketAddr> = Vec::new();
-    for e in eps {
-        if !out.contains(&e.addr) && out.len() < MAX_TARGETS {
-            out.push(e.addr);
-        }
-    }
-    out
-}
-
 /// The punch over UDP, without a socket.
 #[derive(Debug)]
 pub struct UdpPuncher {
     keys: SessionKeys,
+    paths: Paths,
+    rng: StdRng,
+    /// Where probes go: the peer's endpoints, then peer-reflexive addresses.
     targets: Vec<SocketAddr>,
     outstanding: VecDeque<([u8; NONCE_LEN], SocketAddr)>,
     queue: VecDeque<Transmit>,
+    /// When each address was last sent to, within the last second (for [`MAX_PER_SECOND`]).
+    sent: HashMap<SocketAddr, VecDeque<Instant>>,
     next_round: Instant,
     interval: Duration,
+    rounds: u32,
+    now: Instant,
     confirmed: Option<SocketAddr>,
-    heard_probe: bool,
+    /// Addresses whose authenticated probes we answered, with the last such probe's nonce.
+    answered: Vec<(SocketAddr, [u8; NONCE_LEN])>,
     probed_back: Vec<SocketAddr>,
     peer: Option<SocketAddr>,
+    /// What arrived, for the error when the punch fails.
+    heard: Heard,
+}
+
+/// Counts of what arrived from the peer's addresses, for diagnostics.
+#[derive(Debug, Default, Clone, Copy)]
+struct Heard {
+    authentic: u32,
+    unauthentic: u32,
+    wrong_observed: u32,
+    strangers: u32,
 }
 
 impl UdpPuncher {
-    /// A punch from a socket bound at `local` towards the peer's `endpoints`, starting `now`.
-    pub fn new(
-        keys: SessionKeys,
-        local: SocketAddr,
-        endpoints: &[MappedSocketAddr],
-        now: Instant,
-    ) -> Result<Self, PunchError> {
-        let targets = order_targets(local, endpoints);
-        if targets.is_empty() {
-            return Err(PunchError::NoEndpoint);
-        }
-        Ok(UdpPuncher {
+    /// A punch over `paths` with the session's `keys`, starting `now`; nonces come from `rng`.
+    pub fn new(keys: SessionKeys, paths: Paths, now: Instant, rng: StdRng) -> Self {
+        let targets = paths.targets().to_vec();
+        UdpPuncher {
             keys,
+            paths,
+            rng,
             targets,
             outstanding: VecDeque::new(),
             queue: VecDeque::new(),
+            sent: HashMap::new(),
             next_round: now,
             interval: FIRST_INTERVAL,
+            rounds: 0,
+            now,
             confirmed: None,
-            heard_probe: false,
+            answered: Vec::new(),
             probed_back: Vec::new(),
             peer: None,
-        })
+            heard: Heard::default(),
+        }
     }
 
     /// The peer's address, once the punch is done.
@@ -184,47 +199,80 @@ impl UdpPuncher {
         }
     }
 
-    fn send(&mut self, to: SocketAddr, kind: Kind, nonce: [u8; NONCE_LEN]) {
-        let payload = udp_wire::encode(
+    /// Queues a message to `to`, unless `to` has had [`MAX_PER_SECOND`] already.
+    fn send(&mut self, to: SocketAddr, kind: Kind, nonce: [u8; NONCE_LEN]) -> bool {
+        let now = self.now;
+        let times = self.sent.entry(to).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+        {
+            times.pop_front();
+        }
+        if times.len() >= MAX_PER_SECOND {
+            log::trace!("{to}: {MAX_PER_SECOND} datagrams in the last second; not sending more");
+            return false;
+        }
+        times.push_back(now);
+        let payload = wire::encode(
             &self.keys,
             &Message {
                 kind,
                 flags: self.flags(),
                 nonce,
+                observed: to,
             },
         );
         self.queue.push_back(Transmit {
             destination: to,
             payload: payload.to_vec(),
         });
+        true
     }
 
     fn probe(&mut self, to: SocketAddr) {
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        if self.outstanding.len() >= MAX_OUTSTANDING {
-            self.outstanding.pop_front();
+        let nonce: [u8; NONCE_LEN] = self.rng.random();
+        if self.send(to, Kind::Probe, nonce) {
+            if self.outstanding.len() >= MAX_OUTSTANDING {
+                self.outstanding.pop_front();
+            }
+            self.outstanding.push_back((nonce, to));
         }
-        self.outstanding.push_back((nonce, to));
-        self.send(to, Kind::Probe, nonce);
     }
 
+    /// Done, with the path to `peer`: tells the peer, answering its last probes from there.
     fn finish_with(&mut self, peer: SocketAddr) {
         if self.peer.is_some() {
             return;
         }
         self.peer = Some(peer);
+        let last = self.answered.iter().find(|(a, _)| *a == peer).map(|(_, n)| *n);
         for _ in 0..DONE_COPIES {
-            self.probe(peer);
+            match last {
+                Some(nonce) => {
+                    self.send(peer, Kind::Reply, nonce);
+                }
+                None => self.probe(peer),
+            }
+        }
+    }
+
+    fn check_done(&mut self, peer_confirmed_on: Option<SocketAddr>) {
+        let Some(path) = self.confirmed else { return };
+        if peer_confirmed_on == Some(path) || self.answered.iter().any(|(a, _)| *a == path) {
+            self.finish_with(path);
         }
     }
 }
 
 impl UdpExchange for UdpPuncher {
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.peer.is_none() && now >= self.next_round {
+        self.now = self.now.max(now);
+        if self.peer.is_none() && now >= self.next_round && self.rounds < MAX_ROUNDS {
             for to in self.targets.clone() {
                 self.probe(to);
             }
+            self.rounds += 1;
             self.next_round = now + self.interval;
             self.interval = (self.interval.mul_f32(1.5)).min(MAX_INTERVAL);
         }
@@ -232,57 +280,87 @@ impl UdpExchange for UdpPuncher {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.peer.is_some() {
-            // Done: the driver only has to flush the queue.
-            Some(Instant::now())
-        } else {
+        if self.peer.is_some() || !self.queue.is_empty() {
+            // Done, or sending: the driver only has to flush the queue.
+            Some(self.now)
+        } else if self.rounds < MAX_ROUNDS {
             Some(self.next_round)
+        } else {
+            None
         }
     }
 
-    fn handle_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8]) -> bool {
-        let Some(msg) = udp_wire::open(&self.keys, data) else {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        self.now = self.now.max(now);
+        if !wire::is_punch_packet(data) {
             return false;
+        }
+        if !self.paths.is_peer(from) {
+            self.heard.strangers += 1;
+            log::trace!("{from}: punch packet from an address the peer's token does not list; ignored");
+            return true;
+        }
+        let Some(msg) = wire::open(&self.keys, data) else {
+            self.heard.unauthentic += 1;
+            log::debug!("{from}: punch packet that does not authenticate (another session, or a stale token)");
+            return true;
         };
+        if !self.paths.sees_us(msg.observed) {
+            self.heard.wrong_observed += 1;
+            log::debug!(
+                "{from}: {:?} addressed to {}, not one of our addresses; ignored (relayed?)",
+                msg.kind,
+                msg.observed
+            );
+            return true;
+        }
+        self.heard.authentic += 1;
         if self.peer.is_some() {
             return true;
         }
         match msg.kind {
             Kind::Probe => {
-                if !self.targets.contains(&from) && self.targets.len() < MAX_TARGETS {
+                if !self.targets.contains(&from) {
+                    if self.targets.len() >= MAX_TARGETS {
+                        log::debug!("{from}: probe from a new address, but {MAX_TARGETS} are probed already");
+                        return true;
+                    }
                     log::debug!("peer-reflexive address {from}");
                     self.targets.push(from);
                 }
+                log::trace!("{from}: probe; answered");
                 self.send(from, Kind::Reply, msg.nonce);
-                self.heard_probe = true;
+                match self.answered.iter_mut().find(|(a, _)| *a == from) {
+                    Some(entry) => entry.1 = msg.nonce,
+                    None => self.answered.push((from, msg.nonce)),
+                }
                 // The peer's NAT now lets our packets from `from` in: probe back at once (once
                 // per address, so two punchers cannot ping-pong).
-                if self.confirmed.is_none() && !self.probed_back.contains(&from) && self.probed_back.len() < MAX_TARGETS
-                {
+                if self.confirmed.is_none() && !self.probed_back.contains(&from) {
                     self.probed_back.push(from);
                     self.probe(from);
                 }
+                self.check_done(None);
             }
             Kind::Reply => {
-                let ours = self.outstanding.iter().any(|(n, to)| *n == msg.nonce && *to == from);
-                if !ours {
-                    log::debug!("reply from {from} to no probe of ours");
+                let Some(i) = self
+                    .outstanding
+                    .iter()
+                    .position(|(n, to)| *n == msg.nonce && *to == from)
+                else {
+                    log::debug!("{from}: reply to no probe of ours (replayed?)");
                     return true;
-                }
+                };
+                self.outstanding.remove(i);
                 if self.confirmed.is_none() {
-                    log::debug!("path to {from} confirmed");
+                    log::debug!("path to {from} confirmed (the peer sees us at {})", msg.observed);
                     self.confirmed = Some(from);
                 }
+                // A reply to our fresh probe, flagged: the peer has confirmed a path too.
+                let peer_confirmed = (msg.flags & FLAG_CONFIRMED != 0).then_some(from);
+                self.check_done(peer_confirmed);
             }
-        }
-        if msg.flags & FLAG_CONFIRMED != 0 {
-            // The peer has a working path: its packets reach us from `from`, and our answers
-            // reached it (at the address its probes came from).
-            let peer = self.confirmed.unwrap_or(from);
-            self.finish_with(peer);
-        } else if let (Some(peer), true) = (self.confirmed, self.heard_probe) {
-            // Ours is confirmed, and the peer's probe got our answer: it will be too.
-            self.finish_with(peer);
+            Kind::Hello | Kind::Choose => {}
         }
         true
     }
@@ -295,12 +373,29 @@ impl UdpExchange for UdpPuncher {
     }
 
     fn finish(&mut self) -> Result<Vec<MappedSocketAddr>, TechniqueError> {
-        Err(TechniqueError::TimedOut(match self.confirmed {
-            Some(a) => format!("path to {a} confirmed, but the peer never confirmed"),
-            None => format!(
-                "no authenticated answer from {} address(es) of the peer",
-                self.targets.len()
-            ),
+        let h = self.heard;
+        let n = self.targets.len();
+        Err(TechniqueError::TimedOut(if let Some(a) = self.confirmed {
+            format!("path to {a} confirmed, but the peer never confirmed one")
+        } else if h.authentic > 0 {
+            format!(
+                "the peer's packets arrived ({}), but none of our {n} probe(s) was answered",
+                h.authentic
+            )
+        } else if h.wrong_observed > 0 {
+            format!(
+                "{} authenticated packet(s) arrived that the peer addressed elsewhere than our addresses {:?} \
+                 (relayed, or our token lacks our public address)",
+                h.wrong_observed,
+                self.paths.own_ips()
+            )
+        } else if h.unauthentic > 0 {
+            format!(
+                "{} packet(s) from the peer's addresses failed authentication: a stale or wrong token",
+                h.unauthentic
+            )
+        } else {
+            format!("nothing arrived from the peer's {n} address(es)")
         }))
     }
 }
@@ -314,30 +409,31 @@ mod tests {
         MappedSocketAddr::new(s.parse().unwrap(), restricted, t)
     }
 
-    /// Two punchers, each seeing the other at one address, exchanging through a perfect network.
-    fn pair() -> (UdpPuncher, UdpPuncher, SocketAddr, SocketAddr) {
-        let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
-            "198.51.100.1:1000".parse().unwrap(),
-            "198.51.100.2:2000".parse().unwrap(),
-        );
-        let (a_priv, a_pub) = gen_rendezvous_info(vec![ep("198.51.100.1:1000", true, "stun")]);
-        let (b_priv, b_pub) = gen_rendezvous_info(vec![ep("198.51.100.2:2000", true, "stun")]);
+    const A: &str = "198.51.100.1:1000";
+    const B: &str = "198.51.100.2:2000";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Two punchers, each seeing the other at one address, with seeded generators.
+    fn pair() -> (UdpPuncher, UdpPuncher) {
+        let (a_priv, a_pub) = gen_rendezvous_info(vec![ep(A, true, "stun")]);
+        let (b_priv, b_pub) = gen_rendezvous_info(vec![ep(B, true, "stun")]);
         let now = Instant::now();
-        let a = UdpPuncher::new(
-            SessionKeys::new(&a_priv, &b_pub).unwrap(),
-            "0.0.0.0:1000".parse().unwrap(),
-            &b_pub.endpoints,
-            now,
+        let side = |ours: &PrivRendezvousInfo, theirs: &PubRendezvousInfo, local: &str, seed: u64| {
+            let paths = Paths::new(addr(local), &ours.endpoints, &theirs.endpoints).unwrap();
+            UdpPuncher::new(
+                SessionKeys::new(ours, theirs).unwrap(),
+                paths,
+                now,
+                StdRng::seed_from_u64(seed),
+            )
+        };
+        (
+            side(&a_priv, &b_pub, "0.0.0.0:1000", 1),
+            side(&b_priv, &a_pub, "0.0.0.0:2000", 2),
         )
-        .unwrap();
-        let b = UdpPuncher::new(
-            SessionKeys::new(&b_priv, &a_pub).unwrap(),
-            "0.0.0.0:2000".parse().unwrap(),
-            &a_pub.endpoints,
-            now,
-        )
-        .unwrap();
-        (a, b, a_addr, b_addr)
     }
 
     fn drain(p: &mut UdpPuncher, now: Instant) -> Vec<Transmit> {
@@ -346,17 +442,17 @@ mod tests {
 
     #[test]
     fn completes_in_one_round_trip() {
-        let (mut a, mut b, a_addr, b_addr) = pair();
+        let (mut a, mut b) = pair();
         let now = Instant::now();
         let mut to_b = drain(&mut a, now);
         let mut to_a = drain(&mut b, now);
         for step in 1..=2 {
             let (in_b, in_a) = (std::mem::take(&mut to_b), std::mem::take(&mut to_a));
             for t in in_b {
-                assert!(b.handle_datagram(now, a_addr, &t.payload));
+                assert!(b.handle_datagram(now, addr(A), &t.payload));
             }
             for t in in_a {
-                assert!(a.handle_datagram(now, b_addr, &t.payload));
+                assert!(a.handle_datagram(now, addr(B), &t.payload));
             }
             to_a = drain(&mut b, now);
             to_b = drain(&mut a, now);
@@ -364,84 +460,206 @@ mod tests {
                 assert!(a.peer().is_none() && b.peer().is_none(), "step {step}");
             }
         }
-        assert_eq!(a.peer(), Some(b_addr));
-        assert_eq!(b.peer(), Some(a_addr));
+        assert_eq!(a.peer(), Some(addr(B)));
+        assert_eq!(b.peer(), Some(addr(A)));
         assert!(a.poll_result(now).is_some());
     }
 
     #[test]
     fn a_late_starter_finishes_one_round_trip_after_it_starts() {
-        let (mut a, mut b, a_addr, b_addr) = pair();
+        let (mut a, mut b) = pair();
         let now = Instant::now();
         // a has been probing for a while; its probes were dropped by b's NAT.
         let _lost = drain(&mut a, now);
         // b starts: its probe reaches a, which answers and probes back at once.
         for t in drain(&mut b, now) {
-            assert!(a.handle_datagram(now, b_addr, &t.payload));
+            assert!(a.handle_datagram(now, addr(B), &t.payload));
         }
         let back = drain(&mut a, now);
         assert_eq!(back.len(), 2, "a reply and a probe");
         for t in back {
-            b.handle_datagram(now, a_addr, &t.payload);
+            b.handle_datagram(now, addr(A), &t.payload);
         }
-        assert_eq!(b.peer(), Some(a_addr), "b is done after one round trip");
+        assert_eq!(b.peer(), Some(addr(A)), "b is done after one round trip");
         // b's answer to a's probe, and b's done burst, complete a.
         for t in drain(&mut b, now) {
-            a.handle_datagram(now, b_addr, &t.payload);
+            a.handle_datagram(now, addr(B), &t.payload);
         }
-        assert_eq!(a.peer(), Some(b_addr));
+        assert_eq!(a.peer(), Some(addr(B)));
+    }
+
+    #[test]
+    fn the_done_burst_completes_a_peer_whose_replies_were_lost() {
+        let (mut a, mut b) = pair();
+        let now = Instant::now();
+        // Both probe, and each hears the other's probe.
+        let (pa, pb) = (drain(&mut a, now), drain(&mut b, now));
+        for t in pb {
+            a.handle_datagram(now, addr(B), &t.payload);
+        }
+        for t in pa {
+            b.handle_datagram(now, addr(A), &t.payload);
+        }
+        // a's answers reach b, which is then done.
+        for t in drain(&mut a, now) {
+            b.handle_datagram(now, addr(A), &t.payload);
+        }
+        assert_eq!(b.peer(), Some(addr(A)));
+        // Of all b sends, only the last copy of its done burst arrives: enough for a.
+        let out = drain(&mut b, now);
+        assert!(a.peer().is_none());
+        a.handle_datagram(now, addr(B), &out.last().unwrap().payload);
+        assert_eq!(a.peer(), Some(addr(B)));
     }
 
     #[test]
     fn strangers_and_replays_of_other_sessions_are_ignored() {
-        let (mut a, _, _, b_addr) = pair();
-        let (_, mut other, _, _) = pair();
+        let (mut a, _) = pair();
+        let (_, mut other) = pair();
         let now = Instant::now();
         for t in drain(&mut other, now) {
-            assert!(!a.handle_datagram(now, b_addr, &t.payload));
+            assert!(a.handle_datagram(now, addr(B), &t.payload));
         }
-        assert!(!a.handle_datagram(now, b_addr, b"garbage"));
+        assert!(!a.handle_datagram(now, addr(B), b"garbage"));
         assert!(a.peer().is_none());
+        assert!(matches!(a.finish(), Err(TechniqueError::TimedOut(w)) if w.contains("failed authentication")));
     }
 
     #[test]
     fn a_reply_from_another_address_proves_nothing() {
-        let (mut a, mut b, a_addr, _) = pair();
+        let (mut a, mut b) = pair();
         let now = Instant::now();
         let probe = drain(&mut a, now).remove(0);
-        b.handle_datagram(now, a_addr, &probe.payload);
+        b.handle_datagram(now, addr(A), &probe.payload);
         let reply = drain(&mut b, now)
             .into_iter()
-            .find(|t| t.destination == a_addr)
+            .find(|t| t.destination == addr(A))
             .unwrap();
-        // The reply replayed by someone else, from their address.
-        let spoofer: SocketAddr = "203.0.113.66:6666".parse().unwrap();
+        // The reply replayed by someone else, from their address (the peer's IP, another port).
+        let spoofer = addr("198.51.100.2:6666");
         assert!(a.handle_datagram(now, spoofer, &reply.payload));
         assert!(a.confirmed.is_none());
     }
 
+    /// The attack of the security review: a captured "confirmed" message, resent from another
+    /// address, made a side take that address as its peer.
     #[test]
-    fn local_endpoints_come_first() {
-        let eps = [
-            ep("203.0.113.1:5", true, "stun"),
-            ep("203.0.113.1:6", false, "upnp"),
-            ep("192.168.1.2:5", false, "local"),
-            ep("[2001:db8::1]:5", false, "local"),
-            ep("203.0.113.1:5", true, "simple"),
-        ];
-        let t = order_targets("0.0.0.0:1".parse().unwrap(), &eps);
-        let s: Vec<String> = t.iter().map(ToString::to_string).collect();
-        assert_eq!(s, ["192.168.1.2:5", "203.0.113.1:6", "203.0.113.1:5"]);
+    fn a_replayed_confirmed_message_neither_redirects_nor_ends_a_punch() {
+        let (mut a, mut b) = pair();
+        let now = Instant::now();
+        // A full punch between a and b; capture everything b sends.
+        let mut captured = Vec::new();
+        let (mut to_b, mut to_a) = (drain(&mut a, now), drain(&mut b, now));
+        for _ in 0..3 {
+            for t in std::mem::take(&mut to_b) {
+                b.handle_datagram(now, addr(A), &t.payload);
+            }
+            for t in std::mem::take(&mut to_a) {
+                captured.push(t.payload.clone());
+                a.handle_datagram(now, addr(B), &t.payload);
+            }
+            to_a = drain(&mut b, now);
+            to_b = drain(&mut a, now);
+        }
+        captured.extend(to_a.into_iter().map(|t| t.payload));
+        assert!(captured.iter().any(|p| p[6] & FLAG_CONFIRMED != 0));
+        // A fresh puncher of the same session (a restarted a) gets every captured message,
+        // replayed from another port of b's IP and from b's own address.
+        let mut a2 = UdpPuncher::new(a.keys.clone(), a.paths.clone(), now, StdRng::seed_from_u64(9));
+        for p in &captured {
+            a2.handle_datagram(now, addr("198.51.100.2:6666"), p);
+            a2.handle_datagram(now, addr(B), p);
+        }
+        assert_eq!(a2.peer(), None, "replays ended a punch");
+        assert!(a2.confirmed.is_none());
+        // Whatever a2 sends goes to the peer's IP only.
+        assert!(drain(&mut a2, now).iter().all(|t| t.destination.ip() == addr(B).ip()));
+    }
+
+    /// A party at an address the peer lists relays a's probe to b from its own address, and
+    /// b's reply back: b saw the relay, not a, so a refuses the reply.
+    #[test]
+    fn a_relayed_exchange_does_not_confirm() {
+        let (mut a, mut b) = pair();
+        let now = Instant::now();
+        let relay = addr("203.0.113.66:4444");
+        let probe = drain(&mut a, now).remove(0);
+        // b only takes packets from a's IPs: from the relay's own address, nothing happens.
+        b.handle_datagram(now, relay, &probe.payload);
+        assert!(drain(&mut b, now).iter().all(|t| t.destination != relay));
+        // Even a reply that b made for a relay sharing a's IP says where b saw it.
+        let shared = addr("198.51.100.1:5555");
+        b.handle_datagram(now, shared, &probe.payload);
+        let reply = drain(&mut b, now)
+            .into_iter()
+            .find(|t| t.destination == shared)
+            .unwrap();
+        let m = wire::open(&a.keys, &reply.payload).unwrap();
+        assert_eq!(m.observed, shared);
+        // Relayed to a from a third address of b's IP: not the probe's destination.
+        a.handle_datagram(now, addr("198.51.100.2:7777"), &reply.payload);
+        assert!(a.confirmed.is_none());
     }
 
     #[test]
-    fn retransmits_on_a_growing_schedule() {
-        let (mut a, _, _, _) = pair();
+    fn messages_that_saw_us_elsewhere_are_ignored() {
+        let (mut a, b) = pair();
+        let now = Instant::now();
+        let forged_elsewhere = wire::encode(
+            &b.keys,
+            &Message {
+                kind: Kind::Probe,
+                flags: FLAG_CONFIRMED,
+                nonce: [1; NONCE_LEN],
+                observed: addr("203.0.113.66:1000"),
+            },
+        );
+        a.handle_datagram(now, addr(B), &forged_elsewhere);
+        assert!(a.answered.is_empty());
+        assert!(matches!(a.finish(), Err(TechniqueError::TimedOut(w)) if w.contains("addressed elsewhere")));
+    }
+
+    #[test]
+    fn retransmits_on_a_growing_schedule_within_the_caps() {
+        let (mut a, _) = pair();
         let t0 = Instant::now();
         assert_eq!(drain(&mut a, t0).len(), 1);
         assert_eq!(a.poll_timeout(), Some(t0 + FIRST_INTERVAL));
         assert!(drain(&mut a, t0 + Duration::from_millis(10)).is_empty());
         assert_eq!(drain(&mut a, t0 + FIRST_INTERVAL).len(), 1);
-        assert!(matches!(a.finish(), Err(TechniqueError::TimedOut(_))));
+        assert!(matches!(a.finish(), Err(TechniqueError::TimedOut(w)) if w.contains("nothing arrived")));
+        // Run a long time: at most MAX_ROUNDS probes in all, at most MAX_PER_SECOND a second.
+        let mut sent = Vec::new();
+        let mut t = t0 + FIRST_INTERVAL;
+        while let Some(next) = a.poll_timeout() {
+            t = next.max(t);
+            sent.extend(drain(&mut a, t).into_iter().map(|_| t));
+            if t > t0 + Duration::from_secs(600) {
+                break;
+            }
+        }
+        assert!(sent.len() + 2 <= MAX_ROUNDS as usize, "{}", sent.len());
+        for w in sent.windows(MAX_PER_SECOND + 1) {
+            assert!(w[MAX_PER_SECOND] - w[0] >= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn a_flood_of_authentic_probes_is_answered_at_a_bounded_rate() {
+        let (mut a, mut b) = pair();
+        let now = Instant::now();
+        let probe = drain(&mut b, now).remove(0);
+        for _ in 0..1000 {
+            a.handle_datagram(now, addr(B), &probe.payload);
+        }
+        assert!(drain(&mut a, now).len() <= MAX_PER_SECOND);
+        // From many ports of the peer's IP: at most MAX_TARGETS addresses are ever sent to.
+        for port in 1..2000 {
+            a.handle_datagram(now, SocketAddr::new(addr(B).ip(), port), &probe.payload);
+        }
+        let mut dests: Vec<SocketAddr> = drain(&mut a, now).iter().map(|t| t.destination).collect();
+        dests.sort();
+        dests.dedup();
+        assert!(dests.len() <= MAX_TARGETS);
     }
 }

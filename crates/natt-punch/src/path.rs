@@ -1,0 +1,239 @@
+//! Which addresses a punch talks to, and which paths it accepts: the rules that keep a punch
+//! from being steered by anyone who has not read the tokens, shared by the UDP and TCP punch.
+//!
+//! - **Targets** are the peer's endpoints that can be reached from our socket, local ones
+//!   first. Endpoints that cannot be a peer are refused: port 0, unspecified, multicast and
+//!   broadcast addresses, reserved IPv4 (`0.0.0.0/8`, `240.0.0.0/4`), IPv6 link-local (no
+//!   scope), loopback unless our own socket is on loopback, and our own endpoints.
+//! - **Peer addresses**: a punch sends only to, and takes packets and streams only from,
+//!   addresses whose IP the peer's token lists (any port: behind a NAT whose mapping varies by
+//!   destination, the peer's packets come from a port no server saw). A hostile token cannot
+//!   turn natt towards third hosts beyond the endpoints it lists, and a spoofed packet cannot
+//!   make natt send to an address of the spoofer's choosing.
+//! - **Observed addresses** ([`crate::wire`]): a message counts only if the address the sender
+//!   saw us at has an IP among our own endpoints'. A party that connects to both peers and
+//!   relays between them is the far end of both connections, so what each peer observed is
+//!   the relay's address, which the other peer refuses.
+//!
+//! What the checks compare is the IP, not the port, for the reason above. So a relay would
+//! need hosts that share each peer's public IP address (behind the same NAT or carrier-grade
+//! NAT as each of them), or to be on the path between them. A side behind a NAT therefore needs
+//! its public address in its token (from STUN, the simple protocol, UPnP or PCP), except
+//! towards a peer on its own network.
+
+use std::net::{IpAddr, SocketAddr};
+
+use natt_core::MappedSocketAddr;
+
+use crate::error::PunchError;
+
+/// The most addresses probed (the peer's endpoints plus peer-reflexive ones).
+pub const MAX_TARGETS: usize = 32;
+
+/// Why `addr` cannot be a peer's endpoint for a socket bound at `local`, if it cannot.
+pub fn unusable(local: SocketAddr, addr: SocketAddr) -> Option<&'static str> {
+    if addr.port() == 0 {
+        return Some("port 0");
+    }
+    let ip = addr.ip();
+    if ip.is_unspecified() {
+        return Some("unspecified address");
+    }
+    if ip.is_multicast() {
+        return Some("multicast address");
+    }
+    if ip.is_loopback() && !local.ip().is_loopback() {
+        return Some("loopback address (the peer's own machine, not ours)");
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, ..] = v4.octets();
+            if v4.is_broadcast() {
+                return Some("broadcast address");
+            }
+            if a == 0 || a >= 240 {
+                return Some("reserved address");
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.segments().first().is_some_and(|s| s & 0xffc0 == 0xfe80) {
+                return Some("link-local address (no scope)");
+            }
+        }
+    }
+    None
+}
+
+/// Our side's view of the peers' addresses for one punch.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    targets: Vec<SocketAddr>,
+    locals: Vec<SocketAddr>,
+    peer_ips: Vec<IpAddr>,
+    own_ips: Vec<IpAddr>,
+}
+
+impl Paths {
+    /// The paths from a socket bound at `local`, with `ours` our endpoints (as in our token) and
+    /// `theirs` the peer's. Fails when no endpoint of the peer is usable, saying why each was
+    /// refused.
+    pub fn new(local: SocketAddr, ours: &[MappedSocketAddr], theirs: &[MappedSocketAddr]) -> Result<Paths, PunchError> {
+        let rank = |e: &MappedSocketAddr| match (e.technique.as_str(), e.nat_restricted) {
+            (natt_core::local::LOCAL, _) => 0,
+            (_, false) => 1,
+            (_, true) => 2,
+        };
+        let mut eps: Vec<&MappedSocketAddr> = theirs.iter().collect();
+        eps.sort_by_key(|e| rank(e));
+        let mut refused: Vec<(SocketAddr, &'static str)> = Vec::new();
+        let mut targets: Vec<SocketAddr> = Vec::new();
+        for e in eps {
+            let why = if e.addr.is_ipv4() != local.is_ipv4() {
+                Some("other address family than our socket")
+            } else if ours.iter().any(|o| o.addr == e.addr) {
+                Some("one of our own endpoints")
+            } else {
+                unusable(local, e.addr)
+            };
+            match why {
+                Some(why) => refused.push((e.addr, why)),
+                None if !targets.contains(&e.addr) && targets.len() < MAX_TARGETS => targets.push(e.addr),
+                None => {}
+            }
+        }
+        if targets.is_empty() {
+            return Err(if refused.is_empty() {
+                PunchError::NoEndpoint
+            } else {
+                PunchError::UnusableEndpoints(
+                    refused
+                        .iter()
+                        .map(|(a, why)| format!("{a}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            });
+        }
+        for (a, why) in &refused {
+            log::debug!("peer endpoint {a} not tried: {why}");
+        }
+        let locals = theirs
+            .iter()
+            .filter(|e| e.technique == natt_core::local::LOCAL && targets.contains(&e.addr))
+            .map(|e| e.addr)
+            .collect();
+        let mut peer_ips: Vec<IpAddr> = targets.iter().map(SocketAddr::ip).collect();
+        peer_ips.dedup();
+        let mut own_ips: Vec<IpAddr> = ours.iter().map(|e| e.addr.ip()).collect();
+        if !local.ip().is_unspecified() {
+            own_ips.push(local.ip());
+        }
+        own_ips.sort();
+        own_ips.dedup();
+        Ok(Paths {
+            targets,
+            locals,
+            peer_ips,
+            own_ips,
+        })
+    }
+
+    /// The peer's usable endpoints, local ones first, then those not behind a restricting NAT,
+    /// then the rest.
+    pub fn targets(&self) -> &[SocketAddr] {
+        &self.targets
+    }
+
+    /// The peer's local-interface endpoints among the targets.
+    pub fn peer_locals(&self) -> &[SocketAddr] {
+        &self.locals
+    }
+
+    /// Whether `addr` has an IP the peer's token lists: the only addresses a punch sends to or
+    /// takes anything from.
+    pub fn is_peer(&self, addr: SocketAddr) -> bool {
+        self.peer_ips.contains(&addr.ip())
+    }
+
+    /// Whether `observed`, where a message's sender saw us, is one of our addresses.
+    pub fn sees_us(&self, observed: SocketAddr) -> bool {
+        self.own_ips.contains(&observed.ip())
+    }
+
+    /// The IPs of our own endpoints, for diagnostics.
+    pub fn own_ips(&self) -> &[IpAddr] {
+        &self.own_ips
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str, restricted: bool, t: &str) -> MappedSocketAddr {
+        MappedSocketAddr::new(s.parse().unwrap(), restricted, t)
+    }
+
+    fn any() -> SocketAddr {
+        "0.0.0.0:1".parse().unwrap()
+    }
+
+    #[test]
+    fn local_endpoints_come_first() {
+        let eps = [
+            ep("203.0.113.1:5", true, "stun"),
+            ep("203.0.113.1:6", false, "upnp"),
+            ep("192.168.1.2:5", false, "local"),
+            ep("[2001:db8::1]:5", false, "local"),
+            ep("203.0.113.1:5", true, "simple"),
+        ];
+        let p = Paths::new(any(), &[], &eps).unwrap();
+        let s: Vec<String> = p.targets().iter().map(ToString::to_string).collect();
+        assert_eq!(s, ["192.168.1.2:5", "203.0.113.1:6", "203.0.113.1:5"]);
+        assert_eq!(p.peer_locals(), &["192.168.1.2:5".parse::<SocketAddr>().unwrap()]);
+        assert!(p.is_peer("203.0.113.1:40000".parse().unwrap()));
+        assert!(!p.is_peer("203.0.113.2:5".parse().unwrap()));
+    }
+
+    #[test]
+    fn unusable_endpoints_are_refused_with_reasons() {
+        let bad = [
+            ep("127.0.0.1:5", false, "local"),
+            ep("0.0.0.0:5", false, "stun"),
+            ep("224.0.0.1:5", false, "stun"),
+            ep("255.255.255.255:5", false, "stun"),
+            ep("203.0.113.9:0", false, "stun"),
+            ep("240.1.2.3:5", false, "stun"),
+            ep("198.51.100.4:7", false, "local"),
+        ];
+        let ours = [ep("198.51.100.4:7", false, "local")];
+        let e = Paths::new(any(), &ours, &bad).unwrap_err();
+        let PunchError::UnusableEndpoints(why) = &e else {
+            panic!("{e:?}")
+        };
+        for word in [
+            "loopback",
+            "unspecified",
+            "multicast",
+            "broadcast",
+            "port 0",
+            "reserved",
+            "our own",
+        ] {
+            assert!(why.contains(word), "{word}: {why}");
+        }
+        assert!(matches!(Paths::new(any(), &[], &[]), Err(PunchError::NoEndpoint)));
+        // Loopback is fine between two sockets on loopback.
+        let lo: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert!(Paths::new(lo, &[], &bad).is_ok());
+    }
+
+    #[test]
+    fn we_are_seen_only_at_our_own_ips() {
+        let ours = [ep("192.168.1.2:5", false, "local"), ep("203.0.113.101:5", true, "stun")];
+        let p = Paths::new(any(), &ours, &[ep("203.0.113.102:6", true, "stun")]).unwrap();
+        assert!(p.sees_us("203.0.113.101:33333".parse().unwrap()));
+        assert!(p.sees_us("192.168.1.2:5".parse().unwrap()));
+        assert!(!p.sees_us("198.51.100.66:5".parse().unwrap()));
+    }
+}
