@@ -7,105 +7,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::punching::*;
 use common::*;
 use xtask::lab::Lab;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// How one side of a punch ended.
-#[derive(Debug)]
-struct Side {
-    ok: bool,
-    json: Option<serde_json::Value>,
-    lines: Vec<String>,
-    stderr: String,
-    took: Duration,
-}
-
-impl Side {
-    fn peer(&self) -> SocketAddr {
-        self.json.as_ref().unwrap()["peer"].as_str().unwrap().parse().unwrap()
-    }
-}
-
-/// Starts `natt punch` in `node`, its token in `me`, the peer's in `peer`.
-fn start(lab: &Lab, node: &str, proto: &str, me: &Path, peer: &Path, extra: &[&str]) -> Running {
-    let natt = natt_bin();
-    let stun1 = format!("{}:3478", lab.get("STUN1").unwrap());
-    let stun2 = format!("{}:3478", lab.get("STUN2").unwrap());
-    let mut cmd = lab.command(node, &natt).unwrap();
-    cmd.args([
-        "punch",
-        proto,
-        "--no-upnp",
-        "--json",
-        "--stun",
-        &stun1,
-        "--stun",
-        &stun2,
-    ]);
-    cmd.arg("--token-out").arg(me).arg("--peer-token").arg(peer);
-    cmd.args(extra);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    Running::new(cmd.spawn().unwrap())
-}
-
-/// Once both sides printed their result line, each sends one line to the other and closes its
-/// input; then both are collected.
-fn finish(mut a: Running, mut b: Running, names: (&str, &str), t0: Instant) -> (Side, Side) {
-    let end = t0 + Duration::from_secs(40);
-    let first = |r: &mut Running| -> Option<String> {
-        while Instant::now() < end {
-            if let Some(l) = r.seen.first() {
-                return Some(l.clone());
-            }
-            match r.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) => r.seen.push(l),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(_) => {}
-            }
-        }
-        None
-    };
-    let (fa, fb) = (first(&mut a), first(&mut b));
-    for (r, name, first) in [(&mut a, names.0, &fa), (&mut b, names.1, &fb)] {
-        let mut stdin = r.child.stdin.take().unwrap();
-        if first.is_some() && fa.is_some() && fb.is_some() {
-            // Over UDP a line is one datagram, which a lossy link may drop: send a few.
-            for _ in 0..5 {
-                let _ = writeln!(stdin, "hello from {name}");
-            }
-        }
-        drop(stdin);
-    }
-    let side = |r: Running| {
-        let mut child_stderr = String::new();
-        let mut r = r;
-        if let Some(mut e) = r.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut child_stderr);
-        }
-        let status = r.child.wait().unwrap();
-        let took = t0.elapsed();
-        let lines = r.finish();
-        let json = lines.first().and_then(|l| serde_json::from_str(l).ok());
-        Side {
-            ok: status.success(),
-            json,
-            lines,
-            stderr: child_stderr,
-            took,
-        }
-    };
-    (side(a), side(b))
-}
 
 /// Punches between `a` and `b` over `proto` (`--udp`/`--tcp`).
 fn punch(lab: &Lab, a: &str, b: &str, proto: &str, extra: &[&str]) -> (Side, Side) {

@@ -18,6 +18,7 @@
 //! tools run inside nodes), [`isolation`] (never touch the machine's own network), [`setup`]
 //! (Debian packages). This file: the [`Lab`] API and [`down`].
 
+pub mod attack;
 mod build;
 pub mod daemons;
 pub mod impair;

@@ -19,6 +19,8 @@
 //! - `probe igd-impostor --ip IP --ms N`: a LAN device posing as a UPnP gateway (answers
 //!   M-SEARCHes on port 1900, serves a description and SOAP successes): `READY`, then
 //!   `ANSWERED n` and `HTTP n`.
+//! - `probe udp-relay ...`, `probe tcp-relay ...`: attackers for the security tests
+//!   ([`super::attack`]).
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -102,6 +104,8 @@ pub fn main(args: &[String]) -> Result<i32> {
         "stun" => stun(&a),
         "rtt" => rtt(&a),
         "spoof" => spoof(&a),
+        "udp-relay" => super::attack::udp_relay(&a),
+        "tcp-relay" => super::attack::tcp_relay(&a),
         "igd-impostor" => igd_impostor(&a),
         // Hidden: the load generator of `cargo xtask bench` (src/bench/load.rs).
         "load" => crate::bench::load::main(&a),
@@ -234,12 +238,12 @@ fn spoof(a: &Args) -> Result<i32> {
     };
     let mut sent = 0;
     for i in 0..count {
-        let mut payload: Vec<u8> = (0..if i % 2 == 0 { 44 } else { 1 + next() % 200 })
+        let mut payload: Vec<u8> = (0..if i % 2 == 0 { 64 } else { 1 + next() % 200 })
             .map(|_| next() as u8)
             .collect();
         if i % 2 == 0 {
-            // Shaped like a punch message: magic, version 1, probe or reply, flags, a role.
-            let head = [b'N', b'A', b'T', b'P', 1, 1 + (i % 4 == 0) as u8, 1, (i % 3 == 0) as u8];
+            // Shaped like a punch message: magic, version 2, probe or reply, flags, a role.
+            let head = [b'N', b'A', b'T', b'P', 2, 1 + (i % 4 == 0) as u8, 1, (i % 3 == 0) as u8];
             payload.splice(..8, head);
         }
         let packet = udp_packet(from, to, &payload);

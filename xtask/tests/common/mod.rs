@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use xtask::lab::{Lab, isolation};
 
+pub mod punching;
+
 pub const TOOL: &str = env!("CARGO_BIN_EXE_xtask");
 pub const OBS1: &str = "203.0.113.20:7000";
 pub const OBS2: &str = "203.0.113.21:7000";

@@ -1,0 +1,102 @@
+//! Running `natt punch` on two lab hosts: starting each side with its token files, and
+//! collecting both sides once each has printed its result and sent the other a line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use xtask::lab::Lab;
+
+use super::{Running, natt_bin};
+
+/// How one side of a punch ended.
+#[derive(Debug)]
+pub struct Side {
+    pub ok: bool,
+    pub json: Option<serde_json::Value>,
+    pub lines: Vec<String>,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Side {
+    pub fn peer(&self) -> SocketAddr {
+        self.json.as_ref().unwrap()["peer"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+/// Starts `natt punch` in `node`, its token in `me`, the peer's in `peer`.
+pub fn start(lab: &Lab, node: &str, proto: &str, me: &Path, peer: &Path, extra: &[&str]) -> Running {
+    let natt = natt_bin();
+    let stun1 = format!("{}:3478", lab.get("STUN1").unwrap());
+    let stun2 = format!("{}:3478", lab.get("STUN2").unwrap());
+    let mut cmd = lab.command(node, &natt).unwrap();
+    cmd.args([
+        "punch",
+        proto,
+        "--no-upnp",
+        "--json",
+        "--stun",
+        &stun1,
+        "--stun",
+        &stun2,
+    ]);
+    cmd.arg("--token-out").arg(me).arg("--peer-token").arg(peer);
+    cmd.args(extra);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    Running::new(cmd.spawn().unwrap())
+}
+
+/// Once both sides printed their result line, each sends one line to the other and closes its
+/// input; then both are collected.
+pub fn finish(mut a: Running, mut b: Running, names: (&str, &str), t0: Instant) -> (Side, Side) {
+    let end = t0 + Duration::from_secs(40);
+    let first = |r: &mut Running| -> Option<String> {
+        while Instant::now() < end {
+            if let Some(l) = r.seen.first() {
+                return Some(l.clone());
+            }
+            match r.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => r.seen.push(l),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(_) => {}
+            }
+        }
+        None
+    };
+    let (fa, fb) = (first(&mut a), first(&mut b));
+    for (r, name, first) in [(&mut a, names.0, &fa), (&mut b, names.1, &fb)] {
+        let mut stdin = r.child.stdin.take().unwrap();
+        if first.is_some() && fa.is_some() && fb.is_some() {
+            // Over UDP a line is one datagram, which a lossy link may drop: send a few.
+            for _ in 0..5 {
+                let _ = writeln!(stdin, "hello from {name}");
+            }
+        }
+        drop(stdin);
+    }
+    let side = |r: Running| {
+        let mut child_stderr = String::new();
+        let mut r = r;
+        if let Some(mut e) = r.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut child_stderr);
+        }
+        let status = r.child.wait().unwrap();
+        let took = t0.elapsed();
+        let lines = r.finish();
+        let json = lines.first().and_then(|l| serde_json::from_str(l).ok());
+        Side {
+            ok: status.success(),
+            json,
+            lines,
+            stderr: child_stderr,
+            took,
+        }
+    };
+    (side(a), side(b))
+}
