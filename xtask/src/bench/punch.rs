@@ -230,7 +230,7 @@ pub fn time(b: &Bench) -> Result<Section> {
     for p in &punches {
         let r = ratio(p.slower.median(), Some(between));
         let proto = p.proto.to_uppercase();
-        let target = target_of(&p.proto);
+        let target = target_of(p.proto);
         t.row(vec![
             proto.clone(),
             format!("{}/{}", p.succeeded(), p.succeeded() + p.failed),
@@ -244,7 +244,7 @@ pub fn time(b: &Bench) -> Result<Section> {
             natt: ms(p.slower.median()),
             reference: format!("RTT h1↔h2 {}", ms(Some(between))),
             ratio: format!("{} RTT", times(r).trim_end_matches('x')),
-            target: format!("≤ {} RTT + 10 ms = {}", rtts(&p.proto), ms(Some(target))),
+            target: format!("≤ {} RTT + 10 ms = {}", rtts(p.proto), ms(Some(target))),
             met: Some(p.slower.median().is_some_and(|m| m <= target) && p.failed == 0),
         });
         if p.failed > 0 {
