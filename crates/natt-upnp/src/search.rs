@@ -2,7 +2,7 @@
 //! the answers itself, and reads each answerer's description with its own reader
 //! ([`crate::load`]).
 //!
-//! `igd-next` has a search too, but it reads the description of whatever answers with
+//! natt used `igd-next`'s search before, which reads the description of whatever answers with
 //! xml-rs's default settings, which expand DTD entities without limit: a device on the LAN
 //! answering the search with a 527-byte description took the process to 700 MB (ten times
 //! that per extra line). natt's reader refuses DTDs.
@@ -10,7 +10,7 @@
 //! Answers are filtered: when this host has a default route, only its router (the answer's
 //! source and its LOCATION's host) is taken. The gateway whose mappings make a socket
 //! reachable is that router, and another device taken as the gateway would get natt's SOAP
-//! requests, whose answers `igd-next` parses.
+//! requests.
 //!
 //! One search per [`Target`], each on its own thread, all at once: multicast from every IPv4
 //! interface (the socket bound to the interface's address), and unicast to the router or to
@@ -33,7 +33,7 @@ use crate::load;
 use crate::ssdp::{location, request};
 
 /// What is searched for: Internet Gateway Devices (an IGD:2 device answers the IGD:1 search
-/// too). One search target, not one per service as `igd-next` sends: every answer is read the
+/// too). One search target, not one per service as some clients send: every answer is read the
 /// same way, and each M-SEARCH costs the gateway a delayed answer.
 const SEARCH_TARGET: &str = "urn:schemas-upnp-org:device:InternetGatewayDevice:1";
 
