@@ -61,6 +61,12 @@
 //!   longer a dependency.
 //! - **HTTP proxies**: natt's requests to the gateway never go through a proxy, whatever
 //!   `http_proxy`/`all_proxy` say (the gateway is on the LAN), and never follow redirects.
+//! - **Forged SSDP answers**: any host on the LAN can send search answers that claim to come
+//!   from the router, naming any port and path on the router's address. They cannot use up
+//!   the router's own answer (reads are counted per distinct description URL and run
+//!   concurrently; the unicast search to the router has its own quota), and all they can make
+//!   natt do is a bounded HTTP GET of that port and path on the router (see
+//!   [`UpnpConfig::router_only`] for the exact bounds, and what changes without that filter).
 //!
 //! ```no_run
 //! use std::time::{Duration, Instant};

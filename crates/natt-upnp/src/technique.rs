@@ -94,8 +94,21 @@ pub struct UpnpConfig {
     /// Take a gateway found by searching only when it is the router of this host's default
     /// route (default `true`; the filter needs a default route, read on Linux only). A device
     /// taken for the gateway gets natt's SOAP requests, and the mappings that make the socket
-    /// reachable are the router's anyway. Set it to `false` where the gateway answers from another address than the
-    /// default route's (VRRP/CARP virtual addresses) or is not the default router.
+    /// reachable are the router's anyway. Set it to `false` where the gateway answers from
+    /// another address than the default route's (VRRP/CARP virtual addresses) or is not the
+    /// default router.
+    ///
+    /// SSDP answers are unauthenticated: any host on the LAN can forge answers from the
+    /// router's address. With this filter in effect, what such a host can make natt fetch is
+    /// an HTTP GET of `http://ROUTER:PORT/PATH`, ROUTER the default route's router, any port,
+    /// path and query (no proxy, no redirects, at most 1 s to connect and 256 KiB read, within
+    /// the search window or the caller's deadline, at most 16 distinct URLs per search socket
+    /// per search); what comes back is read by natt's description reader, and only a usable
+    /// gateway description on the router's address is taken. Forged answers do not use up the
+    /// router's own: reads are counted per distinct URL and run concurrently, and the unicast
+    /// search sent to the router has its own quota. Without the filter, the same GET can be
+    /// aimed at any IPv4 address a forged answer claims to come from, and any device answering
+    /// first may be taken as the gateway.
     pub router_only: bool,
 }
 
