@@ -149,7 +149,9 @@ pub fn parse_response(action: &str, body: &[u8]) -> Result<Response, SoapError> 
         }
         match (event, path) {
             (Event::End, [_, body, element]) if body == "Body" && *element == response => found = true,
-            (Event::Text(text), [_, body, element, arg]) if body == "Body" && *element == response => {
+            (Event::Text(text), [_, body, element, arg])
+                if body == "Body" && *element == response && !text.is_empty() =>
+            {
                 args.push((arg.clone(), text.to_owned()));
             }
             (Event::Text(text), [_, body, fault, detail, error, field])
