@@ -72,6 +72,11 @@ pub const TARGETS: &[Target] = &[
         run: upnp::ssdp_target,
         seeds: upnp::ssdp_seeds,
     },
+    Target {
+        name: "upnp_soap",
+        run: upnp::soap_target,
+        seeds: upnp::soap_seeds,
+    },
     #[cfg(feature = "pcp")]
     Target {
         name: "pcp_wire",

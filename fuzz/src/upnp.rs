@@ -1,5 +1,6 @@
-//! UPnP root device descriptions (`upnp_description`): what a gateway serves at the URL natt
-//! is given (`natt_upnp::description`).
+//! What natt reads from UPnP gateways: root device descriptions (`upnp_description`, what a
+//! gateway serves at its description URL, `natt_upnp::description`), answers to the SSDP
+//! search (`ssdp_answer`, `natt_upnp::ssdp`) and SOAP answers (`upnp_soap`, `natt_upnp::soap`).
 
 use natt_upnp::description::{self, MAX_DESCRIPTION_BYTES};
 
@@ -29,10 +30,10 @@ pub fn target(data: &[u8]) {
     };
     assert_eq!(endpoints.addr, crate::addr("192.168.1.1:5000"));
     assert_eq!(endpoints.root, "/rootDesc.xml");
-    // Joined onto the gateway's address as igd-next joins it for every request, the control
-    // URL stays on the gateway.
+    // Joined onto the gateway's address as natt joins it for every request, the control URL
+    // stays on the gateway.
     let base: url::Url = "http://192.168.1.1:5000/".parse().expect("a fixed URL");
-    let control = base.join(&endpoints.control).expect("a control URL igd-next can join");
+    let control = base.join(&endpoints.control).expect("a control URL natt can join");
     assert_eq!(control.scheme(), "http");
     assert_eq!(control.host_str(), Some("192.168.1.1"), "{}", endpoints.control);
 }
@@ -129,6 +130,157 @@ pub fn ssdp_seeds() -> Vec<(String, Vec<u8>)> {
                 [192, 168, 1, 1],
                 "NOTIFY * HTTP/1.1\r\nLOCATION: http://192.168.1.1:5000/x\r\n\r\n",
             ),
+        ),
+    ]
+}
+
+/// The SOAP actions natt sends, one chosen by the first byte of a `upnp_soap` input.
+const SOAP_ACTIONS: [&str; 4] = [
+    "GetExternalIPAddress",
+    "AddPortMapping",
+    "AddAnyPortMapping",
+    "DeletePortMapping",
+];
+
+/// `upnp_soap`: the first byte chooses the action asked (of the four natt sends), the rest is
+/// the gateway's answer (`natt_upnp::soap::parse_response`). Only a UTF-8 answer without a
+/// DTD, within the size limit, gives arguments, each within the text limit; a fault's
+/// description is shortened; and the arguments read, sent back in a request natt encodes,
+/// read back with the same names (so the encoder escapes whatever an answer can carry).
+pub fn soap_target(data: &[u8]) {
+    use natt_upnp::soap::{self, MAX_SOAP_BYTES, SoapError};
+    let Some((&choice, body)) = data.split_first() else {
+        return;
+    };
+    let action = SOAP_ACTIONS[usize::from(choice) % SOAP_ACTIONS.len()];
+    match soap::parse_response(action, body) {
+        Ok(response) => {
+            assert!(body.len() <= MAX_SOAP_BYTES);
+            let text = std::str::from_utf8(body).expect("only UTF-8 parses");
+            assert!(
+                !text.contains("<!DOCTYPE") && !text.contains("<!ENTITY"),
+                "a DTD parsed"
+            );
+            for (name, value) in &response.args {
+                assert!(!name.is_empty() && !name.contains(':'), "{name}");
+                assert!(
+                    !value.is_empty() && value.len() <= 2048,
+                    "{name}: {} bytes",
+                    value.len()
+                );
+            }
+            // Our own request carrying those values, read back as if it were an answer.
+            let answer = format!("{action}Response");
+            let args: Vec<(&str, &str)> = response.args.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let request = soap::encode_request("urn:schemas-upnp-org:service:WANIPConnection:2", &answer, &args);
+            if request.len() > MAX_SOAP_BYTES {
+                // Escaping made it longer than an answer may be (`"` is 6 bytes escaped).
+                return;
+            }
+            let back = soap::parse_response(action, &request).expect("our own request reads back");
+            let names = |r: &soap::Response| r.args.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&back), names(&response));
+        }
+        Err(SoapError::Fault { description, .. }) => {
+            assert!(description.chars().count() <= 121, "{description}");
+        }
+        Err(SoapError::TooLarge { limit }) => {
+            assert_eq!(limit, MAX_SOAP_BYTES);
+            assert!(body.len() > MAX_SOAP_BYTES);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Seeds for `upnp_soap`: miniupnpd's answers and faults (as the lab's router sends them),
+/// other gateways' spellings, and hostile answers.
+pub fn soap_seeds() -> Vec<(String, Vec<u8>)> {
+    let envelope = |inner: &str| {
+        format!(
+            "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+             s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body>{inner}</s:Body></s:Envelope>\r\n"
+        )
+    };
+    let ok = |action: &str, args: &str| {
+        envelope(&format!(
+            "<u:{action}Response xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:2\">{args}</u:{action}Response>"
+        ))
+    };
+    let fault = |code: u16, description: &str| {
+        envelope(&format!(
+            "<s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail><UPnPError \
+             xmlns=\"urn:schemas-upnp-org:control-1-0\"><errorCode>{code}</errorCode><errorDescription>{description}\
+             </errorDescription></UPnPError></detail></s:Fault>"
+        ))
+    };
+    // The first byte chooses the action: 0 GetExternalIPAddress, 1 AddPortMapping,
+    // 2 AddAnyPortMapping, 3 DeletePortMapping.
+    let with = |action: u8, body: String| {
+        let mut v = vec![action];
+        v.extend_from_slice(body.as_bytes());
+        v
+    };
+    let mut dtd = String::from("<!ENTITY % e0 \"aaaaaaaaaa\">");
+    for i in 1..10 {
+        dtd += &format!("<!ENTITY % e{i} \"{}\">", format!("%e{};", i - 1).repeat(10));
+    }
+    vec![
+        (
+            "miniupnpd-external-ip".into(),
+            with(
+                0,
+                ok(
+                    "GetExternalIPAddress",
+                    "<NewExternalIPAddress>203.0.113.101</NewExternalIPAddress>",
+                ),
+            ),
+        ),
+        ("miniupnpd-add".into(), with(1, ok("AddPortMapping", ""))),
+        (
+            "miniupnpd-add-any".into(),
+            with(2, ok("AddAnyPortMapping", "<NewReservedPort>40001</NewReservedPort>")),
+        ),
+        ("miniupnpd-delete".into(), with(3, ok("DeletePortMapping", ""))),
+        ("fault-718".into(), with(1, fault(718, "ConflictInMappingEntry"))),
+        ("fault-725".into(), with(1, fault(725, "OnlyPermanentLeasesSupported"))),
+        ("fault-606".into(), with(2, fault(606, "Action not authorized"))),
+        ("fault-401".into(), with(2, fault(401, "Invalid Action"))),
+        ("fault-714".into(), with(3, fault(714, "NoSuchEntryInArray"))),
+        ("fault-501".into(), with(0, fault(501, "ActionFailed"))),
+        (
+            "other-prefixes".into(),
+            with(
+                0,
+                "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\"><SOAP-ENV:Body>\
+                 <m:GetExternalIPAddressResponse xmlns:m=\"urn:schemas-upnp-org:service:WANPPPConnection:1\">\
+                 <NewExternalIPAddress> 198.51.100.7 </NewExternalIPAddress></m:GetExternalIPAddressResponse>\
+                 </SOAP-ENV:Body></SOAP-ENV:Envelope>"
+                    .into(),
+            ),
+        ),
+        (
+            "entities-cdata".into(),
+            with(
+                2,
+                ok(
+                    "AddAnyPortMapping",
+                    "<NewReservedPort><![CDATA[4]]>&#48;&amp;</NewReservedPort><!-- c -->",
+                ),
+            ),
+        ),
+        (
+            "bomb".into(),
+            with(
+                0,
+                format!(
+                    "<!DOCTYPE Envelope [{dtd}<!ENTITY x \"%e9;\">]><Envelope><Body><GetExternalIPAddressResponse>\
+                     <NewExternalIPAddress>&x;</NewExternalIPAddress></GetExternalIPAddressResponse></Body></Envelope>"
+                ),
+            ),
+        ),
+        (
+            "html-404".into(),
+            with(1, "<html><body><h1>404 Not Found</h1></body></html>".into()),
         ),
     ]
 }

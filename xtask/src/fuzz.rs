@@ -87,6 +87,12 @@ pub const TARGETS: &[Target] = &[
         about: "SSDP answers: natt_upnp::ssdp::location",
     },
     Target {
+        name: "upnp_soap",
+        max_len: 4096,
+        by_default: true,
+        about: "UPnP SOAP answers: natt_upnp::soap::parse_response",
+    },
+    Target {
         name: "pcp_wire",
         max_len: 1104,
         by_default: true,

@@ -1,7 +1,7 @@
-//! Calls into `igd-next` bounded by the caller's deadline.
+//! Calls to the gateway bounded by the caller's deadline.
 //!
-//! `igd-next`'s sync API blocks: each SOAP request waits up to its own fixed timeouts (10 s to
-//! connect, then 10 s for the request),
+//! HTTP requests block: each SOAP request waits up to its own fixed timeouts (10 s to
+//! connect, then 10 s for the answer, see [`crate::gateway::SOAP_TIMEOUT`]),
 //! whatever the caller's deadline. So every call runs on a worker thread of its own and the
 //! caller waits for its result with [`mpsc::Receiver::recv_timeout`] until its deadline, then
 //! gives up with [`UpnpError::TimedOut`]. The worker keeps ownership of a result that comes

@@ -2,11 +2,10 @@
 //! service to control, and at which URL), resolving its URLs against the description's own,
 //! and the actions' argument lists.
 //!
-//! `igd-next` reads descriptions too, but only for a gateway that answered its SSDP search,
-//! and keeps its parsers private. natt reads the description itself for a gateway given by its
-//! URL (natt-upnp's `load` module), so that no search has to run first. The same rules as
-//! `igd-next`'s apply: a size limit, a depth limit, the same three WAN connection services,
-//! and URLs that must stay on the gateway's own address.
+//! natt reads the description itself, of a gateway given by its URL (natt-upnp's `load`
+//! module, so that no search has to run first) or found by natt's SSDP search: a size limit, a
+//! depth limit, the three WAN connection services IGD:1 and IGD:2 define, and URLs that must
+//! stay on the gateway's own address.
 //!
 //! The service's own description (SCPD) is not read: like miniupnpc (`upnpc`), natt sends
 //! the argument lists that the IGD specifications fix for the few actions it uses
@@ -15,16 +14,16 @@
 //! Gateways are untrusted: any bytes give a description or an [`UpnpError`], never a panic, and
 //! the work and memory are bounded by the size limit. Descriptions are UTF-8 XML without a
 //! document type declaration (UPnP has none), so one with a DTD is refused before parsing: its
-//! entities could expand a small document into gigabytes.
+//! entities could expand a small document into gigabytes. (natt's hardened XML reader, shared
+//! with the SOAP answers of [`crate::soap`].)
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use url::Url;
-use xml::Encoding;
-use xml::reader::{ParserConfig, XmlEvent};
 
 use crate::error::{UpnpError, shorten};
+use crate::xml_reader::{self, Event, Limits, XmlError};
 
 /// The largest description natt reads (the ones real gateways serve are a few kilobytes).
 pub const MAX_DESCRIPTION_BYTES: usize = 256 * 1024;
@@ -35,7 +34,14 @@ const MAX_DEPTH: usize = 32;
 /// The longest text kept from one element (a URL or a name); longer text is refused.
 const MAX_TEXT: usize = 2048;
 
-/// The WAN connection services natt controls, as `igd-next` does.
+/// What descriptions are read with.
+const LIMITS: Limits = Limits {
+    max_bytes: MAX_DESCRIPTION_BYTES,
+    max_depth: MAX_DEPTH,
+    max_text: MAX_TEXT,
+};
+
+/// The WAN connection services natt controls.
 const WAN_SERVICES: [&str; 3] = [
     "urn:schemas-upnp-org:service:WANIPConnection:2",
     "urn:schemas-upnp-org:service:WANIPConnection:1",
@@ -73,31 +79,35 @@ pub fn parse_description(xml: &[u8]) -> Result<DeviceDescription, UpnpError> {
     let mut url_base = None;
     let mut found = None;
     let mut service = Service::default();
-    walk(WHAT, xml, |event, path| {
-        match event {
-            Event::Text(text) => match path {
-                [_root, element] if element == "URLBase" => url_base = Some(text.to_owned()),
-                [.., device, list, service_element, field] if is_service(device, list, service_element) => {
-                    match field.as_str() {
-                        "serviceType" => service.service_type = text.to_owned(),
-                        "controlURL" => service.control_url = text.to_owned(),
-                        _ => {}
-                    }
+    xml_reader::walk(xml, LIMITS, |event, path| match event {
+        Event::Text(text) => match path {
+            [_root, element] if element == "URLBase" => url_base = Some(text.to_owned()),
+            [.., device, list, service_element, field] if is_service(device, list, service_element) => {
+                match field.as_str() {
+                    "serviceType" => service.service_type = text.to_owned(),
+                    "controlURL" => service.control_url = text.to_owned(),
+                    _ => {}
                 }
-                _ => {}
-            },
-            Event::End => {
-                if let [.., device, list, service_element] = path
-                    && is_service(device, list, service_element)
-                {
-                    let done = std::mem::take(&mut service);
-                    if found.is_none() && done.is_usable() {
-                        found = Some(done);
-                    }
+            }
+            _ => {}
+        },
+        Event::End => {
+            if let [.., device, list, service_element] = path
+                && is_service(device, list, service_element)
+            {
+                let done = std::mem::take(&mut service);
+                if found.is_none() && done.is_usable() {
+                    found = Some(done);
                 }
             }
         }
-        Ok(())
+    })
+    .map_err(|e| match e {
+        XmlError::TooLarge(limit) => UpnpError::TooLarge {
+            what: WHAT.to_owned(),
+            limit,
+        },
+        XmlError::Malformed(detail) => UpnpError::malformed(WHAT, detail),
     })?;
     let service = found.ok_or_else(|| {
         UpnpError::malformed(
@@ -113,7 +123,7 @@ pub fn parse_description(xml: &[u8]) -> Result<DeviceDescription, UpnpError> {
 }
 
 /// The input arguments of the actions natt uses, as the IGD specifications fix them
-/// (WANIPConnection:1 and :2, WANPPPConnection:1), in their order: what `igd-next` would
+/// (WANIPConnection:1 and :2, WANPPPConnection:1), in their order: what a client would
 /// otherwise read from the service's description (SCPD). `AddAnyPortMapping` is listed for
 /// IGD:2's `WANIPConnection:2` only, where it is mandatory; a gateway that lacks it all the same
 /// refuses it (401 Invalid Action), and natt then tries random ports with `AddPortMapping`.
@@ -147,8 +157,7 @@ pub fn standard_actions(service_type: &str) -> HashMap<String, Vec<String>> {
     actions
 }
 
-/// Where a gateway is and how to reach its WAN connection service: what
-/// `igd_next::Gateway` is made of.
+/// Where a gateway is and how to reach its WAN connection service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
     /// The gateway's HTTP address (the description URL's host and port).
@@ -161,7 +170,7 @@ pub struct Endpoints {
 
 /// Resolves the URLs of `description` (read from `description_url`) against it, or against
 /// its `<URLBase>` if given. They must be `http://` URLs on the description's own host
-/// (another port is allowed, as `igd-next` allows); anything else is refused, so a
+/// (another port is allowed); anything else is refused, so a
 /// description cannot send natt's requests elsewhere.
 ///
 /// ```
@@ -195,7 +204,7 @@ pub fn resolve(description_url: &Url, description: &DeviceDescription) -> Result
         }
         let path = path_and_query(&url);
         // A path starting with `//` would name another host when joined onto the gateway's
-        // address (as `igd-next` does with paths): keep the whole URL then.
+        // address (as natt joins paths for each request): keep the whole URL then.
         Ok(if port == addr.port() && !path.starts_with("//") {
             path
         } else {
@@ -209,18 +218,23 @@ pub fn resolve(description_url: &Url, description: &DeviceDescription) -> Result
     })
 }
 
-/// True when `control` (a path, or a whole URL, as in `igd_next::Gateway::control_url`) joined
-/// onto the gateway's address `addr` (as `igd-next` joins it for each request) stays on
-/// `addr`'s IP. `igd-next` checks this for the URLs of a description it reads, but keeps a path
-/// such as `//10.0.0.1/ctl` as a path, which then names another host.
-pub(crate) fn stays_on(addr: SocketAddr, control: &str) -> bool {
-    let Ok(base) = Url::parse(&format!("http://{addr}/")) else {
-        return false;
-    };
-    match base.join(control) {
-        Ok(url) => url.scheme() == "http" && url.host_str() == Some(addr.ip().to_string().as_str()),
-        Err(_) => false,
+/// The URL natt sends SOAP requests to: `control` (a path, or a whole URL, as in
+/// [`Endpoints::control`]) joined onto the gateway's address `addr`, if that stays on `addr`'s
+/// IP (a plain `http://` URL, port not 0), else why not. A path such as `//10.0.0.1/ctl` names
+/// another host once joined: refused.
+pub(crate) fn control_on(addr: SocketAddr, control: &str) -> Result<Url, String> {
+    let base = Url::parse(&format!("http://{addr}/")).map_err(|e| e.to_string())?;
+    let url = base.join(control).map_err(|e| e.to_string())?;
+    let (host, _) = http_ipv4(&url).map_err(str::to_owned)?;
+    if IpAddr::V4(host) != addr.ip() {
+        return Err(format!("the control URL leads off the gateway's address {}", addr.ip()));
     }
+    Ok(url)
+}
+
+#[cfg(test)]
+fn stays_on(addr: SocketAddr, control: &str) -> bool {
+    control_on(addr, control).is_ok()
 }
 
 /// The IPv4 address and port of a plain `http://` URL (no user, no fragment, no port 0).
@@ -273,101 +287,6 @@ impl Service {
 
 fn is_service(device: &str, list: &str, service: &str) -> bool {
     device == "device" && list == "serviceList" && service == "service"
-}
-
-/// What [`walk`] reports, with the path of element names (without namespace prefixes) from
-/// the root to the element concerned.
-enum Event<'a> {
-    /// The element's text (trimmed, whole).
-    Text(&'a str),
-    /// The element ends.
-    End,
-}
-
-/// Streams through `xml`, calling `visit` for each element's text and end. Refuses documents
-/// over [`MAX_DESCRIPTION_BYTES`], deeper than [`MAX_DEPTH`], with text longer than
-/// [`MAX_TEXT`] in one element, or that are not well-formed.
-fn walk<F>(what: &str, xml: &[u8], mut visit: F) -> Result<(), UpnpError>
-where
-    F: FnMut(Event<'_>, &[String]) -> Result<(), UpnpError>,
-{
-    if xml.len() > MAX_DESCRIPTION_BYTES {
-        return Err(UpnpError::TooLarge {
-            what: what.to_owned(),
-            limit: MAX_DESCRIPTION_BYTES,
-        });
-    }
-    let text = std::str::from_utf8(xml).map_err(|e| UpnpError::malformed(what, format!("not UTF-8: {e}")))?;
-    if has_declarations(text) {
-        return Err(UpnpError::malformed(
-            what,
-            "a document type declaration (DTD), which UPnP descriptions do not have",
-        ));
-    }
-    let reader = ParserConfig::new()
-        .trim_whitespace(true)
-        .cdata_to_characters(true)
-        .ignore_comments(true)
-        .override_encoding(Some(Encoding::Utf8))
-        .max_data_length(MAX_DESCRIPTION_BYTES)
-        .max_attribute_length(MAX_TEXT)
-        .max_attributes(64)
-        .max_name_length(256)
-        .max_entity_expansion_length(MAX_TEXT)
-        .max_entity_expansion_depth(1)
-        .create_reader(xml);
-    let mut path: Vec<String> = Vec::new();
-    let mut text = String::new();
-    for event in reader {
-        let event =
-            event.map_err(|e| UpnpError::malformed(what, format!("bad XML: {}", shorten(&e.to_string(), 120))))?;
-        match event {
-            XmlEvent::StartElement { name, .. } => {
-                if path.len() >= MAX_DEPTH {
-                    return Err(UpnpError::malformed(
-                        what,
-                        format!("XML nested deeper than {MAX_DEPTH}"),
-                    ));
-                }
-                flush(&mut text, &path, &mut visit)?;
-                path.push(name.local_name);
-            }
-            XmlEvent::Characters(chars) => {
-                if text.len() + chars.len() > MAX_TEXT {
-                    return Err(UpnpError::malformed(what, format!("text longer than {MAX_TEXT} bytes")));
-                }
-                text.push_str(&chars);
-            }
-            XmlEvent::EndElement { .. } => {
-                flush(&mut text, &path, &mut visit)?;
-                visit(Event::End, &path)?;
-                path.pop();
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// True when `text` has a markup declaration (`<!DOCTYPE`, `<!ENTITY`, ...): any `<!` that does
-/// not open a comment or a CDATA section.
-fn has_declarations(text: &str) -> bool {
-    text.match_indices("<!").any(|(at, _)| {
-        let rest = text.get(at..).unwrap_or_default();
-        !rest.starts_with("<!--") && !rest.starts_with("<![CDATA[")
-    })
-}
-
-/// Hands the text read so far (if any) to `visit`, for the element at `path`.
-fn flush<F>(text: &mut String, path: &[String], visit: &mut F) -> Result<(), UpnpError>
-where
-    F: FnMut(Event<'_>, &[String]) -> Result<(), UpnpError>,
-{
-    if text.is_empty() {
-        return Ok(());
-    }
-    let whole = std::mem::take(text);
-    visit(Event::Text(whole.trim()), path)
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
 //! [`UpnpError`]: everything that can go wrong between us and a UPnP gateway, in words that say
-//! which step failed (search, control request) and why, and its making from `igd-next`'s
-//! errors (whose UPnP error codes are kept: a typed `igd-next` error such as
-//! `AddPortError::PortInUse` becomes [`UpnpError::Refused`] with code 718).
+//! which step failed (search, control request) and why. A gateway's SOAP fault keeps its UPnP
+//! error code: [`UpnpError::Refused`] (718 ConflictInMappingEntry, 725
+//! OnlyPermanentLeasesSupported, ...), which the mapping logic reacts to.
 
 use std::io;
 
-use igd_next::{AddAnyPortError, AddPortError, GetExternalIpError, RemovePortError, RequestError};
 use natt_core::TechniqueError;
 
 /// Why UPnP IGD port mapping failed.
@@ -46,9 +45,8 @@ pub enum UpnpError {
         /// What is wrong with it.
         why: String,
     },
-    /// The gateway answered a request for its description with an HTTP status other than
-    /// success. (SOAP actions go through `igd-next`, which reads the body whatever the status:
-    /// a body that is not a SOAP answer is [`UpnpError::Malformed`].)
+    /// The gateway answered with an unexpected HTTP status: other than success for a
+    /// description, other than 200 (an answer) or 500 (a fault) for a SOAP action.
     #[error("{what}: HTTP status {status}")]
     HttpStatus {
         /// The request.
@@ -56,9 +54,9 @@ pub enum UpnpError {
         /// The status code.
         status: u16,
     },
-    /// The gateway's answer is larger than accepted: 1 MiB for what `igd-next` reads,
-    /// [`MAX_DESCRIPTION_BYTES`](crate::description::MAX_DESCRIPTION_BYTES) for the
-    /// descriptions natt reads itself.
+    /// The gateway's answer is larger than accepted:
+    /// [`MAX_DESCRIPTION_BYTES`](crate::description::MAX_DESCRIPTION_BYTES) for a description,
+    /// [`MAX_SOAP_BYTES`](crate::soap::MAX_SOAP_BYTES) for a SOAP answer.
     #[error("{what}: response larger than {limit} bytes")]
     TooLarge {
         /// The request.
@@ -92,7 +90,7 @@ pub enum UpnpError {
     /// Every external port tried was taken.
     #[error("no external port could be mapped: {0}")]
     NoPort(String),
-    /// The gateway's service does not list the action (in its service description).
+    /// The gateway's service does not have the action (`AddAnyPortMapping` on IGD:1).
     #[error("the gateway does not support {0}")]
     Unsupported(String),
 }
@@ -130,117 +128,17 @@ impl UpnpError {
         }
     }
 
-    /// `igd-next`'s [`RequestError`] from `action` sent to `at` (the control URL).
-    pub(crate) fn request(action: &str, at: &str, e: RequestError) -> Self {
-        let what = format!("{action} at {at}");
-        match e {
-            RequestError::ErrorCode(code, description) => UpnpError::Refused {
-                action: action.to_owned(),
-                code,
-                description: shorten(description.trim(), 120),
-            },
-            RequestError::InvalidResponse(text) => {
-                UpnpError::malformed(what, format!("unusable answer: '{}'", shorten(text.trim(), 120)))
-            }
-            RequestError::UnsupportedAction(a) => UpnpError::Unsupported(a),
-            RequestError::IoError(io) => UpnpError::from_io(what, io),
-            RequestError::AttoHttpError(e) => UpnpError::request_failed(&what, e),
-            // Variants of `igd-next`'s other (async) features.
-            #[allow(unreachable_patterns)]
-            other => UpnpError::Io {
-                what,
-                source: io::Error::other(other.to_string()),
-            },
-        }
-    }
-
     /// An HTTP request (`what`) that `attohttpc` could not make: a socket error, a timeout or
     /// an answer that is not HTTP.
     pub(crate) fn request_failed(what: &str, e: attohttpc::Error) -> Self {
         let what = what.to_owned();
         match e.into_kind() {
-            attohttpc::ErrorKind::Io(io) => UpnpError::from_io(what, io),
+            attohttpc::ErrorKind::Io(io) => UpnpError::io(what, io),
             attohttpc::ErrorKind::InvalidResponse(kind) => UpnpError::malformed(what, format!("bad HTTP: {kind}")),
             other => UpnpError::Io {
                 what,
                 source: io::Error::other(attohttpc::Error::from(other).to_string()),
             },
-        }
-    }
-
-    /// An I/O error from `igd-next`: its size limit (1 MiB) is [`UpnpError::TooLarge`].
-    fn from_io(what: String, source: io::Error) -> Self {
-        if source.kind() == io::ErrorKind::InvalidData && source.to_string().contains("maximum allowed size") {
-            UpnpError::TooLarge {
-                what,
-                limit: IGD_NEXT_MAX_RESPONSE,
-            }
-        } else {
-            UpnpError::io(what, source)
-        }
-    }
-
-    /// A refusal with a known code, for `igd-next`'s typed errors.
-    fn refused(action: &str, code: u16, description: &str) -> Self {
-        UpnpError::Refused {
-            action: action.to_owned(),
-            code,
-            description: description.to_owned(),
-        }
-    }
-
-    /// `igd-next`'s `get_external_ip` error.
-    pub(crate) fn external_ip(at: &str, e: GetExternalIpError) -> Self {
-        const ACTION: &str = "GetExternalIPAddress";
-        match e {
-            GetExternalIpError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
-            GetExternalIpError::RequestError(e) => UpnpError::request(ACTION, at, e),
-        }
-    }
-
-    /// `igd-next`'s `add_port` error.
-    pub(crate) fn add_port(at: &str, e: AddPortError) -> Self {
-        const ACTION: &str = "AddPortMapping";
-        match e {
-            AddPortError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
-            AddPortError::DescriptionTooLong => UpnpError::refused(ACTION, 605, "String argument too long"),
-            AddPortError::PortInUse => UpnpError::refused(ACTION, 718, "ConflictInMappingEntry"),
-            AddPortError::SamePortValuesRequired => UpnpError::refused(ACTION, 724, "SamePortValuesRequired"),
-            AddPortError::OnlyPermanentLeasesSupported => {
-                UpnpError::refused(ACTION, 725, "OnlyPermanentLeasesSupported")
-            }
-            AddPortError::RequestError(e) => UpnpError::request(ACTION, at, e),
-            other => UpnpError::NotApplicable(other.to_string()),
-        }
-    }
-
-    /// `igd-next`'s `add_any_port` error.
-    pub(crate) fn add_any_port(at: &str, e: AddAnyPortError) -> Self {
-        const ACTION: &str = "AddAnyPortMapping";
-        match e {
-            AddAnyPortError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
-            AddAnyPortError::DescriptionTooLong => UpnpError::refused(ACTION, 605, "String argument too long"),
-            AddAnyPortError::OnlyPermanentLeasesSupported => {
-                UpnpError::refused(ACTION, 725, "OnlyPermanentLeasesSupported")
-            }
-            AddAnyPortError::NoPortsAvailable => {
-                UpnpError::NoPort(format!("{ACTION} at {at}: the gateway has no free port (728)"))
-            }
-            AddAnyPortError::ExternalPortInUse => UpnpError::NoPort(format!(
-                "{ACTION} at {at}: the port is taken and the gateway maps no other"
-            )),
-            AddAnyPortError::RequestError(e) => UpnpError::request(ACTION, at, e),
-            other => UpnpError::NotApplicable(other.to_string()),
-        }
-    }
-
-    /// `igd-next`'s `remove_port` error.
-    pub(crate) fn remove_port(at: &str, e: RemovePortError) -> Self {
-        const ACTION: &str = "DeletePortMapping";
-        match e {
-            RemovePortError::ActionNotAuthorized => UpnpError::refused(ACTION, 606, "Action not authorized"),
-            RemovePortError::NoSuchPortMapping => UpnpError::refused(ACTION, 714, "NoSuchEntryInArray"),
-            RemovePortError::RequestError(e) => UpnpError::request(ACTION, at, e),
         }
     }
 
@@ -295,9 +193,6 @@ impl From<UpnpError> for TechniqueError {
         }
     }
 }
-
-/// The largest answer `igd-next` reads from a gateway (its `MAX_RESPONSE_BYTES`).
-const IGD_NEXT_MAX_RESPONSE: usize = 1024 * 1024;
 
 /// At most `max` characters of `s`, for quoting untrusted text in errors and logs.
 pub(crate) fn shorten(s: &str, max: usize) -> String {

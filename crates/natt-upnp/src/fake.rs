@@ -1,8 +1,8 @@
 //! Fake gateways for tests, on loopback only: a small IGD that keeps a table of mappings
 //! (conflicts, error codes, IGD:1 or IGD:2, slow answers) and serves the description and
-//! service description (SCPD) `igd-next` reads, hostile HTTP servers (silent, dripping, huge,
-//! garbage), and an SSDP responder that answers unicast searches (`igd-next` finds every
-//! gateway through one). Nothing here sends to anything but loopback.
+//! service description (SCPD, which natt does not read), hostile HTTP servers (silent,
+//! dripping, huge, garbage), and an SSDP responder that answers searches (natt finds a
+//! gateway given by URL that moved through one). Nothing here sends to anything but loopback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -190,7 +190,7 @@ pub fn description(igd_version: u8, service: &str, control: &str) -> String {
 }
 
 /// The service description (SCPD) of a WAN IP connection service: its actions and their
-/// input arguments (`igd-next` builds its requests from them). IGD:2 has AddAnyPortMapping.
+/// input arguments. IGD:2 has AddAnyPortMapping.
 pub fn scpd(igd_version: u8) -> String {
     let mapping = [
         "NewRemoteHost",

@@ -1,24 +1,38 @@
-//! A UPnP Internet Gateway Device found by `igd-next`, and its SOAP actions (external address,
-//! add and delete port mappings), each bounded by the caller's deadline (see [`crate::call`]).
+//! A UPnP Internet Gateway Device's WAN connection service, and its SOAP actions (external
+//! address, add and delete port mappings), each bounded by the caller's deadline (see
+//! [`crate::call`]).
 //!
-//! `igd-next` did the untrusted part when it found the gateway: the description and the
-//! service description (SCPD) are read with a size and depth limit, and their URLs must point
-//! at the device that answered the search. Its SOAP requests have fixed timeouts of their own
-//! (10 s to connect, 10 s for the request); here each runs on a worker thread, the caller waits until its deadline only,
-//! and a mapping that the gateway grants after the caller gave up is deleted by that worker,
-//! unless the caller's `keep` says it is still wanted (a renewal of a lease still held, or a
-//! port that a live lease holds by now: deleting it would delete that lease's mapping).
+//! natt speaks SOAP itself: the request and the reading of the answer are [`crate::soap`]'s
+//! (natt's hardened XML reader: size limit, no DTD), the HTTP POST is here ([`crate::http`]:
+//! no proxy, no redirects, at most [`MAX_SOAP_BYTES`](crate::soap::MAX_SOAP_BYTES) read). Each
+//! request has fixed timeouts of its own ([`SOAP_TIMEOUT`] to connect, as much for the
+//! exchange) whatever the caller's deadline: it runs on a worker thread, the caller waits until
+//! its deadline only, and a mapping that the gateway grants after the caller gave up is deleted
+//! by that worker, unless the caller's `keep` says it is still wanted (a renewal of a lease
+//! still held, or a port that a live lease holds by now: deleting it would delete that lease's
+//! mapping).
+//!
+//! The gateway's URLs were checked when it was found ([`crate::description`]): the control URL
+//! is on the gateway's own address.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use igd_next::PortMappingProtocol;
 use natt_core::Protocol;
+use rand::Rng;
+use url::Url;
 
 use crate::call;
 use crate::error::{UpnpError, shorten};
+use crate::http;
+use crate::soap::{self, MAX_SOAP_BYTES, SoapError};
+
+/// How long a SOAP request may take to connect, and then to be answered (what `igd-next`,
+/// which natt used before, allowed): the bound of a worker whose caller gave up at its deadline.
+pub(crate) const SOAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The version of the Internet Gateway Device specification a gateway speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,10 +90,10 @@ impl fmt::Display for GatewayInfo {
     }
 }
 
-/// A gateway's WAN connection service, as `igd-next` found it.
+/// A gateway's WAN connection service: where to send its SOAP requests, and how.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    igd: Arc<igd_next::Gateway>,
+    service: Arc<Service>,
     /// Its IPv4 address.
     ip: Ipv4Addr,
     /// The root description URL, `http://192.168.1.1:5000/rootDesc.xml`.
@@ -90,9 +104,24 @@ pub struct Gateway {
     pub version: IgdVersion,
 }
 
+/// What a SOAP request needs (shared with the worker threads that send them).
+#[derive(Debug)]
+struct Service {
+    /// The gateway's HTTP address (its description's host and port).
+    addr: SocketAddr,
+    /// The control URL, resolved: on the gateway's address.
+    control_url: Url,
+    /// `control_url` for messages.
+    control: String,
+    /// E.g. `urn:schemas-upnp-org:service:WANIPConnection:2`.
+    service_type: String,
+    /// The input arguments of each action, in order ([`crate::description::standard_actions`]).
+    actions: HashMap<String, Vec<String>>,
+}
+
 impl PartialEq for Gateway {
     fn eq(&self, other: &Gateway) -> bool {
-        *self.igd == *other.igd
+        self.service.addr == other.service.addr && self.service.control_url == other.service.control_url
     }
 }
 
@@ -103,8 +132,8 @@ impl Eq for Gateway {}
 pub struct MappingRequest {
     /// UDP or TCP.
     pub protocol: Protocol,
-    /// The external port wanted (for `AddAnyPortMapping`, ignored: `igd-next` asks for a
-    /// random one).
+    /// The external port wanted (for `AddAnyPortMapping`, ignored: a random one is asked for,
+    /// as `igd-next` did).
     pub external_port: u16,
     /// The host and port traffic goes to.
     pub internal: SocketAddrV4,
@@ -114,17 +143,20 @@ pub struct MappingRequest {
     pub description: String,
 }
 
-fn proto(p: Protocol) -> PortMappingProtocol {
+fn proto(p: Protocol) -> &'static str {
     match p {
-        Protocol::Udp => PortMappingProtocol::UDP,
-        Protocol::Tcp => PortMappingProtocol::TCP,
+        Protocol::Udp => "UDP",
+        Protocol::Tcp => "TCP",
     }
 }
 
 impl Gateway {
-    /// Wraps what `igd-next` found; IPv4 gateways only.
-    pub fn new(igd: igd_next::Gateway) -> Result<Gateway, UpnpError> {
-        let ip = match igd.addr.ip() {
+    /// The WAN connection service of type `service_type` of the gateway whose description is
+    /// at `root` on `addr`, controlled at `control` (a path on `addr`, or a whole URL on its
+    /// host), with the argument lists the specifications fix
+    /// ([`crate::description::standard_actions`]); IPv4 gateways only.
+    pub fn new(addr: SocketAddr, root: &str, control: &str, service_type: String) -> Result<Gateway, UpnpError> {
+        let ip = match addr.ip() {
             IpAddr::V4(ip) => ip,
             IpAddr::V6(ip) => {
                 return Err(UpnpError::NotApplicable(format!(
@@ -132,18 +164,28 @@ impl Gateway {
                 )));
             }
         };
-        if !crate::description::stays_on(igd.addr, &igd.control_url) {
-            return Err(UpnpError::BadUrl {
-                url: shorten(&igd.control_url, 100),
-                why: format!("the control URL leads off the gateway's address {ip}"),
-            });
-        }
+        let control_url = crate::description::control_on(addr, control).map_err(|why| UpnpError::BadUrl {
+            url: shorten(control, 100),
+            why,
+        })?;
+        let (host, port) = (ip, control_url.port_or_known_default().unwrap_or(80));
+        let path = match control_url.query() {
+            Some(query) => format!("{}?{query}", control_url.path()),
+            None => control_url.path().to_owned(),
+        };
+        let shown = format!("http://{host}:{port}{path}");
         Ok(Gateway {
             ip,
-            description: format!("http://{}{}", igd.addr, igd.root_url),
-            control: igd.to_string(),
-            version: IgdVersion::of_service(&igd.service_type),
-            igd: Arc::new(igd),
+            description: format!("http://{addr}{root}"),
+            control: shown.clone(),
+            version: IgdVersion::of_service(&service_type),
+            service: Arc::new(Service {
+                addr,
+                control_url,
+                control: shown,
+                actions: crate::description::standard_actions(&service_type),
+                service_type,
+            }),
         })
     }
 
@@ -157,22 +199,21 @@ impl Gateway {
         GatewayInfo {
             description_url: self.description.clone(),
             version: self.version,
-            service_type: self.igd.service_type.clone(),
+            service_type: self.service.service_type.clone(),
             external_ip,
         }
     }
 
     /// True when its service lists `AddAnyPortMapping` (IGD:2).
     pub fn has_add_any(&self) -> bool {
-        self.igd.control_schema.contains_key("AddAnyPortMapping")
+        self.service.actions.contains_key(ADD_ANY)
     }
 
     /// `GetExternalIPAddress`: the gateway's external IPv4 address, if it is a usable one.
     pub fn external_ip(&self, deadline: Instant) -> Result<Ipv4Addr, UpnpError> {
-        let igd = Arc::clone(&self.igd);
-        let what = format!("GetExternalIPAddress at {}", self.control);
-        let ip = call::bounded(&what, deadline, move || igd.get_external_ip(), drop)?
-            .map_err(|e| UpnpError::external_ip(&self.control, e))?;
+        let service = Arc::clone(&self.service);
+        let what = format!("{GET_EXTERNAL_IP} at {}", self.control);
+        let ip = call::bounded(&what, deadline, move || service.external_ip(), drop)??;
         match ip {
             IpAddr::V4(ip) if ip.is_unspecified() => {
                 Err(UpnpError::NoExternalAddress("0.0.0.0 (not connected?)".into()))
@@ -194,48 +235,45 @@ impl Gateway {
     where
         K: FnOnce() -> bool + Send + 'static,
     {
-        let (igd, late_igd) = (Arc::clone(&self.igd), Arc::clone(&self.igd));
+        let (service, late_service) = (Arc::clone(&self.service), Arc::clone(&self.service));
         let m = m.clone();
-        let what = format!("AddPortMapping {} {} at {}", m.protocol, m.external_port, self.control);
-        let (protocol, port) = (proto(m.protocol), m.external_port);
+        let what = format!("{ADD} {} {} at {}", m.protocol, m.external_port, self.control);
+        let (protocol, port) = (m.protocol, m.external_port);
         let late_what = what.clone();
         call::bounded(
             &what,
             deadline,
-            move || igd.add_port(protocol, port, SocketAddr::V4(m.internal), m.lease_secs, &m.description),
+            move || service.add_port(&m),
             move |r| {
                 if r.is_ok() {
-                    undo_unless(keep(), &late_igd, protocol, port, &late_what);
+                    undo_unless(keep(), &late_service, protocol, port, &late_what);
                 }
             },
         )?
-        .map_err(|e| UpnpError::add_port(&self.control, e))
     }
 
-    /// `igd-next`'s `add_any_port`: a port the gateway (IGD:2 `AddAnyPortMapping`, asked
-    /// for a random port) or `igd-next` (random ports with `AddPortMapping`) chooses; returns
-    /// the port mapped. Granted after the deadline, the mapping is deleted again unless `keep`
+    /// `AddAnyPortMapping` (IGD:2; asked for a random port): a port the gateway chooses;
+    /// returns the port mapped. A gateway without it is [`UpnpError::Unsupported`]. Granted after the deadline, the mapping is deleted again unless `keep`
     /// (asked then, with the port) says otherwise.
     pub fn add_any_port<K>(&self, m: &MappingRequest, deadline: Instant, keep: K) -> Result<u16, UpnpError>
     where
         K: FnOnce(u16) -> bool + Send + 'static,
     {
-        let (igd, late_igd) = (Arc::clone(&self.igd), Arc::clone(&self.igd));
+        let (service, late_service) = (Arc::clone(&self.service), Arc::clone(&self.service));
         let m = m.clone();
-        let what = format!("AddAnyPortMapping {} at {}", m.protocol, self.control);
-        let protocol = proto(m.protocol);
+        let what = format!("{ADD_ANY} {} at {}", m.protocol, self.control);
+        let protocol = m.protocol;
         let late_what = what.clone();
         let port = call::bounded(
             &what,
             deadline,
-            move || igd.add_any_port(protocol, SocketAddr::V4(m.internal), m.lease_secs, &m.description),
+            move || service.add_any_port(&m),
             move |r| {
                 if let Ok(port) = r {
-                    undo_unless(keep(port), &late_igd, protocol, port, &late_what);
+                    undo_unless(keep(port), &late_service, protocol, port, &late_what);
                 }
             },
-        )?
-        .map_err(|e| UpnpError::add_any_port(&self.control, e))?;
+        )??;
         if port == 0 {
             return Err(UpnpError::malformed(what, "the gateway reserved port 0"));
         }
@@ -244,7 +282,7 @@ impl Gateway {
 
     /// `DeletePortMapping` of a mapping just made that is of no use, started even if the
     /// deadline has passed; `keep` (a port hold, an arbiter claim) lives until the gateway has
-    /// answered (or `igd-next` gave up, about 20 s at most), so nothing else maps that port
+    /// answered (or the request timed out, about 20 s at most), so nothing else maps that port
     /// while the deletion is under way. The caller waits until `deadline` at most.
     pub fn undo_port<K>(
         &self,
@@ -256,44 +294,170 @@ impl Gateway {
     where
         K: Send + 'static,
     {
-        let igd = Arc::clone(&self.igd);
-        let what = format!("DeletePortMapping {protocol} {external_port} at {}", self.control);
+        let service = Arc::clone(&self.service);
+        let what = format!("{DELETE} {protocol} {external_port} at {}", self.control);
         let work = move || {
-            let r = igd.remove_port(proto(protocol), external_port);
+            let r = service.remove_port(protocol, external_port);
             drop(keep);
             r
         };
-        call::started(&what, deadline, work, drop)?.map_err(|e| UpnpError::remove_port(&self.control, e))
+        call::started(&what, deadline, work, drop)?
     }
 
     /// `DeletePortMapping`.
     pub fn remove_port(&self, protocol: Protocol, external_port: u16, deadline: Instant) -> Result<(), UpnpError> {
-        let igd = Arc::clone(&self.igd);
-        let what = format!("DeletePortMapping {protocol} {external_port} at {}", self.control);
+        let service = Arc::clone(&self.service);
+        let what = format!("{DELETE} {protocol} {external_port} at {}", self.control);
         call::bounded(
             &what,
             deadline,
-            move || igd.remove_port(proto(protocol), external_port),
+            move || service.remove_port(protocol, external_port),
             |_| (),
         )?
-        .map_err(|e| UpnpError::remove_port(&self.control, e))
     }
 }
 
 /// Deletes a mapping granted after its caller gave up (on the worker thread that got it),
 /// unless it is to be kept.
-fn undo_unless(keep: bool, igd: &igd_next::Gateway, protocol: PortMappingProtocol, port: u16, what: &str) {
+fn undo_unless(keep: bool, service: &Service, protocol: Protocol, port: u16, what: &str) {
     if keep {
         log::info!("upnp: {what} succeeded after the deadline; kept (the port is held)");
         return;
     }
-    match igd.remove_port(protocol, port) {
+    match service.remove_port(protocol, port) {
         Ok(()) => log::info!("upnp: {what} succeeded after the deadline; deleted that mapping again"),
         Err(e) => log::warn!(
             "upnp: {what} succeeded after the deadline, and deleting that mapping failed (it expires with its \
              lease): {e}"
         ),
     }
+}
+
+const GET_EXTERNAL_IP: &str = "GetExternalIPAddress";
+const ADD: &str = "AddPortMapping";
+const ADD_ANY: &str = "AddAnyPortMapping";
+const DELETE: &str = "DeletePortMapping";
+
+impl Service {
+    /// Sends `action` with the arguments its argument list names, their values from `value`
+    /// (blocking, [`SOAP_TIMEOUT`] to connect and as much for the exchange); the answer's
+    /// output arguments. A UPnP fault is [`UpnpError::Refused`].
+    fn call(&self, action: &str, value: impl Fn(&str) -> Option<String>) -> Result<soap::Response, UpnpError> {
+        let what = format!("{action} at {}", self.control);
+        let names = self
+            .actions
+            .get(action)
+            .ok_or_else(|| UpnpError::Unsupported(action.to_owned()))?;
+        let mut args: Vec<(&str, String)> = Vec::new();
+        for name in names {
+            match value(name) {
+                Some(v) => args.push((name.as_str(), v)),
+                None => log::warn!("upnp: {what}: no value for the argument {name}; left out"),
+            }
+        }
+        let args: Vec<(&str, &str)> = args.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let body = soap::encode_request(&self.service_type, action, &args);
+        let response = http::request(attohttpc::Method::POST, self.control_url.as_str(), &what)?
+            .connect_timeout(SOAP_TIMEOUT)
+            .read_timeout(SOAP_TIMEOUT)
+            .timeout(SOAP_TIMEOUT)
+            .try_header("SOAPAction", soap::soap_action(&self.service_type, action))
+            .and_then(|r| r.try_header(attohttpc::header::CONTENT_TYPE, "text/xml; charset=\"utf-8\""))
+            .map_err(|e| UpnpError::request_failed(&what, e))?
+            .bytes(body)
+            .send()
+            .map_err(|e| UpnpError::request_failed(&what, e))?;
+        let (status, _, reader) = response.split();
+        // A SOAP answer is 200 (the action's response) or 500 (a fault); anything else is no
+        // answer from the service.
+        if !(status.is_success() || status.as_u16() == 500) {
+            return Err(UpnpError::HttpStatus {
+                what,
+                status: status.as_u16(),
+            });
+        }
+        let bytes = http::read_body(reader, MAX_SOAP_BYTES, &what)?;
+        soap::parse_response(action, &bytes).map_err(|e| match e {
+            SoapError::Fault { code, description } => UpnpError::Refused {
+                action: action.to_owned(),
+                code,
+                description,
+            },
+            SoapError::TooLarge { limit } => UpnpError::TooLarge { what, limit },
+            e => UpnpError::malformed(what, e.to_string()),
+        })
+    }
+
+    /// `GetExternalIPAddress`.
+    fn external_ip(&self) -> Result<IpAddr, UpnpError> {
+        let r = self.call(GET_EXTERNAL_IP, |_| None)?;
+        let text = r.get("NewExternalIPAddress").unwrap_or_default();
+        text.parse().map_err(|_| {
+            UpnpError::malformed(
+                format!("{GET_EXTERNAL_IP} at {}", self.control),
+                format!("unusable NewExternalIPAddress '{}'", shorten(text, 60)),
+            )
+        })
+    }
+
+    /// `AddPortMapping` of `m`.
+    fn add_port(&self, m: &MappingRequest) -> Result<(), UpnpError> {
+        if m.external_port == 0 || m.internal.port() == 0 {
+            return Err(UpnpError::NotApplicable("port 0 cannot be mapped".into()));
+        }
+        self.call(ADD, |name| mapping_value(name, m, m.external_port)).map(drop)
+    }
+
+    /// `AddAnyPortMapping` of `m`, asking for a random port: the port reserved.
+    fn add_any_port(&self, m: &MappingRequest) -> Result<u16, UpnpError> {
+        if m.internal.port() == 0 {
+            return Err(UpnpError::NotApplicable("port 0 cannot be mapped".into()));
+        }
+        let asked: u16 = rand::rng().random_range(32_768..65_535);
+        let r = self
+            .call(ADD_ANY, |name| mapping_value(name, m, asked))
+            .map_err(|e| match e {
+                UpnpError::Refused { code: 728, .. } => UpnpError::NoPort(format!(
+                    "{ADD_ANY} at {}: the gateway has no free port (728)",
+                    self.control
+                )),
+                e => e,
+            })?;
+        let text = r.get("NewReservedPort").unwrap_or_default();
+        text.parse().map_err(|_| {
+            UpnpError::malformed(
+                format!("{ADD_ANY} at {}", self.control),
+                format!("unusable NewReservedPort '{}'", shorten(text, 60)),
+            )
+        })
+    }
+
+    /// `DeletePortMapping`.
+    fn remove_port(&self, protocol: Protocol, external_port: u16) -> Result<(), UpnpError> {
+        self.call(DELETE, |name| match name {
+            "NewRemoteHost" => Some(String::new()),
+            "NewExternalPort" => Some(external_port.to_string()),
+            "NewProtocol" => Some(proto(protocol).to_owned()),
+            _ => None,
+        })
+        .map(drop)
+    }
+}
+
+/// The value of the argument `name` of `AddPortMapping` or `AddAnyPortMapping` for `m`, asking
+/// for `external_port`.
+fn mapping_value(name: &str, m: &MappingRequest, external_port: u16) -> Option<String> {
+    Some(match name {
+        "NewRemoteHost" => String::new(),
+        "NewExternalPort" => external_port.to_string(),
+        "NewProtocol" => proto(m.protocol).to_owned(),
+        "NewInternalPort" => m.internal.port().to_string(),
+        "NewInternalClient" => m.internal.ip().to_string(),
+        "NewEnabled" => "1".to_owned(),
+        "NewPortMappingDescription" => m.description.clone(),
+        "NewLeaseDuration" => m.lease_secs.to_string(),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! One thread per lease does all its talking to the gateway, in order: it renews the mapping
 //! at half its lease duration (sooner again after a failure), and when the lease is released
 //! it wakes at once (a channel, not a sleep through the lease), deletes the mapping and says
-//! so. Each of these `igd-next` calls is bounded by
+//! so. Each of these SOAP calls is bounded by
 //! [`UpnpConfig::call_timeout`](crate::UpnpConfig) (see [`crate::call`]).
 //!
 //! Dropping a lease does not wait for the gateway: it wakes the lease's thread, which deletes
@@ -199,7 +199,7 @@ impl UpnpLease {
 /// A renewal that the gateway grants after its call timed out is kept (`keep_late`) while the
 /// lease holds the port: deleting it would delete the mapping the lease still holds. Once the
 /// lease has let the port go, such a grant is deleted again. A renewal still under way on its
-/// worker (`igd-next`'s own timeouts) is not doubled by the next one: that one is skipped.
+/// worker (a SOAP request's own timeouts) is not doubled by the next one: that one is skipped.
 fn renew_and_delete<K>(
     mut gateway: Arc<Gateway>,
     mapping: &Mapping,

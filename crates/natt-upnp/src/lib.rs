@@ -4,10 +4,10 @@
 //! Gateway Device, IGD:1 or IGD:2) to forward an external port to a socket, so peers on the
 //! internet reach it unsolicited. It maps beside the socket (its own requests to the gateway)
 //! and returns an [`UpnpLease`] that renews the mapping while it lives and deletes it when
-//! dropped. The SOAP actions are [`igd-next`](https://crates.io/crates/igd-next)'s (sync
-//! API); natt finds the gateway itself (SSDP and the device description: `igd-next`'s search
-//! reads untrusted descriptions with an XML parser that expands entities without limit),
-//! decides what to ask, bounds every call by the caller's deadline and holds the leases.
+//! dropped. natt speaks UPnP itself, every part of it: the SSDP search ([`ssdp`]), the device
+//! description ([`description`]) and the SOAP actions ([`soap`]), all read with natt's own
+//! hardened XML reader; it decides what to ask, bounds every call by the caller's deadline and
+//! holds the leases.
 //!
 //! - **Discovery**: an SSDP search, multicast from every IPv4 interface at once and unicast to
 //!   the router of the default route (one thread each, the first gateway found wins), whose
@@ -17,9 +17,9 @@
 //!   at most. A gateway given with
 //!   [`HolePunchServerAddr::IgdGateway`](natt_core::HolePunchServerAddr::IgdGateway) (a root
 //!   description URL, as `upnpc -u` takes) is loaded from that URL instead, without a search:
-//!   natt reads the description itself ([`description`]; `igd-next` cannot start from a URL),
-//!   takes the argument lists the specifications fix instead of reading the service's
-//!   description (as miniupnpc does), and hands `igd-next` the gateway. If nothing answers at
+//!   natt reads the description ([`description`]) and takes the argument lists the
+//!   specifications fix instead of reading the service's description (as miniupnpc does). If
+//!   nothing answers at
 //!   the URL (the gateway restarted on another port), a unicast M-SEARCH goes to that URL's
 //!   host, port 1900. One search runs at a time: mappings and leases that need a gateway
 //!   meanwhile wait for its result (within their own deadlines). The gateway found is cached
@@ -31,33 +31,42 @@
 //!   same time as the mapping; `AddPortMapping` with the socket's own port first; when that port is taken, `AddAnyPortMapping` on IGD:2 (the gateway picks
 //!   the port), random ports on IGD:1. A finite lease ([`UpnpConfig::lease`], 1 hour by
 //!   default), permanent only if the gateway supports nothing else.
-//! - **Deadlines**: `igd-next`'s requests wait up to 10 s (to connect, then as much for
-//!   the request) whatever the caller's deadline, so
+//! - **Deadlines**: a SOAP request waits up to 10 s to connect, then as much for the answer,
+//!   whatever the caller's deadline, so
 //!   each call runs on a worker thread and the caller stops waiting at its deadline (a few
 //!   milliseconds late at most) with [`UpnpError::TimedOut`]. A mapping the gateway grants
 //!   after that is deleted by the worker, so nothing is leaked, unless its port is held by
 //!   then (a renewal of a lease still held, or a later attempt that got the same port: the
-//!   deletion would delete that live mapping); the worker itself ends when `igd-next`'s
+//!   deletion would delete that live mapping); the worker itself ends when its
 //!   request does (about 20 s at most). A call whose deadline has passed is not started.
 //! - **Leases**: each [`UpnpLease`] has a thread that renews the mapping and deletes it when
 //!   the lease is released. Dropping a lease waits for the deletion briefly at most (250 ms,
 //!   none while the gateway is silent): the thread deletes with its own deadline
 //!   ([`UpnpConfig::call_timeout`]). Before exiting, wait for the deletions with
 //!   [`natt_core::PortMappings::release`] (or [`UpnpLease::release`]).
-//! - **Untrusted gateways**: descriptions are read by natt with a size limit (256 KiB), a
-//!   depth limit and no DTD (so no entity expansion), and only URLs on the gateway's own
-//!   address are followed (the device that answered the search, or the host of the URL
-//!   given). Whatever a gateway answers ends in an [`UpnpError`], never a panic or a hang.
-//!   One exposure is left: `igd-next` parses the SOAP answers of the chosen gateway (the
-//!   router, or the URL given) with xml-rs's default settings, which expand DTD entities
-//!   without limit, so a hostile router could make that parsing use gigabytes.
-//! - **HTTP proxies**: `igd-next`'s HTTP client (`attohttpc`) sends its requests through the
-//!   proxy named by `http_proxy`/`HTTP_PROXY` (or `all_proxy`) unless `no_proxy` covers the
-//!   gateway's address, and offers no way to turn that off; a library does not change its
-//!   program's environment. (natt's own reads of a given gateway's descriptions use no
-//!   proxy.) When a proxy would be used for the gateway (or a search found
-//!   nothing while a proxy is set), a warning is logged: put the gateway's address (or the
-//!   LAN) in `no_proxy`.
+//! - **Untrusted gateways**: whatever a gateway answers ends in an [`UpnpError`], never a
+//!   panic, a hang or unbounded memory. Everything natt reads from a gateway goes through
+//!   one reader: a size limit (256 KiB for a description,
+//!   [`soap::MAX_SOAP_BYTES`], 64 KiB, for a SOAP answer), UTF-8 only, no DTD or other markup
+//!   declaration (refused before parsing, so no entity expansion), a depth and text limit.
+//!   Only URLs on the gateway's own address are followed (the device that answered the
+//!   search, or the host of the URL given).
+//! - **Why not `igd-next`**: natt used `igd-next` for the SOAP actions until a security
+//!   review (issue #18) found that it parses SOAP answers with xml-rs's default settings,
+//!   which expand DTD entities: a 700-byte answer took a process past 1.5 GB. `igd-next`'s
+//!   API offers no way to check an answer before it parses it (it sends the HTTP request and
+//!   parses the body in one private function), so natt sends the few actions it uses
+//!   itself ([`soap`]: `GetExternalIPAddress`, `AddPortMapping`, `AddAnyPortMapping`,
+//!   `DeletePortMapping`); the IPv6 pinhole actions will need the same. `igd-next` is no
+//!   longer a dependency.
+//! - **HTTP proxies**: natt's requests to the gateway never go through a proxy, whatever
+//!   `http_proxy`/`all_proxy` say (the gateway is on the LAN), and never follow redirects.
+//! - **Forged SSDP answers**: any host on the LAN can send search answers that claim to come
+//!   from the router, naming any port and path on the router's address. They cannot use up
+//!   the router's own answer (reads are counted per distinct description URL and run
+//!   concurrently; the unicast search to the router has its own quota), and all they can make
+//!   natt do is a bounded HTTP GET of that port and path on the router (see
+//!   [`UpnpConfig::router_only`] for the exact bounds, and what changes without that filter).
 //!
 //! ```no_run
 //! use std::time::{Duration, Instant};
@@ -86,12 +95,14 @@ mod call;
 pub mod description;
 mod error;
 mod gateway;
+mod http;
 mod lease;
 mod load;
-mod proxy;
 mod search;
+pub mod soap;
 pub mod ssdp;
 mod technique;
+mod xml_reader;
 
 #[cfg(test)]
 mod fake;

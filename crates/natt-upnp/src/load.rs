@@ -1,15 +1,15 @@
 //! Loading a gateway from its root description URL, without an SSDP search: read the
-//! description and make the `igd_next::Gateway` that `igd-next`'s search would have made, with
-//! the actions' argument lists the specifications fix (see [`crate::description`], which also
+//! description and make the [`Gateway`] it describes, with the actions' argument lists the
+//! specifications fix (see [`crate::description`], which also
 //! does the parsing). Here is the HTTP GET, bounded by the caller's deadline (see
 //! [`crate::call`]) and by [`MAX_DESCRIPTION_BYTES`].
 //!
 //! This is how a gateway given by URL ([`crate::UpnpTechnique::add_gateway`], `NATT_UPNP_IGD`)
 //! is reached, as `upnpc -u` does: an SSDP search first would cost the gateway's answer delay
-//! (up to the search's MX, which `igd-next` sets to 3 s; miniupnpd answers in about 50 ms),
-//! and `igd-next` would then read the service's description (SCPD) as well.
+//! (up to the search's MX; miniupnpd answers in about 50 ms), and reading the service's
+//! description (SCPD) as well would cost another request.
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use url::Url;
@@ -18,6 +18,7 @@ use crate::call;
 use crate::description::{self, MAX_DESCRIPTION_BYTES};
 use crate::error::{UpnpError, shorten};
 use crate::gateway::Gateway;
+use crate::http;
 
 /// The longest wait for a gateway's HTTP port to accept a connection (and at most half the
 /// time left): a URL whose port drops packets leaves time to search for the gateway.
@@ -33,16 +34,7 @@ pub(crate) fn load(url: &str, deadline: Instant) -> Result<Gateway, UpnpError> {
     description::http_ipv4(&parsed).map_err(bad)?;
     let found = description::parse_description(&get(&parsed, deadline)?)?;
     let at = description::resolve(&parsed, &found)?;
-    Gateway::new(igd_next::Gateway {
-        addr: at.addr,
-        root_url: at.root,
-        control_url: at.control,
-        // Not read (see `description::standard_actions`).
-        control_schema_url: String::new(),
-        control_schema: description::standard_actions(&found.service_type),
-        service_type: found.service_type,
-        ipv6_firewall_control_url: None,
-    })
+    Gateway::new(at.addr, &at.root, &at.control, found.service_type)
 }
 
 /// The body of `url` (an HTTP GET on a worker thread, no proxy, no redirects), by `deadline`.
@@ -52,10 +44,7 @@ fn get(url: &Url, deadline: Instant) -> Result<Vec<u8>, UpnpError> {
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
     let connect = CONNECT_TIMEOUT.min(remaining / 2).max(Duration::from_millis(1));
-    let request = attohttpc::RequestBuilder::try_new(attohttpc::Method::GET, url.as_str())
-        .map_err(|e| UpnpError::request_failed(&what, e))?
-        .follow_redirects(false)
-        .proxy_settings(attohttpc::ProxySettings::builder().build())
+    let request = http::request(attohttpc::Method::GET, url.as_str(), &what)?
         // The worker thread ends by the deadline too (plus a little).
         .connect_timeout(connect)
         .read_timeout(remaining)
@@ -85,17 +74,7 @@ fn get(url: &Url, deadline: Instant) -> Result<Vec<u8>, UpnpError> {
                     status: status.as_u16(),
                 });
             }
-            let mut bytes = Vec::new();
-            body.take(MAX_DESCRIPTION_BYTES as u64 + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| UpnpError::io(worker_what.as_str(), e))?;
-            if bytes.len() > MAX_DESCRIPTION_BYTES {
-                return Err(UpnpError::TooLarge {
-                    what: worker_what,
-                    limit: MAX_DESCRIPTION_BYTES,
-                });
-            }
-            Ok(bytes)
+            http::read_body(body, MAX_DESCRIPTION_BYTES, &worker_what)
         },
         drop,
     )?

@@ -2,7 +2,7 @@
 //! the answers itself, and reads each answerer's description with its own reader
 //! ([`crate::load`]).
 //!
-//! `igd-next` has a search too, but it reads the description of whatever answers with
+//! natt used `igd-next`'s search before, which reads the description of whatever answers with
 //! xml-rs's default settings, which expand DTD entities without limit: a device on the LAN
 //! answering the search with a 527-byte description took the process to 700 MB (ten times
 //! that per extra line). natt's reader refuses DTDs.
@@ -10,17 +10,55 @@
 //! Answers are filtered: when this host has a default route, only its router (the answer's
 //! source and its LOCATION's host) is taken. The gateway whose mappings make a socket
 //! reachable is that router, and another device taken as the gateway would get natt's SOAP
-//! requests, whose answers `igd-next` parses.
+//! requests.
 //!
 //! One search per [`Target`], each on its own thread, all at once: multicast from every IPv4
 //! interface (the socket bound to the interface's address), and unicast to the router or to
 //! a gateway we were given (miniupnpd and most IGDs answer an M-SEARCH sent to their port
-//! 1900 directly). The first gateway found wins; the others end by themselves at the end of
-//! the window.
+//! 1900 directly). Each description is read on a thread of its own as soon as its answer
+//! arrives. The first gateway found wins; the others end by themselves at the end of the
+//! window.
+//!
+//! # Forged answers
+//!
+//! SSDP answers are unauthenticated UDP datagrams: any host on the LAN can send answers that
+//! claim to come from the router (its source address forged), naming any LOCATION on the
+//! router's address. natt keeps such answers from starving the router's own:
+//!
+//! - Reads are counted per distinct LOCATION (its whole URL: address, port, path), not per
+//!   answering address: the router's real description URL is read however many other URLs
+//!   forged answers named (an answer repeating a URL already taken costs nothing).
+//! - Descriptions are read concurrently, each on its own thread as soon as its answer arrives:
+//!   a forged URL that stalls (a port of the router that accepts and never answers) holds up
+//!   its own read only, not the next answer's.
+//! - Each search socket reads at most [`MAX_LOCATIONS`] distinct LOCATIONs (and, when it takes
+//!   answers from any device, at most [`MAX_LOCATIONS_PER_ADDRESS`] per answering address).
+//!   A host that floods more forged answers than that to the multicast socket before the
+//!   router answers can still fill that socket's quota; the unicast search sent to the router
+//!   has its own socket and quota, and its port is not seen by other hosts on a switched LAN
+//!   (the multicast search's is: it is sent to every host).
+//!
+//! What a LAN host can make natt fetch with forged answers: an HTTP GET of
+//! `http://ROUTER:PORT/PATH`, with ROUTER the default route's router (an answer is taken only
+//! from it, and its LOCATION must name the address it came from), any PORT and any PATH
+//! and query; no proxy, no redirect followed, at most 1 s to connect, at most
+//! [`MAX_DESCRIPTION_BYTES`](crate::description::MAX_DESCRIPTION_BYTES) (256 KiB) read, no
+//! longer than the search window ([`crate::UpnpConfig::search_window`], 1.5 s by default, or
+//! the caller's deadline if sooner); at most [`MAX_LOCATIONS`] such GETs per search socket
+//! per search. What comes back is read by natt's description reader (no DTD); only a usable
+//! IGD description on the router's own address becomes the gateway, whose SOAP requests then
+//! go to the router's address only. When answers are taken from any device (no default
+//! route, [`crate::UpnpConfig::router_only`] off, or [`crate::UpnpConfig::search_from`] set),
+//! the same GET can be aimed at any unicast IPv4 address a forged answer claims to come from
+//! (and a device answering first can be taken as the gateway). A gateway given by URL is not
+//! searched for, so forged answers play no part (unless nothing answers at its URL: then a
+//! unicast search goes to its host).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,31 +71,64 @@ use crate::load;
 use crate::ssdp::{location, request};
 
 /// What is searched for: Internet Gateway Devices (an IGD:2 device answers the IGD:1 search
-/// too). One search target, not one per service as `igd-next` sends: every answer is read the
+/// too). One search target, not one per service as some clients send: every answer is read the
 /// same way, and each M-SEARCH costs the gateway a delayed answer.
 const SEARCH_TARGET: &str = "urn:schemas-upnp-org:device:InternetGatewayDevice:1";
 
-/// Descriptions read at most per search, and per answering address (a flood of answers does
-/// not make the search read without end, nor one device use up the reads).
-const MAX_LOCATIONS: usize = 16;
-const MAX_LOCATIONS_PER_ADDRESS: usize = 2;
+/// Distinct LOCATIONs (description URLs) read at most per search socket, per search: a flood
+/// of answers does not make the search read without end.
+pub(crate) const MAX_LOCATIONS: usize = 16;
 
-/// The descriptions a search has read (or is reading), shared by its targets.
+/// Distinct LOCATIONs read at most per answering address by a search socket that takes answers
+/// from any device: one device does not use up the socket's reads. (A socket that takes the
+/// router's answers only has [`MAX_LOCATIONS`] for the router.)
+pub(crate) const MAX_LOCATIONS_PER_ADDRESS: usize = 4;
+
+/// How long the socket is waited on at a time, so a search socket stops reading soon after
+/// another read found the gateway.
+const RECEIVE_SLICE: Duration = Duration::from_millis(50);
+
+/// The LOCATIONs a search has taken (read, or being read), shared by its targets: each is read
+/// once per search.
 #[derive(Default)]
 struct Seen {
     urls: HashSet<String>,
-    per_address: HashMap<IpAddr, usize>,
 }
 
-impl Seen {
-    /// True (and noted) when `url`, from `from`, is new and within the limits.
-    fn take(&mut self, url: &str, from: IpAddr) -> bool {
-        let count = self.per_address.entry(from).or_insert(0);
-        if self.urls.len() >= MAX_LOCATIONS || *count >= MAX_LOCATIONS_PER_ADDRESS || self.urls.contains(url) {
+/// What one search socket has taken: at most [`MAX_LOCATIONS`] distinct LOCATIONs (and
+/// [`MAX_LOCATIONS_PER_ADDRESS`] per address when `per_address` is kept).
+#[derive(Debug)]
+struct Quota {
+    taken: usize,
+    /// Counts by answering address, when the socket takes answers from any device.
+    per_address: Option<HashMap<IpAddr, usize>>,
+}
+
+impl Quota {
+    /// For a socket taking answers from `only` that address, or from any device.
+    fn new(only: Option<Ipv4Addr>) -> Quota {
+        Quota {
+            taken: 0,
+            per_address: only.is_none().then(HashMap::new),
+        }
+    }
+
+    /// True (and noted, in `self` and `seen`) when `url`, from `from`, is a LOCATION not taken
+    /// yet in this search and within this socket's limits. Only distinct LOCATIONs count: an
+    /// answer naming another URL (forged or not) cannot take this one's read.
+    fn take(&mut self, seen: &mut Seen, url: &str, from: IpAddr) -> bool {
+        if seen.urls.contains(url) || self.taken >= MAX_LOCATIONS {
             return false;
         }
-        *count += 1;
-        self.urls.insert(url.to_owned())
+        if let Some(per_address) = &mut self.per_address {
+            let count = per_address.entry(from).or_insert(0);
+            if *count >= MAX_LOCATIONS_PER_ADDRESS {
+                return false;
+            }
+            *count += 1;
+        }
+        self.taken += 1;
+        seen.urls.insert(url.to_owned())
     }
 }
 
@@ -100,19 +171,79 @@ impl Target {
     }
 
     /// Sends the M-SEARCH, then reads answers until `end` (the window, or the caller's
-    /// deadline if sooner), reading the description of each new answerer taken, one at a time
-    /// (`seen`, shared by the targets of one search, keeps two targets from reading the same
-    /// one); the first gateway that loads.
-    fn run(&self, end: Instant, seen: &Mutex<Seen>) -> Result<Gateway, UpnpError> {
+    /// deadline if sooner), reading the description of each LOCATION taken (see [`Quota`];
+    /// `seen`, shared by the targets of one search, keeps two targets from reading the same
+    /// one) on a thread of its own; the first gateway that loads.
+    fn run(&self, end: Instant, seen: &Arc<Mutex<Seen>>) -> Result<Gateway, UpnpError> {
         let what = self.describe();
         let socket = UdpSocket::bind(self.bind).map_err(|e| UpnpError::io(format!("{what}: binding"), e))?;
         socket
             .send_to(request(self.to, SEARCH_TARGET).as_bytes(), self.to)
             .map_err(|e| UpnpError::io(format!("{what}: sending"), e))?;
+        let (tx, rx) = mpsc::channel();
+        let found = Arc::new(AtomicBool::new(false));
+        let listener = Listener {
+            target: self.clone(),
+            what: what.clone(),
+            socket,
+            seen: Arc::clone(seen),
+            found: Arc::clone(&found),
+            end,
+        };
+        if let Err(e) = thread::Builder::new()
+            .name("natt-upnp-ssdp".into())
+            .spawn(move || listener.listen(&tx))
+        {
+            return Err(UpnpError::io(format!("{what}: starting a thread"), e));
+        }
         let mut last = None;
+        loop {
+            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(Ok(gateway)) => {
+                    found.store(true, Ordering::SeqCst);
+                    return Ok(gateway);
+                }
+                Ok(Err(e)) => {
+                    log::debug!("upnp: {what}: {e}");
+                    last = Some(e);
+                }
+                // The window ended, or everything read failed and the listener is done.
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        found.store(true, Ordering::SeqCst);
+        Err(UpnpError::NoGateway(match last {
+            Some(e) => format!(
+                "{what}: no usable answer in time (last: {})",
+                shorten(&e.to_string(), 200)
+            ),
+            None => format!("{what}: no usable answer in time"),
+        }))
+    }
+}
+
+/// A search socket's receiving side, on its own thread: takes the answers and starts reading
+/// their descriptions.
+struct Listener {
+    target: Target,
+    what: String,
+    socket: UdpSocket,
+    seen: Arc<Mutex<Seen>>,
+    /// Set when the search is over (a gateway found, or the window ended).
+    found: Arc<AtomicBool>,
+    end: Instant,
+}
+
+impl Listener {
+    /// Reads answers until `end` (or the search is over), and starts one thread per LOCATION
+    /// taken, which sends the gateway it loads (or why not) to `tx`.
+    fn listen(self, tx: &Sender<Result<Gateway, UpnpError>>) {
+        let what = &self.what;
+        let mut quota = Quota::new(self.target.only);
         let mut buf = [0u8; 2048];
-        while Instant::now() < end {
-            let (n, from) = match deadline::recv_from_until(&socket, &mut buf, end) {
+        while Instant::now() < self.end && !self.found.load(Ordering::SeqCst) {
+            let until = self.end.min(Instant::now() + RECEIVE_SLICE);
+            let (n, from) = match deadline::recv_from_until(&self.socket, &mut buf, until) {
                 Ok(Some(got)) => got,
                 Ok(None) => continue,
                 // Interrupted calls, ICMP errors of earlier sends, oversized datagrams: this
@@ -127,31 +258,26 @@ impl Target {
                 log::debug!("upnp: {what}: ignoring {n} bytes from {from}: not an answer with a usable LOCATION");
                 continue;
             };
-            if self.only.is_some_and(|only| IpAddr::V4(only) != from.ip()) {
+            if self.target.only.is_some_and(|only| IpAddr::V4(only) != from.ip()) {
                 log::debug!("upnp: {what}: ignoring {from}, which is not the router ({url})");
                 continue;
             }
             {
-                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-                if !seen.take(url.as_str(), from.ip()) {
+                let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if !quota.take(&mut seen, url.as_str(), from.ip()) {
+                    log::debug!("upnp: {what}: not reading {url} from {from} (read already, or over the limits)");
                     continue;
                 }
             }
-            match load::load(url.as_str(), end) {
-                Ok(gateway) => return Ok(gateway),
-                Err(e) => {
-                    log::debug!("upnp: {what}: {e}");
-                    last = Some(e);
-                }
+            let (tx, end) = (tx.clone(), self.end);
+            let spawned = thread::Builder::new().name("natt-upnp-describe".into()).spawn(move || {
+                // The receiver is gone once the search is over.
+                let _ = tx.send(load::load(url.as_str(), end));
+            });
+            if let Err(e) = spawned {
+                log::debug!("upnp: {what}: starting a thread to read a description: {e}");
             }
         }
-        Err(UpnpError::NoGateway(match last {
-            Some(e) => format!(
-                "{what}: no usable answer in time (last: {})",
-                shorten(&e.to_string(), 200)
-            ),
-            None => format!("{what}: no usable answer in time"),
-        }))
     }
 }
 
@@ -164,7 +290,7 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
         return Err(UpnpError::NotApplicable("no IPv4 interface to search from".into()));
     }
     let end = end.min(deadline);
-    let seen = Mutex::new(Seen::default());
+    let seen = Arc::new(Mutex::new(Seen::default()));
     let found = call::first_ok(
         targets.to_vec(),
         "natt-upnp-search",
@@ -198,19 +324,74 @@ mod tests {
     }
 
     #[test]
-    fn one_device_cannot_use_up_the_reads() {
+    fn reads_are_counted_per_location() {
         let router = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1));
         let mut seen = Seen::default();
-        let other = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 9));
-        assert!(seen.take("http://192.168.1.9:1/", other));
-        assert!(!seen.take("http://192.168.1.9:1/", other), "read twice");
-        assert!(seen.take("http://192.168.1.9:2/", other));
+        // A socket taking the router's answers only: forged URLs on the router's address do
+        // not take the real one's read; each URL is read once per search.
+        let mut quota = Quota::new(Some(Ipv4Addr::new(192, 168, 1, 1)));
+        for port in 1..=(MAX_LOCATIONS as u16 - 1) {
+            assert!(quota.take(&mut seen, &format!("http://192.168.1.1:{port}/x"), router));
+        }
+        assert!(!quota.take(&mut seen, "http://192.168.1.1:1/x", router), "read twice");
+        assert!(quota.take(&mut seen, "http://192.168.1.1:5000/rootDesc.xml", router));
         assert!(
-            !seen.take("http://192.168.1.9:3/", other),
+            !quota.take(&mut seen, "http://192.168.1.1:9999/y", router),
+            "a socket read more than {MAX_LOCATIONS}"
+        );
+        // Another socket of the same search has its own quota, but skips what was taken.
+        let mut unicast = Quota::new(Some(Ipv4Addr::new(192, 168, 1, 1)));
+        assert!(!unicast.take(&mut seen, "http://192.168.1.1:5000/rootDesc.xml", router));
+        assert!(unicast.take(&mut seen, "http://192.168.1.1:5000/other.xml", router));
+
+        // A socket taking answers from any device: one device does not use up its reads.
+        let mut seen = Seen::default();
+        let mut any = Quota::new(None);
+        let other = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 9));
+        for port in 1..=MAX_LOCATIONS_PER_ADDRESS {
+            assert!(any.take(&mut seen, &format!("http://192.168.1.9:{port}/"), other));
+        }
+        assert!(
+            !any.take(&mut seen, "http://192.168.1.9:99/", other),
             "one device used up the reads"
         );
-        assert!(seen.take("http://192.168.1.1:5000/rootDesc.xml", router));
+        assert!(any.take(&mut seen, "http://192.168.1.1:5000/rootDesc.xml", router));
         assert!(request("239.255.255.250:1900".parse().unwrap(), SEARCH_TARGET).contains("MX: 1\r\n"));
+    }
+
+    #[test]
+    fn forged_answers_from_the_router_first_do_not_starve_its_own() {
+        use crate::fake::{FakeIgd, FakeSsdp, IgdOptions, fixed, response, silent};
+        // A LAN host forges answers "from the router" (here 127.0.0.1) before the router's
+        // own: a port that accepts and never answers, a closed port, a page that is not a
+        // description, and more of the same, all on the router's address.
+        let stall = silent();
+        let stall2 = silent();
+        let not_igd = fixed(response("200 OK", "<html/>"));
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let igd = FakeIgd::start(IgdOptions::default());
+        let mut locations = vec![
+            stall.url("/rootDesc.xml"),
+            format!("http://127.0.0.1:{closed}/rootDesc.xml"),
+            not_igd.url("/rootDesc.xml"),
+            stall2.url("/a"),
+            stall.url("/b?c=d"),
+        ];
+        locations.push(igd.url());
+        let ssdp = FakeSsdp::start(locations);
+        let mut target = Target::from_interface(Ipv4Addr::LOCALHOST, ssdp.addr);
+        target.only = Some(Ipv4Addr::LOCALHOST);
+        let t0 = Instant::now();
+        let found = search(&[target], t0 + Duration::from_millis(1500), t0 + Duration::from_secs(3)).unwrap();
+        let took = t0.elapsed();
+        println!("found past the forged answers in {took:?}");
+        assert_eq!(found.description, igd.url());
+        // Not after the stalling reads: at once.
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        assert_eq!(igd.server.gets(), 1);
     }
 
     #[test]

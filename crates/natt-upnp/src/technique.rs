@@ -1,5 +1,5 @@
 //! [`UpnpTechnique`]: port mapping on a UPnP Internet Gateway Device, as a natt
-//! [`MappingTechnique`] that maps beside the socket, on top of `igd-next`.
+//! [`MappingTechnique`] that maps beside the socket.
 //!
 //! Mapping a socket: find the gateway (the cached one; else the gateways given with
 //! [`HolePunchServerAddr::IgdGateway`], loaded from their description URLs, see
@@ -34,7 +34,6 @@ use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo, MappingRequest};
 use crate::lease::{Mapping, UpnpLease};
 use crate::load;
-use crate::proxy;
 use crate::search::{self, Target};
 
 /// The technique's name.
@@ -83,7 +82,7 @@ pub struct UpnpConfig {
     /// dead gateway do not each search at every retry.
     pub search_again_after: Duration,
     /// The bound on each renewal and on the deletion when a lease is dropped (default 3 s).
-    /// (`igd-next`'s own timeouts, 10 s to connect and 10 s for the request, still end a
+    /// (A SOAP request's own timeouts, 10 s to connect and 10 s for the answer, still end a
     /// request that outlives this bound, on its worker thread.)
     pub call_timeout: Duration,
     /// Where searches are sent (default the SSDP multicast address, `239.255.255.250:1900`).
@@ -94,10 +93,22 @@ pub struct UpnpConfig {
     pub search_from: Option<Vec<Ipv4Addr>>,
     /// Take a gateway found by searching only when it is the router of this host's default
     /// route (default `true`; the filter needs a default route, read on Linux only). A device
-    /// taken for the gateway gets natt's SOAP requests, whose answers `igd-next` parses with no
-    /// limit on XML entity expansion, so any device on the LAN answering first could exhaust
-    /// memory. Set it to `false` where the gateway answers from another address than the
-    /// default route's (VRRP/CARP virtual addresses) or is not the default router.
+    /// taken for the gateway gets natt's SOAP requests, and the mappings that make the socket
+    /// reachable are the router's anyway. Set it to `false` where the gateway answers from
+    /// another address than the default route's (VRRP/CARP virtual addresses) or is not the
+    /// default router.
+    ///
+    /// SSDP answers are unauthenticated: any host on the LAN can forge answers from the
+    /// router's address. With this filter in effect, what such a host can make natt fetch is
+    /// an HTTP GET of `http://ROUTER:PORT/PATH`, ROUTER the default route's router, any port,
+    /// path and query (no proxy, no redirects, at most 1 s to connect and 256 KiB read, within
+    /// the search window or the caller's deadline, at most 16 distinct URLs per search socket
+    /// per search); what comes back is read by natt's description reader, and only a usable
+    /// gateway description on the router's address is taken. Forged answers do not use up the
+    /// router's own: reads are counted per distinct URL and run concurrently, and the unicast
+    /// search sent to the router has its own quota. Without the filter, the same GET can be
+    /// aimed at any IPv4 address a forged answer claims to come from, and any device answering
+    /// first may be taken as the gateway.
     pub router_only: bool,
 }
 
@@ -658,7 +669,6 @@ impl Shared {
                 e
             })?
         };
-        proxy::warn_if_proxied(gateway.ip());
         log::info!(
             "upnp: gateway {} ({}), control {}",
             gateway.description,
@@ -739,7 +749,6 @@ impl Shared {
         let result = search::search(&targets, window_end, deadline);
         if let Err(e @ (UpnpError::NoGateway(_) | UpnpError::TimedOut { .. })) = &result {
             log::debug!("upnp: {e}");
-            proxy::warn_if_search_proxied();
         }
         // Nothing answered during a whole window: say so at once for a while. (A window cut
         // short by the caller's deadline proves nothing.)
@@ -843,8 +852,8 @@ fn is_conflict(e: &UpnpError) -> bool {
 }
 
 /// Maps `internal` on `gateway`: the same external port when free, another when taken.
-/// `AddPortMapping` with our port first; when it is taken, `igd-next`'s `add_any_port` on
-/// IGD:2 (`AddAnyPortMapping`: the gateway picks), else `AddPortMapping` with a few random
+/// `AddPortMapping` with our port first; when it is taken, `AddAnyPortMapping` on
+/// IGD:2 (the gateway picks), else `AddPortMapping` with a few random
 /// ports ([`UpnpConfig::random_port_attempts`]). Returns the external port and the lease
 /// granted (0 only if the gateway supports permanent leases alone).
 ///
