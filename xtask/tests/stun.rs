@@ -415,6 +415,64 @@ fn third_party_client_against_natt_serve() {
     let _ = serve.child.wait();
 }
 
+/// Issue #18, finding 5: slow TCP clients from one host (80 connections dribbling a STUN
+/// request a byte per 100 ms) used to hold every slot of `natt serve`, so no other host got an
+/// answer over TCP. Now one source holds at most 8 connections, each for at most 5 s, and
+/// another host is answered meanwhile, by STUN and by the simple protocol.
+#[test]
+fn slow_tcp_clients_from_one_host_do_not_deny_natt_serve() {
+    let Some(lab) = lab(
+        "slow_tcp_clients_from_one_host_do_not_deny_natt_serve",
+        "stslow",
+        "r1=prc r2=prc",
+    ) else {
+        return;
+    };
+    let bin = natt_bin();
+    let mut serve = natt_serve(&lab, &bin);
+    let mut slow = Running::new(
+        lab.spawn_probe(
+            "h1",
+            &["slow-tcp", "--to", "203.0.113.20:5483", "--count", "80", "--ms", "8000"],
+        )
+        .unwrap(),
+    );
+    assert_eq!(slow.wait_line("OPENED", Duration::from_secs(10)), "OPENED 80");
+    assert_eq!(slow.wait_line("HELD", Duration::from_secs(5)), "HELD 8");
+    // h2, behind another router, maps over TCP with both protocols of natt serve: each finds
+    // r2's WAN address (the text form names each technique that failed).
+    let t0 = Instant::now();
+    let server = "203.0.113.20:5483";
+    let args = [
+        "map",
+        "--tcp",
+        "--stun",
+        server,
+        "--simple",
+        server,
+        "--no-upnp",
+        "--no-pcp",
+    ];
+    let out = natt(&lab, &bin, "h2", &args);
+    let asked = t0.elapsed();
+    let wan = lab.get("R2_WAN").unwrap();
+    assert!(out.lines().any(|l| l.starts_with(&format!("{wan}:"))), "{out}");
+    assert!(
+        !out.contains("failed"),
+        "a technique failed for h2 while h1 is slow: {out}"
+    );
+    assert!(asked < Duration::from_secs(3), "h2 answered after {asked:?}");
+    // The dribblers are cut at the whole-connection deadline (5 s after they connected).
+    let lines = slow.finish();
+    println!("slow-tcp: {lines:?}; h2 answered in {asked:?}:\n{out}");
+    let closed = lines.iter().find(|l| l.starts_with("CLOSED")).unwrap();
+    let last_ms: u64 = closed.rsplit("last_ms=").next().unwrap().parse().unwrap();
+    assert!(closed.starts_with("CLOSED 80 "), "{lines:?}");
+    assert!((5000..6500).contains(&last_ms), "{lines:?}");
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+}
+
 // ----------------------------------------------------------------------------- lossy link
 
 #[test]

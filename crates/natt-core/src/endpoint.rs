@@ -1,7 +1,8 @@
-//! Endpoints: the addresses at which a peer may reach one of our sockets.
+//! Endpoints: the addresses at which a peer may reach one of our sockets, and the check of an
+//! external address a gateway reports ([`unusable_external_ip`]).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The transport protocol of a socket being mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,9 +92,96 @@ pub fn merge_endpoints(into: &mut Vec<MappedSocketAddr>, new: impl IntoIterator<
     }
 }
 
+/// Why `ip`, an external address a gateway reported (UPnP's `GetExternalIPAddress`, a PCP or
+/// NAT-PMP grant), cannot be where peers reach us; `None` when it can. Refused: the
+/// unspecified address and the rest of 0.0.0.0/8 (a gateway that is not connected), loopback,
+/// link-local, multicast, and 240.0.0.0/4 with the broadcast address; an IPv4-mapped IPv6
+/// address is judged as its IPv4 address. Private and shared (carrier-grade NAT) addresses
+/// are usable: behind double NAT the gateway's external address is one, and peers on that
+/// network reach it. natt-upnp and natt-pcp both judge gateways' answers with this.
+///
+/// ```
+/// use natt_core::endpoint::unusable_external_ip;
+/// assert_eq!(unusable_external_ip("203.0.113.7".parse().unwrap()), None);
+/// assert_eq!(unusable_external_ip("10.0.0.1".parse().unwrap()), None);
+/// assert_eq!(unusable_external_ip("127.0.0.1".parse().unwrap()), Some("a loopback address"));
+/// ```
+pub fn unusable_external_ip(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [first, ..] = v4.octets();
+            if v4.is_unspecified() {
+                Some("unspecified (not connected?)")
+            } else if first == 0 {
+                Some("in 0.0.0.0/8 (this network)")
+            } else if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.is_link_local() {
+                Some("a link-local address")
+            } else if v4.is_multicast() {
+                Some("a multicast address")
+            } else if v4.is_broadcast() {
+                Some("the broadcast address")
+            } else if first >= 240 {
+                Some("in the reserved 240.0.0.0/4")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_unspecified() {
+                Some("unspecified (not connected?)")
+            } else if v6.is_loopback() {
+                Some("a loopback address")
+            } else if v6.is_unicast_link_local() {
+                Some("a link-local address")
+            } else if v6.is_multicast() {
+                Some("a multicast address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unusable_external_addresses() {
+        for bad in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.9.9.9",
+            "169.254.1.1",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0",
+        ] {
+            assert!(unusable_external_ip(bad.parse().unwrap()).is_some(), "{bad}");
+        }
+        for good in [
+            "203.0.113.7",
+            "8.8.8.8",
+            "192.168.1.1",
+            "10.1.2.3",
+            "100.64.0.1",
+            "2001:db8::1",
+            "fd00::1",
+            "::ffff:203.0.113.7",
+        ] {
+            assert_eq!(unusable_external_ip(good.parse().unwrap()), None, "{good}");
+        }
+    }
 
     #[test]
     fn merge_prefers_unrestricted_and_dedups() {

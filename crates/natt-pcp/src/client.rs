@@ -2,11 +2,21 @@
 //! renew, delete, or "who answers?"), fed with datagrams and time, saying what to send and,
 //! once done, what came of it.
 //!
-//! It speaks PCP version 2 first and falls back to NAT-PMP when the gateway answers
-//! `UNSUPP_VERSION` or in NAT-PMP's version 0. Replies that are not for it are ignored: from
-//! another address, malformed, for another opcode, with another nonce, protocol or internal
-//! port. A success reply that cannot be used (all-zero external address, port 0, lifetime 0)
-//! ends it with [`PcpError::Malformed`]; lifetimes are capped at [`MAX_LIFETIME`].
+//! It speaks PCP version 2 first and falls back to NAT-PMP when the gateway does not speak
+//! PCP version 2. Only an `UNSUPP_VERSION` answer that echoes our MAP request's nonce proves
+//! that ([RFC 6887 section 9]: a server of another PCP version copies the request it cannot
+//! parse); it moves to NAT-PMP at once, and [`Transaction::verified_fallback`] says so, so
+//! that the gateway can be remembered as NAT-PMP only. An answer in NAT-PMP's version 0 (what
+//! an RFC 6886 gateway sends) or a bare `UNSUPP_VERSION` header carries no nonce, so anyone
+//! able to forge the gateway's address could send it: after one, PCP keeps waiting for an
+//! answer with our nonce for [`UNVERIFIED_FALLBACK_WAIT`], and only then tries NAT-PMP (an
+//! ANNOUNCE has no nonce, so its fallback is never verified). Replies that are not for it are
+//! ignored: from another address, malformed, for another opcode, with another nonce, protocol
+//! or internal port. A success reply that cannot be used (an external address that
+//! [`natt_core::endpoint::unusable_external_ip`] refuses, port 0, lifetime 0) ends it with
+//! [`PcpError::Malformed`]; lifetimes are capped at [`MAX_LIFETIME`].
+//!
+//! [RFC 6887 section 9]: https://www.rfc-editor.org/rfc/rfc6887#section-9
 //!
 //! ```
 //! use natt_pcp::client::{MapSpec, Outcome, Transaction, Version};
@@ -36,9 +46,10 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use natt_core::Protocol;
+use natt_core::endpoint::unusable_external_ip;
 
 use crate::error::{PcpError, UnsupportedDetail};
 use crate::natpmp_wire as pmp;
@@ -48,6 +59,12 @@ use crate::retransmit::{Jitter, Retransmit, Schedule};
 /// The longest lifetime believed from a gateway (one day); longer grants are renewed as if
 /// they were this long.
 pub const MAX_LIFETIME: u32 = 86_400;
+
+/// How long a PCP request keeps waiting for an answer carrying its nonce after an answer
+/// without one said that the gateway does not speak PCP version 2 (see the module
+/// documentation). A gateway on the LAN answers within milliseconds; the wait is short enough
+/// that NAT-PMP still fits in the default mapping timeout (3 s).
+pub const UNVERIFIED_FALLBACK_WAIT: Duration = Duration::from_millis(500);
 
 /// The protocol a gateway speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +206,11 @@ pub struct Transaction {
     result: Option<Result<Outcome, PcpError>>,
     /// A result was reached (and perhaps taken).
     done: bool,
+    /// Speaking PCP, an answer without our nonce said the gateway does not speak it: until
+    /// when a proper answer is waited for, and what that answer said.
+    unverified: Option<(Instant, String)>,
+    /// The move to NAT-PMP followed an `UNSUPP_VERSION` that echoed our nonce.
+    verified_fallback: bool,
 }
 
 impl Transaction {
@@ -231,6 +253,8 @@ impl Transaction {
             retransmit: Retransmit::new(Schedule::Pcp, Jitter::Random, now),
             result: None,
             done: false,
+            unverified: None,
+            verified_fallback: false,
         };
         t.start(version, now);
         t
@@ -256,6 +280,14 @@ impl Transaction {
     /// The protocol being spoken now.
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// True when the transaction moved from PCP to NAT-PMP because the gateway answered
+    /// `UNSUPP_VERSION` echoing our nonce: proof enough to remember that it speaks NAT-PMP
+    /// only. A fallback after answers without that proof is not, since anyone who can forge
+    /// the gateway's address could have sent them.
+    pub fn verified_fallback(&self) -> bool {
+        self.verified_fallback
     }
 
     /// How many datagrams were sent in the current protocol.
@@ -330,10 +362,36 @@ impl Transaction {
         Some(self.payload.clone())
     }
 
-    /// When the next retransmission is due (`None` once finished, or when the schedule gave up
-    /// and only a late answer can help).
+    /// When [`handle_timeout`](Self::handle_timeout) or the next retransmission is due (`None`
+    /// once finished, or when the schedule gave up and only a late answer can help).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.done { None } else { self.retransmit.next() }
+        if self.done {
+            return None;
+        }
+        let unverified = self.unverified.as_ref().map(|(until, _)| *until);
+        match (self.retransmit.next(), unverified) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Acts on the time `now`: once the wait for a PCP answer with our nonce after an
+    /// unverified "not PCP" answer is over, NAT-PMP is tried (or, without fallback, the
+    /// transaction ends with [`PcpError::Unsupported`]). Call it before
+    /// [`poll_result`](Self::poll_result) each time a wait ends.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.done || self.version != Version::Pcp {
+            return;
+        }
+        let Some((until, what)) = self.unverified.take_if(|(until, _)| now >= *until) else {
+            return;
+        };
+        log::debug!(
+            "{}: no PCP answer with our nonce by {:?} after: {what}",
+            self.gateway,
+            now.saturating_duration_since(until) + UNVERIFIED_FALLBACK_WAIT
+        );
+        self.version_refused(now, what);
     }
 
     /// The result, once there is one (taken: later calls return `None`; the transaction
@@ -377,10 +435,34 @@ impl Transaction {
         }))
     }
 
-    /// The gateway does not speak PCP version 2: NAT-PMP next, if allowed.
-    fn unsupported(&mut self, now: Instant, what: String) -> bool {
+    /// The gateway says it does not speak this version. Speaking PCP, an answer that did not
+    /// echo our nonce (`verified` false) only starts a wait for one that does
+    /// ([`UNVERIFIED_FALLBACK_WAIT`]); a verified one moves to NAT-PMP at once, if allowed.
+    fn unsupported(&mut self, now: Instant, what: String, verified: bool) -> bool {
+        if self.version != Version::Pcp {
+            return self.version_refused(now, what);
+        }
+        if !verified {
+            if self.unverified.is_none() {
+                log::debug!(
+                    "{}: {what}, without our nonce; waiting {UNVERIFIED_FALLBACK_WAIT:?} for a PCP answer",
+                    self.gateway
+                );
+                let until = now.checked_add(UNVERIFIED_FALLBACK_WAIT).unwrap_or(now);
+                self.unverified = Some((until, what));
+            }
+            return false;
+        }
+        self.verified_fallback = self.fallback;
+        self.version_refused(now, what)
+    }
+
+    /// The gateway does not speak this version: NAT-PMP next if speaking PCP and allowed,
+    /// else the end.
+    fn version_refused(&mut self, now: Instant, what: String) -> bool {
         if self.version == Version::Pcp && self.fallback {
             log::debug!("{}: {what}; falling back to NAT-PMP", self.gateway);
+            self.unverified = None;
             self.start(Version::NatPmp, now);
             true
         } else {
@@ -407,10 +489,13 @@ impl Transaction {
             return false;
         }
         if r.result == pcp::ResultCode::UNSUPP_VERSION {
-            // May be a bare header: the server could not parse our version's opcode data.
+            // RFC 6887 section 9: a server of another version copies the request it cannot
+            // parse, so a real answer to a MAP echoes its nonce. A bare header proves nothing.
+            let echoed = self.goal != Goal::Announce && r.map.as_ref().is_some_and(|m| self.is_ours(m));
             return self.unsupported(
                 now,
                 format!("the PCP server answered {} (its version {})", r.result, r.version),
+                echoed,
             );
         }
         if r.version != pcp::VERSION {
@@ -427,10 +512,7 @@ impl Transaction {
         let Some(map) = r.map else {
             return false;
         };
-        if map.nonce != self.spec.nonce
-            || map.protocol != self.spec.pcp_protocol()
-            || map.internal_port != self.spec.internal_port
-        {
+        if !self.is_ours(&map) {
             return false;
         }
         if r.result != pcp::ResultCode::SUCCESS {
@@ -450,9 +532,17 @@ impl Transaction {
         self.granted(map.external, r.lifetime, r.epoch)
     }
 
+    /// RFC 6887 section 11.3: an answer to our MAP carries its nonce, protocol and internal
+    /// port.
+    fn is_ours(&self, map: &pcp::MapData) -> bool {
+        map.nonce == self.spec.nonce
+            && map.protocol == self.spec.pcp_protocol()
+            && map.internal_port == self.spec.internal_port
+    }
+
     fn granted(&mut self, external: SocketAddr, lifetime: u32, epoch: u32) -> bool {
-        if external.ip().is_unspecified() {
-            return self.malformed("an all-zero external address");
+        if let Some(why) = unusable_external_ip(external.ip()) {
+            return self.malformed(&format!("the external address {} is {why}", external.ip()));
         }
         if external.port() == 0 {
             return self.malformed("external port 0");
@@ -473,8 +563,8 @@ impl Transaction {
             return false;
         };
         if self.version == Version::Pcp {
-            // A NAT-PMP gateway answers requests of other versions in its own.
-            return self.unsupported(now, format!("the gateway answered in NAT-PMP: {}", r.result));
+            // A NAT-PMP gateway answers requests of other versions in its own; no nonce in it.
+            return self.unsupported(now, format!("the gateway answered in NAT-PMP: {}", r.result), false);
         }
         let expected = match self.step {
             Step::ExternalAddress => pmp::OP_EXTERNAL_ADDRESS,
@@ -489,11 +579,13 @@ impl Transaction {
             return false;
         }
         if r.result == pmp::ResultCode::UNSUPPORTED_VERSION {
-            return self.unsupported(now, format!("the NAT-PMP gateway answered {}", r.result));
+            return self.unsupported(now, format!("the NAT-PMP gateway answered {}", r.result), true);
         }
         if self.goal == Goal::Announce {
             let external_ip = match r.body {
-                pmp::Body::ExternalAddress(ip) if r.result == pmp::ResultCode::SUCCESS && !ip.is_unspecified() => {
+                pmp::Body::ExternalAddress(ip)
+                    if r.result == pmp::ResultCode::SUCCESS && unusable_external_ip(IpAddr::V4(ip)).is_none() =>
+                {
                     Some(IpAddr::V4(ip))
                 }
                 _ => None,
@@ -514,8 +606,8 @@ impl Transaction {
         }
         match (self.step, r.body) {
             (Step::ExternalAddress, pmp::Body::ExternalAddress(ip)) => {
-                if ip.is_unspecified() {
-                    return self.malformed("an all-zero external address");
+                if let Some(why) = unusable_external_ip(IpAddr::V4(ip)) {
+                    return self.malformed(&format!("the external address {ip} is {why}"));
                 }
                 self.external_ip = Some(ip);
                 self.step = Step::Map;
@@ -684,8 +776,13 @@ mod tests {
     fn unusable_grants_are_malformed() {
         let now = Instant::now();
         for (lifetime, external, why) in [
-            (3600, "0.0.0.0:40000", "all-zero"),
-            (3600, "[::]:40000", "all-zero"),
+            (3600, "0.0.0.0:40000", "unspecified"),
+            (3600, "[::]:40000", "unspecified"),
+            (3600, "127.0.0.1:40000", "loopback"),
+            (3600, "[::1]:40000", "loopback"),
+            (3600, "224.0.0.1:40000", "multicast"),
+            (3600, "255.255.255.255:40000", "broadcast"),
+            (3600, "169.254.7.7:40000", "link-local"),
             (3600, "203.0.113.101:0", "port 0"),
             (0, "203.0.113.101:40000", "lifetime 0"),
         ] {
@@ -711,17 +808,26 @@ mod tests {
         assert_eq!(g.lifetime, MAX_LIFETIME);
     }
 
+    /// What a server of PCP version 1 answers to our MAP (RFC 6887 section 9): UNSUPP_VERSION
+    /// in its own version, with the request it could not parse copied after the header.
+    fn version_negotiation(request: &[u8]) -> Vec<u8> {
+        let mut answer = pcp_reply(request, 1, 0, 5, "0.0.0.0:0");
+        answer[0] = 1;
+        answer
+    }
+
     #[test]
-    fn unsupp_version_falls_back_to_nat_pmp() {
+    fn unsupp_version_echoing_the_nonce_falls_back_to_nat_pmp_at_once() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
         let req = tx.poll_transmit(now).unwrap();
-        // A PCP server of another version: a bare header with UNSUPP_VERSION.
-        let mut bare = pcp_reply(&req, 1, 0, 5, "0.0.0.0:0");
-        bare.truncate(24);
-        bare[0] = 1;
-        assert!(tx.handle_datagram(now, gw(), &bare));
+        // The nonce must be ours for the answer to count.
+        let mut other_nonce = version_negotiation(&req);
+        other_nonce[30] ^= 1;
+        assert!(!tx.handle_datagram(now, gw(), &other_nonce));
+        assert!(tx.handle_datagram(now, gw(), &version_negotiation(&req)));
         assert_eq!(tx.version(), Version::NatPmp);
+        assert!(tx.verified_fallback());
         // External address first, then the mapping.
         let ext = tx.poll_transmit(now).unwrap();
         assert_eq!(ext, vec![0, 0]);
@@ -739,23 +845,66 @@ mod tests {
         assert_eq!(g.lifetime, 3600);
     }
 
+    /// What an RFC 6886 gateway answers to a PCP MAP: version 0, opcode 129, result 1.
+    const NAT_PMP_UNSUPPORTED: [u8; 8] = [0, 0x81, 0, 1, 0, 0, 0, 7];
+
+    /// Issue #18, finding 7: answers that cannot carry our nonce (NAT-PMP's, a bare
+    /// UNSUPP_VERSION header) do not switch to NAT-PMP at once, and PCP still maps when the
+    /// real answer follows.
     #[test]
-    fn nat_pmp_version_answer_falls_back() {
+    fn unauthenticated_unsupported_answers_do_not_downgrade_a_pcp_gateway() {
+        let now = Instant::now();
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
+        let req = tx.poll_transmit(now).unwrap();
+        let mut bare = version_negotiation(&req);
+        bare.truncate(24);
+        for spoofed in [&NAT_PMP_UNSUPPORTED[..], &bare] {
+            assert!(!tx.handle_datagram(now, gw(), spoofed));
+            assert_eq!(tx.version(), Version::Pcp);
+        }
+        // The wait for a proper answer is bounded, and the real answer ends it.
+        assert_eq!(tx.poll_timeout(), Some(now + UNVERIFIED_FALLBACK_WAIT));
+        let later = now + UNVERIFIED_FALLBACK_WAIT / 2;
+        tx.handle_timeout(later);
+        assert_eq!(tx.version(), Version::Pcp);
+        assert!(tx.handle_datagram(later, gw(), &pcp_reply(&req, 0, 3600, 10, "203.0.113.101:40000")));
+        let Some(Ok(Outcome::Mapped(g))) = tx.poll_result() else {
+            panic!()
+        };
+        assert_eq!(g.version, Version::Pcp);
+        assert!(!tx.verified_fallback());
+    }
+
+    #[test]
+    fn nat_pmp_version_answer_falls_back_after_the_wait_unverified() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Tcp), Version::Pcp, true, now);
         tx.poll_transmit(now).unwrap();
-        // What an RFC 6886 gateway answers to a PCP MAP: version 0, opcode 129, result 1.
-        assert!(tx.handle_datagram(now, gw(), &[0, 0x81, 0, 1, 0, 0, 0, 7]));
+        assert!(!tx.handle_datagram(now, gw(), &NAT_PMP_UNSUPPORTED));
+        tx.handle_timeout(now + UNVERIFIED_FALLBACK_WAIT - Duration::from_millis(1));
+        assert_eq!(tx.version(), Version::Pcp);
+        tx.handle_timeout(now + UNVERIFIED_FALLBACK_WAIT);
         assert_eq!(tx.version(), Version::NatPmp);
-        assert_eq!(tx.poll_transmit(now).unwrap(), vec![0, 0]);
+        assert!(
+            !tx.verified_fallback(),
+            "nothing proved the gateway speaks NAT-PMP only"
+        );
+        assert_eq!(tx.poll_transmit(now + UNVERIFIED_FALLBACK_WAIT).unwrap(), vec![0, 0]);
     }
 
     #[test]
     fn no_fallback_when_not_allowed() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now);
+        let req = tx.poll_transmit(now).unwrap();
+        assert!(tx.handle_datagram(now, gw(), &version_negotiation(&req)));
+        assert!(matches!(tx.poll_result(), Some(Err(PcpError::Unsupported { .. }))));
+        // Unverified: after the wait.
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now);
         tx.poll_transmit(now).unwrap();
-        assert!(tx.handle_datagram(now, gw(), &[0, 0x81, 0, 1, 0, 0, 0, 7]));
+        assert!(!tx.handle_datagram(now, gw(), &NAT_PMP_UNSUPPORTED));
+        assert!(tx.poll_result().is_none());
+        tx.handle_timeout(now + UNVERIFIED_FALLBACK_WAIT);
         assert!(matches!(tx.poll_result(), Some(Err(PcpError::Unsupported { .. }))));
     }
 
@@ -846,7 +995,10 @@ mod tests {
         );
         let mut tx = Transaction::announce(gw(), client, Version::Pcp, true, now);
         tx.poll_transmit(now).unwrap();
-        assert!(tx.handle_datagram(now, gw(), &[0, 0x80, 0, 1, 0, 0, 0, 7]));
+        // An ANNOUNCE has no nonce: NAT-PMP is asked after the wait for a PCP answer.
+        assert!(!tx.handle_datagram(now, gw(), &[0, 0x80, 0, 1, 0, 0, 0, 7]));
+        let now = now + UNVERIFIED_FALLBACK_WAIT;
+        tx.handle_timeout(now);
         let ext = tx.poll_transmit(now).unwrap();
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&ext, 0, 8, [198, 51, 100, 1], 0)));
         assert_eq!(

@@ -45,6 +45,7 @@ pub(crate) fn drive(
     let mut buf = [0u8; MAX_LEN + 4];
     loop {
         let now = Instant::now();
+        tx.handle_timeout(now);
         if let Some(result) = tx.poll_result() {
             return Driven::Done(result);
         }

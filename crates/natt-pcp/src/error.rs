@@ -2,8 +2,8 @@
 //! a datagram is not a message of either protocol.
 //!
 //! Gateways are untrusted: whatever one sends (truncated or oversized datagrams, wrong
-//! versions, opcodes or nonces, absurd lifetimes, an all-zero external address, error codes,
-//! silence) ends in one of these or is ignored, never in a panic or a hang.
+//! versions, opcodes or nonces, absurd lifetimes, an external address peers cannot reach,
+//! error codes, silence) ends in one of these or is ignored, never in a panic or a hang.
 
 use std::io;
 use std::net::SocketAddr;
@@ -84,8 +84,8 @@ pub enum PcpError {
         #[source]
         detail: UnsupportedDetail,
     },
-    /// The gateway answered success with something unusable (an all-zero external address,
-    /// port 0, lifetime 0).
+    /// The gateway answered success with something unusable (an external address that
+    /// [`natt_core::endpoint::unusable_external_ip`] refuses, port 0, lifetime 0).
     #[error("{version} gateway {gateway} answered an unusable mapping: {why}")]
     Malformed {
         /// The gateway's address.

@@ -90,7 +90,7 @@ struct Target {
 pub struct PcpTechnique {
     config: PcpConfig,
     target: RwLock<Option<Target>>,
-    /// Gateways found to speak NAT-PMP only.
+    /// Gateways found to speak NAT-PMP only (they answered `UNSUPP_VERSION` with our nonce).
     versions: Mutex<HashMap<SocketAddr, Version>>,
     /// Takes turns with other port-mapping techniques (UPnP) on one gateway.
     arbiter: Option<Arc<GatewayArbiter>>,
@@ -223,7 +223,8 @@ impl PcpTechnique {
             Driven::Done(Err(e)) => return Err(e),
             Driven::Stopped => return Err(tx.timed_out()),
         };
-        if grant.version == Version::NatPmp && only.is_none() {
+        // Remembered only on proof: an UNSUPP_VERSION that echoed our nonce.
+        if grant.version == Version::NatPmp && only.is_none() && tx.verified_fallback() {
             self.versions
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)

@@ -25,6 +25,13 @@ enum Mode {
     Pcp,
     /// NAT-PMP only: PCP requests get NAT-PMP's "unsupported version".
     NatPmpOnly,
+    /// A PCP server of version 1 (and NAT-PMP): version 2 requests get UNSUPP_VERSION in
+    /// version 1, with the request it could not parse copied after the header (RFC 6887
+    /// section 9), so the answer echoes the nonce.
+    PcpV1,
+    /// PCP, but before each answer comes what an attacker forging the gateway's address would
+    /// send to downgrade it: NAT-PMP's "unsupported version" and a bare UNSUPP_VERSION header.
+    Downgrader,
     /// Answers every mapping with this PCP result / NAT-PMP result.
     Refuse { pcp: u8, nat_pmp: u16 },
     /// Never answers.
@@ -168,14 +175,27 @@ fn answer(mode: Mode, data: &[u8], s: &mut State) -> Vec<Vec<u8>> {
     };
     let internal_port = req.map.map_or(0, |m| m.internal_port);
     s.log.push((req.version, req.lifetime, internal_port));
+    // RFC 6887 section 9: a NAT-PMP gateway answers in its own version.
+    let nat_pmp_unsupported = pmp::encode_response(&pmp::Response {
+        opcode: req.opcode,
+        result: pmp::ResultCode::UNSUPPORTED_VERSION,
+        epoch,
+        body: pmp::Body::None,
+    });
     if mode == Mode::NatPmpOnly {
-        // RFC 6887 section 9: a NAT-PMP gateway answers in its own version.
-        return vec![pmp::encode_response(&pmp::Response {
-            opcode: req.opcode,
-            result: pmp::ResultCode::UNSUPPORTED_VERSION,
-            epoch,
-            body: pmp::Body::None,
-        })];
+        return vec![nat_pmp_unsupported];
+    }
+    let mut unsupp_version = pcp::encode_response(&pcp::Response {
+        version: 1,
+        opcode: req.opcode,
+        result: pcp::ResultCode::UNSUPP_VERSION,
+        lifetime: 0,
+        epoch,
+        map: None,
+    });
+    if mode == Mode::PcpV1 {
+        unsupp_version.extend_from_slice(data.get(pcp::HEADER_LEN..).unwrap_or_default());
+        return vec![unsupp_version];
     }
     let mut response = pcp::Response {
         version: 2,
@@ -235,6 +255,9 @@ fn answer(mode: Mode, data: &[u8], s: &mut State) -> Vec<Vec<u8>> {
             vec![2; 1104],
             zero_external,
         ]);
+    }
+    if mode == Mode::Downgrader {
+        replies.extend([nat_pmp_unsupported, unsupp_version]);
     }
     replies.push(good);
     replies
@@ -350,13 +373,83 @@ fn pcp_maps_udp_and_tcp_sockets_and_deletes_on_release() {
     assert_eq!(lifetimes, [7200, 7200, 0, 0]);
 }
 
+/// Issue #18, finding 7: a gateway that answers PCP in NAT-PMP's version 0 cannot prove the
+/// answer is its own (it carries no nonce): NAT-PMP is used after a wait for a PCP answer,
+/// and the next mapping asks in PCP again.
+#[test]
+fn falls_back_to_nat_pmp_after_an_unverified_answer_without_remembering() {
+    let fake = Fake::start(Mode::NatPmpOnly, 3600);
+    let t = fake.technique("pcp", 7200);
+    for protocol in [Protocol::Udp, Protocol::Tcp] {
+        let local = UdpSocket::bind(loopback()).unwrap();
+        let t0 = Instant::now();
+        let (ep, lease) = t.map(protocol, local.local_addr().unwrap(), deadline(2000)).unwrap();
+        assert_eq!(ep.technique, "nat-pmp");
+        assert!(t0.elapsed() >= natt_pcp::client::UNVERIFIED_FALLBACK_WAIT);
+        drop(lease);
+    }
+    // Each mapping: PCP, then NAT-PMP's external address and mapping requests (and the
+    // deletion).
+    let versions: Vec<u8> = fake.requests().iter().map(|r| r.0).collect();
+    assert_eq!(versions.iter().filter(|v| **v == 2).count(), 2, "{versions:?}");
+}
+
+/// Issue #18, finding 7: forged "not PCP" answers ahead of the gateway's own do not downgrade
+/// it: PCP maps, and keeps being used.
+#[test]
+fn forged_unsupported_answers_do_not_downgrade_a_pcp_gateway() {
+    let fake = Fake::start(Mode::Downgrader, 3600);
+    let t = fake.technique("pcp", 7200);
+    for _ in 0..2 {
+        let local = UdpSocket::bind(loopback()).unwrap();
+        let (ep, lease) = t
+            .map(Protocol::Udp, local.local_addr().unwrap(), deadline(2000))
+            .unwrap();
+        assert_eq!(ep.technique, "pcp");
+        assert_eq!(lease.status().version, Version::Pcp);
+        drop(lease);
+    }
+    assert!(fake.requests().iter().all(|r| r.0 == 2), "{:?}", fake.requests());
+}
+
+/// Issue #18, finding 7: a grant whose external address peers cannot reach is refused.
+#[test]
+fn grants_of_unusable_external_addresses_are_refused() {
+    for ip in [
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::new(169, 254, 1, 1),
+    ] {
+        for mode in [Mode::Pcp, Mode::NatPmpOnly] {
+            let fake = Fake::start(mode, 3600);
+            fake.state(|s| s.external_ip = ip);
+            let kind = if mode == Mode::Pcp { "pcp" } else { "nat-pmp" };
+            let t = fake.technique(kind, 7200);
+            let local = UdpSocket::bind(loopback()).unwrap();
+            let e = t
+                .map(Protocol::Udp, local.local_addr().unwrap(), deadline(2000))
+                .unwrap_err();
+            assert!(matches!(e, PcpError::Malformed { .. }), "{ip} {kind}: {e}");
+            assert!(e.to_string().contains(&ip.to_string()), "{e}");
+        }
+    }
+}
+
+/// A PCP server of another version that echoes our nonce in its UNSUPP_VERSION has proved it
+/// does not speak PCP 2: NAT-PMP at once, remembered for the gateway.
 #[test]
 fn falls_back_to_nat_pmp_and_remembers() {
-    let fake = Fake::start(Mode::NatPmpOnly, 3600);
+    let fake = Fake::start(Mode::PcpV1, 3600);
     let t = fake.technique("pcp", 7200);
     let local = UdpSocket::bind(loopback()).unwrap();
     let addr = local.local_addr().unwrap();
+    let t0 = Instant::now();
     let (ep, lease) = t.map(Protocol::Udp, addr, deadline(2000)).unwrap();
+    assert!(
+        t0.elapsed() < natt_pcp::client::UNVERIFIED_FALLBACK_WAIT,
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(ep.technique, "nat-pmp");
     assert_eq!(ep.addr, SocketAddr::from(([203, 0, 113, 7], addr.port())));
     assert_eq!(lease.status().version, Version::NatPmp);
@@ -574,6 +667,9 @@ fn probe_tells_which_protocol_answers() {
     assert!(a.epoch >= 1000);
     let pmp = Fake::start(Mode::NatPmpOnly, 3600);
     let a = natt_pcp::probe(pmp.addr, None, deadline(2000)).unwrap();
+    assert_eq!(a.version, Version::NatPmp);
+    let v1 = Fake::start(Mode::PcpV1, 3600);
+    let a = natt_pcp::probe(v1.addr, None, deadline(2000)).unwrap();
     assert_eq!(a.version, Version::NatPmp);
     assert_eq!(a.external_ip, Some(IpAddr::from([203, 0, 113, 7])));
     let silent = Fake::start(Mode::Silent, 3600);

@@ -6,18 +6,14 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use natt_core::service::{Worker, accept_loop, recv_loop};
+use natt_core::service::{TcpLimits, Worker, accept_loop, recv_loop};
 use natt_core::{MappedSocketAddr, MappedUdpSocket, MappingContext, PortMappings};
 
 use crate::stream::read_message_after;
 use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN, Reply};
 
-/// How long a TCP client may take to send its request and read the reply.
-pub const TCP_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most TCP clients served at once; further connections are closed at once.
-pub const MAX_TCP_CLIENTS: usize = 64;
+pub use natt_core::service::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
 
 /// Errors starting a server.
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +141,9 @@ impl Drop for SimpleUdpHolePunchServer {
 }
 
 /// A server of the simple hole-punch protocol over TCP: it answers one request per connection
-/// and closes it. At most [`MAX_TCP_CLIENTS`] are served at once, each for at most
-/// [`TCP_CLIENT_TIMEOUT`].
+/// and closes it. At most [`MAX_TCP_CLIENTS`] are served at once, at most
+/// [`MAX_TCP_CLIENTS_PER_SOURCE`] of them from one source, each for at most [`TCP_DEADLINE`]
+/// from connection to reply.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -171,7 +168,7 @@ impl SimpleTcpHolePunchServer {
         let answered = Arc::new(AtomicU64::new(0));
         let count = Arc::clone(&answered);
         let worker = Worker::spawn("natt-simple-tcp", Some(local), true, move |stop| {
-            accept_loop(&listener, &stop, MAX_TCP_CLIENTS, move |stream| {
+            accept_loop(&listener, &stop, TcpLimits::default(), move |stream| {
                 if let Err(e) = serve_tcp_client(stream, &count) {
                     log::debug!("TCP client: {e}");
                 }
@@ -204,9 +201,8 @@ impl Drop for SimpleTcpHolePunchServer {
     }
 }
 
+/// Serves one connection, whose timeouts and deadline `accept_loop` has set.
 fn serve_tcp_client(mut stream: TcpStream, answered: &AtomicU64) -> io::Result<()> {
-    stream.set_read_timeout(Some(TCP_CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(TCP_CLIENT_TIMEOUT))?;
     let mut head = [0u8; HEADER_LEN];
     stream.read_exact(&mut head)?;
     answer_stream(head, &mut stream, || {

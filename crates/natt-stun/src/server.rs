@@ -12,20 +12,19 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Duration;
 
-use natt_core::service::{Worker, accept_loop, recv_loop};
+use natt_core::service::{TcpLimits, Worker, accept_loop, recv_loop};
 
 use crate::message::{
     HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, decode_request, encode_error, encode_success, looks_like_stun,
     stream_message_len,
 };
 
-/// How long a TCP client may take per request.
-pub const TCP_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most TCP clients served at once.
-pub const MAX_TCP_CLIENTS: usize = 64;
-/// The most requests answered on one TCP connection.
+// The bounds on TCP clients: at most MAX_TCP_CLIENTS at once, at most
+// MAX_TCP_CLIENTS_PER_SOURCE of them from one source, and TCP_DEADLINE for a whole connection
+// (all its requests and answers).
+pub use natt_core::service::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
+/// The most requests answered on one TCP connection (within its [`TCP_DEADLINE`]).
 pub const MAX_REQUESTS_PER_CONNECTION: usize = 16;
 /// The most threads receiving on one UDP socket.
 pub const MAX_UDP_THREADS: usize = 4;
@@ -250,7 +249,7 @@ impl StunServer {
             let (layout_c, other_c, count) = (layout.clone(), other.clone(), Arc::clone(&answered));
             workers.push(
                 Worker::spawn("natt-stun-tcp", Some(addr), true, move |stop| {
-                    accept_loop(&listener, &stop, MAX_TCP_CLIENTS, move |stream| {
+                    accept_loop(&listener, &stop, TcpLimits::default(), move |stream| {
                         if let Err(e) = serve_stream(stream, &layout_c, on, other_c.as_deref(), &count) {
                             log::debug!("TCP client: {e}");
                         }
@@ -298,6 +297,7 @@ impl Drop for StunServer {
 }
 
 /// Serves one TCP connection: STUN requests back to back, or hands it to the other protocol.
+/// `accept_loop` has set its timeouts and shuts it down at its deadline.
 fn serve_stream(
     mut stream: TcpStream,
     layout: &Layout,
@@ -305,8 +305,6 @@ fn serve_stream(
     other: Option<&dyn OtherProtocol>,
     answered: &AtomicU64,
 ) -> io::Result<()> {
-    stream.set_read_timeout(Some(TCP_CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(TCP_CLIENT_TIMEOUT))?;
     let from = stream.peer_addr()?;
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         let mut head = [0u8; STREAM_HEAD_LEN];

@@ -332,3 +332,81 @@ fn garbage_gets_no_answer_and_the_server_keeps_serving() {
         );
     }
 }
+
+/// A TCP connection to `to` from source address `from` (any 127.0.0.0/8 address is this
+/// host's on Linux loopback).
+fn tcp_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    s.connect_timeout(&to.into(), Duration::from_secs(2)).unwrap();
+    s.into()
+}
+
+/// Issue #18, finding 5: 80 clients from one address that dribble a request (a STUN header
+/// announcing 500 bytes, then a byte per 100 ms) used to hold all 64 slots, so nobody else
+/// got an answer. Now they hold at most MAX_TCP_CLIENTS_PER_SOURCE, another source is answered
+/// at once, and the dribblers are cut off at TCP_DEADLINE.
+#[test]
+fn slow_clients_from_one_source_do_not_deny_tcp_to_others() {
+    use natt_stun::server::{MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
+    let server = single_server();
+    let addr = server.udp_addresses()[0];
+    let t0 = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..80)
+        .map(|_| {
+            let mut s = tcp_from(LOCALHOST, addr);
+            let mut head = encode_binding_request([9; 12], None).unwrap();
+            head[2..4].copy_from_slice(&500u16.to_be_bytes());
+            s.write_all(&head).unwrap();
+            s
+        })
+        .collect();
+    // Another source is answered at once.
+    let asked = Instant::now();
+    let mut other = tcp_from(ALTERNATE, addr);
+    other.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    other
+        .write_all(&encode_binding_request([5; 12], None).unwrap())
+        .unwrap();
+    let bytes = natt_stun::client::read_stun_message(&mut other).expect("an answer to another source");
+    let ok = decode_response(&bytes).unwrap().result.unwrap();
+    assert_eq!(ok.mapped, other.local_addr().unwrap());
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    // The slow ones dribble; all but a few were refused, and those are cut at the deadline.
+    let mut cut = Vec::new();
+    while !slow.is_empty() && t0.elapsed() < TCP_DEADLINE * 2 {
+        let before = slow.len();
+        slow.retain_mut(|s| {
+            s.set_nonblocking(true).unwrap();
+            let closed = match s.read(&mut [0u8; 64]) {
+                Ok(_) => true,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+            };
+            !closed && s.write_all(&[0]).is_ok()
+        });
+        cut.extend(std::iter::repeat_n(t0.elapsed(), before - slow.len()));
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        slow.is_empty(),
+        "{} slow clients still served after {:?}",
+        slow.len(),
+        t0.elapsed()
+    );
+    let late: Vec<_> = cut.iter().filter(|t| **t > Duration::from_secs(1)).collect();
+    assert_eq!(
+        late.len(),
+        MAX_TCP_CLIENTS_PER_SOURCE,
+        "held until the deadline: {cut:?}"
+    );
+    for t in late {
+        assert!(
+            *t >= TCP_DEADLINE && *t < TCP_DEADLINE + Duration::from_secs(1),
+            "cut at {t:?}"
+        );
+    }
+}

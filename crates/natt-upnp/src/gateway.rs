@@ -214,13 +214,13 @@ impl Gateway {
         let service = Arc::clone(&self.service);
         let what = format!("{GET_EXTERNAL_IP} at {}", self.control);
         let ip = call::bounded(&what, deadline, move || service.external_ip(), drop)??;
+        if let Some(why) = natt_core::endpoint::unusable_external_ip(ip) {
+            return Err(UpnpError::NoExternalAddress(format!(
+                "{} is {why}",
+                shorten(&ip.to_string(), 60)
+            )));
+        }
         match ip {
-            IpAddr::V4(ip) if ip.is_unspecified() => {
-                Err(UpnpError::NoExternalAddress("0.0.0.0 (not connected?)".into()))
-            }
-            IpAddr::V4(ip) if ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() => {
-                Err(UpnpError::NoExternalAddress(format!("{ip} is not a unicast address")))
-            }
             IpAddr::V4(ip) => Ok(ip),
             IpAddr::V6(ip) => Err(UpnpError::NoExternalAddress(format!(
                 "{} is not IPv4",

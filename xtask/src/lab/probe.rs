@@ -16,6 +16,10 @@
 //!   `MAPPED SERVER MAPPED rtt_ms=X`.
 //! - `probe rtt --to OBSERVER [--count N] [--interval-ms M] [--wait-ms W]`: numbered datagrams to
 //!   an observer: `RTT sent=N received=M min_ms=.. median_ms=.. max_ms=..`.
+//! - `probe slow-tcp --to A [--count N] [--interval-ms M] --ms T`: N TCP connections that each
+//!   announce a 500-byte STUN request and dribble it a byte per M ms (default 100), for T ms:
+//!   `OPENED n`, `HELD n` (still open after a second), then `CLOSED n last_ms=X` (closed by
+//!   the server, the last X ms after the connections were opened) and `OPEN n`.
 //! - `probe igd-impostor --ip IP --ms N`: a LAN device posing as a UPnP gateway (answers
 //!   M-SEARCHes on port 1900, serves a description and SOAP successes): `READY`, then
 //!   `ANSWERED n` and `HTTP n`.
@@ -93,9 +97,9 @@ fn out(line: &str) {
 
 /// Runs `probe SUBCOMMAND ARGS...`; returns the exit code.
 pub fn main(args: &[String]) -> Result<i32> {
-    let (sub, rest) = args
-        .split_first()
-        .ok_or_else(|| err("probe needs a subcommand: observe, listen, send, stun, rtt, spoof, igd-impostor"))?;
+    let (sub, rest) = args.split_first().ok_or_else(|| {
+        err("probe needs a subcommand: observe, listen, send, stun, rtt, spoof, slow-tcp, igd-impostor")
+    })?;
     let a = Args::parse(rest)?;
     match sub.as_str() {
         "observe" => observe(&a),
@@ -106,6 +110,7 @@ pub fn main(args: &[String]) -> Result<i32> {
         "spoof" => spoof(&a),
         "udp-relay" => super::attack::udp_relay(&a),
         "tcp-relay" => super::attack::tcp_relay(&a),
+        "slow-tcp" => slow_tcp(&a),
         "igd-impostor" => igd_impostor(&a),
         // Hidden: the load generator of `cargo xtask bench` (src/bench/load.rs).
         "load" => crate::bench::load::main(&a),
@@ -274,6 +279,59 @@ fn udp_packet(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(payload);
     p
+}
+
+/// `slow-tcp`: a client that holds a server's TCP connections by sending slowly (see the
+/// module doc). A connection counts as closed when a read sees its end or an error, or a write
+/// fails.
+fn slow_tcp(a: &Args) -> Result<i32> {
+    use std::io::Read as _;
+    use std::net::TcpStream;
+    let to = addr(&a.need::<String>("to")?)?;
+    let count: usize = a.get_or("count", 80)?;
+    let interval = Duration::from_millis(a.get_or("interval-ms", 100)?);
+    let end = Instant::now() + Duration::from_millis(a.need("ms")?);
+    // A STUN Binding request header announcing 500 bytes of attributes, never sent in full.
+    let mut head = stun_request(&transaction_id());
+    head.splice(2..4, 500u16.to_be_bytes());
+    let start = Instant::now();
+    let mut open: Vec<TcpStream> = Vec::new();
+    for _ in 0..count {
+        let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else {
+            continue;
+        };
+        if s.write_all(&head).is_ok() && s.set_nonblocking(true).is_ok() {
+            open.push(s);
+        }
+    }
+    out(&format!("OPENED {}", open.len()));
+    let (mut closed, mut last, mut held_said) = (0, Duration::ZERO, false);
+    while Instant::now() < end && !open.is_empty() {
+        let before = open.len();
+        open.retain_mut(|s| {
+            let ended = match s.read(&mut [0u8; 64]) {
+                Ok(_) => true,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+            };
+            let write_failed = matches!(s.write(&[0]), Err(e) if e.kind() != ErrorKind::WouldBlock);
+            !ended && !write_failed
+        });
+        if open.len() < before {
+            closed += before - open.len();
+            last = start.elapsed();
+        }
+        if !held_said && start.elapsed() >= Duration::from_secs(1) {
+            out(&format!("HELD {}", open.len()));
+            held_said = true;
+        }
+        thread::sleep(interval.min(end.saturating_duration_since(Instant::now())));
+    }
+    if !held_said {
+        out(&format!("HELD {}", open.len()));
+    }
+    out(&format!("CLOSED {closed} last_ms={}", last.as_millis()));
+    out(&format!("OPEN {}", open.len()));
+    Ok(0)
 }
 
 fn rtt(a: &Args) -> Result<i32> {
