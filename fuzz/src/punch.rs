@@ -192,7 +192,14 @@ fn puncher(
                     nonce: echoed.map_or(nonce, |(_, n)| n),
                     observed: seen_at,
                 };
-                if m.kind == Kind::Reply && echoed.is_some_and(|(to, _)| to == from) && paths.sees_us(seen_at) {
+                // A reply to a probe we sent to `from` (its nonce echoed, or guessed: the
+                // generator is seeded), saying it saw us at our own address.
+                let answers_ours = m.kind == Kind::Reply
+                    && sent.iter().any(|(to, bytes)| {
+                        *to == from
+                            && wire::open(&theirs, bytes).is_some_and(|s| s.kind == Kind::Probe && s.nonce == m.nonce)
+                    });
+                if answers_ours && paths.sees_us(seen_at) {
                     confirmable.push(from);
                 }
                 assert!(p.handle_datagram(clock.now, from, &wire::encode(&theirs, &m)));

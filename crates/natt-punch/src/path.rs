@@ -3,8 +3,8 @@
 //!
 //! - **Targets** are the peer's endpoints that can be reached from our socket, local ones
 //!   first. Endpoints that cannot be a peer are refused: port 0, unspecified, multicast and
-//!   broadcast addresses, reserved IPv4 (`0.0.0.0/8`, `240.0.0.0/4`), IPv6 link-local (no
-//!   scope), loopback unless our own socket is on loopback, and our own endpoints.
+//!   broadcast addresses, reserved IPv4 (`0.0.0.0/8`, `240.0.0.0/4`), link-local addresses,
+//!   loopback unless our own socket is on loopback, and our own endpoints.
 //! - **Peer addresses**: a punch sends only to, and takes packets and streams only from,
 //!   addresses whose IP the peer's token lists (any port: behind a NAT whose mapping varies by
 //!   destination, the peer's packets come from a port no server saw). A hostile token cannot
@@ -30,38 +30,18 @@ use crate::error::PunchError;
 /// The most addresses probed (the peer's endpoints plus peer-reflexive ones).
 pub const MAX_TARGETS: usize = 32;
 
-/// Why `addr` cannot be a peer's endpoint for a socket bound at `local`, if it cannot.
+/// Why `addr` cannot be a peer's endpoint for a socket bound at `local`, if it cannot: port 0,
+/// or an address that natt never takes as a public one
+/// ([`natt_core::endpoint::unusable_external_ip`]), except loopback between two sockets on
+/// loopback.
 pub fn unusable(local: SocketAddr, addr: SocketAddr) -> Option<&'static str> {
     if addr.port() == 0 {
         return Some("port 0");
     }
-    let ip = addr.ip();
-    if ip.is_unspecified() {
-        return Some("unspecified address");
+    if addr.ip().is_loopback() && local.ip().is_loopback() {
+        return None;
     }
-    if ip.is_multicast() {
-        return Some("multicast address");
-    }
-    if ip.is_loopback() && !local.ip().is_loopback() {
-        return Some("loopback address (the peer's own machine, not ours)");
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, ..] = v4.octets();
-            if v4.is_broadcast() {
-                return Some("broadcast address");
-            }
-            if a == 0 || a >= 240 {
-                return Some("reserved address");
-            }
-        }
-        IpAddr::V6(v6) => {
-            if v6.segments().first().is_some_and(|s| s & 0xffc0 == 0xfe80) {
-                return Some("link-local address (no scope)");
-            }
-        }
-    }
-    None
+    natt_core::endpoint::unusable_external_ip(addr.ip())
 }
 
 /// Our side's view of the peers' addresses for one punch.
