@@ -89,15 +89,26 @@ fn exchange(
     text.trim().parse().map_err(|e| format!("bad peer token: {e}"))
 }
 
-/// Writes the token to `path`. A regular file (or a new one) is written beside `path` and
-/// renamed over it, so a reader polling the file never sees a partial token. Anything else
-/// (`/dev/null`, a FIFO, `/dev/stdout`) is written in place: renaming over it would replace the
-/// device or pipe with a regular file.
+/// Writes the token, which carries the secret of the punch, to `path`:
+///
+/// - A new or regular file is replaced whole: the token goes to a new file beside `path`,
+///   created exclusively (`O_EXCL`), readable by its owner only (0600) and not through a
+///   symbolic link, under an unpredictable name, then renamed over `path`. A reader polling
+///   `path` never sees a partial token, and a file or link planted where the temporary file
+///   goes is never written through.
+/// - Anything else that exists (`/dev/null`, a FIFO) is written in place, opened without
+///   following a link: renaming over it would replace the device or pipe with a regular file.
+/// - A symbolic link at `path` is refused: it could point anywhere (`-` writes to stdout).
 fn write_token(path: &Path, text: &str) -> io::Result<()> {
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symbolic link, which natt does not follow (give its target, or - for stdout)",
+            ));
+        }
         Ok(meta) if !meta.is_file() => {
-            return fs::OpenOptions::new()
-                .write(true)
+            return owner_only_no_follow(fs::OpenOptions::new().write(true))
                 .open(path)?
                 .write_all(text.as_bytes());
         }
@@ -105,11 +116,51 @@ fn write_token(path: &Path, text: &str) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
+    let (tmp, mut file) = create_temporary(path)?;
+    let written = file.write_all(text.as_bytes()).and_then(|()| fs::rename(&tmp, path));
+    written.inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// How many unpredictable names [`create_temporary`] tries before giving up.
+const TEMPORARY_TRIES: u32 = 8;
+
+/// A new file beside `path`, `.NAME.RANDOM.tmp`, created exclusively with mode 0600 and not
+/// through a symbolic link.
+fn create_temporary(path: &Path) -> io::Result<(std::path::PathBuf, fs::File)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut last = None;
+    for _ in 0..TEMPORARY_TRIES {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{:016x}.tmp", rand::random::<u64>()));
+        let tmp = path.with_file_name(tmp_name);
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        match owner_only_no_follow(&mut options).open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no temporary file name")))
+}
+
+/// `options` that create a file readable and writable by its owner only (mode 0600) and fail
+/// on a symbolic link (`O_NOFOLLOW`).
+#[cfg(unix)]
+fn owner_only_no_follow(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.mode(0o600).custom_flags(libc::O_NOFOLLOW)
+}
+
+/// Elsewhere the OS's defaults (the symbolic link check before still applies).
+#[cfg(not(unix))]
+fn owner_only_no_follow(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+    options
 }
 
 /// Waits until `path` exists and holds a line, then returns it.
@@ -238,6 +289,84 @@ mod tests {
         write_token(&path, "natt1.new\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.new\n");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Issue #18, finding 9: the token carries the punch's secret, so its file is the owner's
+    /// only, whether new or replacing a world-readable one.
+    #[test]
+    fn token_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("mode");
+        let path = dir.join("token");
+        write_token(&path, "natt1.a\n").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_token(&path, "natt1.b\n").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.b\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue #18, finding 9: a symbolic link planted at the token path is not followed.
+    #[test]
+    fn a_symlink_at_the_token_path_is_refused() {
+        let dir = scratch("symlink");
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let path = dir.join("token");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let e = write_token(&path, "natt1.secret\n").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        // A dangling link too: nothing is created where it points.
+        let dangling = dir.join("dangling");
+        std::os::unix::fs::symlink(dir.join("created"), &dangling).unwrap();
+        assert!(write_token(&dangling, "natt1.secret\n").is_err());
+        assert!(!dir.join("created").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue #18, finding 9: the temporary name used to be `token.tmpPID`; links planted at
+    /// such names are not written through, and nothing is left behind.
+    #[test]
+    fn files_planted_at_predictable_temporary_names_do_not_matter() {
+        let dir = scratch("planted");
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let path = dir.join("token");
+        let planted = path.with_extension(format!("tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_token(&path, "natt1.secret\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.secret\n");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The temporary file is exclusive: an existing file at the name chosen is an error there,
+    /// and another name is tried.
+    #[test]
+    fn temporary_files_are_created_exclusively_under_fresh_names() {
+        let dir = scratch("exclusive");
+        let path = dir.join("token");
+        let (a, _) = create_temporary(&path).unwrap();
+        let (b, _) = create_temporary(&path).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(mode(&a), 0o600);
+        let mut again = fs::OpenOptions::new();
+        again.write(true).create_new(true);
+        assert_eq!(
+            owner_only_no_follow(&mut again).open(&a).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -159,3 +159,58 @@ fn probe_json_contract() {
         assert!(t["error"].is_null(), "{t}");
     }
 }
+
+/// `natt punch` with no technique (no packet is sent) that writes its token to `token_out`
+/// and gives up waiting for the peer's after half a second: its stderr.
+fn punch_writing_token(token_out: &std::path::Path) -> String {
+    let dir = token_out.parent().unwrap();
+    let out = Command::new(NATT)
+        .args([
+            "punch",
+            "--udp",
+            "--no-upnp",
+            "--no-pcp",
+            "--timeout",
+            "0.5",
+            "--token-out",
+        ])
+        .arg(token_out)
+        .arg("--peer-token")
+        .arg(dir.join("no-peer-token"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "punched without a peer");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("natt-cli-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Issue #18, finding 9: `--token-out FILE` is the owner's only (the token carries the
+/// punch's secret), and a symbolic link planted there is refused, its target untouched.
+#[test]
+fn token_out_is_private_and_never_follows_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("token-out");
+    let token = dir.join("token");
+    let stderr = punch_writing_token(&token);
+    assert!(stderr.contains("no peer token"), "{stderr}");
+    let text = std::fs::read_to_string(&token).unwrap();
+    assert!(text.starts_with("natt1.") && text.ends_with('\n'), "{text}");
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let stderr = punch_writing_token(&link);
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
