@@ -286,8 +286,8 @@ mod tests {
         let dir = scratch("regular");
         let path = dir.join("token");
         fs::write(&path, "old token that is longer\n").unwrap();
-        write_token(&path, "natt1.new\n").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.new\n");
+        write_token(&path, "natt2.new\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "natt2.new\n");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -304,12 +304,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = scratch("mode");
         let path = dir.join("token");
-        write_token(&path, "natt1.a\n").unwrap();
+        write_token(&path, "natt2.a\n").unwrap();
         assert_eq!(mode(&path), 0o600);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        write_token(&path, "natt1.b\n").unwrap();
+        write_token(&path, "natt2.b\n").unwrap();
         assert_eq!(mode(&path), 0o600);
-        assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.b\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "natt2.b\n");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -321,14 +321,14 @@ mod tests {
         fs::write(&victim, "precious\n").unwrap();
         let path = dir.join("token");
         std::os::unix::fs::symlink(&victim, &path).unwrap();
-        let e = write_token(&path, "natt1.secret\n").unwrap_err();
+        let e = write_token(&path, "natt2.secret\n").unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
         assert!(fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
         // A dangling link too: nothing is created where it points.
         let dangling = dir.join("dangling");
         std::os::unix::fs::symlink(dir.join("created"), &dangling).unwrap();
-        assert!(write_token(&dangling, "natt1.secret\n").is_err());
+        assert!(write_token(&dangling, "natt2.secret\n").is_err());
         assert!(!dir.join("created").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -343,8 +343,8 @@ mod tests {
         let path = dir.join("token");
         let planted = path.with_extension(format!("tmp{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        write_token(&path, "natt1.secret\n").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "natt1.secret\n");
+        write_token(&path, "natt2.secret\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "natt2.secret\n");
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
@@ -385,10 +385,10 @@ mod tests {
         }
         let reader_path = path.clone();
         let reader = thread::spawn(move || fs::read_to_string(reader_path).unwrap());
-        write_token(&path, "natt1.token\n").unwrap();
+        write_token(&path, "natt2.token\n").unwrap();
         // Checked before joining: had the FIFO been replaced, the reader would wait forever.
         assert!(fs::metadata(&path).unwrap().file_type().is_fifo());
-        assert_eq!(reader.join().unwrap(), "natt1.token\n");
+        assert_eq!(reader.join().unwrap(), "natt2.token\n");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -200,7 +200,7 @@ fn token_out_is_private_and_never_follows_a_symlink() {
     let stderr = punch_writing_token(&token);
     assert!(stderr.contains("no peer token"), "{stderr}");
     let text = std::fs::read_to_string(&token).unwrap();
-    assert!(text.starts_with("natt1.") && text.ends_with('\n'), "{text}");
+    assert!(text.starts_with("natt2.") && text.ends_with('\n'), "{text}");
     let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
