@@ -25,9 +25,11 @@ pub fn run(args: &MapArgs) -> Result<(), String> {
             (Box::new(m.socket), m.endpoints, m.port_mappings)
         };
     let elapsed_ms = start.elapsed().as_millis();
+    output::warn_if_no_external(&port_mappings);
     let printed = if args.json {
         output::print_json(&MapReport {
             endpoints: endpoints.iter().map(Into::into).collect(),
+            techniques: output::technique_reports(port_mappings.outcomes()),
             elapsed_ms,
         })
     } else {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use natt::{MappedSocketAddr, TechniqueOutcome};
+use natt::{MappedSocketAddr, PortMappings, TechniqueOutcome};
 
 /// One endpoint in `natt map --json`.
 #[derive(Debug, Serialize)]
@@ -25,13 +25,32 @@ impl From<&MappedSocketAddr> for Endpoint {
     }
 }
 
-/// `natt map --json`: `{"endpoints":[...],"elapsed_ms":N}`.
+/// `natt map --json`: `{"endpoints":[...],"techniques":[...],"elapsed_ms":N}`.
 #[derive(Debug, Serialize)]
 pub struct MapReport {
     /// Every endpoint, local ones first.
     pub endpoints: Vec<Endpoint>,
+    /// Each technique that applied: what it found, or why not (as in `natt probe --json`).
+    pub techniques: Vec<TechniqueReport>,
     /// How long mapping took.
     pub elapsed_ms: u128,
+}
+
+/// The reports of the techniques in `outcomes` that applied.
+pub fn technique_reports(outcomes: &[TechniqueOutcome]) -> Vec<TechniqueReport> {
+    outcomes
+        .iter()
+        .filter(|o| !o.result.as_ref().is_err_and(|e| e.is_not_applicable()))
+        .map(Into::into)
+        .collect()
+}
+
+/// Writes a one-line warning on stderr when mapping found no address beyond this host's own
+/// interfaces (peers elsewhere cannot reach it), naming why.
+pub fn warn_if_no_external(port_mappings: &PortMappings) {
+    if let Some(why) = port_mappings.why_no_external() {
+        eprintln!("natt: warning: {why}; only peers on this host's own networks can reach it");
+    }
 }
 
 /// Prints `value` as one line of JSON.

@@ -12,7 +12,7 @@ use natt::{MappedUdpSocket, TechniqueOutcome};
 
 use crate::args::ProbeArgs;
 use crate::context;
-use crate::output::{self, PcpReport, ProbeReport, TechniqueReport};
+use crate::output::{self, PcpReport, ProbeReport};
 
 /// Probes and prints the report.
 pub fn run(args: &ProbeArgs) -> Result<(), String> {
@@ -76,18 +76,13 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         mapping: behaviour.mapping.to_string(),
         filtering: behaviour.filtering.to_string(),
         tcp_mapping: tcp_mapping.to_string(),
-        techniques: mapped
-            .port_mappings
-            .outcomes()
-            .iter()
-            .filter(|o| !o.result.as_ref().is_err_and(|e| e.is_not_applicable()))
-            .map(TechniqueReport::from)
-            .collect(),
+        techniques: output::technique_reports(mapped.port_mappings.outcomes()),
         gateway: upnp.and_then(|u| u.gateway_info()).map(|g| g.to_string()),
         pcp: pcp.map(|(g, answer)| pcp_report(g, answer, mapped.port_mappings.outcomes())),
         evidence: behaviour.evidence,
         elapsed_ms: start.elapsed().as_millis(),
     };
+    output::warn_if_no_external(&mapped.port_mappings);
     let printed = if args.json {
         output::print_json(&report)
     } else {
@@ -156,21 +151,21 @@ fn unknown(why: String) -> NatBehaviour {
 
 fn print_text(r: &ProbeReport) {
     println!(
-        "external:  {}",
+        "external:    {}",
         if r.external.is_empty() {
             "none found".to_owned()
         } else {
             r.external.join(" ")
         }
     );
-    println!("mapping:   {}", r.mapping);
-    println!("filtering: {}", r.filtering);
+    println!("mapping:     {}", r.mapping);
+    println!("filtering:   {}", r.filtering);
     println!("tcp mapping: {}", r.tcp_mapping);
-    println!("gateway:   {}", r.gateway.as_deref().unwrap_or("none answered"));
+    println!("gateway:     {}", r.gateway.as_deref().unwrap_or("none answered"));
     match &r.pcp {
-        None => println!("pcp:       not tried"),
+        None => println!("pcp:         not tried"),
         Some(p) => println!(
-            "pcp:       {} at {}{}{}",
+            "pcp:         {} at {}{}{}",
             p.protocol.as_deref().unwrap_or("none answered"),
             p.gateway,
             p.external

@@ -41,7 +41,7 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         let theirs = exchange(&public, args, &mut stdin, timeout)?;
         let start = Instant::now();
         let punched = PunchedUdpSocket::punch_hole(mapped.socket, ours, theirs, start + timeout)
-            .map_err(|e| format!("UDP punch failed: {e}"))?;
+            .map_err(|e| failed("UDP", &e, &mapped.port_mappings))?;
         report(args, punched.peer_addr, start, "udp")?;
         relay_udp(&punched.socket, punched.peer_addr, &mut stdin, linger)?;
         // Waits for the routers to delete the mappings before the process exits.
@@ -53,7 +53,7 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         let theirs = exchange(&public, args, &mut stdin, timeout)?;
         let start = Instant::now();
         let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
-            .map_err(|e| format!("TCP punch failed: {e}"))?;
+            .map_err(|e| failed("TCP", &e, &mapped.port_mappings))?;
         let peer = stream.peer_addr().map_err(|e| e.to_string())?;
         report(args, peer, start, "tcp")?;
         relay_tcp(stream, &mut stdin)?;
@@ -61,6 +61,15 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         port_mappings.release();
     }
     Ok(())
+}
+
+/// The one line a failed punch prints: what went wrong and, when our own token listed no
+/// address beyond this host's interfaces, why it did not (a likely cause).
+fn failed(proto: &str, e: &natt::PunchError, port_mappings: &natt::PortMappings) -> String {
+    match port_mappings.why_no_external() {
+        Some(why) => format!("{proto} punch failed: {e}; and our token had {why}"),
+        None => format!("{proto} punch failed: {e}"),
+    }
 }
 
 /// Writes our token and reads the peer's.

@@ -83,6 +83,50 @@ impl PortMappings {
         &self.outcomes
     }
 
+    /// Whether some technique found an endpoint beyond this host's own interface addresses
+    /// (what a peer outside this network needs).
+    pub fn found_external(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| o.result.as_ref().is_ok_and(|eps| !eps.is_empty()))
+    }
+
+    /// When no technique found an endpoint beyond this host's own interface addresses: why, in
+    /// one line that names each technique and what stopped it; `None` when one did. Mapping
+    /// itself succeeds either way (the local endpoints still serve peers on this network), so
+    /// a program that needs peers elsewhere checks this.
+    ///
+    /// ```
+    /// # use natt_core::{MappedUdpSocket, MappingContext};
+    /// # fn main() -> Result<(), natt_core::Error> {
+    /// let mapped = MappedUdpSocket::new(&MappingContext::empty())?;
+    /// assert_eq!(
+    ///     mapped.port_mappings.why_no_external().as_deref(),
+    ///     Some("no external address: no technique ran (give a STUN or simple server)")
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn why_no_external(&self) -> Option<String> {
+        if self.found_external() {
+            return None;
+        }
+        let tried: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| match &o.result {
+                Err(e) if e.is_not_applicable() => None,
+                Err(e) => Some(format!("{}: {e}", o.technique)),
+                Ok(_) => Some(format!("{}: found nothing", o.technique)),
+            })
+            .collect();
+        Some(if tried.is_empty() {
+            "no external address: no technique ran (give a STUN or simple server)".to_owned()
+        } else {
+            format!("no external address ({})", tried.join("; "))
+        })
+    }
+
     /// Deletes every mapping now, and waits until each deletion is over (done, or given up at
     /// its technique's own deadline). The deletions run at the same time. Dropping deletes
     /// too, but may not wait: call this before a program exits.

@@ -15,6 +15,9 @@ pub enum PunchError {
     /// None of the peer's endpoints can be reached or be the peer (each with the reason).
     #[error("none of the peer's endpoints can be used: {0}")]
     UnusableEndpoints(String),
+    /// The deadline had passed before the punch started.
+    #[error("the punch's deadline had already passed when it started")]
+    DeadlinePassed,
     /// No authenticated path to the peer was found before the deadline.
     #[error("no path to the peer before the deadline ({0})")]
     TimedOut(String),

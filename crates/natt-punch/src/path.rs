@@ -44,6 +44,18 @@ pub fn unusable(local: SocketAddr, addr: SocketAddr) -> Option<&'static str> {
     natt_core::endpoint::unusable_external_ip(addr.ip())
 }
 
+/// Whether `ip` is private: RFC 1918, shared (carrier-grade NAT) 100.64.0.0/10, or IPv6 unique
+/// local.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => v6.segments().first().is_some_and(|s| s & 0xfe00 == 0xfc00),
+    }
+}
+
 /// Our side's view of the peers' addresses for one punch.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -140,6 +152,23 @@ impl Paths {
         self.own_ips.contains(&observed.ip())
     }
 
+    /// Whether every target is a private address (RFC 1918, shared 100.64/10, IPv6 unique
+    /// local): the peer's token names no address outside its own network.
+    pub fn peer_private_only(&self) -> bool {
+        self.targets.iter().all(|a| is_private(a.ip()))
+    }
+
+    /// A sentence for a failed punch's error: why nothing may have arrived, when the targets
+    /// tell (empty otherwise).
+    pub fn hint(&self) -> &'static str {
+        if self.peer_private_only() {
+            " (the peer's token lists only private addresses: it had no STUN or simple server, so \
+             only its own network can reach it)"
+        } else {
+            ""
+        }
+    }
+
     /// The IPs of our own endpoints, for diagnostics.
     pub fn own_ips(&self) -> &[IpAddr] {
         &self.own_ips
@@ -206,6 +235,24 @@ mod tests {
         // Loopback is fine between two sockets on loopback.
         let lo: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert!(Paths::new(lo, &[], &bad).is_ok());
+    }
+
+    #[test]
+    fn a_token_of_private_addresses_is_named_in_the_hint() {
+        let p = Paths::new(
+            any(),
+            &[],
+            &[ep("192.168.1.2:5", false, "local"), ep("100.64.1.2:5", false, "stun")],
+        )
+        .unwrap();
+        assert!(p.peer_private_only() && p.hint().contains("only private addresses"));
+        let p = Paths::new(
+            any(),
+            &[],
+            &[ep("192.168.1.2:5", false, "local"), ep("203.0.113.1:5", true, "stun")],
+        )
+        .unwrap();
+        assert!(!p.peer_private_only() && p.hint().is_empty());
     }
 
     #[test]

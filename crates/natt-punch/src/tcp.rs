@@ -60,7 +60,40 @@ enum Event {
     /// The peer's authenticated frame, bound to this stream, arrived on stream `id`.
     Frame(u64, Kind),
     /// Stream `id` failed, or something other than our peer is at its other end.
-    Failed(u64, String),
+    Failed(u64, Failure),
+    /// A connection attempt to this endpoint was refused (nobody listens there).
+    Refused,
+}
+
+/// Why a stream was given up, for the punch's error.
+enum Failure {
+    /// The frame on it does not authenticate: another session (a stale or wrong token).
+    Unauthentic,
+    /// The frame authenticates but was sent to another address than ours (relayed).
+    Elsewhere(SocketAddr),
+    /// The stream failed or timed out.
+    Io(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unauthentic => f.write_str("not our peer (the frame does not authenticate)"),
+            Failure::Elsewhere(a) => write!(
+                f,
+                "the peer's frame was sent to {a}, not to one of our addresses (relayed?)"
+            ),
+            Failure::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What happened on the streams, for the error when no stream was agreed on.
+#[derive(Default)]
+struct Tally {
+    unauthentic: u32,
+    elsewhere: u32,
+    refused: u32,
 }
 
 /// Performs a TCP rendezvous connect. `socket` should come from a `MappedTcpSocket` (bound,
@@ -90,6 +123,9 @@ pub fn tcp_punch_hole(
     their_pub_rendezvous_info: PubRendezvousInfo,
     deadline: Instant,
 ) -> Result<TcpStream, PunchError> {
+    if deadline <= Instant::now() {
+        return Err(PunchError::DeadlinePassed);
+    }
     let keys = Arc::new(SessionKeys::new(&our_priv_rendezvous_info, &their_pub_rendezvous_info)?);
     let local = socket
         .local_addr()?
@@ -131,7 +167,7 @@ pub fn tcp_punch_hole(
     }
     drop(ctx);
     let chooser = StreamChooser::new(keys.role, paths.peer_locals(), Instant::now());
-    let result = run_chooser(chooser, &keys, &events_rx, deadline);
+    let result = run_chooser(chooser, &keys, &paths, &events_rx, deadline);
     stop.store(true, Ordering::SeqCst);
     let (stream, peer) = result?;
     stream.set_read_timeout(None)?;
@@ -144,10 +180,12 @@ pub fn tcp_punch_hole(
 fn run_chooser(
     mut chooser: StreamChooser,
     keys: &SessionKeys,
+    paths: &Paths,
     events: &Receiver<Event>,
     deadline: Instant,
 ) -> Result<(TcpStream, SocketAddr), PunchError> {
     let mut up: HashMap<u64, TcpStream> = HashMap::new();
+    let mut tally = Tally::default();
     while let Some(left) = deadline::remaining(deadline) {
         let now = Instant::now();
         while let Some(action) = chooser.poll(now) {
@@ -191,18 +229,42 @@ fn run_chooser(
             Ok(Event::Frame(id, kind)) => chooser.frame(id, kind),
             Ok(Event::Failed(id, why)) => {
                 up.remove(&id);
-                chooser.failed(id, why);
+                match why {
+                    Failure::Unauthentic => tally.unauthentic += 1,
+                    Failure::Elsewhere(_) => tally.elsewhere += 1,
+                    Failure::Io(_) => {}
+                }
+                chooser.failed(id, why.to_string());
             }
+            Ok(Event::Refused) => tally.refused += 1,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    let n = paths.targets().len();
     Err(PunchError::TimedOut(if chooser.heard_peer() {
         "the peer's handshake arrived, but the two sides agreed on no stream".into()
+    } else if tally.unauthentic > 0 {
+        format!(
+            "{} stream(s) with the peer's addresses came up, but their handshake failed authentication: \
+             a stale or wrong token",
+            tally.unauthentic
+        )
+    } else if tally.elsewhere > 0 {
+        format!(
+            "{} stream(s) carried the peer's handshake sent to another address than ours (relayed?)",
+            tally.elsewhere
+        )
     } else if let Some(why) = chooser.last_failure() {
         format!("no stream with the peer's handshake (last: {why})")
+    } else if tally.refused > 0 {
+        format!(
+            "the peer's {n} address(es) refused {} connection attempt(s): nothing listens there \
+             (the peer has not started, or its token is stale)",
+            tally.refused
+        )
     } else {
-        "no connection with the peer's addresses came up".into()
+        format!("nothing came back from the peer's {n} address(es){}", paths.hint())
     }))
 }
 
@@ -317,7 +379,12 @@ fn connect(local: SocketAddr, target: SocketAddr, ctx: &Ctx) {
                 }
             }
             Ok(None) => return,
-            Err(e) => log::debug!("connect {local} -> {target} (attempt {n}): {e}"),
+            Err(e) => {
+                log::debug!("connect {local} -> {target} (attempt {n}): {e}");
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    let _ = ctx.events.send(Event::Refused);
+                }
+            }
         }
         // Up to a quarter more, so that two sides' retries do not stay in step.
         let jitter = pause.mul_f64(rand::rng().random_range(0.0..0.25));
@@ -367,7 +434,7 @@ fn attempt(local: SocketAddr, target: SocketAddr, ctx: &Ctx) -> io::Result<Optio
 /// is the chooser's from then on); on `false` the stream is closed.
 fn handshake(mut stream: TcpStream, remote: SocketAddr, ctx: &Ctx) -> bool {
     let id = ctx.next_id.fetch_add(1, Ordering::SeqCst);
-    let result = (|| -> io::Result<Result<Kind, String>> {
+    let result = (|| -> io::Result<Result<Kind, Failure>> {
         stream.set_nodelay(true)?;
         let clone = stream.try_clone()?;
         if ctx.keys.role == 1 {
@@ -384,11 +451,8 @@ fn handshake(mut stream: TcpStream, remote: SocketAddr, ctx: &Ctx) -> bool {
         let until = ctx.deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
         let frame = read_frame(&mut stream, until, &ctx.stop)?;
         Ok(match wire::open(&ctx.keys, &frame) {
-            None => Err("not our peer (the frame does not authenticate)".into()),
-            Some(m) if !ctx.paths.sees_us(m.observed) => Err(format!(
-                "the peer's frame was sent to {}, not to one of our addresses (relayed?)",
-                m.observed
-            )),
+            None => Err(Failure::Unauthentic),
+            Some(m) if !ctx.paths.sees_us(m.observed) => Err(Failure::Elsewhere(m.observed)),
             Some(m) => Ok(m.kind),
         })
     })();
@@ -398,7 +462,7 @@ fn handshake(mut stream: TcpStream, remote: SocketAddr, ctx: &Ctx) -> bool {
             Event::Frame(id, kind)
         }
         Ok(Err(why)) => Event::Failed(id, why),
-        Err(e) => Event::Failed(id, e.to_string()),
+        Err(e) => Event::Failed(id, Failure::Io(e.to_string())),
     };
     let ok = matches!(event, Event::Frame(..));
     if let Event::Failed(_, why) = &event {

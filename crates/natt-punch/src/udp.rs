@@ -92,6 +92,9 @@ impl PunchedUdpSocket {
         their_pub_rendezvous_info: PubRendezvousInfo,
         deadline: Instant,
     ) -> Result<PunchedUdpSocket, PunchError> {
+        if deadline <= Instant::now() {
+            return Err(PunchError::DeadlinePassed);
+        }
         let local = socket.local_addr()?;
         let keys = SessionKeys::new(&our_priv_rendezvous_info, &their_pub_rendezvous_info)?;
         let paths = Paths::new(
@@ -110,11 +113,13 @@ impl PunchedUdpSocket {
                 Ok(PunchedUdpSocket { socket, peer_addr })
             }
             None => {
-                let why = results
-                    .into_iter()
-                    .next()
-                    .and_then(|(_, r)| r.err())
-                    .map_or_else(|| "no answer".to_owned(), |e| e.to_string());
+                let why = results.into_iter().next().and_then(|(_, r)| r.err()).map_or_else(
+                    || "no answer".to_owned(),
+                    |e| match e {
+                        TechniqueError::TimedOut(why) => why,
+                        other => other.to_string(),
+                    },
+                );
                 Err(PunchError::TimedOut(why))
             }
         }
@@ -269,6 +274,9 @@ impl UdpExchange for UdpPuncher {
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.now = self.now.max(now);
         if self.peer.is_none() && now >= self.next_round && self.rounds < MAX_ROUNDS {
+            if self.rounds == 0 {
+                log::debug!("probing the peer at {:?}", self.targets);
+            }
             for to in self.targets.clone() {
                 self.probe(to);
             }
@@ -395,7 +403,7 @@ impl UdpExchange for UdpPuncher {
                 h.unauthentic
             )
         } else {
-            format!("nothing arrived from the peer's {n} address(es)")
+            format!("nothing arrived from the peer's {n} address(es){}", self.paths.hint())
         }))
     }
 }

@@ -159,3 +159,18 @@ fn tcp_punch_past_impostors_at_listed_addresses() {
     sa.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"past them");
 }
+
+/// A deadline that has passed already is its own error, not a timeout like an absent peer's.
+#[test]
+fn a_deadline_already_passed_is_said_so() {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a_priv, _) = gen_rendezvous_info(local(a.local_addr().unwrap()));
+    let (_, peer) = gen_rendezvous_info(local("127.0.0.1:9".parse().unwrap()));
+    let past = Instant::now();
+    let e = PunchedUdpSocket::punch_hole(a, a_priv.clone(), peer.clone(), past).unwrap_err();
+    assert!(matches!(e, PunchError::DeadlinePassed), "{e:?}");
+    let mc = MappingContext::empty();
+    let t = MappedTcpSocket::new(&mc).unwrap();
+    let e = tcp_punch_hole(t.socket, a_priv, peer, past).unwrap_err();
+    assert!(matches!(e, PunchError::DeadlinePassed), "{e:?}");
+}
