@@ -61,7 +61,7 @@ pub struct PunchArgs {
     /// Punch over TCP (simultaneous open).
     #[arg(long)]
     pub tcp: bool,
-    /// Local port to bind (default: any).
+    /// Local port to bind (0: any free port).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port: u16,
     /// The techniques to use and their servers.
@@ -122,7 +122,7 @@ pub struct MapArgs {
     /// Map a TCP socket.
     #[arg(long)]
     pub tcp: bool,
-    /// Local port to bind (default: any).
+    /// Local port to bind (0: any free port).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port: u16,
     /// The techniques to use and their servers.
