@@ -488,6 +488,10 @@ impl FakeSsdp {
                 let Ok((len, from)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
+                // natt's refusal check sends an empty datagram beside its unicast search.
+                if len == 0 {
+                    continue;
+                }
                 assert!(buf[..len].starts_with(b"M-SEARCH * HTTP/1.1\r\n"));
                 *n.lock().unwrap() += 1;
                 for loc in l.lock().unwrap().clone() {

@@ -171,15 +171,24 @@ impl Target {
     }
 
     /// Sends the M-SEARCH, then reads answers until `end` (the window, or the caller's
-    /// deadline if sooner), reading the description of each LOCATION taken (see [`Quota`];
-    /// `seen`, shared by the targets of one search, keeps two targets from reading the same
-    /// one) on a thread of its own; the first gateway that loads.
-    fn run(&self, end: Instant, seen: &Arc<Mutex<Seen>>) -> Result<Gateway, UpnpError> {
+    /// deadline if sooner) or until `over` is set, reading the description of each LOCATION
+    /// taken (see [`Quota`]; `seen`, shared by the targets of one search, keeps two targets
+    /// from reading the same one) on a thread of its own; the first gateway that loads.
+    ///
+    /// A unicast search also watches for the gateway's refusal (see [`Refusal`]); when the
+    /// gateway refuses and `refusal_ends_search`, it sets `over`, which ends the other targets'
+    /// searches too.
+    fn run(&self, end: Instant, seen: &Arc<Mutex<Seen>>, search: &SearchState) -> Result<Gateway, UpnpError> {
         let what = self.describe();
         let socket = UdpSocket::bind(self.bind).map_err(|e| UpnpError::io(format!("{what}: binding"), e))?;
         socket
             .send_to(request(self.to, SEARCH_TARGET).as_bytes(), self.to)
             .map_err(|e| UpnpError::io(format!("{what}: sending"), e))?;
+        let refusal = if self.to.ip().is_multicast() {
+            None
+        } else {
+            Refusal::start(self.bind, self.to)
+        };
         let (tx, rx) = mpsc::channel();
         let found = Arc::new(AtomicBool::new(false));
         let listener = Listener {
@@ -198,7 +207,25 @@ impl Target {
         }
         let mut last = None;
         loop {
-            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if refusal.as_ref().is_some_and(Refusal::refused) {
+                found.store(true, Ordering::SeqCst);
+                let why = format!(
+                    "{what}: refused (ICMP port unreachable): the router runs no UPnP (SSDP) service"
+                );
+                log::debug!("upnp: {why}");
+                if search.refusal_ends_search {
+                    search.over.store(true, Ordering::SeqCst);
+                }
+                return Err(UpnpError::NoGateway(why));
+            }
+            if search.over.load(Ordering::SeqCst) {
+                break;
+            }
+            match rx.recv_timeout(left.min(OVER_POLL)) {
                 Ok(Ok(gateway)) => {
                     found.store(true, Ordering::SeqCst);
                     return Ok(gateway);
@@ -207,11 +234,15 @@ impl Target {
                     log::debug!("upnp: {what}: {e}");
                     last = Some(e);
                 }
-                // The window ended, or everything read failed and the listener is done.
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                // Everything read failed and the listener is done.
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         found.store(true, Ordering::SeqCst);
+        if search.over.load(Ordering::SeqCst) {
+            return Err(UpnpError::NoGateway(format!("{what}: ended: the router refused the search")));
+        }
         Err(UpnpError::NoGateway(match last {
             Some(e) => format!(
                 "{what}: no usable answer in time (last: {})",
@@ -219,6 +250,44 @@ impl Target {
             ),
             None => format!("{what}: no usable answer in time"),
         }))
+    }
+}
+
+/// How often a search checks whether another target ended the search.
+const OVER_POLL: Duration = Duration::from_millis(2);
+
+/// What the targets of one search share.
+struct SearchState {
+    /// Set when the search is over for every target (the router refused it).
+    over: AtomicBool,
+    /// Whether a unicast target's refusal ends the whole search: every target takes answers
+    /// from that one address only, so nothing else can answer.
+    refusal_ends_search: bool,
+}
+
+/// A unicast search's watch for the gateway's refusal. A router that runs no SSDP service
+/// answers a datagram to its port 1900 with an ICMP port unreachable; Linux reports that only
+/// on a connected socket (`ECONNREFUSED`), and the search's own socket cannot be connected
+/// (a gateway may answer from another port). So an empty datagram goes from a second,
+/// connected socket, which an SSDP service ignores.
+struct Refusal {
+    socket: UdpSocket,
+}
+
+impl Refusal {
+    /// Sends the empty datagram; `None` if that cannot be done (the search goes on without).
+    fn start(bind: SocketAddrV4, to: SocketAddr) -> Option<Refusal> {
+        let socket = UdpSocket::bind(bind).ok()?;
+        socket.connect(to).ok()?;
+        socket.set_nonblocking(true).ok()?;
+        socket.send(&[]).ok()?;
+        Some(Refusal { socket })
+    }
+
+    /// Whether the refusal has arrived.
+    fn refused(&self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.socket.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
     }
 }
 
@@ -291,12 +360,17 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
     }
     let end = end.min(deadline);
     let seen = Arc::new(Mutex::new(Seen::default()));
+    let only = targets.first().and_then(|t| t.only);
+    let state = Arc::new(SearchState {
+        over: AtomicBool::new(false),
+        refusal_ends_search: only.is_some() && targets.iter().all(|t| t.only == only),
+    });
     let found = call::first_ok(
         targets.to_vec(),
         "natt-upnp-search",
         "searching for a UPnP gateway (SSDP)",
         deadline,
-        move |target: Target| target.run(end, &seen),
+        move |target: Target| target.run(end, &seen, &state),
     );
     found.map_err(|mut errors| match errors.pop() {
         // The caller's deadline passed first.
@@ -321,6 +395,32 @@ mod tests {
         let m = Target::from_interface(Ipv4Addr::new(192, 168, 1, 2), "239.255.255.250:1900".parse().unwrap());
         assert_eq!(m.only, None);
         assert_eq!(m.describe(), "search from 192.168.1.2");
+    }
+
+    /// Issue 17: a router that runs no SSDP service refuses the unicast search at once (ICMP
+    /// port unreachable), and the search ends then rather than at the end of its window.
+    #[test]
+    fn a_router_that_refuses_the_search_ends_it_at_once() {
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        // Another search that would wait its whole window: a port that takes datagrams and
+        // never answers, standing in for the multicast search from an interface.
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let waits = Target::unicast(Ipv4Addr::LOCALHOST, silent.local_addr().unwrap().port());
+        let targets = [waits.clone(), Target::unicast(Ipv4Addr::LOCALHOST, port)];
+        let t0 = Instant::now();
+        let end = t0 + Duration::from_secs(2);
+        let e = search(&targets, end, end).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+        assert!(e.to_string().contains("refused"), "{e}");
+        // When answers from other devices count, the other search uses its window.
+        let mut any = waits;
+        any.only = None;
+        let t0 = Instant::now();
+        let end = t0 + Duration::from_millis(300);
+        assert!(search(&[any, Target::unicast(Ipv4Addr::LOCALHOST, port)], end, end).is_err());
+        assert!(t0.elapsed() >= Duration::from_millis(300), "{:?}", t0.elapsed());
     }
 
     #[test]
