@@ -96,6 +96,13 @@ impl StunTechnique {
     pub fn server_names(&self) -> Vec<natt_core::ServerName> {
         self.servers.names()
     }
+
+    /// The addresses of the servers a socket bound at `local` can reach, the names resolved
+    /// by `deadline` (for tools that ask the servers themselves, such as NAT behaviour
+    /// discovery).
+    pub fn resolve_servers(&self, local: SocketAddr, deadline: Instant) -> Result<Vec<SocketAddr>, TechniqueError> {
+        self.servers.resolve_until(local, "STUN", deadline)?.usable()
+    }
 }
 
 impl MappingTechnique for StunTechnique {
