@@ -521,13 +521,7 @@ mod tests {
         let e = ServerList::default();
         e.add_name(ServerName::new("no-such-host.invalid", 3478));
         let err = e
-            .ask_each_until(
-                v4(),
-                "test",
-                "test (TCP)",
-                Instant::now() + Duration::from_secs(10),
-                |s| Ok(s),
-            )
+            .ask_each_until(v4(), "test", "test (TCP)", Instant::now() + Duration::from_secs(10), Ok)
             .unwrap_err();
         assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
     }
