@@ -43,23 +43,6 @@ fn hosts_file(lab: &Lab, node: &str, entries: &str) -> NetnsEtc {
     guard
 }
 
-/// Runs `natt ARGS...` in `host` (bounded by `timeout 30`): its stdout, asserting success.
-fn natt(lab: &Lab, bin: &Path, host: &str, args: &[&str]) -> String {
-    let bin = bin.display().to_string();
-    let mut argv = vec!["timeout", "30", bin.as_str()];
-    argv.extend_from_slice(args);
-    let out = lab.exec(host, &argv).unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "natt {} in {host}: {}\n{stdout}\n{stderr}",
-        args.join(" "),
-        out.status
-    );
-    stdout
-}
-
 /// The endpoints of `natt map ... --json` as (address, technique).
 fn endpoints(json: &str) -> Vec<(SocketAddr, String)> {
     let v: Value = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {json}"));
