@@ -21,23 +21,6 @@ fn stun(lab: &Lab, key: &str) -> String {
     format!("{}:{}", lab.get(key).unwrap(), lab.get("STUN_PORT").unwrap())
 }
 
-/// Runs `natt ARGS...` in `host` (bounded by `timeout 30`); its stdout, asserting success.
-fn natt(lab: &Lab, natt: &Path, host: &str, args: &[&str]) -> String {
-    let natt = natt.display().to_string();
-    let mut argv = vec!["timeout", "30", natt.as_str()];
-    argv.extend_from_slice(args);
-    let out = lab.exec(host, &argv).unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "natt {} in {host}: {}\n{stdout}\n{stderr}",
-        args.join(" "),
-        out.status
-    );
-    stdout
-}
-
 /// Like [`natt`], for commands given `--json`: the one JSON object printed.
 fn natt_json(lab: &Lab, bin: &Path, host: &str, args: &[&str]) -> Value {
     let stdout = natt(lab, bin, host, args);

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
+use natt::HolePunchServerAddr;
 
 /// NAT traversal: map sockets through NATs and firewalls, serve and probe.
 #[derive(Debug, Parser)]
@@ -30,13 +31,15 @@ pub enum Command {
 /// Which techniques to use, and their servers: the same flags for map, probe and punch.
 #[derive(Debug, Args)]
 pub struct TechniqueArgs {
-    /// A simple hole-punch server, such as `natt serve` (repeatable).
-    #[arg(long = "simple", value_name = "ADDR")]
-    pub simple: Vec<SocketAddr>,
-    /// A STUN server (repeatable); for `probe`, the first is used for RFC 5780 behaviour
-    /// discovery.
-    #[arg(long = "stun", value_name = "ADDR")]
-    pub stun: Vec<SocketAddr>,
+    /// A simple hole-punch server, such as `natt serve`, by name or address (default port
+    /// 5483; an IPv6 address with a port in brackets: [ADDR]:PORT; repeatable).
+    #[arg(long = "simple", value_name = "HOST[:PORT]", value_parser = HolePunchServerAddr::parse_simple)]
+    pub simple: Vec<HolePunchServerAddr>,
+    /// A STUN server by name or address (default port 3478; an IPv6 address with a port in
+    /// brackets: [ADDR]:PORT; repeatable); for `probe`, the first is used for RFC 5780
+    /// behaviour discovery.
+    #[arg(long = "stun", value_name = "HOST[:PORT]", value_parser = HolePunchServerAddr::parse_stun)]
+    pub stun: Vec<HolePunchServerAddr>,
     /// Do not use UPnP.
     #[arg(long)]
     pub no_upnp: bool,

@@ -33,8 +33,8 @@ pub fn build(
     let servers = choice
         .simple
         .iter()
-        .map(|&a| HolePunchServerAddr::Simple(a))
-        .chain(choice.stun.iter().map(|&a| HolePunchServerAddr::Stun(a)))
+        .cloned()
+        .chain(choice.stun.iter().cloned())
         .chain(
             choice
                 .pcp

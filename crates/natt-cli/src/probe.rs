@@ -8,11 +8,48 @@ use std::time::Instant;
 use natt::pcp::{GatewayAnswer, PcpError, Version};
 use natt::stun::behaviour::{Behaviour, NatBehaviour, discover_tcp_mapping, discover_udp};
 use natt::stun::transaction::DEFAULT_RTO;
-use natt::{MappedUdpSocket, TechniqueOutcome};
+use natt::{HolePunchServerAddr, MappedUdpSocket, MappingTechnique, StunTechnique, TechniqueError, TechniqueOutcome};
 
 use crate::args::ProbeArgs;
 use crate::context;
 use crate::output::{self, PcpReport, ProbeReport};
+
+/// What behaviour discovery found over UDP, and over TCP.
+type Discovered = (
+    Result<NatBehaviour, TechniqueError>,
+    Result<(Behaviour, Vec<SocketAddr>), TechniqueError>,
+);
+
+/// NAT behaviour discovery against the STUN servers, their names resolved by `deadline`:
+/// over UDP against them all and over TCP against the first (RFC 5780 tests I-III), at once.
+/// `None` without STUN servers.
+fn discover(stun: &[HolePunchServerAddr], any: SocketAddr, deadline: Instant) -> Option<Discovered> {
+    if stun.is_empty() {
+        return None;
+    }
+    let technique = StunTechnique::new();
+    for s in stun {
+        technique.add_server(s);
+    }
+    let servers = match technique.resolve_servers(any, deadline) {
+        Ok(servers) => servers,
+        Err(e) => {
+            let tcp = TechniqueError::Other(e.to_string().into());
+            return Some((Err(e), Err(tcp)));
+        }
+    };
+    thread::scope(|scope| {
+        let tcp = scope.spawn(|| match servers.first() {
+            Some(&s) => discover_tcp_mapping(s, any.ip(), deadline),
+            None => Err(TechniqueError::NotApplicable("no STUN server".into())),
+        });
+        let udp = discover_udp(&servers, any.ip(), DEFAULT_RTO, deadline);
+        let tcp = tcp
+            .join()
+            .unwrap_or_else(|_| Err(TechniqueError::Other("TCP behaviour discovery panicked".into())));
+        Some((udp, tcp))
+    })
+}
 
 /// Probes and prints the report.
 pub fn run(args: &ProbeArgs) -> Result<(), String> {
@@ -22,23 +59,18 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let deadline = start + timeout;
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let pcp_gateway = pcp_gateway(args);
-    let (mapped, behaviour, tcp, pcp) = thread::scope(|scope| {
-        let behaviour = scope.spawn(|| {
-            (!args.techniques.stun.is_empty())
-                .then(|| discover_udp(&args.techniques.stun, any.ip(), DEFAULT_RTO, deadline))
-        });
-        // TCP mapping behaviour against the first STUN server (RFC 5780 tests I-III over TCP).
-        let tcp = scope.spawn(|| {
-            args.techniques
-                .stun
-                .first()
-                .map(|&s| discover_tcp_mapping(s, any.ip(), deadline))
-        });
+    let (mapped, discovered, pcp) = thread::scope(|scope| {
+        let discovered = scope.spawn(|| discover(&args.techniques.stun, any, deadline));
         // Which protocol the PCP / NAT-PMP gateway answers, even when it maps nothing.
         let pcp = scope.spawn(|| pcp_gateway.map(|(g, only)| (g, natt::pcp::probe(g, only, deadline))));
         let mapped = MappedUdpSocket::bind(any, &mc);
-        (mapped, behaviour.join(), tcp.join(), pcp.join().ok().flatten())
+        (mapped, discovered.join(), pcp.join().ok().flatten())
     });
+    let (behaviour, tcp) = match discovered {
+        Ok(Some((udp, tcp))) => (Ok(Some(udp)), Ok(Some(tcp))),
+        Ok(None) => (Ok(None), Ok(None)),
+        Err(_) => (Err(()), Err(())),
+    };
     let mut mapped = mapped.map_err(|e| e.to_string())?;
     let mut behaviour: NatBehaviour = match behaviour {
         Ok(Some(Ok(b))) => b,

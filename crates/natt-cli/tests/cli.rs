@@ -113,7 +113,9 @@ fn errors_exit_non_zero_with_one_line() {
     for args in [
         &["map", "--udp", "--tcp"][..],
         &["map"],
-        &["map", "--udp", "--simple", "not-an-address"],
+        &["map", "--udp", "--simple", "not an address"],
+        &["map", "--udp", "--stun", "stun.example.org:http"],
+        &["map", "--udp", "--stun", "[2001:db8::1]:x"],
         &["map", "--udp", "--timeout", "-1", "--no-upnp"],
         &["serve", "--listen", "203.0.113.99:1"],
     ] {
@@ -121,6 +123,86 @@ fn errors_exit_non_zero_with_one_line() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(!out.stderr.is_empty(), "{args:?} printed no error");
     }
+}
+
+#[test]
+fn servers_by_name() {
+    let server = serve();
+    let port = server.1.rsplit_once(':').unwrap().1;
+    let by_name = format!("localhost:{port}");
+    for proto in ["--udp", "--tcp"] {
+        let v = map_json(&[
+            proto,
+            "--simple",
+            &by_name,
+            "--stun",
+            &by_name,
+            "--no-upnp",
+            "--no-pcp",
+            "--json",
+        ]);
+        let techniques: Vec<&str> = v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["technique"].as_str().unwrap())
+            .collect();
+        // On loopback the servers see a local address: credited to "local" or to them.
+        assert!(!techniques.is_empty(), "{v}");
+    }
+    // The text form names each technique's failure: with localhost, none.
+    let out = Command::new(NATT)
+        .args([
+            "map",
+            "--udp",
+            "--stun",
+            &by_name,
+            "--simple",
+            &by_name,
+            "--no-upnp",
+            "--no-pcp",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("failed"), "{text}");
+}
+
+/// Run where no DNS server can be reached (the project's tests run in a network namespace
+/// with only loopback): an unknown name fails its technique at once, naming the host.
+#[test]
+fn an_unknown_server_name_is_named_in_the_failure() {
+    let t0 = std::time::Instant::now();
+    let out = Command::new(NATT)
+        .args([
+            "map",
+            "--udp",
+            "--stun",
+            "no-such-host.invalid",
+            "--no-upnp",
+            "--no-pcp",
+            "--timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# stun failed") && text.contains("no-such-host.invalid:3478"),
+        "{text}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(4), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn help_names_the_default_ports() {
+    let out = Command::new(NATT).args(["map", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--stun <HOST[:PORT]>") && help.contains("3478"), "{help}");
+    assert!(
+        help.contains("--simple <HOST[:PORT]>") && help.contains("5483"),
+        "{help}"
+    );
 }
 
 #[test]

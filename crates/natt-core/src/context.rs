@@ -4,9 +4,32 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use crate::names::{SIMPLE_PORT, STUN_PORT, ServerName, ServerNameError};
 use crate::technique::MappingTechnique;
 
 /// The address of a server or gateway that a technique can use to obtain external endpoints.
+///
+/// Servers known by name are given as [`NamedStun`](Self::NamedStun) and
+/// [`NamedSimple`](Self::NamedSimple), most easily with [`parse_stun`](Self::parse_stun) and
+/// [`parse_simple`](Self::parse_simple) (`HOST[:PORT]`, with the protocol's default port). A
+/// name is resolved each time a socket is mapped, at the start and under the mapping's
+/// deadline, at the same time as the other techniques run; the addresses of the socket's
+/// family are used. A name that does not resolve in time fails its technique with an error
+/// naming it ([`TechniqueError::Resolve`](crate::TechniqueError::Resolve)) unless other
+/// servers of the technique answer.
+///
+/// ```
+/// use natt_core::HolePunchServerAddr;
+/// let by_name = HolePunchServerAddr::parse_stun("stun.example.org")?;
+/// assert_eq!(by_name, HolePunchServerAddr::NamedStun(natt_core::ServerName::new("stun.example.org", 3478)));
+/// // An IP address needs no lookup.
+/// assert_eq!(
+///     HolePunchServerAddr::parse_simple("203.0.113.20")?,
+///     HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())
+/// );
+/// assert!(HolePunchServerAddr::parse_stun("stun.example.org:99999").is_err());
+/// # Ok::<(), natt_core::names::ServerNameError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HolePunchServerAddr {
@@ -14,6 +37,10 @@ pub enum HolePunchServerAddr {
     Simple(SocketAddr),
     /// A STUN server (RFC 8489).
     Stun(SocketAddr),
+    /// A STUN server by name, resolved when a socket is mapped.
+    NamedStun(ServerName),
+    /// A simple hole-punch protocol server by name, resolved when a socket is mapped.
+    NamedSimple(ServerName),
     /// A UPnP Internet Gateway Device, by the URL of its root description
     /// (`http://192.168.1.1:5000/rootDesc.xml`): natt-upnp reads that description instead of
     /// searching for a gateway by multicast (and, if nothing answers at the URL, searches that
@@ -27,6 +54,23 @@ pub enum HolePunchServerAddr {
         /// Its address.
         addr: SocketAddr,
     },
+}
+
+impl HolePunchServerAddr {
+    /// A STUN server from `HOST[:PORT]` (default port [`STUN_PORT`], 3478): an IP address
+    /// gives [`Stun`](Self::Stun), a name [`NamedStun`](Self::NamedStun).
+    pub fn parse_stun(s: &str) -> Result<Self, ServerNameError> {
+        let name = ServerName::parse(s, STUN_PORT)?;
+        Ok(name.socket_addr().map_or(Self::NamedStun(name), Self::Stun))
+    }
+
+    /// A simple hole-punch protocol server from `HOST[:PORT]` (default port [`SIMPLE_PORT`],
+    /// 5483): an IP address gives [`Simple`](Self::Simple), a name
+    /// [`NamedSimple`](Self::NamedSimple).
+    pub fn parse_simple(s: &str) -> Result<Self, ServerNameError> {
+        let name = ServerName::parse(s, SIMPLE_PORT)?;
+        Ok(name.socket_addr().map_or(Self::NamedSimple(name), Self::Simple))
+    }
 }
 
 /// The default time a mapping may take: [`MappingContext::timeout`].

@@ -1,8 +1,12 @@
 //! Deadline arithmetic shared by every blocking call: all network waits are bounded by an
-//! absolute [`Instant`], never by an open-ended timeout.
+//! absolute [`Instant`], never by an open-ended timeout. [`Pending`] bounds calls that take no
+//! timeout at all (a name lookup, an HTTP request with fixed timeouts of its own) by running
+//! them on a worker thread that the caller stops waiting for.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -64,9 +68,163 @@ pub fn recv_from_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io:
     }
 }
 
+/// Work running on a worker thread of its own, whose result the caller polls
+/// ([`Pending::poll`]) or waits for until a deadline ([`Pending::wait_until`]).
+///
+/// The worker keeps a result that comes after the caller gave up (or dropped the `Pending`)
+/// and hands it to a `late` function, which undoes whatever the work did (a port mapping
+/// added too late is deleted), so nothing leaks. The handover is race-free: the sender sits in
+/// a mutex that the caller empties when it gives up, and the worker sends under that mutex; a
+/// result sent just before is still the caller's.
+///
+/// ```
+/// use natt_core::deadline::{Pending, Unfinished};
+/// use std::time::{Duration, Instant};
+///
+/// let slow = Pending::spawn("example", || std::thread::sleep(Duration::from_secs(5)), |()| {})?;
+/// let waited = slow.wait_until(Instant::now() + Duration::from_millis(20));
+/// assert!(matches!(waited, Err(Unfinished::TimedOut)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Pending<T> {
+    rx: mpsc::Receiver<T>,
+    slot: Arc<Mutex<Option<mpsc::Sender<T>>>>,
+}
+
+/// Why a [`Pending`] gave no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unfinished {
+    /// The deadline passed first.
+    #[error("not finished before the deadline")]
+    TimedOut,
+    /// The worker ended without a result (it panicked, or the result was taken already).
+    #[error("the worker thread ended without a result")]
+    Ended,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// Runs `work` on a new thread named `name`; a result the caller no longer waits for goes
+    /// to `late` (on that thread). Fails only when the thread cannot be started.
+    pub fn spawn<W, L>(name: &str, work: W, late: L) -> io::Result<Self>
+    where
+        W: FnOnce() -> T + Send + 'static,
+        L: FnOnce(T) + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let slot = Arc::new(Mutex::new(Some(tx)));
+        let hangup = Hangup(Arc::clone(&slot));
+        thread::Builder::new().name(name.into()).spawn(move || {
+            let result = work();
+            let unclaimed = {
+                let guard = hangup.0.lock().unwrap_or_else(PoisonError::into_inner);
+                match guard.as_ref() {
+                    Some(tx) => tx.send(result).err().map(|e| e.0),
+                    None => Some(result),
+                }
+            };
+            if let Some(result) = unclaimed {
+                late(result);
+            }
+        })?;
+        Ok(Pending { rx, slot })
+    }
+
+    /// The result, if the work has finished: `None` while it runs, then `Some(Ok(result))`
+    /// once, then `Some(Err(Unfinished::Ended))`.
+    pub fn poll(&self) -> Option<Result<T, Unfinished>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(Ok(result)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(Unfinished::Ended)),
+        }
+    }
+
+    /// Waits for the result until `deadline`; after that, the result goes to `late`.
+    pub fn wait_until(self, deadline: Instant) -> Result<T, Unfinished> {
+        match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(result) => Ok(result),
+            Err(RecvTimeoutError::Timeout) => {
+                // Give up: from now on the worker hands its result to `late`, unless it sent
+                // it just before, in which case it is ours after all.
+                self.give_up();
+                self.rx.try_recv().map_err(|_| Unfinished::TimedOut)
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(Unfinished::Ended),
+        }
+    }
+}
+
+/// Held by the worker: when it ends (even by a panic), the channel closes, so the caller sees
+/// [`Unfinished::Ended`] at once instead of waiting for its deadline.
+struct Hangup<T>(Arc<Mutex<Option<mpsc::Sender<T>>>>);
+
+impl<T> Drop for Hangup<T> {
+    fn drop(&mut self) {
+        drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+}
+
+impl<T> Pending<T> {
+    fn give_up(&self) {
+        drop(self.slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+}
+
+impl<T> Drop for Pending<T> {
+    /// The caller no longer waits: a result that comes later goes to `late`.
+    fn drop(&mut self) {
+        self.give_up();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_result_is_polled_or_waited_for_until_the_deadline() {
+        let quick = Pending::spawn("test", || 7, |_| {}).unwrap();
+        assert_eq!(quick.wait_until(Instant::now() + Duration::from_secs(5)), Ok(7));
+
+        let (late_tx, late_rx) = mpsc::channel();
+        let slow = Pending::spawn(
+            "test",
+            || {
+                thread::sleep(Duration::from_millis(200));
+                8
+            },
+            move |v| late_tx.send(v).unwrap(),
+        )
+        .unwrap();
+        assert!(slow.poll().is_none());
+        let t0 = Instant::now();
+        assert_eq!(
+            slow.wait_until(t0 + Duration::from_millis(30)),
+            Err(Unfinished::TimedOut)
+        );
+        assert!(t0.elapsed() < Duration::from_millis(150));
+        assert_eq!(late_rx.recv_timeout(Duration::from_secs(2)).unwrap(), 8);
+
+        let polled = Pending::spawn("test", || 9, |_| {}).unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            if let Some(r) = polled.poll() {
+                break r;
+            }
+            assert!(Instant::now() < end);
+            thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(got, Ok(9));
+        assert_eq!(polled.poll(), Some(Err(Unfinished::Ended)));
+
+        // A worker that panics ends the wait at once.
+        let t0 = Instant::now();
+        let panicked = Pending::spawn("test", || -> u8 { panic!("on purpose") }, |_| {}).unwrap();
+        assert_eq!(panicked.wait_until(t0 + Duration::from_secs(5)), Err(Unfinished::Ended));
+        assert!(t0.elapsed() < Duration::from_secs(4));
+    }
 
     #[test]
     fn remaining_is_none_after_deadline() {

@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::names::ResolveError;
+
 /// An error from mapping a socket.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -34,6 +36,9 @@ pub enum TechniqueError {
     /// The other side refused (an error code from a gateway or server).
     #[error("refused: {0}")]
     Refused(String),
+    /// A server given by name gave no address to use (see [`crate::names`]).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     /// Any other error of a technique (third-party techniques bring their own).
     #[error("{0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),

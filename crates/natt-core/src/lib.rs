@@ -8,7 +8,9 @@
 //!   implements (simple hole-punch servers, STUN, UPnP, PCP, or a third party's own).
 //!   Techniques that talk over the mapped UDP socket itself do so through a socket-free state
 //!   machine, [`UdpExchange`], so several of them can share one socket and one receive loop.
-//! - [`MappingContext`]: the techniques a program uses, with their servers and caches.
+//! - [`MappingContext`]: the techniques a program uses, with their servers and caches. Servers
+//!   are given by address or by name ([`HolePunchServerAddr::parse_stun`],
+//!   [`ServerName`]): names are resolved when a mapping starts, under its deadline.
 //! - [`MappedUdpSocket`] and [`MappedTcpSocket`]: a socket together with all its known
 //!   endpoints, mapped by every technique at once under one deadline.
 //!
@@ -35,6 +37,7 @@ pub mod endpoint;
 pub mod error;
 pub mod local;
 pub mod mapping;
+pub mod names;
 pub mod rendezvous;
 pub mod reuse;
 pub mod route;
@@ -48,6 +51,7 @@ pub use context::{HolePunchServerAddr, MappingContext};
 pub use endpoint::{MappedSocketAddr, Protocol};
 pub use error::{Error, TechniqueError};
 pub use mapping::{Lease, PortMappings, TechniqueOutcome};
+pub use names::ServerName;
 pub use rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, gen_rendezvous_info};
 pub use tcp::MappedTcpSocket;
 pub use technique::{MappingTechnique, TechniqueMapping, Transmit, UdpExchange};

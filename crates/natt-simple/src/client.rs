@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use natt_core::local::local_endpoints;
 use natt_core::reuse::tcp_connect_from;
-use natt_core::servers::{ServerList, ask_each};
+use natt_core::servers::ServerList;
 use natt_core::{
     HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
@@ -58,11 +58,19 @@ impl SimpleTechnique {
         t
     }
 
-    /// The servers, in the order added.
+    /// The servers given by address, in the order added.
     pub fn servers(&self) -> Vec<SocketAddr> {
         self.servers.all()
     }
+
+    /// The servers given by name (resolved each time a socket is mapped), in the order added.
+    pub fn server_names(&self) -> Vec<natt_core::ServerName> {
+        self.servers.names()
+    }
 }
+
+/// What the servers are called in errors.
+const WHAT: &str = "simple-protocol";
 
 impl MappingTechnique for SimpleTechnique {
     fn name(&self) -> &str {
@@ -70,23 +78,27 @@ impl MappingTechnique for SimpleTechnique {
     }
 
     fn add_server(&self, server: &HolePunchServerAddr) -> bool {
-        let HolePunchServerAddr::Simple(addr) = server else {
-            return false;
-        };
-        self.servers.add(*addr);
+        match server {
+            HolePunchServerAddr::Simple(addr) => self.servers.add(*addr),
+            HolePunchServerAddr::NamedSimple(name) => self.servers.add_name(name.clone()),
+            _ => return false,
+        }
         true
     }
 
     fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
-        let servers = self.servers.for_local(local, "simple-protocol")?;
-        Ok(Some(Box::new(SimpleExchange::new(local, servers, Instant::now()))))
+        let exchange = self.servers.udp_exchange(local, WHAT, move |servers, now| {
+            Ok(Box::new(SimpleExchange::new(local, servers, now)))
+        })?;
+        Ok(Some(exchange))
     }
 
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        let servers = self.servers.for_local(local, "simple-protocol")?;
-        let observed = ask_each(&servers, "simple-protocol (TCP)", |server| {
-            query_tcp(local, server, deadline)
-        })?;
+        let observed = self
+            .servers
+            .ask_each_until(local, WHAT, "simple-protocol (TCP)", deadline, |server| {
+                query_tcp(local, server, deadline)
+            })?;
         Ok(endpoints_from(local, &observed).into())
     }
 }

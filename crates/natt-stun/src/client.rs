@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use natt_core::local::local_endpoints;
 use natt_core::reuse::tcp_connect_from;
-use natt_core::servers::{ServerList, ask_each};
+use natt_core::servers::ServerList;
 use natt_core::{
     HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
@@ -87,9 +87,21 @@ impl StunTechnique {
         self
     }
 
-    /// The servers, in the order added.
+    /// The servers given by address, in the order added.
     pub fn servers(&self) -> Vec<SocketAddr> {
         self.servers.all()
+    }
+
+    /// The servers given by name (resolved each time a socket is mapped), in the order added.
+    pub fn server_names(&self) -> Vec<natt_core::ServerName> {
+        self.servers.names()
+    }
+
+    /// The addresses of the servers a socket bound at `local` can reach, the names resolved
+    /// by `deadline` (for tools that ask the servers themselves, such as NAT behaviour
+    /// discovery).
+    pub fn resolve_servers(&self, local: SocketAddr, deadline: Instant) -> Result<Vec<SocketAddr>, TechniqueError> {
+        self.servers.resolve_until(local, "STUN", deadline)?.usable()
     }
 }
 
@@ -99,25 +111,30 @@ impl MappingTechnique for StunTechnique {
     }
 
     fn add_server(&self, server: &HolePunchServerAddr) -> bool {
-        let HolePunchServerAddr::Stun(addr) = server else {
-            return false;
-        };
-        self.servers.add(*addr);
+        match server {
+            HolePunchServerAddr::Stun(addr) => self.servers.add(*addr),
+            HolePunchServerAddr::NamedStun(name) => self.servers.add_name(name.clone()),
+            _ => return false,
+        }
         true
     }
 
     fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
-        let servers = self.servers.for_local(local, "STUN")?;
-        let ex = StunExchange::new(local, &servers, self.rto, Instant::now())
-            .map_err(|e| TechniqueError::Protocol(e.to_string()))?;
-        Ok(Some(Box::new(ex)))
+        let rto = self.rto;
+        let exchange = self.servers.udp_exchange(local, "STUN", move |servers, now| {
+            let ex =
+                StunExchange::new(local, &servers, rto, now).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
+            Ok(Box::new(ex))
+        })?;
+        Ok(Some(exchange))
     }
 
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        let servers = self.servers.for_local(local, "STUN")?;
-        let mapped = ask_each(&servers, "STUN (TCP)", |server| {
-            binding_over_tcp(local, server, deadline)
-        })?;
+        let mapped = self
+            .servers
+            .ask_each_until(local, "STUN", "STUN (TCP)", deadline, |server| {
+                binding_over_tcp(local, server, deadline)
+            })?;
         // TCP filtering cannot be tested with STUN: restricted unless no NAT is in between.
         Ok(endpoints(local, &mapped, false).into())
     }

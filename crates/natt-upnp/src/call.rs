@@ -2,25 +2,24 @@
 //!
 //! HTTP requests block: each SOAP request waits up to its own fixed timeouts (10 s to
 //! connect, then 10 s for the answer, see [`crate::gateway::SOAP_TIMEOUT`]),
-//! whatever the caller's deadline. So every call runs on a worker thread of its own and the
-//! caller waits for its result with [`mpsc::Receiver::recv_timeout`] until its deadline, then
-//! gives up with [`UpnpError::TimedOut`]. The worker keeps ownership of a result that comes
-//! too late and hands it to a `late` function, which undoes whatever the call did (a port
-//! mapping added after the caller gave up is deleted), so nothing is leaked.
-//!
-//! The handover is race-free: the sender sits in a mutex that the caller empties when it
-//! gives up, and the worker sends under that mutex. A result either reaches the caller (sent
-//! before it gave up; it is still taken, a few milliseconds late at most) or goes to `late`.
+//! whatever the caller's deadline. So every call runs on a worker thread of its own
+//! ([`natt_core::deadline::Pending`]) and the caller waits for its result until its deadline,
+//! then gives up with [`UpnpError::TimedOut`]. The worker keeps ownership of a result that
+//! comes too late and hands it to a `late` function, which undoes whatever the call did (a
+//! port mapping added after the caller gave up is deleted), so nothing is leaked; the handover
+//! is race-free (see [`Pending`]).
 //!
 //! A call whose deadline has already passed is not started at all: it is timed out at once.
 //!
 //! [`first_ok`] runs one such piece of work per item at once and takes the first success (the
 //! SSDP search's targets, the gateway URLs given).
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use natt_core::deadline::{Pending, Unfinished};
 
 use crate::error::UpnpError;
 
@@ -59,42 +58,17 @@ where
     W: FnOnce() -> T + Send + 'static,
     L: FnOnce(T) + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel();
-    let slot = Arc::new(Mutex::new(Some(tx)));
-    let worker_slot = Arc::clone(&slot);
-    thread::Builder::new()
-        .name("natt-upnp-call".into())
-        .spawn(move || {
-            let result = work();
-            let unclaimed = {
-                let guard = worker_slot.lock().unwrap_or_else(PoisonError::into_inner);
-                match guard.as_ref() {
-                    Some(tx) => tx.send(result).err().map(|e| e.0),
-                    None => Some(result),
-                }
-            };
-            if let Some(result) = unclaimed {
-                late(result);
-            }
-        })
-        .map_err(|e| UpnpError::Io {
-            what: format!("starting a thread for {what}"),
-            source: e,
-        })?;
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(remaining) {
-        Ok(result) => Ok(result),
-        Err(RecvTimeoutError::Timeout) => {
-            // Give up: from now on the worker hands its result to `late`, unless it sent it
-            // just before, in which case it is ours after all.
-            drop(slot.lock().unwrap_or_else(PoisonError::into_inner).take());
-            rx.try_recv().map_err(|_| UpnpError::timed_out(what))
-        }
-        Err(RecvTimeoutError::Disconnected) => Err(UpnpError::Io {
+    let pending = Pending::spawn("natt-upnp-call", work, late).map_err(|e| UpnpError::Io {
+        what: format!("starting a thread for {what}"),
+        source: e,
+    })?;
+    pending.wait_until(deadline).map_err(|e| match e {
+        Unfinished::TimedOut => UpnpError::timed_out(what),
+        _ => UpnpError::Io {
             what: what.to_owned(),
-            source: std::io::Error::other("the worker thread ended without an answer"),
-        }),
-    }
+            source: std::io::Error::other(e),
+        },
+    })
 }
 
 /// Runs `work` on each of `items` at once, one thread (named `name`) each, and returns the

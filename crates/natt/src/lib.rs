@@ -69,6 +69,26 @@
 //! # #[cfg(not(feature = "punch"))]
 //! # fn main() {}
 //! ```
+//!
+//! Servers known by name are given as `HOST[:PORT]` with
+//! [`HolePunchServerAddr::parse_stun`] and [`HolePunchServerAddr::parse_simple`] (default
+//! ports 3478 and 5483; see [`ServerName`]): names are resolved each time a socket is mapped,
+//! at the same time as the other techniques and within
+//! [`natt_core::MappingContext::timeout`] (3 s by
+//! default); one that does not resolve fails its technique with an error naming it
+//! ([`TechniqueError::Resolve`]).
+//!
+//! ```
+//! use natt::{HolePunchServerAddr, MappingContext};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mc = MappingContext::new()?;
+//! mc.add_servers([
+//!     HolePunchServerAddr::parse_stun("stun.example.org")?,
+//!     HolePunchServerAddr::parse_simple("[2001:db8::20]:5483")?,
+//! ]);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -78,7 +98,7 @@ pub use natt_core::arbiter::GatewayArbiter;
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, TokenError, gen_rendezvous_info};
 pub use natt_core::{
     Error, HolePunchServerAddr, Lease, MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, MappingTechnique,
-    PortMappings, Protocol, TechniqueError, TechniqueMapping, TechniqueOutcome, Transmit, UdpExchange,
+    PortMappings, Protocol, ServerName, TechniqueError, TechniqueMapping, TechniqueOutcome, Transmit, UdpExchange,
 };
 
 /// The core crate, for technique authors.

@@ -183,6 +183,23 @@ pub fn natt_bin() -> PathBuf {
     bin
 }
 
+/// Runs `natt ARGS...` in `host` (bounded by `timeout 30`); its stdout, asserting success.
+pub fn natt(lab: &Lab, natt: &Path, host: &str, args: &[&str]) -> String {
+    let natt = natt.display().to_string();
+    let mut argv = vec!["timeout", "30", natt.as_str()];
+    argv.extend_from_slice(args);
+    let out = lab.exec(host, &argv).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "natt {} in {host}: {}\n{stdout}\n{stderr}",
+        args.join(" "),
+        out.status
+    );
+    stdout
+}
+
 /// Starts `natt serve` on 203.0.113.20:5483 in `inet`, waits until it listens.
 pub fn natt_serve(lab: &Lab, natt: &Path) -> Running {
     let natt = natt.display().to_string();
