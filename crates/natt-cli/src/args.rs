@@ -36,8 +36,7 @@ pub struct TechniqueArgs {
     #[arg(long = "simple", value_name = "HOST[:PORT]", value_parser = HolePunchServerAddr::parse_simple)]
     pub simple: Vec<HolePunchServerAddr>,
     /// A STUN server by name or address (default port 3478; an IPv6 address with a port in
-    /// brackets: [ADDR]:PORT; repeatable); for `probe`, the first is used for RFC 5780
-    /// behaviour discovery.
+    /// brackets: [ADDR]:PORT; repeatable).
     #[arg(long = "stun", value_name = "HOST[:PORT]", value_parser = HolePunchServerAddr::parse_stun)]
     pub stun: Vec<HolePunchServerAddr>,
     /// Do not use UPnP.
@@ -103,6 +102,10 @@ pub struct ServeArgs {
 
 /// `natt probe`.
 #[derive(Debug, Args)]
+#[command(mut_arg("stun", |a| a.help(
+    "A STUN server by name or address (default port 3478; an IPv6 address with a port in \
+     brackets: [ADDR]:PORT; repeatable); the first is used for RFC 5780 behaviour discovery"
+)))]
 pub struct ProbeArgs {
     /// The techniques to use and their servers.
     #[command(flatten)]

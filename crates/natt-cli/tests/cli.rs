@@ -203,6 +203,14 @@ fn help_names_the_default_ports() {
         help.contains("--simple <HOST[:PORT]>") && help.contains("5483"),
         "{help}"
     );
+    // Each command's help speaks of that command: only probe's --stun mentions RFC 5780, and
+    // --port says what 0 means.
+    for (cmd, probe) in [("map", false), ("punch", false), ("probe", true)] {
+        let out = Command::new(NATT).args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(help.contains("RFC 5780"), probe, "{cmd}: {help}");
+        assert!(!help.contains("(default: any)"), "{cmd}: {help}");
+    }
 }
 
 #[test]

@@ -213,9 +213,7 @@ impl Target {
             }
             if refusal.as_ref().is_some_and(Refusal::refused) {
                 found.store(true, Ordering::SeqCst);
-                let why = format!(
-                    "{what}: refused (ICMP port unreachable): the router runs no UPnP (SSDP) service"
-                );
+                let why = format!("{what}: refused (ICMP port unreachable): the router runs no UPnP (SSDP) service");
                 log::debug!("upnp: {why}");
                 if search.refusal_ends_search {
                     search.over.store(true, Ordering::SeqCst);
@@ -241,7 +239,9 @@ impl Target {
         }
         found.store(true, Ordering::SeqCst);
         if search.over.load(Ordering::SeqCst) {
-            return Err(UpnpError::NoGateway(format!("{what}: ended: the router refused the search")));
+            return Err(UpnpError::NoGateway(format!(
+                "{what}: ended: the router refused the search"
+            )));
         }
         Err(UpnpError::NoGateway(match last {
             Some(e) => format!(
