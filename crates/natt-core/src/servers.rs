@@ -125,9 +125,12 @@ impl ServerList {
             .filter(|s| s.is_ipv4() == local.is_ipv4())
             .collect();
         if servers.is_empty() {
-            return Err(TechniqueError::NotApplicable(format!(
-                "no {what} server of {local}'s address family"
-            )));
+            let family = if local.is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(TechniqueError::NotApplicable(if self.all().is_empty() {
+                format!("no {what} server given")
+            } else {
+                format!("no {family} {what} server given (the socket is {family})")
+            }));
         }
         Ok(servers)
     }
