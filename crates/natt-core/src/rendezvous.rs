@@ -93,7 +93,7 @@ pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousI
 }
 
 /// Why a token could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
     /// It does not start with [`TOKEN_PREFIX`].
@@ -119,6 +119,8 @@ pub enum TokenError {
     #[error("token is malformed: {0}")]
     Malformed(&'static str),
 }
+
+crate::debug_as_display!(TokenError);
 
 /// FNV-1a 64: a check against accidental damage, not an authenticator.
 fn check(bytes: &[u8]) -> [u8; 4] {

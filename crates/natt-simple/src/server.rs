@@ -16,7 +16,7 @@ use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN, Reply};
 pub use natt_core::service::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
 
 /// Errors starting a server.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// Binding or configuring the socket failed.
@@ -34,6 +34,8 @@ pub enum ServerError {
     #[error("cannot start the server thread: {0}")]
     Thread(io::Error),
 }
+
+natt_core::debug_as_display!(ServerError);
 
 /// A server of the simple hole-punch protocol over UDP. It serves on a background thread until
 /// dropped; malformed requests get no reply and never disturb it.

@@ -42,7 +42,7 @@ pub trait OtherProtocol: Send + Sync {
 }
 
 /// Errors starting a server.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// Binding a socket failed.
@@ -60,6 +60,8 @@ pub enum ServerError {
     #[error("cannot start a server thread: {0}")]
     Thread(io::Error),
 }
+
+natt_core::debug_as_display!(ServerError);
 
 /// The STUN server's view of its sockets: where each is, and which answers for which.
 #[derive(Debug, Clone)]
