@@ -96,7 +96,7 @@ pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousI
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// It does not start with [`TOKEN_PREFIX`].
+    /// It does not start with `natt2.` ([`TOKEN_PREFIX`]).
     #[error("not a natt token (expected it to start with \"{TOKEN_PREFIX}\")")]
     NotAToken,
     /// A token of an earlier version (the number), made by an older natt whose punch this one
@@ -106,7 +106,7 @@ pub enum TokenError {
          update natt on the other side and make a new token"
     )]
     OldVersion(u8),
-    /// Longer than [`MAX_TOKEN_LEN`].
+    /// Longer than 4096 characters ([`MAX_TOKEN_LEN`]).
     #[error("token too long ({0} characters)")]
     TooLong(usize),
     /// Not valid base64url.
@@ -134,9 +134,10 @@ fn check(bytes: &[u8]) -> [u8; 4] {
 }
 
 impl PubRendezvousInfo {
-    /// The compact text token (see the module docs). Endpoints beyond
-    /// [`MAX_TOKEN_ENDPOINTS`] are left out, and technique names are cut to
-    /// [`MAX_TECHNIQUE_NAME`] ASCII bytes.
+    /// The compact text token, `natt2.` and base64url (its layout is in the docs of the
+    /// [`rendezvous`](crate::rendezvous) module). Endpoints beyond the first 32
+    /// ([`MAX_TOKEN_ENDPOINTS`]) are left out, and technique names are cut to 32 ASCII bytes
+    /// ([`MAX_TECHNIQUE_NAME`]).
     pub fn to_token(&self) -> String {
         let mut b = Vec::with_capacity(64);
         b.extend_from_slice(&self.secret.0);
@@ -267,6 +268,13 @@ mod tests {
             MappedSocketAddr::new("[2001:db8::1]:9".parse().unwrap(), false, "upnp"),
         ];
         gen_rendezvous_info(eps).1
+    }
+
+    #[test]
+    fn limits_are_the_values_the_docs_state() {
+        // `TokenError` and `to_token` state these values in words, for readers of the facade.
+        assert_eq!((TOKEN_PREFIX, MAX_TOKEN_LEN), ("natt2.", 4096));
+        assert_eq!((MAX_TOKEN_ENDPOINTS, MAX_TECHNIQUE_NAME), (32, 32));
     }
 
     #[test]

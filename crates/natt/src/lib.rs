@@ -83,6 +83,8 @@ pub use natt_core::{
 
 /// The core crate, for technique authors.
 pub use natt_core as core;
+/// Rendezvous information and its text token: the format, its limits and its secret.
+pub use natt_core::rendezvous;
 /// PCP and NAT-PMP port mapping.
 #[cfg(feature = "pcp")]
 pub use natt_pcp as pcp;
@@ -108,6 +110,9 @@ pub use natt_stun::{StunServer, StunTechnique};
 pub use natt_upnp as upnp;
 #[cfg(feature = "upnp")]
 pub use natt_upnp::{GatewayInfo, UpnpConfig, UpnpError, UpnpTechnique};
+/// The `socket2` crate, whose [`Socket`](socket2::Socket) a [`MappedTcpSocket`] holds and
+/// [`tcp_punch_hole`] takes (socket options, listening, converting to a `TcpStream`).
+pub use socket2;
 
 /// The techniques a program maps sockets with, their servers and caches.
 ///
