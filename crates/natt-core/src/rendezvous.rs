@@ -73,14 +73,7 @@ pub struct PrivRendezvousInfo {
 /// Creates a `(PrivRendezvousInfo, PubRendezvousInfo)` pair for a new session from a list of
 /// mapped socket addresses, with a fresh random secret.
 ///
-/// ```
-/// use natt_core::rendezvous::{gen_rendezvous_info, PubRendezvousInfo};
-/// let endpoints = vec![natt_core::MappedSocketAddr::new("203.0.113.5:4000".parse().unwrap(), true, "stun")];
-/// let (ours, public) = gen_rendezvous_info(endpoints);
-/// assert_eq!(ours.secret, public.secret);
-/// let token = public.to_token();
-/// assert_eq!(token.parse::<PubRendezvousInfo>().unwrap(), public);
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/gen_rendezvous_info.md"))]
 pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousInfo, PubRendezvousInfo) {
     let secret = Secret(rand::random());
     (

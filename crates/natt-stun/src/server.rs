@@ -158,19 +158,7 @@ pub fn answer_datagram(
 
 /// A STUN server on background threads, serving until dropped.
 ///
-/// ```
-/// use natt_core::{MappedUdpSocket, MappingContext};
-/// use std::sync::Arc;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = natt_stun::StunServer::bind("127.0.0.1:0".parse()?, None, None)?;
-/// let mc = MappingContext::empty();
-/// mc.add_technique(Arc::new(natt_stun::StunTechnique::with_servers([server.udp_addresses()[0]])));
-/// let mapped = MappedUdpSocket::bind("127.0.0.1:0".parse()?, &mc)?;
-/// assert!(mapped.port_mappings.outcomes()[0].result.is_ok());
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/stun_server.md"))]
 #[derive(Debug)]
 pub struct StunServer {
     layout: Layout,
