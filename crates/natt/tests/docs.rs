@@ -1,6 +1,8 @@
 //! The examples a user of the facade sees name no crate but `natt` (and `std`), and every one
 //! of them is compiled by the facade's doc tests (`shown_examples` in `src/lib.rs`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,8 @@
 //! as `fn main() -> Result<(), Box<dyn Error>>` prints the error it returns (the README's
 //! pattern), where a derived `Debug` printed `Error: Check` or `Error: TimedOut("...")`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::error::Error as StdError;
 
 /// What `main` prints when it returns `e` through `?` into a `Box<dyn Error>`.
