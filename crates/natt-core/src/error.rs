@@ -1,5 +1,6 @@
-//! Errors of the mapping driver and of techniques, and [`debug_as_display!`], which every
-//! natt crate uses so that its errors read as sentences wherever they are printed.
+//! Errors of the mapping driver and of techniques, and
+//! [`debug_as_display!`](crate::debug_as_display), which every natt crate uses so that its
+//! errors read as sentences wherever they are printed.
 
 use std::io;
 
