@@ -272,43 +272,54 @@ impl From<natt_core::MappingContext> for MappingContext {
 #[cfg(doctest)]
 mod shown_examples {
     macro_rules! examples {
-        ($($(#[$cfg:meta])* $name:ident = $path:literal;)*) => {
+        ($(#[$cfg:meta] $group:ident { $($name:ident = $path:literal;)* })*) => {
             $(
-                $(#[$cfg])*
-                #[doc = include_str!($path)]
-                struct $name;
+                #[$cfg]
+                mod $group {
+                    $(
+                        #[doc = include_str!($path)]
+                        struct $name;
+                    )*
+                }
             )*
         };
     }
 
     examples! {
+        #[cfg(doctest)]
+        core {
+            MappedUdpSocket = "../../natt-core/doc/mapped_udp_socket.md";
+            MappedTcpSocket = "../../natt-core/doc/mapped_tcp_socket.md";
+            ArbiterClaim = "../../natt-core/doc/arbiter_claim.md";
+            MappedSocketAddr = "../../natt-core/doc/mapped_socket_addr.md";
+            MappingTechnique = "../../natt-core/doc/mapping_technique.md";
+            GenRendezvousInfo = "../../natt-core/doc/gen_rendezvous_info.md";
+        }
         #[cfg(feature = "punch")]
-        Readme = "../../../README.md";
-        MappedUdpSocket = "../../natt-core/doc/mapped_udp_socket.md";
-        MappedTcpSocket = "../../natt-core/doc/mapped_tcp_socket.md";
-        ArbiterClaim = "../../natt-core/doc/arbiter_claim.md";
-        MappedSocketAddr = "../../natt-core/doc/mapped_socket_addr.md";
-        MappingTechnique = "../../natt-core/doc/mapping_technique.md";
-        GenRendezvousInfo = "../../natt-core/doc/gen_rendezvous_info.md";
+        punch {
+            Readme = "../../../README.md";
+            PunchHole = "../../natt-punch/doc/punch_hole.md";
+            TcpPunchHole = "../../natt-punch/doc/tcp_punch_hole.md";
+        }
         #[cfg(feature = "pcp")]
-        PcpTechnique = "../../natt-pcp/doc/pcp_technique.md";
-        #[cfg(feature = "pcp")]
-        PcpTechniqueMapping = "../../natt-pcp/doc/pcp_technique_mapping.md";
-        #[cfg(feature = "punch")]
-        PunchHole = "../../natt-punch/doc/punch_hole.md";
-        #[cfg(feature = "punch")]
-        TcpPunchHole = "../../natt-punch/doc/tcp_punch_hole.md";
+        pcp {
+            PcpTechnique = "../../natt-pcp/doc/pcp_technique.md";
+            PcpTechniqueMapping = "../../natt-pcp/doc/pcp_technique_mapping.md";
+        }
         #[cfg(feature = "simple")]
-        SimpleTechnique = "../../natt-simple/doc/simple_technique.md";
-        #[cfg(feature = "simple")]
-        SimpleUdpServer = "../../natt-simple/doc/simple_udp_server.md";
-        #[cfg(feature = "simple")]
-        SimpleTcpServer = "../../natt-simple/doc/simple_tcp_server.md";
+        simple {
+            SimpleTechnique = "../../natt-simple/doc/simple_technique.md";
+            SimpleUdpServer = "../../natt-simple/doc/simple_udp_server.md";
+            SimpleTcpServer = "../../natt-simple/doc/simple_tcp_server.md";
+        }
         #[cfg(feature = "stun")]
-        StunTechnique = "../../natt-stun/doc/stun_technique.md";
-        #[cfg(feature = "stun")]
-        StunServer = "../../natt-stun/doc/stun_server.md";
+        stun {
+            StunTechnique = "../../natt-stun/doc/stun_technique.md";
+            StunServer = "../../natt-stun/doc/stun_server.md";
+        }
         #[cfg(feature = "upnp")]
-        UpnpTechnique = "../../natt-upnp/doc/upnp_technique.md";
+        upnp {
+            UpnpTechnique = "../../natt-upnp/doc/upnp_technique.md";
+        }
     }
 }
