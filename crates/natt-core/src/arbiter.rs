@@ -62,21 +62,7 @@ impl GatewayArbiter {
     /// Claims `key` for `technique`, waiting (until `deadline`) while another technique is
     /// mapping it.
     ///
-    /// ```
-    /// use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
-    /// use natt_core::Protocol;
-    /// use std::time::{Duration, Instant};
-    ///
-    /// let arbiter = GatewayArbiter::new();
-    /// let key = ClaimKey { gateway: "192.168.1.1".parse().unwrap(), protocol: Protocol::Udp,
-    ///                      internal: "192.168.1.2:4000".parse().unwrap() };
-    /// let deadline = Instant::now() + Duration::from_secs(1);
-    /// let Claim::Granted(guard) = arbiter.claim(key, "pcp", deadline) else { unreachable!() };
-    /// let held = guard.mapped(); // PCP mapped the port: keep `held` with the lease.
-    /// assert!(matches!(arbiter.claim(key, "upnp", deadline), Claim::TakenBy(t) if t == "pcp"));
-    /// drop(held); // the lease is gone: the port is free again.
-    /// assert!(matches!(arbiter.claim(key, "upnp", deadline), Claim::Granted(_)));
-    /// ```
+    #[cfg_attr(not(doctest), doc = include_str!("../doc/arbiter_claim.md"))]
     pub fn claim(self: &Arc<Self>, key: ClaimKey, technique: &str, deadline: Instant) -> Claim {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         loop {

@@ -35,12 +35,7 @@ impl fmt::Display for Protocol {
 /// socket's local interface addresses (for peers on the same network), addresses learned from
 /// external servers (several, when behind more than one NAT) and port mappings made on routers.
 ///
-/// ```
-/// use natt_core::MappedSocketAddr;
-/// let ep = MappedSocketAddr::new("203.0.113.7:4000".parse().unwrap(), true, "simple");
-/// assert!(ep.nat_restricted);
-/// assert_eq!(ep.to_string(), "203.0.113.7:4000 (simple, restricted)");
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/mapped_socket_addr.md"))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MappedSocketAddr {
     /// The address a peer can try.

@@ -1,11 +1,43 @@
-//! Errors of the mapping driver and of techniques.
+//! Errors of the mapping driver and of techniques, and
+//! [`debug_as_display!`](crate::debug_as_display), which every natt crate uses so that its
+//! errors read as sentences wherever they are printed.
 
 use std::io;
 
 use crate::names::ResolveError;
 
+/// Implements `Debug` for error types as their `Display`: the sentence a person can act on.
+///
+/// `fn main() -> Result<(), Box<dyn Error>>` prints an error returned from `main` with
+/// `Debug`, as do `unwrap`, `expect` and `{:?}` in logs; with a derived `Debug` a damaged
+/// token would print `Error: Check` there, with this `Error: token is damaged: check failed
+/// (...)`. Every public error type of natt uses it (one mechanism for all crates); match on
+/// the variants to tell errors apart in code.
+///
+/// ```
+/// #[derive(thiserror::Error)]
+/// enum MyError {
+///     #[error("the answer was {0}, not 42")]
+///     Wrong(u32),
+/// }
+/// natt_core::debug_as_display!(MyError);
+/// assert_eq!(format!("{:?}", MyError::Wrong(41)), "the answer was 41, not 42");
+/// ```
+#[macro_export]
+macro_rules! debug_as_display {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            impl ::core::fmt::Debug for $ty {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    ::core::fmt::Display::fmt(self, f)
+                }
+            }
+        )+
+    };
+}
+
 /// An error from mapping a socket.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A socket operation failed.
@@ -17,7 +49,7 @@ pub enum Error {
 }
 
 /// Why a technique produced no endpoint.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum TechniqueError {
     /// The technique does not apply here (no server configured, protocol not supported).
@@ -43,6 +75,8 @@ pub enum TechniqueError {
     #[error("{0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
+
+debug_as_display!(Error, TechniqueError);
 
 impl TechniqueError {
     /// True for [`TechniqueError::NotApplicable`]: the technique was not tried.

@@ -29,6 +29,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
+//! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
 pub mod arbiter;
 pub mod context;

@@ -43,7 +43,7 @@ pub struct ServerName {
 }
 
 /// Why a `HOST[:PORT]` is not a server name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerNameError {
     /// Nothing was given.
@@ -73,8 +73,10 @@ pub enum ServerNameError {
     },
 }
 
+crate::debug_as_display!(ServerNameError);
+
 /// Why a server name gave no address to use.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ResolveError {
     /// The resolver failed (unknown name, no network, no resolver).
@@ -107,6 +109,8 @@ pub enum ResolveError {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<ResolveError>),
 }
+
+crate::debug_as_display!(ResolveError);
 
 impl ServerName {
     /// A server name from a host and a port, unchecked (see [`ServerName::parse`]).

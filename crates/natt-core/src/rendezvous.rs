@@ -73,14 +73,7 @@ pub struct PrivRendezvousInfo {
 /// Creates a `(PrivRendezvousInfo, PubRendezvousInfo)` pair for a new session from a list of
 /// mapped socket addresses, with a fresh random secret.
 ///
-/// ```
-/// use natt_core::rendezvous::{gen_rendezvous_info, PubRendezvousInfo};
-/// let endpoints = vec![natt_core::MappedSocketAddr::new("203.0.113.5:4000".parse().unwrap(), true, "stun")];
-/// let (ours, public) = gen_rendezvous_info(endpoints);
-/// assert_eq!(ours.secret, public.secret);
-/// let token = public.to_token();
-/// assert_eq!(token.parse::<PubRendezvousInfo>().unwrap(), public);
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/gen_rendezvous_info.md"))]
 pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousInfo, PubRendezvousInfo) {
     let secret = Secret(rand::random());
     (
@@ -93,10 +86,10 @@ pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousI
 }
 
 /// Why a token could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// It does not start with [`TOKEN_PREFIX`].
+    /// It does not start with `natt2.` ([`TOKEN_PREFIX`]).
     #[error("not a natt token (expected it to start with \"{TOKEN_PREFIX}\")")]
     NotAToken,
     /// A token of an earlier version (the number), made by an older natt whose punch this one
@@ -106,7 +99,7 @@ pub enum TokenError {
          update natt on the other side and make a new token"
     )]
     OldVersion(u8),
-    /// Longer than [`MAX_TOKEN_LEN`].
+    /// Longer than 4096 characters ([`MAX_TOKEN_LEN`]).
     #[error("token too long ({0} characters)")]
     TooLong(usize),
     /// Not valid base64url.
@@ -120,6 +113,8 @@ pub enum TokenError {
     Malformed(&'static str),
 }
 
+crate::debug_as_display!(TokenError);
+
 /// FNV-1a 64: a check against accidental damage, not an authenticator.
 fn check(bytes: &[u8]) -> [u8; 4] {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -132,9 +127,10 @@ fn check(bytes: &[u8]) -> [u8; 4] {
 }
 
 impl PubRendezvousInfo {
-    /// The compact text token (see the module docs). Endpoints beyond
-    /// [`MAX_TOKEN_ENDPOINTS`] are left out, and technique names are cut to
-    /// [`MAX_TECHNIQUE_NAME`] ASCII bytes.
+    /// The compact text token, `natt2.` and base64url (its layout is in the docs of the
+    /// [`rendezvous`](crate::rendezvous) module). Endpoints beyond the first 32
+    /// ([`MAX_TOKEN_ENDPOINTS`]) are left out, and technique names are cut to 32 ASCII bytes
+    /// ([`MAX_TECHNIQUE_NAME`]).
     pub fn to_token(&self) -> String {
         let mut b = Vec::with_capacity(64);
         b.extend_from_slice(&self.secret.0);
@@ -265,6 +261,13 @@ mod tests {
             MappedSocketAddr::new("[2001:db8::1]:9".parse().unwrap(), false, "upnp"),
         ];
         gen_rendezvous_info(eps).1
+    }
+
+    #[test]
+    fn limits_are_the_values_the_docs_state() {
+        // `TokenError` and `to_token` state these values in words, for readers of the facade.
+        assert_eq!((TOKEN_PREFIX, MAX_TOKEN_LEN), ("natt2.", 4096));
+        assert_eq!((MAX_TOKEN_ENDPOINTS, MAX_TECHNIQUE_NAME), (32, 32));
     }
 
     #[test]

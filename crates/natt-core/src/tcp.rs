@@ -22,14 +22,7 @@ use crate::technique::MappingTechnique;
 /// `SO_REUSEPORT` on unix) set, so it can listen and connect from the same port at once, as
 /// TCP hole punching does.
 ///
-/// ```no_run
-/// # fn main() -> Result<(), natt_core::Error> {
-/// let mc = natt_core::MappingContext::empty();
-/// let mapped = natt_core::MappedTcpSocket::new(&mc)?;
-/// println!("{:?}", mapped.endpoints);
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/mapped_tcp_socket.md"))]
 #[derive(Debug)]
 pub struct MappedTcpSocket {
     /// A bound, reusable TCP socket, neither listening nor connected.

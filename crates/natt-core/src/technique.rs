@@ -92,26 +92,7 @@ impl From<Vec<MappedSocketAddr>> for TechniqueMapping {
 ///
 /// A complete third-party technique that maps every socket to a fixed address:
 ///
-/// ```
-/// use natt_core::{MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping};
-/// use std::net::SocketAddr;
-/// use std::time::Instant;
-///
-/// struct Fixed(SocketAddr);
-///
-/// impl MappingTechnique for Fixed {
-///     fn name(&self) -> &str { "fixed" }
-///     fn map_udp(&self, local: SocketAddr, _deadline: Instant)
-///         -> Result<TechniqueMapping, TechniqueError>
-///     {
-///         let addr = SocketAddr::new(self.0.ip(), local.port());
-///         Ok(vec![MappedSocketAddr::new(addr, false, "fixed")].into())
-///     }
-/// }
-///
-/// let mc = natt_core::MappingContext::empty();
-/// mc.add_technique(std::sync::Arc::new(Fixed("198.51.100.9:0".parse().unwrap())));
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/mapping_technique.md"))]
 pub trait MappingTechnique: Send + Sync {
     /// The technique's name, as shown in [`MappedSocketAddr::technique`].
     fn name(&self) -> &str;

@@ -22,19 +22,7 @@ const RECV_BUFFER: usize = 4096;
 
 /// A bound UDP socket for which we know our external endpoints.
 ///
-/// ```no_run
-/// # fn main() -> Result<(), natt_core::Error> {
-/// let mc = natt_core::MappingContext::empty();
-/// let natt_core::MappedUdpSocket { socket, endpoints, port_mappings } =
-///     natt_core::MappedUdpSocket::new(&mc)?;
-/// for ep in &endpoints {
-///     println!("reachable at {ep}");
-/// }
-/// // ... use `socket`; keep `port_mappings` alive as long as it is in use.
-/// # drop((socket, port_mappings));
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/mapped_udp_socket.md"))]
 #[derive(Debug)]
 pub struct MappedUdpSocket {
     /// The socket.

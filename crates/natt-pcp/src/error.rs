@@ -13,7 +13,7 @@ use natt_core::TechniqueError;
 use crate::client::Version;
 
 /// Why a datagram could not be decoded as a PCP or NAT-PMP message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
     /// Shorter than the message needs.
@@ -41,8 +41,10 @@ pub enum WireError {
     WrongVersion(u8),
 }
 
+natt_core::debug_as_display!(WireError);
+
 /// Why PCP / NAT-PMP port mapping failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum PcpError {
     /// The technique does not apply to this socket (no gateway, address family, bound
@@ -106,10 +108,14 @@ pub enum PcpError {
     },
 }
 
+natt_core::debug_as_display!(PcpError);
+
 /// What an unsupporting gateway said (the source of [`PcpError::Unsupported`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UnsupportedDetail(pub String);
+
+natt_core::debug_as_display!(UnsupportedDetail);
 
 impl PcpError {
     /// The result code's number when the gateway refused ([`PcpError::Refused`]).

@@ -16,6 +16,9 @@
 //! protocol that made the mapping. Give a gateway explicitly with
 //! `HolePunchServerAddr::Other { kind: "pcp".into(), addr }` (kind `nat-pmp` for NAT-PMP
 //! only); otherwise the default route's router is used (Linux: `/proc/net/route`).
+//!
+//! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
+//! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
 pub mod client;
 mod driver;

@@ -65,27 +65,11 @@ struct Target {
 /// route's router, or one given with [`HolePunchServerAddr::Other`] of kind [`KIND_PCP`] (or
 /// [`KIND_NAT_PMP`]).
 ///
-/// ```
-/// use natt_core::{HolePunchServerAddr, MappingTechnique};
-/// let pcp = natt_pcp::PcpTechnique::new();
-/// assert!(pcp.add_server(&HolePunchServerAddr::Other { kind: "pcp".into(), addr: "192.168.1.1:5351".parse().unwrap() }));
-/// assert!(!pcp.add_server(&HolePunchServerAddr::Stun("203.0.113.10:3478".parse().unwrap())));
-/// assert_eq!(pcp.gateway(), Some("192.168.1.1:5351".parse().unwrap()));
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/pcp_technique.md"))]
 ///
 /// Mapping (this contacts the gateway):
 ///
-/// ```no_run
-/// use natt_core::{MappedUdpSocket, MappingContext};
-/// use std::sync::Arc;
-///
-/// let mc = MappingContext::empty();
-/// mc.add_technique(Arc::new(natt_pcp::PcpTechnique::new()));
-/// let mapped = MappedUdpSocket::new(&mc)?;
-/// // Endpoints named "pcp" or "nat-pmp" are port mappings, held while `port_mappings` lives.
-/// println!("{:?} {:?}", mapped.endpoints, mapped.port_mappings);
-/// # Ok::<(), natt_core::Error>(())
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/pcp_technique_mapping.md"))]
 #[derive(Debug, Default)]
 pub struct PcpTechnique {
     config: PcpConfig,

@@ -3,7 +3,7 @@
 use std::io;
 
 /// Why a hole punch failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum PunchError {
     /// The peer's rendezvous information is our own (the same secret).
@@ -25,3 +25,5 @@ pub enum PunchError {
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
 }
+
+natt_core::debug_as_display!(PunchError);

@@ -12,6 +12,9 @@
 //! ([`keys`]), and bound to the path it was sent on ([`wire`], [`path`]), so only the peer
 //! holding the matching rendezvous information can complete a punch; packets of anyone else,
 //! of earlier sessions, reflected, replayed from elsewhere or relayed, are ignored.
+//!
+//! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
+//! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
 pub mod choose;
 pub mod error;

@@ -100,23 +100,7 @@ struct Tally {
 /// reusable, neither listening nor connected). Returns the one authenticated stream both sides
 /// agreed on, by `deadline`.
 ///
-/// ```no_run
-/// use natt_core::{MappedTcpSocket, MappingContext};
-/// use natt_punch::{gen_rendezvous_info, tcp_punch_hole, PubRendezvousInfo};
-/// use std::io::Write;
-/// use std::time::{Duration, Instant};
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mc = MappingContext::empty(); // natt::MappingContext::new() has every technique
-/// let MappedTcpSocket { socket, endpoints, port_mappings } = MappedTcpSocket::new(&mc)?;
-/// let (our_priv, our_pub) = gen_rendezvous_info(endpoints);
-/// println!("send this to the peer: {our_pub}");
-/// let their_pub: PubRendezvousInfo = "natt2....".parse()?;
-/// let mut stream = tcp_punch_hole(socket, our_priv, their_pub, Instant::now() + Duration::from_secs(10))?;
-/// stream.write_all(b"hello")?;
-/// # drop(port_mappings);
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/tcp_punch_hole.md"))]
 pub fn tcp_punch_hole(
     socket: Socket,
     our_priv_rendezvous_info: PrivRendezvousInfo,

@@ -69,23 +69,7 @@ impl PunchedUdpSocket {
     /// may still arrive after it returns: recognise them with [`crate::is_punch_packet`] and
     /// discard them.
     ///
-    /// ```no_run
-    /// use natt_core::{MappedUdpSocket, MappingContext};
-    /// use natt_punch::{gen_rendezvous_info, PubRendezvousInfo, PunchedUdpSocket};
-    /// use std::time::{Duration, Instant};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let mc = MappingContext::empty(); // natt::MappingContext::new() has every technique
-    /// let MappedUdpSocket { socket, endpoints, port_mappings } = MappedUdpSocket::new(&mc)?;
-    /// let (our_priv, our_pub) = gen_rendezvous_info(endpoints);
-    /// println!("send this to the peer: {our_pub}");
-    /// let their_pub: PubRendezvousInfo = "natt2....".parse()?; // the peer's token
-    /// let deadline = Instant::now() + Duration::from_secs(10);
-    /// let PunchedUdpSocket { socket, peer_addr } = PunchedUdpSocket::punch_hole(socket, our_priv, their_pub, deadline)?;
-    /// socket.send_to(b"hello", peer_addr)?;
-    /// # drop(port_mappings);
-    /// # Ok(())
-    /// # }
-    /// ```
+    #[cfg_attr(not(doctest), doc = include_str!("../doc/punch_hole.md"))]
     pub fn punch_hole(
         socket: UdpSocket,
         our_priv_rendezvous_info: PrivRendezvousInfo,

@@ -32,12 +32,7 @@ pub const MIN_GRACE: Duration = Duration::from_millis(100);
 /// Maps sockets by asking servers of the simple hole-punch protocol (such as `natt serve`)
 /// which address they see.
 ///
-/// ```
-/// use natt_core::{HolePunchServerAddr, MappingTechnique};
-/// let simple = natt_simple::SimpleTechnique::new();
-/// assert!(simple.add_server(&HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())));
-/// assert_eq!(simple.servers().len(), 1);
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/simple_technique.md"))]
 #[derive(Debug, Default)]
 pub struct SimpleTechnique {
     servers: ServerList,

@@ -16,7 +16,7 @@ use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN, Reply};
 pub use natt_core::service::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
 
 /// Errors starting a server.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// Binding or configuring the socket failed.
@@ -35,24 +35,12 @@ pub enum ServerError {
     Thread(io::Error),
 }
 
+natt_core::debug_as_display!(ServerError);
+
 /// A server of the simple hole-punch protocol over UDP. It serves on a background thread until
 /// dropped; malformed requests get no reply and never disturb it.
 ///
-/// ```
-/// use natt_core::{HolePunchServerAddr, MappedUdpSocket, MappingContext};
-/// use natt_simple::{SimpleTechnique, SimpleUdpHolePunchServer};
-/// use std::sync::Arc;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = SimpleUdpHolePunchServer::bind("127.0.0.1:0".parse()?)?;
-/// let mc = MappingContext::empty();
-/// mc.add_technique(Arc::new(SimpleTechnique::new()));
-/// mc.add_server(HolePunchServerAddr::Simple(server.local_addr()));
-/// let mapped = MappedUdpSocket::bind("127.0.0.1:0".parse()?, &mc)?;
-/// assert!(mapped.port_mappings.outcomes()[0].result.is_ok());
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/simple_udp_server.md"))]
 #[derive(Debug)]
 pub struct SimpleUdpHolePunchServer {
     local: SocketAddr,
@@ -145,13 +133,7 @@ impl Drop for SimpleUdpHolePunchServer {
 /// [`MAX_TCP_CLIENTS_PER_SOURCE`] of them from one source, each for at most [`TCP_DEADLINE`]
 /// from connection to reply.
 ///
-/// ```
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = natt_simple::SimpleTcpHolePunchServer::bind("127.0.0.1:0".parse()?)?;
-/// assert_ne!(server.local_addr().port(), 0);
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/simple_tcp_server.md"))]
 #[derive(Debug)]
 pub struct SimpleTcpHolePunchServer {
     local: SocketAddr,

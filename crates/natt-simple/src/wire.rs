@@ -63,7 +63,7 @@ const REQUEST_TXID_AT: usize = 8;
 const REPLY_TXID_AT: usize = 10;
 
 /// Why bytes are not a valid message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
     /// Fewer bytes than the message needs.
@@ -95,6 +95,8 @@ pub enum WireError {
     #[error("reserved bytes not zero")]
     NonZeroReserved,
 }
+
+natt_core::debug_as_display!(WireError);
 
 /// A transaction id: 96 random bits chosen by the client for each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

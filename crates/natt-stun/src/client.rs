@@ -44,12 +44,7 @@ pub const MIN_CHECK_RTO: Duration = Duration::from_millis(20);
 
 /// Maps sockets with STUN Binding requests (RFC 8489) to every configured server at once.
 ///
-/// ```
-/// use natt_core::{HolePunchServerAddr, MappingTechnique};
-/// let stun = natt_stun::StunTechnique::new();
-/// assert!(stun.add_server(&HolePunchServerAddr::Stun("203.0.113.10:3478".parse().unwrap())));
-/// assert!(!stun.add_server(&HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())));
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/stun_technique.md"))]
 #[derive(Debug)]
 pub struct StunTechnique {
     servers: ServerList,

@@ -9,6 +9,9 @@
 //! - [`behaviour`]: NAT behaviour discovery (RFC 5780), [`discover_udp`].
 //! - [`StunServer`]: a STUN server (RFC 5780 with two addresses) that can share its ports with
 //!   another protocol.
+//!
+//! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
+//! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
 pub mod behaviour;
 pub mod client;

@@ -71,7 +71,7 @@ pub const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 pub const MAX_MESSAGE_LEN: usize = 2048;
 
 /// Why bytes are not the STUN message expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StunError {
     /// Not a STUN message (wrong first bits, magic cookie or length).
@@ -87,6 +87,8 @@ pub enum StunError {
     #[error("STUN message of {0} bytes is too large")]
     TooLarge(usize),
 }
+
+natt_core::debug_as_display!(StunError);
 
 /// True when `bytes` has the shape of a STUN message (RFC 8489 section 5): top two bits zero,
 /// the magic cookie, and a length that is a multiple of 4 and matches the datagram. Cheap, for

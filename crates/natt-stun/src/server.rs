@@ -42,7 +42,7 @@ pub trait OtherProtocol: Send + Sync {
 }
 
 /// Errors starting a server.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// Binding a socket failed.
@@ -60,6 +60,8 @@ pub enum ServerError {
     #[error("cannot start a server thread: {0}")]
     Thread(io::Error),
 }
+
+natt_core::debug_as_display!(ServerError);
 
 /// The STUN server's view of its sockets: where each is, and which answers for which.
 #[derive(Debug, Clone)]
@@ -156,19 +158,7 @@ pub fn answer_datagram(
 
 /// A STUN server on background threads, serving until dropped.
 ///
-/// ```
-/// use natt_core::{MappedUdpSocket, MappingContext};
-/// use std::sync::Arc;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = natt_stun::StunServer::bind("127.0.0.1:0".parse()?, None, None)?;
-/// let mc = MappingContext::empty();
-/// mc.add_technique(Arc::new(natt_stun::StunTechnique::with_servers([server.udp_addresses()[0]])));
-/// let mapped = MappedUdpSocket::bind("127.0.0.1:0".parse()?, &mc)?;
-/// assert!(mapped.port_mappings.outcomes()[0].result.is_ok());
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/stun_server.md"))]
 #[derive(Debug)]
 pub struct StunServer {
     layout: Layout,

@@ -11,7 +11,7 @@ use natt_core::TechniqueError;
 ///
 /// Gateways are untrusted: whatever one answers (malformed XML, wrong URLs, error codes, huge
 /// or endless responses, silence) ends in one of these, never in a panic or a hang.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum UpnpError {
     /// UPnP does not apply to this socket (IPv6, bound to loopback, no IPv4 interface).
@@ -94,6 +94,8 @@ pub enum UpnpError {
     #[error("the gateway does not support {0}")]
     Unsupported(String),
 }
+
+natt_core::debug_as_display!(UpnpError);
 
 impl UpnpError {
     /// True when the gateway did not answer usefully at the transport level (timeout, socket

@@ -87,7 +87,7 @@ impl Response {
 }
 
 /// Why a SOAP answer gives no [`Response`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SoapError {
     /// The gateway refused the action: a SOAP fault with a UPnP error (e.g. 718
@@ -110,6 +110,8 @@ pub enum SoapError {
     #[error("{0}")]
     Malformed(String),
 }
+
+natt_core::debug_as_display!(SoapError);
 
 /// Reads the answer `body` to a request for `action`: its output arguments, or the UPnP error
 /// of its fault.

@@ -139,27 +139,7 @@ impl UpnpConfig {
 
 /// Maps sockets with UPnP IGD port mappings (see the module documentation).
 ///
-/// ```no_run
-/// use std::sync::Arc;
-/// use natt_core::{HolePunchServerAddr, MappedUdpSocket, MappingContext};
-/// use natt_upnp::UpnpTechnique;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mc = MappingContext::empty();
-/// let upnp = Arc::new(UpnpTechnique::new());
-/// mc.add_technique(upnp.clone());
-/// // Optional: a known gateway (its description read from the URL) instead of a
-/// // multicast search.
-/// mc.add_server(HolePunchServerAddr::IgdGateway("http://192.168.1.1:5000/rootDesc.xml".into()));
-/// let mapped = MappedUdpSocket::new(&mc)?;
-/// if let Some(gateway) = upnp.gateway_info() {
-///     println!("{gateway}"); // upnp igdv2 203.0.113.101 at http://192.168.1.1:5000/rootDesc.xml
-/// }
-/// // The mapping lives (renewed) as long as `mapped.port_mappings`, and is deleted with it.
-/// # drop(mapped);
-/// # Ok(())
-/// # }
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/upnp_technique.md"))]
 #[derive(Debug)]
 pub struct UpnpTechnique {
     shared: Arc<Shared>,

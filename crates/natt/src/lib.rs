@@ -14,7 +14,7 @@
 //!
 //! All features are on by default. [`MappingContext::new`] registers every technique compiled
 //! in; third-party techniques implement [`MappingTechnique`] from `natt-core` and are added
-//! with [`natt_core::MappingContext::add_technique`].
+//! with [`add_technique`](natt_core::MappingContext::add_technique).
 //!
 //! The original design's usage example, nearly verbatim (made fallible, with a deadline, and
 //! with the port mappings kept alive while the socket is in use):
@@ -22,7 +22,7 @@
 //! ```no_run
 //! # #[cfg(feature = "punch")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use natt::{gen_rendezvous_info, HolePunchServerAddr, MappedUdpSocket, MappingContext, PunchedUdpSocket};
+//! use natt::{gen_rendezvous_info, is_punch_packet, HolePunchServerAddr, MappedUdpSocket, MappingContext, PunchedUdpSocket};
 //! use std::time::{Duration, Instant};
 //! # fn receive_their_token() -> String { String::new() }
 //!
@@ -40,7 +40,7 @@
 //! // A mapped socket consists of a socket, a list of endpoints, and the port mappings made on
 //! // routers (renewed while `port_mappings` lives, deleted when it is dropped or released).
 //! // `release()` waits until the routers have deleted them: call it before the program exits.
-//! let MappedUdpSocket { socket, endpoints, port_mappings } = mapped_socket;
+//! let MappedUdpSocket { socket, endpoints, mut port_mappings } = mapped_socket;
 //!
 //! // Next, they create a `PrivRendezvousInfo`, `PubRendezvousInfo` pair from the socket's
 //! // endpoints.
@@ -62,7 +62,18 @@
 //! // Congratulations! `socket` is a `UdpSocket` that can be used to talk to `peer_addr`
 //! // through NATs and firewalls.
 //! socket.send_to(b"hello", peer_addr)?;
-//! let mut port_mappings = port_mappings;
+//!
+//! // The peer's last few punch datagrams may still arrive after the punch: skip them.
+//! let mut buf = [0; 1500];
+//! let n = loop {
+//!     let (n, from) = socket.recv_from(&mut buf)?;
+//!     if from == peer_addr && !is_punch_packet(&buf[..n]) {
+//!         break n;
+//!     }
+//! };
+//! println!("the peer says {}", String::from_utf8_lossy(&buf[..n]));
+//!
+//! // Delete the router mappings (renewed until now) and wait for that.
 //! port_mappings.release();
 //! # Ok(())
 //! # }
@@ -89,6 +100,60 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Every example on these pages compiles with `natt` as the program's only dependency
+//! ([`socket2`] and the token format's [`rendezvous`] module are re-exported here).
+//!
+//! ## Late punch packets
+//!
+//! When [`PunchedUdpSocket::punch_hole`] returns, the peer may still be sending its last punch
+//! datagrams (1 to 5 of them on a 200 ms path), and their answers to ours may still be on the
+//! way. They reach the socket like any datagram: [`is_punch_packet`] tells them apart (true
+//! only for a datagram of a punch message's size and magic bytes), as above.
+//! [`tcp_punch_hole`]'s stream carries nothing of the punch.
+//!
+//! ## What mapping waits for
+//!
+//! [`MappedUdpSocket::new`] and [`MappedTcpSocket::new`] run every technique at once and return
+//! when all have finished, or at the mapping timeout: **3 s** by default
+//! ([`MappingContext::with_timeout`]; the command line's `--timeout`, and `--map-timeout` for
+//! `natt punch`). They return `Ok` even when no technique found an external address: the
+//! endpoints are then the socket's local addresses,
+//! [`port_mappings.why_no_external()`](PortMappings::why_no_external) says why in one line,
+//! and [`port_mappings.outcomes()`](PortMappings::outcomes) what each technique found or why
+//! not. What the techniques cost:
+//!
+//! - **UPnP** searches for the gateway (SSDP) unless its URL is given
+//!   ([`HolePunchServerAddr::IgdGateway`]). A router that runs no UPnP service usually refuses
+//!   the search at once (an ICMP "port unreachable"), which ends it; one that stays silent
+//!   costs the search's whole window, **1.5 s** ([`UpnpConfig::search_window`]). A search that
+//!   nothing answered is not repeated for 30 s. A gateway found is remembered by the context,
+//!   so later mappings skip the search.
+//! - **PCP / NAT-PMP** ask the default route's router; one that neither answers nor refuses
+//!   (with an ICMP "port unreachable") is asked until the mapping timeout.
+//! - **STUN** and the **simple** protocol ask the servers given with
+//!   [`add_servers`](natt_core::MappingContext::add_servers) (none by default: without one
+//!   they do nothing). A server that does not answer is asked until the mapping timeout; once
+//!   one has answered, the others get 3 round trips (at least 100 ms). A STUN server with two
+//!   addresses (RFC 5780) is also asked to answer from its other address, to learn whether the
+//!   NAT filters: that check waits 4 round trips, at least **250 ms**, which is its whole cost
+//!   behind a NAT that filters.
+//!
+//! Leave out what a network does not have with
+//! [`remove_technique`](natt_core::MappingContext::remove_technique) (`"upnp"`, `"pcp"`), or
+//! `--no-upnp` and `--no-pcp` on the command line.
+//!
+//! **A side behind a NAT needs its public address in its token**: a STUN or simple server
+//! (`natt serve`), or a UPnP or PCP mapping on its router. A punch takes a path only where the
+//! peer sees us at one of the addresses our token lists, so without one it reaches only peers
+//! on the same network.
+//!
+//! ## Errors
+//!
+//! Each call returns its own error type: mapping [`Error`], reading a token [`TokenError`],
+//! punching [`PunchError`]. All of them print a sentence, with `Display` and with `Debug`
+//! alike, so `fn main() -> Result<(), Box<dyn std::error::Error>>` and `?`, as above, print
+//! for example `Error: token is damaged: check failed (was it cut or changed while copying?)`.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -103,6 +168,8 @@ pub use natt_core::{
 
 /// The core crate, for technique authors.
 pub use natt_core as core;
+/// Rendezvous information and its text token: the format, its limits and its secret.
+pub use natt_core::rendezvous;
 /// PCP and NAT-PMP port mapping.
 #[cfg(feature = "pcp")]
 pub use natt_pcp as pcp;
@@ -128,10 +195,13 @@ pub use natt_stun::{StunServer, StunTechnique};
 pub use natt_upnp as upnp;
 #[cfg(feature = "upnp")]
 pub use natt_upnp::{GatewayInfo, UpnpConfig, UpnpError, UpnpTechnique};
+/// The `socket2` crate, whose [`Socket`](socket2::Socket) a [`MappedTcpSocket`] holds and
+/// [`tcp_punch_hole`] takes (socket options, listening, converting to a `TcpStream`).
+pub use socket2;
 
 /// The techniques a program maps sockets with, their servers and caches.
 ///
-/// It dereferences to [`natt_core::MappingContext`], so it is accepted wherever that is (such
+/// It dereferences to [`natt::core::MappingContext`](natt_core::MappingContext), so it is accepted wherever that is (such
 /// as [`MappedUdpSocket::new`]) and has all its methods.
 ///
 /// The port-mapping techniques (UPnP, PCP and NAT-PMP) share a [`GatewayArbiter`], so that
@@ -207,6 +277,71 @@ impl From<natt_core::MappingContext> for MappingContext {
         MappingContext {
             inner,
             arbiter: GatewayArbiter::new(),
+        }
+    }
+}
+
+/// The examples that natt's pages show on the items it re-exports, and the README's, compiled
+/// here, through the facade, with `natt` as their only crate.
+///
+/// rustdoc shows a re-exported item with the docs of the crate that defines it, and runs an
+/// example only as a doc test of that crate, where `natt` is not a dependency (it cannot be:
+/// natt depends on that crate). So each such example is a file of its defining crate
+/// (`crates/*/doc/*.md`), written with `natt::` paths as a user of natt writes them, shown
+/// there with `#[cfg_attr(not(doctest), doc = include_str!(...))]` and tested here;
+/// `tests/docs.rs` checks that every such file is listed here and names no other crate, and
+/// that the README's library example names none either.
+#[cfg(doctest)]
+mod shown_examples {
+    macro_rules! examples {
+        ($(#[$cfg:meta] $group:ident { $($name:ident = $path:literal;)* })*) => {
+            $(
+                #[$cfg]
+                mod $group {
+                    $(
+                        #[doc = include_str!($path)]
+                        struct $name;
+                    )*
+                }
+            )*
+        };
+    }
+
+    examples! {
+        #[cfg(doctest)]
+        core {
+            MappedUdpSocket = "../../natt-core/doc/mapped_udp_socket.md";
+            MappedTcpSocket = "../../natt-core/doc/mapped_tcp_socket.md";
+            ArbiterClaim = "../../natt-core/doc/arbiter_claim.md";
+            MappedSocketAddr = "../../natt-core/doc/mapped_socket_addr.md";
+            MappingTechnique = "../../natt-core/doc/mapping_technique.md";
+            GenRendezvousInfo = "../../natt-core/doc/gen_rendezvous_info.md";
+        }
+        #[cfg(feature = "punch")]
+        punch {
+            Readme = "../../../README.md";
+            PunchHole = "../../natt-punch/doc/punch_hole.md";
+            TcpPunchHole = "../../natt-punch/doc/tcp_punch_hole.md";
+        }
+        #[cfg(feature = "pcp")]
+        pcp {
+            PcpTechnique = "../../natt-pcp/doc/pcp_technique.md";
+            PcpTechniqueMapping = "../../natt-pcp/doc/pcp_technique_mapping.md";
+        }
+        #[cfg(feature = "simple")]
+        simple {
+            SimpleTechnique = "../../natt-simple/doc/simple_technique.md";
+            SimpleUdpServer = "../../natt-simple/doc/simple_udp_server.md";
+            SimpleTcpServer = "../../natt-simple/doc/simple_tcp_server.md";
+        }
+        #[cfg(feature = "stun")]
+        stun {
+            StunTechnique = "../../natt-stun/doc/stun_technique.md";
+            StunServer = "../../natt-stun/doc/stun_server.md";
+        }
+        #[cfg(feature = "upnp")]
+        upnp {
+            UpnpTechnique = "../../natt-upnp/doc/upnp_technique.md";
         }
     }
 }
