@@ -18,18 +18,7 @@ use crate::technique::MappingTechnique;
 /// naming it ([`TechniqueError::Resolve`](crate::TechniqueError::Resolve)) unless other
 /// servers of the technique answer.
 ///
-/// ```
-/// use natt_core::HolePunchServerAddr;
-/// let by_name = HolePunchServerAddr::parse_stun("stun.example.org")?;
-/// assert_eq!(by_name, HolePunchServerAddr::NamedStun(natt_core::ServerName::new("stun.example.org", 3478)));
-/// // An IP address needs no lookup.
-/// assert_eq!(
-///     HolePunchServerAddr::parse_simple("203.0.113.20")?,
-///     HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())
-/// );
-/// assert!(HolePunchServerAddr::parse_stun("stun.example.org:99999").is_err());
-/// # Ok::<(), natt_core::names::ServerNameError>(())
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/hole_punch_server_addr.md"))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HolePunchServerAddr {
@@ -80,13 +69,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// UPnP gateway found). Create one and keep it for the life of the program; it is cheap to
 /// share between threads.
 ///
-/// ```
-/// use natt_core::{HolePunchServerAddr, MappingContext};
-/// let mc = MappingContext::empty();
-/// // No technique takes simple-protocol servers in an empty context.
-/// assert!(!mc.add_server(HolePunchServerAddr::Simple("203.0.113.20:5483".parse().unwrap())));
-/// assert!(mc.technique_names().is_empty());
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/mapping_context.md"))]
 pub struct MappingContext {
     techniques: RwLock<Vec<Arc<dyn MappingTechnique>>>,
     timeout: Duration,

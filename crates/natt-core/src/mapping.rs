@@ -96,17 +96,7 @@ impl PortMappings {
     /// itself succeeds either way (the local endpoints still serve peers on this network), so
     /// a program that needs peers elsewhere checks this.
     ///
-    /// ```
-    /// # use natt_core::{MappedUdpSocket, MappingContext};
-    /// # fn main() -> Result<(), natt_core::Error> {
-    /// let mapped = MappedUdpSocket::new(&MappingContext::empty())?;
-    /// assert_eq!(
-    ///     mapped.port_mappings.why_no_external().as_deref(),
-    ///     Some("no external address: no technique ran (give a STUN or simple server)")
-    /// );
-    /// # Ok(())
-    /// # }
-    /// ```
+    #[cfg_attr(not(doctest), doc = include_str!("../doc/port_mappings_why_no_external.md"))]
     pub fn why_no_external(&self) -> Option<String> {
         if self.found_external() {
             return None;

@@ -26,16 +26,7 @@ pub const SIMPLE_PORT: u16 = 5483;
 /// Parsed from `HOST[:PORT]`: a DNS name, an IPv4 address, or an IPv6 address (in brackets
 /// when a port follows: `[2001:db8::1]:3478`); without a port, the protocol's default.
 ///
-/// ```
-/// use natt_core::names::{ServerName, STUN_PORT};
-/// let name = ServerName::parse("stun.example.org", STUN_PORT)?;
-/// assert_eq!((name.host(), name.port()), ("stun.example.org", 3478));
-/// assert_eq!(ServerName::parse("[2001:db8::1]:9", STUN_PORT)?.to_string(), "[2001:db8::1]:9");
-/// assert!(ServerName::parse("stun.example.org:http", STUN_PORT).is_err());
-/// // `FromStr` wants the port.
-/// assert_eq!("stun.example.org:3479".parse::<ServerName>()?.port(), 3479);
-/// # Ok::<(), natt_core::names::ServerNameError>(())
-/// ```
+#[cfg_attr(not(doctest), doc = include_str!("../doc/server_name.md"))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerName {
     host: String,

@@ -316,6 +316,10 @@ mod shown_examples {
             MappedSocketAddr = "../../natt-core/doc/mapped_socket_addr.md";
             MappingTechnique = "../../natt-core/doc/mapping_technique.md";
             GenRendezvousInfo = "../../natt-core/doc/gen_rendezvous_info.md";
+            HolePunchServerAddr = "../../natt-core/doc/hole_punch_server_addr.md";
+            MappingContext = "../../natt-core/doc/mapping_context.md";
+            ServerName = "../../natt-core/doc/server_name.md";
+            PortMappingsWhyNoExternal = "../../natt-core/doc/port_mappings_why_no_external.md";
         }
         #[cfg(feature = "punch")]
         punch {
