@@ -1,6 +1,9 @@
-//! Errors of hole punching.
+//! Errors of hole punching, and [`NoPath`]: why a punch found no path, as facts a program can
+//! act on (a stale token, a peer that has not started, a token without a public address).
 
+use std::fmt;
 use std::io;
+use std::net::IpAddr;
 
 /// Why a hole punch failed.
 #[derive(thiserror::Error)]
@@ -18,12 +21,93 @@ pub enum PunchError {
     /// The deadline had passed before the punch started.
     #[error("the punch's deadline had already passed when it started")]
     DeadlinePassed,
-    /// No authenticated path to the peer was found before the deadline.
+    /// No authenticated path to the peer was found before the deadline; what was tried and
+    /// what came back.
     #[error("no path to the peer before the deadline ({0})")]
-    TimedOut(String),
+    TimedOut(NoPath),
     /// A socket operation failed.
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
 }
 
 natt_core::debug_as_display!(PunchError);
+
+/// Why a punch found no path to the peer by its deadline. The same facts whichever side (role)
+/// this is.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoPath {
+    /// Nothing came back from the peer's addresses: the peer has not started (or is gone), or
+    /// its NAT or firewall drops what we send.
+    NothingCameBack {
+        /// How many of the peer's addresses were tried.
+        addresses: usize,
+        /// The peer's token lists only private addresses (it had no STUN or simple server):
+        /// only its own network can reach it.
+        private_only: bool,
+    },
+    /// Packets (UDP) or streams (TCP) came from the peer's addresses, but failed
+    /// authentication: the two sides hold different tokens (a stale token, or a wrong one).
+    FailedAuthentication {
+        /// How many.
+        count: u32,
+    },
+    /// Authenticated messages came that the peer had sent to another address than ours: relayed
+    /// by a third party, or our token lacks the public address the peer sees us at.
+    AddressedElsewhere {
+        /// How many.
+        count: u32,
+        /// The IPs our token lists.
+        our_ips: Vec<IpAddr>,
+    },
+    /// The peer's addresses refused our connections (TCP): nothing listens there, the peer has
+    /// not started or its token is stale.
+    Refused {
+        /// How many connection attempts were refused.
+        count: u32,
+        /// How many of the peer's addresses were tried.
+        addresses: usize,
+    },
+    /// The peer was heard, but the two sides did not confirm one path both ways in time (on a
+    /// lossy path, give the punch more time).
+    NotConfirmed(String),
+    /// Something else stopped the punch (a socket error of the driver).
+    Other(String),
+}
+
+impl fmt::Display for NoPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoPath::NothingCameBack {
+                addresses,
+                private_only,
+            } => {
+                write!(f, "nothing came back from the peer's {addresses} address(es)")?;
+                if *private_only {
+                    f.write_str(
+                        " (the peer's token lists only private addresses: it had no STUN or simple server, \
+                         so only its own network can reach it)",
+                    )?;
+                }
+                Ok(())
+            }
+            NoPath::FailedAuthentication { count } => write!(
+                f,
+                "{count} packet(s) or stream(s) from the peer's addresses failed authentication: a stale or wrong token"
+            ),
+            NoPath::AddressedElsewhere { count, our_ips } => write!(
+                f,
+                "{count} authenticated message(s) arrived that the peer addressed elsewhere than our addresses \
+                 {our_ips:?} (relayed, or our token lacks our public address)"
+            ),
+            NoPath::Refused { count, addresses } => write!(
+                f,
+                "the peer's {addresses} address(es) refused {count} connection attempt(s): nothing listens there \
+                 (the peer has not started, or its token is stale)"
+            ),
+            NoPath::NotConfirmed(detail) | NoPath::Other(detail) => f.write_str(detail),
+        }
+    }
+}
+
+natt_core::debug_as_display!(NoPath);

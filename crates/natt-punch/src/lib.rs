@@ -24,7 +24,7 @@ pub mod tcp;
 pub mod udp;
 pub mod wire;
 
-pub use error::PunchError;
+pub use error::{NoPath, PunchError};
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, gen_rendezvous_info};
 pub use tcp::tcp_punch_hole;
 pub use udp::PunchedUdpSocket;

@@ -33,7 +33,7 @@ use natt_core::reuse::reusable_tcp_socket;
 
 use crate::choose::{Action, StreamChooser};
 pub use crate::choose::{HANDSHAKE_TIMEOUT, LOCAL_HEAD_START, SWITCH_AFTER};
-use crate::error::PunchError;
+use crate::error::{NoPath, PunchError};
 use crate::keys::SessionKeys;
 use crate::path::Paths;
 use crate::wire::{self, Kind, MESSAGE_LEN, Message, NONCE_LEN};
@@ -225,30 +225,30 @@ fn run_chooser(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let n = paths.targets().len();
+    let addresses = paths.targets().len();
     Err(PunchError::TimedOut(if chooser.heard_peer() {
-        "the peer's handshake arrived, but the two sides agreed on no stream".into()
+        NoPath::NotConfirmed("the peer's handshake arrived, but the two sides agreed on no stream".into())
     } else if tally.unauthentic > 0 {
-        format!(
-            "{} stream(s) with the peer's addresses came up, but their handshake failed authentication: \
-             a stale or wrong token",
-            tally.unauthentic
-        )
+        NoPath::FailedAuthentication {
+            count: tally.unauthentic,
+        }
     } else if tally.elsewhere > 0 {
-        format!(
-            "{} stream(s) carried the peer's handshake sent to another address than ours (relayed?)",
-            tally.elsewhere
-        )
+        NoPath::AddressedElsewhere {
+            count: tally.elsewhere,
+            our_ips: paths.own_ips().to_vec(),
+        }
     } else if let Some(why) = chooser.last_failure() {
-        format!("no stream with the peer's handshake (last: {why})")
+        NoPath::NotConfirmed(format!("no stream with the peer's handshake (last: {why})"))
     } else if tally.refused > 0 {
-        format!(
-            "the peer's {n} address(es) refused {} connection attempt(s): nothing listens there \
-             (the peer has not started, or its token is stale)",
-            tally.refused
-        )
+        NoPath::Refused {
+            count: tally.refused,
+            addresses,
+        }
     } else {
-        format!("nothing came back from the peer's {n} address(es){}", paths.hint())
+        NoPath::NothingCameBack {
+            addresses,
+            private_only: paths.peer_private_only(),
+        }
     }))
 }
 

@@ -33,7 +33,7 @@ use rand::{Rng, SeedableRng};
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
 
-use crate::error::PunchError;
+use crate::error::{NoPath, PunchError};
 use crate::keys::SessionKeys;
 use crate::path::{MAX_TARGETS, Paths};
 use crate::wire::{self, FLAG_CONFIRMED, FLAG_DONE, Kind, Message, NONCE_LEN};
@@ -87,25 +87,16 @@ impl PunchedUdpSocket {
             &their_pub_rendezvous_info.endpoints,
         )?;
         let mut puncher = UdpPuncher::new(keys, paths, Instant::now(), StdRng::from_os_rng());
-        let results = natt_core::udp::drive(&socket, &mut [&mut puncher], deadline).map_err(|e| match e {
+        natt_core::udp::drive(&socket, &mut [&mut puncher], deadline).map_err(|e| match e {
             natt_core::Error::Io(io) => PunchError::Io(io),
-            other => PunchError::TimedOut(other.to_string()),
+            other => PunchError::TimedOut(NoPath::Other(other.to_string())),
         })?;
         match puncher.peer() {
             Some(peer_addr) => {
                 log::info!("punched {local} <-> {peer_addr}");
                 Ok(PunchedUdpSocket { socket, peer_addr })
             }
-            None => {
-                let why = results.into_iter().next().and_then(|(_, r)| r.err()).map_or_else(
-                    || "no answer".to_owned(),
-                    |e| match e {
-                        TechniqueError::TimedOut(why) => why,
-                        other => other.to_string(),
-                    },
-                );
-                Err(PunchError::TimedOut(why))
-            }
+            None => Err(PunchError::TimedOut(puncher.diagnosis())),
         }
     }
 }
@@ -365,30 +356,35 @@ impl UdpExchange for UdpPuncher {
     }
 
     fn finish(&mut self) -> Result<Vec<MappedSocketAddr>, TechniqueError> {
+        Err(TechniqueError::TimedOut(self.diagnosis().to_string()))
+    }
+}
+
+impl UdpPuncher {
+    /// Why the punch has no path (yet): what was tried and what came back.
+    pub fn diagnosis(&self) -> NoPath {
         let h = self.heard;
-        let n = self.targets.len();
-        Err(TechniqueError::TimedOut(if let Some(a) = self.confirmed {
-            format!("path to {a} confirmed, but the peer never confirmed one")
+        if let Some(a) = self.confirmed {
+            NoPath::NotConfirmed(format!("path to {a} confirmed, but the peer never confirmed one"))
         } else if h.authentic > 0 {
-            format!(
-                "the peer's packets arrived ({}), but none of our {n} probe(s) was answered",
-                h.authentic
-            )
+            NoPath::NotConfirmed(format!(
+                "the peer's packets arrived ({}), but none of our {} probe(s) was answered",
+                h.authentic,
+                self.targets.len()
+            ))
         } else if h.wrong_observed > 0 {
-            format!(
-                "{} authenticated packet(s) arrived that the peer addressed elsewhere than our addresses {:?} \
-                 (relayed, or our token lacks our public address)",
-                h.wrong_observed,
-                self.paths.own_ips()
-            )
+            NoPath::AddressedElsewhere {
+                count: h.wrong_observed,
+                our_ips: self.paths.own_ips().to_vec(),
+            }
         } else if h.unauthentic > 0 {
-            format!(
-                "{} packet(s) from the peer's addresses failed authentication: a stale or wrong token",
-                h.unauthentic
-            )
+            NoPath::FailedAuthentication { count: h.unauthentic }
         } else {
-            format!("nothing arrived from the peer's {n} address(es){}", self.paths.hint())
-        }))
+            NoPath::NothingCameBack {
+                addresses: self.targets.len(),
+                private_only: self.paths.peer_private_only(),
+            }
+        }
     }
 }
 
@@ -515,6 +511,7 @@ mod tests {
         assert!(!a.handle_datagram(now, addr(B), b"garbage"));
         assert!(a.peer().is_none());
         assert!(matches!(a.finish(), Err(TechniqueError::TimedOut(w)) if w.contains("failed authentication")));
+        assert!(matches!(a.diagnosis(), NoPath::FailedAuthentication { .. }));
     }
 
     #[test]
@@ -619,7 +616,7 @@ mod tests {
         assert_eq!(a.poll_timeout(), Some(t0 + FIRST_INTERVAL));
         assert!(drain(&mut a, t0 + Duration::from_millis(10)).is_empty());
         assert_eq!(drain(&mut a, t0 + FIRST_INTERVAL).len(), 1);
-        assert!(matches!(a.finish(), Err(TechniqueError::TimedOut(w)) if w.contains("nothing arrived")));
+        assert!(matches!(a.finish(), Err(TechniqueError::TimedOut(w)) if w.contains("nothing came back")));
         // Run a long time: at most MAX_ROUNDS probes in all, at most MAX_PER_SECOND a second.
         let mut sent = Vec::new();
         let mut t = t0 + FIRST_INTERVAL;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use natt_core::rendezvous::{PubRendezvousInfo, gen_rendezvous_info};
 use natt_core::{MappedSocketAddr, MappedTcpSocket, MappingContext};
-use natt_punch::{PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_hole};
+use natt_punch::{NoPath, PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_hole};
 
 fn local(addr: SocketAddr) -> Vec<MappedSocketAddr> {
     vec![MappedSocketAddr::new(addr, false, "local")]
@@ -63,9 +63,17 @@ fn udp_punch_with_the_wrong_token_times_out() {
     let tb = thread::spawn(move || PunchedUdpSocket::punch_hole(b, b_priv, stale, deadline(1)));
     let start = Instant::now();
     let ra = PunchedUdpSocket::punch_hole(a, a_priv, b_pub, deadline(1));
-    assert!(matches!(ra, Err(PunchError::TimedOut(_))), "{ra:?}");
+    // Both sides say what happened, whichever role each has: a stale or wrong token.
+    assert!(
+        matches!(ra, Err(PunchError::TimedOut(NoPath::FailedAuthentication { .. }))),
+        "{ra:?}"
+    );
     assert!(start.elapsed() < Duration::from_secs(5));
-    assert!(matches!(tb.join().unwrap(), Err(PunchError::TimedOut(_))));
+    let rb = tb.join().unwrap();
+    assert!(
+        matches!(rb, Err(PunchError::TimedOut(NoPath::FailedAuthentication { .. }))),
+        "{rb:?}"
+    );
 }
 
 #[test]
@@ -77,7 +85,7 @@ fn udp_punch_with_absent_peer_and_own_token() {
     let a2 = a.try_clone().unwrap();
     assert!(matches!(
         PunchedUdpSocket::punch_hole(a, a_priv.clone(), peer, deadline(1)),
-        Err(PunchError::TimedOut(_))
+        Err(PunchError::TimedOut(NoPath::NothingCameBack { addresses: 1, .. }))
     ));
     assert!(matches!(
         PunchedUdpSocket::punch_hole(a2, a_priv, a_pub, deadline(1)),
@@ -112,8 +120,15 @@ fn tcp_punch_with_the_wrong_token_times_out() {
     let (_, stale) = gen_rendezvous_info(a.endpoints.clone());
     let tb = thread::spawn(move || tcp_punch_hole(b.socket, b_priv, stale, deadline(1)));
     let ra = tcp_punch_hole(a.socket, a_priv, b_pub, deadline(1));
-    assert!(matches!(ra, Err(PunchError::TimedOut(_))), "{ra:?}");
-    assert!(matches!(tb.join().unwrap(), Err(PunchError::TimedOut(_))));
+    assert!(
+        matches!(ra, Err(PunchError::TimedOut(NoPath::FailedAuthentication { .. }))),
+        "{ra:?}"
+    );
+    let rb = tb.join().unwrap();
+    assert!(
+        matches!(rb, Err(PunchError::TimedOut(NoPath::FailedAuthentication { .. }))),
+        "{rb:?}"
+    );
 }
 
 /// Listeners at addresses the peers list that are not the peer: one accepts and stays silent,
@@ -173,4 +188,22 @@ fn a_deadline_already_passed_is_said_so() {
     let t = MappedTcpSocket::new(&mc).unwrap();
     let e = tcp_punch_hole(t.socket, a_priv, peer, past).unwrap_err();
     assert!(matches!(e, PunchError::DeadlinePassed), "{e:?}");
+}
+
+/// A peer that has not started: nothing listens at its address, and its host says so.
+#[test]
+fn tcp_punch_to_a_peer_not_listening_says_refused() {
+    let mc = MappingContext::empty();
+    let a = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (a_priv, _) = gen_rendezvous_info(a.endpoints.clone());
+    let (_, peer) = gen_rendezvous_info(local(closed));
+    let r = tcp_punch_hole(a.socket, a_priv, peer, deadline(1));
+    assert!(
+        matches!(r, Err(PunchError::TimedOut(NoPath::Refused { addresses: 1, .. }))),
+        "{r:?}"
+    );
 }

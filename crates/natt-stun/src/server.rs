@@ -166,10 +166,37 @@ pub struct StunServer {
     workers: Vec<Worker>,
 }
 
+/// How many port numbers [`StunServer::bind`] tries when asked for port 0.
+pub const PORT_0_ATTEMPTS: u32 = 8;
+
 impl StunServer {
     /// A server at `primary`; with `alternate`, an RFC 5780 server on both addresses and on
     /// ports `primary.port()` and `primary.port() + 1`. `other` answers what is not STUN.
+    ///
+    /// With port 0 the system picks the UDP port, and TCP (and the alternate ports) must take
+    /// the same numbers; if another socket holds one of them, another port is picked (up to
+    /// [`PORT_0_ATTEMPTS`] times).
     pub fn bind(
+        primary: SocketAddr,
+        alternate: Option<IpAddr>,
+        other: Option<Arc<dyn OtherProtocol>>,
+    ) -> Result<Self, ServerError> {
+        let mut attempt = 1;
+        loop {
+            match Self::bind_once(primary, alternate, other.clone()) {
+                Err(ServerError::Bind { source, .. })
+                    if primary.port() == 0
+                        && source.kind() == std::io::ErrorKind::AddrInUse
+                        && attempt < PORT_0_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn bind_once(
         primary: SocketAddr,
         alternate: Option<IpAddr>,
         other: Option<Arc<dyn OtherProtocol>>,

@@ -179,7 +179,7 @@ pub use natt_pcp::{PcpConfig, PcpError, PcpTechnique};
 #[cfg(feature = "punch")]
 pub use natt_punch as punch;
 #[cfg(feature = "punch")]
-pub use natt_punch::{PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_hole};
+pub use natt_punch::{NoPath, PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_hole};
 /// The simple hole-punch protocol.
 #[cfg(feature = "simple")]
 pub use natt_simple as simple;
