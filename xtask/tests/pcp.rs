@@ -441,6 +441,12 @@ fn pcp_renews_short_mappings_and_remaps_after_a_gateway_restart() {
         "mapped again {} ms after the gateway restarted",
         t0.elapsed().as_millis()
     );
+    // The router lists the mapping as soon as it makes it; natt logs why it made it again
+    // once the answer is back: wait for that line a little.
+    let logged = Instant::now() + Duration::from_secs(2);
+    while !held.log().contains("lost its state") && Instant::now() < logged {
+        thread::sleep(Duration::from_millis(50));
+    }
     assert!(held.log().contains("lost its state"), "{}", held.log());
     // Made by the new daemon (the old one's rules and leases are gone).
     let added = format!("added mapping UDP 41201->{h1}:41201");

@@ -1,30 +1,40 @@
 //! Building the [`natt::MappingContext`] a command asks for from its flags.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::args::TechniqueArgs;
-use natt::{HolePunchServerAddr, MappingContext, MappingTechnique, UpnpConfig, UpnpTechnique};
+use natt::{HolePunchServerAddr, MappingContext, UpnpConfig};
 
 /// The lifetime PCP / NAT-PMP mappings ask for, in seconds (default 7200): for trying renewal
 /// by hand and in the lab.
 pub const PCP_LIFETIME_ENV: &str = "NATT_PCP_LIFETIME_SECS";
 
-/// The context the technique flags ask for, mapping within `timeout`, and its UPnP technique
-/// (for reports on the gateway); an error names a server no technique of this build can use.
-pub fn build(
-    choice: &TechniqueArgs,
-    timeout: Duration,
-) -> Result<(MappingContext, Option<Arc<UpnpTechnique>>), String> {
-    let mc = MappingContext::new().map_err(|e| e.to_string())?.with_timeout(timeout);
+/// The context the technique flags ask for, mapping within `timeout`: the flags and the
+/// environment ([`PCP_LIFETIME_ENV`], [`UPNP_LEASE_ENV`], [`UPNP_IGD_ENV`]) describe it, and
+/// the builder makes it; an error names a server no technique of this build can use.
+pub fn build(choice: &TechniqueArgs, timeout: Duration) -> Result<MappingContext, String> {
+    let mut builder = MappingContext::builder().timeout(timeout);
     if choice.no_upnp {
-        mc.remove_technique("upnp");
+        builder = builder.no_upnp();
+    } else {
+        let mut config = UpnpConfig::default();
+        if let Some(lease) = env_secs(UPNP_LEASE_ENV)? {
+            config.lease = lease;
+        }
+        builder = builder.upnp(config);
+        if let Some(url) = std::env::var_os(UPNP_IGD_ENV) {
+            builder = builder.upnp_gateway(url.to_string_lossy());
+        }
     }
     if choice.no_pcp {
-        mc.remove_technique(natt::pcp::NAME);
+        builder = builder.no_pcp();
     } else {
-        configure_pcp(&mc)?;
+        let mut config = natt::PcpConfig::default();
+        if let Some(lifetime) = env_secs(PCP_LIFETIME_ENV)? {
+            config.lifetime = lifetime;
+        }
+        builder = builder.pcp(config);
     }
     let gateway = |kind: &str, addr: SocketAddr| HolePunchServerAddr::Other {
         kind: kind.to_owned(),
@@ -47,13 +57,10 @@ pub fn build(
                 .filter(|_| !choice.no_pcp)
                 .map(|a| gateway(natt::pcp::KIND_NAT_PMP, a)),
         );
-    for server in servers {
-        if !mc.add_server(server.clone()) {
-            return Err(format!("no technique of this build of natt can use {server:?}"));
-        }
-    }
-    let upnp = configure_upnp(&mc)?;
-    Ok((mc, upnp))
+    builder.servers(servers).build().map_err(|e| match e {
+        natt::Error::Config(why) if why.starts_with("UPnP gateway") => format!("{UPNP_IGD_ENV}: {why}"),
+        other => other.to_string(),
+    })
 }
 
 /// Seconds from environment variable `name`, if it is set.
@@ -68,47 +75,12 @@ fn env_secs(name: &str) -> Result<Option<Duration>, String> {
         .ok_or_else(|| format!("{name}: not a number of seconds: {v:?}"))
 }
 
-/// Replaces the context's PCP technique, in its place, with one whose lifetime comes from
-/// [`PCP_LIFETIME_ENV`], if that is set.
-fn configure_pcp(mc: &MappingContext) -> Result<(), String> {
-    let Some(lifetime) = env_secs(PCP_LIFETIME_ENV)? else {
-        return Ok(());
-    };
-    let pcp = natt::PcpTechnique::with_config(natt::PcpConfig {
-        lifetime,
-        ..natt::PcpConfig::default()
-    })
-    .with_arbiter(mc.arbiter());
-    mc.replace_technique(natt::pcp::NAME, Arc::new(pcp));
-    Ok(())
-}
-
 /// The lease UPnP mappings ask for, in seconds (default 3600): for trying renewal by hand and
 /// in the lab.
 pub const UPNP_LEASE_ENV: &str = "NATT_UPNP_LEASE_SECS";
 /// A gateway's root description URL: read instead of a multicast SSDP search (if nothing
 /// answers there, the search goes to its host alone, unicast to port 1900).
 pub const UPNP_IGD_ENV: &str = "NATT_UPNP_IGD";
-
-/// Replaces the context's UPnP technique, in its place, with one configured from the
-/// environment ([`UPNP_LEASE_ENV`], [`UPNP_IGD_ENV`]), and returns it so the command can
-/// report on its gateway. `None` when the context has no UPnP (`--no-upnp`).
-pub fn configure_upnp(mc: &MappingContext) -> Result<Option<Arc<UpnpTechnique>>, String> {
-    if !mc.technique_names().iter().any(|n| n == natt::upnp::NAME) {
-        return Ok(None);
-    }
-    let mut config = UpnpConfig::default();
-    if let Some(lease) = env_secs(UPNP_LEASE_ENV)? {
-        config.lease = lease;
-    }
-    let upnp = Arc::new(UpnpTechnique::with_config(config).with_arbiter(mc.arbiter()));
-    if let Some(url) = std::env::var_os(UPNP_IGD_ENV) {
-        let url = url.to_string_lossy();
-        upnp.add_gateway(&url).map_err(|e| format!("{UPNP_IGD_ENV}: {e}"))?;
-    }
-    mc.replace_technique(natt::upnp::NAME, Arc::clone(&upnp) as Arc<dyn MappingTechnique>);
-    Ok(Some(upnp))
-}
 
 /// Seconds from the command line as a duration; rejects negative, infinite and NaN values.
 pub fn seconds(secs: f64) -> Result<Duration, String> {

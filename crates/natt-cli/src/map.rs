@@ -12,7 +12,7 @@ use crate::stop;
 
 /// Maps, prints, and releases (after holding, with `--hold`).
 pub fn run(args: &MapArgs) -> Result<(), String> {
-    let (mc, _) = context::build(&args.techniques, context::seconds(args.timeout)?)?;
+    let mc = context::build(&args.techniques, context::seconds(args.timeout)?)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let start = Instant::now();
     // The socket must stay open while the mapping is held.

@@ -54,7 +54,8 @@ fn discover(stun: &[HolePunchServerAddr], any: SocketAddr, deadline: Instant) ->
 /// Probes and prints the report.
 pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
-    let (mc, upnp) = context::build(&args.techniques, timeout)?;
+    let mc = context::build(&args.techniques, timeout)?;
+    let upnp = mc.upnp();
     let start = Instant::now();
     let deadline = start + timeout;
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));

@@ -32,7 +32,7 @@ struct PunchReport {
 pub fn run(args: &PunchArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
     let linger = context::seconds(args.linger)?;
-    let (mc, _) = context::build(&args.techniques, context::seconds(args.map_timeout)?)?;
+    let mc = context::build(&args.techniques, context::seconds(args.map_timeout)?)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let mut stdin = io::stdin().lock();
     if args.udp {

@@ -46,6 +46,10 @@ pub enum Error {
     /// The socket handed in cannot be mapped (for example a TCP socket already connected).
     #[error("unusable socket: {0}")]
     UnusableSocket(String),
+    /// A context was asked for something it cannot be (a server no technique takes, a bad
+    /// gateway URL).
+    #[error("cannot make the mapping context: {0}")]
+    Config(String),
 }
 
 /// Why a technique produced no endpoint.

@@ -116,7 +116,7 @@
 //!
 //! [`MappedUdpSocket::new`] and [`MappedTcpSocket::new`] run every technique at once and return
 //! when all have finished, or at the mapping timeout: **3 s** by default
-//! ([`MappingContext::with_timeout`]; the command line's `--timeout`, and `--map-timeout` for
+//! ([`Builder::timeout`]; the command line's `--timeout`, and `--map-timeout` for
 //! `natt punch`). They return `Ok` even when no technique found an external address: the
 //! endpoints are then the socket's local addresses,
 //! [`port_mappings.why_no_external()`](PortMappings::why_no_external) says why in one line,
@@ -139,9 +139,10 @@
 //!   NAT filters: that check waits 4 round trips, at least **250 ms**, which is its whole cost
 //!   behind a NAT that filters.
 //!
-//! Leave out what a network does not have with
-//! [`remove_technique`](natt_core::MappingContext::remove_technique) (`"upnp"`, `"pcp"`), or
-//! `--no-upnp` and `--no-pcp` on the command line.
+//! Leave out what a network does not have with the [`Builder`] of
+//! [`MappingContext::builder`] (`.no_upnp()`, `.no_pcp()`), which also takes the servers,
+//! each technique's settings and a known UPnP gateway's URL; or `--no-upnp` and `--no-pcp` on
+//! the command line.
 //!
 //! **A side behind a NAT needs its public address in its token**: a STUN or simple server
 //! (`natt serve`), or a UPnP or PCP mapping on its router. A punch takes a path only where the
@@ -155,10 +156,9 @@
 //! alike, so `fn main() -> Result<(), Box<dyn std::error::Error>>` and `?`, as above, print
 //! for example `Error: token is damaged: check failed (was it cut or changed while copying?)`.
 
-use std::ops::Deref;
-use std::sync::Arc;
-use std::time::Duration;
+mod context;
 
+pub use context::{Builder, MappingContext};
 pub use natt_core::arbiter::GatewayArbiter;
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, TokenError, gen_rendezvous_info};
 pub use natt_core::{
@@ -198,88 +198,6 @@ pub use natt_upnp::{GatewayInfo, UpnpConfig, UpnpError, UpnpTechnique};
 /// The `socket2` crate, whose [`Socket`](socket2::Socket) a [`MappedTcpSocket`] holds and
 /// [`tcp_punch_hole`] takes (socket options, listening, converting to a `TcpStream`).
 pub use socket2;
-
-/// The techniques a program maps sockets with, their servers and caches.
-///
-/// It dereferences to [`natt::core::MappingContext`](natt_core::MappingContext), so it is accepted wherever that is (such
-/// as [`MappedUdpSocket::new`]) and has all its methods.
-///
-/// The port-mapping techniques (UPnP, PCP and NAT-PMP) share a [`GatewayArbiter`], so that
-/// only one of them maps a given port on a given router: on a router that speaks several of
-/// these protocols, two mappings of one port would fight over one forwarding rule. Replace
-/// such a technique with one made `with_arbiter(mc.arbiter())` to keep it so.
-#[derive(Debug)]
-pub struct MappingContext {
-    inner: natt_core::MappingContext,
-    arbiter: Arc<GatewayArbiter>,
-}
-
-impl MappingContext {
-    /// A context with every technique this build of natt has (see the crate's features).
-    /// Nothing is searched for on the network until a socket is mapped.
-    ///
-    /// ```
-    /// let mc = natt::MappingContext::new()?;
-    /// # #[cfg(feature = "simple")]
-    /// assert!(mc.technique_names().contains(&"simple".to_string()));
-    /// # Ok::<(), natt::Error>(())
-    /// ```
-    pub fn new() -> Result<Self, Error> {
-        let mc = Self::empty();
-        #[cfg(feature = "simple")]
-        mc.add_technique(Arc::new(SimpleTechnique::new()));
-        #[cfg(feature = "stun")]
-        mc.add_technique(Arc::new(StunTechnique::new()));
-        #[cfg(feature = "upnp")]
-        mc.add_technique(Arc::new(UpnpTechnique::new().with_arbiter(mc.arbiter())));
-        #[cfg(feature = "pcp")]
-        mc.add_technique(Arc::new(PcpTechnique::new().with_arbiter(mc.arbiter())));
-        Ok(mc)
-    }
-
-    /// A context with no technique at all (sockets map to their local addresses only).
-    pub fn empty() -> Self {
-        MappingContext {
-            inner: natt_core::MappingContext::empty(),
-            arbiter: GatewayArbiter::new(),
-        }
-    }
-
-    /// Sets how long mapping a socket may take.
-    pub fn with_timeout(self, timeout: Duration) -> Self {
-        MappingContext {
-            inner: self.inner.with_timeout(timeout),
-            arbiter: self.arbiter,
-        }
-    }
-
-    /// The arbiter the port-mapping techniques of this context share.
-    pub fn arbiter(&self) -> Arc<GatewayArbiter> {
-        Arc::clone(&self.arbiter)
-    }
-
-    /// The core context.
-    pub fn into_inner(self) -> natt_core::MappingContext {
-        self.inner
-    }
-}
-
-impl Deref for MappingContext {
-    type Target = natt_core::MappingContext;
-
-    fn deref(&self) -> &Self::Target {
-        &self.inner
-    }
-}
-
-impl From<natt_core::MappingContext> for MappingContext {
-    fn from(inner: natt_core::MappingContext) -> Self {
-        MappingContext {
-            inner,
-            arbiter: GatewayArbiter::new(),
-        }
-    }
-}
 
 /// The examples that natt's pages show on the items it re-exports, and the README's, compiled
 /// here, through the facade, with `natt` as their only crate.
