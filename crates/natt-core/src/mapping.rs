@@ -60,11 +60,21 @@ pub struct TechniqueOutcome {
 pub struct PortMappings {
     leases: Vec<Box<dyn Lease>>,
     outcomes: Vec<TechniqueOutcome>,
+    /// The socket's own interface addresses (its local endpoints).
+    local: Vec<std::net::SocketAddr>,
 }
 
 impl PortMappings {
-    pub(crate) fn new(leases: Vec<Box<dyn Lease>>, outcomes: Vec<TechniqueOutcome>) -> Self {
-        PortMappings { leases, outcomes }
+    pub(crate) fn new(
+        leases: Vec<Box<dyn Lease>>,
+        outcomes: Vec<TechniqueOutcome>,
+        local: Vec<std::net::SocketAddr>,
+    ) -> Self {
+        PortMappings {
+            leases,
+            outcomes,
+            local,
+        }
     }
 
     /// True when no router holds a mapping for this socket.
@@ -86,9 +96,11 @@ impl PortMappings {
     /// Whether some technique found an endpoint beyond this host's own interface addresses
     /// (what a peer outside this network needs).
     pub fn found_external(&self) -> bool {
-        self.outcomes
-            .iter()
-            .any(|o| o.result.as_ref().is_ok_and(|eps| !eps.is_empty()))
+        self.outcomes.iter().any(|o| {
+            o.result
+                .as_ref()
+                .is_ok_and(|eps| eps.iter().any(|e| !self.local.contains(&e.addr)))
+        })
     }
 
     /// When no technique found an endpoint beyond this host's own interface addresses: why, in
@@ -107,13 +119,24 @@ impl PortMappings {
             .filter_map(|o| match &o.result {
                 Err(e) if e.is_not_applicable() => None,
                 Err(e) => Some(format!("{}: {e}", o.technique)),
-                Ok(_) => Some(format!("{}: found nothing", o.technique)),
+                Ok(eps) if eps.is_empty() => Some(format!("{}: found nothing", o.technique)),
+                Ok(_) => Some(format!("{}: found only this host's own addresses", o.technique)),
             })
             .collect();
-        Some(if tried.is_empty() {
+        let skipped: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| match &o.result {
+                Err(e) if e.is_not_applicable() => Some(format!("{}: {e}", o.technique)),
+                _ => None,
+            })
+            .collect();
+        Some(if !tried.is_empty() {
+            format!("no external address ({})", tried.join("; "))
+        } else if skipped.is_empty() {
             "no external address: no technique ran (give a STUN or simple server)".to_owned()
         } else {
-            format!("no external address ({})", tried.join("; "))
+            format!("no external address: no technique ran ({})", skipped.join("; "))
         })
     }
 
@@ -195,7 +218,13 @@ impl Collector {
     }
 
     pub(crate) fn finish(self) -> (Vec<MappedSocketAddr>, PortMappings) {
-        (self.endpoints, PortMappings::new(self.leases, self.outcomes))
+        let local = self
+            .endpoints
+            .iter()
+            .filter(|e| e.technique == crate::local::LOCAL)
+            .map(|e| e.addr)
+            .collect();
+        (self.endpoints, PortMappings::new(self.leases, self.outcomes, local))
     }
 }
 
@@ -253,12 +282,44 @@ mod tests {
             Box::new(Recorded("a", Arc::clone(&log))),
             Box::new(Recorded("b", Arc::clone(&log))),
         ];
-        let mut mappings = PortMappings::new(leases, Vec::new());
+        let mut mappings = PortMappings::new(leases, Vec::new(), Vec::new());
         mappings.release();
         assert!(mappings.is_empty());
         assert_eq!(
             *log.lock().unwrap(),
             ["start a", "start b", "wait a", "drop a", "wait b", "drop b"]
+        );
+    }
+
+    #[test]
+    fn an_address_of_the_host_itself_is_not_external() {
+        use crate::{MappedSocketAddr, Protocol};
+        let lan = MappedSocketAddr::new("192.168.1.2:5".parse().unwrap(), false, crate::local::LOCAL);
+        // A STUN server on the LAN sees the host's own address.
+        let mut c = Collector::new(Protocol::Udp, vec![lan.clone()]);
+        let seen = MappedSocketAddr::new(lan.addr, true, "stun");
+        c.add("stun", Duration::ZERO, Ok(vec![seen].into()));
+        let (_, pm) = c.finish();
+        assert!(!pm.found_external());
+        assert_eq!(
+            pm.why_no_external().as_deref(),
+            Some("no external address (stun: found only this host's own addresses)")
+        );
+        // Techniques that did not apply say why, when none ran.
+        let mut c = Collector::new(Protocol::Udp, vec![lan]);
+        c.add(
+            "stun",
+            Duration::ZERO,
+            Err(TechniqueError::NotApplicable(
+                "no IPv4 stun server given (the socket is IPv4)".into(),
+            )),
+        );
+        let (_, pm) = c.finish();
+        assert_eq!(
+            pm.why_no_external().as_deref(),
+            Some(
+                "no external address: no technique ran (stun: not applicable: no IPv4 stun server given (the socket is IPv4))"
+            )
         );
     }
 }

@@ -168,6 +168,7 @@ pub use natt_core::{
 
 /// The core crate, for technique authors.
 pub use natt_core as core;
+pub use natt_core::names::ServerNameError;
 /// Rendezvous information and its text token: the format, its limits and its secret.
 pub use natt_core::rendezvous;
 /// PCP and NAT-PMP port mapping.
