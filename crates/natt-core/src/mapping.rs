@@ -28,7 +28,7 @@ pub trait Lease: Send {
 
 /// When a lease whose renewal failed tries again: an eighth of the lease, between 500 ms and
 /// a minute, so soon enough to renew before the mapping expires but never in a tight loop.
-/// Shared by the port-mapping techniques' lease threads.
+/// The back-off of the lease keeper ([`crate::lease::Schedule`]).
 ///
 /// ```
 /// use std::time::Duration;
