@@ -38,6 +38,7 @@ pub mod context;
 pub mod deadline;
 pub mod endpoint;
 pub mod error;
+pub mod lease;
 pub mod local;
 pub mod mapping;
 pub mod names;

@@ -7,7 +7,8 @@ use crate::endpoint::{MappedSocketAddr, Protocol};
 use crate::error::TechniqueError;
 
 /// A port mapping made on a router (UPnP, PCP, ...). The implementation renews it while it
-/// lives and deletes it when dropped.
+/// lives and deletes it when dropped (natt's techniques do so with one thread per lease, a
+/// [`Keeper`](crate::lease::Keeper)).
 ///
 /// Dropping may leave the deletion to finish in the background (so that dropping many leases
 /// on a router that does not answer does not block): a program about to exit releases its
@@ -28,7 +29,7 @@ pub trait Lease: Send {
 
 /// When a lease whose renewal failed tries again: an eighth of the lease, between 500 ms and
 /// a minute, so soon enough to renew before the mapping expires but never in a tight loop.
-/// Shared by the port-mapping techniques' lease threads.
+/// The back-off of the lease keeper ([`crate::lease::Schedule`]).
 ///
 /// ```
 /// use std::time::Duration;

@@ -4,10 +4,10 @@
 
 use std::io;
 use std::net::UdpSocket;
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use natt_core::deadline;
+use natt_core::lease::Stop;
 
 use crate::client::{Outcome, Transaction};
 use crate::error::PcpError;
@@ -25,18 +25,13 @@ pub(crate) enum Driven {
     Stopped,
 }
 
-/// True when `stop` says so: a message, or its sender gone.
-pub(crate) fn stopped(stop: Option<&Receiver<()>>) -> bool {
-    stop.is_some_and(|s| !matches!(s.try_recv(), Err(TryRecvError::Empty)))
+/// True when `stop` says so (the lease was released).
+pub(crate) fn stopped(stop: Option<&Stop>) -> bool {
+    stop.is_some_and(Stop::is_stopped)
 }
 
 /// Runs `tx` over `socket` (connected to the transaction's gateway) until `deadline`.
-pub(crate) fn drive(
-    socket: &UdpSocket,
-    tx: &mut Transaction,
-    deadline: Instant,
-    stop: Option<&Receiver<()>>,
-) -> Driven {
+pub(crate) fn drive(socket: &UdpSocket, tx: &mut Transaction, deadline: Instant, stop: Option<&Stop>) -> Driven {
     let gateway = match socket.peer_addr() {
         Ok(g) => g,
         Err(e) => return Driven::Done(Err(PcpError::io("the gateway socket is not connected", e))),

@@ -1,8 +1,9 @@
 //! [`PcpLease`]: a PCP or NAT-PMP mapping, renewed while it lives and deleted when dropped.
 //!
-//! One thread per lease does all its talking to the gateway, in order. It renews the mapping
-//! at half its granted lifetime (sooner again after a failure), waiting on a channel rather
-//! than sleeping, so a drop wakes it at once. Each reply's epoch is checked (RFC 6887
+//! One thread per lease (natt-core's [`Keeper`]) does all its talking to the gateway, in
+//! order. It renews the mapping at half its granted lifetime (sooner again after a failure),
+//! waiting on a channel rather than sleeping, so a drop wakes it at once. This module holds
+//! only the protocol calls ([`Renewable`]). Each reply's epoch is checked (RFC 6887
 //! section 8.5, RFC 6886 section 3.6): when it shows that the gateway lost its state (it
 //! restarted), the renewal that saw it has already made the mapping again (a renewal is the
 //! same request as the creation); NAT-PMP then also asks the external address again, which
@@ -10,13 +11,11 @@
 //! PCP with the same nonce) and the drop waits for that, bounded.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::Lease;
-use natt_core::mapping::retry_after_failed_renewal;
+use natt_core::lease::{Keeper, KeeperNames, Renewable, Renewal, Stop};
 
 use crate::client::{Grant, MapSpec, Outcome, Transaction, Version};
 use crate::driver::{self, Driven, STOP_POLL};
@@ -82,8 +81,8 @@ impl Default for LeaseTiming {
 /// A mapping held on a PCP or NAT-PMP gateway (see the module documentation).
 pub struct PcpLease {
     status: Arc<Mutex<LeaseStatus>>,
-    stop: Option<mpsc::Sender<()>>,
-    done: Receiver<()>,
+    /// The lease's thread: it renews the mapping, and deletes it when released.
+    keeper: Keeper,
     release_wait: Duration,
     /// Whether the wait for the deletion is over (so that dropping does not wait again).
     released: bool,
@@ -99,7 +98,7 @@ pub(crate) struct NotStarted {
     pub spec: MapSpec,
 }
 
-/// Everything the lease thread needs.
+/// What the lease keeper holds: everything the lease's thread needs.
 struct Held {
     socket: UdpSocket,
     gateway: SocketAddr,
@@ -141,8 +140,6 @@ impl PcpLease {
             failures: 0,
             restarts: 0,
         }));
-        let (stop_tx, stop_rx) = mpsc::channel();
-        let (done_tx, done_rx) = mpsc::channel();
         // The thread needs its own handle: if it cannot start, the caller still has the
         // socket and the spec to delete the mapping with.
         let thread_socket = match socket.try_clone() {
@@ -155,6 +152,7 @@ impl PcpLease {
                 }));
             }
         };
+        let lifetime = Duration::from_secs(u64::from(grant.lifetime));
         let held = Held {
             socket: thread_socket,
             gateway,
@@ -164,21 +162,19 @@ impl PcpLease {
             timing,
             status: Arc::clone(&status),
         };
-        let spawned = thread::Builder::new().name("natt-pcp-lease".into()).spawn(move || {
-            held.hold(&stop_rx);
-            let _ = done_tx.send(());
-        });
-        if let Err(e) = spawned {
-            return Err(Box::new(NotStarted {
-                error: PcpError::io("starting the lease thread", e),
-                socket,
-                spec,
-            }));
-        }
+        let keeper = match Keeper::spawn(held, Some(lifetime), timing.min_renewal_interval, NAMES) {
+            Ok(k) => k,
+            Err(e) => {
+                return Err(Box::new(NotStarted {
+                    error: PcpError::io("starting the lease thread", e),
+                    socket,
+                    spec,
+                }));
+            }
+        };
         Ok(PcpLease {
             status,
-            stop: Some(stop_tx),
-            done: done_rx,
+            keeper,
             // A renewal notices the stop within STOP_POLL; then the deletion.
             release_wait: timing.release_timeout + STOP_POLL * 2 + Duration::from_millis(500),
             released: false,
@@ -209,44 +205,8 @@ impl Held {
         Duration::from_secs(u64::from(self.grant.lifetime))
     }
 
-    /// Renews until stopped, then deletes.
-    fn hold(mut self, stop: &Receiver<()>) {
-        let mut wait = (self.lifetime() / 2).max(self.timing.min_renewal_interval);
-        let mut failures = 0u32;
-        loop {
-            if !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
-                break; // dropped (or told to stop)
-            }
-            let started = Instant::now();
-            // Until the mapping expires (at half the lifetime from now), at least a few
-            // retransmissions' worth.
-            let window = (self.lifetime() / 2).max(Duration::from_secs(2));
-            match self.renew(started + window, stop) {
-                Ok(true) => {
-                    if failures > 0 {
-                        log::info!("pcp: renewed {} after {failures} failure(s)", self.name());
-                    } else {
-                        log::debug!("pcp: renewed {}", self.name());
-                    }
-                    failures = 0;
-                    wait = (self.lifetime() / 2).max(self.timing.min_renewal_interval);
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    failures += 1;
-                    self.update(|s| s.failures += 1);
-                    log::warn!("pcp: renewing {} failed ({failures} in a row): {e}", self.name());
-                    wait = retry_after_failed_renewal(self.lifetime())
-                        .max(self.timing.min_renewal_interval)
-                        .min(self.lifetime() / 2);
-                }
-            }
-        }
-        self.delete();
-    }
-
-    /// One renewal; `Ok(false)` when stopped meanwhile.
-    fn renew(&mut self, deadline: Instant, stop: &Receiver<()>) -> Result<bool, PcpError> {
+    /// One renewal, until `deadline`; `Ok(false)` when stopped meanwhile.
+    fn renew_until(&mut self, deadline: Instant, stop: &Stop) -> Result<bool, PcpError> {
         let mut spec = self.spec.clone();
         spec.suggested = Some(self.grant.external);
         let now = Instant::now();
@@ -311,24 +271,63 @@ impl Held {
         });
         Ok(true)
     }
+}
+
+/// How the lease keeper names its thread and logs.
+const NAMES: KeeperNames = KeeperNames {
+    thread: "natt-pcp-lease",
+    log_target: module_path!(),
+    log_prefix: "pcp",
+};
+
+impl Renewable for Held {
+    type Error = PcpError;
+
+    fn describe(&self) -> String {
+        self.name()
+    }
+
+    fn renew(&mut self, stop: &Stop) -> Renewal<PcpError> {
+        // Until the mapping expires (at half the lifetime from now), at least a few
+        // retransmissions' worth.
+        let window = (self.lifetime() / 2).max(Duration::from_secs(2));
+        match self.renew_until(Instant::now() + window, stop) {
+            Ok(true) => Renewal::Renewed(self.lifetime()),
+            Ok(false) => Renewal::Stopped,
+            Err(e) => {
+                self.update(|s| s.failures += 1);
+                Renewal::Failed(e)
+            }
+        }
+    }
 
     /// Deletes the mapping, bounded by the release timeout.
-    fn delete(self) {
+    fn delete(self) -> bool {
         let name = self.name();
-        delete_mapping(&self.socket, self.spec, self.grant, self.timing.release_timeout, &name);
+        delete_mapping(&self.socket, self.spec, self.grant, self.timing.release_timeout, &name)
     }
 }
 
-/// Deletes a mapping (lifetime 0; PCP with the nonce that made it), waiting at most `timeout`.
-pub(crate) fn delete_mapping(socket: &UdpSocket, mut spec: MapSpec, grant: Grant, timeout: Duration, name: &str) {
+/// Deletes a mapping (lifetime 0; PCP with the nonce that made it), waiting at most `timeout`;
+/// whether it is known gone (or no longer ours).
+pub(crate) fn delete_mapping(
+    socket: &UdpSocket,
+    mut spec: MapSpec,
+    grant: Grant,
+    timeout: Duration,
+    name: &str,
+) -> bool {
     let Ok(gateway) = socket.peer_addr() else {
-        return;
+        return false;
     };
     spec.suggested = Some(grant.external);
     let now = Instant::now();
     let mut tx = Transaction::delete(gateway, spec, grant.version, now);
     match driver::drive(socket, &mut tx, now + timeout, None) {
-        Driven::Done(Ok(_)) => log::debug!("pcp: deleted {name}"),
+        Driven::Done(Ok(_)) => {
+            log::debug!("pcp: deleted {name}");
+            true
+        }
         // miniupnpd's answers when the mapping is no longer ours to delete: gone already
         // (expired, or deleted through UPnP for the same port), or taken over by another
         // client's request for the same internal port (another nonce, or UPnP).
@@ -336,9 +335,13 @@ pub(crate) fn delete_mapping(socket: &UdpSocket, mut spec: MapSpec, grant: Grant
             if grant.version == Version::Pcp && matches!(e.result_code(), Some(NO_RESOURCES | NOT_AUTHORIZED)) =>
         {
             log::info!("pcp: {name} is no longer ours to delete: {e}");
+            true
         }
-        Driven::Done(Err(e)) => log::warn!("pcp: could not delete {name} (it expires with its lifetime): {e}"),
-        Driven::Stopped => {}
+        Driven::Done(Err(e)) => {
+            log::warn!("pcp: could not delete {name} (it expires with its lifetime): {e}");
+            false
+        }
+        Driven::Stopped => false,
     }
 }
 
@@ -348,7 +351,7 @@ impl Lease for PcpLease {
     }
 
     fn start_release(&mut self) {
-        drop(self.stop.take()); // wakes the thread at once: it deletes the mapping
+        self.keeper.start_release(); // wakes the thread at once: it deletes the mapping
     }
 
     fn wait_released(&mut self) {
@@ -356,7 +359,7 @@ impl Lease for PcpLease {
             return;
         }
         self.released = true;
-        if self.done.recv_timeout(self.release_wait).is_err() {
+        if self.keeper.wait_for(self.release_wait).is_none() {
             log::warn!(
                 "pcp: {} not confirmed deleted within {:?}; it expires with its lifetime",
                 self.describe(),

@@ -1,9 +1,10 @@
 //! [`UpnpLease`]: a port mapping on a gateway, renewed while it lives and deleted when dropped.
 //!
-//! One thread per lease does all its talking to the gateway, in order: it renews the mapping
-//! at half its lease duration (sooner again after a failure), and when the lease is released
-//! it wakes at once (a channel, not a sleep through the lease), deletes the mapping and says
-//! so. Each of these SOAP calls is bounded by
+//! One thread per lease (natt-core's [`Keeper`]) does all its talking to the gateway, in
+//! order: it renews the mapping at half its lease duration (sooner again after a failure), and
+//! when the lease is released it wakes at once (a channel, not a sleep through the lease),
+//! deletes the mapping and says so. This module holds only the SOAP calls ([`Renewable`]).
+//! Each of these SOAP calls is bounded by
 //! [`UpnpConfig::call_timeout`](crate::UpnpConfig) (see [`crate::call`]).
 //!
 //! Dropping a lease does not wait for the gateway: it wakes the lease's thread, which deletes
@@ -15,12 +16,10 @@
 //! a program that dies leaves a mapping that expires with its lease.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use natt_core::mapping::retry_after_failed_renewal;
+use natt_core::lease::{Keeper, KeeperNames, Renewable, Renewal, Stop};
 use natt_core::{Lease, Protocol};
 
 use crate::call;
@@ -47,12 +46,8 @@ pub(crate) const DROP_WAIT: Duration = Duration::from_millis(250);
 /// once).
 pub struct UpnpLease {
     describe: String,
-    /// Dropped to wake the lease's thread: it then deletes the mapping and ends.
-    stop: Option<mpsc::Sender<()>>,
-    /// What the thread says when it ends: whether the mapping is gone from the gateway.
-    done: mpsc::Receiver<bool>,
-    /// Whether the thread has ended and said so.
-    ended: Option<bool>,
+    /// The lease's thread: it renews the mapping, and deletes it when released.
+    keeper: Keeper,
     /// How long a release may take: a renewal may be under way (one call), then the deletion
     /// (another).
     release_wait: Duration,
@@ -110,7 +105,7 @@ impl UpnpLease {
     /// Gives up the port and wakes the thread to delete the mapping (once).
     fn begin_release(&mut self) {
         drop(self.hold.take()); // a renewal granted late from now on is deleted again
-        drop(self.stop.take()); // wakes the thread at once
+        self.keeper.start_release(); // wakes the thread at once
         if self.release_by.is_none() {
             self.release_by = Some(call::in_from_now(self.release_wait));
         }
@@ -119,21 +114,11 @@ impl UpnpLease {
     /// Waits for the thread to end until `deadline` at most (and the release's own bound);
     /// whether the mapping is known gone.
     fn wait_for_end(&mut self, deadline: Instant) -> bool {
-        if let Some(gone) = self.ended {
+        if let Some(gone) = self.keeper.ended() {
             return gone;
         }
         let until = self.release_by.map_or(deadline, |by| by.min(deadline));
-        match self.done.recv_timeout(until.saturating_duration_since(Instant::now())) {
-            Ok(gone) => {
-                self.ended = Some(gone);
-                gone
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                self.ended = Some(false);
-                false
-            }
-            Err(RecvTimeoutError::Timeout) => false,
-        }
+        self.keeper.wait_until(until).unwrap_or(false)
     }
 
     /// Starts holding `mapping` on `gateway`: its thread renews it until the lease is dropped.
@@ -157,30 +142,30 @@ impl UpnpLease {
             },
             gateway.control
         );
-        let (stop_tx, stop_rx) = mpsc::channel();
-        let (done_tx, done_rx) = mpsc::channel();
-        let name = describe.clone();
-        let keep_late = hold.keep_late_renewal();
         let claim = Arc::new(Mutex::new(None));
-        let (thread_claim, thread_shared) = (Arc::clone(&claim), Arc::clone(&shared));
-        let spawned = thread::Builder::new().name("natt-upnp-lease".into()).spawn(move || {
-            let gone = renew_and_delete(gateway, &mapping, &thread_shared, keep_late, &stop_rx, &name);
-            // Only now may another technique map the port.
-            drop(thread_claim.lock().unwrap_or_else(PoisonError::into_inner).take());
-            let _ = done_tx.send(gone);
-        });
-        if let Err(e) = spawned {
-            let e = UpnpError::Io {
-                what: "starting the lease thread".into(),
-                source: e,
-            };
-            return Err((e, hold));
-        }
+        let lifetime = (mapping.lease_secs > 0).then(|| Duration::from_secs(u64::from(mapping.lease_secs)));
+        let renewer = Renewer {
+            gateway,
+            mapping,
+            shared: Arc::clone(&shared),
+            keep_late: hold.keep_late_renewal(),
+            pending: Arc::new(()),
+            name: describe.clone(),
+            claim: Arc::clone(&claim),
+        };
+        let keeper = match Keeper::spawn(renewer, lifetime, Duration::ZERO, NAMES) {
+            Ok(k) => k,
+            Err(e) => {
+                let e = UpnpError::Io {
+                    what: "starting the lease thread".into(),
+                    source: e,
+                };
+                return Err((e, hold));
+            }
+        };
         Ok(UpnpLease {
             describe,
-            stop: Some(stop_tx),
-            done: done_rx,
-            ended: None,
+            keeper,
             release_wait: call_timeout
                 .saturating_mul(2)
                 .saturating_add(Duration::from_millis(500)),
@@ -193,95 +178,98 @@ impl UpnpLease {
     }
 }
 
-/// The lease thread: renew until told to stop (or the lease is dropped), then delete; whether
-/// the mapping is known gone.
+/// How the lease keeper names its thread and logs.
+const NAMES: KeeperNames = KeeperNames {
+    thread: "natt-upnp-lease",
+    log_target: module_path!(),
+    log_prefix: "upnp",
+};
+
+/// What the lease keeper holds: the mapping on its gateway, renewed and deleted by SOAP calls.
 ///
 /// A renewal that the gateway grants after its call timed out is kept (`keep_late`) while the
 /// lease holds the port: deleting it would delete the mapping the lease still holds. Once the
 /// lease has let the port go, such a grant is deleted again. A renewal still under way on its
 /// worker (a SOAP request's own timeouts) is not doubled by the next one: that one is skipped.
-fn renew_and_delete<K>(
-    mut gateway: Arc<Gateway>,
-    mapping: &Mapping,
-    shared: &Shared,
+struct Renewer<K> {
+    gateway: Arc<Gateway>,
+    mapping: Mapping,
+    shared: Arc<Shared>,
     keep_late: K,
-    stop: &mpsc::Receiver<()>,
-    name: &str,
-) -> bool
+    /// Shared with the worker of each renewal until it ends: more than one owner means the
+    /// last renewal's request is still under way.
+    pending: Arc<()>,
+    name: String,
+    /// The port's claim, freed once the mapping is deleted.
+    claim: Arc<Mutex<Option<natt_core::arbiter::HeldClaim>>>,
+}
+
+impl<K> Renewable for Renewer<K>
 where
     K: FnOnce() -> bool + Clone + Send + 'static,
 {
-    let call_timeout = shared.config.call_timeout;
-    // Shared with the worker of each renewal until it ends: more than one owner means the
-    // last renewal's request is still under way.
-    let pending = Arc::new(());
-    let lease = Duration::from_secs(u64::from(mapping.lease_secs));
-    let renew_every = (mapping.lease_secs > 0).then(|| lease / 2);
-    let mut wait = renew_every;
-    let mut failures = 0u32;
-    loop {
-        let woke = match wait {
-            Some(w) => stop.recv_timeout(w),
-            None => stop.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        if !matches!(woke, Err(RecvTimeoutError::Timeout)) {
-            break; // dropped (or told to stop)
-        }
-        if Arc::strong_count(&pending) > 1 {
+    type Error = UpnpError;
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn renew(&mut self, _stop: &Stop) -> Renewal<UpnpError> {
+        let name = &self.name;
+        if Arc::strong_count(&self.pending) > 1 {
             log::debug!("upnp: {name}: the last renewal is still under way; not renewing again yet");
-            wait = Some(retry_after_failed_renewal(lease).min(renew_every.unwrap_or(lease)));
-            continue;
+            return Renewal::Busy;
         }
-        let deadline = call::in_from_now(call_timeout);
-        let (token, keep) = (Arc::clone(&pending), keep_late.clone());
+        let deadline = call::in_from_now(self.shared.config.call_timeout);
+        let (token, keep) = (Arc::clone(&self.pending), self.keep_late.clone());
         let keep = move || {
             let _pending = token;
             keep()
         };
-        let renewed = gateway.add_port(&mapping.request(), deadline, keep);
-        shared.heard(&renewed);
+        let renewed = self.gateway.add_port(&self.mapping.request(), deadline, keep);
+        self.shared.heard(&renewed);
         match renewed {
-            Ok(()) => {
-                if failures > 0 {
-                    log::info!("upnp: renewed {name} after {failures} failure(s)");
-                } else {
-                    log::debug!("upnp: renewed {name}");
-                }
-                failures = 0;
-                wait = renew_every;
-            }
-            Err(e) => {
-                failures += 1;
-                log::warn!("upnp: renewing {name} failed ({failures} in a row): {e}");
-                if matches!(stop.try_recv(), Err(mpsc::TryRecvError::Disconnected) | Ok(())) {
-                    break; // dropped meanwhile: delete now, do not search
-                }
-                if e.is_unreachable()
-                    && let Some(found) = shared.regain(&gateway, call::in_from_now(call_timeout))
-                {
-                    log::info!("upnp: {name}: the gateway now answers at {}", found.control);
-                    gateway = found;
-                }
-                wait = Some(retry_after_failed_renewal(lease).min(renew_every.unwrap_or(lease)));
-            }
+            Ok(()) => Renewal::Renewed(Duration::from_secs(u64::from(self.mapping.lease_secs))),
+            Err(e) => Renewal::Failed(e),
         }
     }
-    let deadline = call::in_from_now(call_timeout);
-    let r = gateway.remove_port(mapping.protocol, mapping.external_port, deadline);
-    shared.heard(&r);
-    match r {
-        Ok(()) => {
-            log::debug!("upnp: deleted {name}");
-            true
+
+    /// A gateway that no longer answers where it did is looked for again.
+    fn recover(&mut self, error: &UpnpError) {
+        if error.is_unreachable()
+            && let Some(found) = self
+                .shared
+                .regain(&self.gateway, call::in_from_now(self.shared.config.call_timeout))
+        {
+            log::info!("upnp: {}: the gateway now answers at {}", self.name, found.control);
+            self.gateway = found;
         }
-        Err(e) if e.code() == Some(NO_SUCH_ENTRY) => {
-            log::debug!("upnp: {name} was already gone");
-            true
-        }
-        Err(e) => {
-            log::warn!("upnp: could not delete {name} (it expires with its lease): {e}");
-            false
-        }
+    }
+
+    fn delete(self) -> bool {
+        let name = &self.name;
+        let deadline = call::in_from_now(self.shared.config.call_timeout);
+        let r = self
+            .gateway
+            .remove_port(self.mapping.protocol, self.mapping.external_port, deadline);
+        self.shared.heard(&r);
+        let gone = match r {
+            Ok(()) => {
+                log::debug!("upnp: deleted {name}");
+                true
+            }
+            Err(e) if e.code() == Some(NO_SUCH_ENTRY) => {
+                log::debug!("upnp: {name} was already gone");
+                true
+            }
+            Err(e) => {
+                log::warn!("upnp: could not delete {name} (it expires with its lease): {e}");
+                false
+            }
+        };
+        // Only now may another technique map the port.
+        drop(self.claim.lock().unwrap_or_else(PoisonError::into_inner).take());
+        gone
     }
 }
 
@@ -296,7 +284,7 @@ impl Lease for UpnpLease {
 
     fn wait_released(&mut self) {
         let by = self.release_by.unwrap_or_else(Instant::now);
-        if !self.wait_for_end(by) && self.ended.is_none() {
+        if !self.wait_for_end(by) && self.keeper.ended().is_none() {
             log::warn!(
                 "upnp: {} not confirmed deleted within {:?}; it expires with its lease",
                 self.describe,
@@ -311,7 +299,7 @@ impl Drop for UpnpLease {
     /// (see the module documentation).
     fn drop(&mut self) {
         self.begin_release();
-        if self.ended.is_some() {
+        if self.keeper.ended().is_some() {
             return;
         }
         let wait = if self.shared.silent.load(Ordering::Relaxed) {
@@ -319,7 +307,7 @@ impl Drop for UpnpLease {
         } else {
             self.drop_wait
         };
-        if !self.wait_for_end(call::in_from_now(wait)) && self.ended.is_none() {
+        if !self.wait_for_end(call::in_from_now(wait)) && self.keeper.ended().is_none() {
             if !wait.is_zero() {
                 // The gateway is slow or gone: the next drops do not wait for it either.
                 self.shared.silent.store(true, Ordering::Relaxed);
