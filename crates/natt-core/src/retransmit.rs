@@ -153,7 +153,9 @@ impl Schedule {
         } else if self.next.is_none()
             && let Some(last) = self.last_sent
         {
-            self.next = last.checked_add(self.next_interval(0.0));
+            let interval = self.next_interval(0.0);
+            self.interval = Some(interval);
+            self.next = last.checked_add(interval);
         }
     }
 
@@ -194,7 +196,7 @@ impl Schedule {
     /// When the schedule gives up: [`Params::last_wait`] after the last request, once every
     /// request is sent; `None` while requests are left to send, or with no last wait.
     pub fn gives_up_at(&self) -> Option<Instant> {
-        if self.next.is_some() || self.sends_left() {
+        if self.sends_left() {
             return None;
         }
         self.last_sent?.checked_add(self.params.last_wait?)
@@ -209,7 +211,7 @@ impl Schedule {
     /// True when every request was sent and the wait after the last is over at `now` (with no
     /// last wait: once the last request is sent).
     pub fn is_exhausted(&self, now: Instant) -> bool {
-        if self.next.is_some() || self.sends_left() {
+        if self.sends_left() {
             // Requests are left (or the next one is beyond what an `Instant` can hold: the
             // caller's deadline ends the transaction).
             return false;
@@ -419,7 +421,9 @@ mod tests {
         assert_eq!(s.gives_up_at(), Some(t0 + ms(50)));
         s.set_max_sends(Some(3));
         assert_eq!((s.next_send(), s.gives_up_at()), (Some(t0 + ms(100)), None));
-        s.set_max_sends(Some(1));
-        assert_eq!((s.next_send(), s.gives_up_at()), (None, Some(t0 + ms(50))));
+        s.on_sent(t0 + ms(100));
+        assert_eq!(s.next_send(), Some(t0 + ms(300)));
+        s.set_max_sends(Some(2));
+        assert_eq!((s.next_send(), s.gives_up_at()), (None, Some(t0 + ms(150))));
     }
 }
