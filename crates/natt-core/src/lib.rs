@@ -13,6 +13,8 @@
 //!   [`ServerName`]): names are resolved when a mapping starts, under its deadline.
 //! - [`MappedUdpSocket`] and [`MappedTcpSocket`]: a socket together with all its known
 //!   endpoints, mapped by every technique at once under one deadline.
+//! - [`retransmit::Schedule`]: when to send a request again while no answer comes, the one
+//!   retransmission schedule of every technique, each protocol with its own parameters.
 //!
 //! A third-party technique needs nothing but this crate: implement [`MappingTechnique`] and
 //! register it with [`MappingContext::add_technique`].
@@ -43,6 +45,7 @@ pub mod local;
 pub mod mapping;
 pub mod names;
 pub mod rendezvous;
+pub mod retransmit;
 pub mod reuse;
 pub mod route;
 pub mod servers;

@@ -50,11 +50,12 @@ use std::time::{Duration, Instant};
 
 use natt_core::Protocol;
 use natt_core::endpoint::unusable_external_ip;
+use natt_core::retransmit::Schedule;
 
 use crate::error::{PcpError, UnsupportedDetail};
 use crate::natpmp_wire as pmp;
 use crate::pcp_wire::{self as pcp, Nonce};
-use crate::retransmit::{Jitter, Retransmit, Schedule};
+use crate::retransmit::{Jitter, NAT_PMP, PCP};
 
 /// The longest lifetime believed from a gateway (one day); longer grants are renewed as if
 /// they were this long.
@@ -202,7 +203,7 @@ pub struct Transaction {
     step: Step,
     external_ip: Option<Ipv4Addr>,
     payload: Vec<u8>,
-    retransmit: Retransmit,
+    retransmit: Schedule,
     result: Option<Result<Outcome, PcpError>>,
     /// A result was reached (and perhaps taken).
     done: bool,
@@ -250,7 +251,7 @@ impl Transaction {
             step: Step::ExternalAddress,
             external_ip: None,
             payload: Vec::new(),
-            retransmit: Retransmit::new(Schedule::Pcp, Jitter::Random, now),
+            retransmit: Schedule::new(PCP, now),
             result: None,
             done: false,
             unverified: None,
@@ -292,21 +293,21 @@ impl Transaction {
 
     /// How many datagrams were sent in the current protocol.
     pub fn attempts(&self) -> u32 {
-        self.retransmit.attempts()
+        self.retransmit.sends()
     }
 
     fn start(&mut self, version: Version, now: Instant) {
         self.version = version;
         let schedule = match version {
-            Version::Pcp => Schedule::Pcp,
-            Version::NatPmp => Schedule::NatPmp,
+            Version::Pcp => PCP,
+            Version::NatPmp => NAT_PMP,
         };
         self.step = match (version, self.goal, self.external_ip) {
             (Version::NatPmp, Goal::Map, None) | (Version::NatPmp, Goal::Announce, _) => Step::ExternalAddress,
             _ => Step::Map,
         };
         self.payload = self.request();
-        self.retransmit = Retransmit::new(schedule, self.jitter, now);
+        self.retransmit = Schedule::new(schedule, now);
     }
 
     fn request(&self) -> Vec<u8> {
@@ -355,10 +356,11 @@ impl Transaction {
 
     /// The datagram to send to the gateway at `now`, if one is due.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.done || !self.retransmit.due(now) {
+        if self.done || !self.retransmit.is_due(now) {
             return None;
         }
-        self.retransmit.sent(now);
+        let rand = self.jitter.sample(self.retransmit.params().jitter);
+        self.retransmit.on_sent_jittered(now, rand);
         Some(self.payload.clone())
     }
 
@@ -369,7 +371,7 @@ impl Transaction {
             return None;
         }
         let unverified = self.unverified.as_ref().map(|(until, _)| *until);
-        match (self.retransmit.next(), unverified) {
+        match (self.retransmit.next_send(), unverified) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -612,7 +614,7 @@ impl Transaction {
                 self.external_ip = Some(ip);
                 self.step = Step::Map;
                 self.payload = self.request();
-                self.retransmit = Retransmit::new(Schedule::NatPmp, self.jitter, now);
+                self.retransmit = Schedule::new(NAT_PMP, now);
                 true
             }
             (

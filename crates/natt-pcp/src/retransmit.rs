@@ -1,11 +1,15 @@
-//! When to send a request again while no answer comes: each protocol's own schedule, which the
-//! caller's deadline cuts short.
+//! When to send a request again while no answer comes: each protocol's parameters for
+//! [`natt_core::retransmit::Schedule`], which the caller's deadline cuts short.
 //!
-//! - NAT-PMP (RFC 6886 section 3.1): 250 ms, doubling each time, nine attempts at most.
+//! - NAT-PMP (RFC 6886 section 3.1): 250 ms, doubling each time, nine attempts at most
+//!   ([`NAT_PMP`]).
 //! - PCP (RFC 6887 section 8.1.1): IRT 3 s, MRT 1024 s, no limit on count or duration, each
-//!   interval with ±10 % random jitter: `RT = (1 + RAND) * min(2 * RTprev, MRT)`.
+//!   interval with ±10 % random jitter: `RT = (1 + RAND) * min(2 * RTprev, MRT)` ([`PCP`]).
+//!   `RAND` comes from a [`Jitter`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use natt_core::retransmit::{Factor, Params};
 
 /// NAT-PMP's first retransmission timeout.
 pub const NAT_PMP_INITIAL: Duration = Duration::from_millis(250);
@@ -15,121 +19,78 @@ pub const NAT_PMP_ATTEMPTS: u32 = 9;
 pub const PCP_IRT: Duration = Duration::from_secs(3);
 /// PCP's maximum retransmission time (MRT).
 pub const PCP_MRT: Duration = Duration::from_secs(1024);
+/// PCP's largest random factor `RAND`: intervals vary by ±10 %.
+pub const PCP_JITTER: f64 = 0.1;
 
-/// A retransmission schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schedule {
-    /// RFC 6886's.
-    NatPmp,
-    /// RFC 6887's.
-    Pcp,
-}
+/// RFC 6886's schedule: attempts at 0, 0.25, 0.75, 1.75, ... 63.75 s ([`NAT_PMP_ATTEMPTS`] in
+/// all, the interval doubling from [`NAT_PMP_INITIAL`]); after the last one the caller's
+/// deadline decides how long a late answer is waited for.
+pub const NAT_PMP: Params = Params {
+    initial: NAT_PMP_INITIAL,
+    factor: Factor::DOUBLE,
+    max_interval: None,
+    max_sends: Some(NAT_PMP_ATTEMPTS),
+    last_wait: None,
+    jitter: 0.0,
+};
+
+/// RFC 6887's schedule: [`PCP_IRT`], doubling up to [`PCP_MRT`], each interval randomised by
+/// [`PCP_JITTER`], without end (the caller's deadline ends it). Without jitter: at 0, 3, 9, 21,
+/// 45, 93 s, ..., then every 1024 s.
+pub const PCP: Params = Params {
+    initial: PCP_IRT,
+    factor: Factor::DOUBLE,
+    max_interval: Some(PCP_MRT),
+    max_sends: None,
+    last_wait: None,
+    jitter: PCP_JITTER,
+};
 
 /// Where PCP's random jitter factor (`RAND`, -0.1 to +0.1) comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Jitter {
     /// Uniformly random, as the RFC asks.
     Random,
-    /// Always this value (tests).
+    /// Always this value (tests; the schedule clamps it to ±[`PCP_JITTER`]).
     Fixed(f64),
 }
 
 impl Jitter {
-    fn sample(self) -> f64 {
+    /// A `RAND` for a schedule whose [`Params::jitter`] is `bound`: 0 when that is not a
+    /// positive number (nothing drawn).
+    pub fn sample(self, bound: f64) -> f64 {
+        if !(bound.is_finite() && bound > 0.0) {
+            return 0.0;
+        }
         match self {
-            Jitter::Random => rand::random_range(-0.1..=0.1),
-            Jitter::Fixed(f) => f.clamp(-0.1, 0.1),
+            Jitter::Random => rand::random_range(-bound..=bound),
+            Jitter::Fixed(f) => f,
         }
-    }
-}
-
-/// The retransmission state of one request.
-#[derive(Debug, Clone)]
-pub struct Retransmit {
-    schedule: Schedule,
-    jitter: Jitter,
-    attempts: u32,
-    /// The last interval waited (PCP doubles it).
-    interval: Duration,
-    /// When the next attempt is due; `None` once the schedule gave up.
-    next: Option<Instant>,
-}
-
-impl Retransmit {
-    /// A request due at once.
-    pub fn new(schedule: Schedule, jitter: Jitter, now: Instant) -> Self {
-        Retransmit {
-            schedule,
-            jitter,
-            attempts: 0,
-            interval: Duration::ZERO,
-            next: Some(now),
-        }
-    }
-
-    /// True when an attempt is due at `now`.
-    pub fn due(&self, now: Instant) -> bool {
-        self.next.is_some_and(|t| now >= t)
-    }
-
-    /// When the next attempt is due (`None`: no more attempts).
-    pub fn next(&self) -> Option<Instant> {
-        self.next
-    }
-
-    /// How many attempts were made.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    /// Records an attempt made at `now` and schedules the next.
-    pub fn sent(&mut self, now: Instant) {
-        self.attempts = self.attempts.saturating_add(1);
-        match self.schedule {
-            Schedule::NatPmp => {
-                if self.attempts >= NAT_PMP_ATTEMPTS {
-                    self.next = None;
-                    return;
-                }
-                self.interval = if self.interval.is_zero() {
-                    NAT_PMP_INITIAL
-                } else {
-                    self.interval.saturating_mul(2)
-                };
-            }
-            Schedule::Pcp => {
-                let base = if self.interval.is_zero() {
-                    PCP_IRT
-                } else {
-                    self.interval.saturating_mul(2).min(PCP_MRT)
-                };
-                self.interval = base.mul_f64(1.0 + self.jitter.sample());
-            }
-        }
-        self.next = now.checked_add(self.interval);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use natt_core::retransmit::Schedule;
+    use std::time::Instant;
 
-    fn offsets(schedule: Schedule, jitter: Jitter, n: usize) -> Vec<Duration> {
+    fn offsets(params: Params, jitter: Jitter, n: usize) -> Vec<Duration> {
         let t0 = Instant::now();
-        let mut r = Retransmit::new(schedule, jitter, t0);
+        let mut r = Schedule::new(params, t0);
         let mut out = Vec::new();
         for _ in 0..n {
-            let Some(at) = r.next() else { break };
-            assert!(r.due(at));
+            let Some(at) = r.next_send() else { break };
+            assert!(r.is_due(at));
             out.push(at - t0);
-            r.sent(at);
+            r.on_sent_jittered(at, jitter.sample(params.jitter));
         }
         out
     }
 
     #[test]
     fn nat_pmp_doubles_from_250_ms_nine_times() {
-        let ms: Vec<u128> = offsets(Schedule::NatPmp, Jitter::Random, 20)
+        let ms: Vec<u128> = offsets(NAT_PMP, Jitter::Random, 20)
             .iter()
             .map(Duration::as_millis)
             .collect();
@@ -138,7 +99,7 @@ mod tests {
 
     #[test]
     fn pcp_starts_at_3_s_and_doubles_to_1024_s() {
-        let s: Vec<u64> = offsets(Schedule::Pcp, Jitter::Fixed(0.0), 14)
+        let s: Vec<u64> = offsets(PCP, Jitter::Fixed(0.0), 14)
             .iter()
             .map(Duration::as_secs)
             .collect();
@@ -151,23 +112,47 @@ mod tests {
     #[test]
     fn pcp_jitter_stays_within_ten_percent() {
         for _ in 0..100 {
-            let first = offsets(Schedule::Pcp, Jitter::Random, 2)[1];
+            let first = offsets(PCP, Jitter::Random, 2)[1];
             assert!(
                 first >= Duration::from_millis(2700) && first <= Duration::from_millis(3300),
                 "{first:?}"
             );
         }
-        let high = offsets(Schedule::Pcp, Jitter::Fixed(5.0), 2)[1];
+        let high = offsets(PCP, Jitter::Fixed(5.0), 2)[1];
         assert_eq!(high, Duration::from_millis(3300));
+    }
+
+    #[test]
+    fn pcp_jitter_grows_from_the_jittered_interval() {
+        // RT = (1 + RAND) * min(2 * RTprev, MRT), RTprev being the randomised interval: the
+        // old code's intervals to the nanosecond.
+        let gaps: Vec<u128> = offsets(PCP, Jitter::Fixed(0.1), 10)
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_nanos())
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                3_300_000_000,
+                7_260_000_000,
+                15_972_000_000,
+                35_138_400_000,
+                77_304_480_000,
+                170_069_856_000,
+                374_153_683_200,
+                823_138_103_040,
+                1_126_400_000_000
+            ]
+        );
     }
 
     #[test]
     fn not_due_before_time() {
         let t0 = Instant::now();
-        let mut r = Retransmit::new(Schedule::NatPmp, Jitter::Random, t0);
-        r.sent(t0);
-        assert!(!r.due(t0 + Duration::from_millis(249)));
-        assert!(r.due(t0 + Duration::from_millis(250)));
-        assert_eq!(r.attempts(), 1);
+        let mut r = Schedule::new(NAT_PMP, t0);
+        r.on_sent(t0);
+        assert!(!r.is_due(t0 + Duration::from_millis(249)));
+        assert!(r.is_due(t0 + Duration::from_millis(250)));
+        assert_eq!(r.sends(), 1);
     }
 }

@@ -31,6 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
+use natt_core::retransmit::{Factor, Params, Schedule};
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
 
 use crate::error::{NoPath, PunchError};
@@ -44,6 +45,18 @@ pub const FIRST_INTERVAL: Duration = Duration::from_millis(50);
 pub const MAX_INTERVAL: Duration = Duration::from_millis(500);
 /// The most probe rounds one punch makes (about 45 s at the longest interval).
 pub const MAX_ROUNDS: u32 = 100;
+/// The probe rounds' schedule: the first at once, the next after [`FIRST_INTERVAL`], each
+/// interval 1.5 times the one before up to [`MAX_INTERVAL`] (rounds at 0, 50, 125, 237.5,
+/// 406.25, 659.375 ms, 1.039 s, then every 500 ms), [`MAX_ROUNDS`] rounds at most (the last at
+/// 47.5 s); then only the caller's deadline is left.
+pub const ROUNDS: Params = Params {
+    initial: FIRST_INTERVAL,
+    factor: Factor::ratio(3, 2),
+    max_interval: Some(MAX_INTERVAL),
+    max_sends: Some(MAX_ROUNDS),
+    last_wait: None,
+    jitter: 0.0,
+};
 /// The most datagrams sent to any one address in any one second.
 pub const MAX_PER_SECOND: usize = 25;
 /// Probes remembered for matching replies.
@@ -113,9 +126,8 @@ pub struct UdpPuncher {
     queue: VecDeque<Transmit>,
     /// When each address was last sent to, within the last second (for [`MAX_PER_SECOND`]).
     sent: HashMap<SocketAddr, VecDeque<Instant>>,
-    next_round: Instant,
-    interval: Duration,
-    rounds: u32,
+    /// When the probe rounds are due ([`ROUNDS`]).
+    rounds: Schedule,
     now: Instant,
     confirmed: Option<SocketAddr>,
     /// Addresses whose authenticated probes we answered, with the last such probe's nonce.
@@ -147,9 +159,7 @@ impl UdpPuncher {
             outstanding: VecDeque::new(),
             queue: VecDeque::new(),
             sent: HashMap::new(),
-            next_round: now,
-            interval: FIRST_INTERVAL,
-            rounds: 0,
+            rounds: Schedule::new(ROUNDS, now),
             now,
             confirmed: None,
             answered: Vec::new(),
@@ -248,16 +258,14 @@ impl UdpPuncher {
 impl UdpExchange for UdpPuncher {
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.now = self.now.max(now);
-        if self.peer.is_none() && now >= self.next_round && self.rounds < MAX_ROUNDS {
-            if self.rounds == 0 {
+        if self.peer.is_none() && self.rounds.is_due(now) {
+            if self.rounds.sends() == 0 {
                 log::debug!("probing the peer at {:?}", self.targets);
             }
             for to in self.targets.clone() {
                 self.probe(to);
             }
-            self.rounds += 1;
-            self.next_round = now + self.interval;
-            self.interval = (self.interval.mul_f32(1.5)).min(MAX_INTERVAL);
+            self.rounds.on_sent(now);
         }
         self.queue.pop_front()
     }
@@ -266,10 +274,8 @@ impl UdpExchange for UdpPuncher {
         if self.peer.is_some() || !self.queue.is_empty() {
             // Done, or sending: the driver only has to flush the queue.
             Some(self.now)
-        } else if self.rounds < MAX_ROUNDS {
-            Some(self.next_round)
         } else {
-            None
+            self.rounds.next_send()
         }
     }
 
@@ -631,6 +637,37 @@ mod tests {
         for w in sent.windows(MAX_PER_SECOND + 1) {
             assert!(w[MAX_PER_SECOND] - w[0] >= Duration::from_secs(1));
         }
+    }
+
+    #[test]
+    fn probe_rounds_grow_by_half_to_500_ms_and_stop_after_max_rounds() {
+        let (mut a, _) = pair();
+        let t0 = Instant::now();
+        let mut rounds = Vec::new();
+        let mut t = t0;
+        while let Some(next) = a.poll_timeout() {
+            t = next.max(t);
+            if !drain(&mut a, t).is_empty() {
+                rounds.push((t - t0).as_nanos());
+            }
+        }
+        // The old code grew the interval with `mul_f32(1.5)`, which put its rounds up to 35 ns
+        // off these exact times (0, 50, 125.000003, 237.500007, 406.249995, 659.374977 ms...).
+        assert_eq!(
+            rounds[..8],
+            [
+                0,
+                50_000_000,
+                125_000_000,
+                237_500_000,
+                406_250_000,
+                659_375_000,
+                1_039_062_500,
+                1_539_062_500
+            ]
+        );
+        assert_eq!(rounds.len(), MAX_ROUNDS as usize);
+        assert_eq!(rounds.last(), Some(&47_539_062_500));
     }
 
     #[test]

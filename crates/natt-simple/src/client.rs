@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use natt_core::local::local_endpoints;
+use natt_core::retransmit::{Factor, Params, Schedule};
 use natt_core::reuse::tcp_connect_from;
 use natt_core::servers::ServerList;
 use natt_core::{
@@ -23,6 +24,17 @@ pub const NAME: &str = "simple";
 pub const INITIAL_RTO: Duration = Duration::from_millis(250);
 /// Largest retransmission timeout.
 pub const MAX_RTO: Duration = Duration::from_secs(2);
+/// The retransmission schedule of a UDP request: sent at once, then again after 250 ms
+/// ([`INITIAL_RTO`]), 500 ms, 1 s and every 2 s ([`MAX_RTO`]) after that, until answered or
+/// the caller's deadline.
+pub const RETRANSMIT: Params = Params {
+    initial: INITIAL_RTO,
+    factor: Factor::DOUBLE,
+    max_interval: Some(MAX_RTO),
+    max_sends: None,
+    last_wait: None,
+    jitter: 0.0,
+};
 /// Once one server has answered, the others get this many times its round trip (but at least
 /// [`MIN_GRACE`]) to answer too before the exchange finishes without them.
 pub const GRACE_RTTS: u32 = 3;
@@ -129,9 +141,7 @@ fn endpoints_from(local: SocketAddr, observed: &[SocketAddr]) -> Vec<MappedSocke
 struct Transaction {
     server: SocketAddr,
     txid: TransactionId,
-    next_send: Instant,
-    rto: Duration,
-    first_sent: Option<Instant>,
+    schedule: Schedule,
     observed: Option<SocketAddr>,
 }
 
@@ -173,9 +183,7 @@ impl SimpleExchange {
                 .map(|server| Transaction {
                     server,
                     txid: TransactionId::random(),
-                    next_send: now,
-                    rto: INITIAL_RTO,
-                    first_sent: None,
+                    schedule: Schedule::new(RETRANSMIT, now),
                     observed: None,
                 })
                 .collect(),
@@ -193,10 +201,8 @@ impl UdpExchange for SimpleExchange {
         let t = self
             .transactions
             .iter_mut()
-            .find(|t| t.observed.is_none() && t.next_send <= now)?;
-        t.first_sent.get_or_insert(now);
-        t.next_send = now + t.rto;
-        t.rto = (t.rto * 2).min(MAX_RTO);
+            .find(|t| t.observed.is_none() && t.schedule.is_due(now))?;
+        t.schedule.on_sent(now);
         Some(Transmit {
             destination: t.server,
             payload: Request { txid: t.txid }.encode().to_vec(),
@@ -208,7 +214,7 @@ impl UdpExchange for SimpleExchange {
             .transactions
             .iter()
             .filter(|t| t.observed.is_none())
-            .map(|t| t.next_send)
+            .filter_map(|t| t.schedule.next_send())
             .min();
         match (retransmit, self.grace_until) {
             (Some(r), Some(g)) => Some(r.min(g)),
@@ -229,7 +235,8 @@ impl UdpExchange for SimpleExchange {
         if t.observed.is_none() {
             t.observed = Some(reply.observed);
             let rtt = t
-                .first_sent
+                .schedule
+                .first_sent()
                 .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
             let grace = (rtt * GRACE_RTTS).max(MIN_GRACE);
             self.grace_until.get_or_insert(now + grace);
@@ -278,6 +285,22 @@ mod tests {
         assert_eq!(ex.poll_timeout(), Some(t1 + INITIAL_RTO * 2));
         assert!(ex.poll_result(t1).is_none());
         assert!(matches!(ex.finish(), Err(TechniqueError::TimedOut(_))));
+    }
+
+    #[test]
+    fn retransmits_at_250_ms_doubling_to_2_s() {
+        // The old schedule's times: `next = now + rto; rto = min(2 rto, 2 s)`.
+        let t0 = Instant::now();
+        let mut ex = SimpleExchange::new(addr("0.0.0.0:4000"), vec![addr("203.0.113.20:5483")], t0);
+        let mut sent = Vec::new();
+        let mut now = t0;
+        while sent.len() < 9 {
+            if ex.poll_transmit(now).is_some() {
+                sent.push((now - t0).as_millis());
+            }
+            now = ex.poll_timeout().unwrap();
+        }
+        assert_eq!(sent, [0, 250, 750, 1750, 3750, 5750, 7750, 9750, 11750]);
     }
 
     #[test]

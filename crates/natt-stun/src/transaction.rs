@@ -1,10 +1,12 @@
 //! One STUN Binding transaction over UDP, without a socket: the request, its retransmission
-//! schedule (RFC 8489 section 6.2.1) and the response that ends it.
+//! schedule (RFC 8489 section 6.2.1, on [`natt_core::retransmit::Schedule`]) and the response
+//! that ends it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use natt_core::Transmit;
+use natt_core::retransmit::{Factor, Params, Schedule};
 
 use crate::message::{BindingResponse, StunError, encode_binding_request};
 
@@ -15,6 +17,21 @@ pub const MAX_SENDS: u32 = 7;
 /// Rm: after the last request, wait this many initial RTOs for a response.
 pub const LAST_WAIT_RTOS: u32 = 16;
 
+/// RFC 8489's retransmission schedule with the initial RTO `rto`: [`MAX_SENDS`] requests, at
+/// 0, `rto`, `3 rto`, `7 rto`, ... (the interval doubling without a cap), then a wait of
+/// [`LAST_WAIT_RTOS`] × `rto` for the response. With the default 500 ms: requests at 0, 0.5,
+/// 1.5, 3.5, 7.5, 15.5 and 31.5 s, given up at 39.5 s.
+pub const fn retransmit(rto: Duration) -> Params {
+    Params {
+        initial: rto,
+        factor: Factor::DOUBLE,
+        max_interval: None,
+        max_sends: Some(MAX_SENDS),
+        last_wait: Some(rto.saturating_mul(LAST_WAIT_RTOS)),
+        jitter: 0.0,
+    }
+}
+
 /// A Binding request to one destination and what became of it.
 #[derive(Debug, Clone)]
 pub struct Transaction {
@@ -23,12 +40,7 @@ pub struct Transaction {
     /// Its transaction id.
     pub txid: [u8; 12],
     payload: Vec<u8>,
-    initial_rto: Duration,
-    rto: Duration,
-    next_send: Instant,
-    sends: u32,
-    max_sends: u32,
-    last_sent: Option<Instant>,
+    schedule: Schedule,
     /// The response, where it came from and when it arrived.
     pub response: Option<(SocketAddr, BindingResponse, Instant)>,
 }
@@ -36,7 +48,7 @@ pub struct Transaction {
 impl Transaction {
     /// A Binding request (with CHANGE-REQUEST `(ip, port)` when given) to `destination`, first
     /// sent at `now`, retransmitted after `rto`, `2 rto`, `4 rto`, ... for at most
-    /// [`MAX_SENDS`] sends.
+    /// [`MAX_SENDS`] sends ([`retransmit`]`(rto)`).
     pub fn new(
         destination: SocketAddr,
         change: Option<(bool, bool)>,
@@ -48,31 +60,23 @@ impl Transaction {
             destination,
             txid,
             payload: encode_binding_request(txid, change)?,
-            initial_rto: rto,
-            rto,
-            next_send: now,
-            sends: 0,
-            max_sends: MAX_SENDS,
-            last_sent: None,
+            schedule: Schedule::new(retransmit(rto), now),
             response: None,
         })
     }
 
     /// Retransmits without end (until the caller's deadline) instead of RFC 8489's limit.
     pub fn unlimited(mut self) -> Self {
-        self.max_sends = u32::MAX;
+        self.schedule.set_max_sends(None);
         self
     }
 
     /// The request, if it is due at `now`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.response.is_some() || self.sends >= self.max_sends || now < self.next_send {
+        if self.response.is_some() || !self.schedule.is_due(now) {
             return None;
         }
-        self.last_sent = Some(now);
-        self.sends += 1;
-        self.next_send = now + self.rto;
-        self.rto = self.rto.saturating_mul(2);
+        self.schedule.on_sent(now);
         Some(Transmit {
             destination: self.destination,
             payload: self.payload.clone(),
@@ -84,16 +88,9 @@ impl Transaction {
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.response.is_some() {
             None
-        } else if self.sends < self.max_sends {
-            Some(self.next_send)
         } else {
-            Some(self.give_up_at())
+            self.schedule.poll_timeout()
         }
-    }
-
-    fn give_up_at(&self) -> Instant {
-        // next_send is one RTO after the last request; RFC 8489 waits Rm * initial RTO.
-        self.next_send - self.rto / 2 + self.initial_rto * LAST_WAIT_RTOS
     }
 
     /// Takes `response` if it answers this transaction (same transaction id).
@@ -114,12 +111,12 @@ impl Transaction {
     /// that scale with it (grace, filtering check) to seconds on a lossy link.
     pub fn rtt(&self) -> Option<Duration> {
         let (_, _, at) = self.response.as_ref()?;
-        Some(at.saturating_duration_since(self.last_sent?))
+        Some(at.saturating_duration_since(self.schedule.last_sent()?))
     }
 
     /// Answered, or given up on at `now`.
     pub fn is_done(&self, now: Instant) -> bool {
-        self.response.is_some() || (self.sends >= self.max_sends && now >= self.give_up_at())
+        self.response.is_some() || self.schedule.is_exhausted(now)
     }
 
     /// The success response, if one arrived.
@@ -167,6 +164,25 @@ mod tests {
         assert_eq!(sent_at, [0, 500, 1500, 3500, 7500, 15500, 31500]);
         // Gives up Rm * RTO after the last request: 31.5 s + 8 s.
         assert_eq!((now - t0).as_millis(), 39500);
+    }
+
+    #[test]
+    fn unlimited_keeps_doubling_until_the_deadline() {
+        let t0 = Instant::now();
+        let rto = Duration::from_millis(300);
+        let mut t = Transaction::new("203.0.113.10:3478".parse().unwrap(), None, rto, t0)
+            .unwrap()
+            .unlimited();
+        let mut sent_at = Vec::new();
+        let mut now = t0;
+        while sent_at.len() < 10 {
+            assert!(!t.is_done(now));
+            if t.poll_transmit(now).is_some() {
+                sent_at.push((now - t0).as_millis());
+            }
+            now = t.poll_timeout().unwrap();
+        }
+        assert_eq!(sent_at, [0, 300, 900, 2100, 4500, 9300, 18900, 38100, 76500, 153300]);
     }
 
     #[test]
