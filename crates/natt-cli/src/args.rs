@@ -18,7 +18,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the simple hole-punch protocol on UDP and TCP until SIGINT or SIGTERM.
+    /// Serve the simple hole-punch protocol and STUN on UDP and TCP (port 5483 by default) until
+    /// SIGINT or SIGTERM.
     Serve(ServeArgs),
     /// Map a socket and print its endpoints.
     Map(MapArgs),
@@ -35,8 +36,8 @@ pub struct TechniqueArgs {
     /// 5483; an IPv6 address with a port in brackets: [ADDR]:PORT; repeatable).
     #[arg(long = "simple", value_name = "HOST[:PORT]", value_parser = HolePunchServerAddr::parse_simple)]
     pub simple: Vec<HolePunchServerAddr>,
-    /// A STUN server by name or address (default port 3478; an IPv6 address with a port in
-    /// brackets: [ADDR]:PORT; repeatable).
+    /// A STUN server by name or address (default port 3478; a `natt serve` answers STUN on its
+    /// own port, HOST:5483; an IPv6 address with a port in brackets: [ADDR]:PORT; repeatable).
     #[arg(long = "stun", value_name = "HOST[:PORT]", value_parser = HolePunchServerAddr::parse_stun)]
     pub stun: Vec<HolePunchServerAddr>,
     /// Do not use UPnP.
@@ -45,8 +46,9 @@ pub struct TechniqueArgs {
     /// Do not use PCP or NAT-PMP.
     #[arg(long)]
     pub no_pcp: bool,
-    /// The PCP / NAT-PMP gateway (default: the default route's router, port 5351).
-    #[arg(long = "pcp", value_name = "ADDR")]
+    /// The PCP / NAT-PMP gateway, with its port, usually 5351 (default: the default route's
+    /// router, port 5351).
+    #[arg(long = "pcp", value_name = "IP:PORT")]
     pub pcp: Option<SocketAddr>,
     /// A gateway to speak NAT-PMP only to (tests).
     #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
@@ -72,11 +74,13 @@ pub struct PunchArgs {
     /// Where to write our token: a file (written whole, atomically) or `-` for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub token_out: String,
-    /// Where to read the peer's token: a file (waited for until it exists) or `-` for the first
-    /// line of stdin.
+    /// Where to read the peer's token: a file (waited for, at most --timeout, until it exists and
+    /// ends with a newline; delete an old one first: it is read at once) or `-` for the first
+    /// line of stdin (waited for without a time limit).
     #[arg(long, value_name = "FILE|-")]
     pub peer_token: String,
-    /// Seconds to wait for the peer's token and to punch.
+    /// Seconds to wait for a --peer-token FILE, and then seconds the punch may take from when
+    /// the peer's token is read.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
     /// Seconds mapping the socket may take.
@@ -94,8 +98,8 @@ pub struct PunchArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to serve the simple protocol and STUN on, UDP and TCP (repeatable). Two
-    /// addresses of one family with different IPs make an RFC 5780 STUN server, which also
-    /// listens on each IP at the first address's port + 1.
+    /// addresses of one family with different specific IPs (not 0.0.0.0) make an RFC 5780 STUN
+    /// server, which also listens on each IP at the first address's port + 1.
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5483")]
     pub listen: Vec<SocketAddr>,
 }
@@ -103,8 +107,9 @@ pub struct ServeArgs {
 /// `natt probe`.
 #[derive(Debug, Args)]
 #[command(mut_arg("stun", |a| a.help(
-    "A STUN server by name or address (default port 3478; an IPv6 address with a port in \
-     brackets: [ADDR]:PORT; repeatable); the first is used for RFC 5780 behaviour discovery"
+    "A STUN server by name or address (default port 3478; a `natt serve` answers STUN on its \
+     own port, HOST:5483; an IPv6 address with a port in brackets: [ADDR]:PORT; repeatable); \
+     the first is used for RFC 5780 behaviour discovery"
 )))]
 pub struct ProbeArgs {
     /// The techniques to use and their servers.

@@ -117,7 +117,7 @@ pub struct ProbeReport {
     pub tcp_mapping: String,
     /// Each technique that applied.
     pub techniques: Vec<TechniqueReport>,
-    /// The port-mapping gateway that answered (UPnP, NAT-PMP, PCP), if any.
+    /// The UPnP gateway that answered, if any (the PCP / NAT-PMP gateway is in `pcp`).
     pub gateway: Option<String>,
     /// What the PCP / NAT-PMP gateway answered; null when PCP was not tried (`--no-pcp`, no
     /// default route).

@@ -53,8 +53,8 @@
 //!   search, or the host of the URL given).
 //! - **Why not `igd-next`**: natt used `igd-next` for the SOAP actions until a security
 //!   review (issue #18) found that it parses SOAP answers with xml-rs's default settings,
-//!   which expand DTD entities: a 700-byte answer took a process past 1.5 GB. `igd-next`'s
-//!   API offers no way to check an answer before it parses it (it sends the HTTP request and
+//!   which expand DTD entities: an answer of about 750 bytes took a process to 1.39 GB.
+//!   `igd-next`'s API offers no way to check an answer before it parses it (it sends the HTTP request and
 //!   parses the body in one private function), so natt sends the few actions it uses
 //!   itself ([`soap`]: `GetExternalIPAddress`, `AddPortMapping`, `AddAnyPortMapping`,
 //!   `DeletePortMapping`); the IPv6 pinhole actions will need the same. `igd-next` is no

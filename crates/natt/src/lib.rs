@@ -13,8 +13,9 @@
 //! | `punch`  | `natt-punch`  | rendezvous, UDP hole punching, TCP simultaneous open     |
 //!
 //! All features are on by default. [`MappingContext::new`] registers every technique compiled
-//! in; third-party techniques implement [`MappingTechnique`] from `natt-core` and are added
-//! with [`add_technique`](natt_core::MappingContext::add_technique).
+//! in; [`MappingContext::builder`] chooses techniques, their settings, servers and the
+//! mapping timeout. Third-party techniques implement [`MappingTechnique`] and are added with
+//! [`Builder::technique`].
 //!
 //! The original design's usage example, nearly verbatim (made fallible, with a deadline, and
 //! with the port mappings kept alive while the socket is in use):
@@ -30,7 +31,8 @@
 //! let mc = MappingContext::new()?;
 //!
 //! // Optionally, they can inform the context about any external port-mapping servers they
-//! // know about.
+//! // know about (203.0.113.10 is a placeholder: your `natt serve` host, for example, given
+//! // as `HolePunchServerAddr::parse_simple("natt.example.org")?`).
 //! let some_well_known_server = HolePunchServerAddr::Stun("203.0.113.10:3478".parse()?);
 //! mc.add_servers([some_well_known_server]);
 //!
@@ -47,11 +49,13 @@
 //! let (our_priv_rendezvous_info, our_pub_rendezvous_info) = gen_rendezvous_info(endpoints);
 //!
 //! // Now, the peers share their public rendezvous info out-of-band somehow, for example as
-//! // text tokens.
+//! // text tokens. A token holds the punch's secret: send it over a channel an attacker
+//! // cannot read.
 //! println!("{our_pub_rendezvous_info}");
 //! let their_pub_rendezvous_info = receive_their_token().parse()?;
 //!
-//! // Now they do the hole-punching.
+//! // Now they do the hole-punching. Both sides punch at once: the peer must have our token
+//! // and start its punch within this deadline's window.
 //! let deadline = Instant::now() + Duration::from_secs(10);
 //! let punched_udp_socket =
 //!     PunchedUdpSocket::punch_hole(socket, our_priv_rendezvous_info, their_pub_rendezvous_info, deadline)?;
@@ -73,7 +77,10 @@
 //! };
 //! println!("the peer says {}", String::from_utf8_lossy(&buf[..n]));
 //!
-//! // Delete the router mappings (renewed until now) and wait for that.
+//! // Delete the router mappings (renewed until now) and wait for that. An early return (a
+//! // `?` above) drops `port_mappings` instead, which deletes them too but may not wait: a
+//! // slow UPnP gateway's deletion is cut short when the process exits, and the mapping stays
+//! // until its lease runs out. A program that exits on an error releases on that path too.
 //! port_mappings.release();
 //! # Ok(())
 //! # }
@@ -84,32 +91,43 @@
 //! Servers known by name are given as `HOST[:PORT]` with
 //! [`HolePunchServerAddr::parse_stun`] and [`HolePunchServerAddr::parse_simple`] (default
 //! ports 3478 and 5483; see [`ServerName`]): names are resolved each time a socket is mapped,
-//! at the same time as the other techniques and within
-//! [`natt_core::MappingContext::timeout`] (3 s by
-//! default); one that does not resolve fails its technique with an error naming it
+//! at the same time as the other techniques and within the mapping timeout
+//! ([`mc.timeout()`](crate::core::MappingContext::timeout), 3 s by default); one that does not
+//! resolve fails its technique with an error naming it
 //! ([`TechniqueError::Resolve`]).
 //!
 //! ```
 //! use natt::{HolePunchServerAddr, MappingContext};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mc = MappingContext::new()?;
-//! mc.add_servers([
-//!     HolePunchServerAddr::parse_stun("stun.example.org")?,
-//!     HolePunchServerAddr::parse_simple("[2001:db8::20]:5483")?,
-//! ]);
+//! let mc = MappingContext::builder()
+//!     .servers([
+//!         HolePunchServerAddr::parse_stun("stun.example.org")?,
+//!         HolePunchServerAddr::parse_simple("[2001:db8::20]:5483")?,
+//!     ])
+//!     .build()?;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Every example on these pages compiles with `natt` as the program's only dependency
-//! ([`socket2`] and the token format's [`rendezvous`] module are re-exported here).
+//! A `natt serve` answers the simple protocol and STUN on one port, 5483 by default: give it
+//! with `parse_simple("HOST")`, or with `parse_stun("HOST:5483")` (STUN's default port, 3478,
+//! is not where it listens).
+//!
+//! Every example on this page and on the items re-exported at its root (such as
+//! [`MappedUdpSocket`] or [`PunchedUdpSocket::punch_hole`]) compiles with `natt` as the
+//! program's only dependency ([`socket2`] and the token format's [`rendezvous`] module are
+//! re-exported here). The crate modules ([`core`], [`simple`], [`stun`], [`upnp`], [`pcp`],
+//! [`punch`]) show those crates' own pages, written for technique authors: their examples
+//! name the crates directly, and `natt_core::x` there is `natt::core::x` to a user of natt.
 //!
 //! ## Late punch packets
 //!
 //! When [`PunchedUdpSocket::punch_hole`] returns, the peer may still be sending its last punch
 //! datagrams (1 to 5 of them on a 200 ms path), and their answers to ours may still be on the
-//! way. They reach the socket like any datagram: [`is_punch_packet`] tells them apart (true
-//! only for a datagram of a punch message's size and magic bytes), as above.
+//! way. They reach the socket like any datagram: [`is_punch_packet`] tells them apart, as
+//! above. It is true for any datagram of exactly 64 bytes that starts with the bytes `NATP`
+//! (a punch message's size and magic, of any session), so an application protocol on the
+//! punched socket should not send such datagrams.
 //! [`tcp_punch_hole`]'s stream carries nothing of the punch.
 //!
 //! ## What mapping waits for
@@ -132,8 +150,8 @@
 //! - **PCP / NAT-PMP** ask the default route's router; one that neither answers nor refuses
 //!   (with an ICMP "port unreachable") is asked until the mapping timeout.
 //! - **STUN** and the **simple** protocol ask the servers given with
-//!   [`add_servers`](natt_core::MappingContext::add_servers) (none by default: without one
-//!   they do nothing). A server that does not answer is asked until the mapping timeout; once
+//!   [`Builder::servers`] (none by default: without one they do nothing). A server that does
+//!   not answer is asked until the mapping timeout; once
 //!   one has answered, the others get 3 round trips (at least 100 ms). A STUN server with two
 //!   addresses (RFC 5780) is also asked to answer from its other address, to learn whether the
 //!   NAT filters: that check waits 4 round trips, at least **250 ms**, which is its whole cost
@@ -152,7 +170,9 @@
 //! ## Errors
 //!
 //! Each call returns its own error type: mapping [`Error`], reading a token [`TokenError`],
-//! punching [`PunchError`]. All of them print a sentence, with `Display` and with `Debug`
+//! punching [`PunchError`] (when no path was found, [`PunchError::TimedOut`] carries a
+//! [`NoPath`] whose variants a program can match on). All of them print a sentence, with
+//! `Display` and with `Debug`
 //! alike, so `fn main() -> Result<(), Box<dyn std::error::Error>>` and `?`, as above, print
 //! for example `Error: token is damaged: check failed (was it cut or changed while copying?)`.
 
