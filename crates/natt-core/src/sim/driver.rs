@@ -1,0 +1,181 @@
+//! [`Sim`]: steps [`UdpExchange`]s, each on a socket of a simulated host, through a
+//! [`Network`], as `natt_core::udp::drive` steps them on a real socket.
+//!
+//! Each exchange starts at its socket's start time (before it, datagrams to its port are
+//! dropped, as by a closed port), and is driven as the real driver does: asked for its result,
+//! else for what to send; woken at its timeout; offered each datagram that reaches its port.
+//! Once it has a result it is no longer polled and datagrams to it are dropped (the socket has
+//! gone to its program). Time jumps from one event to the next, so a run of minutes takes
+//! milliseconds.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::network::{Delivery, HostId, Network};
+use crate::endpoint::MappedSocketAddr;
+use crate::error::TechniqueError;
+use crate::technique::UdpExchange;
+
+/// What an exchange ended with.
+pub type ExchangeResult = Result<Vec<MappedSocketAddr>, TechniqueError>;
+
+/// A socket of the simulation, the `i`th bound: the exchange at index `i` of
+/// [`Sim::run`]'s slice runs on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SocketId(pub usize);
+
+#[derive(Debug)]
+struct Socket {
+    host: HostId,
+    port: u16,
+    start: Instant,
+    result: Option<ExchangeResult>,
+}
+
+/// Polls of all exchanges at one instant before time moves on (an exchange that keeps asking
+/// to be woken now cannot hold the run).
+const MAX_PASSES: usize = 16;
+/// Datagrams taken from one exchange in one poll.
+const MAX_BURST: usize = 10_000;
+
+/// Exchanges on sockets of a simulated network.
+#[derive(Debug)]
+pub struct Sim {
+    net: Network,
+    sockets: Vec<Socket>,
+    unclaimed: u64,
+}
+
+impl Sim {
+    /// A simulation over `net` (built with [`Network::new`] and its `add_*` methods).
+    pub fn new(net: Network) -> Self {
+        Sim {
+            net,
+            sockets: Vec::new(),
+            unclaimed: 0,
+        }
+    }
+
+    /// The network.
+    pub fn net(&self) -> &Network {
+        &self.net
+    }
+
+    /// The network, to change (taps, more hosts).
+    pub fn net_mut(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    /// Binds a socket on `host`'s `port`, whose exchange starts at `start`.
+    pub fn bind(&mut self, host: HostId, port: u16, start: Instant) -> SocketId {
+        self.sockets.push(Socket {
+            host,
+            port,
+            start,
+            result: None,
+        });
+        SocketId(self.sockets.len() - 1)
+    }
+
+    /// The socket's local address (its host's address and its port).
+    pub fn local_addr(&self, socket: SocketId) -> Option<SocketAddr> {
+        let s = self.sockets.get(socket.0)?;
+        Some(SocketAddr::new(self.net.ip(s.host)?, s.port))
+    }
+
+    /// What the socket's exchange ended with, once it has.
+    pub fn result(&self, socket: SocketId) -> Option<&ExchangeResult> {
+        self.sockets.get(socket.0)?.result.as_ref()
+    }
+
+    /// Datagrams that reached a port with no running exchange.
+    pub fn unclaimed(&self) -> u64 {
+        self.unclaimed
+    }
+
+    /// Runs `exchanges` (the `i`th on the `i`th socket bound) until each has a result or the
+    /// time is `until`. Returns whether all have a result. May be called again to go on.
+    pub fn run(&mut self, exchanges: &mut [&mut dyn UdpExchange], until: Instant) -> bool {
+        let mut deliveries = self.net.advance(self.net.now());
+        loop {
+            let now = self.net.now();
+            for d in deliveries {
+                self.deliver(exchanges, now, d);
+            }
+            for _ in 0..MAX_PASSES {
+                if !self.serve(exchanges, now) {
+                    break;
+                }
+            }
+            if self.all_done(exchanges) {
+                return true;
+            }
+            let next = self.next_time(exchanges, now).filter(|t| *t <= until).unwrap_or(until);
+            if next <= now {
+                return false;
+            }
+            deliveries = self.net.advance(next);
+        }
+    }
+
+    fn all_done(&self, exchanges: &[&mut dyn UdpExchange]) -> bool {
+        self.sockets.iter().take(exchanges.len()).all(|s| s.result.is_some())
+    }
+
+    /// Hands a datagram to the exchange of the socket it reached, if it is running.
+    fn deliver(&mut self, exchanges: &mut [&mut dyn UdpExchange], now: Instant, d: Delivery) {
+        let running = self
+            .sockets
+            .iter()
+            .zip(exchanges.iter_mut())
+            .find(|(s, _)| s.host == d.host && s.port == d.port && s.start <= now && s.result.is_none());
+        match running {
+            Some((_, exchange)) => {
+                exchange.handle_datagram(now, d.from, &d.payload);
+            }
+            None => self.unclaimed += 1,
+        }
+    }
+
+    /// Polls every running exchange once at `now`: its result, else what it sends. Returns
+    /// whether one wants to be polled again at `now`.
+    fn serve(&mut self, exchanges: &mut [&mut dyn UdpExchange], now: Instant) -> bool {
+        let mut again = false;
+        for (socket, exchange) in self.sockets.iter_mut().zip(exchanges.iter_mut()) {
+            if socket.start > now || socket.result.is_some() {
+                continue;
+            }
+            if let Some(result) = exchange.poll_result(now) {
+                socket.result = Some(result);
+                continue;
+            }
+            for t in std::iter::from_fn(|| exchange.poll_transmit(now)).take(MAX_BURST) {
+                self.net.send(socket.host, socket.port, t.destination, t.payload);
+            }
+            again |= exchange.poll_timeout().is_some_and(|t| t <= now);
+        }
+        again
+    }
+
+    /// The next instant after `now` at which something happens: a datagram moves on, an
+    /// exchange's timer fires, or an exchange starts.
+    fn next_time(&self, exchanges: &[&mut dyn UdpExchange], now: Instant) -> Option<Instant> {
+        let timers = self
+            .sockets
+            .iter()
+            .zip(exchanges.iter())
+            .filter(|(s, _)| s.result.is_none())
+            .filter_map(|(s, e)| if s.start > now { Some(s.start) } else { e.poll_timeout() });
+        self.net
+            .next_time()
+            .into_iter()
+            .chain(timers)
+            .filter(|t| *t > now)
+            .min()
+    }
+}
