@@ -30,10 +30,12 @@ struct Socket {
     port: u16,
     start: Instant,
     result: Option<ExchangeResult>,
+    finished_at: Option<Instant>,
 }
 
-/// Polls of all exchanges at one instant before time moves on (an exchange that keeps asking
-/// to be woken now cannot hold the run).
+/// Polls of all exchanges, and rounds of deliveries, at one instant before time moves on (an
+/// exchange that keeps asking to be woken now, or two that answer each other over links
+/// without delay, cannot hold the run).
 const MAX_PASSES: usize = 16;
 /// Datagrams taken from one exchange in one poll.
 const MAX_BURST: usize = 10_000;
@@ -78,6 +80,7 @@ impl Sim {
             port,
             start,
             result: None,
+            finished_at: None,
         });
         SocketId(self.sockets.len() - 1)
     }
@@ -93,6 +96,11 @@ impl Sim {
         self.sockets.get(socket.0)?.result.as_ref()
     }
 
+    /// When the socket's exchange gave its result.
+    pub fn finished_at(&self, socket: SocketId) -> Option<Instant> {
+        self.sockets.get(socket.0)?.finished_at
+    }
+
     /// Datagrams that reached a port with no running exchange.
     pub fn unclaimed(&self) -> u64 {
         self.unclaimed
@@ -102,6 +110,7 @@ impl Sim {
     /// time is `until`. Returns whether all have a result. May be called again to go on.
     pub fn run(&mut self, exchanges: &mut [&mut dyn UdpExchange], until: Instant) -> bool {
         let mut deliveries = self.net.advance(self.net.now());
+        let mut rounds_at_now = 0;
         loop {
             let now = self.net.now();
             for d in deliveries {
@@ -115,6 +124,13 @@ impl Sim {
             if self.all_done(exchanges) {
                 return true;
             }
+            // Datagrams sent now over links without delay arrive now.
+            if self.net.next_time().is_some_and(|t| t <= now) && rounds_at_now < MAX_PASSES {
+                rounds_at_now += 1;
+                deliveries = self.net.advance(now);
+                continue;
+            }
+            rounds_at_now = 0;
             let next = self.next_time(exchanges, now).filter(|t| *t <= until).unwrap_or(until);
             if next <= now {
                 return false;
@@ -152,6 +168,7 @@ impl Sim {
             }
             if let Some(result) = exchange.poll_result(now) {
                 socket.result = Some(result);
+                socket.finished_at = Some(now);
                 continue;
             }
             for t in std::iter::from_fn(|| exchange.poll_transmit(now)).take(MAX_BURST) {

@@ -125,6 +125,13 @@ impl Network {
         HostId(self.hosts.len() - 1)
     }
 
+    /// Gives `host` another access link, from now on.
+    pub fn set_link(&mut self, host: HostId, link: Link) {
+        if let Some(h) = self.hosts.get_mut(host.0) {
+            h.link = link;
+        }
+    }
+
     /// From now on, `spy` gets at `port` a copy of every datagram `host` sends, as it leaves
     /// (its source as `host` sent it).
     pub fn tap(&mut self, host: HostId, spy: HostId, port: u16) {
