@@ -632,15 +632,21 @@ fn tcp_a_stream_from_a_host_sharing_the_peers_ip_is_left_after_switch_after() {
     assert_eq!(d1, Some((1, t0 + ms(5) + SWITCH_AFTER + ONE_WAY)));
 }
 
-#[test]
-fn tcp_a_late_hello_does_not_make_role_0_switch() {
-    let t0 = Instant::now();
+/// Two streams up at both sides, at `t0` and 10 ms later, the hello on the first `late`.
+fn first_hello_late(t0: Instant, late: Duration) -> (Streams, [Option<(u64, Instant)>; 2]) {
     let mut s = Streams::new(ONE_WAY);
     s.peer_stream(1, t0, t0);
     s.peer_stream(2, t0 + ms(10), t0 + ms(10));
+    s.hello_late.push((1, late));
+    let done = s.run(t0, t0 + DEADLINE);
+    (s, done)
+}
+
+#[test]
+fn tcp_a_late_hello_does_not_make_role_0_switch() {
+    let t0 = Instant::now();
     // The hello on stream 1 was lost once: TCP resends it after its first timeout (1 s).
-    s.hello_late.push((1, Duration::from_secs(1)));
-    let [d0, d1] = s.run(t0, t0 + DEADLINE);
+    let (s, [d0, d1]) = first_hello_late(t0, Duration::from_secs(1));
     assert_eq!(
         s.choices,
         [(1, t0)],
@@ -655,12 +661,7 @@ fn tcp_a_late_hello_does_not_make_role_0_switch() {
 /// stream, and the two sides end on different streams.
 #[test]
 fn tcp_a_hello_later_than_switch_after_makes_the_sides_disagree() {
-    let t0 = Instant::now();
-    let mut s = Streams::new(ONE_WAY);
-    s.peer_stream(1, t0, t0);
-    s.peer_stream(2, t0 + ms(10), t0 + ms(10));
-    s.hello_late.push((1, SWITCH_AFTER + Duration::from_secs(1)));
-    let [d0, d1] = s.run(t0, t0 + DEADLINE);
+    let (_, [d0, d1]) = first_hello_late(Instant::now(), SWITCH_AFTER + Duration::from_secs(1));
     assert_eq!(d0.map(|d| d.0), Some(2));
     assert_eq!(d1.map(|d| d.0), Some(1));
 }

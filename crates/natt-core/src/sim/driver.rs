@@ -4,6 +4,8 @@
 //! Each exchange starts at its socket's start time (before it, datagrams to its port are
 //! dropped, as by a closed port), and is driven as the real driver does: asked for its result,
 //! else for what to send; woken at its timeout; offered each datagram that reaches its port.
+//! Like the real driver it polls again only when something happens (here: any event of the
+//! simulation), so an exchange that has its result after sending must ask to be woken now.
 //! Once it has a result it is no longer polled and datagrams to it are dropped (the socket has
 //! gone to its program). Time jumps from one event to the next, so a run of minutes takes
 //! milliseconds.
@@ -194,5 +196,95 @@ impl Sim {
             .chain(timers)
             .filter(|t| *t > now)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Link, Nat};
+    use crate::technique::Transmit;
+    use std::time::Duration;
+
+    /// Sends `ping` to `to` every 100 ms until it hears from anyone; answers pings; done once
+    /// it has heard something and sent its answers.
+    struct Pinger {
+        to: SocketAddr,
+        next: Instant,
+        answered_by: Option<SocketAddr>,
+        queue: Vec<Transmit>,
+    }
+
+    impl UdpExchange for Pinger {
+        fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+            if self.answered_by.is_none() && now >= self.next {
+                self.next = now + Duration::from_millis(100);
+                self.queue.push(Transmit {
+                    destination: self.to,
+                    payload: b"ping".to_vec(),
+                });
+            }
+            self.queue.pop()
+        }
+
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.answered_by.is_none().then_some(self.next)
+        }
+
+        fn handle_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+            if data == b"ping" {
+                self.queue.push(Transmit {
+                    destination: from,
+                    payload: b"pong".to_vec(),
+                });
+            }
+            self.answered_by = Some(from);
+            true
+        }
+
+        fn poll_result(&mut self, _now: Instant) -> Option<ExchangeResult> {
+            let from = self.answered_by?;
+            self.queue
+                .is_empty()
+                .then(|| Ok(vec![MappedSocketAddr::new(from, false, "ping")]))
+        }
+
+        fn finish(&mut self) -> ExchangeResult {
+            Err(TechniqueError::TimedOut("no answer".into()))
+        }
+    }
+
+    #[test]
+    fn exchanges_start_at_their_time_and_finish_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut net = Network::new(t0, 1);
+        let nat = net.add_nat(Nat::full_cone("198.51.100.1".parse().unwrap()));
+        let home = net.add_host("192.168.1.2".parse().unwrap(), Some(nat), Link::default());
+        let server = net.add_host("203.0.113.9".parse().unwrap(), None, Link::default());
+        let mut sim = Sim::new(net);
+        let a = sim.bind(home, 5000, t0);
+        let b = sim.bind(server, 7000, t0 + Duration::from_millis(250));
+        let pinger = |to: &str| Pinger {
+            to: to.parse().unwrap(),
+            next: t0,
+            answered_by: None,
+            queue: Vec::new(),
+        };
+        // b pings a's public address, which a's NAT maps once a has sent.
+        let (mut pa, mut pb) = (pinger("203.0.113.9:7000"), pinger("198.51.100.1:5000"));
+        assert!(sim.run(&mut [&mut pa, &mut pb], t0 + Duration::from_secs(10)));
+        assert_eq!(sim.local_addr(a), Some("192.168.1.2:5000".parse().unwrap()));
+        // a's pings at 0, 100 and 200 ms reached no running exchange.
+        assert_eq!(sim.unclaimed(), 3);
+        // b started at 250 ms; its first ping reaches a 20 ms later, and a's answer b 20 ms
+        // after that. a asks for no wake-up once it has answered, so, as with the real driver,
+        // its result is taken at the next event (its answer leaving its link, at 280 ms).
+        assert_eq!(sim.finished_at(a), Some(t0 + Duration::from_millis(280)));
+        assert_eq!(sim.finished_at(b), Some(t0 + Duration::from_millis(290)));
+        assert!(matches!(sim.result(b), Some(Ok(e)) if e[0].addr.port() == 5000));
+        assert!(
+            sim.now() < t0 + Duration::from_secs(1),
+            "the run stops when all are done"
+        );
     }
 }
