@@ -32,6 +32,20 @@
 //! # }
 //! ```
 //!
+//! ## Testing without a network: `sim`
+//!
+//! With the `sim` feature (meant for dev-dependencies), the module `sim` is a simulated network
+//! for tests: hosts behind NATs of each kind (endpoint-independent or symmetric mapping,
+//! ports preserved or random, endpoint-independent, address-dependent or
+//! address-and-port-dependent filtering) or on the Internet, links with delay and loss, and a
+//! harness that runs [`UdpExchange`]s on its hosts in virtual time, from a seeded generator.
+//! Hole punching is tested on it for every pair of NATs, with no root and no lab: see
+//! `natt-punch/tests/sim.rs`.
+#![cfg_attr(
+    feature = "sim",
+    doc = "\n[The module's documentation](sim) says what it models and what not."
+)]
+//!
 //! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
@@ -50,6 +64,8 @@ pub mod reuse;
 pub mod route;
 pub mod servers;
 pub mod service;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod tcp;
 pub mod technique;
 pub mod udp;
