@@ -37,6 +37,8 @@
 //! assert_eq!(s.gives_up_at(), Some(t0 + Duration::from_millis(39_500)));
 //! ```
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::time::{Duration, Instant};
 
 /// How much longer each interval is than the one before: a ratio of whole numbers, so that
@@ -265,6 +267,7 @@ impl Schedule {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

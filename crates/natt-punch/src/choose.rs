@@ -14,6 +14,8 @@
 //! ([`crate::path`]), and a stream on which the peer's frame has not arrived within
 //! [`HANDSHAKE_TIMEOUT`] is closed by its driver.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -195,6 +197,7 @@ impl StreamChooser {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! direction, so every punch message can be authenticated (HMAC-SHA256, truncated to 128
 //! bits) and a message can never be reflected back to its sender as if from the peer.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
@@ -108,6 +110,7 @@ fn truncate(full: [u8; 32]) -> [u8; MAC_LEN] {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use natt_core::rendezvous::gen_rendezvous_info;

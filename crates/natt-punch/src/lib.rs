@@ -20,6 +20,7 @@ pub mod choose;
 pub mod error;
 pub mod keys;
 pub mod path;
+pub mod puncher;
 pub mod tcp;
 pub mod udp;
 pub mod wire;

@@ -21,6 +21,8 @@
 //! its public address in its token (from STUN, the simple protocol, UPnP or PCP), except
 //! towards a peer on its own network.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::{IpAddr, SocketAddr};
 
 use natt_core::MappedSocketAddr;
@@ -165,6 +167,7 @@ impl Paths {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

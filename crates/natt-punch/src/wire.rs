@@ -27,6 +27,8 @@
 //! so messages of other sessions, of anyone without the out-of-band information, or reflected
 //! back to their sender, do not open.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::keys::{MAC_LEN, SessionKeys, TAG_LEN};
@@ -182,6 +184,7 @@ pub fn open(keys: &SessionKeys, data: &[u8]) -> Option<Message> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use natt_core::rendezvous::gen_rendezvous_info;

@@ -34,6 +34,8 @@
 //! `00`) on a shared port. Over TCP the same messages are sent as they are: a message's length
 //! follows from its first 8 bytes (see [`message_len`]).
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The first four bytes of every message.
@@ -103,7 +105,14 @@ natt_core::debug_as_display!(WireError);
 pub struct TransactionId(pub [u8; TXID_LEN]);
 
 impl TransactionId {
-    /// A fresh random transaction id.
+    /// A fresh transaction id from `rng`.
+    pub fn from_rng(rng: &mut impl rand::Rng) -> Self {
+        TransactionId(rng.random())
+    }
+
+    /// A fresh transaction id from the thread's generator: for drivers and tests, not for the
+    /// socket-free cores (which take [`from_rng`](Self::from_rng)).
+    #[allow(clippy::disallowed_methods)]
     pub fn random() -> Self {
         TransactionId(rand::random())
     }
@@ -277,6 +286,7 @@ pub fn answer(from: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

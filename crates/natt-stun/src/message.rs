@@ -1,6 +1,8 @@
 //! STUN messages (RFC 8489, with the RFC 5780 attributes) as pure encode/decode functions on
 //! top of `stun_codec`: Binding requests and responses, and framing on a stream.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::SocketAddr;
 
 use bytecodec::{DecodeExt, EncodeExt};
@@ -287,6 +289,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<BindingResponse, StunError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

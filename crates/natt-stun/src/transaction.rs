@@ -2,6 +2,8 @@
 //! schedule (RFC 8489 section 6.2.1, on [`natt_core::retransmit::Schedule`]) and the response
 //! that ends it.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -49,13 +51,28 @@ impl Transaction {
     /// A Binding request (with CHANGE-REQUEST `(ip, port)` when given) to `destination`, first
     /// sent at `now`, retransmitted after `rto`, `2 rto`, `4 rto`, ... for at most
     /// [`MAX_SENDS`] sends ([`retransmit`]`(rto)`).
+    ///
+    /// Its transaction id comes from the thread's generator; [`with_txid`](Self::with_txid)
+    /// takes one from the caller.
+    #[allow(clippy::disallowed_methods)]
     pub fn new(
         destination: SocketAddr,
         change: Option<(bool, bool)>,
         rto: Duration,
         now: Instant,
     ) -> Result<Self, StunError> {
-        let txid: [u8; 12] = rand::random();
+        Self::with_txid(rand::random(), destination, change, rto, now)
+    }
+
+    /// As [`new`](Self::new), with the transaction id `txid` (random, from the caller's
+    /// generator).
+    pub fn with_txid(
+        txid: [u8; 12],
+        destination: SocketAddr,
+        change: Option<(bool, bool)>,
+        rto: Duration,
+        now: Instant,
+    ) -> Result<Self, StunError> {
         Ok(Transaction {
             destination,
             txid,
@@ -138,6 +155,7 @@ impl Transaction {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::message::{decode_response, encode_success};

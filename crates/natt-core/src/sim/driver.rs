@@ -10,6 +10,8 @@
 //! gone to its program). Time jumps from one event to the next, so a run of minutes takes
 //! milliseconds.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -200,6 +202,7 @@ impl Sim {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::sim::{Link, Nat};

@@ -6,6 +6,8 @@
 //! each datagram on each link from the network's seeded generator. Jitter, reordering beyond
 //! what differing delays give, duplication, corruption, bandwidth and queues are not modelled.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::time::Duration;
 
 /// A host's access link.

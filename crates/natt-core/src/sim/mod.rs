@@ -36,6 +36,8 @@
 //! assert_eq!(got[0].from, "198.51.100.1:5000".parse().unwrap()); // the port is preserved
 //! ```
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 pub mod driver;
 pub mod link;
 pub mod nat;

@@ -18,6 +18,8 @@
 //! host's own later packet. Mappings never expire; hairpinning (a host reaching its own
 //! router's public address), port forwarding (DNAT) and ICMP are not modelled.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::{IpAddr, SocketAddr};
 
 use rand::Rng;
@@ -223,6 +225,7 @@ impl Nat {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use rand::SeedableRng;

@@ -13,6 +13,8 @@
 //! sends, as it leaves (a party on the same network, or on the path), to test what a third
 //! party can do with what it captures.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -289,6 +291,7 @@ impl Network {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -1,6 +1,8 @@
 //! [`Schedule`]: things due at instants of virtual time, taken in time order, and in the order
 //! they were scheduled when due together, so that a run never depends on a hash or a thread.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Instant;
@@ -87,6 +89,7 @@ impl<T> Schedule<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::time::Duration;
