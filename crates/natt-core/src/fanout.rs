@@ -342,8 +342,9 @@ impl<U, E> Detached<Result<U, E>> {
     /// The first success, waiting for it until `deadline`. Each item that failed before it is
     /// handed to `failure` (in the order they ended), and when no item succeeds, the caller
     /// gets what `failure` made of them; when the deadline passes first, these are followed by
-    /// one [`Lost::TimedOut`] for the items still running. Results that come after the
-    /// success or the deadline go to `late`.
+    /// one [`Lost::TimedOut`] for the items still running (a success that came just as the
+    /// deadline passed is still taken, as [`Pending`](crate::deadline::Pending) takes it).
+    /// Results that come after the success or the deadline go to `late`.
     pub fn first_ok_until<F>(
         mut self,
         deadline: Instant,
@@ -374,9 +375,7 @@ impl<U, E> Detached<Result<U, E>> {
                 Err(f) => failures.push(failure(f)),
             }
         }
-        if self.unreported > 0 {
-            failures.push(failure(Failure::Lost(Lost::TimedOut)));
-        }
+        failures.push(failure(Failure::Lost(Lost::TimedOut)));
         Err(failures)
     }
 }
