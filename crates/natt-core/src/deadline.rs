@@ -89,7 +89,7 @@ pub fn recv_from_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io:
 #[derive(Debug)]
 pub struct Pending<T> {
     rx: mpsc::Receiver<T>,
-    slot: Arc<Mutex<Option<mpsc::Sender<T>>>>,
+    slot: Handover<T>,
 }
 
 /// Why a [`Pending`] gave no result.
@@ -112,19 +112,10 @@ impl<T: Send + 'static> Pending<T> {
         W: FnOnce() -> T + Send + 'static,
         L: FnOnce(T) + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel();
-        let slot = Arc::new(Mutex::new(Some(tx)));
-        let hangup = Hangup(Arc::clone(&slot));
+        let (slot, rx) = Handover::new();
+        let hangup = Hangup(slot.clone());
         thread::Builder::new().name(name.into()).spawn(move || {
-            let result = work();
-            let unclaimed = {
-                let guard = hangup.0.lock().unwrap_or_else(PoisonError::into_inner);
-                match guard.as_ref() {
-                    Some(tx) => tx.send(result).err().map(|e| e.0),
-                    None => Some(result),
-                }
-            };
-            if let Some(result) = unclaimed {
+            if let Some(result) = hangup.0.offer(work()) {
                 late(result);
             }
         })?;
@@ -158,17 +149,54 @@ impl<T: Send + 'static> Pending<T> {
 
 /// Held by the worker: when it ends (even by a panic), the channel closes, so the caller sees
 /// [`Unfinished::Ended`] at once instead of waiting for its deadline.
-struct Hangup<T>(Arc<Mutex<Option<mpsc::Sender<T>>>>);
+struct Hangup<T>(Handover<T>);
 
 impl<T> Drop for Hangup<T> {
     fn drop(&mut self) {
-        drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
+        self.0.close();
     }
 }
 
 impl<T> Pending<T> {
     fn give_up(&self) {
-        drop(self.slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+        self.slot.close();
+    }
+}
+
+/// The race-free handover of results from workers to a caller that may stop waiting: the
+/// sender sits in a mutex, workers send under it ([`Handover::offer`]), and the caller empties
+/// it when it gives up ([`Handover::close`]). A result offered before is in the channel, the
+/// caller's; one offered after is given back to its worker (for its `late` function). Shared
+/// by [`Pending`] and the fan-out's detached workers ([`crate::fanout::spawn`]).
+#[derive(Debug)]
+pub(crate) struct Handover<T>(Arc<Mutex<Option<mpsc::Sender<T>>>>);
+
+impl<T> Clone for Handover<T> {
+    fn clone(&self) -> Self {
+        Handover(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Handover<T> {
+    /// A handover and the caller's end of its channel.
+    pub(crate) fn new() -> (Self, mpsc::Receiver<T>) {
+        let (tx, rx) = mpsc::channel();
+        (Handover(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Sends `result` to the caller if it still waits; otherwise gives it back.
+    pub(crate) fn offer(&self, result: T) -> Option<T> {
+        let guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(tx) => tx.send(result).err().map(|e| e.0),
+            None => Some(result),
+        }
+    }
+
+    /// The caller no longer waits: every later offer is refused, and the channel is closed
+    /// (once the caller drained it, receiving reports it disconnected).
+    pub(crate) fn close(&self) {
+        drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 }
 

@@ -15,6 +15,8 @@
 //!   endpoints, mapped by every technique at once under one deadline.
 //! - [`retransmit::Schedule`]: when to send a request again while no answer comes, the one
 //!   retransmission schedule of every technique, each protocol with its own parameters.
+//! - [`fanout`]: one thread per item, the results collected under a deadline, the one fan-out
+//!   of every technique (the mapping drivers, server queries, UPnP's search).
 //!
 //! A third-party technique needs nothing but this crate: implement [`MappingTechnique`] and
 //! register it with [`MappingContext::add_technique`].
@@ -54,6 +56,7 @@ pub mod context;
 pub mod deadline;
 pub mod endpoint;
 pub mod error;
+pub mod fanout;
 pub mod lease;
 pub mod local;
 pub mod mapping;

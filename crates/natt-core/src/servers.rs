@@ -9,11 +9,11 @@
 
 use std::net::SocketAddr;
 use std::sync::{PoisonError, RwLock};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::MappedSocketAddr;
 use crate::error::TechniqueError;
+use crate::fanout;
 use crate::names::{Lookup, ResolveError, ServerName, of_family};
 use crate::technique::{Transmit, UdpExchange};
 
@@ -377,7 +377,8 @@ impl UdpExchange for ResolvingExchange {
     }
 }
 
-/// Asks every server at once, each on its own thread, with `ask`, and returns what the ones
+/// Asks every server at once, each on its own thread ([`fanout::scoped`]), with `ask`, and
+/// returns what the ones
 /// that answered said; if none did, a [`TechniqueError::TimedOut`] listing each server's error.
 /// `ask` must return by the caller's deadline.
 pub fn ask_each<T: Send>(
@@ -385,21 +386,11 @@ pub fn ask_each<T: Send>(
     what: &str,
     ask: impl Fn(SocketAddr) -> Result<T, TechniqueError> + Sync,
 ) -> Result<Vec<T>, TechniqueError> {
-    let ask = &ask;
-    let results: Vec<Result<T, TechniqueError>> = thread::scope(|scope| {
-        let handles: Vec<_> = servers.iter().map(|&s| scope.spawn(move || ask(s))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(TechniqueError::Other("query thread panicked".into())))
-            })
-            .collect()
-    });
+    let results = fanout::scoped("natt-ask", Instant::now(), servers.iter().copied(), ask);
     let mut answers = Vec::new();
     let mut errors = Vec::new();
-    for (server, r) in servers.iter().zip(results) {
-        match r {
+    for (server, finished) in servers.iter().zip(results) {
+        match finished.into_timed("query").1 {
             Ok(a) => answers.push(a),
             Err(e) => errors.push(format!("{server}: {e}")),
         }
@@ -416,6 +407,7 @@ pub fn ask_each<T: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread;
 
     #[test]
     fn ask_each_keeps_answers_and_reports_all_errors() {

@@ -1,16 +1,17 @@
 //! [`MappedTcpSocket`]: a reusable TCP socket and its endpoints. Every technique maps the
-//! socket's local port at once, each on its own thread, under one deadline.
+//! socket's local port at once, each on its own thread ([`crate::fanout::scoped`]), under one
+//! deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use socket2::Socket;
 
 use crate::context::MappingContext;
 use crate::endpoint::{MappedSocketAddr, Protocol};
-use crate::error::{Error, TechniqueError};
+use crate::error::Error;
+use crate::fanout;
 use crate::local::local_endpoints;
 use crate::mapping::{Collector, PortMappings};
 use crate::reuse::{reusable_tcp_socket, set_reuse};
@@ -88,32 +89,10 @@ pub fn map_tcp_port(
     deadline: Instant,
 ) -> (Vec<MappedSocketAddr>, PortMappings) {
     let start = Instant::now();
-    let results: Vec<_> = thread::scope(|scope| {
-        let handles: Vec<_> = techniques
-            .iter()
-            .map(|t| {
-                let t = Arc::clone(t);
-                scope.spawn(move || {
-                    let r = t.map_tcp(local, deadline);
-                    (start.elapsed(), r)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    (
-                        start.elapsed(),
-                        Err(TechniqueError::Other("technique thread panicked".into())),
-                    )
-                })
-            })
-            .collect()
-    });
+    let results = fanout::scoped("natt-map-tcp", start, techniques, |t| t.map_tcp(local, deadline));
     let mut collector = Collector::new(Protocol::Tcp, local_endpoints(local));
-    for (t, (elapsed, r)) in techniques.iter().zip(results) {
-        let elapsed: Duration = elapsed;
+    for (t, finished) in techniques.iter().zip(results) {
+        let (elapsed, r) = finished.into_timed("technique");
         collector.add(t.name(), elapsed, r);
     }
     collector.finish()

@@ -1,17 +1,17 @@
 //! [`MappedUdpSocket`] and the UDP mapping driver: one receive loop on the socket drives every
 //! technique's [`UdpExchange`], while techniques that map beside the socket run on threads of
-//! their own, all under one deadline.
+//! their own ([`crate::fanout::scoped_beside`]), all under one deadline.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::context::MappingContext;
 use crate::deadline;
 use crate::endpoint::{MappedSocketAddr, Protocol};
 use crate::error::{Error, TechniqueError};
+use crate::fanout;
 use crate::local::local_endpoints;
 use crate::mapping::{Collector, PortMappings};
 use crate::technique::{MappingTechnique, TechniqueMapping, UdpExchange};
@@ -98,53 +98,40 @@ pub fn map_udp_socket(
         })
         .collect();
 
-    let (mut on_socket, beside) = thread::scope(|scope| -> Result<_, Error> {
-        let handles: Vec<_> = techniques
-            .iter()
-            .zip(&plans)
-            .map(|(t, plan)| match plan {
-                Plan::Beside => {
-                    let t = Arc::clone(t);
-                    Some(scope.spawn(move || {
-                        let r = t.map_udp(local, deadline);
-                        (start.elapsed(), r)
-                    }))
-                }
-                _ => None,
-            })
-            .collect();
-        let mut refs: Vec<&mut dyn UdpExchange> =
-            exchanges.iter_mut().map(|e| &mut **e as &mut dyn UdpExchange).collect();
-        let on_socket = drive_since(socket, &mut refs, start, deadline)?;
-        let beside: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        (
-                            start.elapsed(),
-                            Err(TechniqueError::Other("technique thread panicked".into())),
-                        )
-                    })
-                })
-            })
-            .collect();
-        Ok((on_socket.into_iter().map(Some).collect::<Vec<_>>(), beside))
-    })?;
+    // Techniques that map beside the socket run on threads of their own meanwhile.
+    let beside = techniques
+        .iter()
+        .zip(&plans)
+        .filter(|(_, plan)| matches!(plan, Plan::Beside))
+        .map(|(t, _)| t);
+    let (beside, on_socket) = fanout::scoped_beside(
+        "natt-map-udp",
+        start,
+        beside,
+        |t| t.map_udp(local, deadline),
+        || {
+            let mut refs: Vec<&mut dyn UdpExchange> =
+                exchanges.iter_mut().map(|e| &mut **e as &mut dyn UdpExchange).collect();
+            drive_since(socket, &mut refs, start, deadline)
+        },
+    );
+    let mut on_socket: Vec<Option<ExchangeResult>> = on_socket?.into_iter().map(Some).collect();
+    let mut beside = beside.into_iter().map(|finished| finished.into_timed("technique"));
 
     let mut collector = Collector::new(Protocol::Udp, local_endpoints(local));
-    for ((t, plan), beside) in techniques.iter().zip(plans).zip(beside) {
-        let (elapsed, result): (Duration, Result<TechniqueMapping, TechniqueError>) = match (plan, beside) {
-            (Plan::Exchange(i), _) => {
+    for (t, plan) in techniques.iter().zip(plans) {
+        let (elapsed, result): (Duration, Result<TechniqueMapping, TechniqueError>) = match plan {
+            Plan::Exchange(i) => {
                 let (elapsed, r) = on_socket
                     .get_mut(i)
                     .and_then(Option::take)
                     .unwrap_or_else(|| (start.elapsed(), Err(TechniqueError::TimedOut("no result".into()))));
                 (elapsed, r.map(TechniqueMapping::from))
             }
-            (Plan::Failed(e), _) => (Duration::ZERO, Err(e)),
-            (Plan::Beside, Some((elapsed, r))) => (elapsed, r),
-            (Plan::Beside, None) => (Duration::ZERO, Err(TechniqueError::NotApplicable("not run".into()))),
+            Plan::Failed(e) => (Duration::ZERO, Err(e)),
+            Plan::Beside => beside
+                .next()
+                .unwrap_or_else(|| (Duration::ZERO, Err(TechniqueError::NotApplicable("not run".into())))),
         };
         collector.add(t.name(), elapsed, result);
     }

@@ -8,9 +8,9 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::thread;
 use std::time::{Duration, Instant};
 
+use natt_core::fanout;
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
 
 use crate::client::{GRACE_RTTS, MIN_GRACE, NAME};
@@ -373,16 +373,17 @@ pub fn discover_udp(
     let now = Instant::now();
     let mut mapping = MappingProbe::new(servers, rto, now)?;
     let mut filtering = FilteringProbe::new(primary, rto, DEFAULT_FILTER_WINDOW, now)?;
-    let (m, f) = thread::scope(|scope| {
-        let m = scope.spawn(|| run_probe(&mut mapping, bind_ip, deadline));
-        let f = run_probe(&mut filtering, bind_ip, deadline);
-        (
-            m.join()
-                .unwrap_or(Err(TechniqueError::Other("probe thread panicked".into()))),
-            f,
-        )
-    });
-    m?;
+    // The mapping tests on a thread of their own, the filtering tests on this one.
+    let (m, f) = fanout::scoped_beside(
+        "natt-stun-probe",
+        now,
+        [&mut mapping],
+        |probe| run_probe(probe, bind_ip, deadline),
+        || run_probe(&mut filtering, bind_ip, deadline),
+    );
+    for m in m {
+        m.into_timed("probe").1?;
+    }
     f?;
     let (mapping_v, mapped, mut evidence) = mapping.verdict();
     let (filtering_v, f_evidence) = filtering.verdict();

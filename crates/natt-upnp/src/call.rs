@@ -12,14 +12,13 @@
 //! A call whose deadline has already passed is not started at all: it is timed out at once.
 //!
 //! [`first_ok`] runs one such piece of work per item at once and takes the first success (the
-//! SSDP search's targets, the gateway URLs given).
+//! SSDP search's targets, the gateway URLs given): natt-core's fan-out
+//! ([`natt_core::fanout`]), of which a single call is the one-item case.
 
-use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::deadline::{Pending, Unfinished};
+use natt_core::fanout::{self, Failure, Lost};
 
 use crate::error::UpnpError;
 
@@ -71,10 +70,11 @@ where
     })
 }
 
-/// Runs `work` on each of `items` at once, one thread (named `name`) each, and returns the
-/// first success. When every item failed: their errors. When `deadline` passes first: the
-/// errors so far, then [`UpnpError::TimedOut`] naming `what`, last. The threads still running
-/// then end by themselves (their work has its own bounds).
+/// Runs `work` on each of `items` at once, one detached thread (named `name`) each
+/// ([`fanout::spawn`]), and returns the first success. When every item failed: their errors.
+/// When `deadline` passes first: the errors so far, then [`UpnpError::TimedOut`] naming
+/// `what`, last. The threads still running then end by themselves (their work has its own
+/// bounds), and their results are dropped.
 pub(crate) fn first_ok<I, T, W>(
     items: Vec<I>,
     name: &str,
@@ -87,43 +87,30 @@ where
     T: Send + 'static,
     W: Fn(I) -> Result<T, UpnpError> + Send + Sync + 'static,
 {
-    let work = Arc::new(work);
-    let (tx, rx) = mpsc::channel();
-    let mut errors = Vec::new();
-    for item in items {
-        let (tx, work) = (tx.clone(), Arc::clone(&work));
-        let spawned = thread::Builder::new().name(name.into()).spawn(move || {
-            // The receiver is gone when another item won or the caller gave up.
-            let _ = tx.send(work(item));
-        });
-        if let Err(e) = spawned {
-            errors.push(UpnpError::Io {
-                what: format!("starting a thread for {what}"),
-                source: e,
-            });
+    fanout::spawn(name, items, work, drop).first_ok_until(deadline, |failure| match failure {
+        Failure::Failed(e) => {
+            log::debug!("upnp: {e}");
+            e
         }
-    }
-    drop(tx);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(found)) => return Ok(found),
-            Ok(Err(e)) => {
-                log::debug!("upnp: {e}");
-                errors.push(e);
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                errors.push(UpnpError::timed_out(what));
-                return Err(errors);
-            }
-            Err(RecvTimeoutError::Disconnected) => return Err(errors),
-        }
-    }
+        Failure::Lost(Lost::TimedOut) => UpnpError::timed_out(what),
+        Failure::Lost(Lost::NotStarted(e)) => UpnpError::Io {
+            what: format!("starting a thread for {what}"),
+            source: e,
+        },
+        Failure::Lost(lost) => UpnpError::Io {
+            what: what.to_owned(),
+            source: std::io::Error::other(lost),
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::sync::Arc;
+    use std::sync::mpsc;
+    use std::thread;
 
     #[test]
     fn a_late_result_goes_to_late_and_the_caller_times_out() {
