@@ -1,7 +1,8 @@
 //! The protocol logic, without sockets: a [`Transaction`] is one request to a gateway (map,
 //! renew, delete, or "who answers?"), fed with datagrams and time, saying what to send and,
 //! once done, what came of it. It reads no clock, and speaks natt-core's socket-free
-//! vocabulary, [`UdpExchange`], so natt-core's receive loop runs it (see [`crate::driver`]).
+//! vocabulary, [`UdpExchange`], so natt-core's receive loop runs it
+//! ([`natt_core::udp::drive_until_stopped`]).
 //!
 //! It speaks PCP version 2 first and falls back to NAT-PMP when the gateway does not speak
 //! PCP version 2. Only an `UNSUPP_VERSION` answer that echoes our MAP request's nonce proves
