@@ -119,10 +119,12 @@ mod op {
 
 /// `pcp_client`: a header byte picks the transaction (bits 0–1: map, delete, announce; bit 2:
 /// NAT-PMP first; bit 3: fallback; bit 4: TCP; bit 5: NAT-PMP external address known); then a
-/// script of [`op`]s. The transaction ignores whatever is not from its gateway, sends nothing
-/// more once it has a result, and only ever grants a usable mapping.
+/// script of [`op`]s, through natt-core's [`natt_core::UdpExchange`] as the receive loop drives
+/// it (its `poll_result` and `poll_transmit` act on the script's clock). The transaction sends
+/// only to its gateway, ignores whatever is not from it, sends nothing more once it has a
+/// result, and only ever grants a usable mapping.
 pub fn client_target(data: &[u8]) {
-    use natt_core::Protocol;
+    use natt_core::{Protocol, UdpExchange};
     use natt_pcp::client::{MAX_LIFETIME, MapSpec, Outcome, Transaction, Version};
     use natt_pcp::epoch::{EpochTracker, Verdict};
     use natt_pcp::retransmit::Jitter;
@@ -158,8 +160,10 @@ pub fn client_target(data: &[u8]) {
             op::ADVANCE => clock.advance(input.u16().unwrap_or(0)),
             op::TRANSMIT => {
                 let mut n = 0;
-                while let Some(p) = tx.poll_transmit(clock.now) {
+                while let Some(t) = tx.poll_transmit(clock.now) {
                     n += 1;
+                    assert_eq!(t.destination, gateway, "sent elsewhere than to the gateway");
+                    let p = t.payload;
                     assert!(
                         n <= crate::exchange::MAX_DRAIN,
                         "poll_transmit never says None at one instant"
@@ -194,7 +198,7 @@ pub fn client_target(data: &[u8]) {
                 assert!(!accepted || !done, "accepted a datagram after the result");
             }
             op::RESULT => {
-                if let Some(r) = tx.poll_result() {
+                if let Some(r) = tx.poll_result(clock.now) {
                     assert!(!done, "two results");
                     done = true;
                     if let Ok(Outcome::Mapped(g)) = r {
@@ -207,7 +211,7 @@ pub fn client_target(data: &[u8]) {
             }
             op::TIMEOUT => {
                 let _ = tx.poll_timeout();
-                let _ = tx.timed_out();
+                assert!(tx.finish().is_err(), "a result from the deadline");
             }
             _ => {
                 let raw = input.array::<4>();

@@ -80,5 +80,5 @@ pub use mapping::{Lease, PortMappings, TechniqueOutcome};
 pub use names::ServerName;
 pub use rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, gen_rendezvous_info};
 pub use tcp::MappedTcpSocket;
-pub use technique::{MappingTechnique, TechniqueMapping, Transmit, UdpExchange};
+pub use technique::{MappingResult, MappingTechnique, TechniqueMapping, Transmit, UdpExchange};
 pub use udp::MappedUdpSocket;

@@ -10,7 +10,10 @@
 //!   exchange that claims it, so techniques never steal each other's replies.
 //! - **Beside the socket** (UPnP, PCP): the technique talks to a gateway on sockets of its own
 //!   and returns a [`TechniqueMapping`], possibly holding a [`Lease`] that
-//!   keeps a port mapping alive. The driver runs such techniques on their own threads.
+//!   keeps a port mapping alive. The driver runs such techniques on their own threads. A
+//!   datagram protocol beside the socket still writes its exchanges as [`UdpExchange`]s, with
+//!   results of its own type, and runs them with the same receive loop on its own socket
+//!   ([`crate::udp::drive_until_stopped`]), as PCP does.
 //!
 //! Every technique of a context runs at the same time under one deadline, so mapping takes as
 //! long as the slowest technique, not the sum.
@@ -32,15 +35,26 @@ pub struct Transmit {
     pub payload: Vec<u8>,
 }
 
-/// A technique's conversation over the mapped UDP socket, written without sockets: fed with
-/// datagrams and time, it says what to send and, once done, what it found.
+/// What a mapping technique's [`UdpExchange`] ends with: the endpoints it found, or why there
+/// are none.
+pub type MappingResult = Result<Vec<MappedSocketAddr>, TechniqueError>;
+
+/// A conversation over a UDP socket, written without sockets: fed with datagrams and time, it
+/// says what to send, when to wake, and, once done, what came of it (`R`). It reads no clock:
+/// every call that needs the time is given `now`.
 ///
-/// The driver calls, in a loop until [`UdpExchange::poll_result`] returns `Some` or the
-/// deadline passes: [`poll_transmit`](UdpExchange::poll_transmit) until it returns `None`,
-/// then waits for a datagram or [`poll_timeout`](UdpExchange::poll_timeout), offering each
-/// datagram to [`handle_datagram`](UdpExchange::handle_datagram). At the deadline it calls
+/// The driver ([`crate::udp::drive`], the one receive loop of every technique) calls, in a
+/// loop until [`UdpExchange::poll_result`] returns `Some` or the deadline passes:
+/// [`poll_transmit`](UdpExchange::poll_transmit) until it returns `None`, then waits for a
+/// datagram or [`poll_timeout`](UdpExchange::poll_timeout), offering each datagram to
+/// [`handle_datagram`](UdpExchange::handle_datagram). At the deadline it calls
 /// [`finish`](UdpExchange::finish) once.
-pub trait UdpExchange: Send {
+///
+/// A mapping technique's exchange (over the mapped socket) ends with the endpoints it found,
+/// [`MappingResult`], the default `R`. A protocol that talks beside the socket, on a socket of
+/// its own, ends with a result of its own type and is run by the same driver (PCP's
+/// transactions end with the gateway's grant).
+pub trait UdpExchange<R = MappingResult>: Send {
     /// The next datagram due at `now`, if any.
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit>;
 
@@ -52,12 +66,13 @@ pub trait UdpExchange: Send {
     /// transactions (it is then consumed), `false` to let another exchange have it.
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool;
 
-    /// The result, once the exchange has finished at `now`.
-    fn poll_result(&mut self, now: Instant) -> Option<Result<Vec<MappedSocketAddr>, TechniqueError>>;
+    /// The result, once the exchange has finished at `now` (acting first on the time `now`,
+    /// as a timer that fired may end it).
+    fn poll_result(&mut self, now: Instant) -> Option<R>;
 
-    /// The deadline passed before [`poll_result`](UdpExchange::poll_result) gave a result: the
-    /// endpoints found so far, or why there are none.
-    fn finish(&mut self) -> Result<Vec<MappedSocketAddr>, TechniqueError>;
+    /// The deadline passed before [`poll_result`](UdpExchange::poll_result) gave a result: what
+    /// was found so far, or why there is nothing.
+    fn finish(&mut self) -> R;
 }
 
 /// What a technique mapping beside the socket found.

@@ -12,9 +12,10 @@ use crate::deadline;
 use crate::endpoint::{MappedSocketAddr, Protocol};
 use crate::error::{Error, TechniqueError};
 use crate::fanout;
+use crate::lease::Stop;
 use crate::local::local_endpoints;
 use crate::mapping::{Collector, PortMappings};
-use crate::technique::{MappingTechnique, TechniqueMapping, UdpExchange};
+use crate::technique::{MappingResult, MappingTechnique, TechniqueMapping, UdpExchange};
 
 /// Largest datagram the driver reads while mapping; longer ones are truncated (no mapping
 /// protocol answers with more).
@@ -65,7 +66,7 @@ impl MappedUdpSocket {
 }
 
 /// How one exchange ended: when, and with what.
-pub type ExchangeResult = (Duration, Result<Vec<MappedSocketAddr>, TechniqueError>);
+pub type ExchangeResult<R = MappingResult> = (Duration, R);
 
 /// How a technique maps a UDP socket.
 enum Plan {
@@ -143,41 +144,109 @@ pub fn map_udp_socket(
 /// discarded. The socket's blocking mode and read timeout are restored afterwards.
 ///
 /// This is the receive loop behind [`MappedUdpSocket`], for techniques and tools that drive
-/// exchanges of their own (such as NAT behaviour discovery).
-pub fn drive(
+/// exchanges of their own (such as NAT behaviour discovery, or PCP's transactions on a socket
+/// connected to the gateway). Socket errors that end a wait or report an earlier send's ICMP
+/// error are carried on after, except that a refusal on a connected socket is the peer's and
+/// ends the loop with it (see [`drive_until_stopped`]).
+pub fn drive<R>(
     socket: &UdpSocket,
-    exchanges: &mut [&mut dyn UdpExchange],
+    exchanges: &mut [&mut dyn UdpExchange<R>],
     deadline: Instant,
-) -> Result<Vec<ExchangeResult>, Error> {
+) -> Result<Vec<ExchangeResult<R>>, Error> {
     drive_since(socket, exchanges, Instant::now(), deadline)
 }
 
-fn drive_since(
-    socket: &UdpSocket,
-    exchanges: &mut [&mut dyn UdpExchange],
-    start: Instant,
-    deadline: Instant,
-) -> Result<Vec<ExchangeResult>, Error> {
-    let mut done: Vec<Option<ExchangeResult>> = exchanges.iter().map(|_| None).collect();
-    if !exchanges.is_empty() {
-        let saved = SavedOptions::take(socket)?;
-        let result = run_loop(socket, exchanges, &mut done, start, deadline);
-        saved.restore(socket);
-        result?;
-    }
-    Ok(done
-        .into_iter()
-        .map(|d| d.unwrap_or_else(|| (start.elapsed(), Err(TechniqueError::TimedOut("no result".into())))))
-        .collect())
+/// How [`drive_until_stopped`] ended.
+#[derive(Debug)]
+pub enum Driven<R> {
+    /// Every exchange ended: its result (what [`UdpExchange::finish`] said, for those still
+    /// running at the deadline), in order, with the time each took.
+    Done(Vec<ExchangeResult<R>>),
+    /// The stop signal fired first (a lease was released during a renewal); what the
+    /// exchanges had is dropped.
+    Stopped,
 }
 
-fn run_loop(
+/// How often a wait of [`drive_until_stopped`] checks whether it was told to stop.
+pub const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// [`drive`], which also ends, with [`Driven::Stopped`], when `stop` fires (checked before
+/// each round of sends, and at least every [`STOP_POLL`] while waiting).
+///
+/// Socket errors: a wait that ends (`WouldBlock`, `TimedOut`, `Interrupted`) and the ICMP
+/// errors of earlier sends reported on the socket (`ConnectionRefused`, `ConnectionReset`,
+/// `HostUnreachable`, `NetworkUnreachable`) are carried on after; a failed send is logged.
+/// The one exception: on a connected socket, `ConnectionRefused` (on receiving or sending) can
+/// only be the peer's refusal, "nothing listens on that port", and ends the loop as
+/// [`Error::Io`] with that kind. Any other receive error ends the loop with it.
+pub fn drive_until_stopped<R>(
     socket: &UdpSocket,
-    exchanges: &mut [&mut dyn UdpExchange],
-    done: &mut [Option<ExchangeResult>],
+    exchanges: &mut [&mut dyn UdpExchange<R>],
+    deadline: Instant,
+    stop: Option<&Stop>,
+) -> Result<Driven<R>, Error> {
+    Ok(match run(socket, exchanges, Instant::now(), deadline, stop)? {
+        Some(results) => Driven::Done(results),
+        None => Driven::Stopped,
+    })
+}
+
+fn drive_since<R>(
+    socket: &UdpSocket,
+    exchanges: &mut [&mut dyn UdpExchange<R>],
     start: Instant,
     deadline: Instant,
-) -> Result<(), Error> {
+) -> Result<Vec<ExchangeResult<R>>, Error> {
+    // Without a stop signal the loop is never stopped.
+    Ok(run(socket, exchanges, start, deadline, None)?.unwrap_or_default())
+}
+
+/// The receive loop with its socket options saved and restored: every exchange's result, or
+/// `None` when `stop` fired first.
+fn run<R>(
+    socket: &UdpSocket,
+    exchanges: &mut [&mut dyn UdpExchange<R>],
+    start: Instant,
+    deadline: Instant,
+    stop: Option<&Stop>,
+) -> Result<Option<Vec<ExchangeResult<R>>>, Error> {
+    let mut done: Vec<Option<ExchangeResult<R>>> = exchanges.iter().map(|_| None).collect();
+    if !exchanges.is_empty() {
+        let saved = SavedOptions::take(socket)?;
+        let result = run_loop(socket, exchanges, &mut done, start, deadline, stop);
+        saved.restore(socket);
+        if result? == Ended::Stopped {
+            return Ok(None);
+        }
+    }
+    Ok(Some(
+        done.into_iter()
+            .zip(exchanges.iter_mut())
+            .map(|(d, e)| d.unwrap_or_else(|| (start.elapsed(), e.finish())))
+            .collect(),
+    ))
+}
+
+/// Why [`run_loop`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Every exchange has its result.
+    Done,
+    /// The stop signal fired.
+    Stopped,
+}
+
+fn run_loop<R>(
+    socket: &UdpSocket,
+    exchanges: &mut [&mut dyn UdpExchange<R>],
+    done: &mut [Option<ExchangeResult<R>>],
+    start: Instant,
+    deadline: Instant,
+    stop: Option<&Stop>,
+) -> Result<Ended, Error> {
+    // A connected socket (PCP's, to its gateway) sends with `send` (some systems refuse
+    // `send_to` on it) and hears its peer's refusals.
+    let peer = socket.peer_addr().ok();
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let now = Instant::now();
@@ -189,23 +258,34 @@ fn run_loop(
                 *done = Some((start.elapsed(), r));
             } else if now >= deadline {
                 *done = Some((start.elapsed(), exchange.finish()));
+            } else if stop.is_some_and(Stop::is_stopped) {
+                return Ok(Ended::Stopped);
             } else {
                 while let Some(t) = exchange.poll_transmit(now) {
-                    if let Err(e) = socket.send_to(&t.payload, t.destination) {
-                        log::debug!("send to {} failed: {e}", t.destination);
+                    let sent = match peer {
+                        Some(p) if p == t.destination => socket.send(&t.payload),
+                        _ => socket.send_to(&t.payload, t.destination),
+                    };
+                    match sent {
+                        Ok(n) => log::trace!("sent {n} bytes to {}", t.destination),
+                        Err(e) if is_refusal(&e, peer) => return Err(e.into()),
+                        Err(e) => log::debug!("send to {} failed: {e}", t.destination),
                     }
                 }
             }
         }
         if done.iter().all(Option::is_some) {
-            return Ok(());
+            return Ok(Ended::Done);
         }
-        let wake = exchanges
+        let mut wake = exchanges
             .iter()
             .zip(done.iter())
             .filter(|(_, d)| d.is_none())
             .filter_map(|(e, _)| e.poll_timeout())
             .fold(deadline, Instant::min);
+        if stop.is_some() {
+            wake = wake.min(now.checked_add(STOP_POLL).unwrap_or(now));
+        }
         match deadline::recv_from_until(socket, &mut buf, wake) {
             Ok(None) => {}
             Ok(Some((n, from))) => {
@@ -220,14 +300,22 @@ fn run_loop(
                     log::debug!("discarding {n} bytes from {from}: no exchange claims them");
                 }
             }
+            Err(e) if is_refusal(&e, peer) => return Err(e.into()),
             Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Receive errors that end one wait, not the mapping: timeouts, interrupted calls, and ICMP
-/// errors of earlier sends reported on the socket.
+/// On a connected socket, the peer refused: an ICMP port unreachable answered a send to it
+/// (PCP learns "no PCP server" so). On a socket that is not connected the kernel cannot say
+/// which send drew it, so it is one of [`is_transient`]'s errors.
+fn is_refusal(e: &io::Error, peer: Option<SocketAddr>) -> bool {
+    peer.is_some() && e.kind() == io::ErrorKind::ConnectionRefused
+}
+
+/// Receive errors that end one wait, not the loop: timeouts, interrupted calls, and ICMP
+/// errors of earlier sends reported on the socket (but see [`is_refusal`]).
 fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),

@@ -1,6 +1,8 @@
 //! The protocol logic, without sockets: a [`Transaction`] is one request to a gateway (map,
 //! renew, delete, or "who answers?"), fed with datagrams and time, saying what to send and,
-//! once done, what came of it.
+//! once done, what came of it. It reads no clock, and speaks natt-core's socket-free
+//! vocabulary, [`UdpExchange`], so natt-core's receive loop runs it
+//! ([`natt_core::udp::drive_until_stopped`]).
 //!
 //! It speaks PCP version 2 first and falls back to NAT-PMP when the gateway does not speak
 //! PCP version 2. Only an `UNSUPP_VERSION` answer that echoes our MAP request's nonce proves
@@ -20,6 +22,7 @@
 //!
 //! ```
 //! use natt_pcp::client::{MapSpec, Outcome, Transaction, Version};
+//! use natt_core::UdpExchange;
 //! use natt_pcp::pcp_wire::{self, MapData, Response, ResultCode};
 //! use std::time::Instant;
 //!
@@ -28,7 +31,8 @@
 //! let now = Instant::now();
 //! let mut tx = Transaction::map(gateway, spec.clone(), Version::Pcp, true, now);
 //! let request = tx.poll_transmit(now).unwrap();
-//! let map = pcp_wire::decode_request(&request).unwrap().map.unwrap();
+//! assert_eq!(request.destination, gateway);
+//! let map = pcp_wire::decode_request(&request.payload).unwrap().map.unwrap();
 //! // The gateway's answer, as a server would build it.
 //! let answer = pcp_wire::encode_response(&Response {
 //!     version: 2,
@@ -39,7 +43,7 @@
 //!     map: Some(MapData { external: "203.0.113.101:40000".parse().unwrap(), ..map }),
 //! });
 //! assert!(tx.handle_datagram(now, gateway, &answer));
-//! let Some(Ok(Outcome::Mapped(grant))) = tx.poll_result() else { panic!() };
+//! let Some(Ok(Outcome::Mapped(grant))) = tx.poll_result(now) else { panic!() };
 //! assert_eq!(grant.external.to_string(), "203.0.113.101:40000");
 //! assert_eq!(grant.version.name(), "pcp");
 //! ```
@@ -48,9 +52,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use natt_core::Protocol;
 use natt_core::endpoint::unusable_external_ip;
 use natt_core::retransmit::Schedule;
+use natt_core::{Protocol, Transmit, UdpExchange};
 
 use crate::error::{PcpError, UnsupportedDetail};
 use crate::natpmp_wire as pmp;
@@ -191,7 +195,11 @@ enum Step {
     Map,
 }
 
-/// One request to a gateway, with its retransmissions (see the module documentation).
+/// How a [`Transaction`] ends: what the gateway granted or said, or why not.
+pub type TransactionResult = Result<Outcome, PcpError>;
+
+/// One request to a gateway, with its retransmissions (see the module documentation). It
+/// speaks natt-core's [`UdpExchange`], so natt-core's receive loop drives it.
 #[derive(Debug)]
 pub struct Transaction {
     gateway: SocketAddr,
@@ -354,33 +362,12 @@ impl Transaction {
         }
     }
 
-    /// The datagram to send to the gateway at `now`, if one is due.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.done || !self.retransmit.is_due(now) {
-            return None;
-        }
-        let rand = self.jitter.sample(self.retransmit.params().jitter);
-        self.retransmit.on_sent_jittered(now, rand);
-        Some(self.payload.clone())
-    }
-
-    /// When [`handle_timeout`](Self::handle_timeout) or the next retransmission is due (`None`
-    /// once finished, or when the schedule gave up and only a late answer can help).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.done {
-            return None;
-        }
-        let unverified = self.unverified.as_ref().map(|(until, _)| *until);
-        match (self.retransmit.next_send(), unverified) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// Acts on the time `now`: once the wait for a PCP answer with our nonce after an
     /// unverified "not PCP" answer is over, NAT-PMP is tried (or, without fallback, the
-    /// transaction ends with [`PcpError::Unsupported`]). Call it before
-    /// [`poll_result`](Self::poll_result) each time a wait ends.
+    /// transaction ends with [`PcpError::Unsupported`]).
+    /// [`poll_result`](UdpExchange::poll_result) and
+    /// [`poll_transmit`](UdpExchange::poll_transmit) call it with their `now`, so a driver
+    /// need not; calling it again at the same time does nothing more.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.done || self.version != Version::Pcp {
             return;
@@ -396,30 +383,12 @@ impl Transaction {
         self.version_refused(now, what);
     }
 
-    /// The result, once there is one (taken: later calls return `None`; the transaction
-    /// sends and accepts nothing more).
-    pub fn poll_result(&mut self) -> Option<Result<Outcome, PcpError>> {
-        self.result.take()
-    }
-
-    /// The error to report when the caller's deadline passed without a result.
+    /// The error to report when the caller's deadline passed without a result (what
+    /// [`finish`](UdpExchange::finish) says).
     pub fn timed_out(&self) -> PcpError {
         PcpError::TimedOut {
             gateway: self.gateway,
             version: self.version,
-        }
-    }
-
-    /// Offers a datagram received at `now` from `from`; `true` when it answered this
-    /// transaction (it then has a result, or moved on to its next step).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
-        if self.done || from != self.gateway {
-            return false;
-        }
-        match data.first() {
-            Some(&pmp::VERSION) => self.handle_nat_pmp(now, data),
-            Some(_) => self.handle_pcp(now, data),
-            None => false,
         }
     }
 
@@ -642,9 +611,68 @@ impl Transaction {
     }
 }
 
+/// The vocabulary of every socket-free exchange: natt-core's receive loop
+/// ([`natt_core::udp::drive`]) runs a transaction as it runs a technique's exchange.
+impl UdpExchange<TransactionResult> for Transaction {
+    /// The request to send to the gateway at `now`, if one is due (after acting on `now`,
+    /// [`Transaction::handle_timeout`]).
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.handle_timeout(now);
+        if self.done || !self.retransmit.is_due(now) {
+            return None;
+        }
+        let rand = self.jitter.sample(self.retransmit.params().jitter);
+        self.retransmit.on_sent_jittered(now, rand);
+        Some(Transmit {
+            destination: self.gateway,
+            payload: self.payload.clone(),
+        })
+    }
+
+    /// When [`handle_timeout`](Transaction::handle_timeout) or the next retransmission is due
+    /// (`None` once finished, or when the schedule gave up and only a late answer can help).
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        let unverified = self.unverified.as_ref().map(|(until, _)| *until);
+        match (self.retransmit.next_send(), unverified) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Offers a datagram received at `now` from `from`; `true` when it answered this
+    /// transaction (it then has a result, or moved on to its next step).
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        if self.done || from != self.gateway {
+            return false;
+        }
+        match data.first() {
+            Some(&pmp::VERSION) => self.handle_nat_pmp(now, data),
+            Some(_) => self.handle_pcp(now, data),
+            None => false,
+        }
+    }
+
+    /// The result, once there is one at `now` (after acting on `now`,
+    /// [`Transaction::handle_timeout`]); taken: later calls return `None`, and the
+    /// transaction sends and accepts nothing more.
+    fn poll_result(&mut self, now: Instant) -> Option<TransactionResult> {
+        self.handle_timeout(now);
+        self.result.take()
+    }
+
+    /// The deadline passed without a result: [`Transaction::timed_out`].
+    fn finish(&mut self) -> TransactionResult {
+        Err(self.timed_out())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use natt_core::UdpExchange;
     use std::time::Duration;
 
     const GW: &str = "192.168.1.1:5351";
@@ -695,7 +723,7 @@ mod tests {
     fn pcp_map_success() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Tcp), Version::Pcp, true, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(req.len(), 60);
         assert_eq!(req[36], pcp::PROTO_TCP);
         assert!(tx.poll_transmit(now).is_none(), "nothing more due");
@@ -704,7 +732,7 @@ mod tests {
         assert!(!tx.handle_datagram(now, "192.168.1.9:5351".parse().unwrap(), &reply));
         assert!(tx.handle_datagram(now, gw(), &reply));
         assert_eq!(
-            tx.poll_result().unwrap().unwrap(),
+            tx.poll_result(now).unwrap().unwrap(),
             Outcome::Mapped(Grant {
                 version: Version::Pcp,
                 external: "203.0.113.101:40000".parse().unwrap(),
@@ -719,7 +747,7 @@ mod tests {
     fn pcp_ignores_wrong_nonce_opcode_protocol_port_and_garbage() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         let good = pcp_reply(&req, 0, 3600, 10, "203.0.113.101:40000");
         let mut wrong_nonce = good.clone();
         wrong_nonce[30] ^= 1;
@@ -748,9 +776,9 @@ mod tests {
         ] {
             assert!(!tx.handle_datagram(now, gw(), bad), "{bad:?}");
         }
-        assert!(tx.poll_result().is_none());
+        assert!(tx.poll_result(now).is_none());
         assert!(tx.handle_datagram(now, gw(), &good));
-        assert!(matches!(tx.poll_result(), Some(Ok(Outcome::Mapped(_)))));
+        assert!(matches!(tx.poll_result(now), Some(Ok(Outcome::Mapped(_)))));
     }
 
     #[test]
@@ -762,9 +790,9 @@ mod tests {
             (77, "UNKNOWN (77)"),
         ] {
             let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
-            let req = tx.poll_transmit(now).unwrap();
+            let req = tx.poll_transmit(now).unwrap().payload;
             assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, code, 30, 1, "0.0.0.0:0")));
-            match tx.poll_result() {
+            match tx.poll_result(now) {
                 Some(Err(e @ PcpError::Refused { .. })) => {
                     assert_eq!(e.result_code(), Some(u16::from(code)));
                     assert!(e.to_string().contains(name), "{e}");
@@ -789,9 +817,9 @@ mod tests {
             (0, "203.0.113.101:40000", "lifetime 0"),
         ] {
             let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
-            let req = tx.poll_transmit(now).unwrap();
+            let req = tx.poll_transmit(now).unwrap().payload;
             assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, 0, lifetime, 1, external)));
-            match tx.poll_result() {
+            match tx.poll_result(now) {
                 Some(Err(e @ PcpError::Malformed { .. })) => assert!(e.to_string().contains(why), "{e}"),
                 other => panic!("{external}: {other:?}"),
             }
@@ -802,9 +830,9 @@ mod tests {
     fn huge_lifetimes_are_capped() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, 0, u32::MAX, 1, "203.0.113.1:1")));
-        let Some(Ok(Outcome::Mapped(g))) = tx.poll_result() else {
+        let Some(Ok(Outcome::Mapped(g))) = tx.poll_result(now) else {
             panic!()
         };
         assert_eq!(g.lifetime, MAX_LIFETIME);
@@ -822,7 +850,7 @@ mod tests {
     fn unsupp_version_echoing_the_nonce_falls_back_to_nat_pmp_at_once() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         // The nonce must be ours for the answer to count.
         let mut other_nonce = version_negotiation(&req);
         other_nonce[30] ^= 1;
@@ -831,14 +859,14 @@ mod tests {
         assert_eq!(tx.version(), Version::NatPmp);
         assert!(tx.verified_fallback());
         // External address first, then the mapping.
-        let ext = tx.poll_transmit(now).unwrap();
+        let ext = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(ext, vec![0, 0]);
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&ext, 0, 100, [203, 0, 113, 101], 0)));
-        let map = tx.poll_transmit(now).unwrap();
+        let map = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(map.len(), 12);
         assert_eq!(map[1], pmp::OP_MAP_UDP);
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&map, 0, 100, [0; 4], 3600)));
-        let Some(Ok(Outcome::Mapped(g))) = tx.poll_result() else {
+        let Some(Ok(Outcome::Mapped(g))) = tx.poll_result(now) else {
             panic!()
         };
         assert_eq!(g.version, Version::NatPmp);
@@ -857,7 +885,7 @@ mod tests {
     fn unauthenticated_unsupported_answers_do_not_downgrade_a_pcp_gateway() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         let mut bare = version_negotiation(&req);
         bare.truncate(24);
         for spoofed in [&NAT_PMP_UNSUPPORTED[..], &bare] {
@@ -870,7 +898,7 @@ mod tests {
         tx.handle_timeout(later);
         assert_eq!(tx.version(), Version::Pcp);
         assert!(tx.handle_datagram(later, gw(), &pcp_reply(&req, 0, 3600, 10, "203.0.113.101:40000")));
-        let Some(Ok(Outcome::Mapped(g))) = tx.poll_result() else {
+        let Some(Ok(Outcome::Mapped(g))) = tx.poll_result(later) else {
             panic!()
         };
         assert_eq!(g.version, Version::Pcp);
@@ -891,23 +919,29 @@ mod tests {
             !tx.verified_fallback(),
             "nothing proved the gateway speaks NAT-PMP only"
         );
-        assert_eq!(tx.poll_transmit(now + UNVERIFIED_FALLBACK_WAIT).unwrap(), vec![0, 0]);
+        assert_eq!(
+            tx.poll_transmit(now + UNVERIFIED_FALLBACK_WAIT).unwrap().payload,
+            vec![0, 0]
+        );
     }
 
     #[test]
     fn no_fallback_when_not_allowed() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         assert!(tx.handle_datagram(now, gw(), &version_negotiation(&req)));
-        assert!(matches!(tx.poll_result(), Some(Err(PcpError::Unsupported { .. }))));
+        assert!(matches!(tx.poll_result(now), Some(Err(PcpError::Unsupported { .. }))));
         // Unverified: after the wait.
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now);
         tx.poll_transmit(now).unwrap();
         assert!(!tx.handle_datagram(now, gw(), &NAT_PMP_UNSUPPORTED));
-        assert!(tx.poll_result().is_none());
+        assert!(tx.poll_result(now).is_none());
         tx.handle_timeout(now + UNVERIFIED_FALLBACK_WAIT);
-        assert!(matches!(tx.poll_result(), Some(Err(PcpError::Unsupported { .. }))));
+        assert!(matches!(
+            tx.poll_result(now + UNVERIFIED_FALLBACK_WAIT),
+            Some(Err(PcpError::Unsupported { .. }))
+        ));
     }
 
     #[test]
@@ -916,7 +950,7 @@ mod tests {
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now);
         tx.poll_transmit(now).unwrap();
         assert!(tx.handle_datagram(now, gw(), &[0, 0x80, 0, 1, 0, 0, 0, 7]));
-        let e = tx.poll_result().unwrap().unwrap_err();
+        let e = tx.poll_result(now).unwrap().unwrap_err();
         assert!(matches!(e, PcpError::Unsupported { .. }), "{e}");
     }
 
@@ -925,7 +959,7 @@ mod tests {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now)
             .with_known_external(Ipv4Addr::new(203, 0, 113, 101), now);
-        let map = tx.poll_transmit(now).unwrap();
+        let map = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(map.len(), 12, "the known address is not asked for again");
         // Another internal port, a TCP answer, an address answer: not ours.
         let mut other_port = nat_pmp_reply(&map, 0, 1, [0; 4], 60);
@@ -939,7 +973,7 @@ mod tests {
         assert!(!tx.handle_datagram(now, gw(), &[2; 60]));
         // Network failure (miniupnpd that cannot forward).
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&map, 3, 1, [0; 4], 0)));
-        let e = tx.poll_result().unwrap().unwrap_err();
+        let e = tx.poll_result(now).unwrap().unwrap_err();
         assert_eq!(e.result_code(), Some(3));
         assert!(e.to_string().contains("NETWORK_FAILURE (3)"), "{e}");
     }
@@ -948,9 +982,9 @@ mod tests {
     fn nat_pmp_zero_external_address_is_malformed() {
         let now = Instant::now();
         let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now);
-        let ext = tx.poll_transmit(now).unwrap();
+        let ext = tx.poll_transmit(now).unwrap().payload;
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&ext, 0, 1, [0; 4], 0)));
-        assert!(matches!(tx.poll_result(), Some(Err(PcpError::Malformed { .. }))));
+        assert!(matches!(tx.poll_result(now), Some(Err(PcpError::Malformed { .. }))));
     }
 
     #[test]
@@ -959,24 +993,24 @@ mod tests {
         let mut s = spec(Protocol::Udp);
         s.suggested = Some("203.0.113.101:40000".parse().unwrap());
         let mut tx = Transaction::delete(gw(), s.clone(), Version::Pcp, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         let decoded = pcp::decode_request(&req).unwrap();
         assert_eq!(decoded.lifetime, 0);
         assert_eq!(decoded.map.unwrap().nonce, s.nonce);
         assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, 0, 0, 9, "203.0.113.101:40000")));
         assert_eq!(
-            tx.poll_result().unwrap().unwrap(),
+            tx.poll_result(now).unwrap().unwrap(),
             Outcome::Deleted {
                 version: Version::Pcp,
                 epoch: 9
             }
         );
         let mut tx = Transaction::delete(gw(), s, Version::NatPmp, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         // Lifetime 0 and suggested external port 0 (RFC 6886 section 3.4).
         assert_eq!(&req[6..12], &[0, 0, 0, 0, 0, 0]);
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&req, 0, 9, [0; 4], 0)));
-        assert!(matches!(tx.poll_result(), Some(Ok(Outcome::Deleted { .. }))));
+        assert!(matches!(tx.poll_result(now), Some(Ok(Outcome::Deleted { .. }))));
     }
 
     #[test]
@@ -984,11 +1018,11 @@ mod tests {
         let now = Instant::now();
         let client: IpAddr = "192.168.1.2".parse().unwrap();
         let mut tx = Transaction::announce(gw(), client, Version::Pcp, true, now);
-        let req = tx.poll_transmit(now).unwrap();
+        let req = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(req.len(), 24);
         assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, 0, 0, 3, "0.0.0.0:0")));
         assert_eq!(
-            tx.poll_result().unwrap().unwrap(),
+            tx.poll_result(now).unwrap().unwrap(),
             Outcome::Announced {
                 version: Version::Pcp,
                 epoch: 3,
@@ -1001,10 +1035,10 @@ mod tests {
         assert!(!tx.handle_datagram(now, gw(), &[0, 0x80, 0, 1, 0, 0, 0, 7]));
         let now = now + UNVERIFIED_FALLBACK_WAIT;
         tx.handle_timeout(now);
-        let ext = tx.poll_transmit(now).unwrap();
+        let ext = tx.poll_transmit(now).unwrap().payload;
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&ext, 0, 8, [198, 51, 100, 1], 0)));
         assert_eq!(
-            tx.poll_result().unwrap().unwrap(),
+            tx.poll_result(now).unwrap().unwrap(),
             Outcome::Announced {
                 version: Version::NatPmp,
                 epoch: 8,
@@ -1042,7 +1076,7 @@ mod tests {
         for version in [Version::Pcp, Version::NatPmp] {
             for _ in 0..3000 {
                 let mut tx = Transaction::map(gw(), spec(Protocol::Udp), version, true, now);
-                let req = tx.poll_transmit(now).unwrap();
+                let req = tx.poll_transmit(now).unwrap().payload;
                 let len = (seed % 70) as usize;
                 let mut data: Vec<u8> = crate::noise::bytes(&mut seed, len);
                 // Often shaped like a reply, to get past the first checks.
@@ -1051,7 +1085,7 @@ mod tests {
                     data[1] = req[1] | 0x80;
                 }
                 let _ = tx.handle_datagram(now, gw(), &data);
-                let _ = tx.poll_result();
+                let _ = tx.poll_result(now);
             }
         }
     }

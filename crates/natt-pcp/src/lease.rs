@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use natt_core::Lease;
 use natt_core::lease::{Keeper, KeeperNames, Renewable, Renewal, Stop};
+use natt_core::udp::STOP_POLL;
 
 use crate::client::{Grant, MapSpec, Outcome, Transaction, Version};
-use crate::driver::{self, Driven, STOP_POLL};
+use crate::driver::{self, Driven};
 use crate::epoch::{EpochTracker, Verdict};
 use crate::error::PcpError;
 use crate::pcp_wire;

@@ -6,10 +6,12 @@
 //! is in use, made again when the gateway restarts, and deleted when released.
 //!
 //! - [`pcp_wire`], [`natpmp_wire`]: the messages, pure encoding and decoding.
-//! - [`client`]: the protocol logic without sockets ([`client::Transaction`]): fallback,
-//!   matching replies, retransmissions ([`retransmit`]), gateway restarts ([`epoch`]).
-//! - [`PcpTechnique`]: the [`natt_core::MappingTechnique`], a thin blocking driver around it,
-//!   holding each mapping with a [`PcpLease`].
+//! - [`client`]: the protocol logic without sockets ([`client::Transaction`], a
+//!   [`natt_core::UdpExchange`]): fallback, matching replies, retransmissions
+//!   ([`retransmit`]), gateway restarts ([`epoch`]).
+//! - [`PcpTechnique`]: the [`natt_core::MappingTechnique`], which runs transactions with
+//!   natt-core's receive loop on a socket connected to the gateway, holding each mapping with
+//!   a [`PcpLease`].
 //! - [`probe()`]: which protocol a gateway answers, without mapping.
 //!
 //! Endpoints it finds are open (not `nat_restricted`) and named `pcp` or `nat-pmp` after the
