@@ -15,6 +15,8 @@
 //!   endpoints, mapped by every technique at once under one deadline.
 //! - [`retransmit::Schedule`]: when to send a request again while no answer comes, the one
 //!   retransmission schedule of every technique, each protocol with its own parameters.
+//! - [`bytes::Reader`] and [`bytes::Writer`]: the byte reader and writer of the binary wire
+//!   formats, and [`frame::Framer`]: the one framer of messages on TCP streams.
 //!
 //! A third-party technique needs nothing but this crate: implement [`MappingTechnique`] and
 //! register it with [`MappingContext::add_technique`].
@@ -36,10 +38,12 @@
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
 pub mod arbiter;
+pub mod bytes;
 pub mod context;
 pub mod deadline;
 pub mod endpoint;
 pub mod error;
+pub mod frame;
 pub mod lease;
 pub mod local;
 pub mod mapping;
