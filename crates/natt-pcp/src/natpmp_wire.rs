@@ -10,12 +10,12 @@
 //!
 //! Error responses may stop after the epoch (8 bytes). Decoding never panics.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use natt_core::bytes::{Reader, Truncated, Writer};
 
 use crate::error::WireError;
+use crate::result_code::NatPmp;
 
 /// The NAT-PMP version.
 pub const VERSION: u8 = 0;
@@ -36,42 +36,7 @@ pub const MAP_REQUEST_LEN: usize = 12;
 /// Length of a mapping response.
 pub const MAP_RESPONSE_LEN: usize = 16;
 
-/// A NAT-PMP result code (RFC 6886 section 3.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ResultCode(pub u16);
-
-impl ResultCode {
-    /// Success.
-    pub const SUCCESS: ResultCode = ResultCode(0);
-    /// Unsupported Version.
-    pub const UNSUPPORTED_VERSION: ResultCode = ResultCode(1);
-    /// Not Authorized/Refused.
-    pub const NOT_AUTHORIZED: ResultCode = ResultCode(2);
-    /// Network Failure (for instance a gateway without a public address, or one that cannot
-    /// forward: miniupnpd behind another NAT).
-    pub const NETWORK_FAILURE: ResultCode = ResultCode(3);
-    /// Out of resources.
-    pub const OUT_OF_RESOURCES: ResultCode = ResultCode(4);
-
-    /// The code's name in RFC 6886, or `UNKNOWN`.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "SUCCESS",
-            1 => "UNSUPPORTED_VERSION",
-            2 => "NOT_AUTHORIZED",
-            3 => "NETWORK_FAILURE",
-            4 => "OUT_OF_RESOURCES",
-            5 => "UNSUPPORTED_OPCODE",
-            _ => "UNKNOWN",
-        }
-    }
-}
-
-impl fmt::Display for ResultCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name(), self.0)
-    }
-}
+pub use crate::result_code::ResultCode;
 
 /// A NAT-PMP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +66,7 @@ pub struct Response {
     /// The opcode answered (the request's: the response's minus 128).
     pub opcode: u8,
     /// The result.
-    pub result: ResultCode,
+    pub result: ResultCode<NatPmp>,
     /// Seconds since the gateway's port mapping state began (RFC 6886 section 3.6).
     pub epoch: u32,
     /// What the response carries after the header, if it is long enough.

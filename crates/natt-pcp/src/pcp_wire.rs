@@ -11,12 +11,12 @@
 //! Addresses are 128 bits; IPv4 addresses are IPv4-mapped (`::ffff:a.b.c.d`). Decoding never
 //! panics: a datagram that is not a well-formed message is a [`WireError`].
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use natt_core::bytes::{Reader, Truncated, Writer};
 
 use crate::error::WireError;
+use crate::result_code::Pcp;
 
 /// The PCP version this crate speaks.
 pub const VERSION: u8 = 2;
@@ -46,49 +46,7 @@ pub const PROTO_UDP: u8 = 17;
 /// IANA protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 
-/// A PCP result code (RFC 6887 section 7.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ResultCode(pub u8);
-
-impl ResultCode {
-    /// SUCCESS.
-    pub const SUCCESS: ResultCode = ResultCode(0);
-    /// UNSUPP_VERSION: the server speaks another version (its highest is in the version field).
-    pub const UNSUPP_VERSION: ResultCode = ResultCode(1);
-    /// NOT_AUTHORIZED.
-    pub const NOT_AUTHORIZED: ResultCode = ResultCode(2);
-    /// MALFORMED_REQUEST.
-    pub const MALFORMED_REQUEST: ResultCode = ResultCode(3);
-    /// NO_RESOURCES: for instance a gateway that cannot forward (miniupnpd behind another NAT).
-    pub const NO_RESOURCES: ResultCode = ResultCode(8);
-
-    /// The code's name in RFC 6887, or `UNKNOWN`.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "SUCCESS",
-            1 => "UNSUPP_VERSION",
-            2 => "NOT_AUTHORIZED",
-            3 => "MALFORMED_REQUEST",
-            4 => "UNSUPP_OPCODE",
-            5 => "UNSUPP_OPTION",
-            6 => "MALFORMED_OPTION",
-            7 => "NETWORK_FAILURE",
-            8 => "NO_RESOURCES",
-            9 => "UNSUPP_PROTOCOL",
-            10 => "USER_EX_QUOTA",
-            11 => "CANNOT_PROVIDE_EXTERNAL",
-            12 => "ADDRESS_MISMATCH",
-            13 => "EXCESSIVE_REMOTE_PEERS",
-            _ => "UNKNOWN",
-        }
-    }
-}
-
-impl fmt::Display for ResultCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name(), self.0)
-    }
-}
+pub use crate::result_code::ResultCode;
 
 /// The MAP opcode's fields, the same in requests and responses: in a request the external
 /// address is the suggested one, in a response the assigned one.
@@ -127,7 +85,7 @@ pub struct Response {
     /// The opcode answered (without the R bit).
     pub opcode: u8,
     /// The result.
-    pub result: ResultCode,
+    pub result: ResultCode<Pcp>,
     /// Granted lifetime in seconds (for errors: how long the error holds).
     pub lifetime: u32,
     /// Seconds since the server's state began (RFC 6887 section 8.5).
@@ -454,7 +412,7 @@ mod tests {
     #[test]
     fn result_code_names() {
         assert_eq!(ResultCode::NO_RESOURCES.to_string(), "NO_RESOURCES (8)");
-        assert_eq!(ResultCode(200).to_string(), "UNKNOWN (200)");
+        assert_eq!(ResultCode::<Pcp>(200).to_string(), "UNKNOWN (200)");
         assert_eq!(ResultCode::UNSUPP_VERSION.name(), "UNSUPP_VERSION");
     }
 }
