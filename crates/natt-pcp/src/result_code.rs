@@ -26,8 +26,8 @@ pub trait Codes: sealed::Sealed + Copy + Eq + Hash + fmt::Debug {
     const SUCCESS: Self::Raw;
     /// The protocol's "not authorized" code.
     const NOT_AUTHORIZED: Self::Raw;
-    /// The name of `code` in the protocol's RFC, or `UNKNOWN`.
-    fn name(code: Self::Raw) -> &'static str;
+    /// The codes' names in the protocol's RFC, by number from 0.
+    const NAMES: &'static [&'static str];
 }
 
 mod sealed {
@@ -48,44 +48,36 @@ impl Codes for Pcp {
     type Raw = u8;
     const SUCCESS: u8 = 0;
     const NOT_AUTHORIZED: u8 = 2;
-
-    fn name(code: u8) -> &'static str {
-        match code {
-            0 => "SUCCESS",
-            1 => "UNSUPP_VERSION",
-            2 => "NOT_AUTHORIZED",
-            3 => "MALFORMED_REQUEST",
-            4 => "UNSUPP_OPCODE",
-            5 => "UNSUPP_OPTION",
-            6 => "MALFORMED_OPTION",
-            7 => "NETWORK_FAILURE",
-            8 => "NO_RESOURCES",
-            9 => "UNSUPP_PROTOCOL",
-            10 => "USER_EX_QUOTA",
-            11 => "CANNOT_PROVIDE_EXTERNAL",
-            12 => "ADDRESS_MISMATCH",
-            13 => "EXCESSIVE_REMOTE_PEERS",
-            _ => "UNKNOWN",
-        }
-    }
+    const NAMES: &'static [&'static str] = &[
+        "SUCCESS",
+        "UNSUPP_VERSION",
+        "NOT_AUTHORIZED",
+        "MALFORMED_REQUEST",
+        "UNSUPP_OPCODE",
+        "UNSUPP_OPTION",
+        "MALFORMED_OPTION",
+        "NETWORK_FAILURE",
+        "NO_RESOURCES",
+        "UNSUPP_PROTOCOL",
+        "USER_EX_QUOTA",
+        "CANNOT_PROVIDE_EXTERNAL",
+        "ADDRESS_MISMATCH",
+        "EXCESSIVE_REMOTE_PEERS",
+    ];
 }
 
 impl Codes for NatPmp {
     type Raw = u16;
     const SUCCESS: u16 = 0;
     const NOT_AUTHORIZED: u16 = 2;
-
-    fn name(code: u16) -> &'static str {
-        match code {
-            0 => "SUCCESS",
-            1 => "UNSUPPORTED_VERSION",
-            2 => "NOT_AUTHORIZED",
-            3 => "NETWORK_FAILURE",
-            4 => "OUT_OF_RESOURCES",
-            5 => "UNSUPPORTED_OPCODE",
-            _ => "UNKNOWN",
-        }
-    }
+    const NAMES: &'static [&'static str] = &[
+        "SUCCESS",
+        "UNSUPPORTED_VERSION",
+        "NOT_AUTHORIZED",
+        "NETWORK_FAILURE",
+        "OUT_OF_RESOURCES",
+        "UNSUPPORTED_OPCODE",
+    ];
 }
 
 /// A result code of protocol `P` ([`Pcp`] or [`NatPmp`]), as the response carried it.
@@ -100,7 +92,7 @@ impl<P: Codes> ResultCode<P> {
 
     /// The code's name in the protocol's RFC, or `UNKNOWN`.
     pub fn name(self) -> &'static str {
-        P::name(self.0)
+        P::NAMES.get(usize::from(self.number())).copied().unwrap_or("UNKNOWN")
     }
 
     /// The code's number.
@@ -146,5 +138,9 @@ mod tests {
         assert_eq!(ResultCode::<NatPmp>(3).name(), "NETWORK_FAILURE");
         assert_eq!(ResultCode::<NatPmp>(300).to_string(), "UNKNOWN (300)");
         assert_eq!(format!("{:?}", ResultCode::NO_RESOURCES), "ResultCode(8)");
+        assert_eq!(ResultCode::<Pcp>(13).name(), "EXCESSIVE_REMOTE_PEERS");
+        assert_eq!(ResultCode::<Pcp>(14).name(), "UNKNOWN");
+        assert_eq!(ResultCode::<NatPmp>(5).name(), "UNSUPPORTED_OPCODE");
+        assert_eq!(ResultCode::<NatPmp>(6).name(), "UNKNOWN");
     }
 }
