@@ -17,6 +17,8 @@
 //!   retransmission schedule of every technique, each protocol with its own parameters.
 //! - [`fanout`]: one thread per item, the results collected under a deadline, the one fan-out
 //!   of every technique (the mapping drivers, server queries, UPnP's search).
+//! - [`bytes::Reader`] and [`bytes::Writer`]: the byte reader and writer of the binary wire
+//!   formats, and [`frame::Framer`]: the one framer of messages on TCP streams.
 //!
 //! A third-party technique needs nothing but this crate: implement [`MappingTechnique`] and
 //! register it with [`MappingContext::add_technique`].
@@ -52,11 +54,13 @@
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
 pub mod arbiter;
+pub mod bytes;
 pub mod context;
 pub mod deadline;
 pub mod endpoint;
 pub mod error;
 pub mod fanout;
+pub mod frame;
 pub mod lease;
 pub mod local;
 pub mod mapping;

@@ -26,6 +26,7 @@ use std::str::FromStr;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::bytes::{Reader, Truncated, Writer};
 use crate::endpoint::MappedSocketAddr;
 
 /// Length of a rendezvous secret.
@@ -132,29 +133,29 @@ impl PubRendezvousInfo {
     /// ([`MAX_TOKEN_ENDPOINTS`]) are left out, and technique names are cut to 32 ASCII bytes
     /// ([`MAX_TECHNIQUE_NAME`]).
     pub fn to_token(&self) -> String {
-        let mut b = Vec::with_capacity(64);
-        b.extend_from_slice(&self.secret.0);
+        let mut w = Writer::with_capacity(64);
+        w.bytes(&self.secret.0);
         let endpoints: Vec<&MappedSocketAddr> = self.endpoints.iter().take(MAX_TOKEN_ENDPOINTS).collect();
-        b.push(u8::try_from(endpoints.len()).unwrap_or(u8::MAX));
+        w.u8(u8::try_from(endpoints.len()).unwrap_or(u8::MAX));
         for e in endpoints {
             let flags = u8::from(e.addr.is_ipv6()) | (u8::from(e.nat_restricted) << 1);
-            b.push(flags);
+            w.u8(flags);
             match e.addr.ip() {
-                IpAddr::V4(ip) => b.extend_from_slice(&ip.octets()),
-                IpAddr::V6(ip) => b.extend_from_slice(&ip.octets()),
-            }
-            b.extend_from_slice(&e.addr.port().to_be_bytes());
+                IpAddr::V4(ip) => w.bytes(&ip.octets()),
+                IpAddr::V6(ip) => w.bytes(&ip.octets()),
+            };
+            w.u16(e.addr.port());
             let name: Vec<u8> = e
                 .technique
                 .bytes()
                 .filter(u8::is_ascii_graphic)
                 .take(MAX_TECHNIQUE_NAME)
                 .collect();
-            b.push(u8::try_from(name.len()).unwrap_or(0));
-            b.extend_from_slice(&name);
+            w.u8(u8::try_from(name.len()).unwrap_or(0)).bytes(&name);
         }
-        let c = check(&b);
-        b.extend_from_slice(&c);
+        let c = check(w.as_slice());
+        w.bytes(&c);
+        let b = w.into_vec();
         format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&b))
     }
 
@@ -174,29 +175,29 @@ impl PubRendezvousInfo {
         if check(content) != sum {
             return Err(TokenError::Check);
         }
-        let mut r = Reader(content);
-        let secret = Secret(r.array::<SECRET_LEN>()?);
-        let count = usize::from(r.byte()?);
+        let mut r = Reader::new(content);
+        let secret = Secret(r.array::<SECRET_LEN>().map_err(truncated)?);
+        let count = usize::from(r.u8().map_err(truncated)?);
         if count > MAX_TOKEN_ENDPOINTS {
             return Err(TokenError::Malformed("too many endpoints"));
         }
         let mut endpoints = Vec::with_capacity(count);
         for _ in 0..count {
-            let flags = r.byte()?;
+            let flags = r.u8().map_err(truncated)?;
             if flags & !0b11 != 0 {
                 return Err(TokenError::Malformed("unknown endpoint flags"));
             }
             let ip = if flags & 1 == 0 {
-                IpAddr::V4(Ipv4Addr::from(r.array::<4>()?))
+                IpAddr::V4(Ipv4Addr::from(r.array::<4>().map_err(truncated)?))
             } else {
-                IpAddr::V6(Ipv6Addr::from(r.array::<16>()?))
+                IpAddr::V6(Ipv6Addr::from(r.array::<16>().map_err(truncated)?))
             };
-            let port = u16::from_be_bytes(r.array::<2>()?);
-            let len = usize::from(r.byte()?);
+            let port = r.u16().map_err(truncated)?;
+            let len = usize::from(r.u8().map_err(truncated)?);
             if len > MAX_TECHNIQUE_NAME {
                 return Err(TokenError::Malformed("technique name too long"));
             }
-            let name = r.take(len)?;
+            let name = r.take(len).map_err(truncated)?;
             if !name.iter().all(u8::is_ascii_graphic) {
                 return Err(TokenError::Malformed("technique name is not printable ASCII"));
             }
@@ -207,7 +208,7 @@ impl PubRendezvousInfo {
                 technique,
             ));
         }
-        if !r.0.is_empty() {
+        if !r.is_empty() {
             return Err(TokenError::Malformed("trailing bytes"));
         }
         Ok(PubRendezvousInfo { endpoints, secret })
@@ -228,26 +229,9 @@ impl fmt::Display for PubRendezvousInfo {
     }
 }
 
-/// Reads bytes off the front of a slice, failing cleanly at its end.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], TokenError> {
-        if n > self.0.len() {
-            return Err(TokenError::Malformed("truncated"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn byte(&mut self) -> Result<u8, TokenError> {
-        self.take(1).map(|b| b.first().copied().unwrap_or_default())
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], TokenError> {
-        self.take(N)?.try_into().map_err(|_| TokenError::Malformed("truncated"))
-    }
+/// A token that ends before its content does.
+fn truncated(_: Truncated) -> TokenError {
+    TokenError::Malformed("truncated")
 }
 
 #[cfg(test)]

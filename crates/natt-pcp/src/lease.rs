@@ -23,6 +23,7 @@ use crate::driver::{self, Driven};
 use crate::epoch::{EpochTracker, Verdict};
 use crate::error::PcpError;
 use crate::pcp_wire;
+use crate::result_code::Pcp;
 
 /// What a lease holds now, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +192,7 @@ impl PcpLease {
 
 /// PCP result codes that answer a deletion of a mapping that is not (or no longer) ours.
 const NO_RESOURCES: u16 = pcp_wire::ResultCode::NO_RESOURCES.0 as u16;
-const NOT_AUTHORIZED: u16 = pcp_wire::ResultCode::NOT_AUTHORIZED.0 as u16;
+const NOT_AUTHORIZED: u16 = pcp_wire::ResultCode::<Pcp>::NOT_AUTHORIZED.0 as u16;
 
 impl Held {
     fn update(&self, f: impl FnOnce(&mut LeaseStatus)) {

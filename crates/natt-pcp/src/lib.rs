@@ -5,7 +5,8 @@
 //! that is all the gateway speaks. A mapping is renewed at half its lifetime while its socket
 //! is in use, made again when the gateway restarts, and deleted when released.
 //!
-//! - [`pcp_wire`], [`natpmp_wire`]: the messages, pure encoding and decoding.
+//! - [`pcp_wire`], [`natpmp_wire`]: the messages, pure encoding and decoding, with one
+//!   [`result_code::ResultCode`] type for both protocols.
 //! - [`client`]: the protocol logic without sockets ([`client::Transaction`], a
 //!   [`natt_core::UdpExchange`]): fallback, matching replies, retransmissions
 //!   ([`retransmit`]), gateway restarts ([`epoch`]).
@@ -31,6 +32,7 @@ pub mod lease;
 pub mod natpmp_wire;
 pub mod pcp_wire;
 pub mod probe;
+pub mod result_code;
 pub mod retransmit;
 pub mod technique;
 

@@ -10,10 +10,12 @@
 //!
 //! Error responses may stop after the epoch (8 bytes). Decoding never panics.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
+use natt_core::bytes::{Reader, Truncated, Writer};
+
 use crate::error::WireError;
+use crate::result_code::NatPmp;
 
 /// The NAT-PMP version.
 pub const VERSION: u8 = 0;
@@ -34,42 +36,7 @@ pub const MAP_REQUEST_LEN: usize = 12;
 /// Length of a mapping response.
 pub const MAP_RESPONSE_LEN: usize = 16;
 
-/// A NAT-PMP result code (RFC 6886 section 3.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ResultCode(pub u16);
-
-impl ResultCode {
-    /// Success.
-    pub const SUCCESS: ResultCode = ResultCode(0);
-    /// Unsupported Version.
-    pub const UNSUPPORTED_VERSION: ResultCode = ResultCode(1);
-    /// Not Authorized/Refused.
-    pub const NOT_AUTHORIZED: ResultCode = ResultCode(2);
-    /// Network Failure (for instance a gateway without a public address, or one that cannot
-    /// forward: miniupnpd behind another NAT).
-    pub const NETWORK_FAILURE: ResultCode = ResultCode(3);
-    /// Out of resources.
-    pub const OUT_OF_RESOURCES: ResultCode = ResultCode(4);
-
-    /// The code's name in RFC 6886, or `UNKNOWN`.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "SUCCESS",
-            1 => "UNSUPPORTED_VERSION",
-            2 => "NOT_AUTHORIZED",
-            3 => "NETWORK_FAILURE",
-            4 => "OUT_OF_RESOURCES",
-            5 => "UNSUPPORTED_OPCODE",
-            _ => "UNKNOWN",
-        }
-    }
-}
-
-impl fmt::Display for ResultCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name(), self.0)
-    }
-}
+pub use crate::result_code::ResultCode;
 
 /// A NAT-PMP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +66,7 @@ pub struct Response {
     /// The opcode answered (the request's: the response's minus 128).
     pub opcode: u8,
     /// The result.
-    pub result: ResultCode,
+    pub result: ResultCode<NatPmp>,
     /// Seconds since the gateway's port mapping state began (RFC 6886 section 3.6).
     pub epoch: u32,
     /// What the response carries after the header, if it is long enough.
@@ -129,56 +96,63 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
     match r {
         Request::ExternalAddress => vec![VERSION, OP_EXTERNAL_ADDRESS],
         Request::Map(m) => {
-            let mut out = Vec::with_capacity(MAP_REQUEST_LEN);
-            out.extend_from_slice(&[VERSION, m.opcode, 0, 0]);
-            out.extend_from_slice(&m.internal_port.to_be_bytes());
-            out.extend_from_slice(&m.suggested_external_port.to_be_bytes());
-            out.extend_from_slice(&m.lifetime.to_be_bytes());
-            out
+            let mut w = Writer::with_capacity(MAP_REQUEST_LEN);
+            w.u8(VERSION)
+                .u8(m.opcode)
+                .zeros(2)
+                .u16(m.internal_port)
+                .u16(m.suggested_external_port)
+                .u32(m.lifetime);
+            w.into_vec()
         }
     }
 }
 
 /// Encodes a response (as a gateway would; used by tests and fake gateways).
 pub fn encode_response(r: &Response) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAP_RESPONSE_LEN);
-    out.push(VERSION);
-    out.push(r.opcode.wrapping_add(RESPONSE_OFFSET));
-    out.extend_from_slice(&r.result.0.to_be_bytes());
-    out.extend_from_slice(&r.epoch.to_be_bytes());
+    let mut w = Writer::with_capacity(MAP_RESPONSE_LEN);
+    w.u8(VERSION)
+        .u8(r.opcode.wrapping_add(RESPONSE_OFFSET))
+        .u16(r.result.0)
+        .u32(r.epoch);
     match r.body {
         Body::None => {}
-        Body::ExternalAddress(ip) => out.extend_from_slice(&ip.octets()),
+        Body::ExternalAddress(ip) => {
+            w.bytes(&ip.octets());
+        }
         Body::Map {
             internal_port,
             external_port,
             lifetime,
         } => {
-            out.extend_from_slice(&internal_port.to_be_bytes());
-            out.extend_from_slice(&external_port.to_be_bytes());
-            out.extend_from_slice(&lifetime.to_be_bytes());
+            w.u16(internal_port).u16(external_port).u32(lifetime);
         }
     }
-    out
+    w.into_vec()
 }
 
-fn u16_at(data: &[u8], at: usize) -> Option<u16> {
-    let b: [u8; 2] = data.get(at..at + 2)?.try_into().ok()?;
-    Some(u16::from_be_bytes(b))
+/// A message's first two bytes (version and opcode), and a reader of the rest.
+fn version_and_opcode(data: &[u8]) -> Option<(Reader<'_>, u8, u8)> {
+    let mut r = Reader::new(data);
+    let [version, opcode] = r.array().ok()?;
+    Some((r, version, opcode))
 }
 
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-    Some(u32::from_be_bytes(b))
+/// A mapping response's body.
+fn decode_map_body(r: &mut Reader<'_>) -> Result<Body, Truncated> {
+    Ok(Body::Map {
+        internal_port: r.u16()?,
+        external_port: r.u16()?,
+        lifetime: r.u32()?,
+    })
 }
 
 /// Decodes a response. A success response must carry its body; an error response may end
 /// after the epoch.
 pub fn decode_response(data: &[u8]) -> Result<Response, WireError> {
     let truncated = |need: usize| WireError::Truncated { len: data.len(), need };
-    let (version, opcode) = match data {
-        [v, o, ..] => (*v, *o),
-        _ => return Err(truncated(RESPONSE_HEADER_LEN)),
+    let Some((mut r, version, opcode)) = version_and_opcode(data) else {
+        return Err(truncated(RESPONSE_HEADER_LEN));
     };
     if version != VERSION {
         return Err(WireError::WrongVersion(version));
@@ -187,21 +161,13 @@ pub fn decode_response(data: &[u8]) -> Result<Response, WireError> {
         return Err(WireError::WrongDirection { expected: "response" });
     }
     let opcode = opcode - RESPONSE_OFFSET;
-    let result = ResultCode(u16_at(data, 2).ok_or(truncated(RESPONSE_HEADER_LEN))?);
-    let epoch = u32_at(data, 4).ok_or(truncated(RESPONSE_HEADER_LEN))?;
+    let result = ResultCode(r.u16().map_err(|_| truncated(RESPONSE_HEADER_LEN))?);
+    let epoch = r.u32().map_err(|_| truncated(RESPONSE_HEADER_LEN))?;
     let body = match opcode {
-        OP_EXTERNAL_ADDRESS => match data.get(8..12) {
-            Some(&[a, b, c, d]) => Body::ExternalAddress(Ipv4Addr::new(a, b, c, d)),
-            _ => Body::None,
-        },
-        OP_MAP_UDP | OP_MAP_TCP => match (u16_at(data, 8), u16_at(data, 10), u32_at(data, 12)) {
-            (Some(internal_port), Some(external_port), Some(lifetime)) => Body::Map {
-                internal_port,
-                external_port,
-                lifetime,
-            },
-            _ => Body::None,
-        },
+        OP_EXTERNAL_ADDRESS => r
+            .array::<4>()
+            .map_or(Body::None, |ip| Body::ExternalAddress(Ipv4Addr::from(ip))),
+        OP_MAP_UDP | OP_MAP_TCP => decode_map_body(&mut r).unwrap_or(Body::None),
         _ => Body::None,
     };
     if result == ResultCode::SUCCESS && body == Body::None {
@@ -225,9 +191,8 @@ pub fn decode_response(data: &[u8]) -> Result<Response, WireError> {
 /// Decodes a request (as a gateway would; used by tests and fake gateways).
 pub fn decode_request(data: &[u8]) -> Result<Request, WireError> {
     let truncated = |need: usize| WireError::Truncated { len: data.len(), need };
-    let (version, opcode) = match data {
-        [v, o, ..] => (*v, *o),
-        _ => return Err(truncated(2)),
+    let Some((mut r, version, opcode)) = version_and_opcode(data) else {
+        return Err(truncated(2));
     };
     if version != VERSION {
         return Err(WireError::WrongVersion(version));
@@ -235,17 +200,16 @@ pub fn decode_request(data: &[u8]) -> Result<Request, WireError> {
     match opcode {
         OP_EXTERNAL_ADDRESS => Ok(Request::ExternalAddress),
         OP_MAP_UDP | OP_MAP_TCP => {
-            let (Some(internal_port), Some(suggested_external_port), Some(lifetime)) =
-                (u16_at(data, 4), u16_at(data, 6), u32_at(data, 8))
-            else {
-                return Err(truncated(MAP_REQUEST_LEN));
+            let map = |r: &mut Reader<'_>| -> Result<MapRequest, Truncated> {
+                r.skip(2)?;
+                Ok(MapRequest {
+                    opcode,
+                    internal_port: r.u16()?,
+                    suggested_external_port: r.u16()?,
+                    lifetime: r.u32()?,
+                })
             };
-            Ok(Request::Map(MapRequest {
-                opcode,
-                internal_port,
-                suggested_external_port,
-                lifetime,
-            }))
+            map(&mut r).map(Request::Map).map_err(|_| truncated(MAP_REQUEST_LEN))
         }
         _ => Err(WireError::WrongDirection { expected: "request" }),
     }

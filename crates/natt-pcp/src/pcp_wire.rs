@@ -11,10 +11,12 @@
 //! Addresses are 128 bits; IPv4 addresses are IPv4-mapped (`::ffff:a.b.c.d`). Decoding never
 //! panics: a datagram that is not a well-formed message is a [`WireError`].
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use natt_core::bytes::{Reader, Truncated, Writer};
+
 use crate::error::WireError;
+use crate::result_code::Pcp;
 
 /// The PCP version this crate speaks.
 pub const VERSION: u8 = 2;
@@ -44,49 +46,7 @@ pub const PROTO_UDP: u8 = 17;
 /// IANA protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 
-/// A PCP result code (RFC 6887 section 7.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ResultCode(pub u8);
-
-impl ResultCode {
-    /// SUCCESS.
-    pub const SUCCESS: ResultCode = ResultCode(0);
-    /// UNSUPP_VERSION: the server speaks another version (its highest is in the version field).
-    pub const UNSUPP_VERSION: ResultCode = ResultCode(1);
-    /// NOT_AUTHORIZED.
-    pub const NOT_AUTHORIZED: ResultCode = ResultCode(2);
-    /// MALFORMED_REQUEST.
-    pub const MALFORMED_REQUEST: ResultCode = ResultCode(3);
-    /// NO_RESOURCES: for instance a gateway that cannot forward (miniupnpd behind another NAT).
-    pub const NO_RESOURCES: ResultCode = ResultCode(8);
-
-    /// The code's name in RFC 6887, or `UNKNOWN`.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "SUCCESS",
-            1 => "UNSUPP_VERSION",
-            2 => "NOT_AUTHORIZED",
-            3 => "MALFORMED_REQUEST",
-            4 => "UNSUPP_OPCODE",
-            5 => "UNSUPP_OPTION",
-            6 => "MALFORMED_OPTION",
-            7 => "NETWORK_FAILURE",
-            8 => "NO_RESOURCES",
-            9 => "UNSUPP_PROTOCOL",
-            10 => "USER_EX_QUOTA",
-            11 => "CANNOT_PROVIDE_EXTERNAL",
-            12 => "ADDRESS_MISMATCH",
-            13 => "EXCESSIVE_REMOTE_PEERS",
-            _ => "UNKNOWN",
-        }
-    }
-}
-
-impl fmt::Display for ResultCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name(), self.0)
-    }
-}
+pub use crate::result_code::ResultCode;
 
 /// The MAP opcode's fields, the same in requests and responses: in a request the external
 /// address is the suggested one, in a response the assigned one.
@@ -125,7 +85,7 @@ pub struct Response {
     /// The opcode answered (without the R bit).
     pub opcode: u8,
     /// The result.
-    pub result: ResultCode,
+    pub result: ResultCode<Pcp>,
     /// Granted lifetime in seconds (for errors: how long the error holds).
     pub lifetime: u32,
     /// Seconds since the server's state began (RFC 6887 section 8.5).
@@ -161,64 +121,65 @@ pub fn unspecified_like(ip: IpAddr) -> IpAddr {
 
 /// Encodes a request.
 pub fn encode_request(r: &Request) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAP_MESSAGE_LEN);
-    out.push(r.version);
-    out.push(r.opcode & !RESPONSE_BIT);
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&r.lifetime.to_be_bytes());
-    out.extend_from_slice(&ip_to_bytes(r.client));
+    let mut w = Writer::with_capacity(MAP_MESSAGE_LEN);
+    w.u8(r.version)
+        .u8(r.opcode & !RESPONSE_BIT)
+        .zeros(2)
+        .u32(r.lifetime)
+        .bytes(&ip_to_bytes(r.client));
     if let Some(map) = &r.map {
-        encode_map(&mut out, map);
+        encode_map(&mut w, map);
     }
-    out
+    w.into_vec()
 }
 
 /// Encodes a response (as a server would; used by tests and fake gateways).
 pub fn encode_response(r: &Response) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAP_MESSAGE_LEN);
-    out.push(r.version);
-    out.push(r.opcode | RESPONSE_BIT);
-    out.push(0);
-    out.push(r.result.0);
-    out.extend_from_slice(&r.lifetime.to_be_bytes());
-    out.extend_from_slice(&r.epoch.to_be_bytes());
-    out.extend_from_slice(&[0; 12]);
+    let mut w = Writer::with_capacity(MAP_MESSAGE_LEN);
+    w.u8(r.version)
+        .u8(r.opcode | RESPONSE_BIT)
+        .zeros(1)
+        .u8(r.result.0)
+        .u32(r.lifetime)
+        .u32(r.epoch)
+        .zeros(12);
     if let Some(map) = &r.map {
-        encode_map(&mut out, map);
+        encode_map(&mut w, map);
     }
-    out
+    w.into_vec()
 }
 
-fn encode_map(out: &mut Vec<u8>, map: &MapData) {
-    out.extend_from_slice(&map.nonce);
-    out.push(map.protocol);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&map.internal_port.to_be_bytes());
-    out.extend_from_slice(&map.external.port().to_be_bytes());
-    out.extend_from_slice(&ip_to_bytes(map.external.ip()));
+fn encode_map(w: &mut Writer, map: &MapData) {
+    w.bytes(&map.nonce)
+        .u8(map.protocol)
+        .zeros(3)
+        .u16(map.internal_port)
+        .u16(map.external.port())
+        .bytes(&ip_to_bytes(map.external.ip()));
 }
 
-/// A fixed-size piece of `data` at `at`, or `None` if it is too short.
-fn array<const N: usize>(data: &[u8], at: usize) -> Option<[u8; N]> {
-    data.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-fn u16_at(data: &[u8], at: usize) -> Option<u16> {
-    array::<2>(data, at).map(u16::from_be_bytes)
-}
-
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    array::<4>(data, at).map(u32::from_be_bytes)
-}
-
-fn decode_map(data: &[u8]) -> Option<MapData> {
-    let base = HEADER_LEN;
-    Some(MapData {
-        nonce: array::<12>(data, base)?,
-        protocol: *data.get(base + 12)?,
-        internal_port: u16_at(data, base + 16)?,
-        external: SocketAddr::new(ip_from_bytes(array::<16>(data, base + 20)?), u16_at(data, base + 18)?),
+/// MAP's fields, read from just after the common header.
+fn decode_map(r: &mut Reader<'_>) -> Result<MapData, Truncated> {
+    let nonce = r.array::<12>()?;
+    let protocol = r.u8()?;
+    r.skip(3)?;
+    let internal_port = r.u16()?;
+    let port = r.u16()?;
+    let ip = ip_from_bytes(r.array::<16>()?);
+    Ok(MapData {
+        nonce,
+        protocol,
+        internal_port,
+        external: SocketAddr::new(ip, port),
     })
+}
+
+/// The error for a read past the end of `data`: the least length the read needed.
+fn truncated(data: &[u8]) -> impl Fn(Truncated) -> WireError + '_ {
+    |e| WireError::Truncated {
+        len: data.len(),
+        need: e.need(),
+    }
 }
 
 /// Checks the length rules every PCP message follows.
@@ -238,22 +199,19 @@ fn check_length(data: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
-/// A message's first two bytes, after the length checks every PCP message must pass.
-fn version_and_opcode(data: &[u8]) -> Result<(u8, u8), WireError> {
+/// A reader of `data` past its first two bytes, and those bytes (version and opcode), after
+/// the length checks every PCP message must pass.
+fn version_and_opcode(data: &[u8]) -> Result<(Reader<'_>, u8, u8), WireError> {
     check_length(data)?;
-    match data {
-        [v, o, ..] => Ok((*v, *o)),
-        _ => Err(WireError::Truncated {
-            len: data.len(),
-            need: 2,
-        }),
-    }
+    let mut r = Reader::new(data);
+    let [version, opcode] = r.array().map_err(truncated(data))?;
+    Ok((r, version, opcode))
 }
 
 /// Decodes a response. The MAP fields are read when the opcode is MAP and the message holds
 /// them; options after them are ignored.
 pub fn decode_response(data: &[u8]) -> Result<Response, WireError> {
-    let (version, opcode) = version_and_opcode(data)?;
+    let (mut r, version, opcode) = version_and_opcode(data)?;
     if version == 0 {
         // NAT-PMP's version: not a PCP message at all.
         return Err(WireError::WrongVersion(version));
@@ -262,38 +220,35 @@ pub fn decode_response(data: &[u8]) -> Result<Response, WireError> {
         return Err(WireError::WrongDirection { expected: "response" });
     }
     let opcode = opcode & !RESPONSE_BIT;
-    let field = |at: usize| {
-        u32_at(data, at).ok_or(WireError::Truncated {
-            len: data.len(),
-            need: at + 4,
-        })
-    };
+    let [_reserved, result] = r.array().map_err(truncated(data))?;
+    let lifetime = r.u32().map_err(truncated(data))?;
+    let epoch = r.u32().map_err(truncated(data))?;
+    r.skip(12).map_err(truncated(data))?;
     Ok(Response {
         version,
         opcode,
-        result: ResultCode(data.get(3).copied().unwrap_or(0)),
-        lifetime: field(4)?,
-        epoch: field(8)?,
-        map: if opcode == OPCODE_MAP { decode_map(data) } else { None },
+        result: ResultCode(result),
+        lifetime,
+        epoch,
+        map: if opcode == OPCODE_MAP {
+            decode_map(&mut r).ok()
+        } else {
+            None
+        },
     })
 }
 
 /// Decodes a request (as a server would; used by tests and fake gateways).
 pub fn decode_request(data: &[u8]) -> Result<Request, WireError> {
-    let (version, opcode) = version_and_opcode(data)?;
+    let (mut r, version, opcode) = version_and_opcode(data)?;
     if opcode & RESPONSE_BIT != 0 {
         return Err(WireError::WrongDirection { expected: "request" });
     }
-    let lifetime = u32_at(data, 4).ok_or(WireError::Truncated {
-        len: data.len(),
-        need: 8,
-    })?;
-    let client = array::<16>(data, 8).map(ip_from_bytes).ok_or(WireError::Truncated {
-        len: data.len(),
-        need: HEADER_LEN,
-    })?;
+    r.skip(2).map_err(truncated(data))?;
+    let lifetime = r.u32().map_err(truncated(data))?;
+    let client = ip_from_bytes(r.array::<16>().map_err(truncated(data))?);
     let map = if opcode == OPCODE_MAP {
-        Some(decode_map(data).ok_or(WireError::Truncated {
+        Some(decode_map(&mut r).map_err(|_| WireError::Truncated {
             len: data.len(),
             need: MAP_MESSAGE_LEN,
         })?)
@@ -457,7 +412,7 @@ mod tests {
     #[test]
     fn result_code_names() {
         assert_eq!(ResultCode::NO_RESOURCES.to_string(), "NO_RESOURCES (8)");
-        assert_eq!(ResultCode(200).to_string(), "UNKNOWN (200)");
+        assert_eq!(ResultCode::<Pcp>(200).to_string(), "UNKNOWN (200)");
         assert_eq!(ResultCode::UNSUPP_VERSION.name(), "UNSUPP_VERSION");
     }
 }

@@ -1,5 +1,5 @@
 //! UDP hole punching on a socket: [`PunchedUdpSocket::punch_hole`] drives the socket-free
-//! [`UdpPuncher`](crate::puncher::UdpPuncher) on a mapped socket with natt-core's receive loop,
+//! [`UdpPuncher`] on a mapped socket with natt-core's receive loop,
 //! giving it the time and a random generator seeded from the system.
 
 use std::net::{SocketAddr, UdpSocket};

@@ -1,34 +1,33 @@
-//! Reading and writing the protocol's messages on a TCP stream. Messages are sent as they are;
-//! a message's length follows from its first bytes ([`wire::message_len`]).
+//! Reading the protocol's messages from a TCP stream. Messages are sent as they are; a
+//! message's length follows from its first bytes ([`wire::message_len`]), and natt-core's
+//! [`Framer`] reads them, never more than the largest message.
 
 use std::io::{self, Read};
 
-use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN};
+use natt_core::frame::Framer;
+
+use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN, WireError};
+
+/// The protocol's framing: an 8-byte header telling the length, at most a request's length
+/// (the longest message).
+const FRAMER: Framer<WireError> = Framer::new(HEADER_LEN, REQUEST_LEN, wire::message_len);
 
 /// Reads one message from `stream` (whose timeouts bound the wait).
 ///
 /// Returns an `InvalidData` error for bytes that are not a message; never reads more than the
 /// largest message.
 pub fn read_message(stream: &mut impl Read) -> io::Result<Message> {
-    let mut head = [0u8; HEADER_LEN];
-    stream.read_exact(&mut head)?;
-    read_message_after(head, stream)
+    decode(&FRAMER.read(stream)?)
 }
 
 /// Reads the rest of a message whose first [`HEADER_LEN`] bytes, `head`, were already read
 /// (by a server that looked at them to tell protocols apart).
 pub fn read_message_after(head: [u8; HEADER_LEN], stream: &mut impl Read) -> io::Result<Message> {
-    let len = wire::message_len(&head).map_err(invalid)?;
-    let mut buf = [0u8; REQUEST_LEN];
-    let msg = buf.get_mut(..len).ok_or_else(|| invalid("message too long"))?;
-    let (start, rest) = msg.split_at_mut(HEADER_LEN);
-    start.copy_from_slice(&head);
-    stream.read_exact(rest)?;
-    wire::decode(msg).map_err(invalid)
+    decode(&FRAMER.read_after(&head, stream)?)
 }
 
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+fn decode(msg: &[u8]) -> io::Result<Message> {
+    wire::decode(msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 #[cfg(test)]

@@ -432,21 +432,7 @@ fn binding_with_other(
     server: SocketAddr,
     deadline: Instant,
 ) -> Result<(SocketAddr, Option<SocketAddr>), TechniqueError> {
-    use std::io::Write;
-    let mut stream = natt_core::reuse::tcp_connect_from(local, server, deadline)?;
-    let txid: [u8; 12] = rand::random();
-    let req =
-        crate::message::encode_binding_request(txid, None).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
-    stream.write_all(&req)?;
-    let bytes = crate::client::read_stun_message(&mut stream)?;
-    let resp = decode_response(&bytes).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
-    if resp.txid != txid {
-        return Err(TechniqueError::Protocol("answer to another transaction".into()));
-    }
-    let s = resp
-        .result
-        .map_err(|(c, r)| TechniqueError::Refused(format!("{server}: {c} {r}")))?;
-    Ok((s.mapped, s.other_address))
+    crate::client::tcp_binding(local, server, deadline).map(|s| (s.mapped, s.other_address))
 }
 
 #[cfg(test)]

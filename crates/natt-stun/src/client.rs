@@ -23,7 +23,7 @@ use natt_core::{
     HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
 
-use crate::message::{self, HEADER_LEN, decode_response, encode_binding_request};
+use crate::message::{self, BindingSuccess, decode_response, encode_binding_request};
 use crate::transaction::{DEFAULT_RTO, Transaction};
 
 /// The technique's name.
@@ -135,12 +135,20 @@ impl MappingTechnique for StunTechnique {
     }
 }
 
-/// One Binding transaction over TCP from `local` (RFC 8489 framing: messages back to back).
+/// One Binding transaction over TCP from `local` (RFC 8489 framing: messages back to back):
+/// the reflexive address the server saw.
 pub fn binding_over_tcp(
     local: SocketAddr,
     server: SocketAddr,
     deadline: Instant,
 ) -> Result<SocketAddr, TechniqueError> {
+    tcp_binding(local, server, deadline).map(|success| success.mapped)
+}
+
+/// One Binding transaction over TCP from `local`, connected to `server` by `deadline`: the
+/// server's whole success answer (with RFC 5780's OTHER-ADDRESS if it named one). The one
+/// STUN-over-TCP binding, for the technique and for NAT behaviour discovery.
+pub fn tcp_binding(local: SocketAddr, server: SocketAddr, deadline: Instant) -> Result<BindingSuccess, TechniqueError> {
     let mut stream = tcp_connect_from(local, server, deadline)?;
     let txid: [u8; 12] = rand::random();
     let request = encode_binding_request(txid, None).map_err(|e| TechniqueError::Protocol(e.to_string()))?;
@@ -152,24 +160,16 @@ pub fn binding_over_tcp(
             "{server} answered another transaction"
         )));
     }
-    match response.result {
-        Ok(success) => Ok(success.mapped),
-        Err((code, reason)) => Err(TechniqueError::Refused(format!("{server}: {code} {reason}"))),
-    }
+    response
+        .result
+        .map_err(|(code, reason)| TechniqueError::Refused(format!("{server}: {code} {reason}")))
 }
 
 /// Reads one STUN message from a stream; never more than
-/// [`MAX_MESSAGE_LEN`](crate::message::MAX_MESSAGE_LEN) bytes.
+/// [`MAX_MESSAGE_LEN`](crate::message::MAX_MESSAGE_LEN) bytes
+/// ([`STREAM_FRAMER`](crate::message::STREAM_FRAMER)).
 pub fn read_stun_message(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; HEADER_LEN];
-    stream.read_exact(&mut buf)?;
-    let len = message::stream_message_len(&buf)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    buf.resize(len, 0);
-    if let Some(body) = buf.get_mut(HEADER_LEN..) {
-        stream.read_exact(body)?;
-    }
-    Ok(buf)
+    message::STREAM_FRAMER.read(stream)
 }
 
 /// Endpoints from mapped addresses; `open` when filtering was found endpoint-independent.

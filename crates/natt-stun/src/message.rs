@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use bytecodec::{DecodeExt, EncodeExt};
+use natt_core::frame::Framer;
 use stun_codec::rfc5389::attributes::{
     ErrorCode, Fingerprint, MappedAddress, Software, UnknownAttributes, XorMappedAddress, XorMappedAddress2,
 };
@@ -98,6 +99,11 @@ natt_core::debug_as_display!(StunError);
 pub fn looks_like_stun(bytes: &[u8]) -> bool {
     stream_message_len(bytes).is_ok_and(|len| len == bytes.len())
 }
+
+/// STUN's framing on a stream (RFC 8489 section 7.2.2: messages back to back, each telling
+/// its length in its header): at most [`MAX_MESSAGE_LEN`] bytes, refused by
+/// [`stream_message_len`] before they are read.
+pub const STREAM_FRAMER: Framer<StunError> = Framer::new(HEADER_LEN, MAX_MESSAGE_LEN, stream_message_len);
 
 /// The total length of the STUN message whose header starts `header`, for framing on a stream
 /// (RFC 8489 section 7.2.2 sends messages back to back on TCP).

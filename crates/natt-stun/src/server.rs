@@ -16,8 +16,7 @@ use std::thread;
 use natt_core::service::{TcpLimits, Worker, accept_loop, recv_loop};
 
 use crate::message::{
-    HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, decode_request, encode_error, encode_success, looks_like_stun,
-    stream_message_len,
+    MAGIC_COOKIE, MAX_MESSAGE_LEN, STREAM_FRAMER, decode_request, encode_error, encode_success, looks_like_stun,
 };
 
 // The bounds on TCP clients: at most MAX_TCP_CLIENTS at once, at most
@@ -340,12 +339,7 @@ fn serve_stream(
                 None => Err(io::Error::new(io::ErrorKind::InvalidData, "not STUN")),
             };
         }
-        let mut msg = head.to_vec();
-        msg.resize(HEADER_LEN, 0);
-        stream.read_exact(msg.get_mut(STREAM_HEAD_LEN..).unwrap_or(&mut []))?;
-        let len = stream_message_len(&msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        msg.resize(len, 0);
-        stream.read_exact(msg.get_mut(HEADER_LEN..).unwrap_or(&mut []))?;
+        let msg = STREAM_FRAMER.read_after(&head, &mut stream)?;
         match answer(layout, on, from, &msg, None, true) {
             Some((_, _, reply)) => {
                 answered.fetch_add(1, Ordering::Relaxed);
