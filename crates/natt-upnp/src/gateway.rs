@@ -1,16 +1,14 @@
 //! A UPnP Internet Gateway Device's WAN connection service, and its SOAP actions (external
 //! address, add and delete port mappings), each bounded by the caller's deadline (see
-//! [`crate::call`]).
+//! [`crate::bounded`]).
 //!
 //! natt speaks SOAP itself: the request and the reading of the answer are [`crate::soap`]'s
 //! (natt's hardened XML reader: size limit, no DTD), the HTTP POST is here ([`crate::http`]:
-//! no proxy, no redirects, at most [`MAX_SOAP_BYTES`](crate::soap::MAX_SOAP_BYTES) read). Each
+//! no proxy, no redirects, at most [`MAX_SOAP_BYTES`] read). Each
 //! request has fixed timeouts of its own ([`SOAP_TIMEOUT`] to connect, as much for the
-//! exchange) whatever the caller's deadline: it runs on a worker thread, the caller waits until
-//! its deadline only, and a mapping that the gateway grants after the caller gave up is deleted
-//! by that worker, unless the caller's `keep` says it is still wanted (a renewal of a lease
-//! still held, or a port that a live lease holds by now: deleting it would delete that lease's
-//! mapping).
+//! exchange) and runs on a worker thread ([`crate::bounded`]; why: the crate documentation,
+//! **Deadlines**); a mapping granted after the caller gave up is deleted by that worker unless
+//! the caller's `keep` says the port is held by then.
 //!
 //! The gateway's URLs were checked when it was found ([`crate::description`]): the control URL
 //! is on the gateway's own address.
@@ -25,7 +23,7 @@ use natt_core::Protocol;
 use rand::Rng;
 use url::Url;
 
-use crate::call;
+use crate::bounded;
 use crate::error::{UpnpError, shorten};
 use crate::http;
 use crate::soap::{self, MAX_SOAP_BYTES, SoapError};
@@ -213,7 +211,7 @@ impl Gateway {
     pub fn external_ip(&self, deadline: Instant) -> Result<Ipv4Addr, UpnpError> {
         let service = Arc::clone(&self.service);
         let what = format!("{GET_EXTERNAL_IP} at {}", self.control);
-        let ip = call::bounded(&what, deadline, move || service.external_ip(), drop)??;
+        let ip = bounded::call(&what, deadline, move || service.external_ip(), drop)??;
         if let Some(why) = natt_core::endpoint::unusable_external_ip(ip) {
             return Err(UpnpError::NoExternalAddress(format!(
                 "{} is {why}",
@@ -240,7 +238,7 @@ impl Gateway {
         let what = format!("{ADD} {} {} at {}", m.protocol, m.external_port, self.control);
         let (protocol, port) = (m.protocol, m.external_port);
         let late_what = what.clone();
-        call::bounded(
+        bounded::call(
             &what,
             deadline,
             move || service.add_port(&m),
@@ -264,7 +262,7 @@ impl Gateway {
         let what = format!("{ADD_ANY} {} at {}", m.protocol, self.control);
         let protocol = m.protocol;
         let late_what = what.clone();
-        let port = call::bounded(
+        let port = bounded::call(
             &what,
             deadline,
             move || service.add_any_port(&m),
@@ -301,14 +299,14 @@ impl Gateway {
             drop(keep);
             r
         };
-        call::started(&what, deadline, work, drop)?
+        bounded::started(&what, deadline, work, drop)?
     }
 
     /// `DeletePortMapping`.
     pub fn remove_port(&self, protocol: Protocol, external_port: u16, deadline: Instant) -> Result<(), UpnpError> {
         let service = Arc::clone(&self.service);
         let what = format!("{DELETE} {protocol} {external_port} at {}", self.control);
-        call::bounded(
+        bounded::call(
             &what,
             deadline,
             move || service.remove_port(protocol, external_port),

@@ -5,7 +5,7 @@
 //! when the lease is released it wakes at once (a channel, not a sleep through the lease),
 //! deletes the mapping and says so. This module holds only the SOAP calls ([`Renewable`]).
 //! Each of these SOAP calls is bounded by
-//! [`UpnpConfig::call_timeout`](crate::UpnpConfig) (see [`crate::call`]).
+//! [`UpnpConfig::call_timeout`](crate::UpnpConfig) (see [`crate::bounded`]).
 //!
 //! Dropping a lease does not wait for the gateway: it wakes the lease's thread, which deletes
 //! the mapping with its own deadline, and waits for that only briefly ([`DROP_WAIT`], enough
@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use natt_core::lease::{Keeper, KeeperNames, Renewable, Renewal, Stop};
 use natt_core::{Lease, Protocol};
 
-use crate::call;
+use crate::bounded;
+use crate::cache::Shared;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, MappingRequest};
-use crate::technique::{PortHold, Shared};
+use crate::port_choice::PortHold;
 
 /// The UPnP error a gateway answers when deleting a mapping it does not have.
 const NO_SUCH_ENTRY: u16 = 714;
@@ -107,7 +108,7 @@ impl UpnpLease {
         drop(self.hold.take()); // a renewal granted late from now on is deleted again
         self.keeper.start_release(); // wakes the thread at once
         if self.release_by.is_none() {
-            self.release_by = Some(call::in_from_now(self.release_wait));
+            self.release_by = Some(bounded::in_from_now(self.release_wait));
         }
     }
 
@@ -220,7 +221,7 @@ where
             log::debug!("upnp: {name}: the last renewal is still under way; not renewing again yet");
             return Renewal::Busy;
         }
-        let deadline = call::in_from_now(self.shared.config.call_timeout);
+        let deadline = bounded::in_from_now(self.shared.config.call_timeout);
         let (token, keep) = (Arc::clone(&self.pending), self.keep_late.clone());
         let keep = move || {
             let _pending = token;
@@ -239,7 +240,7 @@ where
         if error.is_unreachable()
             && let Some(found) = self
                 .shared
-                .regain(&self.gateway, call::in_from_now(self.shared.config.call_timeout))
+                .regain(&self.gateway, bounded::in_from_now(self.shared.config.call_timeout))
         {
             log::info!("upnp: {}: the gateway now answers at {}", self.name, found.control);
             self.gateway = found;
@@ -248,7 +249,7 @@ where
 
     fn delete(self) -> bool {
         let name = &self.name;
-        let deadline = call::in_from_now(self.shared.config.call_timeout);
+        let deadline = bounded::in_from_now(self.shared.config.call_timeout);
         let r = self
             .gateway
             .remove_port(self.mapping.protocol, self.mapping.external_port, deadline);
@@ -307,7 +308,7 @@ impl Drop for UpnpLease {
         } else {
             self.drop_wait
         };
-        if !self.wait_for_end(call::in_from_now(wait)) && self.keeper.ended().is_none() {
+        if !self.wait_for_end(bounded::in_from_now(wait)) && self.keeper.ended().is_none() {
             if !wait.is_zero() {
                 // The gateway is slow or gone: the next drops do not wait for it either.
                 self.shared.silent.store(true, Ordering::Relaxed);

@@ -57,8 +57,10 @@
 //!   `igd-next`'s API offers no way to check an answer before it parses it (it sends the HTTP request and
 //!   parses the body in one private function), so natt sends the few actions it uses
 //!   itself ([`soap`]: `GetExternalIPAddress`, `AddPortMapping`, `AddAnyPortMapping`,
-//!   `DeletePortMapping`); the IPv6 pinhole actions will need the same. `igd-next` is no
-//!   longer a dependency.
+//!   `DeletePortMapping`); the IPv6 pinhole actions will need the same. Its search was
+//!   replaced too ([`ssdp`]): it read the description of whatever answered with the same
+//!   settings, and a device on the LAN answering with a 527-byte description took the process
+//!   to 700 MB (ten times that per extra line). `igd-next` is no longer a dependency.
 //! - **HTTP proxies**: natt's requests to the gateway never go through a proxy, whatever
 //!   `http_proxy`/`all_proxy` say (the gateway is on the LAN), and never follow redirects.
 //! - **Forged SSDP answers**: any host on the LAN can send search answers that claim to come
@@ -94,13 +96,15 @@
 //! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
-mod call;
+mod bounded;
+mod cache;
 pub mod description;
 mod error;
 mod gateway;
 mod http;
 mod lease;
 mod load;
+mod port_choice;
 mod search;
 pub mod soap;
 pub mod ssdp;

@@ -2,7 +2,7 @@
 //! description and make the [`Gateway`] it describes, with the actions' argument lists the
 //! specifications fix (see [`crate::description`], which also
 //! does the parsing). Here is the HTTP GET, bounded by the caller's deadline (see
-//! [`crate::call`]) and by [`MAX_DESCRIPTION_BYTES`].
+//! [`crate::bounded`]) and by [`MAX_DESCRIPTION_BYTES`].
 //!
 //! This is how a gateway given by URL ([`crate::UpnpTechnique::add_gateway`], `NATT_UPNP_IGD`)
 //! is reached, as `upnpc -u` does: an SSDP search first would cost the gateway's answer delay
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::call;
+use crate::bounded;
 use crate::description::{self, MAX_DESCRIPTION_BYTES};
 use crate::error::{UpnpError, shorten};
 use crate::gateway::Gateway;
@@ -50,7 +50,7 @@ fn get(url: &Url, deadline: Instant) -> Result<Vec<u8>, UpnpError> {
         .read_timeout(remaining)
         .timeout(remaining);
     let worker_what = what.clone();
-    call::bounded(
+    bounded::call(
         &what,
         deadline,
         move || {
@@ -86,7 +86,7 @@ pub(crate) fn load_first(urls: &[String], deadline: Instant) -> Result<Gateway, 
     if let [url] = urls {
         return load(url, deadline).map_err(|e| vec![e]);
     }
-    call::first_ok(
+    bounded::first_ok(
         urls.to_vec(),
         "natt-upnp-load",
         "reading the descriptions of the gateways given",

@@ -2,10 +2,8 @@
 //! the answers itself, and reads each answerer's description with its own reader
 //! ([`crate::load`]).
 //!
-//! natt used `igd-next`'s search before, which reads the description of whatever answers with
-//! xml-rs's default settings, which expand DTD entities without limit: a device on the LAN
-//! answering the search with a 527-byte description took the process to 700 MB (ten times
-//! that per extra line). natt's reader refuses DTDs.
+//! (It replaces `igd-next`'s search, whose description reader expanded DTD entities: see the
+//! crate documentation, **Why not `igd-next`**.)
 //!
 //! Answers are filtered: when this host has a default route, only its router (the answer's
 //! source and its LOCATION's host) is taken. The gateway whose mappings make a socket
@@ -64,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use natt_core::deadline;
 
-use crate::call;
+use crate::bounded;
 use crate::error::{UpnpError, shorten};
 use crate::gateway::Gateway;
 use crate::load;
@@ -365,7 +363,7 @@ pub(crate) fn search(targets: &[Target], end: Instant, deadline: Instant) -> Res
         over: AtomicBool::new(false),
         refusal_ends_search: only.is_some() && targets.iter().all(|t| t.only == only),
     });
-    let found = call::first_ok(
+    let found = bounded::first_ok(
         targets.to_vec(),
         "natt-upnp-search",
         "searching for a UPnP gateway (SSDP)",

@@ -6,9 +6,8 @@
 //! Answers are untrusted: they are read with natt's own hardened XML reader (at most
 //! [`MAX_SOAP_BYTES`], UTF-8 only, no DTD so no entity expansion, bounded depth and text), so
 //! any bytes give a [`Response`] or a [`SoapError`], never a panic, with work and memory
-//! linear in the (bounded) size. natt used to leave SOAP to `igd-next`, which parses answers
-//! with xml-rs's default settings: an answer of about 750 bytes defining entities through
-//! nested parameter entities took a process to 1.39 GB.
+//! linear in the (bounded) size. (natt used to leave SOAP to `igd-next`: why no longer, see
+//! the [crate documentation](crate), **Why not `igd-next`**.)
 //!
 //! Only what UPnP IGD actions need is read: the answer's `Envelope/Body/{action}Response`
 //! element and the text of its children (the output arguments), or

@@ -1,53 +1,29 @@
-//! [`UpnpTechnique`]: port mapping on a UPnP Internet Gateway Device, as a natt
-//! [`MappingTechnique`] that maps beside the socket.
-//!
-//! Mapping a socket: find the gateway (the cached one; else the gateways given with
-//! [`HolePunchServerAddr::IgdGateway`], loaded from their description URLs, see
-//! [`crate::load`], or found by a unicast SSDP search to their hosts if that fails; else an
-//! SSDP search, see [`crate::search`], multicast from every IPv4 interface and unicast to the
-//! default route's router, taking that router only); then, at the same time, ask
-//! its external address and map the socket's port to the host's address facing the gateway
-//! (`AddPortMapping` with the socket's own port first; when that port is taken,
-//! `AddAnyPortMapping` on IGD:2, random ports on IGD:1); and hold the mapping with an
-//! [`UpnpLease`] that renews it and deletes it when dropped. Every call to the gateway is
-//! bounded by the caller's deadline (see [`crate::call`]). The gateway found is cached in the
-//! technique (so in the [`natt_core::MappingContext`] that keeps it), forgotten whenever it
-//! does not answer and searched for again then (or by the next mapping when no time is left);
-//! one search runs at a time, the others who need a gateway wait for its result.
+//! [`UpnpTechnique`], natt's [`MappingTechnique`] for UPnP IGD (it maps beside the socket),
+//! and its [`UpnpConfig`]. Mapping a socket: take the gateway ([`crate::cache`]), then at the
+//! same time ask its external address and map the socket's port to the host's address facing
+//! the gateway ([`crate::port_choice`]), and hold the mapping with an [`UpnpLease`]. What
+//! each step does and why: the crate documentation.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use natt_core::{
     HolePunchServerAddr, MappedSocketAddr, MappingTechnique, Protocol, TechniqueError, TechniqueMapping, deadline,
 };
-use rand::Rng;
 
 use natt_core::arbiter::{Claim, ClaimGuard, ClaimKey, GatewayArbiter};
 
-use crate::call;
+use crate::cache::{Purpose, Shared};
 use crate::error::UpnpError;
-use crate::gateway::{Gateway, GatewayInfo, MappingRequest};
+use crate::gateway::{Gateway, GatewayInfo};
 use crate::lease::{Mapping, UpnpLease};
-use crate::load;
-use crate::search::{self, Target};
+use crate::port_choice::{PortHold, add_mapping};
 
 /// The technique's name.
 pub const NAME: &str = "upnp";
-
-/// UPnP error codes the mapping logic reacts to.
-mod code {
-    pub const INVALID_ACTION: u16 = 401;
-    pub const NOT_IMPLEMENTED: u16 = 602;
-    pub const CONFLICT_IN_MAPPING_ENTRY: u16 = 718;
-    pub const SAME_PORT_VALUES_REQUIRED: u16 = 724;
-    pub const ONLY_PERMANENT_LEASES_SUPPORTED: u16 = 725;
-    pub const CONFLICT_WITH_OTHER_MECHANISMS: u16 = 729;
-}
 
 /// The SSDP multicast address.
 const SSDP_MULTICAST: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(239, 255, 255, 250), 1900));
@@ -137,7 +113,7 @@ impl UpnpConfig {
     }
 }
 
-/// Maps sockets with UPnP IGD port mappings (see the module documentation).
+/// Maps sockets with UPnP IGD port mappings (see the [crate documentation](crate)).
 ///
 #[cfg_attr(not(doctest), doc = include_str!("../doc/upnp_technique.md"))]
 #[derive(Debug)]
@@ -145,54 +121,6 @@ pub struct UpnpTechnique {
     shared: Arc<Shared>,
     /// Takes turns with other port-mapping techniques (PCP, NAT-PMP) on one gateway.
     arbiter: Option<Arc<GatewayArbiter>>,
-}
-
-/// The technique's state, shared with its leases (which ask it to find a gateway again when
-/// theirs stops answering).
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: UpnpConfig,
-    state: Mutex<State>,
-    /// Signalled when a search ends (see [`State::searching`]).
-    searched: Condvar,
-    /// Set when the gateway last failed to answer a lease (or to answer a deletion within a
-    /// dropping lease's short wait), cleared when it answers: dropping a lease does not wait
-    /// for a gateway that is not answering.
-    pub silent: AtomicBool,
-    /// The gateway's last answer about its external address was unusable (`0.0.0.0`, not
-    /// connected): ask it before mapping, not at the same time.
-    pub external_unusable: AtomicBool,
-}
-
-/// Who asks for the gateway: a mapping, or a lease whose gateway stopped answering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    /// A mapping (or [`UpnpTechnique::find_gateway`]): a recent failed multicast search fails
-    /// it at once; gateways given by URL are searched for until its deadline every time.
-    Map,
-    /// A lease looking for its gateway again, in the background: any recent failed search,
-    /// gateways given by URL included, makes it wait for the next retry.
-    Regain,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// Gateways given explicitly (their URLs and addresses): loaded from their URLs (or
-    /// searched for by unicast if nothing answers there) instead of a multicast search.
-    explicit: Vec<(String, Ipv4Addr)>,
-    /// The gateway in use.
-    gateway: Option<Arc<Gateway>>,
-    /// What we last learnt of a gateway, for reports.
-    info: Option<GatewayInfo>,
-    /// When a search last found nothing, and why.
-    failed_search: Option<(Instant, String)>,
-    /// The external ports held, each by the ids of its holders (see [`PortHold`]).
-    held: HashMap<HeldKey, Vec<u64>>,
-    /// The id of the next [`PortHold`].
-    next_hold: u64,
-    /// A search is under way: the others who need a gateway wait for its result rather than
-    /// search too (one search at a time, whatever the number of mappings and leases).
-    searching: bool,
 }
 
 impl Default for UpnpTechnique {
@@ -217,13 +145,7 @@ impl UpnpTechnique {
     /// A technique with `config`.
     pub fn with_config(config: UpnpConfig) -> Self {
         UpnpTechnique {
-            shared: Arc::new(Shared {
-                config,
-                state: Mutex::new(State::default()),
-                searched: Condvar::new(),
-                silent: AtomicBool::new(false),
-                external_unusable: AtomicBool::new(false),
-            }),
+            shared: Arc::new(Shared::new(config)),
             arbiter: None,
         }
     }
@@ -243,20 +165,14 @@ impl UpnpTechnique {
     /// description URL the gateway answers with is used.
     pub fn add_gateway(&self, url: &str) -> Result<(), UpnpError> {
         let ip = gateway_host(url)?;
-        let mut state = self.shared.lock();
-        if !state.explicit.iter().any(|(_, known)| *known == ip) {
-            state.explicit.push((url.to_owned(), ip));
-        }
-        // A gateway found by searching gives way to the one given.
-        state.gateway = None;
-        state.failed_search = None;
+        self.shared.add_gateway(url, ip);
         Ok(())
     }
 
     /// The gateway last found (by a mapping or [`find_gateway`](Self::find_gateway)), if any,
     /// even if mapping on it then failed.
     pub fn gateway_info(&self) -> Option<GatewayInfo> {
-        self.shared.lock().info.clone()
+        self.shared.info()
     }
 
     /// Finds the gateway now (or takes the cached one) and asks its external address, by
@@ -498,273 +414,6 @@ impl MappingTechnique for UpnpTechnique {
     }
 }
 
-/// A gateway's address, a protocol and an external port.
-type HeldKey = (Ipv4Addr, Protocol, u16);
-
-/// An external port on a gateway that is ours: asked for by a mapping under way, or mapped by
-/// a live lease. A mapping that the gateway grants after its caller gave up is deleted again
-/// (see [`crate::call`]), by protocol and port; while another holds that port, such a deletion
-/// would delete the newer mapping, so it is skipped. Dropping the hold gives the port up.
-#[derive(Debug)]
-pub(crate) struct PortHold {
-    shared: Arc<Shared>,
-    key: HeldKey,
-    id: u64,
-}
-
-impl PortHold {
-    /// The external port held.
-    pub fn port(&self) -> u16 {
-        self.key.2
-    }
-
-    /// For a request made under this hold: true when a grant that comes after the caller gave
-    /// up is to be kept, because someone else holds the port by then.
-    pub fn keep_late(&self) -> impl FnOnce() -> bool + Send + 'static {
-        let (shared, key, id) = (Arc::clone(&self.shared), self.key, self.id);
-        move || shared.held_by_others(key, Some(id))
-    }
-
-    /// For a renewal by the lease that has this hold: true when a grant that comes after the
-    /// lease gave up waiting is to be kept, because the lease (or another) still holds the port.
-    pub fn keep_late_renewal(&self) -> impl FnOnce() -> bool + Clone + Send + 'static {
-        let (shared, key) = (Arc::clone(&self.shared), self.key);
-        move || shared.held_by_others(key, None)
-    }
-}
-
-impl Drop for PortHold {
-    fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        if let Some(ids) = state.held.get_mut(&self.key) {
-            ids.retain(|id| *id != self.id);
-            if ids.is_empty() {
-                state.held.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Marks the end of a search (see [`State::searching`]) when dropped.
-struct Searching<'a>(&'a Shared);
-
-impl Drop for Searching<'_> {
-    fn drop(&mut self) {
-        self.0.lock().searching = false;
-        self.0.searched.notify_all();
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Holds `port` on the gateway at `gateway` (see [`PortHold`]).
-    pub(crate) fn hold_port(self: &Arc<Self>, gateway: Ipv4Addr, protocol: Protocol, port: u16) -> PortHold {
-        let key = (gateway, protocol, port);
-        let mut state = self.lock();
-        let id = state.next_hold;
-        state.next_hold = state.next_hold.wrapping_add(1);
-        state.held.entry(key).or_default().push(id);
-        PortHold {
-            shared: Arc::clone(self),
-            key,
-            id,
-        }
-    }
-
-    /// True when a hold other than `except` holds `key`.
-    fn held_by_others(&self, key: HeldKey, except: Option<u64>) -> bool {
-        self.lock()
-            .held
-            .get(&key)
-            .is_some_and(|ids| ids.iter().any(|id| Some(*id) != except))
-    }
-
-    /// Notes whether a lease's call to the gateway was answered (see [`Shared::silent`]).
-    /// Notes whether the gateway's answer about its external address was usable.
-    fn heard_external(&self, answer: Result<Ipv4Addr, UpnpError>) -> Result<Ipv4Addr, UpnpError> {
-        match &answer {
-            Ok(_) => self.external_unusable.store(false, Ordering::Relaxed),
-            Err(UpnpError::NoExternalAddress(_)) => self.external_unusable.store(true, Ordering::Relaxed),
-            Err(_) => {}
-        }
-        answer
-    }
-
-    pub(crate) fn heard<T>(&self, result: &Result<T, UpnpError>) {
-        let silent = result.as_ref().is_err_and(UpnpError::is_unreachable);
-        self.silent.store(silent, Ordering::Relaxed);
-    }
-
-    /// Records what a report should say about `gateway`.
-    fn note(&self, gateway: &Gateway, external: Option<Ipv4Addr>) {
-        self.lock().info = Some(gateway.info(external));
-    }
-
-    /// The gateway to use: the cached one (`true`), else one found now (its external address
-    /// is asked by the mapping, at the same time as the mapping itself). One search at a
-    /// time: while another caller searches, this one waits for its result (until `deadline`)
-    /// instead of searching too, then takes the gateway it found, or its failure (see
-    /// [`Purpose`]), or searches itself if that search proved nothing.
-    fn gateway(&self, deadline: Instant, purpose: Purpose) -> Result<(Arc<Gateway>, bool), UpnpError> {
-        let explicit = {
-            let mut state = self.lock();
-            loop {
-                if let Some(gateway) = &state.gateway {
-                    return Ok((Arc::clone(gateway), true));
-                }
-                if let Some(e) = self.backing_off(&state, purpose) {
-                    return Err(e);
-                }
-                if !state.searching {
-                    break;
-                }
-                let Some(left) = deadline::remaining(deadline) else {
-                    return Err(UpnpError::timed_out(
-                        "waiting for another search for the UPnP gateway to end",
-                    ));
-                };
-                state = self
-                    .searched
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-            state.searching = true;
-            state.explicit.clone()
-        };
-        // Ends the search (and wakes those waiting) however this function returns.
-        let _searching = Searching(self);
-        // No lock is held while talking to the network.
-        let gateway = if explicit.is_empty() {
-            self.search(deadline)?
-        } else {
-            self.given(&explicit, deadline).map_err(|e| {
-                let given: Vec<&str> = explicit.iter().map(|(url, _)| url.as_str()).collect();
-                log::debug!("upnp: the gateway given ({}) did not answer: {e}", given.join(", "));
-                // Only leases looking for their gateway again heed this (see `Purpose`).
-                self.lock().failed_search = Some((Instant::now(), e.to_string()));
-                e
-            })?
-        };
-        log::info!(
-            "upnp: gateway {} ({}), control {}",
-            gateway.description,
-            gateway.version,
-            gateway.control
-        );
-        let gateway = Arc::new(gateway);
-        {
-            let mut state = self.lock();
-            state.gateway = Some(Arc::clone(&gateway));
-            // A report names it from now on, whatever its first answers.
-            state.info = Some(gateway.info(None));
-            state.failed_search = None;
-        }
-        Ok((gateway, false))
-    }
-
-    /// The error to fail with at once, without searching, after a recent search that found
-    /// nothing (see [`Purpose`]).
-    fn backing_off(&self, state: &State, purpose: Purpose) -> Option<UpnpError> {
-        let (at, why) = state.failed_search.as_ref()?;
-        let applies = state.explicit.is_empty() || purpose == Purpose::Regain;
-        let ago = at.elapsed();
-        (applies && ago < self.config.search_again_after).then(|| {
-            UpnpError::NoGateway(format!(
-                "{why} ({} s ago; next search in {} s)",
-                ago.as_secs(),
-                self.config.search_again_after.saturating_sub(ago).as_secs()
-            ))
-        })
-    }
-
-    /// The gateway at the first of the URLs given that loads; if none does because nothing
-    /// answers there (refused, not found, no connection within the connect timeout) and time
-    /// is left, the first that answers a unicast SSDP search to their hosts (its HTTP port or
-    /// paths may have changed since the URL was taken, e.g. after a restart). A description
-    /// that is there but unusable is an error at once.
-    fn given(&self, explicit: &[(String, Ipv4Addr)], deadline: Instant) -> Result<Gateway, UpnpError> {
-        let urls: Vec<String> = explicit.iter().map(|(url, _)| url.clone()).collect();
-        let errors = match load::load_first(&urls, deadline) {
-            Ok(gateway) => return Ok(gateway),
-            Err(errors) => errors,
-        };
-        let moved = errors.iter().any(load::nobody_there);
-        let e = UpnpError::summarize(errors, "no gateway URL given");
-        if !moved || deadline::remaining(deadline).is_none() {
-            return Err(e);
-        }
-        log::info!("upnp: {e}; searching for the gateway at its address instead");
-        let port = self.config.ssdp_addr.port();
-        let targets: Vec<Target> = explicit.iter().map(|(_, ip)| Target::unicast(*ip, port)).collect();
-        search::search(&targets, deadline, deadline).map_err(|s| UpnpError::NoGateway(format!("{e}; then {s}")))
-    }
-
-    /// A multicast search from every interface (or [`UpnpConfig::search_from`]).
-    fn search(&self, deadline: Instant) -> Result<Gateway, UpnpError> {
-        let from = match &self.config.search_from {
-            Some(from) => from.clone(),
-            None => ipv4_interfaces(),
-        };
-        let mut targets: Vec<Target> = from
-            .iter()
-            .map(|ip| Target::from_interface(*ip, self.config.ssdp_addr))
-            .collect();
-        // Only the router of the default route is taken as the gateway, when there is one (and
-        // the interfaces were not chosen by the configuration); it is also searched for by
-        // unicast, in case it does not answer multicast.
-        if self.config.search_from.is_none()
-            && self.config.router_only
-            && let Some(router) = natt_core::route::default_router()
-        {
-            for target in &mut targets {
-                target.only = Some(router);
-            }
-            targets.push(Target::unicast(router, self.config.ssdp_addr.port()));
-        }
-        let window_end = call::in_from_now(self.config.search_window);
-        let result = search::search(&targets, window_end, deadline);
-        if let Err(e @ (UpnpError::NoGateway(_) | UpnpError::TimedOut { .. })) = &result {
-            log::debug!("upnp: {e}");
-        }
-        // Nothing answered during a whole window: say so at once for a while. (A window cut
-        // short by the caller's deadline proves nothing.)
-        if let Err(UpnpError::NoGateway(why)) = &result
-            && window_end <= deadline
-        {
-            self.lock().failed_search = Some((Instant::now(), why.clone()));
-        }
-        result
-    }
-
-    /// Drops `gateway` from the cache (it stopped answering).
-    pub(crate) fn forget(&self, gateway: &Gateway) {
-        let mut state = self.lock();
-        if state.gateway.as_deref() == Some(gateway) {
-            state.gateway = None;
-        }
-    }
-
-    /// For a lease whose gateway stopped answering: the gateway on the same host, found again
-    /// (it may have restarted on another port), or `None`. Searches only when no other search
-    /// is under way (else waits for it) and none failed recently
-    /// ([`UpnpConfig::search_again_after`]): many leases on a dead gateway search once.
-    pub(crate) fn regain(&self, old: &Gateway, deadline: Instant) -> Option<Arc<Gateway>> {
-        self.forget(old);
-        match self.gateway(deadline, Purpose::Regain) {
-            Ok((gateway, _)) if gateway.ip() == old.ip() && *gateway != *old => Some(gateway),
-            Ok(_) => None,
-            Err(e) => {
-                log::debug!("upnp: looking for the gateway again: {e}");
-                None
-            }
-        }
-    }
-}
-
 /// False for private (RFC 1918), shared (RFC 6598, carrier-grade NAT) and link-local addresses.
 fn is_public(ip: Ipv4Addr) -> bool {
     let [a, b, ..] = ip.octets();
@@ -780,26 +429,6 @@ fn gateway_host(url: &str) -> Result<Ipv4Addr, UpnpError> {
     };
     let parsed = url::Url::parse(url.trim()).map_err(|e| bad(&e.to_string()))?;
     crate::description::http_ipv4(&parsed).map(|(ip, _)| ip).map_err(bad)
-}
-
-/// Every non-loopback IPv4 interface address.
-fn ipv4_interfaces() -> Vec<Ipv4Addr> {
-    let mut ips: Vec<Ipv4Addr> = match if_addrs::get_if_addrs() {
-        Ok(ifs) => ifs
-            .into_iter()
-            .filter_map(|i| match i.ip() {
-                IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
-                _ => None,
-            })
-            .collect(),
-        Err(e) => {
-            log::warn!("upnp: cannot list interfaces: {e}");
-            Vec::new()
-        }
-    };
-    ips.sort();
-    ips.dedup();
-    ips
 }
 
 /// The address to map: the socket's own, or for a socket on every interface, this host's
@@ -820,115 +449,6 @@ fn internal_ip(bound: Ipv4Addr, gateway: Ipv4Addr) -> Result<Ipv4Addr, UpnpError
     match probe.local_addr().map_err(|e| UpnpError::io(&what, e))?.ip() {
         IpAddr::V4(ip) if !ip.is_unspecified() => Ok(ip),
         other => Err(UpnpError::NotApplicable(format!("{what}: got {other}"))),
-    }
-}
-
-/// True for the answers that mean "this external port is taken".
-fn is_conflict(e: &UpnpError) -> bool {
-    matches!(
-        e.code(),
-        Some(code::CONFLICT_IN_MAPPING_ENTRY | code::CONFLICT_WITH_OTHER_MECHANISMS)
-    )
-}
-
-/// Maps `internal` on `gateway`: the same external port when free, another when taken.
-/// `AddPortMapping` with our port first; when it is taken, `AddAnyPortMapping` on
-/// IGD:2 (the gateway picks), else `AddPortMapping` with a few random
-/// ports ([`UpnpConfig::random_port_attempts`]). Returns the external port and the lease
-/// granted (0 only if the gateway supports permanent leases alone).
-///
-/// Each port tried is held (see [`PortHold`]) while it is asked for, so that a late grant of
-/// an earlier attempt for it is not undone while it is ours; the hold of the port mapped is
-/// returned, for the lease to keep.
-fn add_mapping(
-    shared: &Arc<Shared>,
-    gateway: &Gateway,
-    protocol: Protocol,
-    internal: SocketAddrV4,
-    description: &str,
-    deadline: Instant,
-) -> Result<(PortHold, u32), UpnpError> {
-    let config = &shared.config;
-    let mut lease_secs = config.lease_secs();
-    let request = |external_port: u16, lease_secs: u32| MappingRequest {
-        protocol,
-        external_port,
-        internal,
-        lease_secs,
-        description: description.to_owned(),
-    };
-    let own = internal.port();
-    let hold = shared.hold_port(gateway.ip(), protocol, own);
-    match permanent_if_must(&mut lease_secs, |l| {
-        gateway.add_port(&request(own, l), deadline, hold.keep_late())
-    }) {
-        Ok(()) => return Ok((hold, lease_secs)),
-        Err(e) if is_conflict(&e) => log::debug!("upnp: external port {own} is taken: {e}"),
-        Err(e) => return Err(e),
-    }
-    if gateway.has_add_any() {
-        drop(hold);
-        let (gateway_ip, late_shared) = (gateway.ip(), Arc::clone(shared));
-        let keep = move |port: u16| late_shared.held_by_others((gateway_ip, protocol, port), None);
-        match permanent_if_must(&mut lease_secs, |l| {
-            gateway.add_any_port(&request(own, l), deadline, keep.clone())
-        }) {
-            Ok(port) => return Ok((shared.hold_port(gateway.ip(), protocol, port), lease_secs)),
-            Err(e) if matches!(e.code(), Some(code::INVALID_ACTION | code::NOT_IMPLEMENTED)) => {
-                log::info!("upnp: {e}; trying random ports with AddPortMapping");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let mut rng = rand::rng();
-    let mut taken = vec![own];
-    let mut last = None;
-    for _ in 0..config.random_port_attempts {
-        if deadline::remaining(deadline).is_none() {
-            return Err(UpnpError::timed_out(format!("mapping a port on {}", gateway.control)));
-        }
-        let port: u16 = rng.random_range(1024..=65535);
-        let hold = shared.hold_port(gateway.ip(), protocol, port);
-        match permanent_if_must(&mut lease_secs, |l| {
-            gateway.add_port(&request(port, l), deadline, hold.keep_late())
-        }) {
-            Ok(()) => return Ok((hold, lease_secs)),
-            Err(e) if is_conflict(&e) => {
-                log::debug!("upnp: external port {port} is taken: {e}");
-                taken.push(port);
-                last = Some(e);
-            }
-            Err(e) if e.code() == Some(code::SAME_PORT_VALUES_REQUIRED) => {
-                // Only the socket's own port may be mapped, and it is taken.
-                return Err(UpnpError::NoPort(format!(
-                    "port {own} is taken and the gateway maps no other ({e})"
-                )));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(UpnpError::NoPort(format!(
-        "ports {taken:?} are taken{}",
-        last.map(|e| format!(" ({e})")).unwrap_or_default()
-    )))
-}
-
-/// Runs `action` with `lease_secs`; if the gateway answers 725 (only permanent leases), once
-/// more with a permanent lease, and leaves 0 in `lease_secs`.
-fn permanent_if_must<T>(
-    lease_secs: &mut u32,
-    mut action: impl FnMut(u32) -> Result<T, UpnpError>,
-) -> Result<T, UpnpError> {
-    match action(*lease_secs) {
-        Err(e) if e.code() == Some(code::ONLY_PERMANENT_LEASES_SUPPORTED) && *lease_secs != 0 => {
-            log::warn!(
-                "upnp: the gateway supports only permanent leases: this mapping will stay if the program dies \
-                 without releasing it"
-            );
-            *lease_secs = 0;
-            action(0)
-        }
-        r => r,
     }
 }
 

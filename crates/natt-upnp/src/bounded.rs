@@ -1,19 +1,12 @@
-//! Calls to the gateway bounded by the caller's deadline.
-//!
-//! HTTP requests block: each SOAP request waits up to its own fixed timeouts (10 s to
-//! connect, then 10 s for the answer, see [`crate::gateway::SOAP_TIMEOUT`]),
-//! whatever the caller's deadline. So every call runs on a worker thread of its own
-//! ([`natt_core::deadline::Pending`]) and the caller waits for its result until its deadline,
-//! then gives up with [`UpnpError::TimedOut`]. The worker keeps ownership of a result that
-//! comes too late and hands it to a `late` function, which undoes whatever the call did (a
-//! port mapping added after the caller gave up is deleted), so nothing is leaked; the handover
-//! is race-free (see [`Pending`]).
-//!
-//! A call whose deadline has already passed is not started at all: it is timed out at once.
-//!
-//! [`first_ok`] runs one such piece of work per item at once and takes the first success (the
-//! SSDP search's targets, the gateway URLs given): natt-core's fan-out
-//! ([`natt_core::fanout`]), of which a single call is the one-item case.
+//! Deadline-bounded calls on worker threads: [`call`] runs a blocking piece of work (a SOAP
+//! request, a description GET) on a worker thread of its own ([`natt_core::deadline::Pending`])
+//! and waits for its result until the caller's deadline, then gives up with
+//! [`UpnpError::TimedOut`]; a result that comes later goes to a `late` function on the worker,
+//! which undoes what the call did (race-free, see [`Pending`]). A call whose deadline has
+//! passed is not started ([`started`] starts it anyway). [`first_ok`] runs one such piece of
+//! work per item at once and takes the first success: natt-core's fan-out
+//! ([`natt_core::fanout`]). Why calls are bounded this way: the crate documentation,
+//! **Deadlines**.
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +29,7 @@ const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// `deadline`. At the deadline, [`UpnpError::TimedOut`] naming `what`; the result, when it
 /// comes, then goes to `late` (on the worker thread). A deadline already past is
 /// [`UpnpError::TimedOut`] at once, without starting `work`.
-pub(crate) fn bounded<T, W, L>(what: &str, deadline: Instant, work: W, late: L) -> Result<T, UpnpError>
+pub(crate) fn call<T, W, L>(what: &str, deadline: Instant, work: W, late: L) -> Result<T, UpnpError>
 where
     T: Send + 'static,
     W: FnOnce() -> T + Send + 'static,
@@ -48,7 +41,7 @@ where
     started(what, deadline, work, late)
 }
 
-/// [`bounded`], but `work` starts even when `deadline` has passed (then the caller does not
+/// [`call`], but `work` starts even when `deadline` has passed (then the caller does not
 /// wait for it: its result goes to `late`). For work that must happen whatever the caller's
 /// time, such as deleting a mapping that cannot be used.
 pub(crate) fn started<T, W, L>(what: &str, deadline: Instant, work: W, late: L) -> Result<T, UpnpError>
@@ -116,7 +109,7 @@ mod tests {
     fn a_late_result_goes_to_late_and_the_caller_times_out() {
         let (late_tx, late_rx) = mpsc::channel();
         let t0 = Instant::now();
-        let r = bounded(
+        let r = call(
             "sleeping",
             t0 + Duration::from_millis(50),
             || {
@@ -142,7 +135,7 @@ mod tests {
     fn nothing_is_started_after_the_deadline() {
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = Arc::clone(&started);
-        let r = bounded(
+        let r = call(
             "adding",
             Instant::now(), // already past when checked
             move || s.store(true, std::sync::atomic::Ordering::SeqCst),
@@ -155,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_prompt_result_is_the_callers() {
-        let r = bounded(
+        let r = call(
             "adding",
             Instant::now() + Duration::from_secs(1),
             || 1 + 1,
