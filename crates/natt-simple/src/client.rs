@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use natt_core::local::local_endpoints;
 use natt_core::retransmit::{Factor, Params, Schedule};
 use natt_core::reuse::tcp_connect_from;
-use natt_core::servers::ServerList;
+use natt_core::server_list::ServerList;
 use natt_core::{
     HolePunchServerAddr, MappedSocketAddr, MappingTechnique, TechniqueError, TechniqueMapping, Transmit, UdpExchange,
 };
