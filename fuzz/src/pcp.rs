@@ -125,7 +125,7 @@ mod op {
 /// result, and only ever grants a usable mapping.
 pub fn client_target(data: &[u8]) {
     use natt_core::{Protocol, UdpExchange};
-    use natt_pcp::client::{MAX_LIFETIME, MapSpec, Outcome, Transaction, Version};
+    use natt_pcp::transaction::{MAX_LIFETIME, MapSpec, Outcome, Transaction, Version};
     use natt_pcp::epoch::{EpochTracker, Verdict};
     use natt_pcp::retransmit::Jitter;
 
@@ -139,15 +139,14 @@ pub fn client_target(data: &[u8]) {
     let table: Vec<std::net::SocketAddr> = FROM.iter().map(|s| addr(s)).collect();
     let version = if h & 4 == 0 { Version::Pcp } else { Version::NatPmp };
     let protocol = if h & 16 == 0 { Protocol::Udp } else { Protocol::Tcp };
-    let mut spec = MapSpec::new(protocol, "192.168.1.2".parse().unwrap(), 40000, 7200);
-    spec.nonce = [0x11; 12];
+    let spec = MapSpec::new(protocol, "192.168.1.2".parse().unwrap(), 40000, 7200, [0x11; 12]);
     let now = clock.now;
+    let jitter = Jitter::Fixed(0.05);
     let mut tx = match h & 3 {
-        0 | 3 => Transaction::map(gateway, spec.clone(), version, h & 8 != 0, now),
-        1 => Transaction::delete(gateway, spec.clone(), version, now),
-        _ => Transaction::announce(gateway, spec.client, version, h & 8 != 0, now),
-    }
-    .with_jitter(Jitter::Fixed(0.05), now);
+        0 | 3 => Transaction::map(gateway, spec.clone(), version, h & 8 != 0, now, jitter),
+        1 => Transaction::delete(gateway, spec.clone(), version, now, jitter),
+        _ => Transaction::announce(gateway, spec.client, version, h & 8 != 0, now, jitter),
+    };
     if h & 32 != 0 {
         tx = tx.with_known_external("203.0.113.7".parse().unwrap(), now);
     }

@@ -15,6 +15,8 @@ use natt_stun::message::{
     decode_response, encode_binding_request, encode_error, encode_success, looks_like_stun, stream_message_len,
 };
 use natt_stun::server::answer_datagram;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use crate::exchange::{self, Answer, Log, ScriptExt, Target};
 use crate::input::{Clock, Input, Script};
@@ -212,6 +214,11 @@ fn header(input: &mut Input<'_>) -> (u8, Vec<SocketAddr>, SocketAddr, Duration) 
     (h, servers, local, rto)
 }
 
+/// The cores' generator, seeded from the header byte: a fuzz case replays exactly.
+fn rng(h: u8) -> StdRng {
+    StdRng::seed_from_u64(u64::from(h))
+}
+
 /// The transactions we sent: transaction id to (destination, CHANGE-REQUEST flags).
 fn sent_requests(log: &Log) -> HashMap<[u8; 12], (SocketAddr, bool, bool)> {
     log.sent
@@ -272,9 +279,9 @@ fn check_endpoints(eps: &[MappedSocketAddr], mapped: &[SocketAddr], unique: bool
 /// `stun_exchange`: [`header`], then an [`exchange`] script.
 pub fn exchange_target(data: &[u8]) {
     let mut input = Input::new(data);
-    let (_, servers, local, rto) = header(&mut input);
+    let (h, servers, local, rto) = header(&mut input);
     let clock = Clock::start();
-    let Ok(ex) = StunExchange::new(local, &servers, rto, clock.now) else {
+    let Ok(ex) = StunExchange::new(vec![local], &servers, rto, clock.now, rng(h)) else {
         return;
     };
     let mut t = StunTarget {
@@ -355,7 +362,7 @@ pub fn behaviour_target(data: &[u8]) {
     let clock = Clock::start();
     if h & 0x20 != 0 {
         let window = Duration::from_millis(u64::from(input.u16().unwrap_or(1000)));
-        let Ok(probe) = FilteringProbe::new(servers[0], rto, window, clock.now) else {
+        let Ok(probe) = FilteringProbe::new(servers[0], rto, window, clock.now, rng(h)) else {
             return;
         };
         let mut t = FilteringTarget {
@@ -365,7 +372,7 @@ pub fn behaviour_target(data: &[u8]) {
         };
         exchange::drive(&mut t, &mut input, clock);
     } else {
-        let Ok(probe) = MappingProbe::new(&servers, rto, clock.now) else {
+        let Ok(probe) = MappingProbe::new(&servers, rto, clock.now, rng(h)) else {
             return;
         };
         let mut t = MappingTarget {

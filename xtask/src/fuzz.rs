@@ -102,7 +102,7 @@ pub const TARGETS: &[Target] = &[
         name: "pcp_client",
         max_len: 2048,
         by_default: true,
-        about: "natt_pcp::client::Transaction and EpochTracker fed gateway replies and time",
+        about: "natt_pcp::transaction::Transaction and EpochTracker fed gateway replies and time",
     },
 ];
 

@@ -1,7 +1,7 @@
 //! The deadline-bounded fan-out: one thread per item, every item's result collected under
 //! one deadline. It is the one mechanism behind each "ask them all at once" of natt: the
 //! mapping drivers running every technique ([`crate::tcp`], and [`crate::udp`] beside the
-//! socket), [`crate::servers::ask_each`], STUN's behaviour discovery, and UPnP's search and
+//! socket), [`crate::server_list::ask_each`], STUN's behaviour discovery, and UPnP's search and
 //! gateway loading. A single bounded call is its one-item case, [`Pending`].
 //!
 //! Two kinds, for two needs:

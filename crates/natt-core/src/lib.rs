@@ -69,13 +69,20 @@ pub mod rendezvous;
 pub mod retransmit;
 pub mod reuse;
 pub mod route;
-pub mod servers;
-pub mod service;
+pub mod server_list;
+pub mod server_loop;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tcp;
 pub mod technique;
 pub mod udp;
+
+/// The old name of [`server_list`] (client-side lists of servers to ask).
+#[doc(hidden)]
+pub use server_list as servers;
+/// The old name of [`server_loop`] (the loops of the servers natt runs).
+#[doc(hidden)]
+pub use server_loop as service;
 
 pub use context::{HolePunchServerAddr, MappingContext};
 pub use endpoint::{MappedSocketAddr, Protocol};

@@ -28,6 +28,12 @@ pub fn local_endpoints(bound: SocketAddr) -> Vec<MappedSocketAddr> {
     local_endpoints_from(bound, &ips)
 }
 
+/// The addresses of [`local_endpoints`]: what a driver gives a protocol core that must tell its
+/// own addresses from reflexive ones (the core lists no interfaces itself).
+pub fn local_addrs(bound: SocketAddr) -> Vec<SocketAddr> {
+    local_endpoints(bound).into_iter().map(|e| e.addr).collect()
+}
+
 /// [`local_endpoints`] for a given list of interface addresses (pure, for tests).
 pub fn local_endpoints_from(bound: SocketAddr, interface_ips: &[IpAddr]) -> Vec<MappedSocketAddr> {
     let same_family = |ip: &&IpAddr| ip.is_ipv4() == bound.is_ipv4();

@@ -263,7 +263,7 @@ fn settle(
 }
 
 /// The addresses of `addrs` a socket bound at `local` can reach (same family, as
-/// [`ServerList::for_local`](crate::servers::ServerList::for_local) decides); none is
+/// [`ServerList::for_local`](crate::server_list::ServerList::for_local) decides); none is
 /// [`ResolveError::NoAddressOfFamily`].
 pub fn of_family(
     name: &ServerName,

@@ -12,8 +12,24 @@ use natt_core::UdpExchange;
 use natt_core::lease::Stop;
 use natt_core::udp;
 
-use crate::client::{Outcome, Transaction, TransactionResult};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
 use crate::error::PcpError;
+use crate::pcp_wire::Nonce;
+use crate::retransmit::Jitter;
+use crate::transaction::{Outcome, Transaction, TransactionResult};
+
+/// A fresh mapping nonce, from the thread's generator (the drivers' randomness: the
+/// transaction is given it).
+pub(crate) fn nonce() -> Nonce {
+    rand::random()
+}
+
+/// PCP's retransmission jitter, from a generator seeded by the operating system.
+pub(crate) fn jitter() -> Jitter {
+    Jitter::random(StdRng::from_os_rng())
+}
 
 /// How a driven transaction ended.
 #[derive(Debug)]

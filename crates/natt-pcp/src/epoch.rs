@@ -8,9 +8,11 @@
 //!
 //! Pure: fed with epochs and the client's clock.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::time::Instant;
 
-use crate::client::Version;
+use crate::transaction::Version;
 
 /// What an epoch says about the gateway's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,7 @@ fn nat_pmp_lost(previous: u32, current: u32, client: f64) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests take a starting instant from the clock
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use natt_core::TechniqueError;
 
-use crate::client::Version;
+use crate::transaction::Version;
 
 /// Why a datagram could not be decoded as a PCP or NAT-PMP message.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,12 +18,12 @@ use natt_core::Lease;
 use natt_core::lease::{Keeper, KeeperNames, Renewable, Renewal, Stop};
 use natt_core::udp::STOP_POLL;
 
-use crate::client::{Grant, MapSpec, Outcome, Transaction, Version};
 use crate::driver::{self, Driven};
 use crate::epoch::{EpochTracker, Verdict};
 use crate::error::PcpError;
 use crate::pcp_wire;
 use crate::result_code::Pcp;
+use crate::transaction::{Grant, MapSpec, Outcome, Transaction, Version};
 
 /// What a lease holds now, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +214,14 @@ impl Held {
         let now = Instant::now();
         // A gateway that now speaks only NAT-PMP (new firmware after a restart) is followed.
         let fallback = self.grant.version == Version::Pcp;
-        let mut tx = Transaction::map(self.gateway, spec.clone(), self.grant.version, fallback, now);
+        let mut tx = Transaction::map(
+            self.gateway,
+            spec.clone(),
+            self.grant.version,
+            fallback,
+            now,
+            driver::jitter(),
+        );
         if let (Version::NatPmp, IpAddr::V4(ip)) = (self.grant.version, self.grant.external.ip()) {
             tx = tx.with_known_external(ip, now);
         }
@@ -242,7 +249,14 @@ impl Held {
             self.update(|s| s.restarts += 1);
             if grant.version == Version::NatPmp {
                 // The renewal made the mapping again; the external address may have changed.
-                let mut tx = Transaction::map(self.gateway, spec, Version::NatPmp, false, Instant::now());
+                let mut tx = Transaction::map(
+                    self.gateway,
+                    spec,
+                    Version::NatPmp,
+                    false,
+                    Instant::now(),
+                    driver::jitter(),
+                );
                 match driver::drive(&self.socket, &mut tx, deadline, Some(stop)) {
                     Driven::Stopped => return Ok(false),
                     Driven::Done(Ok(Outcome::Mapped(g))) => {
@@ -324,7 +338,7 @@ pub(crate) fn delete_mapping(
     };
     spec.suggested = Some(grant.external);
     let now = Instant::now();
-    let mut tx = Transaction::delete(gateway, spec, grant.version, now);
+    let mut tx = Transaction::delete(gateway, spec, grant.version, now, driver::jitter());
     match driver::drive(socket, &mut tx, now + timeout, None) {
         Driven::Done(Ok(_)) => {
             log::debug!("pcp: deleted {name}");

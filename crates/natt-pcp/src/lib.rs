@@ -7,9 +7,10 @@
 //!
 //! - [`pcp_wire`], [`natpmp_wire`]: the messages, pure encoding and decoding, with one
 //!   [`result_code::ResultCode`] type for both protocols.
-//! - [`client`]: the protocol logic without sockets ([`client::Transaction`], a
+//! - [`transaction`]: the protocol logic without sockets ([`transaction::Transaction`], a
 //!   [`natt_core::UdpExchange`]): fallback, matching replies, retransmissions
-//!   ([`retransmit`]), gateway restarts ([`epoch`]).
+//!   ([`retransmit`]), gateway restarts ([`epoch`]). These modules and the messages' are
+//!   protocol cores: given the time, the nonce and the jitter's generator by the driver.
 //! - [`PcpTechnique`]: the [`natt_core::MappingTechnique`], which runs transactions with
 //!   natt-core's receive loop on a socket connected to the gateway, holding each mapping with
 //!   a [`PcpLease`].
@@ -23,7 +24,6 @@
 //! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
-pub mod client;
 mod driver;
 pub mod epoch;
 pub mod error;
@@ -35,13 +35,18 @@ pub mod probe;
 pub mod result_code;
 pub mod retransmit;
 pub mod technique;
+pub mod transaction;
+
+/// The old name of [`transaction`]: it holds a transaction with a gateway, not a client.
+#[doc(hidden)]
+pub use transaction as client;
 
 #[cfg(test)]
 mod noise;
 
-pub use client::Version;
 pub use error::PcpError;
 pub use gateway::default_gateway;
 pub use lease::{LeaseStatus, PcpLease};
 pub use probe::{GatewayAnswer, probe};
 pub use technique::{KIND_NAT_PMP, KIND_PCP, NAME, PcpConfig, PcpTechnique};
+pub use transaction::Version;

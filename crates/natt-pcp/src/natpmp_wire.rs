@@ -10,6 +10,8 @@
 //!
 //! Error responses may stop after the epoch (8 bytes). Decoding never panics.
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::Ipv4Addr;
 
 use natt_core::bytes::{Reader, Truncated, Writer};

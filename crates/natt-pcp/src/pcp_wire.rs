@@ -11,6 +11,8 @@
 //! Addresses are 128 bits; IPv4 addresses are IPv4-mapped (`::ffff:a.b.c.d`). Decoding never
 //! panics: a datagram that is not a well-formed message is a [`WireError`].
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use natt_core::bytes::{Reader, Truncated, Writer};

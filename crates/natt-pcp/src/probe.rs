@@ -4,10 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::client::{Outcome, Transaction, Version};
 use crate::driver::{self, Driven};
 use crate::error::PcpError;
 use crate::gateway;
+use crate::transaction::{Outcome, Transaction, Version};
 
 /// What a gateway answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,14 @@ pub struct GatewayAnswer {
 pub fn probe(gateway: SocketAddr, only: Option<Version>, deadline: Instant) -> Result<GatewayAnswer, PcpError> {
     let (socket, client) = gateway::connect(gateway)?;
     let version = only.unwrap_or(Version::Pcp);
-    let mut tx = Transaction::announce(gateway, client, version, only.is_none(), Instant::now());
+    let mut tx = Transaction::announce(
+        gateway,
+        client,
+        version,
+        only.is_none(),
+        Instant::now(),
+        driver::jitter(),
+    );
     match driver::drive(&socket, &mut tx, deadline, None) {
         Driven::Done(Ok(Outcome::Announced {
             version,

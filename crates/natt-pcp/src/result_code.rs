@@ -14,6 +14,8 @@
 //! assert_eq!(pmp.to_string(), "UNSUPPORTED_VERSION (1)");
 //! ```
 
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
 use std::fmt;
 use std::hash::Hash;
 

@@ -5,11 +5,15 @@
 //!   ([`NAT_PMP`]).
 //! - PCP (RFC 6887 section 8.1.1): IRT 3 s, MRT 1024 s, no limit on count or duration, each
 //!   interval with ±10 % random jitter: `RT = (1 + RAND) * min(2 * RTprev, MRT)` ([`PCP`]).
-//!   `RAND` comes from a [`Jitter`].
+//!   `RAND` comes from a [`Jitter`], whose generator the driver gives.
+
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
 
 use std::time::Duration;
 
 use natt_core::retransmit::{Factor, Params};
+use rand::Rng;
+use rand::rngs::StdRng;
 
 /// NAT-PMP's first retransmission timeout.
 pub const NAT_PMP_INITIAL: Duration = Duration::from_millis(250);
@@ -47,35 +51,47 @@ pub const PCP: Params = Params {
 };
 
 /// Where PCP's random jitter factor (`RAND`, -0.1 to +0.1) comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Jitter {
-    /// Uniformly random, as the RFC asks.
-    Random,
+    /// Uniformly random, as the RFC asks, from this generator (a driver's is seeded by the
+    /// operating system, `StdRng::from_os_rng()`; a test's by a number): [`Jitter::random`].
+    Random(Box<StdRng>),
     /// Always this value (tests; the schedule clamps it to ±[`PCP_JITTER`]).
     Fixed(f64),
 }
 
 impl Jitter {
+    /// [`Jitter::Random`] from `rng`.
+    pub fn random(rng: StdRng) -> Self {
+        Jitter::Random(Box::new(rng))
+    }
+
     /// A `RAND` for a schedule whose [`Params::jitter`] is `bound`: 0 when that is not a
     /// positive number (nothing drawn).
-    pub fn sample(self, bound: f64) -> f64 {
+    pub fn sample(&mut self, bound: f64) -> f64 {
         if !(bound.is_finite() && bound > 0.0) {
             return 0.0;
         }
         match self {
-            Jitter::Random => rand::random_range(-bound..=bound),
-            Jitter::Fixed(f) => f,
+            Jitter::Random(rng) => rng.random_range(-bound..=bound),
+            Jitter::Fixed(f) => *f,
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests take a starting instant from the clock
 mod tests {
     use super::*;
     use natt_core::retransmit::Schedule;
+    use rand::SeedableRng;
     use std::time::Instant;
 
-    fn offsets(params: Params, jitter: Jitter, n: usize) -> Vec<Duration> {
+    fn random(seed: u64) -> Jitter {
+        Jitter::random(StdRng::seed_from_u64(seed))
+    }
+
+    fn offsets(params: Params, mut jitter: Jitter, n: usize) -> Vec<Duration> {
         let t0 = Instant::now();
         let mut r = Schedule::new(params, t0);
         let mut out = Vec::new();
@@ -90,7 +106,7 @@ mod tests {
 
     #[test]
     fn nat_pmp_doubles_from_250_ms_nine_times() {
-        let ms: Vec<u128> = offsets(NAT_PMP, Jitter::Random, 20)
+        let ms: Vec<u128> = offsets(NAT_PMP, random(1), 20)
             .iter()
             .map(Duration::as_millis)
             .collect();
@@ -111,8 +127,8 @@ mod tests {
 
     #[test]
     fn pcp_jitter_stays_within_ten_percent() {
-        for _ in 0..100 {
-            let first = offsets(PCP, Jitter::Random, 2)[1];
+        for seed in 0..100 {
+            let first = offsets(PCP, random(seed), 2)[1];
             assert!(
                 first >= Duration::from_millis(2700) && first <= Duration::from_millis(3300),
                 "{first:?}"

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
 use natt_core::{HolePunchServerAddr, MappedSocketAddr, MappingTechnique, Protocol, TechniqueError, TechniqueMapping};
 
-use crate::client::{MapSpec, Outcome, Transaction, Version};
 use crate::driver::{self, Driven};
 use crate::epoch::EpochTracker;
 use crate::error::PcpError;
 use crate::gateway;
 use crate::lease::{LeaseTiming, NotStarted, PcpLease, delete_mapping};
+use crate::transaction::{MapSpec, Outcome, Transaction, Version};
 
 /// The technique's name (endpoints are named after the protocol that made them: `pcp` or
 /// `nat-pmp`).
@@ -49,7 +49,7 @@ impl PcpConfig {
     pub fn lifetime_secs(&self) -> u32 {
         u32::try_from(self.lifetime.as_secs())
             .unwrap_or(u32::MAX)
-            .clamp(1, crate::client::MAX_LIFETIME)
+            .clamp(1, crate::transaction::MAX_LIFETIME)
     }
 }
 
@@ -192,9 +192,15 @@ impl PcpTechnique {
                 }
             }
         };
-        let spec = MapSpec::new(protocol, client, local.port(), self.config.lifetime_secs());
+        let spec = MapSpec::new(
+            protocol,
+            client,
+            local.port(),
+            self.config.lifetime_secs(),
+            driver::nonce(),
+        );
         let start = Instant::now();
-        let mut tx = Transaction::map(gateway, spec.clone(), version, only.is_none(), start);
+        let mut tx = Transaction::map(gateway, spec.clone(), version, only.is_none(), start, driver::jitter());
         let grant = match driver::drive(&socket, &mut tx, deadline, None) {
             Driven::Done(Ok(Outcome::Mapped(grant))) => grant,
             Driven::Done(Ok(other)) => {
@@ -321,7 +327,7 @@ mod tests {
         c.lifetime = Duration::from_millis(10);
         assert_eq!(c.lifetime_secs(), 1);
         c.lifetime = Duration::from_secs(u64::MAX);
-        assert_eq!(c.lifetime_secs(), crate::client::MAX_LIFETIME);
+        assert_eq!(c.lifetime_secs(), crate::transaction::MAX_LIFETIME);
     }
 
     #[test]

@@ -385,7 +385,7 @@ fn falls_back_to_nat_pmp_after_an_unverified_answer_without_remembering() {
         let t0 = Instant::now();
         let (ep, lease) = t.map(protocol, local.local_addr().unwrap(), deadline(2000)).unwrap();
         assert_eq!(ep.technique, "nat-pmp");
-        assert!(t0.elapsed() >= natt_pcp::client::UNVERIFIED_FALLBACK_WAIT);
+        assert!(t0.elapsed() >= natt_pcp::transaction::UNVERIFIED_FALLBACK_WAIT);
         drop(lease);
     }
     // Each mapping: PCP, then NAT-PMP's external address and mapping requests (and the
@@ -446,7 +446,7 @@ fn falls_back_to_nat_pmp_and_remembers() {
     let t0 = Instant::now();
     let (ep, lease) = t.map(Protocol::Udp, addr, deadline(2000)).unwrap();
     assert!(
-        t0.elapsed() < natt_pcp::client::UNVERIFIED_FALLBACK_WAIT,
+        t0.elapsed() < natt_pcp::transaction::UNVERIFIED_FALLBACK_WAIT,
         "{:?}",
         t0.elapsed()
     );

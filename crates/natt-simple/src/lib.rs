@@ -5,7 +5,8 @@
 //! external endpoint, over UDP and over TCP, from a server you run yourself (`natt serve`).
 //!
 //! - [`wire`]: the versioned wire format, byte by byte, as pure functions.
-//! - [`SimpleTechnique`]: the client, a [`natt_core::MappingTechnique`].
+//! - [`exchange`]: [`SimpleExchange`], the client over UDP without the socket (a protocol core).
+//! - [`SimpleTechnique`]: the client, a [`natt_core::MappingTechnique`], the exchange's driver.
 //! - [`SimpleUdpHolePunchServer`], [`SimpleTcpHolePunchServer`]: the servers.
 //!
 //! The original MaidSafe protocol (request `b"ECHO"`, reply with the observed address) had no
@@ -33,9 +34,11 @@
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
 pub mod client;
+pub mod exchange;
 pub mod server;
 pub mod stream;
 pub mod wire;
 
-pub use client::{SimpleExchange, SimpleTechnique};
+pub use client::SimpleTechnique;
+pub use exchange::SimpleExchange;
 pub use server::{ServerError, SimpleTcpHolePunchServer, SimpleUdpHolePunchServer};

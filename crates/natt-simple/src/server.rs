@@ -7,13 +7,13 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use natt_core::service::{TcpLimits, Worker, accept_loop, recv_loop};
+use natt_core::server_loop::{TcpLimits, Worker, accept_loop, recv_loop};
 use natt_core::{MappedSocketAddr, MappedUdpSocket, MappingContext, PortMappings};
 
 use crate::stream::read_message_after;
 use crate::wire::{self, HEADER_LEN, Message, REQUEST_LEN, Reply};
 
-pub use natt_core::service::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
+pub use natt_core::server_loop::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
 
 /// Errors starting a server.
 #[derive(thiserror::Error)]

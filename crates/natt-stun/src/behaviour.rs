@@ -2,20 +2,26 @@
 //! filters, found with the tests the RFC describes against a server with two addresses, or,
 //! for the mapping, by comparing what several plain STUN servers see.
 //!
-//! Each test is a socket-free [`UdpExchange`] ([`MappingProbe`], [`FilteringProbe`]); the
-//! blocking [`discover_udp`] runs them on fresh sockets. Where the evidence does not decide,
-//! the answer is [`Behaviour::Unknown`], never a guess.
+//! Each test is a socket-free [`UdpExchange`] ([`MappingProbe`], [`FilteringProbe`]), a
+//! protocol core given its random generator; the blocking [`discover_udp`] (in
+//! [`crate::discover`], the drivers) runs them on fresh sockets. Where the evidence does not
+//! decide, the answer is [`Behaviour::Unknown`], never a guess.
+
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use natt_core::fanout;
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
+use rand::rngs::StdRng;
 
-use crate::client::{GRACE_RTTS, MIN_GRACE, NAME};
+use crate::exchange::{GRACE_RTTS, MIN_GRACE, NAME};
 use crate::message::decode_response;
 use crate::transaction::Transaction;
+
+// The drivers, at their old paths.
+pub use crate::discover::{discover_tcp_mapping, discover_udp};
 
 /// A NAT's mapping or filtering behaviour (RFC 4787 terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,14 +106,15 @@ pub struct MappingProbe {
     test3: Option<Transaction>,
     rto: Duration,
     grace_until: Option<Instant>,
+    rng: StdRng,
 }
 
 impl MappingProbe {
-    /// A probe asking `servers`, starting at `now`.
-    pub fn new(servers: &[SocketAddr], rto: Duration, now: Instant) -> Result<Self, TechniqueError> {
+    /// A probe asking `servers`, starting at `now`, its transaction ids drawn from `rng`.
+    pub fn new(servers: &[SocketAddr], rto: Duration, now: Instant, mut rng: StdRng) -> Result<Self, TechniqueError> {
         let test1 = servers
             .iter()
-            .map(|&s| Transaction::new(s, None, rto, now))
+            .map(|&s| Transaction::new(s, None, rto, now, &mut rng))
             .collect::<Result<_, _>>()
             .map_err(|e| TechniqueError::Protocol(e.to_string()))?;
         Ok(MappingProbe {
@@ -116,6 +123,7 @@ impl MappingProbe {
             test3: None,
             rto,
             grace_until: None,
+            rng,
         })
     }
 
@@ -196,8 +204,8 @@ impl UdpExchange for MappingProbe {
             });
             if let Some((primary, other, rtt)) = start {
                 let t2 = SocketAddr::new(other.ip(), primary.port());
-                self.test2 = Transaction::new(t2, None, self.rto, now).ok();
-                self.test3 = Transaction::new(other, None, self.rto, now).ok();
+                self.test2 = Transaction::new(t2, None, self.rto, now, &mut self.rng).ok();
+                self.test3 = Transaction::new(other, None, self.rto, now, &mut self.rng).ok();
                 self.grace_until = Some(now + (rtt * GRACE_RTTS).max(MIN_GRACE));
             } else if self.grace_until.is_none() {
                 let rtt = self.test1.iter().find_map(Transaction::rtt).unwrap_or_default();
@@ -237,18 +245,28 @@ pub struct FilteringProbe {
     test3: Option<Transaction>,
     window: Duration,
     window_end: Option<Instant>,
+    rng: StdRng,
 }
 
 impl FilteringProbe {
-    /// A probe of `primary`, giving tests II and III `window` (at least) to be answered.
-    pub fn new(primary: SocketAddr, rto: Duration, window: Duration, now: Instant) -> Result<Self, TechniqueError> {
+    /// A probe of `primary`, giving tests II and III `window` (at least) to be answered, its
+    /// transaction ids drawn from `rng`.
+    pub fn new(
+        primary: SocketAddr,
+        rto: Duration,
+        window: Duration,
+        now: Instant,
+        mut rng: StdRng,
+    ) -> Result<Self, TechniqueError> {
         Ok(FilteringProbe {
             primary,
-            test1: Transaction::new(primary, None, rto, now).map_err(|e| TechniqueError::Protocol(e.to_string()))?,
+            test1: Transaction::new(primary, None, rto, now, &mut rng)
+                .map_err(|e| TechniqueError::Protocol(e.to_string()))?,
             test2: None,
             test3: None,
             window,
             window_end: None,
+            rng,
         })
     }
 
@@ -325,10 +343,10 @@ impl UdpExchange for FilteringProbe {
         if self.test2.is_none() && self.test1.success().is_some_and(|s| s.other_address.is_some()) {
             let rtt = self.test1.rtt().unwrap_or_default();
             let rto = (rtt * 2).clamp(Duration::from_millis(20), Duration::from_millis(500));
-            self.test2 = Transaction::new(self.primary, Some((true, true)), rto, now)
+            self.test2 = Transaction::new(self.primary, Some((true, true)), rto, now, &mut self.rng)
                 .ok()
                 .map(Transaction::unlimited);
-            self.test3 = Transaction::new(self.primary, Some((false, true)), rto, now)
+            self.test3 = Transaction::new(self.primary, Some((false, true)), rto, now, &mut self.rng)
                 .ok()
                 .map(Transaction::unlimited);
             self.window_end = Some(now + self.window.max(rtt * 10));
@@ -357,83 +375,6 @@ impl UdpExchange for FilteringProbe {
 
 /// The default time filtering tests wait for answers that a restrictive NAT drops.
 pub const DEFAULT_FILTER_WINDOW: Duration = Duration::from_secs(1);
-
-/// Discovers the mapping and filtering behaviour of the NAT in front of `bind_ip` over UDP,
-/// with fresh sockets (the RFC's tests must not share a socket with other traffic), returning
-/// by `deadline`. `servers[0]` is the primary server for the filtering tests.
-pub fn discover_udp(
-    servers: &[SocketAddr],
-    bind_ip: IpAddr,
-    rto: Duration,
-    deadline: Instant,
-) -> Result<NatBehaviour, TechniqueError> {
-    let primary = *servers
-        .first()
-        .ok_or_else(|| TechniqueError::NotApplicable("no STUN server".into()))?;
-    let now = Instant::now();
-    let mut mapping = MappingProbe::new(servers, rto, now)?;
-    let mut filtering = FilteringProbe::new(primary, rto, DEFAULT_FILTER_WINDOW, now)?;
-    // The mapping tests on a thread of their own, the filtering tests on this one.
-    let (m, f) = fanout::scoped_beside(
-        "natt-stun-probe",
-        now,
-        [&mut mapping],
-        |probe| run_probe(probe, bind_ip, deadline),
-        || run_probe(&mut filtering, bind_ip, deadline),
-    );
-    for m in m {
-        m.into_timed("probe").1?;
-    }
-    f?;
-    let (mapping_v, mapped, mut evidence) = mapping.verdict();
-    let (filtering_v, f_evidence) = filtering.verdict();
-    evidence.extend(f_evidence);
-    Ok(NatBehaviour {
-        mapping: mapping_v,
-        filtering: filtering_v,
-        mapped,
-        evidence,
-    })
-}
-
-fn run_probe(probe: &mut dyn UdpExchange, bind_ip: IpAddr, deadline: Instant) -> Result<(), TechniqueError> {
-    let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
-    natt_core::udp::drive(&socket, &mut [probe], deadline).map_err(|e| TechniqueError::Other(Box::new(e)))?;
-    Ok(())
-}
-
-/// The mapping behaviour over TCP, from RFC 5780's tests I–III made as three connections from
-/// one local port (`primary` must be an RFC 5780 server, whose OTHER-ADDRESS test I reveals).
-/// TCP filtering cannot be tested with STUN, so only the mapping is returned.
-pub fn discover_tcp_mapping(
-    primary: SocketAddr,
-    bind_ip: IpAddr,
-    deadline: Instant,
-) -> Result<(Behaviour, Vec<SocketAddr>), TechniqueError> {
-    let local_socket = natt_core::reuse::reusable_tcp_socket(&primary)?;
-    local_socket.bind(&SocketAddr::new(bind_ip, 0).into())?;
-    let local = local_socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| TechniqueError::Protocol("not an IP socket".into()))?;
-    let (m1, other) = binding_with_other(local, primary, deadline)?;
-    let Some(other) = other else {
-        return Ok((Behaviour::Unknown, vec![m1]));
-    };
-    let m2 = binding_with_other(local, SocketAddr::new(other.ip(), primary.port()), deadline).map(|(m, _)| m);
-    let m3 = binding_with_other(local, other, deadline).map(|(m, _)| m);
-    let (m2, m3) = (m2.ok(), m3.ok());
-    let mapped = [Some(m1), m2, m3].into_iter().flatten().collect();
-    Ok((classify_mapping(m1, m2, m3), mapped))
-}
-
-fn binding_with_other(
-    local: SocketAddr,
-    server: SocketAddr,
-    deadline: Instant,
-) -> Result<(SocketAddr, Option<SocketAddr>), TechniqueError> {
-    crate::client::tcp_binding(local, server, deadline).map(|s| (s.mapped, s.other_address))
-}
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,10 @@
 //!
 //! - [`message`]: Binding requests and responses, pure encode/decode on `stun_codec`.
 //! - [`transaction`]: one Binding transaction and its RFC 8489 retransmission schedule.
-//! - [`StunTechnique`]: the client, a [`natt_core::MappingTechnique`].
-//! - [`behaviour`]: NAT behaviour discovery (RFC 5780), [`discover_udp`].
+//! - [`exchange`]: [`StunExchange`], the client over UDP without the socket (a protocol core).
+//! - [`StunTechnique`]: the client, a [`natt_core::MappingTechnique`], the exchange's driver.
+//! - [`behaviour`]: NAT behaviour discovery (RFC 5780): the probes, socket-free; [`discover`]:
+//!   their drivers, [`discover_udp`].
 //! - [`StunServer`]: a STUN server (RFC 5780 with two addresses) that can share its ports with
 //!   another protocol.
 //!
@@ -15,10 +17,13 @@
 
 pub mod behaviour;
 pub mod client;
+pub mod discover;
+pub mod exchange;
 pub mod message;
 pub mod server;
 pub mod transaction;
 
 pub use behaviour::{Behaviour, NatBehaviour, discover_udp};
-pub use client::{StunExchange, StunTechnique};
+pub use client::StunTechnique;
+pub use exchange::StunExchange;
 pub use server::{OtherProtocol, StunServer};

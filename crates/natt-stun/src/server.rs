@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
-use natt_core::service::{TcpLimits, Worker, accept_loop, recv_loop};
+use natt_core::server_loop::{TcpLimits, Worker, accept_loop, recv_loop};
 
 use crate::message::{
     MAGIC_COOKIE, MAX_MESSAGE_LEN, STREAM_FRAMER, decode_request, encode_error, encode_success, looks_like_stun,
@@ -22,7 +22,7 @@ use crate::message::{
 // The bounds on TCP clients: at most MAX_TCP_CLIENTS at once, at most
 // MAX_TCP_CLIENTS_PER_SOURCE of them from one source, and TCP_DEADLINE for a whole connection
 // (all its requests and answers).
-pub use natt_core::service::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
+pub use natt_core::server_loop::{MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, TCP_DEADLINE};
 /// The most requests answered on one TCP connection (within its [`TCP_DEADLINE`]).
 pub const MAX_REQUESTS_PER_CONNECTION: usize = 16;
 /// The most threads receiving on one UDP socket.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use natt_core::Transmit;
 use natt_core::retransmit::{Factor, Params, Schedule};
+use rand::Rng;
 
 use crate::message::{BindingResponse, StunError, encode_binding_request};
 
@@ -52,16 +53,16 @@ impl Transaction {
     /// sent at `now`, retransmitted after `rto`, `2 rto`, `4 rto`, ... for at most
     /// [`MAX_SENDS`] sends ([`retransmit`]`(rto)`).
     ///
-    /// Its transaction id comes from the thread's generator; [`with_txid`](Self::with_txid)
-    /// takes one from the caller.
-    #[allow(clippy::disallowed_methods)]
+    /// Its transaction id is drawn from `rng` (the driver's generator);
+    /// [`with_txid`](Self::with_txid) takes the id itself.
     pub fn new(
         destination: SocketAddr,
         change: Option<(bool, bool)>,
         rto: Duration,
         now: Instant,
+        rng: &mut impl Rng,
     ) -> Result<Self, StunError> {
-        Self::with_txid(rand::random(), destination, change, rto, now)
+        Self::with_txid(rng.random(), destination, change, rto, now)
     }
 
     /// As [`new`](Self::new), with the transaction id `txid` (random, from the caller's
@@ -159,12 +160,18 @@ impl Transaction {
 mod tests {
     use super::*;
     use crate::message::{decode_response, encode_success};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(1)
+    }
 
     #[test]
     fn rfc8489_schedule() {
         let t0 = Instant::now();
         let rto = Duration::from_millis(500);
-        let mut t = Transaction::new("203.0.113.10:3478".parse().unwrap(), None, rto, t0).unwrap();
+        let mut t = Transaction::new("203.0.113.10:3478".parse().unwrap(), None, rto, t0, &mut rng()).unwrap();
         let mut sent_at = Vec::new();
         let mut now = t0;
         while let Some(next) = t.poll_timeout() {
@@ -188,7 +195,7 @@ mod tests {
     fn unlimited_keeps_doubling_until_the_deadline() {
         let t0 = Instant::now();
         let rto = Duration::from_millis(300);
-        let mut t = Transaction::new("203.0.113.10:3478".parse().unwrap(), None, rto, t0)
+        let mut t = Transaction::new("203.0.113.10:3478".parse().unwrap(), None, rto, t0, &mut rng())
             .unwrap()
             .unlimited();
         let mut sent_at = Vec::new();
@@ -207,7 +214,7 @@ mod tests {
     fn matches_only_its_own_transaction() {
         let t0 = Instant::now();
         let server = "203.0.113.10:3478".parse().unwrap();
-        let mut t = Transaction::new(server, None, DEFAULT_RTO, t0).unwrap();
+        let mut t = Transaction::new(server, None, DEFAULT_RTO, t0, &mut rng()).unwrap();
         t.poll_transmit(t0).unwrap();
         let other = decode_response(&encode_success([0; 12], server, None, None).unwrap()).unwrap();
         assert!(!t.handle(t0, server, &other));
@@ -221,7 +228,7 @@ mod tests {
     fn lost_requests_do_not_count_as_round_trip() {
         let t0 = Instant::now();
         let server = "203.0.113.10:3478".parse().unwrap();
-        let mut t = Transaction::new(server, None, DEFAULT_RTO, t0).unwrap();
+        let mut t = Transaction::new(server, None, DEFAULT_RTO, t0, &mut rng()).unwrap();
         t.poll_transmit(t0).unwrap();
         let t1 = t0 + DEFAULT_RTO * 3;
         t.poll_transmit(t0 + DEFAULT_RTO).unwrap();

@@ -1,4 +1,5 @@
-//! Helpers for techniques that ask servers: a [`ServerList`] shared between threads (servers
+//! The client side's lists of servers to ask (the loops of the servers natt runs are in
+//! [`server_loop`](crate::server_loop)). Helpers for techniques that ask servers: a [`ServerList`] shared between threads (servers
 //! by address and by name), [`Servers`] (a mapping's servers, names being resolved),
 //! [`ResolvingExchange`] (a [`UdpExchange`] that starts once the names are resolved), and
 //! [`ask_each`], which asks every server at once on its own thread and gathers the answers.
@@ -23,7 +24,7 @@ pub const RESOLVE_POLL: Duration = Duration::from_millis(2);
 /// A technique's servers, by address and by name, in the order added, without duplicates.
 ///
 /// ```
-/// let list = natt_core::servers::ServerList::default();
+/// let list = natt_core::server_list::ServerList::default();
 /// list.add("203.0.113.10:3478".parse().unwrap());
 /// list.add("203.0.113.10:3478".parse().unwrap());
 /// assert_eq!(list.all().len(), 1);

@@ -1,6 +1,7 @@
 //! The protocol logic, without sockets: a [`Transaction`] is one request to a gateway (map,
 //! renew, delete, or "who answers?"), fed with datagrams and time, saying what to send and,
-//! once done, what came of it. It reads no clock, and speaks natt-core's socket-free
+//! once done, what came of it. It is a protocol core: it reads no clock and draws no random
+//! number of its own (the mapping's nonce and the jitter's generator are given), and speaks natt-core's socket-free
 //! vocabulary, [`UdpExchange`], so natt-core's receive loop runs it
 //! ([`natt_core::udp::drive_until_stopped`]).
 //!
@@ -21,15 +22,20 @@
 //! [RFC 6887 section 9]: https://www.rfc-editor.org/rfc/rfc6887#section-9
 //!
 //! ```
-//! use natt_pcp::client::{MapSpec, Outcome, Transaction, Version};
+//! use natt_pcp::transaction::{MapSpec, Outcome, Transaction, Version};
+//! use natt_pcp::retransmit::Jitter;
 //! use natt_core::UdpExchange;
 //! use natt_pcp::pcp_wire::{self, MapData, Response, ResultCode};
+//! use rand::{SeedableRng, rngs::StdRng};
 //! use std::time::Instant;
 //!
 //! let gateway = "192.168.1.1:5351".parse().unwrap();
-//! let spec = MapSpec::new(natt_core::Protocol::Udp, "192.168.1.2".parse().unwrap(), 40000, 7200);
+//! // The mapping's nonce and the retransmissions' jitter come from the driver's generator.
+//! let mut rng = StdRng::seed_from_u64(1); // a driver's: `StdRng::from_os_rng()`
+//! let nonce = rand::Rng::random(&mut rng);
+//! let spec = MapSpec::new(natt_core::Protocol::Udp, "192.168.1.2".parse().unwrap(), 40000, 7200, nonce);
 //! let now = Instant::now();
-//! let mut tx = Transaction::map(gateway, spec.clone(), Version::Pcp, true, now);
+//! let mut tx = Transaction::map(gateway, spec.clone(), Version::Pcp, true, now, Jitter::random(rng));
 //! let request = tx.poll_transmit(now).unwrap();
 //! assert_eq!(request.destination, gateway);
 //! let map = pcp_wire::decode_request(&request.payload).unwrap().map.unwrap();
@@ -47,6 +53,8 @@
 //! assert_eq!(grant.external.to_string(), "203.0.113.101:40000");
 //! assert_eq!(grant.version.name(), "pcp");
 //! ```
+
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -118,14 +126,15 @@ pub struct MapSpec {
 }
 
 impl MapSpec {
-    /// A mapping of `internal_port`, with a fresh random nonce.
-    pub fn new(protocol: Protocol, client: IpAddr, internal_port: u16, lifetime: u32) -> Self {
+    /// A mapping of `internal_port`, with `nonce` (fresh and random, from the driver's
+    /// generator: it is what proves that answers are for us).
+    pub fn new(protocol: Protocol, client: IpAddr, internal_port: u16, lifetime: u32, nonce: Nonce) -> Self {
         MapSpec {
             protocol,
             client,
             internal_port,
             lifetime,
-            nonce: rand::random(),
+            nonce,
             suggested: None,
         }
     }
@@ -224,19 +233,35 @@ pub struct Transaction {
 
 impl Transaction {
     /// Maps (or renews) `spec` on `gateway`, starting with `version`; with `fallback`, a PCP
-    /// gateway that answers only NAT-PMP is asked again in NAT-PMP.
-    pub fn map(gateway: SocketAddr, spec: MapSpec, version: Version, fallback: bool, now: Instant) -> Self {
-        Self::new(gateway, Goal::Map, spec, version, fallback, now)
+    /// gateway that answers only NAT-PMP is asked again in NAT-PMP. PCP's retransmission
+    /// intervals are randomised by `jitter` (the driver's generator, [`Jitter::random`]).
+    pub fn map(
+        gateway: SocketAddr,
+        spec: MapSpec,
+        version: Version,
+        fallback: bool,
+        now: Instant,
+        jitter: Jitter,
+    ) -> Self {
+        Self::new(gateway, Goal::Map, spec, version, fallback, now, jitter)
     }
 
-    /// Deletes the mapping `spec` describes (PCP: same nonce) with the protocol that made it.
-    pub fn delete(gateway: SocketAddr, spec: MapSpec, version: Version, now: Instant) -> Self {
-        Self::new(gateway, Goal::Delete, spec, version, false, now)
+    /// Deletes the mapping `spec` describes (PCP: same nonce) with the protocol that made it;
+    /// `jitter` as for [`map`](Self::map).
+    pub fn delete(gateway: SocketAddr, spec: MapSpec, version: Version, now: Instant, jitter: Jitter) -> Self {
+        Self::new(gateway, Goal::Delete, spec, version, false, now, jitter)
     }
 
     /// Asks which protocol `gateway` speaks: a PCP ANNOUNCE, then (with `fallback`) NAT-PMP's
-    /// external address request.
-    pub fn announce(gateway: SocketAddr, client: IpAddr, version: Version, fallback: bool, now: Instant) -> Self {
+    /// external address request; `jitter` as for [`map`](Self::map).
+    pub fn announce(
+        gateway: SocketAddr,
+        client: IpAddr,
+        version: Version,
+        fallback: bool,
+        now: Instant,
+        jitter: Jitter,
+    ) -> Self {
         let spec = MapSpec {
             protocol: Protocol::Udp,
             client,
@@ -245,17 +270,25 @@ impl Transaction {
             nonce: [0; 12],
             suggested: None,
         };
-        Self::new(gateway, Goal::Announce, spec, version, fallback, now)
+        Self::new(gateway, Goal::Announce, spec, version, fallback, now, jitter)
     }
 
-    fn new(gateway: SocketAddr, goal: Goal, spec: MapSpec, version: Version, fallback: bool, now: Instant) -> Self {
+    fn new(
+        gateway: SocketAddr,
+        goal: Goal,
+        spec: MapSpec,
+        version: Version,
+        fallback: bool,
+        now: Instant,
+        jitter: Jitter,
+    ) -> Self {
         let mut t = Transaction {
             gateway,
             goal,
             spec,
             version,
             fallback,
-            jitter: Jitter::Random,
+            jitter,
             step: Step::ExternalAddress,
             external_ip: None,
             payload: Vec::new(),
@@ -670,9 +703,12 @@ impl UdpExchange<TransactionResult> for Transaction {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests take a starting instant from the clock
 mod tests {
     use super::*;
     use natt_core::UdpExchange;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
     use std::time::Duration;
 
     const GW: &str = "192.168.1.1:5351";
@@ -682,7 +718,12 @@ mod tests {
     }
 
     fn spec(protocol: Protocol) -> MapSpec {
-        MapSpec::new(protocol, "192.168.1.2".parse().unwrap(), 40000, 7200)
+        MapSpec::new(protocol, "192.168.1.2".parse().unwrap(), 40000, 7200, [0x5a; 12])
+    }
+
+    /// PCP's random jitter, from a seeded generator.
+    fn jitter() -> Jitter {
+        Jitter::random(StdRng::seed_from_u64(1))
     }
 
     /// A PCP server's reply to `request` with `result`, granting `external` for `lifetime`.
@@ -722,7 +763,7 @@ mod tests {
     #[test]
     fn pcp_map_success() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Tcp), Version::Pcp, true, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Tcp), Version::Pcp, true, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(req.len(), 60);
         assert_eq!(req[36], pcp::PROTO_TCP);
@@ -746,7 +787,7 @@ mod tests {
     #[test]
     fn pcp_ignores_wrong_nonce_opcode_protocol_port_and_garbage() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         let good = pcp_reply(&req, 0, 3600, 10, "203.0.113.101:40000");
         let mut wrong_nonce = good.clone();
@@ -789,7 +830,7 @@ mod tests {
             (2, "NOT_AUTHORIZED (2)"),
             (77, "UNKNOWN (77)"),
         ] {
-            let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
+            let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now, jitter());
             let req = tx.poll_transmit(now).unwrap().payload;
             assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, code, 30, 1, "0.0.0.0:0")));
             match tx.poll_result(now) {
@@ -816,7 +857,7 @@ mod tests {
             (3600, "203.0.113.101:0", "port 0"),
             (0, "203.0.113.101:40000", "lifetime 0"),
         ] {
-            let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
+            let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now, jitter());
             let req = tx.poll_transmit(now).unwrap().payload;
             assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, 0, lifetime, 1, external)));
             match tx.poll_result(now) {
@@ -829,7 +870,7 @@ mod tests {
     #[test]
     fn huge_lifetimes_are_capped() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, 0, u32::MAX, 1, "203.0.113.1:1")));
         let Some(Ok(Outcome::Mapped(g))) = tx.poll_result(now) else {
@@ -849,7 +890,7 @@ mod tests {
     #[test]
     fn unsupp_version_echoing_the_nonce_falls_back_to_nat_pmp_at_once() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         // The nonce must be ours for the answer to count.
         let mut other_nonce = version_negotiation(&req);
@@ -884,7 +925,7 @@ mod tests {
     #[test]
     fn unauthenticated_unsupported_answers_do_not_downgrade_a_pcp_gateway() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         let mut bare = version_negotiation(&req);
         bare.truncate(24);
@@ -908,7 +949,7 @@ mod tests {
     #[test]
     fn nat_pmp_version_answer_falls_back_after_the_wait_unverified() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Tcp), Version::Pcp, true, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Tcp), Version::Pcp, true, now, jitter());
         tx.poll_transmit(now).unwrap();
         assert!(!tx.handle_datagram(now, gw(), &NAT_PMP_UNSUPPORTED));
         tx.handle_timeout(now + UNVERIFIED_FALLBACK_WAIT - Duration::from_millis(1));
@@ -928,12 +969,12 @@ mod tests {
     #[test]
     fn no_fallback_when_not_allowed() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         assert!(tx.handle_datagram(now, gw(), &version_negotiation(&req)));
         assert!(matches!(tx.poll_result(now), Some(Err(PcpError::Unsupported { .. }))));
         // Unverified: after the wait.
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, false, now, jitter());
         tx.poll_transmit(now).unwrap();
         assert!(!tx.handle_datagram(now, gw(), &NAT_PMP_UNSUPPORTED));
         assert!(tx.poll_result(now).is_none());
@@ -947,7 +988,7 @@ mod tests {
     #[test]
     fn nat_pmp_unsupported_version_ends_it() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now, jitter());
         tx.poll_transmit(now).unwrap();
         assert!(tx.handle_datagram(now, gw(), &[0, 0x80, 0, 1, 0, 0, 0, 7]));
         let e = tx.poll_result(now).unwrap().unwrap_err();
@@ -957,7 +998,7 @@ mod tests {
     #[test]
     fn nat_pmp_errors_and_mismatches() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now)
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now, jitter())
             .with_known_external(Ipv4Addr::new(203, 0, 113, 101), now);
         let map = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(map.len(), 12, "the known address is not asked for again");
@@ -981,7 +1022,7 @@ mod tests {
     #[test]
     fn nat_pmp_zero_external_address_is_malformed() {
         let now = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, now, jitter());
         let ext = tx.poll_transmit(now).unwrap().payload;
         assert!(tx.handle_datagram(now, gw(), &nat_pmp_reply(&ext, 0, 1, [0; 4], 0)));
         assert!(matches!(tx.poll_result(now), Some(Err(PcpError::Malformed { .. }))));
@@ -992,7 +1033,7 @@ mod tests {
         let now = Instant::now();
         let mut s = spec(Protocol::Udp);
         s.suggested = Some("203.0.113.101:40000".parse().unwrap());
-        let mut tx = Transaction::delete(gw(), s.clone(), Version::Pcp, now);
+        let mut tx = Transaction::delete(gw(), s.clone(), Version::Pcp, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         let decoded = pcp::decode_request(&req).unwrap();
         assert_eq!(decoded.lifetime, 0);
@@ -1005,7 +1046,7 @@ mod tests {
                 epoch: 9
             }
         );
-        let mut tx = Transaction::delete(gw(), s, Version::NatPmp, now);
+        let mut tx = Transaction::delete(gw(), s, Version::NatPmp, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         // Lifetime 0 and suggested external port 0 (RFC 6886 section 3.4).
         assert_eq!(&req[6..12], &[0, 0, 0, 0, 0, 0]);
@@ -1017,7 +1058,7 @@ mod tests {
     fn announce_tells_who_answers() {
         let now = Instant::now();
         let client: IpAddr = "192.168.1.2".parse().unwrap();
-        let mut tx = Transaction::announce(gw(), client, Version::Pcp, true, now);
+        let mut tx = Transaction::announce(gw(), client, Version::Pcp, true, now, jitter());
         let req = tx.poll_transmit(now).unwrap().payload;
         assert_eq!(req.len(), 24);
         assert!(tx.handle_datagram(now, gw(), &pcp_reply(&req, 0, 0, 3, "0.0.0.0:0")));
@@ -1029,7 +1070,7 @@ mod tests {
                 external_ip: None
             }
         );
-        let mut tx = Transaction::announce(gw(), client, Version::Pcp, true, now);
+        let mut tx = Transaction::announce(gw(), client, Version::Pcp, true, now, jitter());
         tx.poll_transmit(now).unwrap();
         // An ANNOUNCE has no nonce: NAT-PMP is asked after the wait for a PCP answer.
         assert!(!tx.handle_datagram(now, gw(), &[0, 0x80, 0, 1, 0, 0, 0, 7]));
@@ -1050,14 +1091,14 @@ mod tests {
     #[test]
     fn retransmits_on_schedule() {
         let t0 = Instant::now();
-        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, t0);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::NatPmp, false, t0, jitter());
         assert!(tx.poll_transmit(t0).is_some());
         assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_millis(250)));
         assert!(tx.poll_transmit(t0 + Duration::from_millis(200)).is_none());
         assert!(tx.poll_transmit(t0 + Duration::from_millis(250)).is_some());
         assert_eq!(tx.attempts(), 2);
-        let mut tx =
-            Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, t0).with_jitter(Jitter::Fixed(0.0), t0);
+        let mut tx = Transaction::map(gw(), spec(Protocol::Udp), Version::Pcp, true, t0, jitter())
+            .with_jitter(Jitter::Fixed(0.0), t0);
         assert!(tx.poll_transmit(t0).is_some());
         assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(3)));
         assert!(matches!(
@@ -1075,7 +1116,7 @@ mod tests {
         let mut seed = 0x9E37_79B9u32;
         for version in [Version::Pcp, Version::NatPmp] {
             for _ in 0..3000 {
-                let mut tx = Transaction::map(gw(), spec(Protocol::Udp), version, true, now);
+                let mut tx = Transaction::map(gw(), spec(Protocol::Udp), version, true, now, jitter());
                 let req = tx.poll_transmit(now).unwrap().payload;
                 let len = (seed % 70) as usize;
                 let mut data: Vec<u8> = crate::noise::bytes(&mut seed, len);

@@ -1,4 +1,5 @@
-//! Building blocks for servers that run on background threads until dropped: a [`Worker`]
+//! The server side's loops (the lists of servers a client asks are in
+//! [`server_list`](crate::server_list)). Building blocks for servers that run on background threads until dropped: a [`Worker`]
 //! thread with a stop flag, a UDP receive loop, and a TCP accept loop that bounds its clients
 //! ([`TcpLimits`]: how many at once, how many from one source, and a deadline for a client's
 //! whole exchange). The simple-protocol and STUN servers are made of these.
