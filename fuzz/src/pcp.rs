@@ -125,9 +125,9 @@ mod op {
 /// result, and only ever grants a usable mapping.
 pub fn client_target(data: &[u8]) {
     use natt_core::{Protocol, UdpExchange};
-    use natt_pcp::transaction::{MAX_LIFETIME, MapSpec, Outcome, Transaction, Version};
     use natt_pcp::epoch::{EpochTracker, Verdict};
     use natt_pcp::retransmit::Jitter;
+    use natt_pcp::transaction::{MAX_LIFETIME, MapSpec, Outcome, Transaction, Version};
 
     use crate::addr;
     use crate::input::{Clock, Input};

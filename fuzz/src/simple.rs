@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit};
 use natt_simple::SimpleExchange;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use natt_simple::stream::{read_message, read_message_after};
 use natt_simple::wire::{
     self, HEADER_LEN, Message, REPLY_V4_LEN, REPLY_V6_LEN, REQUEST_LEN, Reply, Request, TXID_LEN, TransactionId,
     answer, decode, message_len,
 };
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use crate::exchange::{self, Answer, Log, ScriptExt, Target};
 use crate::input::{Clock, Input, Script};
@@ -168,7 +168,12 @@ pub fn exchange_target(data: &[u8]) {
     };
     let clock = Clock::start();
     let mut t = SimpleTarget {
-        exchange: SimpleExchange::new(vec![local], servers.clone(), clock.now, &mut StdRng::seed_from_u64(u64::from(header))),
+        exchange: SimpleExchange::new(
+            vec![local],
+            servers.clone(),
+            clock.now,
+            &mut StdRng::seed_from_u64(u64::from(header)),
+        ),
         table: SERVERS.iter().chain(OTHERS.iter()).map(|s| addr(s)).collect(),
         servers,
         local,

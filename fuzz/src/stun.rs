@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit};
 use natt_stun::StunExchange;
-use natt_stun::behaviour::{Behaviour, FilteringProbe, MappingProbe};
+use natt_stun::behaviour::{Behaviour, FilteringTest, MappingTest};
 use natt_stun::client::read_stun_message;
 use natt_stun::message::{
     BindingRequest, BindingResponse, HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, StunError, decode_request,
@@ -362,7 +362,7 @@ pub fn behaviour_target(data: &[u8]) {
     let clock = Clock::start();
     if h & 0x20 != 0 {
         let window = Duration::from_millis(u64::from(input.u16().unwrap_or(1000)));
-        let Ok(probe) = FilteringProbe::new(servers[0], rto, window, clock.now, rng(h)) else {
+        let Ok(probe) = FilteringTest::new(servers[0], rto, window, clock.now, rng(h)) else {
             return;
         };
         let mut t = FilteringTarget {
@@ -372,7 +372,7 @@ pub fn behaviour_target(data: &[u8]) {
         };
         exchange::drive(&mut t, &mut input, clock);
     } else {
-        let Ok(probe) = MappingProbe::new(&servers, rto, clock.now, rng(h)) else {
+        let Ok(probe) = MappingTest::new(&servers, rto, clock.now, rng(h)) else {
             return;
         };
         let mut t = MappingTarget {
@@ -385,15 +385,15 @@ pub fn behaviour_target(data: &[u8]) {
 }
 
 struct MappingTarget {
-    probe: MappingProbe,
+    probe: MappingTest,
     table: Vec<SocketAddr>,
     servers: Vec<SocketAddr>,
 }
 
 impl Target for MappingTarget {
-    type Exchange = MappingProbe;
+    type Exchange = MappingTest;
 
-    fn exchange(&mut self) -> &mut MappingProbe {
+    fn exchange(&mut self) -> &mut MappingTest {
         &mut self.probe
     }
 
@@ -457,15 +457,15 @@ impl Target for MappingTarget {
 }
 
 struct FilteringTarget {
-    probe: FilteringProbe,
+    probe: FilteringTest,
     table: Vec<SocketAddr>,
     primary: SocketAddr,
 }
 
 impl Target for FilteringTarget {
-    type Exchange = FilteringProbe;
+    type Exchange = FilteringTest;
 
-    fn exchange(&mut self) -> &mut FilteringProbe {
+    fn exchange(&mut self) -> &mut FilteringTest {
         &mut self.probe
     }
 

@@ -60,7 +60,7 @@ pub const TARGETS: &[Target] = &[
         name: "stun_behaviour",
         max_len: 4096,
         by_default: true,
-        about: "RFC 5780 MappingProbe and FilteringProbe fed datagrams and time",
+        about: "RFC 5780 MappingTest and FilteringTest fed datagrams and time",
     },
     Target {
         name: "punch_messages",

@@ -63,7 +63,7 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let (mapped, discovered, pcp) = thread::scope(|scope| {
         let discovered = scope.spawn(|| discover(&args.techniques.stun, any, deadline));
         // Which protocol the PCP / NAT-PMP gateway answers, even when it maps nothing.
-        let pcp = scope.spawn(|| pcp_gateway.map(|(g, only)| (g, natt::pcp::probe(g, only, deadline))));
+        let pcp = scope.spawn(|| pcp_gateway.map(|(g, only)| (g, natt::pcp::ask_gateway(g, only, deadline))));
         let mapped = MappedUdpSocket::bind(any, &mc);
         (mapped, discovered.join(), pcp.join().ok().flatten())
     });

@@ -14,7 +14,7 @@
 //! - [`PcpTechnique`]: the [`natt_core::MappingTechnique`], which runs transactions with
 //!   natt-core's receive loop on a socket connected to the gateway, holding each mapping with
 //!   a [`PcpLease`].
-//! - [`probe()`]: which protocol a gateway answers, without mapping.
+//! - [`ask_gateway()`]: which protocol a gateway answers, without mapping.
 //!
 //! Endpoints it finds are open (not `nat_restricted`) and named `pcp` or `nat-pmp` after the
 //! protocol that made the mapping. Give a gateway explicitly with
@@ -24,6 +24,7 @@
 //! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
+pub mod announce;
 mod driver;
 pub mod epoch;
 pub mod error;
@@ -31,7 +32,6 @@ pub mod gateway;
 pub mod lease;
 pub mod natpmp_wire;
 pub mod pcp_wire;
-pub mod probe;
 pub mod result_code;
 pub mod retransmit;
 pub mod technique;
@@ -44,9 +44,15 @@ pub use transaction as client;
 #[cfg(test)]
 mod noise;
 
+/// The old name of [`announce`].
+#[doc(hidden)]
+pub use announce as probe;
+/// The old name of [`ask_gateway`].
+#[doc(hidden)]
+pub use announce::ask_gateway as probe;
+pub use announce::{GatewayAnswer, ask_gateway};
 pub use error::PcpError;
 pub use gateway::default_gateway;
 pub use lease::{LeaseStatus, PcpLease};
-pub use probe::{GatewayAnswer, probe};
 pub use technique::{KIND_NAT_PMP, KIND_PCP, NAME, PcpConfig, PcpTechnique};
 pub use transaction::Version;

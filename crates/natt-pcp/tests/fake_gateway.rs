@@ -661,20 +661,20 @@ fn drop_stops_the_lease_promptly_even_when_the_gateway_went_silent() {
 #[test]
 fn probe_tells_which_protocol_answers() {
     let pcp = Fake::start(Mode::Pcp, 3600);
-    let a = natt_pcp::probe(pcp.addr, None, deadline(2000)).unwrap();
+    let a = natt_pcp::ask_gateway(pcp.addr, None, deadline(2000)).unwrap();
     assert_eq!(a.version, Version::Pcp);
     assert_eq!(a.external_ip, None);
     assert!(a.epoch >= 1000);
     let pmp = Fake::start(Mode::NatPmpOnly, 3600);
-    let a = natt_pcp::probe(pmp.addr, None, deadline(2000)).unwrap();
+    let a = natt_pcp::ask_gateway(pmp.addr, None, deadline(2000)).unwrap();
     assert_eq!(a.version, Version::NatPmp);
     let v1 = Fake::start(Mode::PcpV1, 3600);
-    let a = natt_pcp::probe(v1.addr, None, deadline(2000)).unwrap();
+    let a = natt_pcp::ask_gateway(v1.addr, None, deadline(2000)).unwrap();
     assert_eq!(a.version, Version::NatPmp);
     assert_eq!(a.external_ip, Some(IpAddr::from([203, 0, 113, 7])));
     let silent = Fake::start(Mode::Silent, 3600);
     let t0 = Instant::now();
-    assert!(natt_pcp::probe(silent.addr, None, t0 + Duration::from_millis(300)).is_err());
+    assert!(natt_pcp::ask_gateway(silent.addr, None, t0 + Duration::from_millis(300)).is_err());
     assert!(t0.elapsed() < Duration::from_millis(450));
 }
 

@@ -2,7 +2,7 @@
 //! filters, found with the tests the RFC describes against a server with two addresses, or,
 //! for the mapping, by comparing what several plain STUN servers see.
 //!
-//! Each test is a socket-free [`UdpExchange`] ([`MappingProbe`], [`FilteringProbe`]), a
+//! Each test is a socket-free [`UdpExchange`] ([`MappingTest`], [`FilteringTest`]), a
 //! protocol core given its random generator; the blocking [`discover_udp`] (in
 //! [`crate::discover`], the drivers) runs them on fresh sockets. Where the evidence does not
 //! decide, the answer is [`Behaviour::Unknown`], never a guess.
@@ -100,7 +100,7 @@ pub struct NatBehaviour {
 /// RFC 5780 section 4.3, mapping tests I–III, on one socket. Test I goes to every server; the
 /// first that names an OTHER-ADDRESS gets tests II and III.
 #[derive(Debug)]
-pub struct MappingProbe {
+pub struct MappingTest {
     test1: Vec<Transaction>,
     test2: Option<Transaction>,
     test3: Option<Transaction>,
@@ -109,7 +109,7 @@ pub struct MappingProbe {
     rng: StdRng,
 }
 
-impl MappingProbe {
+impl MappingTest {
     /// A probe asking `servers`, starting at `now`, its transaction ids drawn from `rng`.
     pub fn new(servers: &[SocketAddr], rto: Duration, now: Instant, mut rng: StdRng) -> Result<Self, TechniqueError> {
         let test1 = servers
@@ -117,7 +117,7 @@ impl MappingProbe {
             .map(|&s| Transaction::new(s, None, rto, now, &mut rng))
             .collect::<Result<_, _>>()
             .map_err(|e| TechniqueError::Protocol(e.to_string()))?;
-        Ok(MappingProbe {
+        Ok(MappingTest {
             test1,
             test2: None,
             test3: None,
@@ -175,7 +175,7 @@ impl MappingProbe {
     }
 }
 
-impl UdpExchange for MappingProbe {
+impl UdpExchange for MappingTest {
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.all().find_map(|t| t.poll_transmit(now))
     }
@@ -238,7 +238,7 @@ impl UdpExchange for MappingProbe {
 /// from the other port only (test III). Whatever gets through the NAT within the window tells
 /// the filtering.
 #[derive(Debug)]
-pub struct FilteringProbe {
+pub struct FilteringTest {
     primary: SocketAddr,
     test1: Transaction,
     test2: Option<Transaction>,
@@ -248,7 +248,7 @@ pub struct FilteringProbe {
     rng: StdRng,
 }
 
-impl FilteringProbe {
+impl FilteringTest {
     /// A probe of `primary`, giving tests II and III `window` (at least) to be answered, its
     /// transaction ids drawn from `rng`.
     pub fn new(
@@ -258,7 +258,7 @@ impl FilteringProbe {
         now: Instant,
         mut rng: StdRng,
     ) -> Result<Self, TechniqueError> {
-        Ok(FilteringProbe {
+        Ok(FilteringTest {
             primary,
             test1: Transaction::new(primary, None, rto, now, &mut rng)
                 .map_err(|e| TechniqueError::Protocol(e.to_string()))?,
@@ -318,7 +318,7 @@ impl FilteringProbe {
     }
 }
 
-impl UdpExchange for FilteringProbe {
+impl UdpExchange for FilteringTest {
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         let open = self.window_end.is_none_or(|end| now < end);
         self.all().filter(|_| open).find_map(|t| t.poll_transmit(now))
@@ -375,6 +375,13 @@ impl UdpExchange for FilteringProbe {
 
 /// The default time filtering tests wait for answers that a restrictive NAT drops.
 pub const DEFAULT_FILTER_WINDOW: Duration = Duration::from_secs(1);
+
+/// The old name of [`MappingTest`].
+#[doc(hidden)]
+pub type MappingProbe = MappingTest;
+/// The old name of [`FilteringTest`].
+#[doc(hidden)]
+pub type FilteringProbe = FilteringTest;
 
 #[cfg(test)]
 mod tests {

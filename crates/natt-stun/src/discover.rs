@@ -10,9 +10,7 @@ use natt_core::{TechniqueError, UdpExchange};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::behaviour::{
-    Behaviour, DEFAULT_FILTER_WINDOW, FilteringProbe, MappingProbe, NatBehaviour, classify_mapping,
-};
+use crate::behaviour::{Behaviour, DEFAULT_FILTER_WINDOW, FilteringTest, MappingTest, NatBehaviour, classify_mapping};
 
 /// Discovers the mapping and filtering behaviour of the NAT in front of `bind_ip` over UDP,
 /// with fresh sockets (the RFC's tests must not share a socket with other traffic), returning
@@ -27,15 +25,15 @@ pub fn discover_udp(
         .first()
         .ok_or_else(|| TechniqueError::NotApplicable("no STUN server".into()))?;
     let now = Instant::now();
-    let mut mapping = MappingProbe::new(servers, rto, now, StdRng::from_os_rng())?;
-    let mut filtering = FilteringProbe::new(primary, rto, DEFAULT_FILTER_WINDOW, now, StdRng::from_os_rng())?;
+    let mut mapping = MappingTest::new(servers, rto, now, StdRng::from_os_rng())?;
+    let mut filtering = FilteringTest::new(primary, rto, DEFAULT_FILTER_WINDOW, now, StdRng::from_os_rng())?;
     // The mapping tests on a thread of their own, the filtering tests on this one.
     let (m, f) = fanout::scoped_beside(
         "natt-stun-probe",
         now,
         [&mut mapping],
-        |probe| run_probe(probe, bind_ip, deadline),
-        || run_probe(&mut filtering, bind_ip, deadline),
+        |probe| run_test(probe, bind_ip, deadline),
+        || run_test(&mut filtering, bind_ip, deadline),
     );
     for m in m {
         m.into_timed("probe").1?;
@@ -52,7 +50,7 @@ pub fn discover_udp(
     })
 }
 
-fn run_probe(probe: &mut dyn UdpExchange, bind_ip: IpAddr, deadline: Instant) -> Result<(), TechniqueError> {
+fn run_test(probe: &mut dyn UdpExchange, bind_ip: IpAddr, deadline: Instant) -> Result<(), TechniqueError> {
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
     natt_core::udp::drive(&socket, &mut [probe], deadline).map_err(|e| TechniqueError::Other(Box::new(e)))?;
     Ok(())

@@ -3,7 +3,7 @@
 //! one search under way, whose result the others who need a gateway wait for; the failed
 //! search remembered for [`UpnpConfig::search_again_after`]; finding the gateway again for a
 //! lease whose gateway stopped answering; what the gateway's last answers said. (The ports
-//! held are kept in the same state; they are [`crate::port_choice`]'s.) Why: the crate
+//! reserved are kept in the same state; they are [`crate::port_choice`]'s.) Why: the crate
 //! documentation, **Discovery**.
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use crate::bounded;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo};
 use crate::load;
-use crate::port_choice::HeldKey;
+use crate::port_choice::ReservedKey;
 use crate::search::{self, Target};
 use crate::technique::UpnpConfig;
 
@@ -62,11 +62,11 @@ pub(crate) struct State {
     info: Option<GatewayInfo>,
     /// When a search last found nothing, and why.
     failed_search: Option<(Instant, String)>,
-    /// The external ports held, each by the ids of its holders (see
-    /// [`PortHold`](crate::port_choice::PortHold)).
-    pub(crate) held: HashMap<HeldKey, Vec<u64>>,
-    /// The id of the next [`PortHold`](crate::port_choice::PortHold).
-    pub(crate) next_hold: u64,
+    /// The external ports reserved, each by the ids of its reservations (see
+    /// [`PortReservation`](crate::port_choice::PortReservation)).
+    pub(crate) reserved: HashMap<ReservedKey, Vec<u64>>,
+    /// The id of the next [`PortReservation`](crate::port_choice::PortReservation).
+    pub(crate) next_reservation: u64,
     /// A search is under way: the others who need a gateway wait for its result rather than
     /// search too (one search at a time, whatever the number of mappings and leases).
     searching: bool,

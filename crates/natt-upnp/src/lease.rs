@@ -26,7 +26,7 @@ use crate::bounded;
 use crate::cache::Shared;
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, MappingRequest};
-use crate::port_choice::PortHold;
+use crate::port_choice::PortReservation;
 
 /// The UPnP error a gateway answers when deleting a mapping it does not have.
 const NO_SUCH_ENTRY: u16 = 714;
@@ -58,7 +58,7 @@ pub struct UpnpLease {
     drop_wait: Duration,
     /// The external port, held while the lease lives (given up when it is released, before
     /// the mapping is deleted).
-    hold: Option<PortHold>,
+    hold: Option<PortReservation>,
     /// The port's claim with the other port-mapping techniques, put here by
     /// [`UpnpLease::hold`]; the lease's thread frees it after the mapping is deleted.
     claim: Arc<Mutex<Option<natt_core::arbiter::HeldClaim>>>,
@@ -127,9 +127,9 @@ impl UpnpLease {
         gateway: Arc<Gateway>,
         external_ip: std::net::Ipv4Addr,
         mapping: Mapping,
-        hold: PortHold,
+        hold: PortReservation,
         shared: Arc<Shared>,
-    ) -> Result<UpnpLease, (UpnpError, PortHold)> {
+    ) -> Result<UpnpLease, (UpnpError, PortReservation)> {
         let call_timeout = shared.config.call_timeout;
         let describe = format!(
             "upnp {} {}:{} -> {} ({}) via {}",

@@ -1,8 +1,8 @@
 //! Which external port to map, and whose it is: [`add_mapping`] asks for the socket's own
 //! port first; when it is taken, lets an IGD:2 gateway pick one (`AddAnyPortMapping`) or
 //! tries random ports on IGD:1, and takes a permanent lease only when the gateway supports
-//! nothing else ([`permanent_if_must`]). Each port asked for or mapped is held
-//! ([`PortHold`]), so that a late grant is not deleted while the port is ours (see the crate
+//! nothing else ([`permanent_if_must`]). Each port asked for or mapped is reserved
+//! ([`PortReservation`]), so that a late grant is not deleted while the port is ours (see the crate
 //! documentation, **Deadlines**).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -27,71 +27,71 @@ mod code {
 }
 
 /// A gateway's address, a protocol and an external port.
-pub(crate) type HeldKey = (Ipv4Addr, Protocol, u16);
+pub(crate) type ReservedKey = (Ipv4Addr, Protocol, u16);
 
 /// An external port on a gateway that is ours: asked for by a mapping under way, or mapped by
 /// a live lease. A mapping that the gateway grants after its caller gave up is deleted again
-/// (see [`crate::bounded`]), by protocol and port; while another holds that port, such a deletion
-/// would delete the newer mapping, so it is skipped. Dropping the hold gives the port up.
+/// (see [`crate::bounded`]), by protocol and port; while another has that port reserved, such a deletion
+/// would delete the newer mapping, so it is skipped. Dropping the reservation gives the port up.
 #[derive(Debug)]
-pub(crate) struct PortHold {
+pub(crate) struct PortReservation {
     shared: Arc<Shared>,
-    key: HeldKey,
+    key: ReservedKey,
     id: u64,
 }
 
-impl PortHold {
-    /// The external port held.
+impl PortReservation {
+    /// The external port reserved.
     pub fn port(&self) -> u16 {
         self.key.2
     }
 
-    /// For a request made under this hold: true when a grant that comes after the caller gave
-    /// up is to be kept, because someone else holds the port by then.
+    /// For a request made under this reservation: true when a grant that comes after the caller gave
+    /// up is to be kept, because someone else has the port reserved by then.
     pub fn keep_late(&self) -> impl FnOnce() -> bool + Send + 'static {
         let (shared, key, id) = (Arc::clone(&self.shared), self.key, self.id);
         move || shared.held_by_others(key, Some(id))
     }
 
-    /// For a renewal by the lease that has this hold: true when a grant that comes after the
-    /// lease gave up waiting is to be kept, because the lease (or another) still holds the port.
+    /// For a renewal by the lease that has this reservation: true when a grant that comes after the
+    /// lease gave up waiting is to be kept, because the lease (or another) still has the port reserved.
     pub fn keep_late_renewal(&self) -> impl FnOnce() -> bool + Clone + Send + 'static {
         let (shared, key) = (Arc::clone(&self.shared), self.key);
         move || shared.held_by_others(key, None)
     }
 }
 
-impl Drop for PortHold {
+impl Drop for PortReservation {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        if let Some(ids) = state.held.get_mut(&self.key) {
+        if let Some(ids) = state.reserved.get_mut(&self.key) {
             ids.retain(|id| *id != self.id);
             if ids.is_empty() {
-                state.held.remove(&self.key);
+                state.reserved.remove(&self.key);
             }
         }
     }
 }
 
 impl Shared {
-    /// Holds `port` on the gateway at `gateway` (see [`PortHold`]).
-    pub(crate) fn hold_port(self: &Arc<Self>, gateway: Ipv4Addr, protocol: Protocol, port: u16) -> PortHold {
+    /// Reserves `port` on the gateway at `gateway` (see [`PortReservation`]).
+    pub(crate) fn reserve_port(self: &Arc<Self>, gateway: Ipv4Addr, protocol: Protocol, port: u16) -> PortReservation {
         let key = (gateway, protocol, port);
         let mut state = self.lock();
-        let id = state.next_hold;
-        state.next_hold = state.next_hold.wrapping_add(1);
-        state.held.entry(key).or_default().push(id);
-        PortHold {
+        let id = state.next_reservation;
+        state.next_reservation = state.next_reservation.wrapping_add(1);
+        state.reserved.entry(key).or_default().push(id);
+        PortReservation {
             shared: Arc::clone(self),
             key,
             id,
         }
     }
 
-    /// True when a hold other than `except` holds `key`.
-    fn held_by_others(&self, key: HeldKey, except: Option<u64>) -> bool {
+    /// True when a reservation other than `except` has `key`.
+    fn held_by_others(&self, key: ReservedKey, except: Option<u64>) -> bool {
         self.lock()
-            .held
+            .reserved
             .get(&key)
             .is_some_and(|ids| ids.iter().any(|id| Some(*id) != except))
     }
@@ -112,8 +112,8 @@ fn is_conflict(e: &UpnpError) -> bool {
 /// the external port and the lease granted (0 only if the gateway supports permanent leases
 /// alone).
 ///
-/// Each port tried is held (see [`PortHold`]) while it is asked for, so that a late grant of
-/// an earlier attempt for it is not undone while it is ours; the hold of the port mapped is
+/// Each port tried is reserved (see [`PortReservation`]) while it is asked for, so that a late grant of
+/// an earlier attempt for it is not undone while it is ours; the reservation of the port mapped is
 /// returned, for the lease to keep.
 pub(crate) fn add_mapping(
     shared: &Arc<Shared>,
@@ -122,7 +122,7 @@ pub(crate) fn add_mapping(
     internal: SocketAddrV4,
     description: &str,
     deadline: Instant,
-) -> Result<(PortHold, u32), UpnpError> {
+) -> Result<(PortReservation, u32), UpnpError> {
     let config = &shared.config;
     let mut lease_secs = config.lease_secs();
     let request = |external_port: u16, lease_secs: u32| MappingRequest {
@@ -133,22 +133,22 @@ pub(crate) fn add_mapping(
         description: description.to_owned(),
     };
     let own = internal.port();
-    let hold = shared.hold_port(gateway.ip(), protocol, own);
+    let reservation = shared.reserve_port(gateway.ip(), protocol, own);
     match permanent_if_must(&mut lease_secs, |l| {
-        gateway.add_port(&request(own, l), deadline, hold.keep_late())
+        gateway.add_port(&request(own, l), deadline, reservation.keep_late())
     }) {
-        Ok(()) => return Ok((hold, lease_secs)),
+        Ok(()) => return Ok((reservation, lease_secs)),
         Err(e) if is_conflict(&e) => log::debug!("upnp: external port {own} is taken: {e}"),
         Err(e) => return Err(e),
     }
     if gateway.has_add_any() {
-        drop(hold);
+        drop(reservation);
         let (gateway_ip, late_shared) = (gateway.ip(), Arc::clone(shared));
         let keep = move |port: u16| late_shared.held_by_others((gateway_ip, protocol, port), None);
         match permanent_if_must(&mut lease_secs, |l| {
             gateway.add_any_port(&request(own, l), deadline, keep.clone())
         }) {
-            Ok(port) => return Ok((shared.hold_port(gateway.ip(), protocol, port), lease_secs)),
+            Ok(port) => return Ok((shared.reserve_port(gateway.ip(), protocol, port), lease_secs)),
             Err(e) if matches!(e.code(), Some(code::INVALID_ACTION | code::NOT_IMPLEMENTED)) => {
                 log::info!("upnp: {e}; trying random ports with AddPortMapping");
             }
@@ -163,11 +163,11 @@ pub(crate) fn add_mapping(
             return Err(UpnpError::timed_out(format!("mapping a port on {}", gateway.control)));
         }
         let port: u16 = rng.random_range(1024..=65535);
-        let hold = shared.hold_port(gateway.ip(), protocol, port);
+        let reservation = shared.reserve_port(gateway.ip(), protocol, port);
         match permanent_if_must(&mut lease_secs, |l| {
-            gateway.add_port(&request(port, l), deadline, hold.keep_late())
+            gateway.add_port(&request(port, l), deadline, reservation.keep_late())
         }) {
-            Ok(()) => return Ok((hold, lease_secs)),
+            Ok(()) => return Ok((reservation, lease_secs)),
             Err(e) if is_conflict(&e) => {
                 log::debug!("upnp: external port {port} is taken: {e}");
                 taken.push(port);

@@ -20,7 +20,7 @@ use crate::cache::{Purpose, Shared};
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo};
 use crate::lease::{Mapping, UpnpLease};
-use crate::port_choice::{PortHold, add_mapping};
+use crate::port_choice::{PortReservation, add_mapping};
 
 /// The technique's name.
 pub const NAME: &str = "upnp";
@@ -336,7 +336,7 @@ impl UpnpTechnique {
         internal: SocketAddrV4,
         description: &str,
         deadline: Instant,
-    ) -> Result<(Option<ClaimGuard>, PortHold, u32), UpnpError> {
+    ) -> Result<(Option<ClaimGuard>, PortReservation, u32), UpnpError> {
         let claim = match &self.arbiter {
             None => None,
             Some(arbiter) => {
@@ -375,7 +375,7 @@ impl UpnpTechnique {
         &self,
         gateway: &Gateway,
         protocol: Protocol,
-        hold: PortHold,
+        hold: PortReservation,
         claim: Option<ClaimGuard>,
         deadline: Instant,
     ) {

@@ -98,7 +98,10 @@ fn cases(absent_udp: &Path, absent_tcp: &Path) -> Vec<Case> {
             "natt map --udp, silent PCP/NAT-PMP gateway (--pcp)",
             map(&format!("--udp --pcp {bh}:5351 --no-upnp")),
         ),
-        own("natt map --udp, UPnP: no gateway answers SSDP", map("--udp --no-pcp")),
+        own(
+            "natt map --udp, UPnP: no gateway answers SSDP (the router drops it)",
+            map("--udp --no-pcp"),
+        ),
         upnp,
         own(
             "natt probe, silent STUN and simple servers",
@@ -178,6 +181,13 @@ pub fn run(b: &Bench) -> Result<Section> {
     lab.run(
         "inet",
         &["ip", "route", "add", "blackhole", &format!("{BLACK_HOLE}/32")],
+    )?;
+    // p1's router (inet) answers a unicast M-SEARCH to a port nobody serves with an ICMP port
+    // unreachable, which ends natt's search at once; to measure the deadline when nothing
+    // answers at all, it drops them instead.
+    lab.run(
+        "inet",
+        &["iptables", "-I", "INPUT", "-p", "udp", "--dport", "1900", "-j", "DROP"],
     )?;
     let (udp, tcp) = (absent_token(b, &lab, "--udp")?, absent_token(b, &lab, "--tcp")?);
     let mut cases = cases(&udp, &tcp);

@@ -27,11 +27,11 @@ pub struct GatewayAnswer {
 /// ```no_run
 /// use std::time::{Duration, Instant};
 /// let gateway = natt_pcp::default_gateway().expect("a default route");
-/// let answer = natt_pcp::probe(gateway, None, Instant::now() + Duration::from_secs(2))?;
+/// let answer = natt_pcp::ask_gateway(gateway, None, Instant::now() + Duration::from_secs(2))?;
 /// println!("{} answers {}", answer.gateway, answer.version);
 /// # Ok::<(), natt_pcp::PcpError>(())
 /// ```
-pub fn probe(gateway: SocketAddr, only: Option<Version>, deadline: Instant) -> Result<GatewayAnswer, PcpError> {
+pub fn ask_gateway(gateway: SocketAddr, only: Option<Version>, deadline: Instant) -> Result<GatewayAnswer, PcpError> {
     let (socket, client) = gateway::connect(gateway)?;
     let version = only.unwrap_or(Version::Pcp);
     let mut tx = Transaction::announce(
