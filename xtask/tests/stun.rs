@@ -125,8 +125,9 @@ fn stun_from(name: &str, prefix: &str, topology: &str, host: &str, expect: &Expe
         "nat_restricted behind {topology}: {m}"
     );
     if expect.restricted {
-        // The CHANGE-REQUEST answer was waited for (250 ms at least), not for the deadline.
-        assert!((250..2000).contains(&ms(&m)), "natt map took {} ms", ms(&m));
+        // The CHANGE-REQUEST answer was waited for (1 round trip + 5 ms after the first
+        // answer), not for the deadline.
+        assert!(ms(&m) < 2000, "natt map took {} ms", ms(&m));
     }
 
     // TCP: natt map --tcp.

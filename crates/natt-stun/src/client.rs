@@ -20,7 +20,7 @@ use crate::transaction::DEFAULT_RTO;
 
 // The exchange and its parameters, at their old paths.
 pub use crate::exchange::{
-    FILTER_WINDOW_RTTS, GRACE_RTTS, MIN_CHECK_RTO, MIN_FILTER_WINDOW, MIN_GRACE, NAME, StunExchange,
+    FILTER_WINDOW_MARGIN, FILTER_WINDOW_RTTS, FilterWindow, GRACE_RTTS, MIN_CHECK_RTO, MIN_GRACE, NAME, StunExchange,
 };
 
 /// Maps sockets with STUN Binding requests (RFC 8489) to every configured server at once.
@@ -30,6 +30,7 @@ pub use crate::exchange::{
 pub struct StunTechnique {
     servers: ServerList,
     rto: Duration,
+    filter_window: FilterWindow,
 }
 
 impl Default for StunTechnique {
@@ -37,6 +38,7 @@ impl Default for StunTechnique {
         StunTechnique {
             servers: ServerList::default(),
             rto: DEFAULT_RTO,
+            filter_window: FilterWindow::DEFAULT,
         }
     }
 }
@@ -60,6 +62,17 @@ impl StunTechnique {
     /// networks whose round trip is known to be short).
     pub fn with_rto(mut self, rto: Duration) -> Self {
         self.rto = rto;
+        self
+    }
+
+    /// Sets how long the filtering check waits for the answer from an RFC 5780 server's other
+    /// address ([`FilterWindow::DEFAULT`], 1 round trip + 5 ms, unless set). A missed answer
+    /// leaves the endpoint `nat_restricted` (the safe side: hole punching is then attempted,
+    /// which works with any NAT); a program that needs a surer verdict sets a longer window,
+    /// such as [`FilterWindow::PATIENT`], and every mapping behind a NAT that filters then
+    /// waits all of it.
+    pub fn with_filter_window(mut self, window: FilterWindow) -> Self {
+        self.filter_window = window;
         self
     }
 
@@ -96,10 +109,11 @@ impl MappingTechnique for StunTechnique {
     }
 
     fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
-        let rto = self.rto;
+        let (rto, window) = (self.rto, self.filter_window);
         let exchange = self.servers.udp_exchange(local, "STUN", move |servers, now| {
             let ex = StunExchange::new(local_addrs(local), &servers, rto, now, StdRng::from_os_rng())
-                .map_err(|e| TechniqueError::Protocol(e.to_string()))?;
+                .map_err(|e| TechniqueError::Protocol(e.to_string()))?
+                .with_filter_window(window);
             Ok(Box::new(ex))
         })?;
         Ok(Some(exchange))

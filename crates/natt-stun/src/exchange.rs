@@ -6,8 +6,10 @@
 //! request, the exchange asks a server that supports RFC 5780 to answer from its other address
 //! and port (CHANGE-REQUEST). If that answer gets through the NAT, the NAT filters
 //! independently of the endpoint and any peer can reach the endpoint without hole punching.
-//! If it does not arrive within a short window, the endpoint is marked restricted (the safe
-//! side: hole punching also works towards an unrestricted endpoint). The check is only made
+//! If it does not arrive within a short window ([`FilterWindow`]: by default one round trip, as
+//! measured by the first Binding answer, plus 5 ms), the endpoint is marked restricted (the
+//! safe side: hole punching also works towards an unrestricted endpoint, so a verdict that
+//! misses a late answer costs a punch, never a connection). The check is only made
 //! when the other address's IP is one the socket has not sent to: a NAT filtering by address
 //! alone would let that answer in too, so giving both addresses of one RFC 5780 server as
 //! servers leaves the endpoint restricted.
@@ -31,13 +33,75 @@ pub const NAME: &str = "stun";
 pub const GRACE_RTTS: u32 = 3;
 /// The least time the other servers get after the first answer.
 pub const MIN_GRACE: Duration = Duration::from_millis(100);
-/// The filtering check waits this many round trips (but at least [`MIN_FILTER_WINDOW`]) for
-/// the answer from the server's other address.
-pub const FILTER_WINDOW_RTTS: u32 = 4;
-/// The least time the filtering check waits.
-pub const MIN_FILTER_WINDOW: Duration = Duration::from_millis(250);
+/// By default the filtering check waits this many round trips, plus
+/// [`FILTER_WINDOW_MARGIN`], for the answer from the server's other address
+/// ([`FilterWindow::DEFAULT`]).
+pub const FILTER_WINDOW_RTTS: u32 = 1;
+/// What the default filtering window adds to its round trips: room for the server's and the
+/// hosts' scheduling, and for a path to the other address a little longer than to the first.
+pub const FILTER_WINDOW_MARGIN: Duration = Duration::from_millis(5);
 /// The least retransmission timeout of the filtering check's request.
 pub const MIN_CHECK_RTO: Duration = Duration::from_millis(20);
+
+/// How long the filtering check waits for the answer from the server's other address:
+/// `rtts` times the round trip that the first Binding answer measured, plus `margin`,
+/// counted from when the check's request is first sent (at that answer).
+///
+/// That answer, when the NAT lets it in, comes about one round trip after the request, so the
+/// default, [`FilterWindow::DEFAULT`] (1 round trip + 5 ms), ends the check about 2 round
+/// trips + 5 ms after the mapping started. An answer that comes later (a server or path slower than
+/// the measured round trip, a lost request or answer) is missed, and the endpoint is then
+/// marked restricted: the safe side, since hole punching works with any NAT, only the chance
+/// to skip it is lost. A program that needs the verdict to be surer sets a longer window,
+/// e.g. [`FilterWindow::PATIENT`] (4 round trips + 250 ms, more than natt waited before it
+/// followed the round trip); the cost is that every mapping behind a NAT that filters waits
+/// the whole window, since only an answer that gets in ends it early. Within the window the
+/// check's request is retransmitted, first after 2 round trips (at least 20 ms,
+/// [`MIN_CHECK_RTO`]) and then at doubling intervals, so a longer window also rides out a lost
+/// datagram; the default one sends it once (a retransmission's answer could not come in time).
+///
+/// ```
+/// use natt_stun::exchange::FilterWindow;
+/// use std::time::Duration;
+///
+/// let w = FilterWindow::DEFAULT;
+/// assert_eq!(w.window(Duration::from_millis(50)), Duration::from_millis(55));
+/// let sure = FilterWindow { rtts: 4, margin: Duration::from_millis(250) };
+/// assert_eq!(sure, FilterWindow::PATIENT);
+/// assert_eq!(sure.window(Duration::from_millis(50)), Duration::from_millis(450));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterWindow {
+    /// Round trips to wait (as measured by the first Binding answer).
+    pub rtts: u32,
+    /// Added to the round trips.
+    pub margin: Duration,
+}
+
+impl FilterWindow {
+    /// The default: [`FILTER_WINDOW_RTTS`] round trip + [`FILTER_WINDOW_MARGIN`].
+    pub const DEFAULT: FilterWindow = FilterWindow {
+        rtts: FILTER_WINDOW_RTTS,
+        margin: FILTER_WINDOW_MARGIN,
+    };
+    /// A surer verdict for a program that needs it: 4 round trips + 250 ms, which every
+    /// mapping behind a filtering NAT then waits.
+    pub const PATIENT: FilterWindow = FilterWindow {
+        rtts: 4,
+        margin: Duration::from_millis(250),
+    };
+
+    /// The window for a measured round trip `rtt`.
+    pub fn window(&self, rtt: Duration) -> Duration {
+        rtt.saturating_mul(self.rtts).saturating_add(self.margin)
+    }
+}
+
+impl Default for FilterWindow {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// Endpoints from mapped addresses; `open` when filtering was found endpoint-independent. An
 /// address that is one of the socket's own (`locals`) has no NAT in front of it.
@@ -108,6 +172,7 @@ pub struct StunExchange {
     filter: Option<FilterCheck>,
     grace_until: Option<Instant>,
     rto: Duration,
+    filter_window: FilterWindow,
     rng: StdRng,
 }
 
@@ -132,8 +197,15 @@ impl StunExchange {
             filter: None,
             grace_until: None,
             rto,
+            filter_window: FilterWindow::DEFAULT,
             rng,
         })
+    }
+
+    /// Sets how long the filtering check waits ([`FilterWindow::DEFAULT`] unless set).
+    pub fn with_filter_window(mut self, window: FilterWindow) -> Self {
+        self.filter_window = window;
+        self
     }
 
     fn mapped(&self) -> Vec<SocketAddr> {
@@ -155,9 +227,11 @@ impl StunExchange {
 
     fn start_filter_check(&mut self, now: Instant, primary: SocketAddr, rtt: Duration) {
         // At least MIN_CHECK_RTO even when the exchange's own RTO is set lower: this request is
-        // retransmitted without a count limit until the window ends.
+        // retransmitted without a count limit until the window ends. Every 2 round trips: a
+        // retransmission's answer can then still come within a window of 3 round trips or
+        // more, and the default window (1 round trip + 5 ms) sends the request once.
         let rto = (rtt * 2).clamp(MIN_CHECK_RTO, self.rto.max(MIN_CHECK_RTO));
-        let window = (rtt * FILTER_WINDOW_RTTS).max(MIN_FILTER_WINDOW);
+        let window = self.filter_window.window(rtt);
         match Transaction::new(primary, Some((true, true)), rto, now, &mut self.rng) {
             Ok(t) => {
                 self.filter = Some(FilterCheck {
@@ -189,7 +263,12 @@ impl UdpExchange for StunExchange {
             .iter()
             .filter(|f| f.transaction.response.is_none())
             .flat_map(|f| f.transaction.poll_timeout().into_iter().chain([f.window_end]));
-        bindings.chain(filter).chain(self.grace_until).min()
+        // The grace matters only while a server has not answered: once all have, a grace in
+        // the past would have the driver spin until the filtering window ends.
+        let grace = self
+            .grace_until
+            .filter(|_| self.bindings.iter().any(|t| t.response.is_none()));
+        bindings.chain(filter).chain(grace).min()
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
@@ -308,10 +387,80 @@ mod tests {
         let req = ex.poll_transmit(t0).unwrap();
         let txid = decode_request(&req.payload).unwrap().txid;
         let resp = encode_success(txid, addr("198.51.100.1:4000"), Some(o), None).unwrap();
-        assert!(ex.handle_datagram(t0, p, &resp));
-        assert!(ex.poll_result(t0 + Duration::from_millis(50)).is_none());
-        let eps = ex.poll_result(t0 + MIN_FILTER_WINDOW).unwrap().unwrap();
+        // A 10 ms round trip: the check waits 1 round trip + 5 ms from its request.
+        let t1 = t0 + Duration::from_millis(10);
+        assert!(ex.handle_datagram(t1, p, &resp));
+        let change = ex.poll_transmit(t1).unwrap();
+        assert!(decode_request(&change.payload).unwrap().change_ip);
+        let end = t1 + FilterWindow::DEFAULT.window(Duration::from_millis(10));
+        assert_eq!(end, t1 + Duration::from_millis(15));
+        assert_eq!(ex.poll_timeout(), Some(end), "wakes its driver at the window's end");
+        assert!(ex.poll_result(end - Duration::from_millis(1)).is_none());
+        assert!(ex.poll_transmit(end - Duration::from_millis(1)).is_none(), "sent once");
+        let eps = ex.poll_result(end).unwrap().unwrap();
         assert!(eps[0].nat_restricted);
+    }
+
+    /// The 10 ms round trip of `no_answer_from_other_address_means_restricted`, with the
+    /// CHANGE-REQUEST's answer from the other address coming `after` its request: the verdict.
+    fn verdict_with_answer_after(window: FilterWindow, after: Duration) -> bool {
+        let (p, o) = (addr("203.0.113.10:3478"), addr("203.0.113.11:3479"));
+        let (ex, t0) = start(&[p]);
+        let mut ex = ex.with_filter_window(window);
+        let txid = decode_request(&ex.poll_transmit(t0).unwrap().payload).unwrap().txid;
+        let t1 = t0 + Duration::from_millis(10);
+        let mapped = addr("198.51.100.1:4000");
+        assert!(ex.handle_datagram(t1, p, &encode_success(txid, mapped, Some(o), Some(p)).unwrap()));
+        let creq = decode_request(&ex.poll_transmit(t1).unwrap().payload).unwrap();
+        let at = t1 + after;
+        // The driver asks for a result at every wake-up before the answer.
+        let mut now = t1;
+        while now < at {
+            if let Some(r) = ex.poll_result(now) {
+                return r.unwrap()[0].nat_restricted;
+            }
+            let _ = ex.poll_transmit(now);
+            now = ex.poll_timeout().unwrap().min(at);
+        }
+        ex.handle_datagram(at, o, &encode_success(creq.txid, mapped, Some(o), Some(o)).unwrap());
+        ex.poll_result(at).unwrap().unwrap()[0].nat_restricted
+    }
+
+    #[test]
+    fn the_window_follows_the_round_trip() {
+        let ms = Duration::from_millis;
+        // An answer about one round trip after the request gets in: open.
+        assert!(!verdict_with_answer_after(FilterWindow::DEFAULT, ms(10)));
+        assert!(!verdict_with_answer_after(FilterWindow::DEFAULT, ms(14)));
+        // A later one is missed: restricted, the safe side.
+        assert!(verdict_with_answer_after(FilterWindow::DEFAULT, ms(16)));
+        // A longer window, set by a program that needs a surer verdict, still takes it.
+        assert!(!verdict_with_answer_after(FilterWindow::PATIENT, ms(16)));
+        assert!(!verdict_with_answer_after(FilterWindow::PATIENT, ms(289)));
+        assert!(verdict_with_answer_after(FilterWindow::PATIENT, ms(291)));
+    }
+
+    #[test]
+    fn a_longer_window_retransmits_the_check() {
+        let (p, o) = (addr("203.0.113.10:3478"), addr("203.0.113.11:3479"));
+        let (ex, t0) = start(&[p]);
+        let mut ex = ex.with_filter_window(FilterWindow::PATIENT);
+        let txid = decode_request(&ex.poll_transmit(t0).unwrap().payload).unwrap().txid;
+        let t1 = t0 + Duration::from_millis(10);
+        let mapped = addr("198.51.100.1:4000");
+        assert!(ex.handle_datagram(t1, p, &encode_success(txid, mapped, Some(o), None).unwrap()));
+        let end = t1 + Duration::from_millis(290);
+        let mut sent = Vec::new();
+        let mut now = t1;
+        while ex.poll_result(now).is_none() {
+            while ex.poll_transmit(now).is_some() {
+                sent.push((now - t1).as_millis());
+            }
+            now = ex.poll_timeout().unwrap();
+        }
+        assert_eq!(now, end);
+        // Every 2 round trips (20 ms) at first, doubling: each answer could still come in time.
+        assert_eq!(sent, [0, 20, 60, 140]);
     }
 
     #[test]
@@ -365,7 +514,7 @@ mod tests {
         assert!(ctx.change_ip);
         ex.handle_datagram(t0, p, &encode_success(first, mapped, Some(o), Some(p)).unwrap());
         ex.handle_datagram(t0, o, &encode_success(ctx.txid, mapped, Some(o), Some(o)).unwrap());
-        let eps = ex.poll_result(t0 + MIN_FILTER_WINDOW).unwrap().unwrap();
+        let eps = ex.poll_result(t0 + MIN_GRACE).unwrap().unwrap();
         assert!(eps[0].nat_restricted);
     }
 
@@ -377,8 +526,10 @@ mod tests {
         let (p, o) = (addr("203.0.113.10:3478"), addr("203.0.113.11:3479"));
         for rto in [Duration::ZERO, Duration::from_millis(10)] {
             let t0 = Instant::now();
-            let mut ex =
-                StunExchange::new(vec![addr("192.0.2.1:4000")], &[p], rto, t0, StdRng::seed_from_u64(2)).unwrap();
+            // A window long enough for the check to be retransmitted.
+            let mut ex = StunExchange::new(vec![addr("192.0.2.1:4000")], &[p], rto, t0, StdRng::seed_from_u64(2))
+                .unwrap()
+                .with_filter_window(FilterWindow::PATIENT);
             let txid = decode_request(&ex.poll_transmit(t0).unwrap().payload).unwrap().txid;
             let resp = encode_success(txid, addr("198.51.100.1:4000"), Some(o), None).unwrap();
             assert!(ex.handle_datagram(t0, p, &resp));

@@ -25,5 +25,5 @@ pub mod transaction;
 
 pub use behaviour::{Behaviour, NatBehaviour, discover_udp};
 pub use client::StunTechnique;
-pub use exchange::StunExchange;
+pub use exchange::{FilterWindow, StunExchange};
 pub use server::{OtherProtocol, StunServer};

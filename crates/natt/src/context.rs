@@ -15,7 +15,7 @@ use natt_pcp::{PcpConfig, PcpTechnique};
 #[cfg(feature = "simple")]
 use natt_simple::SimpleTechnique;
 #[cfg(feature = "stun")]
-use natt_stun::StunTechnique;
+use natt_stun::{FilterWindow, StunTechnique};
 #[cfg(feature = "upnp")]
 use natt_upnp::{UpnpConfig, UpnpTechnique};
 
@@ -124,6 +124,8 @@ pub struct Builder {
     simple: bool,
     #[cfg(feature = "stun")]
     stun: bool,
+    #[cfg(feature = "stun")]
+    stun_filter_window: FilterWindow,
     #[cfg(feature = "upnp")]
     upnp: Option<UpnpConfig>,
     #[cfg(feature = "upnp")]
@@ -153,6 +155,8 @@ impl Default for Builder {
             simple: true,
             #[cfg(feature = "stun")]
             stun: true,
+            #[cfg(feature = "stun")]
+            stun_filter_window: FilterWindow::DEFAULT,
             #[cfg(feature = "upnp")]
             upnp: Some(UpnpConfig::default()),
             #[cfg(feature = "upnp")]
@@ -197,6 +201,16 @@ impl Builder {
     #[cfg(feature = "stun")]
     pub fn no_stun(mut self) -> Self {
         self.stun = false;
+        self
+    }
+
+    /// How long STUN's filtering check waits for the answer from an RFC 5780 server's other
+    /// address ([`FilterWindow::DEFAULT`], 1 round trip + 5 ms, unless set): see
+    /// [`StunTechnique::with_filter_window`]. A longer window makes the `nat_restricted`
+    /// verdict surer, and every mapping behind a NAT that filters waits all of it.
+    #[cfg(feature = "stun")]
+    pub fn stun_filter_window(mut self, window: FilterWindow) -> Self {
+        self.stun_filter_window = window;
         self
     }
 
@@ -257,7 +271,9 @@ impl Builder {
         }
         #[cfg(feature = "stun")]
         if self.stun {
-            mc.add_technique(Arc::new(StunTechnique::new()));
+            mc.add_technique(Arc::new(
+                StunTechnique::new().with_filter_window(self.stun_filter_window),
+            ));
         }
         #[cfg(feature = "upnp")]
         if let Some(config) = self.upnp {

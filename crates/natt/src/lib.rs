@@ -154,8 +154,16 @@
 //!   not answer is asked until the mapping timeout; once
 //!   one has answered, the others get 3 round trips (at least 100 ms). A STUN server with two
 //!   addresses (RFC 5780) is also asked to answer from its other address, to learn whether the
-//!   NAT filters: that check waits 4 round trips, at least **250 ms**, which is its whole cost
-//!   behind a NAT that filters.
+//!   NAT filters: that answer, when the NAT lets it in, comes about one round trip after the
+//!   request, so the check waits **1 round trip + 5 ms** ([`FilterWindow::DEFAULT`], the round
+//!   trip measured by the first answer), which is its whole cost behind a NAT that filters. An
+//!   answer that comes later is missed and the endpoint is then `nat_restricted`: the safe
+//!   side, since hole punching is then attempted, and it works with any NAT. A program that
+//!   needs the filtering verdict to be surer sets a longer window with
+//!   [`Builder::stun_filter_window`] (e.g. [`FilterWindow::PATIENT`], 4 round trips + 250 ms,
+//!   or [`StunTechnique::with_filter_window`] on its own technique); the cost is that every
+//!   mapping behind a filtering NAT, and so every punch from behind one, waits that whole
+//!   window.
 //!
 //! Leave out what a network does not have with the [`Builder`] of
 //! [`MappingContext::builder`] (`.no_upnp()`, `.no_pcp()`), which also takes the servers,
@@ -210,7 +218,7 @@ pub use natt_simple::{SimpleTcpHolePunchServer, SimpleTechnique, SimpleUdpHolePu
 #[cfg(feature = "stun")]
 pub use natt_stun as stun;
 #[cfg(feature = "stun")]
-pub use natt_stun::{StunServer, StunTechnique};
+pub use natt_stun::{FilterWindow, StunServer, StunTechnique};
 /// UPnP IGD port mapping.
 #[cfg(feature = "upnp")]
 pub use natt_upnp as upnp;
