@@ -12,6 +12,8 @@
 //!   ([`load`], run as `xtask lab probe load`), its memory after many distinct sources, and
 //!   valid requests amid garbage.
 //! - [`deadlines`]: every blocking call against a silent peer ends by its deadline.
+//! - [`speed`]: cold-start speed (issue 17): mapping without (or with silent) gateways, STUN
+//!   behind a filtering NAT, and the whole punch from process start, against round trips.
 //!
 //! Like `cargo xtask lab`, it runs as root inside `unshare --net` (main.rs arranges that, after
 //! building natt and xtask in release mode): nothing reaches the machine's own network, and
@@ -24,6 +26,7 @@ pub mod proc;
 pub mod punch;
 pub mod report;
 pub mod serve;
+pub mod speed;
 pub mod stats;
 
 use std::fs;
@@ -38,14 +41,14 @@ use report::{Report, Section};
 pub const PREFIX: &str = "bench";
 
 /// The benchmarks, by the names `--only` takes.
-pub const SECTIONS: &[&str] = &["mapping", "punch-time", "punch-success", "serve", "deadlines"];
+pub const SECTIONS: &[&str] = &["mapping", "punch-time", "punch-success", "serve", "deadlines", "speed"];
 
 /// Usage of `cargo xtask bench`.
 pub const USAGE: &str = "\
 cargo xtask bench [--quick] [--only SECTION,...] [--out FILE]
     the NAT lab benchmarks (root): a markdown report on stdout and in bench/RESULTS.md
     --quick   fewer runs (a rough look in about a third of the time)
-    --only    some of: mapping, punch-time, punch-success, serve, deadlines
+    --only    some of: mapping, punch-time, punch-success, serve, deadlines, speed
     --out     where to write the report (default bench/RESULTS.md in the workspace)";
 
 /// What `cargo xtask bench` was asked.
@@ -147,7 +150,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
     };
     let mut failed = Vec::new();
     type Bencher = fn(&Bench) -> Result<Section>;
-    let all: [(&str, &str, Bencher); 5] = [
+    let all: [(&str, &str, Bencher); 6] = [
         ("mapping", "Mapping latency", mapping::run),
         (
             "punch-time",
@@ -157,6 +160,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
         ("punch-success", "Hole-punch success rate", punch::success),
         ("serve", "natt serve: throughput, memory, garbage", serve::run),
         ("deadlines", "Deadlines against silent peers", deadlines::run),
+        ("speed", speed::TITLE, speed::run),
     ];
     for (name, title, f) in all {
         if !opts.only.iter().any(|o| o == name) {

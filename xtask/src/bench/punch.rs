@@ -7,9 +7,9 @@
 use std::fs;
 use std::io::Write as _;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::proc::Lines;
+use super::proc::{Lines, ms_since};
 use super::report::{Check, Section, Table};
 use super::stats::{Samples, ms, ratio, spread, times};
 use super::{Bench, json_number};
@@ -17,15 +17,17 @@ use crate::lab::{Lab, Result, err};
 
 /// Both sides of one punch.
 #[derive(Debug, Default)]
-struct Outcome {
+pub(super) struct Outcome {
     /// Both connected and each got the other's line.
-    ok: bool,
+    pub ok: bool,
     /// The `elapsed_ms` of each side that connected (from reading the peer's token).
-    elapsed: Vec<f64>,
+    pub elapsed: Vec<f64>,
+    /// Wall-clock ms from spawning each side that printed its result to that result line.
+    pub wall: Vec<f64>,
     /// The IP address each side reached.
-    peers: Vec<String>,
+    pub peers: Vec<String>,
     /// Why it failed.
-    why: String,
+    pub why: String,
 }
 
 impl Outcome {
@@ -36,6 +38,23 @@ impl Outcome {
             _ => None,
         }
     }
+
+    /// The slower side's wall-clock time from spawn to its result line, when both connected.
+    pub fn slower_wall(&self) -> Option<f64> {
+        match self.wall.as_slice() {
+            [a, b] if self.ok => Some(a.max(*b)),
+            _ => None,
+        }
+    }
+}
+
+/// Which techniques `natt punch` runs besides STUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gateways {
+    /// `--no-upnp` (PCP still tried), as the punch tests run it.
+    NoUpnp,
+    /// natt's defaults: UPnP and PCP/NAT-PMP tried too.
+    Defaults,
 }
 
 /// Punches of one protocol, as they add up.
@@ -83,15 +102,28 @@ impl Punches {
 }
 
 /// Runs one punch between nodes `a` and `b` over `proto` (`udp` or `tcp`); `n` numbers its token
-/// files.
-fn punch_once(b: &Bench, lab: &Lab, (a, bn): (&str, &str), proto: &str, n: usize) -> Result<Outcome> {
+/// files. Both sides are spawned one right after the other; each side's result line is timed
+/// from its own spawn.
+pub(super) fn punch_once(
+    b: &Bench,
+    lab: &Lab,
+    (a, bn): (&str, &str),
+    proto: &str,
+    n: usize,
+    gateways: Gateways,
+) -> Result<Outcome> {
     let dir = lab.state_dir().join(format!("bench-punch-{n}"));
     fs::create_dir_all(&dir)?;
     let stun1 = format!("{}:3478", lab.get("STUN1")?);
     let stun2 = format!("{}:3478", lab.get("STUN2")?);
     let start = |node: &str, me: &str, peer: &str| -> Result<Lines> {
         let mut cmd = lab.command(node, &b.natt)?;
-        cmd.args(["punch", &format!("--{proto}"), "--no-upnp", "--json"])
+        cmd.args(["punch", &format!("--{proto}"), "--json"])
+            .args(if gateways == Gateways::NoUpnp {
+                &["--no-upnp"][..]
+            } else {
+                &[]
+            })
             .args(["--stun", &stun1, "--stun", &stun2])
             .args(["--timeout", "10", "--linger", "0.3"])
             .arg("--token-out")
@@ -104,12 +136,25 @@ fn punch_once(b: &Bench, lab: &Lab, (a, bn): (&str, &str), proto: &str, n: usize
         Lines::new(cmd.spawn().map_err(|e| err(format!("cannot start natt punch: {e}")))?)
     };
     let names = [a, bn];
-    let mut sides = [start(a, "a.tok", "b.tok")?, start(bn, "b.tok", "a.tok")?];
-    // Each side's result line; once both connected, each sends a line to the other.
-    let results: Vec<String> = sides
-        .iter_mut()
-        .map(|s| s.next_line(Duration::from_secs(25)).unwrap_or_default())
-        .collect();
+    let t_a = Instant::now();
+    let side_a = start(a, "a.tok", "b.tok")?;
+    let t_b = Instant::now();
+    let mut sides = [side_a, start(bn, "b.tok", "a.tok")?];
+    // Each side's result line, timed from its spawn (both watched at once, to the millisecond);
+    // once both connected, each sends a line to the other.
+    let mut got: [Option<(String, f64)>; 2] = [None, None];
+    let end = Instant::now() + Duration::from_secs(25);
+    while got.iter().any(Option::is_none) && Instant::now() < end {
+        for ((side, t0), slot) in sides.iter_mut().zip([t_a, t_b]).zip(got.iter_mut()) {
+            if slot.is_none()
+                && let Some(line) = side.next_line(Duration::from_millis(1))
+            {
+                *slot = Some((line, ms_since(t0)));
+            }
+        }
+    }
+    let walls: Vec<f64> = got.iter().flatten().map(|(_, w)| *w).collect();
+    let results = got.map(|g| g.map(|(l, _)| l).unwrap_or_default());
     if results.iter().all(|r| !r.is_empty()) {
         for (side, name) in sides.iter_mut().zip(names) {
             if let Some(stdin) = side.child.stdin.as_mut() {
@@ -126,6 +171,7 @@ fn punch_once(b: &Bench, lab: &Lab, (a, bn): (&str, &str), proto: &str, n: usize
     let finished = sides.map(|s| s.finish(Duration::from_secs(15)));
     let mut out = Outcome {
         ok: true,
+        wall: walls,
         ..Outcome::default()
     };
     let others = [bn, a];
@@ -155,7 +201,7 @@ fn punch_once(b: &Bench, lab: &Lab, (a, bn): (&str, &str), proto: &str, n: usize
 pub const DELAY_TOPOLOGY: &str = "r1=prc,delay=25 r2=prc,delay=25 p1";
 
 /// The median round trip from `node` to the lab's observer (`probe rtt`), in ms.
-fn rtt_to_observer(lab: &Lab, node: &str) -> Result<f64> {
+pub(super) fn rtt_to_observer(lab: &Lab, node: &str) -> Result<f64> {
     let obs = lab.get("OBSERVER1")?;
     let out = lab.probe(node, &["rtt", "--to", &obs, "--count", "20", "--interval-ms", "10"])?;
     out.split_whitespace()
@@ -182,7 +228,7 @@ pub fn time(b: &Bench) -> Result<Section> {
     for i in 0..runs {
         for p in &mut punches {
             n += 1;
-            p.record(punch_once(b, &lab, ("h1", "h2"), p.proto, n)?);
+            p.record(punch_once(b, &lab, ("h1", "h2"), p.proto, n, Gateways::NoUpnp)?);
         }
         if i == runs / 2 {
             measure_rtt(&mut rtt)?;
@@ -326,7 +372,7 @@ pub fn success(b: &Bench) -> Result<Section> {
         for _ in 0..reps {
             for p in &mut punches {
                 n += 1;
-                p.record(punch_once(b, &lab, pair.hosts, p.proto, n)?);
+                p.record(punch_once(b, &lab, pair.hosts, p.proto, n, Gateways::NoUpnp)?);
             }
         }
         drop(lab);
