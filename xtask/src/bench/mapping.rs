@@ -8,10 +8,7 @@
 //! result: the reference's exit; natt's result line (`natt map --hold --json`: the mapping is
 //! released afterwards, untimed, as the references' mappings are deleted untimed).
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use super::proc::{self, Lines};
+use super::proc;
 use super::report::{Check, Section, Table};
 use super::stats::{Samples, ms, ratio, spread, times};
 use super::{Bench, json_number};
@@ -204,17 +201,8 @@ fn natt_once(b: &Bench, lab: &Lab, v: &Variant) -> Result<Option<(f64, f64)>> {
     };
     cmd.args(["map", "--udp", "--json", "--hold"])
         .args(&v.args)
-        .envs(v.env.iter().map(|(k, v)| (k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let t0 = Instant::now();
-    let child = cmd.spawn().map_err(|e| err(format!("cannot start natt map: {e}")))?;
-    let mut lines = Lines::new(child)?;
-    let line = lines.next_line(Duration::from_secs(10));
-    let wall = proc::ms_since(t0);
-    // Closing stdin releases the mapping; natt exits (untimed).
-    let _ = lines.finish(Duration::from_secs(10));
+        .envs(v.env.iter().map(|(k, v)| (k, v.as_str())));
+    let (line, wall) = proc::map_hold_line(&mut cmd)?;
     let Some(line) = line else {
         return Ok(None);
     };

@@ -102,6 +102,19 @@ impl Lines {
     }
 }
 
+/// Runs a `natt map --hold` command: spawns it, takes its first stdout line (its result) and
+/// the wall-clock ms to it, then closes its stdin, which releases the mapping (untimed).
+pub fn map_hold_line(cmd: &mut Command) -> Result<(Option<String>, f64)> {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let t0 = Instant::now();
+    let child = cmd.spawn().map_err(|e| err(format!("cannot start natt map: {e}")))?;
+    let mut lines = Lines::new(child)?;
+    let line = lines.next_line(Duration::from_secs(10));
+    let wall = ms_since(t0);
+    let _ = lines.finish(Duration::from_secs(10));
+    Ok((line, wall))
+}
+
 /// Waits up to `timeout` for `child` to exit, else kills it; true when it exited successfully.
 pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> bool {
     let end = Instant::now() + timeout;

@@ -14,10 +14,8 @@
 //! the observer, which sits on the same host of the lab's internet as the STUN servers.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use super::proc::{self, Lines};
+use super::proc;
 use super::punch::{self, Gateways};
 use super::report::{Check, Section, Table};
 use super::stats::{Samples, ms, spread};
@@ -218,16 +216,8 @@ fn rtt_text(v: Option<f64>) -> String {
 fn map_once(b: &Bench, lab: &Lab, stun: &str, v: &mut MapVariant) -> Result<()> {
     let mut cmd = lab.command("h1", &b.natt)?;
     cmd.args(["map", "--udp", "--json", "--hold", "--stun", stun])
-        .args(v.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let t0 = Instant::now();
-    let child = cmd.spawn().map_err(|e| err(format!("cannot start natt map: {e}")))?;
-    let mut lines = Lines::new(child)?;
-    let line = lines.next_line(Duration::from_secs(10));
-    let wall = proc::ms_since(t0);
-    let _ = lines.finish(Duration::from_secs(10));
+        .args(v.args);
+    let (line, wall) = proc::map_hold_line(&mut cmd)?;
     let json: serde_json::Value = line
         .as_deref()
         .and_then(|l| serde_json::from_str(l).ok())
