@@ -154,11 +154,72 @@ pub fn tcp_source(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Connections in use, in all and per source ([`tcp_source`]), each under a cap: the one
+/// admission count of natt's TCP accept paths ([`accept_loop`]'s servers, the punch's
+/// listener).
+#[derive(Debug, Clone)]
+pub struct SourceSlots {
+    counts: Arc<Mutex<SlotCounts>>,
+    max_total: usize,
+    max_per_source: usize,
+}
+
+#[derive(Debug, Default)]
+struct SlotCounts {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// A slot of [`SourceSlots`]; dropping it frees it.
+#[derive(Debug)]
+pub struct Slot {
+    counts: Arc<Mutex<SlotCounts>>,
+    source: IpAddr,
+}
+
+impl SourceSlots {
+    /// At most `max_total` slots in use, at most `max_per_source` of them by one source.
+    pub fn new(max_total: usize, max_per_source: usize) -> Self {
+        SourceSlots {
+            counts: Arc::default(),
+            max_total,
+            max_per_source,
+        }
+    }
+
+    /// A slot for a connection from `ip`, or `None` when a cap leaves none.
+    pub fn take(&self, ip: IpAddr) -> Option<Slot> {
+        let source = tcp_source(ip);
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_source = c.per_source.get(&source).copied().unwrap_or(0);
+        if c.total >= self.max_total || from_source >= self.max_per_source {
+            return None;
+        }
+        c.total += 1;
+        c.per_source.insert(source, from_source + 1);
+        Some(Slot {
+            counts: Arc::clone(&self.counts),
+            source,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
 /// The clients an [`accept_loop`] is serving.
 #[derive(Debug, Default)]
 struct Clients {
-    active: usize,
-    per_source: HashMap<IpAddr, usize>,
     /// Connections not yet shut down, by number: their deadline and a handle on the socket.
     open: HashMap<u64, (Instant, TcpStream)>,
     next: u64,
@@ -166,18 +227,20 @@ struct Clients {
     done: bool,
 }
 
-/// [`Clients`] and the condition variable that wakes the thread enforcing the deadlines.
-#[derive(Debug, Default)]
+/// [`Clients`], their slots, and the condition variable that wakes the thread enforcing the
+/// deadlines.
+#[derive(Debug)]
 struct Served {
     clients: Mutex<Clients>,
+    slots: SourceSlots,
     changed: Condvar,
 }
 
-/// One admitted client; dropping it (when its thread is done) frees its slots.
+/// One admitted client; dropping it (when its thread is done) frees its slot.
 struct Admitted {
     served: Arc<Served>,
     id: u64,
-    source: IpAddr,
+    _slot: Slot,
 }
 
 impl Served {
@@ -185,17 +248,19 @@ impl Served {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn new(limits: &TcpLimits) -> Self {
+        Served {
+            clients: Mutex::default(),
+            slots: SourceSlots::new(limits.max_clients, limits.max_per_source),
+            changed: Condvar::new(),
+        }
+    }
+
     /// Counts `stream` in, or `None` when the limits leave no slot for it.
     fn admit(self: &Arc<Self>, stream: &TcpStream, limits: &TcpLimits) -> Option<Admitted> {
-        let source = tcp_source(stream.peer_addr().ok()?.ip());
+        let slot = self.slots.take(stream.peer_addr().ok()?.ip())?;
         let handle = stream.try_clone().ok()?;
         let mut c = self.lock();
-        let from_source = c.per_source.get(&source).copied().unwrap_or(0);
-        if c.active >= limits.max_clients || from_source >= limits.max_per_source {
-            return None;
-        }
-        c.active += 1;
-        c.per_source.insert(source, from_source + 1);
         let id = c.next;
         c.next = c.next.wrapping_add(1);
         c.open.insert(id, (Instant::now() + limits.deadline, handle));
@@ -204,7 +269,7 @@ impl Served {
         Some(Admitted {
             served: Arc::clone(self),
             id,
-            source,
+            _slot: slot,
         })
     }
 
@@ -249,15 +314,7 @@ impl Served {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut c = self.served.lock();
-        c.open.remove(&self.id);
-        c.active = c.active.saturating_sub(1);
-        if let Some(n) = c.per_source.get_mut(&self.source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_source.remove(&self.source);
-            }
-        }
+        self.served.lock().open.remove(&self.id);
     }
 }
 
@@ -273,7 +330,7 @@ pub fn accept_loop(
     handle: impl Fn(TcpStream) + Send + Sync + 'static,
 ) {
     let handle = Arc::new(handle);
-    let served = Arc::new(Served::default());
+    let served = Arc::new(Served::new(&limits));
     thread::scope(|scope| {
         let enforcer = Arc::clone(&served);
         if let Err(e) = thread::Builder::new()
@@ -454,5 +511,22 @@ mod tests {
             tcp_source(ip("2001:db8:1:2:ffff::9"))
         );
         assert_ne!(tcp_source(ip("2001:db8:1:2::1")), tcp_source(ip("2001:db8:1:3::1")));
+    }
+
+    #[test]
+    fn slots_are_capped_in_all_and_per_source_and_freed_on_drop() {
+        let slots = SourceSlots::new(3, 2);
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let a1 = slots.take(a).unwrap();
+        let _a2 = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "per source");
+        let _b1 = slots.take(b).unwrap();
+        assert!(slots.take(b).is_none(), "in all");
+        drop(a1);
+        assert!(slots.take(a).is_some());
+        // An IPv6 /64 is one source.
+        let v6 = SourceSlots::new(9, 1);
+        let _x = v6.take("2001:db8::1".parse().unwrap()).unwrap();
+        assert!(v6.take("2001:db8::2".parse().unwrap()).is_none());
     }
 }

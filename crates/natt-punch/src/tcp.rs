@@ -17,10 +17,10 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use socket2::Socket;
 use natt_core::deadline;
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::reuse::reusable_tcp_socket;
+use natt_core::server_loop::SourceSlots;
 
 use crate::choose::{Action, StreamChooser};
 pub use crate::choose::{HANDSHAKE_TIMEOUT, LOCAL_HEAD_START, SWITCH_AFTER};
@@ -273,35 +274,9 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
     thread::Builder::new().name(name.into()).spawn(f).map(drop)
 }
 
-/// Handshakes under way per source IP, for the accept path's caps.
-type Busy = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// Takes a handshake slot for `ip`, if the caps allow one.
-fn take_slot(busy: &Busy, ip: IpAddr) -> bool {
-    let Ok(mut b) = busy.lock() else { return false };
-    let total: usize = b.values().sum();
-    let mine = b.entry(ip).or_insert(0);
-    if total >= MAX_ACCEPTED_HANDSHAKES || *mine >= MAX_HANDSHAKES_PER_IP {
-        return false;
-    }
-    *mine += 1;
-    true
-}
-
-fn release_slot(busy: &Busy, ip: IpAddr) {
-    if let Ok(mut b) = busy.lock()
-        && let Some(n) = b.get_mut(&ip)
-    {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            b.remove(&ip);
-        }
-    }
-}
-
 /// Accepts connections on the punch port until the punch is over.
 fn accept(listener: &TcpListener, ctx: &Ctx) {
-    let busy: Busy = Arc::default();
+    let slots = SourceSlots::new(MAX_ACCEPTED_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
     while !ctx.over() {
         match listener.accept() {
             Ok((stream, from)) => {
@@ -309,25 +284,22 @@ fn accept(listener: &TcpListener, ctx: &Ctx) {
                     log::debug!("{from}: connection from an address the peer's token does not list; closed");
                     continue;
                 }
-                if !take_slot(&busy, from.ip()) {
+                let Some(slot) = slots.take(from.ip()) else {
                     log::debug!("{from}: too many handshakes under way; closed");
                     continue;
-                }
+                };
                 log::debug!("accepted {from}");
                 let ctx = ctx.clone();
-                let spawned = spawn("natt-punch-stream", {
-                    let busy = Arc::clone(&busy);
-                    move || {
-                        // Some systems pass the listener's O_NONBLOCK on to accepted sockets.
-                        match stream.set_nonblocking(false) {
-                            Ok(()) => drop(handshake(stream, from, &ctx)),
-                            Err(e) => log::debug!("{from}: {e}"),
-                        }
-                        release_slot(&busy, from.ip());
+                // The slot is freed when the thread ends (or was never started).
+                let spawned = spawn("natt-punch-stream", move || {
+                    // Some systems pass the listener's O_NONBLOCK on to accepted sockets.
+                    match stream.set_nonblocking(false) {
+                        Ok(()) => drop(handshake(stream, from, &ctx)),
+                        Err(e) => log::debug!("{from}: {e}"),
                     }
+                    drop(slot);
                 });
                 if let Err(e) = spawned {
-                    release_slot(&busy, from.ip());
                     log::warn!("cannot handle {from}: {e}");
                 }
             }
