@@ -87,6 +87,24 @@ pub fn merge_endpoints(into: &mut Vec<MappedSocketAddr>, new: impl IntoIterator<
     }
 }
 
+/// Whether `ip` is a private address: RFC 1918, shared (carrier-grade NAT, RFC 6598)
+/// 100.64.0.0/10, or IPv6 unique local (fc00::/7). Peers elsewhere cannot reach it.
+///
+/// ```
+/// use natt_core::endpoint::is_private;
+/// assert!(is_private("192.168.1.2".parse().unwrap()) && is_private("100.64.0.9".parse().unwrap()));
+/// assert!(!is_private("203.0.113.7".parse().unwrap()));
+/// ```
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || (a == 100 && (b & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => v6.segments().first().is_some_and(|s| s & 0xfe00 == 0xfc00),
+    }
+}
+
 /// Why `ip`, an external address a gateway reported (UPnP's `GetExternalIPAddress`, a PCP or
 /// NAT-PMP grant), cannot be where peers reach us; `None` when it can. Refused: the
 /// unspecified address and the rest of 0.0.0.0/8 (a gateway that is not connected), loopback,

@@ -46,18 +46,6 @@ pub fn unusable(local: SocketAddr, addr: SocketAddr) -> Option<&'static str> {
     natt_core::endpoint::unusable_external_ip(addr.ip())
 }
 
-/// Whether `ip` is private: RFC 1918, shared (carrier-grade NAT) 100.64.0.0/10, or IPv6 unique
-/// local.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private() || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => v6.segments().first().is_some_and(|s| s & 0xfe00 == 0xfc00),
-    }
-}
-
 /// Our side's view of the peers' addresses for one punch.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -157,7 +145,7 @@ impl Paths {
     /// Whether every target is a private address (RFC 1918, shared 100.64/10, IPv6 unique
     /// local): the peer's token names no address outside its own network.
     pub fn peer_private_only(&self) -> bool {
-        self.targets.iter().all(|a| is_private(a.ip()))
+        self.targets.iter().all(|a| natt_core::endpoint::is_private(a.ip()))
     }
 
     /// The IPs of our own endpoints, for diagnostics.

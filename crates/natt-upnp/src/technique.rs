@@ -416,8 +416,7 @@ impl MappingTechnique for UpnpTechnique {
 
 /// False for private (RFC 1918), shared (RFC 6598, carrier-grade NAT) and link-local addresses.
 fn is_public(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_private() || ip.is_link_local() || (a == 100 && (b & 0xc0) == 64))
+    !(natt_core::endpoint::is_private(ip.into()) || ip.is_link_local())
 }
 
 /// The IPv4 address of a gateway given by its root description URL
