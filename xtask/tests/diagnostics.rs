@@ -78,32 +78,9 @@ fn punch_failures_say_why() {
     // A stale token: a first session leaves h2's token behind; the next one, on the same ports
     // (so packets do arrive), is given it. Both sides say so, whichever their role.
     for proto in ["--udp", "--tcp"] {
-        let ports = |n: &str| vec!["--port".to_string(), n.to_string(), "--timeout".into(), "3".into()];
-        let (a, b) = (ports("43001"), ports("43002"));
-        let (a, b): (Vec<&str>, Vec<&str>) = (
-            a.iter().map(|s| s.as_str()).collect(),
-            b.iter().map(|s| s.as_str()).collect(),
-        );
-        let (a1, b1, a2, b2) = (dir.join("a1"), dir.join("b1"), dir.join("a2"), dir.join("b2"));
-        for f in [&a1, &b1, &a2, &b2] {
-            let _ = std::fs::remove_file(f);
-        }
-        let t0 = Instant::now();
-        let (sa, sb) = finish(
-            start(&lab, "h1", proto, &a1, &b1, &a),
-            start(&lab, "h2", proto, &b1, &a1, &b),
-            ("h1", "h2"),
-            t0,
-        );
-        assert!(sa.ok && sb.ok, "first session: {sa:?} {sb:?}");
-        std::fs::copy(&b1, &b2).unwrap();
-        let t0 = Instant::now();
-        let (sa, sb) = finish(
-            start(&lab, "h1", proto, &a2, &b2, &a),
-            start(&lab, "h2", proto, &dir.join("b2-new"), &a2, &b),
-            ("h1", "h2"),
-            t0,
-        );
+        let a = ["--port", "43001", "--timeout", "3"];
+        let b = ["--port", "43002", "--timeout", "3"];
+        let (sa, sb) = stale_token_session(&lab, proto, &dir, (&a, &b), (&a, &b));
         for s in [&sa, &sb] {
             println!("{proto} stale: {}", s.stderr.trim());
             assert!(!s.ok, "{proto}: a punch with a stale token succeeded");

@@ -139,24 +139,8 @@ fn wrong_token_and_absent_peer_fail_within_the_deadline() {
         // A first session leaves h2's token behind: stale for the next one.
         let dir = lab.state_dir().join(format!("neg{proto}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let (a1, b1, a2, b2) = (dir.join("a1"), dir.join("b1"), dir.join("a2"), dir.join("b2"));
-        let t0 = Instant::now();
-        let (sa, sb) = finish(
-            start(&lab, "h1", proto, &a1, &b1, &[]),
-            start(&lab, "h2", proto, &b1, &a1, &[]),
-            ("h1", "h2"),
-            t0,
-        );
-        assert!(sa.ok && sb.ok, "first session: {sa:?} {sb:?}");
-        // h1 is given h2's stale token (copied, so h2's new token goes elsewhere).
-        std::fs::copy(&b1, &b2).unwrap();
-        let t0 = Instant::now();
-        let (sa, sb) = finish(
-            start(&lab, "h1", proto, &a2, &b2, &["--timeout", "3"]),
-            start(&lab, "h2", proto, &dir.join("b2-new"), &a2, &["--timeout", "3"]),
-            ("h1", "h2"),
-            t0,
-        );
+        let short = ["--timeout", "3"];
+        let (sa, sb) = stale_token_session(&lab, proto, &dir, (&[], &[]), (&short, &short));
         for s in [&sa, &sb] {
             assert!(!s.ok, "{proto}: a punch with a stale token succeeded: {s:?}");
             assert!(s.stderr.contains("punch failed"), "{proto}: {:?}", s.stderr);
@@ -164,7 +148,7 @@ fn wrong_token_and_absent_peer_fail_within_the_deadline() {
         }
         // The peer never starts: h1 fails by its deadline.
         let absent = dir.join("absent");
-        std::fs::copy(&b1, &absent).unwrap();
+        std::fs::copy(dir.join("b1"), &absent).unwrap();
         let t0 = Instant::now();
         let r = start(&lab, "h1", proto, &dir.join("a3"), &absent, &["--timeout", "2"]);
         let out = r.child.wait_with_output().unwrap();

@@ -100,3 +100,39 @@ pub fn finish(mut a: Running, mut b: Running, names: (&str, &str), t0: Instant) 
     };
     (side(a), side(b))
 }
+
+/// The extra arguments of h1's and h2's `natt punch` in one session.
+pub type SessionArgs<'a> = (&'a [&'a str], &'a [&'a str]);
+
+/// A first session between h1 and h2 (which must succeed) leaves h2's token behind; in a
+/// second, h1 is given that stale token and h2 h1's new one. Both sides of the second session.
+/// The token files are in `dir` (left over ones are removed first).
+pub fn stale_token_session(
+    lab: &Lab,
+    proto: &str,
+    dir: &Path,
+    first: SessionArgs<'_>,
+    second: SessionArgs<'_>,
+) -> (Side, Side) {
+    let (a1, b1, a2, b2) = (dir.join("a1"), dir.join("b1"), dir.join("a2"), dir.join("b2"));
+    for f in [&a1, &b1, &a2, &b2] {
+        let _ = std::fs::remove_file(f);
+    }
+    let t0 = Instant::now();
+    let (sa, sb) = finish(
+        start(lab, "h1", proto, &a1, &b1, first.0),
+        start(lab, "h2", proto, &b1, &a1, first.1),
+        ("h1", "h2"),
+        t0,
+    );
+    assert!(sa.ok && sb.ok, "first session: {sa:?} {sb:?}");
+    // Copied, so h2's new token goes elsewhere.
+    std::fs::copy(&b1, &b2).unwrap();
+    let t0 = Instant::now();
+    finish(
+        start(lab, "h1", proto, &a2, &b2, second.0),
+        start(lab, "h2", proto, &dir.join("b2-new"), &a2, second.1),
+        ("h1", "h2"),
+        t0,
+    )
+}
