@@ -105,6 +105,7 @@ impl Paths {
             .map(|e| e.addr)
             .collect();
         let mut peer_ips: Vec<IpAddr> = targets.iter().map(SocketAddr::ip).collect();
+        peer_ips.sort();
         peer_ips.dedup();
         let mut own_ips: Vec<IpAddr> = ours.iter().map(|e| e.addr.ip()).collect();
         if !local.ip().is_unspecified() {

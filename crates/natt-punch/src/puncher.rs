@@ -97,7 +97,6 @@ struct Heard {
     authentic: u32,
     unauthentic: u32,
     wrong_observed: u32,
-    strangers: u32,
 }
 
 impl UdpPuncher {
@@ -238,7 +237,6 @@ impl UdpExchange for UdpPuncher {
             return false;
         }
         if !self.paths.is_peer(from) {
-            self.heard.strangers += 1;
             log::trace!("{from}: punch packet from an address the peer's token does not list; ignored");
             return true;
         }
