@@ -57,8 +57,13 @@ fn info(secret: [u8; 16], endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousIn
         PrivRendezvousInfo {
             secret,
             endpoints: endpoints.clone(),
+            mapping_varies: false,
         },
-        PubRendezvousInfo { endpoints, secret },
+        PubRendezvousInfo {
+            endpoints,
+            secret,
+            mapping_varies: false,
+        },
     )
 }
 

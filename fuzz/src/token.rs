@@ -50,7 +50,13 @@ fn encode_side(data: &[u8]) {
         let name = String::from_utf8_lossy(input.chunk()).into_owned();
         endpoints.push(MappedSocketAddr::new(SocketAddr::new(ip, port), flags & 2 != 0, name));
     }
-    let info = PubRendezvousInfo { endpoints, secret };
+    // The secret's first bit says whether the mapping varies (the token's facts byte).
+    let mapping_varies = secret.0[0] & 1 == 1;
+    let info = PubRendezvousInfo {
+        endpoints,
+        secret,
+        mapping_varies,
+    };
     let token = info.to_token();
     assert!(token.len() <= MAX_TOKEN_LEN, "a token of {} characters", token.len());
     assert!(token.starts_with(TOKEN_PREFIX));
@@ -72,6 +78,7 @@ fn encode_side(data: &[u8]) {
         .collect();
     assert_eq!(back.secret, info.secret);
     assert_eq!(back.endpoints, expected);
+    assert_eq!(back.mapping_varies, info.mapping_varies);
 }
 
 /// Seeds for `token`.
@@ -84,6 +91,16 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let info = PubRendezvousInfo {
         endpoints: eps.clone(),
         secret: Secret([0x42; 16]),
+        mapping_varies: false,
+    };
+    let symmetric = PubRendezvousInfo {
+        endpoints: vec![
+            MappedSocketAddr::new(addr("192.168.1.2:4000"), false, "local"),
+            MappedSocketAddr::new(addr("203.0.113.101:40001"), true, "stun"),
+            MappedSocketAddr::new(addr("203.0.113.101:51234"), true, "stun"),
+        ],
+        secret: Secret([0x43; 16]),
+        mapping_varies: true,
     };
     let full = PubRendezvousInfo {
         endpoints: (0..MAX_TOKEN_ENDPOINTS)
@@ -96,10 +113,12 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             })
             .collect(),
         secret: Secret([7; 16]),
+        mapping_varies: true,
     };
     let empty = PubRendezvousInfo {
         endpoints: vec![],
         secret: Secret([0; 16]),
+        mapping_varies: false,
     };
     let mut described = Script::new().u8(0xFF).raw(&[9; 16]);
     for e in &eps {
@@ -117,6 +136,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         ("token".into(), info.to_token().into_bytes()),
         ("token-spaces".into(), format!("  {}\n", info.to_token()).into_bytes()),
         ("token-full".into(), full.to_token().into_bytes()),
+        ("token-mapping-varies".into(), symmetric.to_token().into_bytes()),
         ("token-empty".into(), empty.to_token().into_bytes()),
         ("described".into(), described.build()),
         ("described-odd-names".into(), {

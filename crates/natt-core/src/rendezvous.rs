@@ -12,8 +12,16 @@
 //! bytes), the number of endpoints (1 byte, at most [`MAX_TOKEN_ENDPOINTS`]), each endpoint as
 //! a flags byte (bit 0: IPv6, bit 1: `nat_restricted`), the address (4 or 16 bytes), the port
 //! (2 bytes, big-endian), the technique name's length (1 byte, at most
-//! [`MAX_TECHNIQUE_NAME`]) and the name (ASCII); and last a 4-byte check (the first bytes of
-//! FNV-1a 64 of everything before it) that catches copy-paste damage.
+//! [`MAX_TECHNIQUE_NAME`]) and the name (ASCII); then, only when one is set, a facts byte
+//! (bit 0: the side's NAT mapping varies by destination, [`PubRendezvousInfo::mapping_varies`]);
+//! and last a 4-byte check (the first bytes of FNV-1a 64 of everything before it) that catches
+//! copy-paste damage.
+//!
+//! The facts byte came after the first `natt2.` tokens: a token without it reads as "no
+//! facts", and a side with no fact to state makes a token without it, which every natt that
+//! reads `natt2.` reads. A token with the byte is refused by natt from before it ("trailing
+//! bytes"): only a side behind a symmetric NAT makes one, and such a side cannot connect to an
+//! older natt behind a filtering NAT anyway.
 //!
 //! The prefix's number is the version of the punch protocol that the token's maker speaks.
 //! `natt1.` tokens come from natt before punch protocol 2, whose authentication could be
@@ -59,6 +67,11 @@ pub struct PubRendezvousInfo {
     pub endpoints: Vec<MappedSocketAddr>,
     /// Identifies this side of the session.
     pub secret: Secret,
+    /// This side's NAT gives each destination its own external port (its mapping varies by
+    /// destination: a "symmetric" NAT), so the port a server saw is not the one the peer will
+    /// see. [`gen_rendezvous_info`] sets it from the endpoints ([`mapping_varies`]); the punch
+    /// then uses the birthday method (`natt_punch::birthday`).
+    pub mapping_varies: bool,
 }
 
 /// The local half of a [`PubRendezvousInfo`]: keep it, never send it.
@@ -69,22 +82,58 @@ pub struct PrivRendezvousInfo {
     /// Our endpoints (the same as in our public info). The punch accepts a path only where the
     /// peer sees us at one of their addresses.
     pub endpoints: Vec<MappedSocketAddr>,
+    /// Our NAT's mapping varies by destination (the same as in our public info).
+    pub mapping_varies: bool,
+}
+
+/// Whether `endpoints` show a NAT mapping that varies by destination: two addresses that
+/// servers observed (restricted, not a local interface's) with the same IP and different ports.
+/// Mapping with two STUN or simple servers (or one of each) observes this behind a symmetric
+/// NAT; behind an endpoint-independent one both servers see the same port.
+///
+/// ```
+/// use natt_core::MappedSocketAddr;
+/// use natt_core::rendezvous::mapping_varies;
+/// let seen = |a: &str| MappedSocketAddr::new(a.parse().unwrap(), true, "stun");
+/// assert!(mapping_varies(&[seen("198.51.100.1:40001"), seen("198.51.100.1:51234")]));
+/// assert!(!mapping_varies(&[seen("198.51.100.1:4000"), seen("198.51.100.1:4000")]));
+/// assert!(!mapping_varies(&[seen("198.51.100.1:4000")]));
+/// ```
+pub fn mapping_varies(endpoints: &[MappedSocketAddr]) -> bool {
+    let seen: Vec<SocketAddr> = endpoints
+        .iter()
+        .filter(|e| e.nat_restricted && e.technique != crate::local::LOCAL)
+        .map(|e| e.addr)
+        .collect();
+    seen.iter()
+        .any(|a| seen.iter().any(|b| a.ip() == b.ip() && a.port() != b.port()))
 }
 
 /// Creates a `(PrivRendezvousInfo, PubRendezvousInfo)` pair for a new session from a list of
-/// mapped socket addresses, with a fresh random secret.
+/// mapped socket addresses, with a fresh random secret. Whether our NAT's mapping varies by
+/// destination is read from the endpoints ([`mapping_varies`]); a program that learned it
+/// otherwise (RFC 5780's tests) sets `mapping_varies` in both halves.
 ///
 #[cfg_attr(not(doctest), doc = include_str!("../doc/gen_rendezvous_info.md"))]
 pub fn gen_rendezvous_info(endpoints: Vec<MappedSocketAddr>) -> (PrivRendezvousInfo, PubRendezvousInfo) {
     let secret = Secret(rand::random());
+    let varies = mapping_varies(&endpoints);
     (
         PrivRendezvousInfo {
             secret,
             endpoints: endpoints.clone(),
+            mapping_varies: varies,
         },
-        PubRendezvousInfo { endpoints, secret },
+        PubRendezvousInfo {
+            endpoints,
+            secret,
+            mapping_varies: varies,
+        },
     )
 }
+
+/// Bit 0 of the token's facts byte: [`PubRendezvousInfo::mapping_varies`].
+const FACT_MAPPING_VARIES: u8 = 1;
 
 /// Why a token could not be read.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +202,9 @@ impl PubRendezvousInfo {
                 .collect();
             w.u8(u8::try_from(name.len()).unwrap_or(0)).bytes(&name);
         }
+        if self.mapping_varies {
+            w.u8(FACT_MAPPING_VARIES);
+        }
         let c = check(w.as_slice());
         w.bytes(&c);
         let b = w.into_vec();
@@ -208,10 +260,25 @@ impl PubRendezvousInfo {
                 technique,
             ));
         }
+        let mut mapping_varies = false;
+        if !r.is_empty() {
+            let facts = r.u8().map_err(truncated)?;
+            if facts & !FACT_MAPPING_VARIES != 0 {
+                return Err(TokenError::Malformed("unknown facts"));
+            }
+            if facts == 0 {
+                return Err(TokenError::Malformed("an empty facts byte"));
+            }
+            mapping_varies = facts & FACT_MAPPING_VARIES != 0;
+        }
         if !r.is_empty() {
             return Err(TokenError::Malformed("trailing bytes"));
         }
-        Ok(PubRendezvousInfo { endpoints, secret })
+        Ok(PubRendezvousInfo {
+            endpoints,
+            secret,
+            mapping_varies,
+        })
     }
 }
 
@@ -261,6 +328,58 @@ mod tests {
         assert!(t.starts_with(TOKEN_PREFIX));
         assert!(t.len() < 150, "compact: {t}");
         assert_eq!(PubRendezvousInfo::from_token(&format!("  {t}\n")).unwrap(), p);
+    }
+
+    /// Made by natt before the facts byte (computed from the layout, outside natt): a side
+    /// behind a symmetric NAT, seen by two STUN servers at two ports.
+    const TOKEN_BEFORE_FACTS: &str =
+        "natt2.AQIDBAUGBwgJCgsMDQ4PEAMAwKgBAg-gBWxvY2FsAssAcWWcQQRzdHVuAssAcWXIIgRzdHVuy3rUWw";
+
+    fn symmetric_side(varies: bool) -> PubRendezvousInfo {
+        let eps = vec![
+            MappedSocketAddr::new("192.168.1.2:4000".parse().unwrap(), false, "local"),
+            MappedSocketAddr::new("203.0.113.101:40001".parse().unwrap(), true, "stun"),
+            MappedSocketAddr::new("203.0.113.101:51234".parse().unwrap(), true, "stun"),
+        ];
+        PubRendezvousInfo {
+            endpoints: eps,
+            secret: Secret(core::array::from_fn(|i| i as u8 + 1)),
+            mapping_varies: varies,
+        }
+    }
+
+    #[test]
+    fn tokens_without_the_facts_byte_still_parse_and_are_still_made() {
+        let old = PubRendezvousInfo::from_token(TOKEN_BEFORE_FACTS).unwrap();
+        assert_eq!(old, symmetric_side(false));
+        // A side with no fact to state makes the same token as before, byte for byte.
+        assert_eq!(symmetric_side(false).to_token(), TOKEN_BEFORE_FACTS);
+        // The fact travels, one byte longer.
+        let t = symmetric_side(true).to_token();
+        assert_ne!(t, TOKEN_BEFORE_FACTS);
+        assert_eq!(PubRendezvousInfo::from_token(&t).unwrap(), symmetric_side(true));
+    }
+
+    #[test]
+    fn generated_info_reads_the_fact_from_the_endpoints() {
+        let (ours, public) = gen_rendezvous_info(symmetric_side(false).endpoints);
+        assert!(ours.mapping_varies && public.mapping_varies);
+        assert!(
+            PubRendezvousInfo::from_token(&public.to_token())
+                .unwrap()
+                .mapping_varies
+        );
+        let (ours, public) = gen_rendezvous_info(sample().endpoints);
+        assert!(!ours.mapping_varies && !public.mapping_varies);
+        // Ports that differ between a local address and a server's observation, or between two
+        // IPs, are no sign of it.
+        let eps = vec![
+            MappedSocketAddr::new("203.0.113.1:4000".parse().unwrap(), false, "local"),
+            MappedSocketAddr::new("203.0.113.1:5000".parse().unwrap(), true, "stun"),
+            MappedSocketAddr::new("203.0.113.2:6000".parse().unwrap(), true, "stun"),
+            MappedSocketAddr::new("203.0.113.1:7000".parse().unwrap(), false, "upnp"),
+        ];
+        assert!(!mapping_varies(&eps));
     }
 
     #[test]
@@ -324,10 +443,22 @@ mod tests {
             Err(TokenError::Malformed("truncated"))
         );
         let mut b = vec![7u8; SECRET_LEN];
-        b.extend_from_slice(&[0, 9]);
+        b.extend_from_slice(&[0, 1, 9]);
         assert_eq!(
             PubRendezvousInfo::from_token(&seal(b)),
             Err(TokenError::Malformed("trailing bytes"))
+        );
+        let mut b = vec![7u8; SECRET_LEN];
+        b.extend_from_slice(&[0, 9]);
+        assert_eq!(
+            PubRendezvousInfo::from_token(&seal(b)),
+            Err(TokenError::Malformed("unknown facts"))
+        );
+        let mut b = vec![7u8; SECRET_LEN];
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            PubRendezvousInfo::from_token(&seal(b)),
+            Err(TokenError::Malformed("an empty facts byte"))
         );
     }
 

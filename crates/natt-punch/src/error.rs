@@ -25,6 +25,10 @@ pub enum PunchError {
     /// what came back.
     #[error("no path to the peer before the deadline ({0})")]
     TimedOut(NoPath),
+    /// No direct path can be punched between these two sides (the reason); only a relay can
+    /// join them. Returned early, before the deadline.
+    #[error("no direct path to the peer ({0})")]
+    NoDirectPath(NoPath),
     /// A socket operation failed.
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
@@ -71,6 +75,20 @@ pub enum NoPath {
     /// The peer was heard, but the two sides did not confirm one path both ways in time (on a
     /// lossy path, give the punch more time).
     NotConfirmed(String),
+    /// Both sides are behind NATs whose mapping varies by destination (symmetric NATs): each
+    /// gives every destination a new random port, so a direct path would take about 170 000
+    /// probes to find; natt does not try. A relay joins such peers.
+    BothSymmetric,
+    /// One side is behind a symmetric NAT and the birthday method found no port
+    /// (`natt_punch::birthday`): we sent `probes` probes to random ports of the peer's address
+    /// (the easy side), or held `sockets` ports open for the peer's probes (the hard side), and
+    /// nothing came back. The peer has not started, or is gone.
+    BirthdayMissed {
+        /// Probes sent to random ports of the peer's address (0 on the hard side).
+        probes: usize,
+        /// Sockets whose ports were held open for the peer (1 on the easy side).
+        sockets: usize,
+    },
     /// Something else stopped the punch (a socket error of the driver).
     Other(String),
 }
@@ -104,6 +122,20 @@ impl fmt::Display for NoPath {
                 f,
                 "the peer's {addresses} address(es) refused {count} connection attempt(s): nothing listens there \
                  (the peer has not started, or its token is stale)"
+            ),
+            NoPath::BothSymmetric => f.write_str(
+                "both sides are behind symmetric NATs (each gives every destination a new random port): \
+                 a direct path would take about 170 000 probes, so natt does not try; only a relay can join them",
+            ),
+            NoPath::BirthdayMissed { probes, sockets } if *probes > 0 => write!(
+                f,
+                "the peer is behind a symmetric NAT: {probes} probes to random ports of its address found none of \
+                 the ports its sockets hold open (the peer has not started, or is gone)"
+            ),
+            NoPath::BirthdayMissed { sockets, .. } => write!(
+                f,
+                "we are behind a symmetric NAT: none of the {sockets} ports our sockets held open was found by the \
+                 peer's probes (the peer has not started, or is gone)"
             ),
             NoPath::NotConfirmed(detail) | NoPath::Other(detail) => f.write_str(detail),
         }

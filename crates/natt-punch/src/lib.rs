@@ -4,7 +4,8 @@
 //! other's rendezvous information ([`natt_core::rendezvous`]), end up with a working
 //! connection through their NATs.
 //!
-//! - [`PunchedUdpSocket::punch_hole`]: UDP, probing every peer endpoint at once ([`udp`]).
+//! - [`PunchedUdpSocket::punch_hole`]: UDP, probing every peer endpoint at once ([`udp`]);
+//!   through a symmetric NAT on one side, with the birthday method ([`birthday`]).
 //! - [`tcp_punch_hole`]: TCP simultaneous open from the mapped port, with accepting on it too
 //!   ([`tcp`]).
 //!
@@ -16,6 +17,7 @@
 //! Examples of the items that the `natt` facade re-exports are written with `natt::` paths,
 //! as its users write them, and are compiled by natt's doc tests (they are in `doc/`).
 
+pub mod birthday;
 pub mod choose;
 pub mod error;
 pub mod keys;

@@ -24,6 +24,11 @@
 //! Politeness: at most [`MAX_PER_SECOND`] datagrams go to any one address in any second, at
 //! most [`MAX_ROUNDS`] probe rounds are made, and only addresses of the peer's token's IPs are
 //! ever sent to.
+//!
+//! Through a symmetric NAT ([`crate::birthday`]) the same punch runs with two additions: the
+//! easy side also probes random ports of the peer's IP ([`UdpPuncher::with_spray`], each probe
+//! with its own nonce, stopping at the first authenticated message), and the hard side's extra
+//! sockets probe on a slow schedule until they hear the peer ([`UdpPuncher::cold`]).
 
 #![deny(clippy::disallowed_methods)]
 
@@ -37,6 +42,7 @@ use rand::rngs::StdRng;
 use natt_core::retransmit::{Factor, Params, Schedule};
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
 
+use crate::birthday::{COLD_ROUNDS, SPRAY_BUDGET, Spray};
 use crate::error::NoPath;
 use crate::keys::SessionKeys;
 use crate::path::{MAX_TARGETS, Paths};
@@ -62,10 +68,13 @@ pub const ROUNDS: Params = Params {
 };
 /// The most datagrams sent to any one address in any one second.
 pub const MAX_PER_SECOND: usize = 25;
-/// Probes remembered for matching replies.
-const MAX_OUTSTANDING: usize = 1024;
+/// Probes remembered for matching replies (a spray's and the rounds').
+const MAX_OUTSTANDING: usize = SPRAY_BUDGET + 1024;
 /// Copies of the final "done" message.
 const DONE_COPIES: usize = 2;
+/// Copies of the final "done" message in the birthday method, where the side that finishes
+/// last has no other messages in flight to finish on (the other side probes no more).
+pub const BIRTHDAY_DONE_COPIES: usize = 4;
 
 /// The punch over UDP, without a socket.
 #[derive(Debug)]
@@ -89,6 +98,14 @@ pub struct UdpPuncher {
     peer: Option<SocketAddr>,
     /// What arrived, for the error when the punch fails.
     heard: Heard,
+    /// The easy side's probes to random ports of the peer's IP.
+    spray: Option<Spray>,
+    /// On [`COLD_ROUNDS`] until the peer is heard.
+    cold: bool,
+    /// Datagrams sent.
+    sent_count: usize,
+    /// Copies of the final "done" message.
+    done_copies: usize,
 }
 
 /// Counts of what arrived from the peer's addresses, for diagnostics.
@@ -118,7 +135,49 @@ impl UdpPuncher {
             probed_back: Vec::new(),
             peer: None,
             heard: Heard::default(),
+            spray: None,
+            cold: false,
+            sent_count: 0,
+            done_copies: DONE_COPIES,
         }
+    }
+
+    /// Also probes random ports of the peer's IP, as `spray` says, until the peer is heard: the
+    /// easy side of the birthday method ([`crate::birthday`]).
+    pub fn with_spray(mut self, spray: Spray) -> Self {
+        self.spray = Some(spray);
+        self.done_copies = BIRTHDAY_DONE_COPIES;
+        self
+    }
+
+    /// Ends with [`BIRTHDAY_DONE_COPIES`] "done" messages rather than 2: a socket of the
+    /// birthday method's hard side.
+    pub fn birthday_side(mut self) -> Self {
+        self.done_copies = BIRTHDAY_DONE_COPIES;
+        self
+    }
+
+    /// Probes on [`COLD_ROUNDS`] (4 rounds in 3.5 s) until the peer is heard, then on the
+    /// ordinary [`ROUNDS`]: a hard side's extra socket ([`crate::birthday`]), starting `now`.
+    pub fn cold(mut self, now: Instant) -> Self {
+        self.rounds = Schedule::new(COLD_ROUNDS, now);
+        self.cold = true;
+        self.birthday_side()
+    }
+
+    /// How many datagrams this punch has sent (queued for sending).
+    pub fn sent(&self) -> usize {
+        self.sent_count
+    }
+
+    /// How many authenticated messages from the peer, addressed to us, have arrived.
+    pub fn heard_authentic(&self) -> u32 {
+        self.heard.authentic
+    }
+
+    /// How many spray probes this punch has sent (0 without a spray).
+    pub fn sprayed(&self) -> usize {
+        self.spray.as_ref().map_or(0, Spray::sent)
     }
 
     /// The peer's address, once the punch is done.
@@ -169,6 +228,7 @@ impl UdpPuncher {
             destination: to,
             payload: payload.to_vec(),
         });
+        self.sent_count += 1;
         true
     }
 
@@ -189,7 +249,7 @@ impl UdpPuncher {
         }
         self.peer = Some(peer);
         let last = self.answered.iter().find(|(a, _)| *a == peer).map(|(_, n)| *n);
-        for _ in 0..DONE_COPIES {
+        for _ in 0..self.done_copies {
             match last {
                 Some(nonce) => {
                     self.send(peer, Kind::Reply, nonce);
@@ -219,6 +279,13 @@ impl UdpExchange for UdpPuncher {
             }
             self.rounds.on_sent(now);
         }
+        if self.peer.is_none()
+            && let Some(spray) = &mut self.spray
+        {
+            for to in spray.due(now) {
+                self.probe(to);
+            }
+        }
         self.queue.pop_front()
     }
 
@@ -227,7 +294,11 @@ impl UdpExchange for UdpPuncher {
             // Done, or sending: the driver only has to flush the queue.
             Some(self.now)
         } else {
-            self.rounds.next_send()
+            let spray = self.spray.as_ref().and_then(Spray::next_time);
+            match (self.rounds.next_send(), spray) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         }
     }
 
@@ -255,6 +326,20 @@ impl UdpExchange for UdpPuncher {
             return true;
         }
         self.heard.authentic += 1;
+        if let Some(spray) = &mut self.spray
+            && spray.next_time().is_some()
+        {
+            log::debug!(
+                "{from}: the peer is heard; the spray stops after {} probes",
+                spray.sent()
+            );
+            spray.stop();
+        }
+        if self.cold {
+            // The peer reached this socket: probe on the ordinary schedule from now.
+            self.cold = false;
+            self.rounds = Schedule::new(ROUNDS, now);
+        }
         if self.peer.is_some() {
             return true;
         }
@@ -336,6 +421,11 @@ impl UdpPuncher {
             }
         } else if h.unauthentic > 0 {
             NoPath::FailedAuthentication { count: h.unauthentic }
+        } else if let Some(spray) = &self.spray {
+            NoPath::BirthdayMissed {
+                probes: spray.sent(),
+                sockets: 1,
+            }
         } else {
             NoPath::NothingCameBack {
                 addresses: self.targets.len(),

@@ -49,6 +49,73 @@ fn udp_punch_on_loopback() {
     }
 }
 
+/// Endpoints as servers would report them for a socket at `addr` (restricted, observed); two
+/// ports make the token say the mapping varies by destination.
+fn observed(addr: SocketAddr, other_port: Option<u16>) -> Vec<MappedSocketAddr> {
+    let mut eps = vec![MappedSocketAddr::new(addr, true, "stun")];
+    if let Some(p) = other_port {
+        eps.push(MappedSocketAddr::new(SocketAddr::new(addr.ip(), p), true, "stun"));
+    }
+    eps
+}
+
+#[test]
+fn udp_birthday_punch_returns_the_socket_that_met_the_peer() {
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    // a's token says its mapping varies (it is the hard side, with 256 sockets); b's that it
+    // filters (the easy side, spraying 127.0.0.1).
+    let (a_priv, a_pub) = gen_rendezvous_info(observed(a_addr, Some(a_addr.port() ^ 0x5555)));
+    let (b_priv, b_pub) = gen_rendezvous_info(observed(b_addr, None));
+    assert!(a_pub.mapping_varies && !b_pub.mapping_varies);
+    let a_pub: PubRendezvousInfo = a_pub.to_token().parse().unwrap();
+    assert!(a_pub.mapping_varies, "the fact travels in the token");
+    let tb = thread::spawn(move || PunchedUdpSocket::punch_hole(b, b_priv, a_pub, deadline(10)).unwrap());
+    let pa = PunchedUdpSocket::punch_hole(a, a_priv, b_pub, deadline(10)).unwrap();
+    let pb = tb.join().unwrap();
+    assert_eq!(pa.peer_addr, b_addr);
+    // b found the socket a returned, whichever of a's sockets it was.
+    let a_won = pa.socket.local_addr().unwrap();
+    assert_eq!(pb.peer_addr, a_won);
+    // Data flows both ways on the returned sockets.
+    pa.socket.send_to(b"ping", pa.peer_addr).unwrap();
+    pb.socket.send_to(b"pong", pb.peer_addr).unwrap();
+    for (s, want, from) in [(&pb.socket, b"ping", a_won), (&pa.socket, b"pong", b_addr)] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let (n, got_from) = s.recv_from(&mut buf).unwrap();
+            if is_punch_packet(&buf[..n]) {
+                continue;
+            }
+            assert_eq!((&buf[..n], got_from), (&want[..], from));
+            break;
+        }
+    }
+}
+
+#[test]
+fn udp_two_symmetric_sides_fail_early_saying_why() {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let a_addr = a.local_addr().unwrap();
+    // The peer, also behind a symmetric NAT, never starts.
+    let b_addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let (a_priv, _) = gen_rendezvous_info(observed(a_addr, Some(a_addr.port() ^ 0x5555)));
+    let (_, b_pub) = gen_rendezvous_info(observed(b_addr, Some(19)));
+    let start = Instant::now();
+    let r = PunchedUdpSocket::punch_hole(a, a_priv, b_pub, deadline(30));
+    assert!(
+        matches!(r, Err(PunchError::NoDirectPath(NoPath::BothSymmetric))),
+        "{r:?}"
+    );
+    assert!(r.unwrap_err().to_string().contains("only a relay"));
+    // Well before the deadline.
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
 #[test]
 fn udp_punch_with_the_wrong_token_times_out() {
     let (a, b) = (

@@ -83,8 +83,13 @@ fn tokens(a: &Side, b: &Side) -> [(PrivRendezvousInfo, PubRendezvousInfo); 2] {
             PrivRendezvousInfo {
                 secret,
                 endpoints: endpoints.clone(),
+                mapping_varies: false,
             },
-            PubRendezvousInfo { endpoints, secret },
+            PubRendezvousInfo {
+                endpoints,
+                secret,
+                mapping_varies: false,
+            },
         )
     };
     [token(a, 1), token(b, 2)]

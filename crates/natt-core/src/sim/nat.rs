@@ -5,8 +5,10 @@
 //!   ([`Mapping::AddressDependent`]), or only those to one remote IP and port
 //!   ([`Mapping::AddressAndPortDependent`], a "symmetric" NAT).
 //! - **Port assignment**: a new mapping keeps the internal port when no other mapping has it
-//!   ([`PortAssignment::Preserving`], as Linux `MASQUERADE` does), or takes a random free port
-//!   ([`PortAssignment::Random`], as `MASQUERADE --random-fully` does).
+//!   ([`PortAssignment::Preserving`], as Linux `MASQUERADE` does), takes a random free port
+//!   ([`PortAssignment::Random`], as `MASQUERADE --random-fully` does), or the next free port
+//!   after the last one it gave ([`PortAssignment::Sequential`], as many carrier and older home
+//!   NATs do).
 //! - **Filtering**: which inbound datagrams to a mapped port get in: from anyone
 //!   ([`Filtering::EndpointIndependent`], "full cone"), from IPs the mapping has sent to
 //!   ([`Filtering::AddressDependent`]), or from the IPs and ports it has sent to
@@ -43,6 +45,8 @@ pub enum PortAssignment {
     Preserving,
     /// A random free port.
     Random,
+    /// The next free port after the last one given (the first: the internal port).
+    Sequential,
 }
 
 /// Which inbound datagrams to a mapped port are let in (RFC 4787 section 5).
@@ -76,6 +80,8 @@ pub struct Nat {
     ports: PortAssignment,
     filtering: Filtering,
     bindings: Vec<Binding>,
+    /// The last port given, for [`PortAssignment::Sequential`].
+    last_port: Option<u16>,
 }
 
 /// The lowest port a NAT assigns at random.
@@ -90,6 +96,7 @@ impl Nat {
             ports,
             filtering,
             bindings: Vec::new(),
+            last_port: None,
         }
     }
 
@@ -135,6 +142,17 @@ impl Nat {
         )
     }
 
+    /// Symmetric with sequential ports: a port per destination, each the next after the last
+    /// one given; address-and-port-dependent filtering.
+    pub fn symmetric_sequential(public_ip: IpAddr) -> Self {
+        Self::new(
+            public_ip,
+            Mapping::AddressAndPortDependent,
+            PortAssignment::Sequential,
+            Filtering::AddressAndPortDependent,
+        )
+    }
+
     /// The NAT's public address.
     pub fn public_ip(&self) -> IpAddr {
         self.public_ip
@@ -171,6 +189,13 @@ impl Nat {
         if self.ports == PortAssignment::Preserving && self.port_free(internal_port) {
             return Some(internal_port);
         }
+        if self.ports == PortAssignment::Sequential {
+            let first = self.last_port.map_or(internal_port, |p| p.wrapping_add(1));
+            let first = first.max(FIRST_RANDOM_PORT);
+            return (first..=u16::MAX)
+                .chain(FIRST_RANDOM_PORT..first)
+                .find(|p| self.port_free(*p));
+        }
         // Random tries first; a full scan only when the table is nearly full.
         for _ in 0..64 {
             let port = rng.random_range(FIRST_RANDOM_PORT..=u16::MAX);
@@ -193,6 +218,7 @@ impl Nat {
             Some(i) => i,
             None => {
                 let external_port = self.new_port(internal.port(), rng)?;
+                self.last_port = Some(external_port);
                 self.bindings.push(Binding {
                     internal,
                     key,
@@ -288,5 +314,16 @@ mod tests {
         let p1 = nat.outbound(a(INSIDE), a(PEER), &mut rng).unwrap();
         assert_eq!(nat.outbound(a(INSIDE), a("203.0.113.9:1"), &mut rng), Some(p1));
         assert_ne!(nat.outbound(a(INSIDE), a("203.0.113.10:1"), &mut rng), Some(p1));
+    }
+
+    #[test]
+    fn sequential_ports_follow_each_other_whoever_asks() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut nat = Nat::symmetric_sequential("198.51.100.1".parse().unwrap());
+        let ports: Vec<u16> = [(INSIDE, PEER), (INSIDE, "203.0.113.9:7001"), ("192.168.1.3:9", PEER)]
+            .iter()
+            .map(|(from, to)| nat.outbound(a(from), a(to), &mut rng).unwrap().port())
+            .collect();
+        assert_eq!(ports, [5000, 5001, 5002]);
     }
 }
