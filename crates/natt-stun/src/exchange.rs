@@ -33,6 +33,13 @@ pub const NAME: &str = "stun";
 pub const GRACE_RTTS: u32 = 3;
 /// The least time the other servers get after the first answer.
 pub const MIN_GRACE: Duration = Duration::from_millis(100);
+/// Once one server has answered, the requests of those that have not are sent again at once
+/// and then every round trip of the first (at least this often apart) until the grace ends: a
+/// lost request or answer would otherwise wait for its retransmission (500 ms by default),
+/// past the grace, and its server's observation be missing. Two servers' observations are how
+/// a side learns that its NAT's mapping varies by destination
+/// (`natt_core::rendezvous::mapping_varies`), which the punch through a symmetric NAT needs.
+pub const HURRY_MIN: Duration = Duration::from_millis(20);
 /// By default the filtering check waits this many round trips, plus
 /// [`FILTER_WINDOW_MARGIN`], for the answer from the server's other address
 /// ([`FilterWindow::DEFAULT`]).
@@ -171,6 +178,9 @@ pub struct StunExchange {
     bindings: Vec<Transaction>,
     filter: Option<FilterCheck>,
     grace_until: Option<Instant>,
+    /// When the unanswered requests are next sent again during the grace, and how often.
+    hurry: Option<(Instant, Duration)>,
+    hurried: std::collections::VecDeque<Transmit>,
     rto: Duration,
     filter_window: FilterWindow,
     rng: StdRng,
@@ -196,6 +206,8 @@ impl StunExchange {
                 .collect::<Result<_, _>>()?,
             filter: None,
             grace_until: None,
+            hurry: None,
+            hurried: std::collections::VecDeque::new(),
             rto,
             filter_window: FilterWindow::DEFAULT,
             rng,
@@ -253,7 +265,21 @@ impl UdpExchange for StunExchange {
         {
             return Some(t);
         }
-        self.bindings.iter_mut().find_map(|t| t.poll_transmit(now))
+        if let Some(t) = self.bindings.iter_mut().find_map(|t| t.poll_transmit(now)) {
+            return Some(t);
+        }
+        if let Some((next, every)) = self.hurry
+            && now >= next
+        {
+            if self.grace_until.is_some_and(|g| now < g) {
+                self.hurried
+                    .extend(self.bindings.iter().filter_map(Transaction::request));
+                self.hurry = Some((now + every, every));
+            } else {
+                self.hurry = None;
+            }
+        }
+        self.hurried.pop_front()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -265,10 +291,10 @@ impl UdpExchange for StunExchange {
             .flat_map(|f| f.transaction.poll_timeout().into_iter().chain([f.window_end]));
         // The grace matters only while a server has not answered: once all have, a grace in
         // the past would have the driver spin until the filtering window ends.
-        let grace = self
-            .grace_until
-            .filter(|_| self.bindings.iter().any(|t| t.response.is_none()));
-        bindings.chain(filter).chain(grace).min()
+        let unanswered = self.bindings.iter().any(|t| t.response.is_none());
+        let grace = self.grace_until.filter(|_| unanswered);
+        let hurry = self.hurry.map(|(next, _)| next).filter(|_| unanswered);
+        bindings.chain(filter).chain(grace).chain(hurry).min()
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
@@ -287,7 +313,10 @@ impl UdpExchange for StunExchange {
         if let Some(success) = t.success() {
             let rtt = t.rtt().unwrap_or(Duration::ZERO);
             let (primary, other) = (t.destination, success.other_address);
-            self.grace_until.get_or_insert(now + (rtt * GRACE_RTTS).max(MIN_GRACE));
+            if self.grace_until.is_none() {
+                self.grace_until = Some(now + (rtt * GRACE_RTTS).max(MIN_GRACE));
+                self.hurry = Some((now, rtt.max(HURRY_MIN)));
+            }
             // A check whose answer comes from an IP already asked would prove nothing.
             if let Some(other) = other
                 && self.filter.is_none()
@@ -356,6 +385,58 @@ mod tests {
             StunExchange::new(locals(), servers, DEFAULT_RTO, t0, StdRng::seed_from_u64(1)).unwrap(),
             t0,
         )
+    }
+
+    #[test]
+    fn a_server_that_has_not_answered_is_asked_again_within_the_grace() {
+        let (s1, s2) = (addr("203.0.113.10:3478"), addr("203.0.113.20:3478"));
+        let (mut ex, t0) = start(&[s1, s2]);
+        let first = ex.poll_transmit(t0).unwrap();
+        let second = ex.poll_transmit(t0).unwrap();
+        assert_eq!((first.destination, second.destination), (s1, s2));
+        assert!(ex.poll_transmit(t0).is_none());
+        // s1 answers after 5 ms; the request to s2 (or its answer) was lost.
+        let t1 = t0 + Duration::from_millis(5);
+        let txid = decode_request(&first.payload).unwrap().txid;
+        assert!(ex.handle_datagram(
+            t1,
+            s1,
+            &encode_success(txid, addr("198.51.100.1:40001"), None, None).unwrap()
+        ));
+        // s2's request goes again at once (the same request), then every HURRY_MIN (the round
+        // trip is shorter) until the grace ends, MIN_GRACE after the answer.
+        let mut again = Vec::new();
+        let mut now = t1;
+        while now < t1 + MIN_GRACE + HURRY_MIN {
+            if ex.poll_result(now).is_some() {
+                break;
+            }
+            while let Some(t) = ex.poll_transmit(now) {
+                assert_eq!((t.destination, &t.payload), (s2, &second.payload));
+                again.push(now - t1);
+            }
+            now = ex.poll_timeout().unwrap().max(now + Duration::from_millis(1));
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(again, [ms(0), ms(20), ms(40), ms(60), ms(80)]);
+        // The second answer arrives within the grace: both observations count.
+        let (mut ex, t0) = start(&[s1, s2]);
+        let (a, b) = (ex.poll_transmit(t0).unwrap(), ex.poll_transmit(t0).unwrap());
+        let id = |t: &Transmit| decode_request(&t.payload).unwrap().txid;
+        assert!(ex.handle_datagram(
+            t1,
+            s1,
+            &encode_success(id(&a), addr("198.51.100.1:40001"), None, None).unwrap()
+        ));
+        assert_eq!(ex.poll_transmit(t1).map(|t| t.destination), Some(s2));
+        let t2 = t1 + ms(30);
+        assert!(ex.handle_datagram(
+            t2,
+            s2,
+            &encode_success(id(&b), addr("198.51.100.1:51234"), None, None).unwrap()
+        ));
+        let eps = ex.poll_result(t2).unwrap().unwrap();
+        assert_eq!(eps.len(), 2, "{eps:?}");
     }
 
     #[test]
@@ -502,7 +583,13 @@ mod tests {
             .collect();
         let mapped = addr("198.51.100.1:4000");
         assert!(ex.handle_datagram(t0, p, &encode_success(txids[0], mapped, Some(o), Some(p)).unwrap()));
-        assert!(ex.poll_transmit(t0).is_none(), "no CHANGE-REQUEST");
+        // Only p2's request again (it has not answered), no CHANGE-REQUEST.
+        let sent: Vec<Transmit> = std::iter::from_fn(|| ex.poll_transmit(t0)).collect();
+        assert!(
+            sent.iter()
+                .all(|t| t.destination == p2 && !decode_request(&t.payload).unwrap().change_ip),
+            "no CHANGE-REQUEST"
+        );
         let eps = ex.poll_result(t0 + MIN_GRACE).unwrap().unwrap();
         assert!(eps[0].nat_restricted);
         // Even an answer from the other address (a server that answers from there) proves nothing.

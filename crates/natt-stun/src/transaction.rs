@@ -101,6 +101,16 @@ impl Transaction {
         })
     }
 
+    /// The request, to send again now outside its schedule (the exchange hurries the servers
+    /// that have not answered once another has: [`crate::exchange::HURRY_MIN`]). Unanswered
+    /// only: `None` once answered.
+    pub fn request(&self) -> Option<Transmit> {
+        self.response.is_none().then(|| Transmit {
+            destination: self.destination,
+            payload: self.payload.clone(),
+        })
+    }
+
     /// When this transaction next needs attention: a retransmission, or (after the last
     /// request) the moment it gives up.
     pub fn poll_timeout(&self) -> Option<Instant> {
