@@ -5,6 +5,10 @@
 //! [`crate::choose`] (one frame each way, bound to the stream), so both sides end up with the
 //! same single stream half a round trip after it connects, and close the others.
 //!
+//! TCP through a symmetric NAT is out of scope: the birthday method ([`crate::birthday`]) is
+//! UDP's only (256 simultaneous opens from random ports would cost a router far more than
+//! datagrams do). A pair that needs it is served by a relay.
+//!
 //! This module is the thin driver: threads for the listener and for each connection attempt
 //! and stream, feeding [`StreamChooser`] through one channel. Its limits:
 //! - connections from addresses whose IP the peer's token does not list are closed at once;

@@ -130,6 +130,14 @@
 //! punched socket should not send such datagrams.
 //! [`tcp_punch_hole`]'s stream carries nothing of the punch.
 //!
+//! ## Symmetric NATs
+//!
+//! When our NAT gives each destination its own port (mapping with two STUN or simple servers
+//! sees that, and the token says it) and the peer's filters, [`PunchedUdpSocket::punch_hole`]
+//! uses the birthday method (`natt::punch::birthday`): the socket it returns may then be
+//! another than the one given, one of 256 bound on its IP. Two symmetric sides get
+//! `PunchError::NoDirectPath` after 2 s. The README's "Hard NATs" says what it costs.
+//!
 //! ## What mapping waits for
 //!
 //! [`MappedUdpSocket::new`] and [`MappedTcpSocket::new`] run every technique at once and return
