@@ -107,6 +107,7 @@ const FIRST_PORT: u16 = 1024;
 
 /// What a punch does, from both sides' rendezvous infos.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Plan {
     /// The ordinary punch: neither side is hard, or the other side can be reached anyway.
     Ordinary,
