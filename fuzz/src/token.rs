@@ -113,7 +113,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             })
             .collect(),
         secret: Secret([7; 16]),
-        mapping_varies: true,
+        mapping_varies: false,
     };
     let empty = PubRendezvousInfo {
         endpoints: vec![],
