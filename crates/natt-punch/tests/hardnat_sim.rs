@@ -19,7 +19,8 @@ use natt_core::sim::{HostId, Link, Nat, NatId, Network, Sim};
 use natt_core::{MappedSocketAddr, UdpExchange};
 use natt_punch::NoPath;
 use natt_punch::birthday::{
-    self, BOTH_HARD_WINDOW, COLD_ROUNDS, Group, HARD_SOCKETS, HardSocket, Plan, SPRAY_BUDGET, SPRAY_BURST,
+    self, ATTEMPT_BUDGET, BOTH_HARD_WINDOW, COLD_ROUNDS, Group, HARD_SOCKETS, HardSocket, Plan, SPRAY_BUDGET,
+    SPRAY_BURST,
 };
 use natt_punch::keys::SessionKeys;
 use natt_punch::path::Paths;
@@ -216,6 +217,10 @@ fn symmetric_to_port_restricted_connects_for_every_seed_within_budget() {
             "{}",
             r.extra_sent()
         );
+        // Both sides together, within the stated budget of an attempt (and the ordinary
+        // punch's few rounds).
+        let all = r.easy.sent() + r.hard.iter().map(|s| s.puncher().sent()).sum::<usize>();
+        assert!(all <= ATTEMPT_BUDGET + 100, "{all}");
         // Whoever is done is done quickly (no timing asserted, only that it was not the deadline).
         assert!(r.sim.now() < r.started + DEADLINE);
     }
