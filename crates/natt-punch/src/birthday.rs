@@ -406,8 +406,9 @@ impl UdpExchange for HardSocket {
 }
 
 /// The hard side's sockets, one per local address in `locals` (the first the socket that was
-/// mapped, which punches as usual; the others cold, towards the peer's public endpoints
-/// only), sharing `group`. Their nonces come from generators seeded from `rng`.
+/// mapped, which punches as usual; the others cold, towards one public endpoint of the peer:
+/// where a server saw it), sharing `group`. Their nonces come from generators seeded from
+/// `rng`.
 pub fn hard_sockets(
     keys: &SessionKeys,
     ours: &PrivRendezvousInfo,
@@ -417,11 +418,16 @@ pub fn hard_sockets(
     now: Instant,
     rng: &mut StdRng,
 ) -> Result<Vec<HardSocket>, PunchError> {
+    // The extra sockets probe one endpoint: where servers saw the peer (the port its probes
+    // will come from, its mapping being endpoint-independent), else its first public one. A
+    // hostile token listing many addresses gets no more from us than one does.
     let public: Vec<MappedSocketAddr> = theirs
         .endpoints
         .iter()
         .filter(|e| e.technique != natt_core::local::LOCAL && !natt_core::endpoint::is_private(e.addr.ip()))
+        .min_by_key(|e| !e.nat_restricted)
         .cloned()
+        .into_iter()
         .collect();
     let mut out = Vec::with_capacity(locals.len());
     for (index, local) in locals.iter().enumerate() {
@@ -644,6 +650,27 @@ mod tests {
                 s.puncher().targets(),
                 &["198.51.100.2:5000".parse::<SocketAddr>().unwrap()]
             );
+        }
+        // A token listing many public addresses: still one target each.
+        let mut many = easy();
+        many.insert(0, ep("198.51.100.2:6000", false, "upnp"));
+        for i in 0..20 {
+            many.push(ep(&format!("203.0.113.{i}:7000"), true, "stun"));
+        }
+        let (_, many_pub) = info(many, false);
+        let t = |s: &HardSocket| s.puncher().targets().to_vec();
+        let socks = hard_sockets(
+            &keys,
+            &h_priv,
+            &many_pub,
+            &locals,
+            &group,
+            t0,
+            &mut StdRng::seed_from_u64(1),
+        )
+        .unwrap();
+        for s in &socks[1..] {
+            assert_eq!(t(s), ["198.51.100.2:5000".parse::<SocketAddr>().unwrap()]);
         }
         assert!(matches!(
             hard_diagnosis(&socks),
