@@ -1,0 +1,72 @@
+//! `natt relay` (hidden): a check of a TURN relay. Allocates from a fresh UDP socket (or over
+//! TCP with `?transport=tcp`), adds the peer, sends it numbered datagrams through the relay,
+//! prints what comes back, and releases the allocation: one JSON line,
+//! `{"relayed","mapped","sent","received","echoes":[...],"released"}`.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use natt::{HolePunchServerAddr, Relay, TurnTransport};
+use serde::Serialize;
+
+use crate::args::RelayArgs;
+use crate::context;
+use crate::output;
+
+/// What `natt relay` prints.
+#[derive(Debug, Serialize)]
+struct RelayReport {
+    relayed: String,
+    mapped: Option<String>,
+    sent: u32,
+    received: usize,
+    echoes: Vec<String>,
+    released: bool,
+}
+
+/// Allocates, sends, receives, releases.
+pub fn run(args: &RelayArgs) -> Result<(), String> {
+    let timeout = context::seconds(args.timeout)?;
+    let deadline = Instant::now() + timeout;
+    let Some(HolePunchServerAddr::Turn {
+        addr,
+        transport,
+        credentials,
+    }) = context::turn_server(&args.turn)?
+    else {
+        return Err("natt relay needs --turn and --turn-user".into());
+    };
+    let config = natt::turn::Config::default();
+    let mut relay = match transport {
+        TurnTransport::Udp => {
+            let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).map_err(|e| e.to_string())?;
+            let relay = Relay::allocate_udp(&socket, addr, credentials, config, deadline).map_err(|e| e.to_string())?;
+            relay.read_socket_itself();
+            relay
+        }
+        _ => Relay::allocate_tcp(addr, credentials, config, deadline).map_err(|e| e.to_string())?,
+    };
+    relay.add_peer(args.peer, deadline).map_err(|e| e.to_string())?;
+    let mut echoes = Vec::new();
+    for i in 0..args.count {
+        let text = format!("natt relay {i}");
+        relay.send_to(text.as_bytes(), args.peer).map_err(|e| e.to_string())?;
+        let wait = (Instant::now() + Duration::from_secs(1)).min(deadline);
+        while let Some((peer, payload)) = relay.recv_timeout(wait) {
+            let got = String::from_utf8_lossy(&payload).to_string();
+            if peer == args.peer && got == text {
+                echoes.push(got);
+                break;
+            }
+        }
+    }
+    let report = RelayReport {
+        relayed: relay.relayed_addr().to_string(),
+        mapped: relay.mapped_addr().map(|a| a.to_string()),
+        sent: args.count,
+        received: echoes.len(),
+        echoes,
+        released: relay.release(),
+    };
+    output::print_json(&report)
+}
