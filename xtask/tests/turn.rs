@@ -331,3 +331,67 @@ fn probe_reports_the_relay() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&password));
     assert!(!String::from_utf8_lossy(&out.stderr).contains(&password));
 }
+
+#[test]
+fn a_held_allocation_is_refreshed_past_its_lifetime_through_stale_nonces() {
+    let Some(mut lab) = lab(
+        "a_held_allocation_is_refreshed_past_its_lifetime_through_stale_nonces",
+        "tu5",
+        "r1=sym p1",
+    ) else {
+        return;
+    };
+    // Allocations of 4 s at most and nonces that go stale after 2 s: the held allocation must
+    // be refreshed every 2 s, answering 438s with the new nonce.
+    lab.restart_turn(&["--max-allocate-lifetime", "4", "--stale-nonce=2"])
+        .unwrap();
+    let uri = lab.get("TURN_URI").unwrap();
+    let password = lab.get("TURN_PASSWORD").unwrap();
+    let natt = natt_bin().display().to_string();
+    let env = format!("NATT_TURN_PASSWORD={password}");
+    let mut hold = lab
+        .command("h1", "env")
+        .unwrap()
+        .args([env.as_str(), "NATT_TURN_LIFETIME_SECS=4", "RUST_LOG=natt_turn=debug"])
+        .args([
+            natt.as_str(),
+            "map",
+            "--udp",
+            "--no-upnp",
+            "--no-pcp",
+            "--json",
+            "--hold",
+        ])
+        .args(["--turn", &uri, "--turn-user", "natt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(lab.state_dir().join("natt-map-hold.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdin = hold.stdin.take();
+    let mut held = Running::new(hold);
+    let line = held.wait_line("{", Duration::from_secs(10));
+    assert!(line.contains("\"technique\":\"turn\""), "{line}");
+    let log = || std::fs::read_to_string(lab.get("TURN_LOG").unwrap()).unwrap_or_default();
+    // Three lifetimes later the allocation is still there, refreshed, through stale nonces.
+    std::thread::sleep(Duration::from_secs(12));
+    let text = log();
+    let natt_log = std::fs::read_to_string(lab.state_dir().join("natt-map-hold.err")).unwrap_or_default();
+    assert!(
+        !text.contains("closed (2nd stage)"),
+        "the allocation ended while held:\n{text}\nnatt's log:\n{natt_log}"
+    );
+    assert!(
+        text.matches("REFRESH processed, success").count() >= 3,
+        "{text}\nnatt's log:\n{natt_log}"
+    );
+    assert!(text.contains("438"), "no stale nonce was met:\n{text}");
+    // Released: gone at once.
+    drop(stdin);
+    held.finish();
+    assert!(
+        eventually(Duration::from_secs(5), || log().contains("closed (2nd stage)")),
+        "{}",
+        log()
+    );
+}

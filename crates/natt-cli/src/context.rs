@@ -6,6 +6,10 @@ use std::time::Duration;
 use crate::args::{TechniqueArgs, TurnArgs};
 use natt::{HolePunchServerAddr, MappingContext, TurnCredentials, UpnpConfig};
 
+/// The lifetime TURN allocations ask for, in seconds (default 600), refreshed at half of it
+/// (or of what the server grants, if shorter): for trying refreshes by hand and in the lab.
+pub const TURN_LIFETIME_ENV: &str = "NATT_TURN_LIFETIME_SECS";
+
 /// The environment variable the TURN password is read from (never the command line).
 pub const TURN_PASSWORD_ENV: &str = "NATT_TURN_PASSWORD";
 
@@ -42,6 +46,12 @@ pub fn build_with_turn(
 ) -> Result<MappingContext, String> {
     let turn = turn.map(turn_server).transpose()?.flatten();
     let mut builder = MappingContext::builder().timeout(timeout);
+    if let Some(lifetime) = env_secs(TURN_LIFETIME_ENV)? {
+        builder = builder.turn(natt::turn::Config {
+            lifetime,
+            ..natt::turn::Config::default()
+        });
+    }
     if choice.no_upnp {
         builder = builder.no_upnp();
     } else {

@@ -36,7 +36,16 @@ pub fn run(args: &RelayArgs) -> Result<(), String> {
     else {
         return Err("natt relay needs --turn and --turn-user".into());
     };
-    let config = natt::turn::Config::default();
+    let config = match std::env::var(context::TURN_LIFETIME_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        Some(secs) => natt::turn::Config {
+            lifetime: Duration::from_secs(secs),
+            ..natt::turn::Config::default()
+        },
+        None => natt::turn::Config::default(),
+    };
     let mut relay = match transport {
         TurnTransport::Udp => {
             let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).map_err(|e| e.to_string())?;

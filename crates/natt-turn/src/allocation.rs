@@ -54,7 +54,8 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 /// How an allocation is asked for and kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// The lifetime asked for in Allocate and Refresh (the server may grant less).
+    /// The lifetime asked for in Allocate and Refresh. The allocation is refreshed at half of
+    /// this or of the lifetime granted, whichever is shorter.
     pub lifetime: Duration,
     /// The initial retransmission timeout over UDP (RFC 8489: 500 ms).
     pub rto: Duration,
@@ -266,6 +267,13 @@ impl Allocation {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// How long an allocation granted `lifetime` is kept before it is refreshed again: the
+    /// lifetime granted or the one asked for, whichever is shorter (a server may grant more
+    /// than asked: coturn grants at least 10 minutes), refreshed at half of it.
+    fn kept(&self, lifetime: Duration) -> Duration {
+        self.config.lifetime.min(lifetime)
     }
 
     fn lifetime_secs(&self) -> u32 {
@@ -632,7 +640,7 @@ impl Allocation {
                     lifetime,
                 };
                 self.state = State::Allocated(a);
-                let schedule = LeaseSchedule::new(now, Some(lifetime), MIN_REFRESH_INTERVAL);
+                let schedule = LeaseSchedule::new(now, Some(self.kept(lifetime)), MIN_REFRESH_INTERVAL);
                 self.refresh_at = wait_of(&schedule, now);
                 self.refresh = Some(schedule);
                 self.events.push_back(Event::Allocated(a));
@@ -644,7 +652,7 @@ impl Allocation {
             Request::Refresh { .. } => {
                 let lifetime = s.lifetime.unwrap_or(self.config.lifetime);
                 if let Some(sched) = &mut self.refresh {
-                    sched.renewed(now, lifetime);
+                    sched.renewed(now, self.config.lifetime.min(lifetime));
                     self.refresh_at = wait_of(sched, now);
                 }
                 if let State::Allocated(a) = &mut self.state {
@@ -946,6 +954,30 @@ mod tests {
         a.handle_datagram(t2, server(), &success(txid, REFRESH, &gone, "n1"));
         assert_eq!(a.state(), &State::Deleted);
         assert!(a.poll_transmit(t2 + Duration::from_secs(1000)).is_none());
+    }
+
+    #[test]
+    fn a_lifetime_granted_longer_than_asked_is_refreshed_as_asked() {
+        let t0 = Instant::now();
+        let config = Config {
+            lifetime: Duration::from_secs(4),
+            ..Config::default()
+        };
+        let creds = TurnCredentials::new("natt", "secret");
+        let mut a = Allocation::new(
+            server(),
+            TurnTransport::Udp,
+            creds,
+            config,
+            t0,
+            StdRng::seed_from_u64(1),
+        );
+        let (_, txid, _) = sent(&mut a, t0, "n1");
+        a.handle_datagram(t0, server(), &unauthorized(txid, ALLOCATE, "n1"));
+        let (_, txid, _) = sent(&mut a, t0, "n1");
+        a.handle_datagram(t0, server(), &success(txid, ALLOCATE, &allocated_success(), "n1"));
+        assert_eq!(a.allocated().unwrap().lifetime, Duration::from_secs(600));
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(2)));
     }
 
     #[test]
