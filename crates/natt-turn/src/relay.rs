@@ -223,11 +223,14 @@ pub(crate) fn new_core(
 }
 
 /// A TURN allocation held (see the module and crate documentation): refreshed while the
-/// handle lives, deleted on [`release`](Relay::release) and on drop.
+/// handle lives, deleted on [`release`](Relay::release) and on drop. It is `Send` and `Sync`:
+/// share it (in an `Arc`) between the thread that reads the socket and those that send.
 pub struct Relay {
     shared: Arc<Shared>,
     allocated: Allocated,
-    keeper: Keeper,
+    /// In a mutex so that the handle is `Sync`: one thread reads the socket and hands the
+    /// relay what it received while another sends.
+    keeper: Mutex<Keeper>,
     released: bool,
 }
 
@@ -276,7 +279,10 @@ impl Relay {
                 )
         };
         if let Err(e) = result {
-            // An Allocate that the server made but whose answer we missed is deleted too.
+            // An Allocate that the server may have made without our hearing is deleted.
+            if !matches!(e, TurnError::Silent { .. }) {
+                return Err(e);
+            }
             core.delete(Instant::now());
             if let Some(t) = core.poll_transmit(Instant::now()) {
                 let _ = socket.send_to(&t.payload, t.destination);
@@ -386,7 +392,7 @@ impl Relay {
         Ok(Relay {
             shared,
             allocated,
-            keeper,
+            keeper: Mutex::new(keeper),
             released: false,
         })
     }
@@ -540,7 +546,7 @@ impl Relay {
     pub fn release(&mut self) -> bool {
         natt_core::Lease::start_release(self);
         natt_core::Lease::wait_released(self);
-        self.keeper.ended() == Some(true)
+        lock(&self.keeper).ended() == Some(true)
     }
 }
 
@@ -550,7 +556,7 @@ impl natt_core::Lease for Relay {
     }
 
     fn start_release(&mut self) {
-        self.keeper.start_release();
+        lock(&self.keeper).start_release();
     }
 
     fn wait_released(&mut self) {
@@ -558,7 +564,8 @@ impl natt_core::Lease for Relay {
             return;
         }
         self.released = true;
-        if self.keeper.wait_for(RELEASE_TIMEOUT + STOP_POLL * 4).is_none() {
+        let ended = lock(&self.keeper).wait_for(RELEASE_TIMEOUT + STOP_POLL * 4);
+        if ended.is_none() {
             log::warn!(
                 "turn: {} not confirmed deleted; it expires with its lifetime",
                 self.describe()
