@@ -315,7 +315,7 @@ impl Allocation {
     /// The next datagram to send to the server at `now`: a request that is due (acting first
     /// on the timers: refreshes due, requests given up).
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        self.on_timers(now);
+        self.handle_timeout(now);
         let p = self.pending.iter_mut().find(|p| p.schedule.is_due(now))?;
         p.schedule.on_sent(now);
         Some(Transmit {
@@ -342,7 +342,9 @@ impl Allocation {
         requests.chain(refresh).chain(permissions).chain(channels).min()
     }
 
-    fn on_timers(&mut self, now: Instant) {
+    /// Acts on the time `now`: requests given up on, refreshes that fall due (queued for
+    /// [`poll_transmit`](Self::poll_transmit), which does this too).
+    pub fn handle_timeout(&mut self, now: Instant) {
         // Requests given up on.
         let (expired, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()

@@ -31,8 +31,6 @@ use crate::error::TurnError;
 
 /// How long a release waits for the server to confirm the deletion.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
-/// The largest datagram read from the relay.
-const RECV_BUFFER: usize = 65_536;
 
 /// How the handle reaches the server.
 enum Link {
@@ -92,37 +90,36 @@ impl Shared {
         input
     }
 
-    /// Waits until `wake` for the core to take something in: reading the socket itself in
-    /// self-read mode, else waiting for the application (or the TCP reader) to feed it.
-    fn wait(&self, wake: Instant) {
+    /// Drives the core until `done` says so, `deadline` passes or `stop` fires (then
+    /// `Err(Stopped)`). The core's requests are sent and retransmitted as they fall due; the
+    /// answers come from the socket read here, with natt-core's receive loop, in self-read
+    /// mode, and otherwise from whoever feeds the core (the application, the TCP reader).
+    fn drive(
+        &self,
+        deadline: Instant,
+        stop: Option<&Stop>,
+        done: impl FnMut(&mut Allocation) -> bool + Send,
+    ) -> Result<(), Stopped> {
         match &self.link {
             Link::Udp(socket) if self.self_read.load(Ordering::Relaxed) => {
-                let mut buf = vec![0; RECV_BUFFER];
-                match read_until(socket, &mut buf, wake) {
-                    Ok(Some((n, from))) => {
-                        let bytes = buf.get(..n).unwrap_or_default();
-                        if self.feed(from, bytes) == Input::NotFromServer {
-                            log::debug!("turn: dropping {n} bytes from {from} (the relay reads the socket itself)");
-                        }
-                    }
-                    Ok(None) => {}
+                let mut exchange = SelfRead { shared: self, done };
+                let mut exchanges: [&mut dyn UdpExchange<()>; 1] = [&mut exchange];
+                match natt_core::udp::drive_until_stopped(socket, &mut exchanges, deadline, stop) {
+                    Ok(natt_core::udp::Driven::Stopped) => Err(Stopped),
+                    Ok(natt_core::udp::Driven::Done(_)) => Ok(()),
                     Err(e) => {
                         log::debug!("turn: reading the socket: {e}");
-                        thread::sleep(deadline::MIN_WAIT);
+                        Ok(())
                     }
                 }
             }
-            _ => {
-                let core = lock(&self.core);
-                let wait = wake.saturating_duration_since(Instant::now()).max(deadline::MIN_WAIT);
-                let _ = self.changed.wait_timeout(core, wait);
-            }
+            _ => self.drive_fed(deadline, stop, done),
         }
     }
 
-    /// Drives the core until `done` says so, `deadline` passes or `stop` fires (then
-    /// `false`). The core's requests are sent and retransmitted as they fall due.
-    fn drive(
+    /// [`drive`](Self::drive) with the answers fed by others: waits on the condition
+    /// variable that feeding notifies.
+    fn drive_fed(
         &self,
         deadline: Instant,
         stop: Option<&Stop>,
@@ -130,21 +127,17 @@ impl Shared {
     ) -> Result<(), Stopped> {
         loop {
             let now = Instant::now();
-            let wake = {
-                let mut core = lock(&self.core);
-                let next = self.flush(&mut core, now);
-                if done(&mut core) {
-                    return Ok(());
-                }
-                next.map_or(deadline, |n| n.min(deadline))
-            };
-            if now >= deadline {
+            let mut core = lock(&self.core);
+            let next = self.flush(&mut core, now);
+            if done(&mut core) || now >= deadline {
                 return Ok(());
             }
             if stop.is_some_and(Stop::is_stopped) {
                 return Err(Stopped);
             }
-            self.wait(wake.min(now + STOP_POLL));
+            let wake = next.map_or(deadline, |n| n.min(deadline)).min(now + STOP_POLL);
+            let wait = wake.saturating_duration_since(now).max(deadline::MIN_WAIT);
+            let _ = self.changed.wait_timeout(core, wait);
         }
     }
 }
@@ -152,27 +145,35 @@ impl Shared {
 /// The lease thread was told to stop.
 struct Stopped;
 
-/// Reads one datagram from `socket` by `wake` (the socket's options restored afterwards).
-fn read_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io::Result<Option<(usize, SocketAddr)>> {
-    let timeout = socket.read_timeout()?;
-    #[cfg(unix)]
-    let nonblocking = socket2::SockRef::from(socket).nonblocking()?;
-    #[cfg(not(unix))]
-    let nonblocking = false;
-    let got = deadline::recv_from_until(socket, buf, wake);
-    socket.set_read_timeout(timeout)?;
-    socket.set_nonblocking(nonblocking)?;
-    match got {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-            ) =>
-        {
-            Ok(None)
-        }
-        other => other,
+/// The shared core as an exchange of natt-core's receive loop, while the handle reads the
+/// socket itself: it sends what the core has due, takes in what comes from the server (peers'
+/// data into the inbox), and ends when `done` says so.
+struct SelfRead<'a, F> {
+    shared: &'a Shared,
+    done: F,
+}
+
+impl<F: FnMut(&mut Allocation) -> bool + Send> UdpExchange<()> for SelfRead<'_, F> {
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        lock(&self.shared.core).poll_transmit(now)
     }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        lock(&self.shared.core).poll_timeout()
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        let _ = now;
+        self.shared.feed(from, data) != Input::NotFromServer
+    }
+
+    fn poll_result(&mut self, now: Instant) -> Option<()> {
+        let mut core = lock(&self.shared.core);
+        core.handle_timeout(now);
+        (self.done)(&mut core).then_some(())
+    }
+
+    fn finish(&mut self) {}
 }
 
 /// The allocation's exchange over a UDP socket, for [`natt_core::udp::drive`]: ends with the
@@ -509,35 +510,16 @@ impl Relay {
     }
 
     /// The next payload from a peer through the relay, waiting until `deadline`: over TCP
-    /// what the stream's reader took in; over UDP read from the socket by the handle itself
-    /// (so only for a socket that nothing else reads: other datagrams are dropped).
+    /// what the stream's reader took in; over UDP what the handle read from the socket itself,
+    /// after [`read_socket_itself`](Self::read_socket_itself) (so only for a socket that
+    /// nothing else reads: other datagrams are dropped). A socket read by the application
+    /// gets peers' data from [`handle_datagram`](Self::handle_datagram) instead.
     pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        loop {
-            if let Some(got) = lock(&self.shared.inbox).pop_front() {
-                return Some(got);
-            }
-            let now = Instant::now();
-            if now >= deadline || self.shared.closed.load(Ordering::Relaxed) {
-                return None;
-            }
-            match &self.shared.link {
-                Link::Udp(socket) => {
-                    let mut buf = vec![0; RECV_BUFFER];
-                    if let Ok(Some((n, from))) = read_until(socket, &mut buf, deadline.min(now + STOP_POLL)) {
-                        self.shared.feed(from, buf.get(..n).unwrap_or_default());
-                    }
-                    let mut core = lock(&self.shared.core);
-                    self.shared.flush(&mut core, Instant::now());
-                }
-                Link::Tcp(_) => {
-                    let inbox = lock(&self.shared.inbox);
-                    if inbox.is_empty() {
-                        drop(inbox);
-                        self.shared.wait(deadline.min(now + STOP_POLL));
-                    }
-                }
-            }
-        }
+        let shared = &self.shared;
+        let _ = shared.drive(deadline, None, |_| {
+            !lock(&shared.inbox).is_empty() || shared.closed.load(Ordering::Relaxed)
+        });
+        lock(&shared.inbox).pop_front()
     }
 
     /// Deletes the allocation now (a Refresh with lifetime 0) and waits for the server's
