@@ -6,7 +6,9 @@
 //! allocation (over UDP for even bytes, TCP for odd) driven by a script of steps: `0 T` moves
 //! the clock (see [`Clock::advance`]), `1 CHUNK` feeds a datagram from the server whose
 //! transaction id (when it is long enough to hold one) is patched to the last request's, so the
-//! fuzzer reaches the states after a 401; `2 CHUNK` feeds it unpatched; `3` adds the peer;
+//! fuzzer reaches the states after a 401; `2 CHUNK` feeds it unpatched; `3` adds the peer
+//! (and, on a TCP relay, which every fourth mode byte makes, connects to it and binds a
+//! connection a peer made, checking `CHUNK` as the bind's answer);
 //! `4 CHUNK` sends data to the peer; `5` deletes the allocation.
 
 use std::time::Instant;
@@ -17,7 +19,7 @@ use natt_turn::channel_data;
 use natt_turn::message::{self, Success, encode_response};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
+use natt_turn::message::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 
 use crate::addr;
 use crate::input::{Clock, Input, Script};
@@ -107,6 +109,13 @@ fn allocation_target(mode: u8, input: &mut Input<'_>) {
             }
             3 => {
                 let _ = a.add_peer(peer(), clock.now);
+                let _ = a.connect(peer(), clock.now);
+                let _ = a.connect_result(peer());
+                if let Some((_, id)) = a.take_connection_attempt()
+                    && let Ok((txid, _)) = a.connection_bind(id)
+                {
+                    let _ = a.connection_bound(txid, input.chunk());
+                }
             }
             4 => {
                 let d = input.chunk();
@@ -131,6 +140,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         relayed: Some(addr("203.0.113.30:50000")),
         mapped: Some(addr("203.0.113.101:40000")),
         lifetime: Some(std::time::Duration::from_secs(600)),
+        connection_id: None,
     };
     let nothing = Success::default();
     let unauthorized = resp(ALLOCATE, Err((401, "Unauthorized")), Some(("natt.lab", "n1")));
@@ -149,6 +159,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     );
     let data = message::encode_data_indication([3; 12], peer(), b"hello").expect("a seed indication");
     let cd = channel_data::encode(0x4000, b"hello", true).expect("seed ChannelData");
+    let attempt = message::encode_connection_attempt([4; 12], peer(), 7).expect("a seed indication");
     let allocate = |udp: bool| {
         Script::new()
             .u8(if udp { 2 } else { 3 })
@@ -167,6 +178,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 .build(),
         ),
         ("data-indication".into(), Script::new().u8(1).raw(&data).build()),
+        ("connection-attempt".into(), Script::new().u8(1).raw(&attempt).build()),
         ("allocate-401".into(), Script::new().u8(1).raw(&unauthorized).build()),
         ("allocated-udp".into(), allocate(true).build()),
         (

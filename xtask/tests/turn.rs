@@ -4,7 +4,9 @@
 //! answers back, over UDP and over TCP to the relay from a router that drops all outbound
 //! UDP; the allocation is gone from coturn once released (its verbose log); a wrong password,
 //! a quota reached and a server that does not answer TURN each end with their one-line error,
-//! the last by the deadline; `natt map` shows the relayed endpoint and `natt probe` the relay.
+//! the last by the deadline; `natt map` shows the relayed endpoint and `natt probe` the relay;
+//! a held allocation is refreshed through stale nonces; and TCP is relayed (RFC 6062) to a TCP
+//! peer, which sees the relayed address.
 //!
 //! Root only; each test re-runs itself inside `unshare --net` (see `common`).
 
@@ -394,4 +396,50 @@ fn a_held_allocation_is_refreshed_past_its_lifetime_through_stale_nonces() {
         "{}",
         log()
     );
+}
+
+#[test]
+fn tcp_is_relayed_to_a_tcp_peer_from_behind_a_symmetric_nat() {
+    let Some(lab) = lab(
+        "tcp_is_relayed_to_a_tcp_peer_from_behind_a_symmetric_nat",
+        "tu6",
+        "r1=sym p1",
+    ) else {
+        return;
+    };
+    // A TCP peer on p1 that says where it sees a connection from, then echoes.
+    let mut echo = Running::new(
+        lab.spawn_probe("p1", &["tcp-echo", "--bind", "198.51.100.11:3481", "--ms", "20000"])
+            .unwrap(),
+    );
+    echo.wait_line("READY", Duration::from_secs(5));
+    let uri = format!("{}?transport=tcp", lab.get("TURN_URI").unwrap());
+    let password = lab.get("TURN_PASSWORD").unwrap();
+    let args = [
+        "relay",
+        "--tcp",
+        "--turn",
+        &uri,
+        "--turn-user",
+        "natt",
+        "--peer",
+        "198.51.100.11:3481",
+    ];
+    let out = natt_turn(&lab, "h1", &password, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let relayed = report["relayed"].as_str().unwrap();
+    // The peer saw the connection come from the relayed address, and echoed our line.
+    assert_eq!(
+        report["peer_said"].as_str().unwrap(),
+        format!("{relayed}\nnatt relay tcp\n"),
+        "{report}"
+    );
+    assert_eq!(report["released"], true, "{report}");
+    echo.wait_line(&format!("ACCEPTED {relayed}"), Duration::from_secs(5));
 }

@@ -64,6 +64,10 @@ pub struct RelayArgs {
     /// Datagrams to send.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub count: u32,
+    /// Relay TCP instead (RFC 6062, over ?transport=tcp): connect to the peer through the
+    /// relay, send it a line, and print what it sends until the line comes back.
+    #[arg(long)]
+    pub tcp: bool,
     /// Seconds the whole check may take.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub timeout: f64,

@@ -1,8 +1,11 @@
 //! `natt relay` (hidden): a check of a TURN relay. Allocates from a fresh UDP socket (or over
 //! TCP with `?transport=tcp`), adds the peer, sends it numbered datagrams through the relay,
 //! prints what comes back, and releases the allocation: one JSON line,
-//! `{"relayed","mapped","sent","received","echoes":[...],"released"}`.
+//! `{"relayed","mapped","sent","received","echoes":[...],"released"}`. With `--tcp` it relays
+//! TCP instead (RFC 6062): connects to the peer through the relay, sends it a line and prints
+//! what the peer sent until that line came back: `{"relayed","mapped","peer_said","released"}`.
 
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,21 @@ struct RelayReport {
     echoes: Vec<String>,
     released: bool,
 }
+
+/// What `natt relay --tcp` prints.
+#[derive(Debug, Serialize)]
+struct TcpRelayReport {
+    relayed: String,
+    mapped: Option<String>,
+    peer_said: String,
+    released: bool,
+}
+
+/// What `natt relay --tcp` sends the peer.
+const TCP_LINE: &[u8] = b"natt relay tcp\n";
+
+/// The most `natt relay --tcp` reads from the peer.
+const TCP_READ_LIMIT: u64 = 4096;
 
 /// Allocates, sends, receives, releases.
 pub fn run(args: &RelayArgs) -> Result<(), String> {
@@ -46,6 +64,41 @@ pub fn run(args: &RelayArgs) -> Result<(), String> {
         },
         None => natt::turn::Config::default(),
     };
+    if args.tcp {
+        if transport != TurnTransport::Tcp {
+            return Err("natt relay --tcp needs the relay over TCP (?transport=tcp)".into());
+        }
+        let config = natt::turn::Config {
+            tcp_relay: true,
+            ..config
+        };
+        let mut relay = Relay::allocate_tcp(addr, credentials, config, deadline).map_err(|e| e.to_string())?;
+        let mut stream = relay.connect_tcp(args.peer, deadline).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(natt::core::deadline::wait_until(deadline)))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(TCP_LINE)
+            .map_err(|e| format!("writing to the peer: {e}"))?;
+        // Until the peer has sent our line back, closed, or the deadline (some relays end the
+        // whole connection on a half-close, so ours stays open until then).
+        let mut said = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !said.windows(TCP_LINE.len()).any(|w| w == TCP_LINE) && (said.len() as u64) < TCP_READ_LIMIT {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => said.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(e) => return Err(format!("reading from the peer: {e}")),
+            }
+        }
+        let report = TcpRelayReport {
+            relayed: relay.relayed_addr().to_string(),
+            mapped: relay.mapped_addr().map(|a| a.to_string()),
+            peer_said: String::from_utf8_lossy(&said).to_string(),
+            released: relay.release(),
+        };
+        return output::print_json(&report);
+    }
     let mut relay = match transport {
         TurnTransport::Udp => {
             let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).map_err(|e| e.to_string())?;

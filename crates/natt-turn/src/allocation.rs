@@ -33,7 +33,6 @@ use natt_core::retransmit::{Params, Schedule};
 use natt_core::turn::{TurnCredentials, TurnTransport};
 use rand::Rng;
 use rand::rngs::StdRng;
-use stun_codec::rfc5766::methods::ALLOCATE;
 
 use crate::channel_data::{self, Kind, MAX_CHANNEL, MIN_CHANNEL};
 use crate::error::TurnError;
@@ -59,6 +58,9 @@ pub struct Config {
     pub lifetime: Duration,
     /// The initial retransmission timeout over UDP (RFC 8489: 500 ms).
     pub rto: Duration,
+    /// Relay TCP (RFC 6062: Connect, ConnectionAttempt, ConnectionBind) instead of UDP. Needs
+    /// TCP to the server; data then goes on data connections, not through this core.
+    pub tcp_relay: bool,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
         Config {
             lifetime: DEFAULT_LIFETIME,
             rto: natt_stun::transaction::DEFAULT_RTO,
+            tcp_relay: false,
         }
     }
 }
@@ -174,6 +177,10 @@ pub struct Allocation {
     refresh: Option<LeaseSchedule>,
     /// When `refresh` next renews (what it said last).
     refresh_at: Option<Instant>,
+    /// RFC 6062: Connects under way or answered, by peer.
+    connects: Vec<(SocketAddr, Option<Result<u32, TurnError>>)>,
+    /// RFC 6062: peers that connected to the relayed address, with their CONNECTION-IDs.
+    attempts: VecDeque<(SocketAddr, u32)>,
     events: VecDeque<Event>,
     rng: StdRng,
 }
@@ -213,11 +220,26 @@ impl Allocation {
             channels: Vec::new(),
             refresh: None,
             refresh_at: None,
+            connects: Vec::new(),
+            attempts: VecDeque::new(),
             events: VecDeque::new(),
             rng,
         };
+        if config.tcp_relay && transport == TurnTransport::Udp {
+            a.state = State::Failed(TurnError::NotSupported(
+                "TCP relaying (RFC 6062) needs TCP to the server",
+            ));
+            return a;
+        }
         let lifetime = a.lifetime_secs();
-        a.start(Request::Allocate { lifetime }, now, 0);
+        a.start(
+            Request::Allocate {
+                lifetime,
+                tcp: config.tcp_relay,
+            },
+            now,
+            0,
+        );
         a
     }
 
@@ -257,6 +279,11 @@ impl Allocation {
             State::Failed(e) => Some(Err(e.clone())),
             State::Deleting | State::Deleted => Some(Err(TurnError::NoAllocation(self.server))),
         }
+    }
+
+    /// Whether this is a TCP relay (RFC 6062).
+    pub fn is_tcp_relay(&self) -> bool {
+        self.config.tcp_relay
     }
 
     /// True when no request is under way.
@@ -458,6 +485,11 @@ impl Allocation {
     /// [`create_permission`](Self::create_permission)).
     pub fn send_to(&mut self, peer: SocketAddr, payload: &[u8]) -> Result<Transmit, TurnError> {
         self.allocated().ok_or(TurnError::NoAllocation(self.server))?;
+        if self.config.tcp_relay {
+            return Err(TurnError::NotSupported(
+                "a TCP relay carries data on its connections' own streams",
+            ));
+        }
         let bytes = if let Some(channel) = self.channel(peer) {
             let pad = self.transport == TurnTransport::Tcp;
             channel_data::encode(channel, payload, pad).map_err(|e| TurnError::Encode(e.to_string()))?
@@ -518,6 +550,11 @@ impl Allocation {
             },
             Kind::Stun => match message::decode(data) {
                 Ok(ServerMessage::Data { peer, data }) => Input::Data { peer, payload: data },
+                Ok(ServerMessage::ConnectionAttempt { peer, id }) if self.config.tcp_relay => {
+                    self.attempts.push_back((peer, id));
+                    Input::Control
+                }
+                Ok(ServerMessage::ConnectionAttempt { .. }) => Input::Ignored,
                 Ok(ServerMessage::Response(r)) => self.on_response(now, r),
                 Err(DecodeError::NotStun) | Err(_) => Input::Ignored,
             },
@@ -608,7 +645,9 @@ impl Allocation {
     fn error_response(&self, request: &Request, code: u16, reason: String) -> TurnError {
         let (server, what) = (self.server, request.name());
         match code {
-            400 | 420 if request.method() == ALLOCATE => self.not_turn(format!("{code} {reason} to Allocate")),
+            400 | 420 if request.method() == message::methods::ALLOCATE => {
+                self.not_turn(format!("{code} {reason} to Allocate"))
+            }
             401 | 441 => TurnError::WrongCredentials {
                 server,
                 username: self.credentials.username().to_owned(),
@@ -677,6 +716,16 @@ impl Allocation {
                 }
                 self.events.push_back(Event::ChannelBound { peer, channel });
             }
+            Request::Connect { peer } => {
+                let result = s
+                    .connection_id
+                    .ok_or_else(|| self.not_turn("Connect succeeded without CONNECTION-ID".into()));
+                if let Some(c) = self.connects.iter_mut().find(|c| c.0 == peer) {
+                    c.1 = Some(result);
+                }
+            }
+            // Sent on a data connection, never through the core's transactions.
+            Request::ConnectionBind { .. } => {}
         }
     }
 
@@ -710,6 +759,67 @@ impl Allocation {
                 self.channels.retain(|c| c.number != *channel);
                 self.events.push_back(Event::Failed(e));
             }
+            Request::Connect { peer } => {
+                if let Some(c) = self.connects.iter_mut().find(|c| c.0 == *peer) {
+                    c.1 = Some(Err(e));
+                }
+            }
+            Request::ConnectionBind { .. } => {}
+        }
+    }
+
+    /// RFC 6062: asks the server to open a TCP connection to `peer` from the relayed address
+    /// (the peer needs a permission: [`create_permission`](Self::create_permission)). Its
+    /// outcome, the CONNECTION-ID to bind a data connection to, comes from
+    /// [`connect_result`](Self::connect_result).
+    pub fn connect(&mut self, peer: SocketAddr, now: Instant) -> Result<(), TurnError> {
+        self.allocated().ok_or(TurnError::NoAllocation(self.server))?;
+        if !self.config.tcp_relay {
+            return Err(TurnError::NotSupported("Connect needs a TCP relay (RFC 6062)"));
+        }
+        self.connects.retain(|c| c.0 != peer);
+        self.connects.push((peer, None));
+        self.start(Request::Connect { peer }, now, 0);
+        Ok(())
+    }
+
+    /// RFC 6062: the outcome of [`connect`](Self::connect) to `peer` (taken out), once the
+    /// server answered or the request was given up on.
+    pub fn connect_result(&mut self, peer: SocketAddr) -> Option<Result<u32, TurnError>> {
+        let i = self.connects.iter().position(|c| c.0 == peer && c.1.is_some())?;
+        self.connects.remove(i).1
+    }
+
+    /// RFC 6062: the next peer that connected to the relayed address (a ConnectionAttempt),
+    /// with the CONNECTION-ID to bind a data connection to.
+    pub fn take_connection_attempt(&mut self) -> Option<(SocketAddr, u32)> {
+        self.attempts.pop_front()
+    }
+
+    /// RFC 6062: the ConnectionBind request for connection `id`, to send first on a new TCP
+    /// connection to the server (the data connection): its transaction id and bytes.
+    pub fn connection_bind(&mut self, id: u32) -> Result<([u8; 12], Vec<u8>), TurnError> {
+        let txid: [u8; 12] = self.rng.random();
+        let bytes = message::encode_request(txid, &Request::ConnectionBind { id }, self.auth.as_ref())?;
+        Ok((txid, bytes))
+    }
+
+    /// RFC 6062: whether `response`, read from a data connection, confirms the ConnectionBind
+    /// with transaction id `txid` (after it, the connection carries the peer's bytes).
+    pub fn connection_bound(&self, txid: [u8; 12], response: &[u8]) -> Result<(), TurnError> {
+        let request = Request::ConnectionBind { id: 0 };
+        let r = match message::decode(response) {
+            Ok(ServerMessage::Response(r)) if r.txid == txid && r.method == request.method() => r,
+            _ => return Err(self.not_turn("no ConnectionBind response on the data connection".into())),
+        };
+        if let Some(auth) = &self.auth
+            && r.integrity(auth) == Integrity::Invalid
+        {
+            return Err(self.not_turn("a ConnectionBind response with a bad MESSAGE-INTEGRITY".into()));
+        }
+        match r.result {
+            Ok(_) => Ok(()),
+            Err((code, reason)) => Err(self.error_response(&request, code, reason)),
         }
     }
 }
@@ -726,10 +836,11 @@ fn wait_of(schedule: &LeaseSchedule, now: Instant) -> Option<Instant> {
 #[allow(clippy::disallowed_methods)] // tests take a starting instant from the clock
 mod tests {
     use super::*;
+    use crate::message::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
     use crate::message::{decode_request, encode_data_indication, encode_response};
     use rand::SeedableRng;
-    use stun_codec::rfc5389::methods::BINDING;
-    use stun_codec::rfc5766::methods::{CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
+    /// STUN's Binding method.
+    const BINDING: u16 = 0x001;
 
     const REALM: &str = "natt.lab";
 
@@ -760,17 +871,17 @@ mod tests {
     }
 
     /// The request sent now: its method, txid and whether it is signed with `nonce`'s key.
-    fn sent(a: &mut Allocation, now: Instant, nonce: &str) -> (stun_codec::Method, [u8; 12], Option<bool>) {
+    fn sent(a: &mut Allocation, now: Instant, nonce: &str) -> (u16, [u8; 12], Option<bool>) {
         let t = a.poll_transmit(now).expect("a request is due");
         assert_eq!(t.destination, server());
         decode_request(&t.payload, Some(&auth(nonce))).unwrap()
     }
 
-    fn unauthorized(txid: [u8; 12], method: stun_codec::Method, nonce: &str) -> Vec<u8> {
+    fn unauthorized(txid: [u8; 12], method: u16, nonce: &str) -> Vec<u8> {
         encode_response(txid, method, Err((401, "Unauthorized")), Some((REALM, nonce)), None).unwrap()
     }
 
-    fn success(txid: [u8; 12], method: stun_codec::Method, s: &Success, nonce: &str) -> Vec<u8> {
+    fn success(txid: [u8; 12], method: u16, s: &Success, nonce: &str) -> Vec<u8> {
         encode_response(txid, method, Ok(s), None, Some(&auth(nonce))).unwrap()
     }
 
@@ -779,6 +890,7 @@ mod tests {
             relayed: Some(relayed()),
             mapped: Some("203.0.113.101:40000".parse().unwrap()),
             lifetime: Some(Duration::from_secs(600)),
+            connection_id: None,
         }
     }
 
@@ -1076,5 +1188,78 @@ mod tests {
             assert_eq!(a.handle_datagram(t0, server(), junk), Input::Ignored, "{junk:?}");
         }
         assert!(a.relayed().is_some());
+    }
+
+    #[test]
+    fn tcp_relaying_connects_accepts_and_binds_data_connections() {
+        use crate::message::methods::{CONNECT, CONNECTION_BIND};
+        let t0 = Instant::now();
+        let config = Config {
+            tcp_relay: true,
+            ..Config::default()
+        };
+        let creds = || TurnCredentials::new("natt", "secret");
+        // Over UDP to the server it cannot be done.
+        let a = Allocation::new(
+            server(),
+            TurnTransport::Udp,
+            creds(),
+            config,
+            t0,
+            StdRng::seed_from_u64(1),
+        );
+        assert!(matches!(a.allocate_result(), Some(Err(TurnError::NotSupported(_)))));
+        let mut a = Allocation::new(
+            server(),
+            TurnTransport::Tcp,
+            creds(),
+            config,
+            t0,
+            StdRng::seed_from_u64(1),
+        );
+        let (_, txid, _) = sent(&mut a, t0, "n1");
+        a.handle_datagram(t0, server(), &unauthorized(txid, ALLOCATE, "n1"));
+        let (_, txid, _) = sent(&mut a, t0, "n1");
+        a.handle_datagram(t0, server(), &success(txid, ALLOCATE, &allocated_success(), "n1"));
+        assert!(a.relayed().is_some());
+        assert!(matches!(a.send_to(peer(), b"x"), Err(TurnError::NotSupported(_))));
+        // Connect: the CONNECTION-ID comes back.
+        a.connect(peer(), t0).unwrap();
+        let (m, txid, signed) = sent(&mut a, t0, "n1");
+        assert_eq!((m, signed), (CONNECT, Some(true)));
+        assert_eq!(a.connect_result(peer()), None);
+        let connected = Success {
+            connection_id: Some(0x1234),
+            ..Success::default()
+        };
+        a.handle_datagram(t0, server(), &success(txid, CONNECT, &connected, "n1"));
+        assert_eq!(a.connect_result(peer()), Some(Ok(0x1234)));
+        assert_eq!(a.connect_result(peer()), None, "taken out");
+        // A refused Connect (447: the server could not reach the peer).
+        a.connect(peer(), t0).unwrap();
+        let (_, txid, _) = sent(&mut a, t0, "n1");
+        let refused = encode_response(txid, CONNECT, Err((447, "Connection Timeout or Failure")), None, None).unwrap();
+        a.handle_datagram(t0, server(), &refused);
+        assert!(matches!(
+            a.connect_result(peer()),
+            Some(Err(TurnError::Refused { code: 447, .. }))
+        ));
+        // A peer connects to us.
+        let attempt = crate::message::encode_connection_attempt([5; 12], peer(), 77).unwrap();
+        assert_eq!(a.handle_datagram(t0, server(), &attempt), Input::Control);
+        assert_eq!(a.take_connection_attempt(), Some((peer(), 77)));
+        // ConnectionBind on a data connection: signed, and its answer checked.
+        let (txid, bytes) = a.connection_bind(77).unwrap();
+        let (m, got, signed) = decode_request(&bytes, Some(&auth("n1"))).unwrap();
+        assert_eq!((m, got, signed), (CONNECTION_BIND, txid, Some(true)));
+        let ok = success(txid, CONNECTION_BIND, &Success::default(), "n1");
+        assert_eq!(a.connection_bound(txid, &ok), Ok(()));
+        assert!(a.connection_bound([0; 12], &ok).is_err(), "another transaction");
+        let bad = encode_response(txid, CONNECTION_BIND, Err((400, "Bad Request")), None, None).unwrap();
+        assert!(matches!(
+            a.connection_bound(txid, &bad),
+            Err(TurnError::Refused { code: 400, .. })
+        ));
+        assert!(a.connection_bound(txid, b"garbage").is_err());
     }
 }

@@ -473,7 +473,12 @@ impl Relay {
     pub fn add_peer(&self, peer: SocketAddr, deadline: Instant) -> Result<(), TurnError> {
         {
             let mut core = lock(&self.shared.core);
-            core.add_peer(peer, Instant::now())?;
+            if core.is_tcp_relay() {
+                // No channels on a TCP relay: the permission is all.
+                core.create_permission(peer, Instant::now())?;
+            } else {
+                core.add_peer(peer, Instant::now())?;
+            }
             while core.poll_event().is_some() {}
         }
         let mut failed = None;
@@ -483,7 +488,8 @@ impl Relay {
                     failed = Some(e);
                 }
             }
-            failed.is_some() || (core.has_permission(peer.ip()) && core.channel(peer).is_some())
+            failed.is_some()
+                || (core.has_permission(peer.ip()) && (core.is_tcp_relay() || core.channel(peer).is_some()))
         });
         if let Some(e) = failed {
             return Err(e);
@@ -520,6 +526,71 @@ impl Relay {
             !lock(&shared.inbox).is_empty() || shared.closed.load(Ordering::Relaxed)
         });
         lock(&shared.inbox).pop_front()
+    }
+
+    /// RFC 6062 (a relay allocated over TCP with [`Config::tcp_relay`]): has the server open a
+    /// TCP connection to `peer` from the relayed address, then binds a new connection to the
+    /// server to it (ConnectionBind), all by `deadline`. The stream returned carries the
+    /// peer's bytes both ways, as a plain `TcpStream` to the peer would. The peer is added
+    /// (its permission installed) first.
+    pub fn connect_tcp(&self, peer: SocketAddr, deadline: Instant) -> Result<TcpStream, TurnError> {
+        self.add_peer(peer, deadline)?;
+        lock(&self.shared.core).connect(peer, Instant::now())?;
+        let mut result = None;
+        let _ = self.shared.drive(deadline, None, |core| {
+            result = core.connect_result(peer);
+            result.is_some()
+        });
+        let id = result.unwrap_or_else(|| {
+            Err(TurnError::Silent {
+                server: self.server(),
+                what: "Connect",
+            })
+        })?;
+        self.bind_data_connection(id, deadline)
+    }
+
+    /// RFC 6062: waits by `deadline` for a peer (added first, with
+    /// [`add_peer`](Self::add_peer)) to connect to the relayed address, and binds a new
+    /// connection to the server to it: the peer and the stream that carries its bytes.
+    pub fn accept_tcp(&self, deadline: Instant) -> Result<(SocketAddr, TcpStream), TurnError> {
+        let mut attempt = None;
+        let _ = self.shared.drive(deadline, None, |core| {
+            attempt = core.take_connection_attempt();
+            attempt.is_some()
+        });
+        let (peer, id) = attempt.ok_or(TurnError::Silent {
+            server: self.server(),
+            what: "ConnectionAttempt",
+        })?;
+        Ok((peer, self.bind_data_connection(id, deadline)?))
+    }
+
+    /// Opens a data connection to the server and binds it to connection `id`.
+    fn bind_data_connection(&self, id: u32, deadline: Instant) -> Result<TcpStream, TurnError> {
+        let server = self.server();
+        let io = |what: &str, e: io::Error| TurnError::io(server, what, &e);
+        let wait = deadline::remaining(deadline).ok_or(TurnError::Silent {
+            server,
+            what: "ConnectionBind",
+        })?;
+        let mut stream = TcpStream::connect_timeout(&server, wait).map_err(|e| io("opening a data connection", e))?;
+        let (txid, request) = lock(&self.shared.core).connection_bind(id)?;
+        stream
+            .set_read_timeout(Some(deadline::wait_until(deadline)))
+            .map_err(|e| io("setting a timeout", e))?;
+        stream
+            .write_all(&request)
+            .map_err(|e| io("sending ConnectionBind", e))?;
+        let response = natt_stun::message::STREAM_FRAMER
+            .read(&mut stream)
+            .map_err(|e| io("reading ConnectionBind's answer", e))?;
+        lock(&self.shared.core).connection_bound(txid, &response)?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| io("clearing the timeout", e))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 
     /// Deletes the allocation now (a Refresh with lifetime 0) and waits for the server's

@@ -126,7 +126,7 @@ impl MappingTechnique for TurnTechnique {
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         let _ = (local, deadline);
         Err(TechniqueError::NotApplicable(
-            "TURN relays UDP (RFC 6062's TCP relaying is not supported yet)".into(),
+            "TURN maps UDP sockets (TCP relaying, RFC 6062, is the Relay handle's connect_tcp and accept_tcp)".into(),
         ))
     }
 }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use natt_turn::allocation::Config;
 use natt_turn::channel_data;
+use natt_turn::message::methods::{ALLOCATE, REFRESH, SEND};
 use natt_turn::message::{self, Auth, Success, decode_request, encode_data_indication, encode_response};
 use natt_turn::{Input, Relay, TurnCredentials};
-use stun_codec::rfc5766::methods::{ALLOCATE, REFRESH};
 
 const REALM: &str = "loop";
 const NONCE: &str = "n1";
@@ -51,9 +51,7 @@ fn serve(socket: UdpSocket, peer: SocketAddr, seen: Arc<Mutex<Seen>>, stop: Arc<
             }
             _ => match decode_request(d, Some(&auth)) {
                 // A Send indication (class Indication) decodes here too: echo its data.
-                Ok((m, _, None)) if m == stun_codec::rfc5766::methods::SEND => {
-                    Some(encode_data_indication([7; 12], peer, b"sent").unwrap())
-                }
+                Ok((m, _, None)) if m == SEND => Some(encode_data_indication([7; 12], peer, b"sent").unwrap()),
                 Ok((m, txid, None)) => {
                     Some(encode_response(txid, m, Err((401, "Unauthorized")), Some((REALM, NONCE)), None).unwrap())
                 }
@@ -65,6 +63,7 @@ fn serve(socket: UdpSocket, peer: SocketAddr, seen: Arc<Mutex<Seen>>, stop: Arc<
                             relayed: Some("127.0.0.1:40000".parse().unwrap()),
                             mapped: Some(from),
                             lifetime: Some(Duration::from_secs(600)),
+                            connection_id: None,
                         }
                     } else if m == REFRESH {
                         seen.deleted = true;
