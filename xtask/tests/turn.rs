@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::{ChildStdin, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -70,6 +70,39 @@ fn relay(lab: &Lab, node: &str, uri: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
+}
+
+/// A `natt map --udp --hold` with the lab's relay running in h1 (more environment in `env`,
+/// its log in `STATE/NAME.err`): the process, its stdin (closed to release) and its JSON.
+fn hold_turn(lab: &Lab, name: &str, env: &[&str]) -> (Running, ChildStdin, serde_json::Value) {
+    let uri = lab.get("TURN_URI").unwrap();
+    let password = format!("NATT_TURN_PASSWORD={}", lab.get("TURN_PASSWORD").unwrap());
+    let natt = natt_bin().display().to_string();
+    let mut hold = lab
+        .command("h1", "env")
+        .unwrap()
+        .arg(&password)
+        .args(env)
+        .args([
+            natt.as_str(),
+            "map",
+            "--udp",
+            "--no-upnp",
+            "--no-pcp",
+            "--json",
+            "--hold",
+        ])
+        .args(["--turn", &uri, "--turn-user", "natt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(lab.state_dir().join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap();
+    let stdin = hold.stdin.take().unwrap();
+    let mut held = Running::new(hold);
+    let line = held.wait_line("{", Duration::from_secs(10));
+    let json = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"));
+    (held, stdin, json)
 }
 
 /// The lines of coturn's relay log that say an allocation of `remote` (`IP:PORT`, where the
@@ -253,30 +286,7 @@ fn wrong_password_quota_and_a_server_that_does_not_speak_turn() {
     // A quota of one allocation per user: a second allocation is refused with 486.
     lab.restart_turn(&["--user-quota", "1"]).unwrap();
     let password = lab.get("TURN_PASSWORD").unwrap();
-    let env = format!("NATT_TURN_PASSWORD={password}");
-    let mut hold = lab
-        .command("h1", "env")
-        .unwrap()
-        .args([
-            env.as_str(),
-            natt.as_str(),
-            "map",
-            "--udp",
-            "--no-upnp",
-            "--no-pcp",
-            "--json",
-            "--hold",
-        ])
-        .args(["--turn", &uri, "--turn-user", "natt"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdin = hold.stdin.take();
-    let mut held = Running::new(hold);
-    let line = held.wait_line("{", Duration::from_secs(10));
-    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (held, stdin, json) = hold_turn(&lab, "natt-map-quota", &[]);
     let turn = json["endpoints"]
         .as_array()
         .unwrap()
@@ -347,33 +357,12 @@ fn a_held_allocation_is_refreshed_past_its_lifetime_through_stale_nonces() {
     // be refreshed every 2 s, answering 438s with the new nonce.
     lab.restart_turn(&["--max-allocate-lifetime", "4", "--stale-nonce=2"])
         .unwrap();
-    let uri = lab.get("TURN_URI").unwrap();
-    let password = lab.get("TURN_PASSWORD").unwrap();
-    let natt = natt_bin().display().to_string();
-    let env = format!("NATT_TURN_PASSWORD={password}");
-    let mut hold = lab
-        .command("h1", "env")
-        .unwrap()
-        .args([env.as_str(), "NATT_TURN_LIFETIME_SECS=4", "RUST_LOG=natt_turn=debug"])
-        .args([
-            natt.as_str(),
-            "map",
-            "--udp",
-            "--no-upnp",
-            "--no-pcp",
-            "--json",
-            "--hold",
-        ])
-        .args(["--turn", &uri, "--turn-user", "natt"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(lab.state_dir().join("natt-map-hold.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let stdin = hold.stdin.take();
-    let mut held = Running::new(hold);
-    let line = held.wait_line("{", Duration::from_secs(10));
-    assert!(line.contains("\"technique\":\"turn\""), "{line}");
+    let (held, stdin, json) = hold_turn(
+        &lab,
+        "natt-map-hold",
+        &["NATT_TURN_LIFETIME_SECS=4", "RUST_LOG=natt_turn=debug"],
+    );
+    assert!(json.to_string().contains("\"technique\":\"turn\""), "{json}");
     let log = || std::fs::read_to_string(lab.get("TURN_LOG").unwrap()).unwrap_or_default();
     // Three lifetimes later the allocation is still there, refreshed, through stale nonces.
     std::thread::sleep(Duration::from_secs(12));

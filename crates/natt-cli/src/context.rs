@@ -13,6 +13,16 @@ pub const TURN_LIFETIME_ENV: &str = "NATT_TURN_LIFETIME_SECS";
 /// The environment variable the TURN password is read from (never the command line).
 pub const TURN_PASSWORD_ENV: &str = "NATT_TURN_PASSWORD";
 
+/// How TURN allocations are made: the defaults, with the lifetime of [`TURN_LIFETIME_ENV`]
+/// when it is set.
+pub fn turn_config() -> Result<natt::turn::Config, String> {
+    let mut config = natt::turn::Config::default();
+    if let Some(lifetime) = env_secs(TURN_LIFETIME_ENV)? {
+        config.lifetime = lifetime;
+    }
+    Ok(config)
+}
+
 /// The TURN server the flags give, with its credentials (the password from
 /// [`TURN_PASSWORD_ENV`]); `None` without `--turn`.
 pub fn turn_server(turn: &TurnArgs) -> Result<Option<HolePunchServerAddr>, String> {
@@ -45,13 +55,7 @@ pub fn build_with_turn(
     timeout: Duration,
 ) -> Result<MappingContext, String> {
     let turn = turn.map(turn_server).transpose()?.flatten();
-    let mut builder = MappingContext::builder().timeout(timeout);
-    if let Some(lifetime) = env_secs(TURN_LIFETIME_ENV)? {
-        builder = builder.turn(natt::turn::Config {
-            lifetime,
-            ..natt::turn::Config::default()
-        });
-    }
+    let mut builder = MappingContext::builder().timeout(timeout).turn(turn_config()?);
     if choice.no_upnp {
         builder = builder.no_upnp();
     } else {

@@ -54,16 +54,7 @@ pub fn run(args: &RelayArgs) -> Result<(), String> {
     else {
         return Err("natt relay needs --turn and --turn-user".into());
     };
-    let config = match std::env::var(context::TURN_LIFETIME_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-    {
-        Some(secs) => natt::turn::Config {
-            lifetime: Duration::from_secs(secs),
-            ..natt::turn::Config::default()
-        },
-        None => natt::turn::Config::default(),
-    };
+    let config = context::turn_config()?;
     if args.tcp {
         if transport != TurnTransport::Tcp {
             return Err("natt relay --tcp needs the relay over TCP (?transport=tcp)".into());
