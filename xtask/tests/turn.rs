@@ -202,6 +202,29 @@ fn tcp_to_the_relay_from_a_router_that_drops_outbound_udp() {
     let report = relay(&lab, "h1", &format!("{uri}?transport=tcp"));
     assert_eq!(report["received"], 5, "{report}");
     assert_eq!(report["released"], true, "{report}");
+    // natt map lists that relayed address as the UDP socket's turn endpoint.
+    let tcp_uri = format!("{uri}?transport=tcp");
+    let args = [
+        "map",
+        "--udp",
+        "--no-upnp",
+        "--no-pcp",
+        "--json",
+        "--turn",
+        &tcp_uri,
+        "--turn-user",
+        "natt",
+    ];
+    let out = natt_turn(&lab, "h1", &password, &args);
+    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let turn = json["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["technique"] == "turn")
+        .unwrap_or_else(|| panic!("no turn endpoint: {json}"));
+    assert!(turn["addr"].as_str().unwrap().starts_with("203.0.113.30:"), "{json}");
 }
 
 #[test]

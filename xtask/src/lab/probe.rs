@@ -101,7 +101,7 @@ fn out(line: &str) {
 /// Runs `probe SUBCOMMAND ARGS...`; returns the exit code.
 pub fn main(args: &[String]) -> Result<i32> {
     let (sub, rest) = args.split_first().ok_or_else(|| {
-        err("probe needs a subcommand: observe, listen, send, stun, rtt, spoof, slow-tcp, igd-impostor")
+        err("probe needs a subcommand: observe, listen, send, stun, rtt, spoof, slow-tcp, tcp-echo, igd-impostor")
     })?;
     let a = Args::parse(rest)?;
     match sub.as_str() {
