@@ -47,6 +47,8 @@ pub const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
 pub const CHANNEL_REFRESH: Duration = Duration::from_secs(540);
 /// The least time between two refreshes of the allocation, however short its lifetime.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// The most connection attempts (RFC 6062) kept until they are taken; older ones are dropped.
+pub const MAX_CONNECTION_ATTEMPTS: usize = 64;
 /// The lifetime asked for by default (RFC 8656's default, 10 minutes).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -551,6 +553,9 @@ impl Allocation {
             Kind::Stun => match message::decode(data) {
                 Ok(ServerMessage::Data { peer, data }) => Input::Data { peer, payload: data },
                 Ok(ServerMessage::ConnectionAttempt { peer, id }) if self.config.tcp_relay => {
+                    if self.attempts.len() >= MAX_CONNECTION_ATTEMPTS {
+                        self.attempts.pop_front();
+                    }
                     self.attempts.push_back((peer, id));
                     Input::Control
                 }
@@ -1248,6 +1253,16 @@ mod tests {
         let attempt = crate::message::encode_connection_attempt([5; 12], peer(), 77).unwrap();
         assert_eq!(a.handle_datagram(t0, server(), &attempt), Input::Control);
         assert_eq!(a.take_connection_attempt(), Some((peer(), 77)));
+        // Attempts nobody takes are bounded: the oldest go.
+        for id in 0..(MAX_CONNECTION_ATTEMPTS as u32 + 6) {
+            let attempt = crate::message::encode_connection_attempt([5; 12], peer(), id).unwrap();
+            a.handle_datagram(t0, server(), &attempt);
+        }
+        let kept: Vec<u32> = std::iter::from_fn(|| a.take_connection_attempt())
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(kept.len(), MAX_CONNECTION_ATTEMPTS);
+        assert_eq!(kept.first(), Some(&6));
         // ConnectionBind on a data connection: signed, and its answer checked.
         let (txid, bytes) = a.connection_bind(77).unwrap();
         let (m, got, signed) = decode_request(&bytes, Some(&auth("n1"))).unwrap();

@@ -29,6 +29,9 @@ use crate::allocation::{Allocated, Allocation, Config, Event, Input, State};
 use crate::channel_data::{self, Kind};
 use crate::error::TurnError;
 
+/// The most peers' payloads the handle keeps until they are taken
+/// ([`Relay::recv_timeout`]); the oldest go first.
+pub const MAX_INBOX: usize = 1024;
 /// How long a release waits for the server to confirm the deletion.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -84,7 +87,12 @@ impl Shared {
     fn feed(&self, from: SocketAddr, bytes: &[u8]) -> Input {
         let input = lock(&self.core).handle_datagram(Instant::now(), from, bytes);
         if let Input::Data { peer, payload } = &input {
-            lock(&self.inbox).push_back((*peer, payload.clone()));
+            let mut inbox = lock(&self.inbox);
+            if inbox.len() >= MAX_INBOX {
+                inbox.pop_front();
+                log::debug!("turn: dropping the oldest relayed payload: {MAX_INBOX} are waiting");
+            }
+            inbox.push_back((*peer, payload.clone()));
         }
         self.changed.notify_all();
         input
