@@ -21,9 +21,11 @@ pub enum Command {
     /// Serve the simple hole-punch protocol and STUN on UDP and TCP (port 5483 by default) until
     /// SIGINT or SIGTERM.
     Serve(ServeArgs),
-    /// Map a socket and print its endpoints.
+    /// Map a socket and print its endpoints (with --turn, a relayed address on a TURN server
+    /// too).
     Map(MapArgs),
-    /// Report on the network in front of this host: external addresses, NAT behaviour.
+    /// Report on the network in front of this host: external addresses, NAT behaviour, and
+    /// with --turn whether a TURN relay allocates.
     Probe(ProbeArgs),
     /// Map a socket, exchange tokens with a peer, punch a hole, then relay stdin and stdout.
     Punch(PunchArgs),
