@@ -901,7 +901,14 @@ mod tests {
 
     /// Allocates through a 401: the allocation and the time.
     fn allocate(transport: TurnTransport) -> (Allocation, Instant) {
-        let (mut a, t0) = start(transport);
+        allocate_with(transport, Config::default())
+    }
+
+    /// [`allocate`] with `config`.
+    fn allocate_with(transport: TurnTransport, config: Config) -> (Allocation, Instant) {
+        let t0 = Instant::now();
+        let creds = TurnCredentials::new("natt", "secret");
+        let mut a = Allocation::new(server(), transport, creds, config, t0, StdRng::seed_from_u64(7));
         let (m, txid, signed) = sent(&mut a, t0, "n1");
         assert_eq!(
             (m, signed),
@@ -1077,24 +1084,11 @@ mod tests {
 
     #[test]
     fn a_lifetime_granted_longer_than_asked_is_refreshed_as_asked() {
-        let t0 = Instant::now();
         let config = Config {
             lifetime: Duration::from_secs(4),
             ..Config::default()
         };
-        let creds = TurnCredentials::new("natt", "secret");
-        let mut a = Allocation::new(
-            server(),
-            TurnTransport::Udp,
-            creds,
-            config,
-            t0,
-            StdRng::seed_from_u64(1),
-        );
-        let (_, txid, _) = sent(&mut a, t0, "n1");
-        a.handle_datagram(t0, server(), &unauthorized(txid, ALLOCATE, "n1"));
-        let (_, txid, _) = sent(&mut a, t0, "n1");
-        a.handle_datagram(t0, server(), &success(txid, ALLOCATE, &allocated_success(), "n1"));
+        let (a, t0) = allocate_with(TurnTransport::Udp, config);
         assert_eq!(a.allocated().unwrap().lifetime, Duration::from_secs(600));
         assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(2)));
     }
@@ -1214,18 +1208,7 @@ mod tests {
             StdRng::seed_from_u64(1),
         );
         assert!(matches!(a.allocate_result(), Some(Err(TurnError::NotSupported(_)))));
-        let mut a = Allocation::new(
-            server(),
-            TurnTransport::Tcp,
-            creds(),
-            config,
-            t0,
-            StdRng::seed_from_u64(1),
-        );
-        let (_, txid, _) = sent(&mut a, t0, "n1");
-        a.handle_datagram(t0, server(), &unauthorized(txid, ALLOCATE, "n1"));
-        let (_, txid, _) = sent(&mut a, t0, "n1");
-        a.handle_datagram(t0, server(), &success(txid, ALLOCATE, &allocated_success(), "n1"));
+        let (mut a, t0) = allocate_with(TurnTransport::Tcp, config);
         assert!(a.relayed().is_some());
         assert!(matches!(a.send_to(peer(), b"x"), Err(TurnError::NotSupported(_))));
         // Connect: the CONNECTION-ID comes back.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytecodec::fixnum::{U32beDecoder, U32beEncoder};
-use bytecodec::{ByteCount, Decode, DecodeExt, Encode, EncodeExt, Eos, SizedEncode, TryTaggedDecode};
+use bytecodec::{ByteCount, Decode, Encode, EncodeExt, Eos, SizedEncode, TryTaggedDecode};
 use stun_codec::rfc5389::attributes::{
     ErrorCode, Fingerprint, MappedAddress, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes, Username,
     XorMappedAddress,
@@ -21,9 +21,7 @@ use stun_codec::rfc5766::attributes::{
     ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
     XorRelayAddress,
 };
-use stun_codec::{
-    AttributeType, Message, MessageClass, MessageDecoder, MessageEncoder, Method, TransactionId, define_attribute_enums,
-};
+use stun_codec::{AttributeType, Message, MessageClass, MessageEncoder, Method, TransactionId, define_attribute_enums};
 
 use crate::error::TurnError;
 
@@ -350,11 +348,12 @@ pub fn encode_request(txid: [u8; 12], request: &Request, auth: Option<&Auth>) ->
 
 /// A Send indication carrying `data` to `peer` (not authenticated: RFC 8656 section 11).
 pub fn encode_send(txid: [u8; 12], peer: SocketAddr, data: &[u8]) -> Result<Vec<u8>, TurnError> {
-    let mut m = Message::<Attribute>::new(
-        MessageClass::Indication,
-        method(methods::SEND)?,
-        TransactionId::new(txid),
-    );
+    encode_indication(methods::SEND, txid, peer, data)
+}
+
+/// A Send or Data indication: `data` to or from `peer`.
+fn encode_indication(method_code: u16, txid: [u8; 12], peer: SocketAddr, data: &[u8]) -> Result<Vec<u8>, TurnError> {
+    let mut m = Message::<Attribute>::new(MessageClass::Indication, method(method_code)?, TransactionId::new(txid));
     m.add_attribute(XorPeerAddress::new(peer));
     m.add_attribute(Data::new(data.to_vec()).map_err(|e| TurnError::Encode(e.to_string()))?);
     encode(m)
@@ -432,31 +431,13 @@ pub enum ServerMessage {
     },
 }
 
-/// Why bytes are not a server message the client handles.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Not a STUN message.
-    #[error("not a STUN message")]
-    NotStun,
-    /// A STUN message that does not decode.
-    #[error("malformed STUN message: {0}")]
-    Malformed(String),
-    /// A STUN message the client has no use for (a request, an indication other than Data).
-    #[error("unexpected STUN message: {0}")]
-    Unexpected(String),
-}
+/// Why bytes are not a server message the client handles: natt-stun's error (not STUN,
+/// malformed, or a STUN message the client has no use for, such as a request).
+pub use natt_stun::message::StunError as DecodeError;
 
 /// Decodes a message from a TURN server: a response, or a Data indication.
 pub fn decode(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
-    if !natt_stun::message::looks_like_stun(bytes) {
-        return Err(DecodeError::NotStun);
-    }
-    let m = match MessageDecoder::<Attribute>::new().decode_from_bytes(bytes) {
-        Ok(Ok(m)) => m,
-        Ok(Err(broken)) => return Err(DecodeError::Malformed(broken.error().to_string())),
-        Err(e) => return Err(DecodeError::Malformed(e.to_string())),
-    };
+    let m = natt_stun::message::decode_message::<Attribute>(bytes)?;
     let txid = *m.transaction_id().as_bytes();
     let result = match m.class() {
         MessageClass::Indication if m.method().as_u16() == CONNECTION_ATTEMPT => {
@@ -566,24 +547,13 @@ pub fn encode_connection_attempt(txid: [u8; 12], peer: SocketAddr, id: u32) -> R
 
 /// A server's Data indication (tests, fuzz seeds).
 pub fn encode_data_indication(txid: [u8; 12], peer: SocketAddr, data: &[u8]) -> Result<Vec<u8>, TurnError> {
-    let mut m = Message::<Attribute>::new(
-        MessageClass::Indication,
-        method(methods::DATA)?,
-        TransactionId::new(txid),
-    );
-    m.add_attribute(XorPeerAddress::new(peer));
-    m.add_attribute(Data::new(data.to_vec()).map_err(|e| TurnError::Encode(e.to_string()))?);
-    encode(m)
+    encode_indication(methods::DATA, txid, peer, data)
 }
 
 /// Decodes a request (tests: what the client sent): its method, transaction id, and whether it
 /// was authenticated with `auth` (`None` when it carries no MESSAGE-INTEGRITY).
 pub fn decode_request(bytes: &[u8], auth: Option<&Auth>) -> Result<(u16, [u8; 12], Option<bool>), DecodeError> {
-    let m = match MessageDecoder::<Attribute>::new().decode_from_bytes(bytes) {
-        Ok(Ok(m)) => m,
-        Ok(Err(broken)) => return Err(DecodeError::Malformed(broken.error().to_string())),
-        Err(e) => return Err(DecodeError::Malformed(e.to_string())),
-    };
+    let m = natt_stun::message::decode_message::<Attribute>(bytes)?;
     let signed = m
         .get_attribute::<MessageIntegrity>()
         .map(|mi| auth.is_some_and(|a| a.verify(mi)));
