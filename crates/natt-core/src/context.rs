@@ -35,6 +35,17 @@ pub enum HolePunchServerAddr {
     /// searching for a gateway by multicast (and, if nothing answers at the URL, searches that
     /// host alone, unicast).
     IgdGateway(String),
+    /// A TURN relay (RFC 8656), for natt-turn: its address, how to reach it, and the
+    /// long-term credentials it wants (their `Debug` hides the password). Made from a URI with
+    /// [`parse_turn`](Self::parse_turn).
+    Turn {
+        /// The server's address.
+        addr: SocketAddr,
+        /// UDP or TCP to the server.
+        transport: crate::turn::TurnTransport,
+        /// User name and password.
+        credentials: crate::turn::TurnCredentials,
+    },
     /// A server of a third-party technique: offered to every technique, taken by the one that
     /// recognises `kind`.
     Other {
@@ -59,6 +70,19 @@ impl HolePunchServerAddr {
     pub fn parse_simple(s: &str) -> Result<Self, ServerNameError> {
         let name = ServerName::parse(s, SIMPLE_PORT)?;
         Ok(name.socket_addr().map_or(Self::NamedSimple(name), Self::Simple))
+    }
+}
+
+impl HolePunchServerAddr {
+    /// A TURN relay from `turn:IP[:PORT][?transport=udp|tcp]` (default port 3478, UDP) with
+    /// `credentials` (see [`crate::turn`]).
+    pub fn parse_turn(uri: &str, credentials: crate::turn::TurnCredentials) -> Result<Self, crate::turn::TurnUriError> {
+        let (addr, transport) = crate::turn::parse_turn_uri(uri)?;
+        Ok(Self::Turn {
+            addr,
+            transport,
+            credentials,
+        })
     }
 }
 

@@ -75,6 +75,7 @@ pub mod server_loop;
 pub mod sim;
 pub mod tcp;
 pub mod technique;
+pub mod turn;
 pub mod udp;
 
 /// The old name of [`server_list`] (client-side lists of servers to ask).

@@ -25,6 +25,12 @@ pub trait Lease: Send {
     /// After [`start_release`](Lease::start_release): waits until the deletion is over (done,
     /// or given up at the implementation's own deadline). The default returns at once.
     fn wait_released(&mut self) {}
+
+    /// The lease as its own type, for the technique's own API on it (natt-turn's relay
+    /// handle, through [`PortMappings::leases_of`]). The default: `None`.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// When a lease whose renewal failed tries again: an eighth of the lease, between 500 ms and
@@ -86,6 +92,13 @@ impl PortMappings {
     /// Descriptions of the live mappings.
     pub fn describe(&self) -> Vec<String> {
         self.leases.iter().map(|l| l.describe()).collect()
+    }
+
+    /// The live leases of type `T` (a technique's own lease type, see [`Lease::as_any`]).
+    pub fn leases_of<T: 'static>(&self) -> impl Iterator<Item = &T> {
+        self.leases
+            .iter()
+            .filter_map(|l| l.as_any().and_then(|a| a.downcast_ref::<T>()))
     }
 
     /// Each technique's outcome, in the order the techniques were registered. Techniques that

@@ -73,6 +73,15 @@ pub trait UdpExchange<R = MappingResult>: Send {
     /// The deadline passed before [`poll_result`](UdpExchange::poll_result) gave a result: what
     /// was found so far, or why there is nothing.
     fn finish(&mut self) -> R;
+
+    /// After a successful result: what this exchange leaves held on the mapped socket (a TURN
+    /// allocation, refreshed from the socket while held), made with the socket. The mapping
+    /// driver asks once and keeps it in the socket's [`PortMappings`](crate::PortMappings).
+    /// The default: nothing.
+    fn lease(&mut self, socket: &std::net::UdpSocket) -> Option<Box<dyn Lease>> {
+        let _ = socket;
+        None
+    }
 }
 
 /// What a technique mapping beside the socket found.

@@ -127,7 +127,11 @@ pub fn map_udp_socket(
                     .get_mut(i)
                     .and_then(Option::take)
                     .unwrap_or_else(|| (start.elapsed(), Err(TechniqueError::TimedOut("no result".into()))));
-                (elapsed, r.map(TechniqueMapping::from))
+                let lease = match (&r, exchanges.get_mut(i)) {
+                    (Ok(_), Some(exchange)) => exchange.lease(socket),
+                    _ => None,
+                };
+                (elapsed, r.map(|endpoints| TechniqueMapping { endpoints, lease }))
             }
             Plan::Failed(e) => (Duration::ZERO, Err(e)),
             Plan::Beside => beside

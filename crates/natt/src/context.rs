@@ -16,6 +16,8 @@ use natt_pcp::{PcpConfig, PcpTechnique};
 use natt_simple::SimpleTechnique;
 #[cfg(feature = "stun")]
 use natt_stun::{FilterWindow, StunTechnique};
+#[cfg(feature = "turn")]
+use natt_turn::TurnTechnique;
 #[cfg(feature = "upnp")]
 use natt_upnp::{UpnpConfig, UpnpTechnique};
 
@@ -132,6 +134,8 @@ pub struct Builder {
     upnp_gateways: Vec<String>,
     #[cfg(feature = "pcp")]
     pcp: Option<PcpConfig>,
+    #[cfg(feature = "turn")]
+    turn: Option<natt_turn::Config>,
     techniques: Vec<Arc<dyn MappingTechnique>>,
 }
 
@@ -163,6 +167,8 @@ impl Default for Builder {
             upnp_gateways: Vec::new(),
             #[cfg(feature = "pcp")]
             pcp: Some(PcpConfig::default()),
+            #[cfg(feature = "turn")]
+            turn: Some(natt_turn::Config::default()),
             techniques: Vec::new(),
         }
     }
@@ -250,6 +256,22 @@ impl Builder {
         self
     }
 
+    /// Sets how TURN allocations are made (the lifetime asked for, the retransmission
+    /// timeout). TURN allocates only where a server is given
+    /// ([`HolePunchServerAddr::Turn`], [`HolePunchServerAddr::parse_turn`]).
+    #[cfg(feature = "turn")]
+    pub fn turn(mut self, config: natt_turn::Config) -> Self {
+        self.turn = Some(config);
+        self
+    }
+
+    /// Leaves out TURN.
+    #[cfg(feature = "turn")]
+    pub fn no_turn(mut self) -> Self {
+        self.turn = None;
+        self
+    }
+
     /// Adds a technique of one's own (after natt's); a port-mapping one is made
     /// `with_arbiter` of the context's arbiter by the caller, see [`MappingContext`].
     pub fn technique(mut self, technique: Arc<dyn MappingTechnique>) -> Self {
@@ -257,7 +279,7 @@ impl Builder {
         self
     }
 
-    /// The context: the techniques chosen, in the order simple, STUN, UPnP, PCP, then one's
+    /// The context: the techniques chosen, in the order simple, STUN, UPnP, PCP, TURN, then one's
     /// own, with the servers given. An error names a server no technique takes, or a bad UPnP
     /// gateway URL.
     pub fn build(self) -> Result<MappingContext, Error> {
@@ -288,6 +310,10 @@ impl Builder {
         #[cfg(feature = "pcp")]
         if let Some(config) = self.pcp {
             mc.add_technique(Arc::new(PcpTechnique::with_config(config).with_arbiter(mc.arbiter())));
+        }
+        #[cfg(feature = "turn")]
+        if let Some(config) = self.turn {
+            mc.add_technique(Arc::new(TurnTechnique::with_config(config)));
         }
         for t in self.techniques {
             mc.add_technique(t);

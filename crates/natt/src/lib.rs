@@ -11,6 +11,7 @@
 //! | `upnp`   | `natt-upnp`   | UPnP IGD port mapping (IGD:1 and IGD:2), renewed leases  |
 //! | `pcp`    | `natt-pcp`    | PCP (RFC 6887) and NAT-PMP (RFC 6886) port mapping       |
 //! | `punch`  | `natt-punch`  | rendezvous, UDP hole punching, TCP simultaneous open     |
+//! | `turn`   | `natt-turn`   | TURN (RFC 8656) relayed addresses, the relay handle      |
 //!
 //! All features are on by default. [`MappingContext::new`] registers every technique compiled
 //! in; [`MappingContext::builder`] chooses techniques, their settings, servers and the
@@ -207,6 +208,7 @@ pub use natt_core as core;
 pub use natt_core::names::ServerNameError;
 /// Rendezvous information and its text token: the format, its limits and its secret.
 pub use natt_core::rendezvous;
+pub use natt_core::turn::{TurnCredentials, TurnTransport};
 /// PCP and NAT-PMP port mapping.
 #[cfg(feature = "pcp")]
 pub use natt_pcp as pcp;
@@ -227,6 +229,11 @@ pub use natt_simple::{SimpleTcpHolePunchServer, SimpleTechnique, SimpleUdpHolePu
 pub use natt_stun as stun;
 #[cfg(feature = "stun")]
 pub use natt_stun::{FilterWindow, StunServer, StunTechnique};
+/// TURN relays.
+#[cfg(feature = "turn")]
+pub use natt_turn as turn;
+#[cfg(feature = "turn")]
+pub use natt_turn::{Relay, TurnError, TurnTechnique, relay_of};
 /// UPnP IGD port mapping.
 #[cfg(feature = "upnp")]
 pub use natt_upnp as upnp;

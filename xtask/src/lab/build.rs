@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::impair::{self, Side};
-use super::topology::{INET_GW, OBSERVER_PORT, PUBLIC_GW, RouterPlan, SRV1, SRV2, STUN_PORT, STUN1, STUN2};
+use super::topology::{
+    INET_GW, OBSERVER_PORT, PUBLIC_GW, RouterPlan, SRV1, SRV2, STUN_PORT, STUN1, STUN2, TURN_IP, TURN_PORT,
+};
 use super::{Lab, Result, daemons, err, nat, netns, probe, wait_until};
 
 impl Lab {
@@ -44,7 +46,7 @@ impl Lab {
             "link add br0 type bridge mcast_snooping 0\n\
              link add brp type bridge mcast_snooping 0\n",
         );
-        for a in [INET_GW, STUN1, STUN2, SRV1, SRV2] {
+        for a in [INET_GW, STUN1, STUN2, SRV1, SRV2, TURN_IP] {
             script.push_str(&format!("addr add {a}/24 dev br0\n"));
         }
         script.push_str(&format!(
@@ -66,6 +68,7 @@ impl Lab {
         let mut argv = vec!["turnserver".to_string()];
         argv.extend(coturn);
         self.daemon("coturn", "inet", &argv)?;
+        self.start_turn(&[])?;
         let tool = self.tool.display().to_string();
         let port = OBSERVER_PORT.to_string();
         let ips = format!("{SRV1},{SRV2}");
@@ -169,21 +172,48 @@ impl Lab {
         Ok(())
     }
 
-    /// Waits until coturn answers STUN and the observer answers, asked from `inet` itself.
+    /// Starts the TURN relay (a second coturn on `inet`), its arguments ended by `extra`.
+    fn start_turn(&mut self, extra: &[&str]) -> Result<()> {
+        let mut argv = vec!["turnserver".to_string()];
+        argv.extend(daemons::turn_args(&self.dir, extra)?);
+        self.daemon(daemons::TURN_DAEMON, "inet", &argv)
+    }
+
+    /// Restarts the TURN relay with `extra` arguments after the lab's own (e.g.
+    /// `["--user-quota", "1"]` for a test of the quota, `["--stale-nonce=2"]` for short-lived
+    /// nonces; none: as the lab starts it), and waits until it answers. Its allocations are
+    /// gone; its log starts anew.
+    pub fn restart_turn(&mut self, extra: &[&str]) -> Result<()> {
+        if let Some(pid) = daemons::recorded_pid(&self.dir, daemons::TURN_DAEMON) {
+            daemons::stop(&[pid]);
+        }
+        let _ = fs::remove_file(self.dir.join(daemons::TURN_LOG));
+        self.start_turn(extra)?;
+        self.wait_for_stun(&[format!("{TURN_IP}:{TURN_PORT}")], daemons::TURN_DAEMON)
+    }
+
+    /// Waits until coturn (STUN and the TURN relay) and the observer answer, asked from
+    /// `inet` itself.
     fn wait_for_servers(&self) -> Result<()> {
         self.wait_for_log("observer", probe::OBSERVER_READY, Duration::from_secs(5))?;
-        let stun = format!("{STUN1}:{STUN_PORT}");
-        let stun2 = format!("{STUN2}:{STUN_PORT}");
-        let ok = wait_until(Duration::from_secs(10), || {
-            self.probe("inet", &["stun", "--timeout-ms", "500", &stun, &stun2])
-                .is_ok()
-        });
-        if ok {
+        self.wait_for_stun(
+            &[format!("{STUN1}:{STUN_PORT}"), format!("{STUN2}:{STUN_PORT}")],
+            "coturn",
+        )?;
+        self.wait_for_stun(&[format!("{TURN_IP}:{TURN_PORT}")], daemons::TURN_DAEMON)
+    }
+
+    /// Waits until every one of `servers` answers a STUN Binding request from `inet`.
+    fn wait_for_stun(&self, servers: &[String], daemon: &str) -> Result<()> {
+        let mut args = vec!["stun", "--timeout-ms", "500"];
+        args.extend(servers.iter().map(String::as_str));
+        if wait_until(Duration::from_secs(10), || self.probe("inet", &args).is_ok()) {
             Ok(())
         } else {
             Err(err(format!(
-                "coturn does not answer STUN on {stun} and {stun2}; its log: {}",
-                self.dir.join("coturn.log").display()
+                "coturn does not answer STUN on {}; its log: {}",
+                servers.join(" and "),
+                self.dir.join(format!("{daemon}.log")).display()
             )))
         }
     }

@@ -1,4 +1,5 @@
-//! Daemons inside lab nodes: coturn (STUN, RFC 5780) on `inet`, miniupnpd (UPnP IGD, NAT-PMP,
+//! Daemons inside lab nodes: coturn (STUN, RFC 5780) and a second coturn as TURN relay on
+//! `inet`, miniupnpd (UPnP IGD, NAT-PMP,
 //! PCP) on routers, and the lab's own helper tools; starting them detached, stopping them by pid.
 //!
 //! Every daemon is started with `setsid ip netns exec NS ...`, stdin closed, stdout and stderr
@@ -14,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::netns;
-use super::topology::{RouterPlan, STUN_PORT, STUN1, STUN2};
+use super::topology::{RouterPlan, STUN_PORT, STUN1, STUN2, TURN_IP, TURN_PASSWORD, TURN_PORT, TURN_REALM, TURN_USER};
 use super::{Result, err};
 
 /// Starts `program args...` detached inside namespace `ns`, logging to `dir/NAME.log`.
@@ -120,6 +121,52 @@ pub fn coturn_args(dir: &Path) -> Result<Vec<String>> {
         "-l".into(),
         path("coturn.turnlog"),
     ])
+}
+
+/// The TURN relay's daemon name (its output in `STATE/turn.log`, coturn's own log in
+/// [`TURN_LOG`]).
+pub const TURN_DAEMON: &str = "turn";
+/// coturn's own log of the TURN relay, in the state directory: verbose (`-v`), one line per
+/// request, `new, realm=<R>, username=<U>` per session and `closed (2nd stage), user <U> ...
+/// reason: ...` when an allocation ends.
+pub const TURN_LOG: &str = "turn.turnlog";
+
+/// The TURN relay's arguments: a second coturn on [`TURN_IP`] (UDP and TCP, no TLS), long-term
+/// credentials for one user in one realm, relayed addresses on the same address, a verbose log;
+/// `extra` goes last (a test's `--user-quota N`, say).
+pub fn turn_args(dir: &Path, extra: &[&str]) -> Result<Vec<String>> {
+    let conf = dir.join("coturn-empty.conf");
+    fs::write(&conf, "")?;
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut args: Vec<String> = vec![
+        "-c".into(),
+        conf.display().to_string(),
+        "-L".into(),
+        TURN_IP.to_string(),
+        "--relay-ip".into(),
+        TURN_IP.to_string(),
+        "--listening-port".into(),
+        TURN_PORT.to_string(),
+        "--lt-cred-mech".into(),
+        "--user".into(),
+        format!("{TURN_USER}:{TURN_PASSWORD}"),
+        "--realm".into(),
+        TURN_REALM.into(),
+        "--no-cli".into(),
+        "--no-tls".into(),
+        "--no-dtls".into(),
+        "--pidfile".into(),
+        path("turn.pidfile"),
+        // Its own user database, not the system's default one.
+        "--userdb".into(),
+        path("turn.sqlite"),
+        "-v".into(),
+        "--simple-log".into(),
+        "-l".into(),
+        path(TURN_LOG),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_string()));
+    Ok(args)
 }
 
 /// miniupnpd-iptables drives LEGACY iptables (libiptc): its chains, for

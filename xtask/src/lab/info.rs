@@ -3,7 +3,9 @@
 //! `STATE/state.env`.
 //!
 //! Keys: `LAB_PREFIX LAB_STATE LAB_TOPOLOGY LAB_NODES LAB_ROUTERS INET_NS INET_GW STUN1 STUN2
-//! STUN_PORT SRV1 SRV2 OBSERVER1 OBSERVER2`, per router `RN_NS RN_KIND RN_WAN RN_WAN_GW
+//! STUN_PORT SRV1 SRV2 OBSERVER1 OBSERVER2 TURN_IP TURN_PORT TURN_URI TURN_USER TURN_PASSWORD
+//! TURN_REALM TURN_LOG` (the TURN relay: `turn:IP:PORT`, its long-term credentials, the path
+//! of coturn's verbose log), per router `RN_NS RN_KIND RN_WAN RN_WAN_GW
 //! RN_PARENT RN_PUBLIC_IP RN_LAN RN_LAN_NET RN_HAIRPIN RN_FIREWALL RN_DELAY_MS RN_LOSS_PCT
 //! RN_UPNP` (+ `RN_IGD_URL RN_NATPMP RN_UPNP_FORWARDING` with miniupnpd), per host
 //! `HN_NS HN_IP HN_ROUTER HN_GW HN_PUBLIC_IP` (`H1B_IP`...), per public host `PN_NS PN_IP
@@ -12,8 +14,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::daemons::TURN_LOG;
 use super::netns::ns_name;
-use super::topology::{INET_GW, OBSERVER_PORT, Plan, SRV1, SRV2, STUN_PORT, STUN1, STUN2};
+use super::topology::{
+    INET_GW, OBSERVER_PORT, Plan, SRV1, SRV2, STUN_PORT, STUN1, STUN2, TURN_IP, TURN_PASSWORD, TURN_PORT, TURN_REALM,
+    TURN_USER,
+};
 
 /// Ordered `KEY=VALUE` pairs.
 pub type Info = Vec<(String, String)>;
@@ -44,6 +50,13 @@ pub fn lines(prefix: &str, dir: &Path, plan: &Plan, upnp_forwarding: &BTreeMap<S
     put("SRV2", SRV2.to_string());
     put("OBSERVER1", format!("{SRV1}:{OBSERVER_PORT}"));
     put("OBSERVER2", format!("{SRV2}:{OBSERVER_PORT}"));
+    put("TURN_IP", TURN_IP.to_string());
+    put("TURN_PORT", TURN_PORT.to_string());
+    put("TURN_URI", format!("turn:{TURN_IP}:{TURN_PORT}"));
+    put("TURN_USER", TURN_USER.to_string());
+    put("TURN_PASSWORD", TURN_PASSWORD.to_string());
+    put("TURN_REALM", TURN_REALM.to_string());
+    put("TURN_LOG", dir.join(TURN_LOG).display().to_string());
     for r in &plan.routers {
         let k = |s: &str| format!("R{}_{s}", r.n);
         put(&k("NS"), ns_name(prefix, &r.name));
@@ -131,6 +144,8 @@ mod tests {
         assert_eq!(get("P1_IP"), Some("198.51.100.11"));
         assert_eq!(get("OBSERVER2"), Some("203.0.113.21:7000"));
         assert_eq!(get("R1_IGD_URL"), None);
+        assert_eq!(get("TURN_URI"), Some("turn:203.0.113.30:3478"));
+        assert_eq!(get("TURN_LOG"), Some("/tmp/natt-lab-nl/turn.turnlog"));
     }
 
     #[test]

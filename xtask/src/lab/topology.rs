@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `inet` | 203.0.113.1 (gateway of the "internet" bridge), 198.51.100.1 (public hosts' gateway) |
 //! | STUN (coturn, RFC 5780) | 203.0.113.10 and 203.0.113.11, port 3478, on `inet` |
+//! | TURN relay (a second coturn, long-term credentials) | 203.0.113.30, port 3478, relayed addresses on it |
 //! | servers of natt's own | 203.0.113.20 and 203.0.113.21 on `inet` (observer on port 7000) |
 //! | `rN` | WAN 203.0.113.(100+N)/32; LAN 192.168.N.1/24 (`cgn`: 100.64.N.1/24) |
 //! | `rN` with `via=rM` | WAN = rM's LAN prefix .(100+N)/24 (double NAT) |
@@ -29,6 +30,17 @@ pub const STUN1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const STUN2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 /// coturn's port on both addresses.
 pub const STUN_PORT: u16 = 3478;
+/// The TURN relay's address (a second coturn, RFC 8656 and RFC 6062, long-term credentials):
+/// it listens there (UDP and TCP) and allocates relayed addresses on it.
+pub const TURN_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
+/// The TURN relay's port.
+pub const TURN_PORT: u16 = 3478;
+/// The TURN relay's user name (long-term credentials).
+pub const TURN_USER: &str = "natt";
+/// The TURN relay's password: a lab-only secret, printed by `lab info`.
+pub const TURN_PASSWORD: &str = "natt-lab-relay";
+/// The TURN relay's realm.
+pub const TURN_REALM: &str = "natt.lab";
 /// First address reserved for natt's own servers (`natt serve`) and the lab's observer.
 pub const SRV1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 /// Second address reserved for natt's own servers and the lab's observer.

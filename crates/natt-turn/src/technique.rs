@@ -1,0 +1,199 @@
+//! [`TurnTechnique`]: the `turn` [`MappingTechnique`]: a relayed address allocated on a TURN
+//! server from the mapped UDP socket itself (over UDP to the server: an exchange on the
+//! socket, in the same receive loop as STUN's), or over TCP to the server
+//! (`?transport=tcp`, beside the socket). The relayed address is one more endpoint of the
+//! socket, `nat_restricted` (a peer reaches it only once we gave it a permission), and the
+//! allocation is a lease in the socket's `PortMappings`: a [`Relay`], refreshed while held,
+//! deleted on release and on drop, and reachable with [`relay_of`](crate::relay_of) to add
+//! peers and carry their data.
+//!
+//! The refreshes' answers arrive on the mapped socket, which the application reads: it hands
+//! the datagrams from the relay's server to [`Relay::handle_datagram`] (see the crate
+//! documentation), or, when nothing else reads the socket, calls
+//! [`Relay::read_socket_itself`] (`natt map --hold` does). Otherwise the answers are missed:
+//! the refreshes still reach the server and keep the allocation, but each is logged as failed
+//! and retried sooner.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{PoisonError, RwLock};
+use std::time::Instant;
+
+use natt_core::turn::{TurnCredentials, TurnTransport};
+use natt_core::{
+    HolePunchServerAddr, Lease, MappedSocketAddr, MappingResult, MappingTechnique, TechniqueError, TechniqueMapping,
+    Transmit, UdpExchange,
+};
+
+use crate::allocation::{Allocation, Config, Input};
+use crate::relay::{Relay, new_core};
+
+/// The technique's name, and its endpoints'.
+pub const NAME: &str = "turn";
+
+/// A TURN server the technique was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Server {
+    addr: SocketAddr,
+    transport: TurnTransport,
+    credentials: TurnCredentials,
+}
+
+/// Allocates a relayed address for every UDP socket mapped, on the first TURN server given
+/// ([`HolePunchServerAddr::Turn`]) of the socket's address family.
+#[derive(Debug, Default)]
+pub struct TurnTechnique {
+    servers: RwLock<Vec<Server>>,
+    config: Config,
+}
+
+impl TurnTechnique {
+    /// A technique with no server yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A technique whose allocations are made with `config`.
+    pub fn with_config(config: Config) -> Self {
+        TurnTechnique {
+            config,
+            ..Self::default()
+        }
+    }
+
+    fn server_for(&self, local: SocketAddr) -> Option<Server> {
+        self.servers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|s| s.addr.is_ipv4() == local.is_ipv4())
+            .cloned()
+    }
+
+    fn no_server(&self, local: SocketAddr) -> TechniqueError {
+        let family = if local.is_ipv4() { "IPv4" } else { "IPv6" };
+        TechniqueError::NotApplicable(format!("no {family} TURN server given"))
+    }
+}
+
+fn endpoint(relayed: SocketAddr) -> Vec<MappedSocketAddr> {
+    vec![MappedSocketAddr::new(relayed, true, NAME)]
+}
+
+impl MappingTechnique for TurnTechnique {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn add_server(&self, server: &HolePunchServerAddr) -> bool {
+        match server {
+            HolePunchServerAddr::Turn {
+                addr,
+                transport,
+                credentials,
+            } => {
+                self.servers
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Server {
+                        addr: *addr,
+                        transport: *transport,
+                        credentials: credentials.clone(),
+                    });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn udp_exchange(&self, local: SocketAddr) -> Result<Option<Box<dyn UdpExchange>>, TechniqueError> {
+        let server = self.server_for(local).ok_or_else(|| self.no_server(local))?;
+        if server.transport == TurnTransport::Tcp {
+            return Ok(None); // beside the socket: map_udp
+        }
+        let core = new_core(server.addr, TurnTransport::Udp, server.credentials, self.config);
+        Ok(Some(Box::new(TurnExchange { core: Some(core) })))
+    }
+
+    fn map_udp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
+        let server = self.server_for(local).ok_or_else(|| self.no_server(local))?;
+        let relay = Relay::allocate_tcp(server.addr, server.credentials, self.config, deadline)?;
+        Ok(TechniqueMapping {
+            endpoints: endpoint(relay.relayed_addr()),
+            lease: Some(Box::new(relay)),
+        })
+    }
+
+    fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
+        let _ = (local, deadline);
+        Err(TechniqueError::NotApplicable(
+            "TURN maps UDP sockets (TCP relaying, RFC 6062, is the Relay handle's connect_tcp and accept_tcp)".into(),
+        ))
+    }
+}
+
+/// The allocation over the mapped socket, as one exchange of the mapping driver; once made,
+/// it becomes the socket's [`Relay`] lease.
+struct TurnExchange {
+    core: Option<Allocation>,
+}
+
+impl UdpExchange for TurnExchange {
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.core.as_mut()?.poll_transmit(now)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.as_ref()?.poll_timeout()
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        self.core
+            .as_mut()
+            .is_some_and(|c| c.handle_datagram(now, from, data) != Input::NotFromServer)
+    }
+
+    fn poll_result(&mut self, now: Instant) -> Option<MappingResult> {
+        let _ = now;
+        let result = self.core.as_ref()?.allocate_result()?;
+        Some(result.map(|a| endpoint(a.relayed)).map_err(TechniqueError::from))
+    }
+
+    fn finish(&mut self) -> MappingResult {
+        match self.core.as_mut() {
+            Some(core) => {
+                // An allocation the server made without our hearing of it by the deadline
+                // expires with its lifetime there.
+                let result = core.allocate_result();
+                result
+                    .unwrap_or_else(|| {
+                        Err(crate::TurnError::Silent {
+                            server: core.server(),
+                            what: "Allocate",
+                        })
+                    })
+                    .map(|a| endpoint(a.relayed))
+                    .map_err(TechniqueError::from)
+            }
+            None => Err(TechniqueError::Other("the allocation was handed over".into())),
+        }
+    }
+
+    fn lease(&mut self, socket: &UdpSocket) -> Option<Box<dyn Lease>> {
+        let core = self.core.take()?;
+        let server = core.server();
+        let socket = match socket.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("turn: cannot hold the allocation on {server}: {e}");
+                return None;
+            }
+        };
+        match Relay::hold_udp(core, socket) {
+            Ok(relay) => Some(Box::new(relay)),
+            Err(e) => {
+                log::warn!("turn: cannot hold the allocation on {server}: {e}");
+                None
+            }
+        }
+    }
+}
