@@ -14,7 +14,9 @@ pub const PCP_LIFETIME_ENV: &str = "NATT_PCP_LIFETIME_SECS";
 /// environment ([`PCP_LIFETIME_ENV`], [`UPNP_LEASE_ENV`], [`UPNP_IGD_ENV`]) describe it, and
 /// the builder makes it; an error names a server no technique of this build can use.
 pub fn build(choice: &TechniqueArgs, timeout: Duration) -> Result<MappingContext, String> {
-    let mut builder = MappingContext::builder().timeout(timeout);
+    let mut builder = MappingContext::builder()
+        .timeout(timeout)
+        .stun_filter_window(filter_window(choice));
     if choice.no_upnp {
         builder = builder.no_upnp();
     } else {
@@ -61,6 +63,15 @@ pub fn build(choice: &TechniqueArgs, timeout: Duration) -> Result<MappingContext
         natt::Error::Config(why) if why.starts_with("UPnP gateway") => format!("{UPNP_IGD_ENV}: {why}"),
         other => other.to_string(),
     })
+}
+
+/// How long the filtering checks wait (`--patient-filtering`).
+pub fn filter_window(choice: &TechniqueArgs) -> natt::FilterWindow {
+    if choice.patient_filtering {
+        natt::FilterWindow::PATIENT
+    } else {
+        natt::FilterWindow::DEFAULT
+    }
 }
 
 /// Seconds from environment variable `name`, if it is set.

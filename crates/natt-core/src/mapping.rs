@@ -224,7 +224,8 @@ fn is_external(result: &Result<crate::technique::TechniqueMapping, TechniqueErro
 /// taken as they come until every one has ended, or [`GATEWAY_GRACE`] after an external
 /// endpoint is known (`external_at`, since `start`, from the techniques on the socket; or when
 /// one of these found one), or `deadline`. Those still running then go on in the background
-/// (their outcome here is [`TechniqueError::InBackground`]) and report to `held`.
+/// (their outcome here is [`TechniqueError::InBackground`], or [`TechniqueError::TimedOut`] at
+/// the deadline) and report to `held`.
 pub(crate) fn collect_beside(
     mut beside: fanout::Detached<Ran>,
     count: usize,
@@ -267,10 +268,21 @@ pub(crate) fn collect_beside(
         log::debug!("{running} technique(s) go on in the background after {:?}", start.elapsed());
     }
     drop(beside);
+    let timed_out = Instant::now() >= deadline;
     let now = start.elapsed();
     slots
         .into_iter()
-        .map(|s| s.unwrap_or((now, Err(TechniqueError::InBackground(now)))))
+        .map(|s| {
+            s.unwrap_or_else(|| {
+                // At the deadline it is late, whatever it may still send (to `held`).
+                let e = if timed_out {
+                    TechniqueError::TimedOut("did not end by the mapping's deadline".into())
+                } else {
+                    TechniqueError::InBackground(now)
+                };
+                (now, Err(e))
+            })
+        })
         .collect()
 }
 
