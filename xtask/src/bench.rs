@@ -20,6 +20,7 @@
 //! every load is bounded in count and time.
 
 pub mod deadlines;
+pub mod echo;
 pub mod load;
 pub mod mapping;
 pub mod proc;
