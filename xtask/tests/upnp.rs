@@ -500,8 +500,11 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
     iptables("-I");
     let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", igd.as_str())]);
     assert_upnp_on(&lines, wan);
-    // ...and the moved one cannot: refused at the URL, no answer to the search.
-    let (lines, took) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", moved.as_str())]);
+    // ...and the moved one cannot: refused at the URL, no answer to the search. (Without the
+    // simple server, so that no external address found elsewhere ends the mapping before UPnP
+    // has said why it failed.)
+    let no_simple = ["--udp", "--timeout", "2"];
+    let (lines, took) = natt_map_text(&lab, "h1", &no_simple, &[("NATT_UPNP_IGD", moved.as_str())]);
     assert_eq!(text_endpoint(&lines, "upnp"), None, "{lines:?}");
     assert!(
         lines
@@ -515,10 +518,12 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
     let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", moved.as_str())]);
     assert_upnp_on(&lines, wan);
     // The moved URL's port drops connection attempts instead of refusing them: after the
-    // connect timeout (1 s at most), the search finds the gateway all the same.
+    // connect timeout (1 s at most), the search finds the gateway all the same. (Without the
+    // simple server: with an external address found, a gateway that slow would go on in the
+    // background after its 250 ms grace.)
     let drop_5001 = ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5001", "-j", "DROP"];
     assert!(lab.exec("r1", &drop_5001).unwrap().status.success());
-    let args3 = ["--udp", "--simple", "203.0.113.20:5483", "--timeout", "3"];
+    let args3 = ["--udp", "--timeout", "3"];
     let (lines, took) = natt_map_text(&lab, "h1", &args3, &[("NATT_UPNP_IGD", moved.as_str())]);
     assert_upnp_on(&lines, wan);
     assert!(took < Duration::from_millis(2500), "natt map took {took:?}");

@@ -66,6 +66,10 @@ pub struct TechniqueOutcome {
 /// they were released or dropped. See `docs/design.md`, "Deadlines".
 pub const GATEWAY_GRACE: Duration = Duration::from_millis(250);
 
+/// How long after the mapping's deadline the driver waits for the techniques that keep it
+/// (they return just after it, saying what they missed) before it gives them up.
+const SETTLE: Duration = Duration::from_millis(20);
+
 /// What the techniques still running after a mapping returned share with its
 /// [`PortMappings`]: the leases (those made in time and those that came later), and what came
 /// later.
@@ -223,7 +227,8 @@ fn is_external(result: &Result<crate::technique::TechniqueMapping, TechniqueErro
 /// The results of the techniques run by [`spawn_beside`] (`count` of them), in their order,
 /// taken as they come until every one has ended, or [`GATEWAY_GRACE`] after an external
 /// endpoint is known (`external_at`, since `start`, from the techniques on the socket; or when
-/// one of these found one), or `deadline`. Those still running then go on in the background
+/// one of these found one), or `deadline` (and [`SETTLE`] for those that end just after it,
+/// as they keep it themselves). Those still running then go on in the background
 /// (their outcome here is [`TechniqueError::InBackground`], or [`TechniqueError::TimedOut`] at
 /// the deadline) and report to `held`.
 pub(crate) fn collect_beside(
@@ -237,10 +242,13 @@ pub(crate) fn collect_beside(
 ) -> Vec<(Duration, Result<crate::technique::TechniqueMapping, TechniqueError>)> {
     let mut slots: Vec<Option<(Duration, Result<crate::technique::TechniqueMapping, TechniqueError>)>> =
         (0..count).map(|_| None).collect();
+    // A technique keeps the deadline itself and returns just after it, with its own account of
+    // what it missed: that is waited for a little.
+    let last = deadline.checked_add(SETTLE).unwrap_or(deadline);
     loop {
         let until = external_at
             .and_then(|at| start.checked_add(at.saturating_add(GATEWAY_GRACE)))
-            .map_or(deadline, |grace| grace.min(deadline));
+            .map_or(last, |grace| grace.min(last));
         let Some((i, finished)) = beside.next_until(until) else {
             break;
         };
