@@ -11,9 +11,10 @@
 //! kernel spreads the sources over them) and the receive buffer `natt serve` asks for. Each
 //! thread takes up to [`BATCH`] datagrams with one `recvmmsg`, answers each STUN Binding
 //! request (a datagram of at least 20 bytes whose type is 0x0001) with a Binding success
-//! response of the size natt's answer has (32 bytes: the header, the request's cookie and
-//! transaction id, an XOR-MAPPED-ADDRESS of the source), written into a buffer of its own
-//! without allocating, and sends the batch with one `sendmmsg`. No validation beyond the
+//! response of the size and attributes of `natt serve`'s RFC 5780 answer (56 bytes: the header
+//! with the request's cookie and transaction id, an XOR-MAPPED-ADDRESS of the source, and
+//! OTHER-ADDRESS and RESPONSE-ORIGIN, here both the echo's own address), written into a buffer
+//! of its own without allocating, and sends the batch with one `sendmmsg`. No validation beyond the
 //! type, no other attribute, no other protocol: what is left is the cost of moving datagrams.
 //! It prints `ECHO listening ADDR threads N` once its sockets are bound, and stops after
 //! `--seconds` (default 600).
@@ -38,8 +39,8 @@ use crate::lab::{Result, err};
 pub const BATCH: usize = 64;
 /// The largest request read (longer ones are truncated, then answered all the same).
 const MAX_LEN: usize = 1500;
-/// The size of the answer: a STUN header and an IPv4 XOR-MAPPED-ADDRESS.
-const ANSWER_LEN: usize = 32;
+/// The size of the answer: a STUN header and three IPv4 address attributes.
+const ANSWER_LEN: usize = 56;
 /// The receive buffer each socket asks for (as natt serve's).
 const RECV_BUFFER: usize = 4 << 20;
 /// How often a thread waiting for datagrams checks the time.
@@ -84,9 +85,17 @@ fn bind(addr: SocketAddrV4) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Writes the Binding success answer to `request` from `source` into `answer`; false when the
-/// request is not a Binding request.
-fn answer_into(request: &[u8], source: SocketAddrV4, answer: &mut [u8; ANSWER_LEN]) -> bool {
+/// An IPv4 address attribute of `kind`: `addr` as it is (XORed by the caller if need be).
+fn address_attribute(kind: u16, port: u16, ip: u32) -> [u8; 12] {
+    let [k0, k1] = kind.to_be_bytes();
+    let [p0, p1] = port.to_be_bytes();
+    let [i0, i1, i2, i3] = ip.to_be_bytes();
+    [k0, k1, 0x00, 0x08, 0x00, 0x01, p0, p1, i0, i1, i2, i3]
+}
+
+/// Writes the Binding success answer to `request` from `source`, received at `me`, into
+/// `answer`; false when the request is not a Binding request.
+fn answer_into(request: &[u8], source: SocketAddrV4, me: SocketAddrV4, answer: &mut [u8; ANSWER_LEN]) -> bool {
     let Some(head) = request.get(..20) else {
         return false;
     };
@@ -94,14 +103,19 @@ fn answer_into(request: &[u8], source: SocketAddrV4, answer: &mut [u8; ANSWER_LE
         return false;
     }
     let (type_len, rest) = answer.split_at_mut(4);
-    type_len.copy_from_slice(&[0x01, 0x01, 0x00, 12]);
-    let (cookie_txid, attr) = rest.split_at_mut(16);
+    type_len.copy_from_slice(&[0x01, 0x01, 0x00, (ANSWER_LEN - 20) as u8]);
+    let (cookie_txid, attrs) = rest.split_at_mut(16);
     cookie_txid.copy_from_slice(head.get(4..20).unwrap_or(&[0; 16]));
-    let port = (source.port() ^ (MAGIC >> 16) as u16).to_be_bytes();
-    let ip = (u32::from(*source.ip()) ^ MAGIC).to_be_bytes();
-    let [p0, p1] = port;
-    let [i0, i1, i2, i3] = ip;
-    attr.copy_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01, p0, p1, i0, i1, i2, i3]);
+    let xor = address_attribute(
+        0x0020,
+        source.port() ^ (MAGIC >> 16) as u16,
+        u32::from(*source.ip()) ^ MAGIC,
+    );
+    let other = address_attribute(0x802C, me.port(), u32::from(*me.ip()));
+    let origin = address_attribute(0x802B, me.port(), u32::from(*me.ip()));
+    for (chunk, attr) in attrs.chunks_exact_mut(12).zip([xor, other, origin]) {
+        chunk.copy_from_slice(&attr);
+    }
     true
 }
 
@@ -122,6 +136,9 @@ fn source_of(storage: &libc::sockaddr_storage) -> Option<SocketAddrV4> {
 /// One thread's loop: a batch in with `recvmmsg`, the answers out with `sendmmsg`, until `until`.
 fn serve(socket: &UdpSocket, until: Instant) -> io::Result<()> {
     let fd = socket.as_raw_fd();
+    let SocketAddr::V4(me) = socket.local_addr()? else {
+        return Err(io::Error::other("not an IPv4 socket"));
+    };
     let mut bufs = vec![[0u8; MAX_LEN]; BATCH];
     let mut answers = vec![[0u8; ANSWER_LEN]; BATCH];
     // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all zeros is a
@@ -174,7 +191,7 @@ fn serve(socket: &UdpSocket, until: Instant) -> io::Result<()> {
             let (Some(answer), Some(dest)) = (answers.get_mut(m), to.get_mut(m)) else {
                 break;
             };
-            if answer_into(buf.get(..len).unwrap_or_default(), source, answer) {
+            if answer_into(buf.get(..len).unwrap_or_default(), source, me, answer) {
                 *dest = *name;
                 m += 1;
             }
@@ -214,13 +231,16 @@ mod tests {
     fn answers_are_binding_successes_naming_the_source() {
         let tid = [7u8; 12];
         let source: SocketAddrV4 = "198.51.100.7:40000".parse().unwrap();
+        let me: SocketAddrV4 = "203.0.113.20:5499".parse().unwrap();
         let mut answer = [0u8; ANSWER_LEN];
-        assert!(answer_into(&stun_request(&tid), source, &mut answer));
+        assert!(answer_into(&stun_request(&tid), source, me, &mut answer));
         assert_eq!(stun_mapped(&answer, &tid), Some(source));
-        assert!(!answer_into(&[0x01, 0x01], source, &mut answer), "too short");
+        // The header's length covers the three attributes.
+        assert_eq!(usize::from(answer[3]) + 20, ANSWER_LEN);
+        assert!(!answer_into(&[0x01, 0x01], source, me, &mut answer), "too short");
         let mut not_binding = stun_request(&tid);
         not_binding[1] = 0x03;
-        assert!(!answer_into(&not_binding, source, &mut answer));
+        assert!(!answer_into(&not_binding, source, me, &mut answer));
     }
 
     #[test]
