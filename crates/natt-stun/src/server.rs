@@ -15,8 +15,11 @@ use std::thread;
 
 use natt_core::server_loop::{TcpLimits, Worker, accept_loop, recv_loop};
 
+use natt_core::bytes::Writer;
+
 use crate::message::{
-    MAGIC_COOKIE, MAX_MESSAGE_LEN, STREAM_FRAMER, decode_request, encode_error, encode_success, looks_like_stun,
+    MAGIC_COOKIE, MAX_MESSAGE_LEN, STREAM_FRAMER, bare_binding_request, decode_request, encode_error, encode_success,
+    looks_like_stun, write_success,
 };
 
 // The bounds on TCP clients: at most MAX_TCP_CLIENTS at once, at most
@@ -152,7 +155,31 @@ pub fn answer_datagram(
     stream: bool,
 ) -> Option<(usize, SocketAddr, Vec<u8>)> {
     let layout = Layout { addrs: addrs.to_vec() };
-    answer(&layout, on, from, data, None, stream)
+    let mut out = Writer::new();
+    answer_into(&layout, on, from, data, None, stream, &mut out).map(|(via, to)| (via, to, out.into_vec()))
+}
+
+/// [`answer`], written into `out` (cleared first): which socket sends it and where to. A
+/// Binding request that is its header alone, nearly every client's, is answered without
+/// decoding (the same bytes as [`answer`]'s, [`write_success`]), so that a server thread that
+/// reuses `out` allocates nothing for it; anything else goes through the full decoder.
+fn answer_into(
+    layout: &Layout,
+    on: usize,
+    from: SocketAddr,
+    data: &[u8],
+    other: Option<&dyn OtherProtocol>,
+    stream: bool,
+    out: &mut Writer,
+) -> Option<(usize, SocketAddr)> {
+    if let Some(txid) = bare_binding_request(data) {
+        let origin = layout.rfc5780().then(|| layout.addrs.get(on).copied()).flatten();
+        write_success(out, txid, from, layout.other(on), origin);
+        return Some((on, from));
+    }
+    let (via, to, bytes) = answer(layout, on, from, data, other, stream)?;
+    out.clear().bytes(&bytes);
+    Some((via, to))
 }
 
 /// A STUN server on background threads, serving until dropped.
@@ -247,12 +274,15 @@ impl StunServer {
                 workers.push(
                     Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
                         let Some(socket) = udp.get(on) else { return };
+                        // One answer buffer per thread, reused: no allocation per request.
+                        let mut reply = Writer::with_capacity(MAX_MESSAGE_LEN);
                         recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {
-                            if let Some((via, to, reply)) = answer(&layout_c, on, from, data, other_c.as_deref(), false)
-                            {
+                            let answered =
+                                answer_into(&layout_c, on, from, data, other_c.as_deref(), false, &mut reply);
+                            if let Some((via, to)) = answered {
                                 count.fetch_add(1, Ordering::Relaxed);
                                 let sock = udp.get(via).unwrap_or(socket);
-                                if let Err(e) = sock.send_to(&reply, to) {
+                                if let Err(e) = sock.send_to(reply.as_slice(), to) {
                                     log::debug!("reply to {to} failed: {e}");
                                 }
                             }
