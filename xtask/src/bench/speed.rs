@@ -200,7 +200,10 @@ fn mapping(b: &Bench, s: &mut Section) -> Result<()> {
     s.notes.push(
         "`nat_restricted`: runs whose STUN endpoint was marked restricted, which is right behind \
          this port-restricted NAT. Per technique: natt's own elapsed_ms for each technique that \
-         applied (`techniques` in the JSON); the mapping ends when the last one does."
+         applied (`techniques` in the JSON); the mapping ends when the last one does, or 250 ms \
+         after one found an external address (`GATEWAY_GRACE`): UPnP and PCP, still running \
+         then behind the silent router, go on in the background and their elapsed_ms is when \
+         the mapping returned."
             .to_string(),
     );
     Ok(())
