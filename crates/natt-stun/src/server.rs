@@ -227,16 +227,32 @@ impl StunServer {
         alternate: Option<IpAddr>,
         other: Option<Arc<dyn OtherProtocol>>,
     ) -> Result<Self, ServerError> {
-        let bind_udp = |addr: SocketAddr| {
-            let socket = UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        // Each serving thread has a socket of its own on its address (SO_REUSEPORT: the kernel
+        // spreads the clients over them, and no two threads wait on one socket). `sibling`:
+        // another socket of an address already bound by this server; the first one of an
+        // address is bound plainly first, so that an address another program holds (even with
+        // SO_REUSEPORT) is refused as taken, not shared.
+        let bind_udp = |addr: SocketAddr, sibling: bool| {
+            let err = |source| ServerError::Bind { addr, source };
+            if !sibling && addr.port() != 0 {
+                drop(UdpSocket::bind(addr).map_err(err)?);
+            }
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )
+            .map_err(err)?;
+            socket.set_reuse_port(true).map_err(err)?;
             // Bursts from many clients overflow the default receive buffer (about 200 KiB) long
             // before the CPU is busy; the kernel caps this at net.core.rmem_max.
-            if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER_BYTES) {
+            if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER_BYTES) {
                 log::debug!("cannot enlarge the receive buffer of {addr}: {e}");
             }
-            Ok::<_, ServerError>(socket)
+            socket.bind(&addr.into()).map_err(err)?;
+            Ok::<UdpSocket, ServerError>(socket.into())
         };
-        let first = bind_udp(primary)?;
+        let first = bind_udp(primary, false)?;
         let primary = first
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: primary, source })?;
@@ -252,7 +268,7 @@ impl StunServer {
                 .checked_add(1)
                 .ok_or_else(|| ServerError::Addresses("no port above the primary port".into()))?;
             for addr in [(primary.ip(), alt_port), (alt, primary.port()), (alt, alt_port)] {
-                udp.push(bind_udp(addr.into())?);
+                udp.push(bind_udp(addr.into(), false)?);
             }
         }
         let layout = Layout {
@@ -262,18 +278,29 @@ impl StunServer {
             return Err(ServerError::Addresses("a socket has no local address".into()));
         }
         let answered = Arc::new(AtomicU64::new(0));
+        // Several threads receive on each address, each on a socket of its own (the kernel
+        // hands each client's datagrams to one of them), so answering uses every core.
+        let threads = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_UDP_THREADS));
+        let mut own: Vec<Vec<UdpSocket>> = Vec::new();
+        for &addr in &layout.addrs {
+            own.push(
+                (1..threads)
+                    .map(|_| bind_udp(addr, true))
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        // The first socket of each address also sends the answers that come from it.
         let udp = Arc::new(udp);
         let mut workers = Vec::new();
-        // Several threads receive on each UDP socket (the kernel hands each datagram to one),
-        // so answering uses every core.
-        let threads = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_UDP_THREADS));
-        for (on, &addr) in layout.addrs.iter().enumerate() {
+        for ((on, &addr), siblings) in layout.addrs.iter().enumerate().zip(own) {
+            let mut siblings = siblings.into_iter();
             for _ in 0..threads {
                 let (udp, layout_c, other_c, count) =
                     (Arc::clone(&udp), layout.clone(), other.clone(), Arc::clone(&answered));
+                let sibling = siblings.next();
                 workers.push(
                     Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
-                        let Some(socket) = udp.get(on) else { return };
+                        let Some(socket) = sibling.as_ref().or(udp.get(on)) else { return };
                         // One answer buffer per thread, reused: no allocation per request.
                         let mut reply = Writer::with_capacity(MAX_MESSAGE_LEN);
                         recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {
