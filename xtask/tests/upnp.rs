@@ -575,10 +575,24 @@ fn silence_gateways(lab: &Lab, op: &str) {
     let h1 = lab.get("H1_IP").unwrap();
     for port in ["1900", "5351"] {
         let argv = [
-            "iptables", op, "INPUT", "-p", "udp", "-s", h1.as_str(), "--dport", port, "-j", "DROP",
+            "iptables",
+            op,
+            "INPUT",
+            "-p",
+            "udp",
+            "-s",
+            h1.as_str(),
+            "--dport",
+            port,
+            "-j",
+            "DROP",
         ];
         let out = lab.exec("r1", &argv).unwrap();
-        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -614,11 +628,18 @@ fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// whose end releases the mappings).
 fn map_past_silent_gateways(lab: &Lab, port: u16) -> (serde_json::Value, Running, Option<ChildStdin>) {
     let mut cmd: Command = lab.command("h1", natt_bin()).unwrap();
-    cmd.args(["map", "--udp", "--port", &port.to_string(), "--simple", "203.0.113.20:5483"])
-        .args(["--json", "--hold", "--timeout", "8"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "map",
+        "--udp",
+        "--port",
+        &port.to_string(),
+        "--simple",
+        "203.0.113.20:5483",
+    ])
+    .args(["--json", "--hold", "--timeout", "8"])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     let mut child: Child = cmd.spawn().unwrap();
     let stdin = child.stdin.take();
     let mut running = Running::new(child);
@@ -644,7 +665,9 @@ fn map_past_silent_gateways(lab: &Lab, port: u16) -> (serde_json::Value, Running
             .find(|t| t["name"] == name)
             .unwrap_or_else(|| panic!("no {name} outcome: {json}"));
         assert!(
-            t["error"].as_str().is_some_and(|e| e.contains("still running in the background")),
+            t["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("still running in the background")),
             "{name} held the mapping up: {json}"
         );
     }
@@ -676,7 +699,11 @@ fn a_router_silent_to_upnp_and_pcp_does_not_hold_mapping_up_and_a_late_mapping_i
     drop(stdin);
     let status = running.child.wait().unwrap();
     assert!(status.success(), "natt map exited with {status}");
-    assert_eq!(forwards_to(&lab, 41300), Vec::<String>::new(), "a late mapping was left behind");
+    assert_eq!(
+        forwards_to(&lab, 41300),
+        Vec::<String>::new(),
+        "a late mapping was left behind"
+    );
 
     // Released before the gateway speaks again: what comes later is deleted at once, and
     // natt waits for it before it exits.
@@ -686,6 +713,10 @@ fn a_router_silent_to_upnp_and_pcp_does_not_hold_mapping_up_and_a_late_mapping_i
     silence_gateways(&lab, "-D");
     let status = running.child.wait().unwrap();
     assert!(status.success(), "natt map exited with {status}");
-    assert_eq!(forwards_to(&lab, 41301), Vec::<String>::new(), "a late mapping was left behind");
+    assert_eq!(
+        forwards_to(&lab, 41301),
+        Vec::<String>::new(),
+        "a late mapping was left behind"
+    );
     assert_released_and_stop(&lab, serve, "natt map released its mappings");
 }

@@ -128,12 +128,18 @@ impl Held {
                     let mut st = self.lock();
                     if st.released {
                         drop(st);
-                        log::info!("{name}: deleting {}: it came after the mappings were released", lease.describe());
+                        log::info!(
+                            "{name}: deleting {}: it came after the mappings were released",
+                            lease.describe()
+                        );
                         lease.start_release();
                         lease.wait_released();
                         drop(lease);
                     } else {
-                        log::info!("{name}: holding {} (came {elapsed:?} after mapping started)", lease.describe());
+                        log::info!(
+                            "{name}: holding {} (came {elapsed:?} after mapping started)",
+                            lease.describe()
+                        );
                         st.leases.push(lease);
                     }
                 }
@@ -273,7 +279,10 @@ pub(crate) fn collect_beside(
         // Counted before the caller's end is dropped: a result that comes from now on goes to
         // `held` and is counted off there.
         held.run_in_background(running, deadline);
-        log::debug!("{running} technique(s) go on in the background after {:?}", start.elapsed());
+        log::debug!(
+            "{running} technique(s) go on in the background after {:?}",
+            start.elapsed()
+        );
     }
     drop(beside);
     let timed_out = Instant::now() >= deadline;
@@ -382,9 +391,11 @@ impl PortMappings {
             (std::mem::take(&mut st.late), std::mem::take(&mut st.late_endpoints))
         };
         for outcome in late {
-            match self.outcomes.iter_mut().find(|o| {
-                o.technique == outcome.technique && matches!(o.result, Err(TechniqueError::InBackground(_)))
-            }) {
+            match self
+                .outcomes
+                .iter_mut()
+                .find(|o| o.technique == outcome.technique && matches!(o.result, Err(TechniqueError::InBackground(_))))
+            {
                 Some(slot) => *slot = outcome,
                 None => self.outcomes.push(outcome),
             }

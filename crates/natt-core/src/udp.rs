@@ -144,7 +144,10 @@ pub fn map_udp_socket(
     // beside it counts from then.
     let external_at = on_socket
         .iter()
-        .filter(|(_, r)| r.as_ref().is_ok_and(|eps| eps.iter().any(|e| !local_addrs.contains(&e.addr))))
+        .filter(|(_, r)| {
+            r.as_ref()
+                .is_ok_and(|eps| eps.iter().any(|e| !local_addrs.contains(&e.addr)))
+        })
         .map(|(elapsed, _)| *elapsed)
         .min();
     let beside = collect_beside(running, count, start, deadline, external_at, &local_addrs, &held);

@@ -129,8 +129,7 @@ const LOCAL: &str = "127.0.0.1:4000";
 #[test]
 fn a_gateway_slower_than_the_grace_goes_on_in_the_background_and_its_mapping_is_added() {
     let (gated, gate, lease) = Gated::new();
-    let techniques: Vec<Arc<dyn MappingTechnique>> =
-        vec![Arc::new(Found("stun", a("198.51.100.1:4000"))), gated];
+    let techniques: Vec<Arc<dyn MappingTechnique>> = vec![Arc::new(Found("stun", a("198.51.100.1:4000"))), gated];
     let (endpoints, mut pm) = map_tcp_port(a(LOCAL), &techniques, Instant::now() + LONG);
     assert!(
         matches!(gateway_outcome(&pm), Err(TechniqueError::InBackground(_))),
@@ -159,8 +158,7 @@ fn a_gateway_slower_than_the_grace_goes_on_in_the_background_and_its_mapping_is_
 #[test]
 fn a_mapping_that_comes_after_the_release_is_deleted_at_once() {
     let (gated, gate, lease) = Gated::new();
-    let techniques: Vec<Arc<dyn MappingTechnique>> =
-        vec![Arc::new(Found("stun", a("198.51.100.1:4000"))), gated];
+    let techniques: Vec<Arc<dyn MappingTechnique>> = vec![Arc::new(Found("stun", a("198.51.100.1:4000"))), gated];
     let (_, mut pm) = map_tcp_port(a(LOCAL), &techniques, Instant::now() + LONG);
     assert_eq!(pm.running(), 1);
     // The gateway answers while release waits for it.
@@ -177,8 +175,7 @@ fn a_mapping_that_comes_after_the_release_is_deleted_at_once() {
 #[test]
 fn a_mapping_that_comes_after_the_drop_is_deleted_at_once() {
     let (gated, gate, lease) = Gated::new();
-    let techniques: Vec<Arc<dyn MappingTechnique>> =
-        vec![Arc::new(Found("stun", a("198.51.100.1:4000"))), gated];
+    let techniques: Vec<Arc<dyn MappingTechnique>> = vec![Arc::new(Found("stun", a("198.51.100.1:4000"))), gated];
     let (_, pm) = map_tcp_port(a(LOCAL), &techniques, Instant::now() + LONG);
     drop(pm);
     gate.send(()).unwrap();

@@ -455,16 +455,26 @@ mod tests {
         let (p, o) = (a("203.0.113.10:3478"), a("203.0.113.11:3479"));
         let mapped = a("198.51.100.1:4000");
         let t0 = Instant::now();
-        let mut f = FilteringTest::new(p, Duration::from_millis(500), DEFAULT_FILTER_WINDOW, t0, StdRng::seed_from_u64(1))
-            .unwrap()
-            .following_rtt(window);
+        let mut f = FilteringTest::new(
+            p,
+            Duration::from_millis(500),
+            DEFAULT_FILTER_WINDOW,
+            t0,
+            StdRng::seed_from_u64(1),
+        )
+        .unwrap()
+        .following_rtt(window);
         let txid = decode_request(&f.poll_transmit(t0).unwrap().payload).unwrap().txid;
         let t1 = t0 + Duration::from_millis(10);
         assert!(f.handle_datagram(t1, p, &encode_success(txid, mapped, Some(o), None).unwrap()));
         let mut answers = Vec::new();
         while let Some(t) = f.poll_transmit(t1) {
             let req = decode_request(&t.payload).unwrap();
-            let (from, after) = if req.change_ip { (o, test2) } else { (a("203.0.113.10:3479"), test3) };
+            let (from, after) = if req.change_ip {
+                (o, test2)
+            } else {
+                (a("203.0.113.10:3479"), test3)
+            };
             if let Some(after) = after {
                 answers.push((t1 + after, from, req.txid));
             }
@@ -495,15 +505,27 @@ mod tests {
         // Nothing gets in: the verdict 1 round trip + 5 ms after tests II and III went out.
         assert_eq!(filtering(d, None, None), (Behaviour::AddressAndPortDependent, ms(15)));
         // Both get in (a full cone): at once.
-        assert_eq!(filtering(d, Some(ms(10)), Some(ms(10))), (Behaviour::EndpointIndependent, ms(10)));
+        assert_eq!(
+            filtering(d, Some(ms(10)), Some(ms(10))),
+            (Behaviour::EndpointIndependent, ms(10))
+        );
         // Only the other port's answer gets in: address-dependent, at the window's end.
         assert_eq!(filtering(d, None, Some(ms(10))), (Behaviour::AddressDependent, ms(15)));
         // An answer later than the window is missed: the more restrictive verdict...
-        assert_eq!(filtering(d, Some(ms(16)), Some(ms(16))).0, Behaviour::AddressAndPortDependent);
+        assert_eq!(
+            filtering(d, Some(ms(16)), Some(ms(16))).0,
+            Behaviour::AddressAndPortDependent
+        );
         // ... which a patient window (4 round trips + 250 ms) still takes.
         let patient = FilterWindow::PATIENT;
-        assert_eq!(filtering(patient, Some(ms(16)), Some(ms(16))).0, Behaviour::EndpointIndependent);
-        assert_eq!(filtering(patient, None, None), (Behaviour::AddressAndPortDependent, ms(290)));
+        assert_eq!(
+            filtering(patient, Some(ms(16)), Some(ms(16))).0,
+            Behaviour::EndpointIndependent
+        );
+        assert_eq!(
+            filtering(patient, None, None),
+            (Behaviour::AddressAndPortDependent, ms(290))
+        );
     }
 
     #[test]

@@ -395,7 +395,10 @@ mod tests {
             let server = if observed.is_ipv4() { v4(&mut rng) } else { v6(&mut rng) };
             for (other, origin) in [(None, None), (Some(server), Some(server))] {
                 write_success(&mut w, txid, observed, other, origin);
-                assert_eq!(w.as_slice(), &encode_success(txid, observed, other, origin).unwrap()[..]);
+                assert_eq!(
+                    w.as_slice(),
+                    &encode_success(txid, observed, other, origin).unwrap()[..]
+                );
             }
         }
     }
@@ -415,7 +418,10 @@ mod tests {
         longer.extend_from_slice(&[0; 4]);
         assert_eq!(bare_binding_request(&longer), None);
         assert_eq!(bare_binding_request(&bare[..19]), None);
-        assert_eq!(bare_binding_request(&encode_binding_request([9; 12], Some((false, true))).unwrap()), None);
+        assert_eq!(
+            bare_binding_request(&encode_binding_request([9; 12], Some((false, true))).unwrap()),
+            None
+        );
     }
 
     #[test]

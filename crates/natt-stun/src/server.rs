@@ -283,11 +283,7 @@ impl StunServer {
         let threads = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_UDP_THREADS));
         let mut own: Vec<Vec<UdpSocket>> = Vec::new();
         for &addr in &layout.addrs {
-            own.push(
-                (1..threads)
-                    .map(|_| bind_udp(addr, true))
-                    .collect::<Result<_, _>>()?,
-            );
+            own.push((1..threads).map(|_| bind_udp(addr, true)).collect::<Result<_, _>>()?);
         }
         // The first socket of each address also sends the answers that come from it.
         let udp = Arc::new(udp);
@@ -300,7 +296,9 @@ impl StunServer {
                 let sibling = siblings.next();
                 workers.push(
                     Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
-                        let Some(socket) = sibling.as_ref().or(udp.get(on)) else { return };
+                        let Some(socket) = sibling.as_ref().or(udp.get(on)) else {
+                            return;
+                        };
                         // One answer buffer per thread, reused: no allocation per request.
                         let mut reply = Writer::with_capacity(MAX_MESSAGE_LEN);
                         recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {

@@ -424,7 +424,8 @@ fn an_address_a_server_holds_is_refused_to_another_and_every_thread_answers() {
     for i in 0..32u8 {
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.send_to(&encode_binding_request([i; 12], None).unwrap(), addr).unwrap();
+        c.send_to(&encode_binding_request([i; 12], None).unwrap(), addr)
+            .unwrap();
         let mut buf = [0u8; 256];
         let (n, _) = c.recv_from(&mut buf).unwrap();
         let r = decode_response(&buf[..n]).unwrap();

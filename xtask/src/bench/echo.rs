@@ -63,7 +63,11 @@ pub fn main(a: &Args) -> Result<i32> {
     out.flush()?;
     let handles: Vec<_> = sockets
         .into_iter()
-        .map(|s| thread::Builder::new().name("echo".into()).spawn(move || serve(&s, until)))
+        .map(|s| {
+            thread::Builder::new()
+                .name("echo".into())
+                .spawn(move || serve(&s, until))
+        })
         .collect::<io::Result<_>>()?;
     for h in handles {
         match h.join() {
@@ -196,7 +200,13 @@ fn serve(socket: &UdpSocket, until: Instant) -> io::Result<()> {
                 m += 1;
             }
         }
-        for (((h, iov), answer), dest) in hdr_out.iter_mut().zip(&mut iov_out).zip(&mut answers).zip(&mut to).take(m) {
+        for (((h, iov), answer), dest) in hdr_out
+            .iter_mut()
+            .zip(&mut iov_out)
+            .zip(&mut answers)
+            .zip(&mut to)
+            .take(m)
+        {
             iov.iov_base = answer.as_mut_ptr().cast();
             iov.iov_len = ANSWER_LEN;
             h.msg_hdr.msg_name = (dest as *mut libc::sockaddr_storage).cast();
@@ -256,7 +266,9 @@ mod tests {
         c.send_to(&stun_request(&tid), addr).unwrap();
         let mut buf = [0u8; 64];
         let (n, _) = c.recv_from(&mut buf).unwrap();
-        let SocketAddr::V4(me) = c.local_addr().unwrap() else { panic!() };
+        let SocketAddr::V4(me) = c.local_addr().unwrap() else {
+            panic!()
+        };
         assert_eq!(stun_mapped(&buf[..n], &tid), Some(me));
         drop(server);
     }

@@ -223,7 +223,10 @@ fn throughput(b: &Bench, lab: &Lab, servers: [&Server; 3], s: &mut Section) -> R
          transaction id, an XOR-MAPPED-ADDRESS of the source: what natt's answer holds) \
          without allocating, the batch sent with one `sendmmsg`; nothing else is checked.",
         SATURATE.join(" "),
-        servers.get(2).and_then(|e| e.addr.split(':').next()).unwrap_or_default(),
+        servers
+            .get(2)
+            .and_then(|e| e.addr.split(':').next())
+            .unwrap_or_default(),
         super::echo::BATCH,
     ));
     s.tables.push(t);

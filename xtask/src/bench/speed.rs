@@ -237,7 +237,14 @@ const PROBE_ARGS: &[&str] = &["probe", "--json", "--no-upnp", "--no-pcp", "--stu
 
 /// One `natt probe --json --no-upnp --no-pcp --stun STUN1` from h1 into `v`.
 fn probe_once(b: &Bench, lab: &Lab, stun: &str, v: &mut ProbeVariant) -> Result<()> {
-    let out = lab.exec("h1", &[b.natt_str().as_str()].iter().chain(PROBE_ARGS).chain([&stun]).collect::<Vec<_>>())?;
+    let out = lab.exec(
+        "h1",
+        &[b.natt_str().as_str()]
+            .iter()
+            .chain(PROBE_ARGS)
+            .chain([&stun])
+            .collect::<Vec<_>>(),
+    )?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let verdict = json.get("filtering").and_then(serde_json::Value::as_str);
     let at = json.get("filtering_ms").and_then(serde_json::Value::as_f64);
@@ -290,9 +297,7 @@ fn probe_report(probes: &[ProbeVariant], rtt: &[Samples; 2], s: &mut Section) {
                 _ => "n/a".into(),
             },
             target: format!("≤ 2 RTT + 10 ms = {}, verdict right every run", ms(target)),
-            met: Some(
-                m.zip(target).is_some_and(|(m, t)| m <= t) && v.failures == 0 && v.right == v.filtering.len(),
-            ),
+            met: Some(m.zip(target).is_some_and(|(m, t)| m <= t) && v.failures == 0 && v.right == v.filtering.len()),
         });
     }
     s.tables.push(t);
