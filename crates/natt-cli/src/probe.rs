@@ -120,7 +120,7 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         external,
         mapping: behaviour.mapping.to_string(),
         filtering: behaviour.filtering.to_string(),
-        filtering_ms: (behaviour.filtering_elapsed > Duration::ZERO).then(|| behaviour.filtering_elapsed.as_millis()),
+        filtering_ms: (behaviour.filtering_elapsed > Duration::ZERO).then_some(behaviour.filtering_elapsed.as_millis()),
         tcp_mapping: tcp_mapping.to_string(),
         techniques: output::technique_reports(mapped.port_mappings.outcomes()),
         gateway: upnp.and_then(|u| u.gateway_info()).map(|g| g.to_string()),

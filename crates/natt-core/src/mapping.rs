@@ -536,9 +536,7 @@ impl Collector {
                 Ok(mapping.endpoints)
             }
             Err(e) => {
-                if e.is_not_applicable() {
-                    log::debug!("{technique}: {e}");
-                } else if matches!(e, TechniqueError::InBackground(_)) {
+                if e.is_not_applicable() || matches!(e, TechniqueError::InBackground(_)) {
                     log::debug!("{technique}: {e}");
                 } else {
                     log::info!("{technique} failed after {elapsed:?}: {e}");

@@ -46,8 +46,11 @@ impl MappingTechnique for Found {
     }
 }
 
+/// What was done to a lease, in order.
+type LeaseLog = Arc<Mutex<Vec<&'static str>>>;
+
 /// A lease that records what is done to it.
-struct Recorded(Arc<Mutex<Vec<&'static str>>>);
+struct Recorded(LeaseLog);
 
 impl Lease for Recorded {
     fn describe(&self) -> String {
@@ -71,13 +74,13 @@ impl Drop for Recorded {
 /// port mapping whose lease records what is done to it.
 struct Gated {
     gate: Mutex<Receiver<()>>,
-    lease: Arc<Mutex<Vec<&'static str>>>,
+    lease: LeaseLog,
 }
 
 const GATED_ADDR: &str = "203.0.113.7:4000";
 
 impl Gated {
-    fn new() -> (Arc<Gated>, Sender<()>, Arc<Mutex<Vec<&'static str>>>) {
+    fn new() -> (Arc<Gated>, Sender<()>, LeaseLog) {
         let (tx, rx) = mpsc::channel();
         let lease = Arc::new(Mutex::new(Vec::new()));
         let g = Gated {
@@ -116,7 +119,7 @@ fn gateway_outcome(pm: &PortMappings) -> &Result<Vec<MappedSocketAddr>, Techniqu
 }
 
 /// Waits (bounded) until `log` holds `n` entries.
-fn wait_for(log: &Arc<Mutex<Vec<&'static str>>>, n: usize) -> Vec<&'static str> {
+fn wait_for(log: &LeaseLog, n: usize) -> Vec<&'static str> {
     let t0 = Instant::now();
     while log.lock().unwrap().len() < n && t0.elapsed() < LONG {
         thread::sleep(Duration::from_millis(5));

@@ -449,6 +449,7 @@ mod tests {
     /// A filtering test against an RFC 5780 server 10 ms away whose window follows the round
     /// trip: the answers to tests II (other address and port) and III (other port) that get
     /// through the NAT, each `Some(after its request)`; the verdict and when it was made.
+    #[allow(clippy::disallowed_methods)] // the test's own start time
     fn filtering(window: FilterWindow, test2: Option<Duration>, test3: Option<Duration>) -> (Behaviour, Duration) {
         use crate::message::{decode_request, encode_success};
         use rand::SeedableRng;
