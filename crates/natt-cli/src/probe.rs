@@ -85,6 +85,13 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         Err(_) => (Err(()), Err(())),
     };
     let mut mapped = mapped.map_err(|e| e.to_string())?;
+    // A report on every technique: those that went on in the background after mapping returned
+    // (a gateway slower than its grace) are waited for until the probe's deadline (and the
+    // moment they take to say they missed it).
+    mapped
+        .port_mappings
+        .wait_background_until(deadline + Duration::from_millis(50));
+    mapped.refresh();
     let mut behaviour: NatBehaviour = match behaviour {
         Ok(Some(Ok(b))) => b,
         Ok(Some(Err(e))) => unknown(format!("behaviour discovery failed: {e}")),
