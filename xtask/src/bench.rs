@@ -22,6 +22,7 @@
 //! every load is bounded in count and time.
 
 pub mod deadlines;
+pub mod echo;
 pub mod hardnat;
 pub mod load;
 pub mod mapping;

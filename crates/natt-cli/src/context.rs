@@ -55,7 +55,10 @@ pub fn build_with_turn(
     timeout: Duration,
 ) -> Result<MappingContext, String> {
     let turn = turn.map(turn_server).transpose()?.flatten();
-    let mut builder = MappingContext::builder().timeout(timeout).turn(turn_config()?);
+    let mut builder = MappingContext::builder()
+        .timeout(timeout)
+        .stun_filter_window(filter_window(choice))
+        .turn(turn_config()?);
     if choice.no_upnp {
         builder = builder.no_upnp();
     } else {
@@ -103,6 +106,15 @@ pub fn build_with_turn(
         natt::Error::Config(why) if why.starts_with("UPnP gateway") => format!("{UPNP_IGD_ENV}: {why}"),
         other => other.to_string(),
     })
+}
+
+/// How long the filtering checks wait (`--patient-filtering`).
+pub fn filter_window(choice: &TechniqueArgs) -> natt::FilterWindow {
+    if choice.patient_filtering {
+        natt::FilterWindow::PATIENT
+    } else {
+        natt::FilterWindow::DEFAULT
+    }
 }
 
 /// Seconds from environment variable `name`, if it is set.

@@ -113,6 +113,9 @@ pub struct ProbeReport {
     pub mapping: String,
     /// NAT filtering behaviour.
     pub filtering: String,
+    /// When the filtering verdict was made, in ms since the probe started (null without
+    /// behaviour discovery).
+    pub filtering_ms: Option<u128>,
     /// NAT mapping behaviour over TCP (RFC 5780 tests against the first STUN server).
     pub tcp_mapping: String,
     /// Each technique that applied.

@@ -3,10 +3,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use natt::pcp::{GatewayAnswer, PcpError, Version};
-use natt::stun::behaviour::{Behaviour, NatBehaviour, discover_tcp_mapping, discover_udp};
+use natt::stun::behaviour::{Behaviour, NatBehaviour, discover_tcp_mapping, discover_udp_with};
 use natt::stun::transaction::DEFAULT_RTO;
 use natt::{HolePunchServerAddr, MappedUdpSocket, MappingTechnique, StunTechnique, TechniqueError, TechniqueOutcome};
 
@@ -21,9 +21,16 @@ type Discovered = (
 );
 
 /// NAT behaviour discovery against the STUN servers, their names resolved by `deadline`:
-/// over UDP against them all and over TCP against the first (RFC 5780 tests I-III), at once.
-/// `None` without STUN servers.
-fn discover(stun: &[HolePunchServerAddr], any: SocketAddr, deadline: Instant) -> Option<Discovered> {
+/// over UDP against them all and over TCP against the first (RFC 5780 tests I-III), at once,
+/// the UDP filtering tests waiting `window`. `None` without STUN servers. The filtering
+/// verdict's time is counted from `start`.
+fn discover(
+    stun: &[HolePunchServerAddr],
+    any: SocketAddr,
+    window: natt::FilterWindow,
+    start: Instant,
+    deadline: Instant,
+) -> Option<Discovered> {
     if stun.is_empty() {
         return None;
     }
@@ -43,7 +50,11 @@ fn discover(stun: &[HolePunchServerAddr], any: SocketAddr, deadline: Instant) ->
             Some(&s) => discover_tcp_mapping(s, any.ip(), deadline),
             None => Err(TechniqueError::NotApplicable("no STUN server".into())),
         });
-        let udp = discover_udp(&servers, any.ip(), DEFAULT_RTO, deadline);
+        let began = start.elapsed();
+        let udp = discover_udp_with(&servers, any.ip(), DEFAULT_RTO, window, deadline).map(|mut b| {
+            b.filtering_elapsed += began;
+            b
+        });
         let tcp = tcp
             .join()
             .unwrap_or_else(|_| Err(TechniqueError::Other("TCP behaviour discovery panicked".into())));
@@ -61,7 +72,8 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let pcp_gateway = pcp_gateway(args);
     let (mapped, discovered, pcp) = thread::scope(|scope| {
-        let discovered = scope.spawn(|| discover(&args.techniques.stun, any, deadline));
+        let window = context::filter_window(&args.techniques);
+        let discovered = scope.spawn(move || discover(&args.techniques.stun, any, window, start, deadline));
         // Which protocol the PCP / NAT-PMP gateway answers, even when it maps nothing.
         let pcp = scope.spawn(|| pcp_gateway.map(|(g, only)| (g, natt::pcp::ask_gateway(g, only, deadline))));
         let mapped = MappedUdpSocket::bind(any, &mc);
@@ -73,6 +85,13 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         Err(_) => (Err(()), Err(())),
     };
     let mut mapped = mapped.map_err(|e| e.to_string())?;
+    // A report on every technique: those that went on in the background after mapping returned
+    // (a gateway slower than its grace) are waited for until the probe's deadline (and the
+    // moment they take to say they missed it).
+    mapped
+        .port_mappings
+        .wait_background_until(deadline + Duration::from_millis(50));
+    mapped.refresh();
     let mut behaviour: NatBehaviour = match behaviour {
         Ok(Some(Ok(b))) => b,
         Ok(Some(Err(e))) => unknown(format!("behaviour discovery failed: {e}")),
@@ -108,6 +127,7 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         external,
         mapping: behaviour.mapping.to_string(),
         filtering: behaviour.filtering.to_string(),
+        filtering_ms: (behaviour.filtering_elapsed > Duration::ZERO).then_some(behaviour.filtering_elapsed.as_millis()),
         tcp_mapping: tcp_mapping.to_string(),
         techniques: output::technique_reports(mapped.port_mappings.outcomes()),
         gateway: upnp.and_then(|u| u.gateway_info()).map(|g| g.to_string()),
@@ -199,6 +219,7 @@ fn unknown(why: String) -> NatBehaviour {
         filtering: Behaviour::Unknown,
         mapped: Vec::new(),
         evidence: vec![why],
+        filtering_elapsed: Duration::ZERO,
     }
 }
 

@@ -194,6 +194,13 @@ impl Writer {
         self
     }
 
+    /// Forgets what was written, keeping the room it took: a writer reused for one message
+    /// after another allocates no more once it has grown to the largest.
+    pub fn clear(&mut self) -> &mut Self {
+        self.buf.clear();
+        self
+    }
+
     /// The bytes written so far.
     pub fn as_slice(&self) -> &[u8] {
         &self.buf

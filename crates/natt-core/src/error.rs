@@ -75,6 +75,14 @@ pub enum TechniqueError {
     /// A server given by name gave no address to use (see [`crate::names`]).
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// The technique was still running when the mapping returned (another technique had
+    /// found an external endpoint and this one's grace,
+    /// [`GATEWAY_GRACE`](crate::mapping::GATEWAY_GRACE), was over): it goes on in the
+    /// background under the mapping's deadline, and what it maps then is added to the
+    /// socket's [`PortMappings`](crate::PortMappings) (see
+    /// [`PortMappings::take_late`](crate::PortMappings::take_late)).
+    #[error("still running in the background after {0:?}: a mapping it makes later is added while the socket is held")]
+    InBackground(std::time::Duration),
     /// Any other error of a technique (third-party techniques bring their own).
     #[error("{0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),

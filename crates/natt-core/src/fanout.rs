@@ -7,16 +7,18 @@
 //! Two kinds, for two needs:
 //!
 //! - [`scoped`] (and [`scoped_beside`], which runs work of its own on the calling thread
-//!   meanwhile, such as the receive loop on the mapped socket): the threads may borrow (the
+//!   meanwhile, such as the filtering tests beside the mapping tests): the threads may borrow (the
 //!   items, the work) and are all joined before it returns, so none outlives the call. The
 //!   deadline is the work's to keep (every technique and server query takes it): a scoped
 //!   fan-out cannot stop waiting for a thread.
 //! - [`spawn`]: detached threads, which may outlive the caller's deadline (HTTP requests with
-//!   fixed timeouts of their own, work that must finish whatever the caller's time). The
+//!   fixed timeouts of their own, work that must finish whatever the caller's time, the
+//!   mapping drivers' techniques, which go on in the background after their grace). The
 //!   caller takes results as they come ([`Detached::next_until`]), every result in input
 //!   order ([`Detached::all_until`]) or the first success with the others' errors
 //!   ([`Detached::first_ok_until`]), and stops waiting at its deadline. A result that comes
-//!   after that goes to a `late` function, which undoes what the work did or drops it, with
+//!   after that goes to a `late` function, which undoes what the work did, drops it or hands
+//!   it to whoever holds the result now (a late port mapping to the socket's mappings), with
 //!   [`Pending`]'s race-free handover: every result is either the caller's or `late`'s.
 //!
 //! Either way each item's [`Finished`] tells when it ended (since the start given) and its

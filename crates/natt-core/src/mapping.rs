@@ -1,10 +1,14 @@
 //! What a mapping leaves behind: port-mapping leases to keep alive and release, and each
 //! technique's outcome for reports.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::endpoint::{MappedSocketAddr, Protocol};
 use crate::error::TechniqueError;
+use crate::fanout;
+use crate::technique::MappingTechnique;
 
 /// A port mapping made on a router (UPnP, PCP, ...). The implementation renews it while it
 /// lives and deletes it when dropped (natt's techniques do so with one thread per lease, a
@@ -59,39 +63,307 @@ pub struct TechniqueOutcome {
     pub result: Result<Vec<MappedSocketAddr>, TechniqueError>,
 }
 
+/// How long techniques beside the socket (the port-mapping ones: UPnP, PCP, NAT-PMP) still
+/// running get once another technique found an external endpoint, before the mapping returns
+/// without them. A gateway that answers (natt's UPnP search and mapping take about 80 ms on a
+/// LAN, PCP about 10 ms) is in the result; a silent one no longer holds the mapping for its
+/// whole timeout. What such a technique maps later is added to the socket's
+/// [`PortMappings`] while they are held ([`PortMappings::take_late`]), or deleted at once when
+/// they were released or dropped. See `docs/design.md`, "Deadlines".
+pub const GATEWAY_GRACE: Duration = Duration::from_millis(250);
+
+/// How long after the mapping's deadline the driver waits for the techniques that keep it
+/// (they return just after it, saying what they missed) before it gives them up.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// What the techniques still running after a mapping returned share with its
+/// [`PortMappings`]: the leases (those made in time and those that came later), and what came
+/// later.
+#[derive(Default)]
+pub(crate) struct Held {
+    state: Mutex<HeldState>,
+    /// Signalled when a technique in the background ends.
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct HeldState {
+    leases: Vec<Box<dyn Lease>>,
+    /// Released or dropped: a lease that comes now is deleted at once.
+    released: bool,
+    /// Techniques still running in the background.
+    running: usize,
+    /// When those give up at the latest (the mapping's deadline).
+    until: Option<Instant>,
+    /// Outcomes of the techniques that ended in the background, not yet taken.
+    late: Vec<TechniqueOutcome>,
+    /// The endpoints they found, not yet taken.
+    late_endpoints: Vec<MappedSocketAddr>,
+}
+
+impl Held {
+    fn lock(&self) -> MutexGuard<'_, HeldState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `running` techniques go on in the background until `until` at the latest.
+    pub(crate) fn run_in_background(&self, running: usize, until: Instant) {
+        let mut st = self.lock();
+        st.running = st.running.saturating_add(running);
+        st.until = Some(st.until.map_or(until, |u| u.max(until)));
+    }
+
+    /// Nobody will hold these mappings (the mapping failed): every lease, those held and any
+    /// that come later, is deleted.
+    pub(crate) fn abandon(&self) {
+        let leases = {
+            let mut st = self.lock();
+            st.released = true;
+            std::mem::take(&mut st.leases)
+        };
+        drop(leases);
+    }
+
+    /// A technique that ran in the background ended: its lease is held, or deleted at once
+    /// when the mappings were released or dropped meanwhile.
+    pub(crate) fn add_late(&self, protocol: Protocol, ran: Ran) {
+        let Ran { name, elapsed, result } = ran;
+        let result = match result {
+            Ok(mapping) => {
+                if let Some(mut lease) = mapping.lease {
+                    let mut st = self.lock();
+                    if st.released {
+                        drop(st);
+                        log::info!(
+                            "{name}: deleting {}: it came after the mappings were released",
+                            lease.describe()
+                        );
+                        lease.start_release();
+                        lease.wait_released();
+                        drop(lease);
+                    } else {
+                        log::info!(
+                            "{name}: holding {} (came {elapsed:?} after mapping started)",
+                            lease.describe()
+                        );
+                        st.leases.push(lease);
+                    }
+                }
+                log::debug!("{name}: {:?} in {elapsed:?}, in the background", mapping.endpoints);
+                Ok(mapping.endpoints)
+            }
+            Err(e) => {
+                log::info!("{name} failed after {elapsed:?}, in the background: {e}");
+                Err(e)
+            }
+        };
+        let mut st = self.lock();
+        if let Ok(eps) = &result {
+            crate::endpoint::merge_endpoints(&mut st.late_endpoints, eps.iter().cloned());
+        }
+        st.late.push(TechniqueOutcome {
+            technique: name,
+            protocol,
+            elapsed,
+            result,
+        });
+        st.running = st.running.saturating_sub(1);
+        drop(st);
+        self.ended.notify_all();
+    }
+
+    /// Waits until no technique runs in the background, or `deadline`; whether none does.
+    fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut st = self.lock();
+        loop {
+            if st.running == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .ended
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// What a technique run beside the socket returned, with its name and when it ended.
+pub(crate) struct Ran {
+    pub(crate) name: String,
+    pub(crate) elapsed: Duration,
+    pub(crate) result: Result<crate::technique::TechniqueMapping, TechniqueError>,
+}
+
+/// Runs `techniques` beside the socket, one detached thread each (named `thread`), each with
+/// `map` under the mapping's deadline (it keeps it itself); what comes after the caller stops
+/// waiting ([`collect_beside`]) goes to `held`.
+pub(crate) fn spawn_beside<M>(
+    thread: &str,
+    protocol: Protocol,
+    start: Instant,
+    techniques: Vec<Arc<dyn MappingTechnique>>,
+    held: &Arc<Held>,
+    map: M,
+) -> fanout::Detached<Ran>
+where
+    M: Fn(&dyn MappingTechnique) -> Result<crate::technique::TechniqueMapping, TechniqueError> + Send + Sync + 'static,
+{
+    let held = Arc::clone(held);
+    fanout::spawn(
+        thread,
+        techniques,
+        move |t: Arc<dyn MappingTechnique>| {
+            let result = map(&*t);
+            Ran {
+                name: t.name().to_owned(),
+                elapsed: start.elapsed(),
+                result,
+            }
+        },
+        move |ran| held.add_late(protocol, ran),
+    )
+}
+
+/// Whether `result` holds an endpoint beyond the socket's own addresses (`local`).
+fn is_external(result: &Result<crate::technique::TechniqueMapping, TechniqueError>, local: &[SocketAddr]) -> bool {
+    result
+        .as_ref()
+        .is_ok_and(|m| m.endpoints.iter().any(|e| !local.contains(&e.addr)))
+}
+
+/// The results of the techniques run by [`spawn_beside`] (`count` of them), in their order,
+/// taken as they come until every one has ended, or [`GATEWAY_GRACE`] after an external
+/// endpoint is known (`external_at`, since `start`, from the techniques on the socket; or when
+/// one of these found one), or `deadline` (and [`SETTLE`] for those that end just after it,
+/// as they keep it themselves). Those still running then go on in the background
+/// (their outcome here is [`TechniqueError::InBackground`], or [`TechniqueError::TimedOut`] at
+/// the deadline) and report to `held`.
+pub(crate) fn collect_beside(
+    mut beside: fanout::Detached<Ran>,
+    count: usize,
+    start: Instant,
+    deadline: Instant,
+    mut external_at: Option<Duration>,
+    local: &[SocketAddr],
+    held: &Held,
+) -> Vec<(Duration, Result<crate::technique::TechniqueMapping, TechniqueError>)> {
+    let mut slots: Vec<Option<(Duration, Result<crate::technique::TechniqueMapping, TechniqueError>)>> =
+        (0..count).map(|_| None).collect();
+    // A technique keeps the deadline itself and returns just after it, with its own account of
+    // what it missed: that is waited for a little.
+    let last = deadline.checked_add(SETTLE).unwrap_or(deadline);
+    loop {
+        let until = external_at
+            .and_then(|at| start.checked_add(at.saturating_add(GATEWAY_GRACE)))
+            .map_or(last, |grace| grace.min(last));
+        let Some((i, finished)) = beside.next_until(until) else {
+            break;
+        };
+        let elapsed = finished.elapsed;
+        let (elapsed, result) = match finished.result {
+            Ok(ran) => (ran.elapsed, ran.result),
+            Err(lost) => fanout::Finished::<Result<crate::technique::TechniqueMapping, TechniqueError>> {
+                elapsed,
+                result: Err(lost),
+            }
+            .into_timed("technique"),
+        };
+        if external_at.is_none() && is_external(&result, local) {
+            external_at = Some(elapsed);
+        }
+        if let Some(slot) = slots.get_mut(i) {
+            *slot = Some((elapsed, result));
+        }
+    }
+    let running = slots.iter().filter(|s| s.is_none()).count();
+    if running > 0 {
+        // Counted before the caller's end is dropped: a result that comes from now on goes to
+        // `held` and is counted off there.
+        held.run_in_background(running, deadline);
+        log::debug!(
+            "{running} technique(s) go on in the background after {:?}",
+            start.elapsed()
+        );
+    }
+    drop(beside);
+    let timed_out = Instant::now() >= deadline;
+    let now = start.elapsed();
+    slots
+        .into_iter()
+        .map(|s| {
+            s.unwrap_or_else(|| {
+                // At the deadline it is late, whatever it may still send (to `held`).
+                let e = if timed_out {
+                    TechniqueError::TimedOut("did not end by the mapping's deadline".into())
+                } else {
+                    TechniqueError::InBackground(now)
+                };
+                (now, Err(e))
+            })
+        })
+        .collect()
+}
+
 /// The port mappings made for a socket, and each technique's outcome.
 ///
 /// Keep this value as long as the socket is in use: the mappings it holds are renewed while it
 /// lives and deleted from the routers when it is dropped.
+///
+/// A port-mapping technique still running when the mapping returned (see [`GATEWAY_GRACE`])
+/// goes on in the background until the mapping's deadline: a mapping it makes is held here
+/// as if it had come in time (renewed, deleted on release or drop; once released or dropped,
+/// it is deleted as soon as it comes), and what it found is taken with
+/// [`take_late`](Self::take_late) (or [`MappedUdpSocket::refresh`](crate::MappedUdpSocket::refresh)).
 #[derive(Default)]
 pub struct PortMappings {
-    leases: Vec<Box<dyn Lease>>,
+    held: Arc<Held>,
     outcomes: Vec<TechniqueOutcome>,
     /// The socket's own interface addresses (its local endpoints).
     local: Vec<std::net::SocketAddr>,
 }
 
 impl PortMappings {
+    #[cfg(test)]
     pub(crate) fn new(
         leases: Vec<Box<dyn Lease>>,
         outcomes: Vec<TechniqueOutcome>,
         local: Vec<std::net::SocketAddr>,
     ) -> Self {
-        PortMappings {
-            leases,
-            outcomes,
-            local,
-        }
+        Self::with_held(Arc::default(), leases, outcomes, local)
+    }
+
+    fn with_held(
+        held: Arc<Held>,
+        leases: Vec<Box<dyn Lease>>,
+        outcomes: Vec<TechniqueOutcome>,
+        local: Vec<std::net::SocketAddr>,
+    ) -> Self {
+        let abandoned = {
+            let mut st = held.lock();
+            if st.released {
+                leases
+            } else {
+                st.leases.extend(leases);
+                Vec::new()
+            }
+        };
+        drop(abandoned);
+        PortMappings { held, outcomes, local }
     }
 
     /// True when no router holds a mapping for this socket.
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
+        self.held.lock().leases.is_empty()
     }
 
     /// Descriptions of the live mappings.
     pub fn describe(&self) -> Vec<String> {
-        self.leases.iter().map(|l| l.describe()).collect()
+        self.held.lock().leases.iter().map(|l| l.describe()).collect()
     }
 
     /// The live leases of type `T` (a technique's own lease type, see [`Lease::as_any`]).
@@ -102,9 +374,46 @@ impl PortMappings {
     }
 
     /// Each technique's outcome, in the order the techniques were registered. Techniques that
-    /// did not apply are included, with [`TechniqueError::NotApplicable`].
+    /// did not apply are included, with [`TechniqueError::NotApplicable`]; those still running
+    /// when the mapping returned with [`TechniqueError::InBackground`] until
+    /// [`take_late`](Self::take_late) takes what they ended with.
     pub fn outcomes(&self) -> &[TechniqueOutcome] {
         &self.outcomes
+    }
+
+    /// How many techniques still run in the background (see [`GATEWAY_GRACE`]).
+    pub fn running(&self) -> usize {
+        self.held.lock().running
+    }
+
+    /// Waits until no technique runs in the background, or until `deadline` (they end by the
+    /// mapping's own deadline); whether none does.
+    pub fn wait_background_until(&self, deadline: Instant) -> bool {
+        self.held.wait_idle(deadline)
+    }
+
+    /// Takes what the techniques that went on in the background found since the last call:
+    /// their outcomes replace their [`TechniqueError::InBackground`] ones, and the endpoints they
+    /// found are returned (merge them into the socket's, as
+    /// [`MappedUdpSocket::refresh`](crate::MappedUdpSocket::refresh) does, before giving them to
+    /// a peer with [`gen_rendezvous_info`](crate::gen_rendezvous_info)). Their leases are
+    /// already held here.
+    pub fn take_late(&mut self) -> Vec<MappedSocketAddr> {
+        let (late, endpoints) = {
+            let mut st = self.held.lock();
+            (std::mem::take(&mut st.late), std::mem::take(&mut st.late_endpoints))
+        };
+        for outcome in late {
+            match self
+                .outcomes
+                .iter_mut()
+                .find(|o| o.technique == outcome.technique && matches!(o.result, Err(TechniqueError::InBackground(_))))
+            {
+                Some(slot) => *slot = outcome,
+                None => self.outcomes.push(outcome),
+            }
+        }
+        endpoints
     }
 
     /// Whether some technique found an endpoint beyond this host's own interface addresses
@@ -155,17 +464,38 @@ impl PortMappings {
     }
 
     /// Deletes every mapping now, and waits until each deletion is over (done, or given up at
-    /// its technique's own deadline). The deletions run at the same time. Dropping deletes
-    /// too, but may not wait: call this before a program exits.
+    /// its technique's own deadline). The deletions run at the same time. Techniques still
+    /// running in the background are waited for first (they end by the mapping's deadline),
+    /// and a mapping they make is deleted at once, so that a program that exits after this
+    /// leaves no mapping behind. Dropping deletes too, but may not wait: call this before a
+    /// program exits.
     pub fn release(&mut self) {
-        for lease in &mut self.leases {
+        {
+            self.held.lock().released = true;
+        }
+        let until = self.held.lock().until;
+        if let Some(until) = until
+            && !self.held.wait_idle(until)
+        {
+            log::info!("a technique still runs in the background past the mapping's deadline: not waiting for it");
+        }
+        let mut leases = std::mem::take(&mut self.held.lock().leases);
+        for lease in &mut leases {
             log::debug!("releasing {}", lease.describe());
             lease.start_release();
         }
-        for mut lease in self.leases.drain(..) {
+        for mut lease in leases {
             lease.wait_released();
             drop(lease);
         }
+    }
+}
+
+impl Drop for PortMappings {
+    /// Deletes the mappings without waiting; one that a technique in the background makes
+    /// later is deleted as soon as it comes.
+    fn drop(&mut self) {
+        self.held.abandon();
     }
 }
 
@@ -174,6 +504,7 @@ impl std::fmt::Debug for PortMappings {
         f.debug_struct("PortMappings")
             .field("leases", &self.describe())
             .field("outcomes", &self.outcomes)
+            .field("running", &self.running())
             .finish()
     }
 }
@@ -184,16 +515,19 @@ pub(crate) struct Collector {
     endpoints: Vec<MappedSocketAddr>,
     leases: Vec<Box<dyn Lease>>,
     outcomes: Vec<TechniqueOutcome>,
+    held: Arc<Held>,
 }
 
 impl Collector {
-    /// Starts with the socket's local endpoints.
-    pub(crate) fn new(protocol: Protocol, local: Vec<MappedSocketAddr>) -> Self {
+    /// Starts with the socket's local endpoints; `held` is shared with the techniques that go
+    /// on in the background.
+    pub(crate) fn new(protocol: Protocol, local: Vec<MappedSocketAddr>, held: Arc<Held>) -> Self {
         Collector {
             protocol,
             endpoints: local,
             leases: Vec::new(),
             outcomes: Vec::new(),
+            held,
         }
     }
 
@@ -215,7 +549,7 @@ impl Collector {
                 Ok(mapping.endpoints)
             }
             Err(e) => {
-                if e.is_not_applicable() {
+                if e.is_not_applicable() || matches!(e, TechniqueError::InBackground(_)) {
                     log::debug!("{technique}: {e}");
                 } else {
                     log::info!("{technique} failed after {elapsed:?}: {e}");
@@ -238,7 +572,10 @@ impl Collector {
             .filter(|e| e.technique == crate::local::LOCAL)
             .map(|e| e.addr)
             .collect();
-        (self.endpoints, PortMappings::new(self.leases, self.outcomes, local))
+        (
+            self.endpoints,
+            PortMappings::with_held(self.held, self.leases, self.outcomes, local),
+        )
     }
 }
 
@@ -310,7 +647,7 @@ mod tests {
         use crate::{MappedSocketAddr, Protocol};
         let lan = MappedSocketAddr::new("192.168.1.2:5".parse().unwrap(), false, crate::local::LOCAL);
         // A STUN server on the LAN sees the host's own address.
-        let mut c = Collector::new(Protocol::Udp, vec![lan.clone()]);
+        let mut c = Collector::new(Protocol::Udp, vec![lan.clone()], Arc::default());
         let seen = MappedSocketAddr::new(lan.addr, true, "stun");
         c.add("stun", Duration::ZERO, Ok(vec![seen].into()));
         let (_, pm) = c.finish();
@@ -320,7 +657,7 @@ mod tests {
             Some("no external address (stun: found only this host's own addresses)")
         );
         // Techniques that did not apply say why, when none ran.
-        let mut c = Collector::new(Protocol::Udp, vec![lan]);
+        let mut c = Collector::new(Protocol::Udp, vec![lan], Arc::default());
         c.add(
             "stun",
             Duration::ZERO,

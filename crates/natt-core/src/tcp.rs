@@ -1,6 +1,8 @@
 //! [`MappedTcpSocket`]: a reusable TCP socket and its endpoints. Every technique maps the
-//! socket's local port at once, each on its own thread ([`crate::fanout::scoped`]), under one
-//! deadline.
+//! socket's local port at once, each on its own thread ([`crate::fanout::spawn`]), under one
+//! deadline; once one found an external endpoint, the others get
+//! [`GATEWAY_GRACE`](crate::mapping::GATEWAY_GRACE) to end before the mapping returns without
+//! them (they go on in the background).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +13,8 @@ use socket2::Socket;
 use crate::context::MappingContext;
 use crate::endpoint::{MappedSocketAddr, Protocol};
 use crate::error::Error;
-use crate::fanout;
 use crate::local::local_endpoints;
-use crate::mapping::{Collector, PortMappings};
+use crate::mapping::{Collector, Held, PortMappings, collect_beside, spawn_beside};
 use crate::reuse::{reusable_tcp_socket, set_reuse};
 use crate::technique::MappingTechnique;
 
@@ -79,6 +80,15 @@ impl MappedTcpSocket {
             port_mappings,
         })
     }
+
+    /// Adds to [`endpoints`](Self::endpoints) what techniques that went on in the background
+    /// after the mapping returned have found since ([`PortMappings::take_late`]); returns how
+    /// many endpoints that added.
+    pub fn refresh(&mut self) -> usize {
+        let before = self.endpoints.len();
+        crate::endpoint::merge_endpoints(&mut self.endpoints, self.port_mappings.take_late());
+        self.endpoints.len() - before
+    }
 }
 
 /// Maps a reusable TCP port with every technique at once: the driver behind
@@ -89,10 +99,20 @@ pub fn map_tcp_port(
     deadline: Instant,
 ) -> (Vec<MappedSocketAddr>, PortMappings) {
     let start = Instant::now();
-    let results = fanout::scoped("natt-map-tcp", start, techniques, |t| t.map_tcp(local, deadline));
-    let mut collector = Collector::new(Protocol::Tcp, local_endpoints(local));
-    for (t, finished) in techniques.iter().zip(results) {
-        let (elapsed, r) = finished.into_timed("technique");
+    let held = Arc::new(Held::default());
+    let running = spawn_beside(
+        "natt-map-tcp",
+        Protocol::Tcp,
+        start,
+        techniques.to_vec(),
+        &held,
+        move |t| t.map_tcp(local, deadline),
+    );
+    let locals = local_endpoints(local);
+    let local_addrs: Vec<SocketAddr> = locals.iter().map(|e| e.addr).collect();
+    let results = collect_beside(running, techniques.len(), start, deadline, None, &local_addrs, &held);
+    let mut collector = Collector::new(Protocol::Tcp, locals, held);
+    for (t, (elapsed, r)) in techniques.iter().zip(results) {
         collector.add(t.name(), elapsed, r);
     }
     collector.finish()

@@ -1,6 +1,8 @@
 //! [`MappedUdpSocket`] and the UDP mapping driver: one receive loop on the socket drives every
 //! technique's [`UdpExchange`], while techniques that map beside the socket run on threads of
-//! their own ([`crate::fanout::scoped_beside`]), all under one deadline.
+//! their own ([`crate::fanout::spawn`]), all under one deadline. Once a technique found an
+//! external endpoint, those beside the socket get [`GATEWAY_GRACE`](crate::mapping::GATEWAY_GRACE)
+//! to end before the mapping returns without them (they go on in the background).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -11,10 +13,9 @@ use crate::context::MappingContext;
 use crate::deadline;
 use crate::endpoint::{MappedSocketAddr, Protocol};
 use crate::error::{Error, TechniqueError};
-use crate::fanout;
 use crate::lease::Stop;
 use crate::local::local_endpoints;
-use crate::mapping::{Collector, PortMappings};
+use crate::mapping::{Collector, Held, PortMappings, collect_beside, spawn_beside};
 use crate::technique::{MappingResult, MappingTechnique, TechniqueMapping, UdpExchange};
 
 /// Largest datagram the driver reads while mapping; longer ones are truncated (no mapping
@@ -63,6 +64,16 @@ impl MappedUdpSocket {
             port_mappings,
         })
     }
+
+    /// Adds to [`endpoints`](Self::endpoints) what port-mapping techniques that went on in the
+    /// background after the mapping returned have found since
+    /// ([`PortMappings::take_late`]); returns how many endpoints that added. Call it before
+    /// [`gen_rendezvous_info`](crate::gen_rendezvous_info) when time has passed since mapping.
+    pub fn refresh(&mut self) -> usize {
+        let before = self.endpoints.len();
+        crate::endpoint::merge_endpoints(&mut self.endpoints, self.port_mappings.take_late());
+        self.endpoints.len() - before
+    }
 }
 
 /// How one exchange ended: when, and with what.
@@ -99,27 +110,51 @@ pub fn map_udp_socket(
         })
         .collect();
 
-    // Techniques that map beside the socket run on threads of their own meanwhile.
-    let beside = techniques
+    // Techniques that map beside the socket run on threads of their own meanwhile, detached:
+    // those still running after the grace (see `mapping::GATEWAY_GRACE`) go on in the
+    // background and report to `held`.
+    let beside: Vec<Arc<dyn MappingTechnique>> = techniques
         .iter()
         .zip(&plans)
         .filter(|(_, plan)| matches!(plan, Plan::Beside))
-        .map(|(t, _)| t);
-    let (beside, on_socket) = fanout::scoped_beside(
-        "natt-map-udp",
-        start,
-        beside,
-        |t| t.map_udp(local, deadline),
-        || {
-            let mut refs: Vec<&mut dyn UdpExchange> =
-                exchanges.iter_mut().map(|e| &mut **e as &mut dyn UdpExchange).collect();
-            drive_since(socket, &mut refs, start, deadline)
-        },
-    );
-    let mut on_socket: Vec<Option<ExchangeResult>> = on_socket?.into_iter().map(Some).collect();
-    let mut beside = beside.into_iter().map(|finished| finished.into_timed("technique"));
+        .map(|(t, _)| Arc::clone(t))
+        .collect();
+    let count = beside.len();
+    let held = Arc::new(Held::default());
+    let running = spawn_beside("natt-map-udp", Protocol::Udp, start, beside, &held, move |t| {
+        t.map_udp(local, deadline)
+    });
+    let on_socket = {
+        let mut refs: Vec<&mut dyn UdpExchange> =
+            exchanges.iter_mut().map(|e| &mut **e as &mut dyn UdpExchange).collect();
+        drive_since(socket, &mut refs, start, deadline)
+    };
+    let on_socket = match on_socket {
+        Ok(r) => r,
+        Err(e) => {
+            // Nobody will hold what the techniques beside the socket map: delete it.
+            held.abandon();
+            drop(running);
+            return Err(e);
+        }
+    };
+    let locals = local_endpoints(local);
+    let local_addrs: Vec<SocketAddr> = locals.iter().map(|e| e.addr).collect();
+    // When the first external endpoint was known on the socket: the grace of the techniques
+    // beside it counts from then.
+    let external_at = on_socket
+        .iter()
+        .filter(|(_, r)| {
+            r.as_ref()
+                .is_ok_and(|eps| eps.iter().any(|e| !local_addrs.contains(&e.addr)))
+        })
+        .map(|(elapsed, _)| *elapsed)
+        .min();
+    let beside = collect_beside(running, count, start, deadline, external_at, &local_addrs, &held);
+    let mut on_socket: Vec<Option<ExchangeResult>> = on_socket.into_iter().map(Some).collect();
+    let mut beside = beside.into_iter();
 
-    let mut collector = Collector::new(Protocol::Udp, local_endpoints(local));
+    let mut collector = Collector::new(Protocol::Udp, locals, held);
     for (t, plan) in techniques.iter().zip(plans) {
         let (elapsed, result): (Duration, Result<TechniqueMapping, TechniqueError>) = match plan {
             Plan::Exchange(i) => {

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
 use rand::rngs::StdRng;
 
-use crate::exchange::{GRACE_RTTS, MIN_GRACE, NAME};
+use crate::exchange::{FilterWindow, GRACE_RTTS, MIN_GRACE, NAME};
 use crate::message::decode_response;
 use crate::transaction::Transaction;
 
 // The drivers, at their old paths.
-pub use crate::discover::{discover_tcp_mapping, discover_udp};
+pub use crate::discover::{discover_tcp_mapping, discover_udp, discover_udp_with};
 
 /// A NAT's mapping or filtering behaviour (RFC 4787 terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +95,9 @@ pub struct NatBehaviour {
     pub mapped: Vec<SocketAddr>,
     /// The evidence, in words (for reports and logs).
     pub evidence: Vec<String>,
+    /// How long the filtering verdict took, from the start of discovery (zero when there was
+    /// none to make).
+    pub filtering_elapsed: Duration,
 }
 
 /// RFC 5780 section 4.3, mapping tests I–III, on one socket. Test I goes to every server; the
@@ -244,6 +247,8 @@ pub struct FilteringTest {
     test2: Option<Transaction>,
     test3: Option<Transaction>,
     window: Duration,
+    /// When set, the window follows the round trip test I measured instead of `window`.
+    follow: Option<FilterWindow>,
     window_end: Option<Instant>,
     rng: StdRng,
 }
@@ -265,9 +270,21 @@ impl FilteringTest {
             test2: None,
             test3: None,
             window,
+            follow: None,
             window_end: None,
             rng,
         })
+    }
+
+    /// Makes tests II and III wait `window` for the round trip that test I measured (as the
+    /// mapping's filtering check does, [`FilterWindow::DEFAULT`] by default there) instead of the
+    /// fixed window given to [`new`](Self::new). An answer that a NAT lets in comes about one
+    /// round trip after the request; one that comes later is missed, and the verdict is then
+    /// the more restrictive one (a longer window, such as [`FilterWindow::PATIENT`], makes it
+    /// surer and every probe behind a filtering NAT slower).
+    pub fn following_rtt(mut self, window: FilterWindow) -> Self {
+        self.follow = Some(window);
+        self
     }
 
     /// The verdict, with the evidence in words.
@@ -349,7 +366,12 @@ impl UdpExchange for FilteringTest {
             self.test3 = Transaction::new(self.primary, Some((false, true)), rto, now, &mut self.rng)
                 .ok()
                 .map(Transaction::unlimited);
-            self.window_end = Some(now + self.window.max(rtt * 10));
+            let window = match self.follow {
+                Some(follow) => follow.window(rtt),
+                None => self.window.max(rtt * 10),
+            };
+            self.window = window;
+            self.window_end = Some(now + window);
         }
         true
     }
@@ -373,7 +395,8 @@ impl UdpExchange for FilteringTest {
     }
 }
 
-/// The default time filtering tests wait for answers that a restrictive NAT drops.
+/// The fixed time filtering tests wait for answers that a restrictive NAT drops, when they do
+/// not follow the round trip ([`FilteringTest::following_rtt`], what [`discover_udp`] does).
 pub const DEFAULT_FILTER_WINDOW: Duration = Duration::from_secs(1);
 
 /// The old name of [`MappingTest`].
@@ -421,6 +444,89 @@ mod tests {
         // Same IP, different ports, same mapping: could still be address-dependent.
         assert_eq!(classify_mapping_across(&[(s1, m), (s1b, m)]), Behaviour::Unknown);
         assert_eq!(classify_mapping_across(&[(s1, m)]), Behaviour::Unknown);
+    }
+
+    /// A filtering test against an RFC 5780 server 10 ms away whose window follows the round
+    /// trip: the answers to tests II (other address and port) and III (other port) that get
+    /// through the NAT, each `Some(after its request)`; the verdict and when it was made.
+    #[allow(clippy::disallowed_methods)] // the test's own start time
+    fn filtering(window: FilterWindow, test2: Option<Duration>, test3: Option<Duration>) -> (Behaviour, Duration) {
+        use crate::message::{decode_request, encode_success};
+        use rand::SeedableRng;
+        let (p, o) = (a("203.0.113.10:3478"), a("203.0.113.11:3479"));
+        let mapped = a("198.51.100.1:4000");
+        let t0 = Instant::now();
+        let mut f = FilteringTest::new(
+            p,
+            Duration::from_millis(500),
+            DEFAULT_FILTER_WINDOW,
+            t0,
+            StdRng::seed_from_u64(1),
+        )
+        .unwrap()
+        .following_rtt(window);
+        let txid = decode_request(&f.poll_transmit(t0).unwrap().payload).unwrap().txid;
+        let t1 = t0 + Duration::from_millis(10);
+        assert!(f.handle_datagram(t1, p, &encode_success(txid, mapped, Some(o), None).unwrap()));
+        let mut answers = Vec::new();
+        while let Some(t) = f.poll_transmit(t1) {
+            let req = decode_request(&t.payload).unwrap();
+            let (from, after) = if req.change_ip {
+                (o, test2)
+            } else {
+                (a("203.0.113.10:3479"), test3)
+            };
+            if let Some(after) = after {
+                answers.push((t1 + after, from, req.txid));
+            }
+        }
+        answers.sort();
+        let mut now = t1;
+        loop {
+            if f.poll_result(now).is_some() {
+                return (f.verdict().0, now - t1);
+            }
+            let _ = f.poll_transmit(now);
+            let next = f.poll_timeout().unwrap();
+            match answers.first().copied() {
+                Some((at, from, txid)) if at <= next => {
+                    answers.remove(0);
+                    now = at;
+                    f.handle_datagram(at, from, &encode_success(txid, mapped, Some(o), Some(from)).unwrap());
+                }
+                _ => now = next,
+            }
+        }
+    }
+
+    #[test]
+    fn the_filtering_window_follows_the_round_trip() {
+        let ms = Duration::from_millis;
+        let d = FilterWindow::DEFAULT;
+        // Nothing gets in: the verdict 1 round trip + 5 ms after tests II and III went out.
+        assert_eq!(filtering(d, None, None), (Behaviour::AddressAndPortDependent, ms(15)));
+        // Both get in (a full cone): at once.
+        assert_eq!(
+            filtering(d, Some(ms(10)), Some(ms(10))),
+            (Behaviour::EndpointIndependent, ms(10))
+        );
+        // Only the other port's answer gets in: address-dependent, at the window's end.
+        assert_eq!(filtering(d, None, Some(ms(10))), (Behaviour::AddressDependent, ms(15)));
+        // An answer later than the window is missed: the more restrictive verdict...
+        assert_eq!(
+            filtering(d, Some(ms(16)), Some(ms(16))).0,
+            Behaviour::AddressAndPortDependent
+        );
+        // ... which a patient window (4 round trips + 250 ms) still takes.
+        let patient = FilterWindow::PATIENT;
+        assert_eq!(
+            filtering(patient, Some(ms(16)), Some(ms(16))).0,
+            Behaviour::EndpointIndependent
+        );
+        assert_eq!(
+            filtering(patient, None, None),
+            (Behaviour::AddressAndPortDependent, ms(290))
+        );
     }
 
     #[test]

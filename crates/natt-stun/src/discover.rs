@@ -10,15 +10,31 @@ use natt_core::{TechniqueError, UdpExchange};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::exchange::FilterWindow;
+
 use crate::behaviour::{Behaviour, DEFAULT_FILTER_WINDOW, FilteringTest, MappingTest, NatBehaviour, classify_mapping};
 
 /// Discovers the mapping and filtering behaviour of the NAT in front of `bind_ip` over UDP,
 /// with fresh sockets (the RFC's tests must not share a socket with other traffic), returning
-/// by `deadline`. `servers[0]` is the primary server for the filtering tests.
+/// by `deadline`. `servers[0]` is the primary server for the filtering tests, which wait
+/// [`FilterWindow::DEFAULT`] (1 round trip + 5 ms, after test I's answer) for the answers a
+/// filtering NAT may drop: [`discover_udp_with`] sets another window.
 pub fn discover_udp(
     servers: &[SocketAddr],
     bind_ip: IpAddr,
     rto: Duration,
+    deadline: Instant,
+) -> Result<NatBehaviour, TechniqueError> {
+    discover_udp_with(servers, bind_ip, rto, FilterWindow::DEFAULT, deadline)
+}
+
+/// [`discover_udp`] with the filtering tests waiting `window` (e.g. [`FilterWindow::PATIENT`]
+/// for a surer verdict: every probe behind a filtering NAT then waits that long).
+pub fn discover_udp_with(
+    servers: &[SocketAddr],
+    bind_ip: IpAddr,
+    rto: Duration,
+    window: FilterWindow,
     deadline: Instant,
 ) -> Result<NatBehaviour, TechniqueError> {
     let primary = *servers
@@ -26,19 +42,20 @@ pub fn discover_udp(
         .ok_or_else(|| TechniqueError::NotApplicable("no STUN server".into()))?;
     let now = Instant::now();
     let mut mapping = MappingTest::new(servers, rto, now, StdRng::from_os_rng())?;
-    let mut filtering = FilteringTest::new(primary, rto, DEFAULT_FILTER_WINDOW, now, StdRng::from_os_rng())?;
+    let mut filtering =
+        FilteringTest::new(primary, rto, DEFAULT_FILTER_WINDOW, now, StdRng::from_os_rng())?.following_rtt(window);
     // The mapping tests on a thread of their own, the filtering tests on this one.
     let (m, f) = fanout::scoped_beside(
         "natt-stun-probe",
         now,
         [&mut mapping],
         |probe| run_test(probe, bind_ip, deadline),
-        || run_test(&mut filtering, bind_ip, deadline),
+        || run_test(&mut filtering, bind_ip, deadline).map(|()| now.elapsed()),
     );
     for m in m {
         m.into_timed("probe").1?;
     }
-    f?;
+    let filtering_elapsed = f?;
     let (mapping_v, mapped, mut evidence) = mapping.verdict();
     let (filtering_v, f_evidence) = filtering.verdict();
     evidence.extend(f_evidence);
@@ -47,6 +64,7 @@ pub fn discover_udp(
         filtering: filtering_v,
         mapped,
         evidence,
+        filtering_elapsed,
     })
 }
 

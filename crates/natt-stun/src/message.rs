@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use bytecodec::{DecodeExt, EncodeExt};
+use natt_core::bytes::Writer;
 use natt_core::frame::Framer;
 use stun_codec::rfc5389::attributes::{
     ErrorCode, Fingerprint, MappedAddress, Software, UnknownAttributes, XorMappedAddress, XorMappedAddress2,
@@ -241,6 +242,88 @@ pub fn encode_success(
     encode_message(m)
 }
 
+/// The transaction id of a Binding request that is its 20-byte header alone (no attribute:
+/// what nearly every client sends), which a server answers without decoding it further; `None`
+/// for anything else (decode that with [`decode_request`]).
+///
+/// ```
+/// use natt_stun::message::{bare_binding_request, encode_binding_request};
+/// assert_eq!(bare_binding_request(&encode_binding_request([7; 12], None).unwrap()), Some([7; 12]));
+/// assert_eq!(bare_binding_request(&encode_binding_request([7; 12], Some((true, true))).unwrap()), None);
+/// ```
+pub fn bare_binding_request(bytes: &[u8]) -> Option<[u8; 12]> {
+    let header: &[u8; HEADER_LEN] = bytes.try_into().ok()?;
+    match header {
+        [0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, txid @ ..] => Some(*txid),
+        _ => None,
+    }
+}
+
+/// An address attribute of `kind`, its address XORed as XOR-MAPPED-ADDRESS's is when `xor`
+/// holds the magic cookie and the transaction id (RFC 8489 section 14.2).
+fn write_address(w: &mut Writer, kind: u16, addr: SocketAddr, xor: Option<&[u8; 16]>) {
+    let (family, len) = match addr {
+        SocketAddr::V4(_) => (1u8, 8u16),
+        SocketAddr::V6(_) => (2u8, 20u16),
+    };
+    let mask = |i: usize| xor.and_then(|x| x.get(i).copied()).unwrap_or(0);
+    let port_mask = u16::from_be_bytes([mask(0), mask(1)]);
+    w.u16(kind).u16(len).u8(0).u8(family).u16(addr.port() ^ port_mask);
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, b) in a.ip().octets().into_iter().enumerate() {
+                w.u8(b ^ mask(i));
+            }
+        }
+        SocketAddr::V6(a) => {
+            for (i, b) in a.ip().octets().into_iter().enumerate() {
+                w.u8(b ^ mask(i));
+            }
+        }
+    }
+}
+
+/// The length of an address attribute of `addr`'s family, header included.
+fn address_len(addr: SocketAddr) -> u16 {
+    if addr.is_ipv4() { 12 } else { 24 }
+}
+
+/// Writes into `w`, after clearing it, the bytes [`encode_success`] returns for the same
+/// arguments, without allocating once `w` has grown: the server's answer to a
+/// [`bare_binding_request`].
+pub fn write_success(
+    w: &mut Writer,
+    txid: [u8; 12],
+    observed: SocketAddr,
+    other_address: Option<SocketAddr>,
+    response_origin: Option<SocketAddr>,
+) {
+    let len = [Some(observed), other_address, response_origin]
+        .into_iter()
+        .flatten()
+        .map(address_len)
+        .sum::<u16>();
+    let mut xor = [0u8; 16];
+    let (cookie, id) = xor.split_at_mut(4);
+    cookie.copy_from_slice(&MAGIC_COOKIE);
+    id.copy_from_slice(&txid);
+    w.clear().u16(0x0101).u16(len).bytes(&MAGIC_COOKIE).bytes(&txid);
+    write_address(w, XOR_MAPPED_ADDRESS, observed, Some(&xor));
+    if let Some(other) = other_address {
+        write_address(w, OTHER_ADDRESS, other, None);
+    }
+    if let Some(origin) = response_origin {
+        write_address(w, RESPONSE_ORIGIN, origin, None);
+    }
+}
+
+/// XOR-MAPPED-ADDRESS (RFC 8489).
+const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+/// RESPONSE-ORIGIN (RFC 5780).
+const RESPONSE_ORIGIN: u16 = 0x802B;
+/// OTHER-ADDRESS (RFC 5780).
+const OTHER_ADDRESS: u16 = 0x802C;
+
 /// A Binding error response; `unknown` fills UNKNOWN-ATTRIBUTES (for code 420).
 pub fn encode_error(txid: [u8; 12], code: u16, reason: &str, unknown: &[u16]) -> Result<Vec<u8>, StunError> {
     let mut m = Message::<Attribute>::new(MessageClass::ErrorResponse, BINDING, TransactionId::new(txid));
@@ -300,6 +383,48 @@ pub fn decode_response(bytes: &[u8]) -> Result<BindingResponse, StunError> {
 #[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_answer_is_the_encoded_one_byte_for_byte() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let mut w = Writer::new();
+        for _ in 0..200 {
+            let txid: [u8; 12] = rng.random();
+            let v4 = |rng: &mut rand::rngs::StdRng| SocketAddr::from((rng.random::<[u8; 4]>(), rng.random::<u16>()));
+            let v6 = |rng: &mut rand::rngs::StdRng| SocketAddr::from((rng.random::<[u8; 16]>(), rng.random::<u16>()));
+            let observed = if rng.random() { v4(&mut rng) } else { v6(&mut rng) };
+            let server = if observed.is_ipv4() { v4(&mut rng) } else { v6(&mut rng) };
+            for (other, origin) in [(None, None), (Some(server), Some(server))] {
+                write_success(&mut w, txid, observed, other, origin);
+                assert_eq!(
+                    w.as_slice(),
+                    &encode_success(txid, observed, other, origin).unwrap()[..]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_header_alone_is_a_bare_binding_request() {
+        let bare = encode_binding_request([9; 12], None).unwrap();
+        assert_eq!(bare_binding_request(&bare), Some([9; 12]));
+        assert!(decode_request(&bare).is_ok_and(|r| r.unknown_required.is_empty() && !r.change_ip));
+        // Any other byte, length or attribute: the full decoder's.
+        for i in 0..8 {
+            let mut b = bare.clone();
+            b[i] ^= 0x01;
+            assert_eq!(bare_binding_request(&b), None, "byte {i}");
+        }
+        let mut longer = bare.clone();
+        longer.extend_from_slice(&[0; 4]);
+        assert_eq!(bare_binding_request(&longer), None);
+        assert_eq!(bare_binding_request(&bare[..19]), None);
+        assert_eq!(
+            bare_binding_request(&encode_binding_request([9; 12], Some((false, true))).unwrap()),
+            None
+        );
+    }
 
     #[test]
     fn request_layout_is_rfc8489() {

@@ -15,8 +15,11 @@ use std::thread;
 
 use natt_core::server_loop::{TcpLimits, Worker, accept_loop, recv_loop};
 
+use natt_core::bytes::Writer;
+
 use crate::message::{
-    MAGIC_COOKIE, MAX_MESSAGE_LEN, STREAM_FRAMER, decode_request, encode_error, encode_success, looks_like_stun,
+    MAGIC_COOKIE, MAX_MESSAGE_LEN, STREAM_FRAMER, bare_binding_request, decode_request, encode_error, encode_success,
+    looks_like_stun, write_success,
 };
 
 // The bounds on TCP clients: at most MAX_TCP_CLIENTS at once, at most
@@ -152,7 +155,31 @@ pub fn answer_datagram(
     stream: bool,
 ) -> Option<(usize, SocketAddr, Vec<u8>)> {
     let layout = Layout { addrs: addrs.to_vec() };
-    answer(&layout, on, from, data, None, stream)
+    let mut out = Writer::new();
+    answer_into(&layout, on, from, data, None, stream, &mut out).map(|(via, to)| (via, to, out.into_vec()))
+}
+
+/// [`answer`], written into `out` (cleared first): which socket sends it and where to. A
+/// Binding request that is its header alone, nearly every client's, is answered without
+/// decoding (the same bytes as [`answer`]'s, [`write_success`]), so that a server thread that
+/// reuses `out` allocates nothing for it; anything else goes through the full decoder.
+fn answer_into(
+    layout: &Layout,
+    on: usize,
+    from: SocketAddr,
+    data: &[u8],
+    other: Option<&dyn OtherProtocol>,
+    stream: bool,
+    out: &mut Writer,
+) -> Option<(usize, SocketAddr)> {
+    if let Some(txid) = bare_binding_request(data) {
+        let origin = layout.rfc5780().then(|| layout.addrs.get(on).copied()).flatten();
+        write_success(out, txid, from, layout.other(on), origin);
+        return Some((on, from));
+    }
+    let (via, to, bytes) = answer(layout, on, from, data, other, stream)?;
+    out.clear().bytes(&bytes);
+    Some((via, to))
 }
 
 /// A STUN server on background threads, serving until dropped.
@@ -200,16 +227,32 @@ impl StunServer {
         alternate: Option<IpAddr>,
         other: Option<Arc<dyn OtherProtocol>>,
     ) -> Result<Self, ServerError> {
-        let bind_udp = |addr: SocketAddr| {
-            let socket = UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        // Each serving thread has a socket of its own on its address (SO_REUSEPORT: the kernel
+        // spreads the clients over them, and no two threads wait on one socket). `sibling`:
+        // another socket of an address already bound by this server; the first one of an
+        // address is bound plainly first, so that an address another program holds (even with
+        // SO_REUSEPORT) is refused as taken, not shared.
+        let bind_udp = |addr: SocketAddr, sibling: bool| {
+            let err = |source| ServerError::Bind { addr, source };
+            if !sibling && addr.port() != 0 {
+                drop(UdpSocket::bind(addr).map_err(err)?);
+            }
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )
+            .map_err(err)?;
+            socket.set_reuse_port(true).map_err(err)?;
             // Bursts from many clients overflow the default receive buffer (about 200 KiB) long
             // before the CPU is busy; the kernel caps this at net.core.rmem_max.
-            if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER_BYTES) {
+            if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER_BYTES) {
                 log::debug!("cannot enlarge the receive buffer of {addr}: {e}");
             }
-            Ok::<_, ServerError>(socket)
+            socket.bind(&addr.into()).map_err(err)?;
+            Ok::<UdpSocket, ServerError>(socket.into())
         };
-        let first = bind_udp(primary)?;
+        let first = bind_udp(primary, false)?;
         let primary = first
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: primary, source })?;
@@ -225,7 +268,7 @@ impl StunServer {
                 .checked_add(1)
                 .ok_or_else(|| ServerError::Addresses("no port above the primary port".into()))?;
             for addr in [(primary.ip(), alt_port), (alt, primary.port()), (alt, alt_port)] {
-                udp.push(bind_udp(addr.into())?);
+                udp.push(bind_udp(addr.into(), false)?);
             }
         }
         let layout = Layout {
@@ -235,24 +278,36 @@ impl StunServer {
             return Err(ServerError::Addresses("a socket has no local address".into()));
         }
         let answered = Arc::new(AtomicU64::new(0));
+        // Several threads receive on each address, each on a socket of its own (the kernel
+        // hands each client's datagrams to one of them), so answering uses every core.
+        let threads = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_UDP_THREADS));
+        let mut own: Vec<Vec<UdpSocket>> = Vec::new();
+        for &addr in &layout.addrs {
+            own.push((1..threads).map(|_| bind_udp(addr, true)).collect::<Result<_, _>>()?);
+        }
+        // The first socket of each address also sends the answers that come from it.
         let udp = Arc::new(udp);
         let mut workers = Vec::new();
-        // Several threads receive on each UDP socket (the kernel hands each datagram to one),
-        // so answering uses every core.
-        let threads = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_UDP_THREADS));
-        for (on, &addr) in layout.addrs.iter().enumerate() {
+        for ((on, &addr), siblings) in layout.addrs.iter().enumerate().zip(own) {
+            let mut siblings = siblings.into_iter();
             for _ in 0..threads {
                 let (udp, layout_c, other_c, count) =
                     (Arc::clone(&udp), layout.clone(), other.clone(), Arc::clone(&answered));
+                let sibling = siblings.next();
                 workers.push(
                     Worker::spawn("natt-stun-udp", Some(addr), false, move |stop| {
-                        let Some(socket) = udp.get(on) else { return };
+                        let Some(socket) = sibling.as_ref().or(udp.get(on)) else {
+                            return;
+                        };
+                        // One answer buffer per thread, reused: no allocation per request.
+                        let mut reply = Writer::with_capacity(MAX_MESSAGE_LEN);
                         recv_loop(socket, &stop, MAX_MESSAGE_LEN, |from, data| {
-                            if let Some((via, to, reply)) = answer(&layout_c, on, from, data, other_c.as_deref(), false)
-                            {
+                            let answered =
+                                answer_into(&layout_c, on, from, data, other_c.as_deref(), false, &mut reply);
+                            if let Some((via, to)) = answered {
                                 count.fetch_add(1, Ordering::Relaxed);
                                 let sock = udp.get(via).unwrap_or(socket);
-                                if let Err(e) = sock.send_to(&reply, to) {
+                                if let Err(e) = sock.send_to(reply.as_slice(), to) {
                                     log::debug!("reply to {to} failed: {e}");
                                 }
                             }

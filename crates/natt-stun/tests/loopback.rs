@@ -410,3 +410,26 @@ fn slow_clients_from_one_source_do_not_deny_tcp_to_others() {
         );
     }
 }
+
+#[test]
+fn an_address_a_server_holds_is_refused_to_another_and_every_thread_answers() {
+    let server = single_server();
+    let addr = server.udp_addresses()[0];
+    // Its sockets share their port among themselves (SO_REUSEPORT), not with another server.
+    match StunServer::bind(addr, None, None) {
+        Err(natt_stun::server::ServerError::Bind { source, .. }) => assert_eq!(source.kind(), ErrorKind::AddrInUse),
+        other => panic!("a second server on {addr}: {other:?}"),
+    }
+    // Clients from many ports (spread over the server's sockets) are all answered.
+    for i in 0..32u8 {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.send_to(&encode_binding_request([i; 12], None).unwrap(), addr)
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        let r = decode_response(&buf[..n]).unwrap();
+        assert_eq!(r.txid, [i; 12]);
+        assert_eq!(r.result.unwrap().mapped, c.local_addr().unwrap());
+    }
+}

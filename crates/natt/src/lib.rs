@@ -144,7 +144,17 @@
 //! [`MappedUdpSocket::new`] and [`MappedTcpSocket::new`] run every technique at once and return
 //! when all have finished, or at the mapping timeout: **3 s** by default
 //! ([`Builder::timeout`]; the command line's `--timeout`, and `--map-timeout` for
-//! `natt punch`). They return `Ok` even when no technique found an external address: the
+//! `natt punch`), or sooner once what can be known is known: when a technique has found an
+//! external endpoint, the port-mapping techniques (UPnP, PCP / NAT-PMP) still running get
+//! **250 ms** more ([`natt_core::mapping::GATEWAY_GRACE`]; a gateway that answers takes about
+//! 10 to 80 ms on a LAN), then the mapping returns without them. They go on in the background
+//! until the mapping timeout: a port mapping that comes then is held with the socket's
+//! [`PortMappings`] (renewed, deleted on release or drop) and its endpoint is added by
+//! [`MappedUdpSocket::refresh`] (or [`PortMappings::take_late`]), to call before
+//! [`gen_rendezvous_info`] when time has passed; once the mappings were released or dropped, it
+//! is deleted as soon as it comes ([`PortMappings::release`] waits for those techniques first,
+//! at most until the mapping timeout, so that a program that exits leaves none behind). Their
+//! outcome meanwhile is [`TechniqueError::InBackground`]. They return `Ok` even when no technique found an external address: the
 //! endpoints are then the socket's local addresses,
 //! [`port_mappings.why_no_external()`](PortMappings::why_no_external) says why in one line,
 //! and [`port_mappings.outcomes()`](PortMappings::outcomes) what each technique found or why
@@ -157,7 +167,8 @@
 //!   nothing answered is not repeated for 30 s. A gateway found is remembered by the context,
 //!   so later mappings skip the search.
 //! - **PCP / NAT-PMP** ask the default route's router; one that neither answers nor refuses
-//!   (with an ICMP "port unreachable") is asked until the mapping timeout.
+//!   (with an ICMP "port unreachable") is asked until the mapping timeout, in the background
+//!   once another technique found an external endpoint (see above).
 //! - **STUN** and the **simple** protocol ask the servers given with
 //!   [`Builder::servers`] (none by default: without one they do nothing). A server that does
 //!   not answer is asked until the mapping timeout; once

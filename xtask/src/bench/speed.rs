@@ -99,8 +99,9 @@ fn mapping(b: &Bench, s: &mut Section) -> Result<()> {
         MapVariant::new("STUN only, 0 ms WAN delay", STUN_ONLY, false, 0),
         MapVariant::new("STUN only, 25 ms one-way WAN delay", STUN_ONLY, false, 25),
     ];
+    let mut probes = [ProbeVariant::new(0), ProbeVariant::new(25)];
     let mut rtt: [Samples; 2] = [Samples::new(), Samples::new()];
-    for (delay, rtt) in [0u32, 25].into_iter().zip(rtt.iter_mut()) {
+    for ((delay, rtt), probe) in [0u32, 25].into_iter().zip(rtt.iter_mut()).zip(probes.iter_mut()) {
         lab.impair("r1", delay, 0.0)?;
         rtt.push(punch::rtt_to_observer(&lab, "h1")?);
         for round in 0..runs {
@@ -114,6 +115,7 @@ fn mapping(b: &Bench, s: &mut Section) -> Result<()> {
                 }
                 r?;
             }
+            probe_once(b, &lab, &stun, probe)?;
             if round == runs / 2 {
                 rtt.push(punch::rtt_to_observer(&lab, "h1")?);
             }
@@ -194,13 +196,119 @@ fn mapping(b: &Bench, s: &mut Section) -> Result<()> {
             met: Some(m.zip(target).is_some_and(|(m, t)| m <= t) && v.failures == 0),
         });
     }
+    probe_report(&probes, &rtt, s);
     s.notes.push(
         "`nat_restricted`: runs whose STUN endpoint was marked restricted, which is right behind \
          this port-restricted NAT. Per technique: natt's own elapsed_ms for each technique that \
-         applied (`techniques` in the JSON); the mapping ends when the last one does."
+         applied (`techniques` in the JSON); the mapping ends when the last one does, or 250 ms \
+         after one found an external address (`GATEWAY_GRACE`): UPnP and PCP, still running \
+         then behind the silent router, go on in the background and their elapsed_ms is when \
+         the mapping returned."
             .to_string(),
     );
     Ok(())
+}
+
+/// `natt probe`'s filtering verdict at one WAN delay.
+struct ProbeVariant {
+    delay_ms: u32,
+    /// `filtering_ms`: when the verdict was made, since the probe started.
+    filtering: Samples,
+    /// Runs whose verdict was right (address-and-port-dependent behind this NAT).
+    right: usize,
+    verdicts: BTreeMap<String, usize>,
+    failures: usize,
+}
+
+impl ProbeVariant {
+    fn new(delay_ms: u32) -> ProbeVariant {
+        ProbeVariant {
+            delay_ms,
+            filtering: Samples::new(),
+            right: 0,
+            verdicts: BTreeMap::new(),
+            failures: 0,
+        }
+    }
+}
+
+/// The command line of the probe runs (after `natt`).
+const PROBE_ARGS: &[&str] = &["probe", "--json", "--no-upnp", "--no-pcp", "--stun"];
+
+/// One `natt probe --json --no-upnp --no-pcp --stun STUN1` from h1 into `v`.
+fn probe_once(b: &Bench, lab: &Lab, stun: &str, v: &mut ProbeVariant) -> Result<()> {
+    let out = lab.exec(
+        "h1",
+        &[b.natt_str().as_str()]
+            .iter()
+            .chain(PROBE_ARGS)
+            .chain([&stun])
+            .collect::<Vec<_>>(),
+    )?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let verdict = json.get("filtering").and_then(serde_json::Value::as_str);
+    let at = json.get("filtering_ms").and_then(serde_json::Value::as_f64);
+    let (Some(verdict), Some(at)) = (verdict, at) else {
+        v.failures += 1;
+        return Ok(());
+    };
+    v.filtering.push(at);
+    *v.verdicts.entry(verdict.to_string()).or_default() += 1;
+    if verdict == "address-and-port-dependent" {
+        v.right += 1;
+    }
+    Ok(())
+}
+
+/// The probe runs' table and checks.
+fn probe_report(probes: &[ProbeVariant], rtt: &[Samples; 2], s: &mut Section) {
+    let mut t = Table::new(&[
+        "natt probe (h1), WAN delay one way",
+        "ok runs",
+        "verdicts",
+        "filtering verdict at (filtering_ms), median (min–max)",
+    ]);
+    for v in probes {
+        let verdicts = v
+            .verdicts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        t.row(vec![
+            format!("{} ms", v.delay_ms),
+            format!("{}/{}", v.filtering.len(), v.filtering.len() + v.failures),
+            verdicts,
+            spread(&v.filtering),
+        ]);
+        let r = if v.delay_ms == 0 { &rtt[0] } else { &rtt[1] };
+        let r = r.median();
+        let target = r.map(|r| 2.0 * r + 10.0);
+        let m = v.filtering.median();
+        s.checks.push(Check {
+            what: format!(
+                "natt probe filtering verdict, prc, {} ms one-way WAN delay (filtering_ms)",
+                v.delay_ms
+            ),
+            natt: ms(m),
+            reference: format!("RTT to STUN {}", rtt_text(r)),
+            ratio: match (m, r) {
+                (Some(m), Some(r)) if r > 0.0 => format!("{:.1} RTT", m / r),
+                _ => "n/a".into(),
+            },
+            target: format!("≤ 2 RTT + 10 ms = {}, verdict right every run", ms(target)),
+            met: Some(m.zip(target).is_some_and(|(m, t)| m <= t) && v.failures == 0 && v.right == v.filtering.len()),
+        });
+    }
+    s.tables.push(t);
+    s.notes.push(format!(
+        "**natt probe**: `natt {} STUN1` from h1 in the same rounds, interleaved with the mappings: \
+         `filtering_ms` is when the RFC 5780 filtering verdict was made, since the probe started \
+         (the tests II and III wait 1 round trip + 5 ms after test I's answer; \
+         `--patient-filtering` waits 4 round trips + 250 ms). Right behind this port-restricted \
+         NAT: address-and-port-dependent.",
+        PROBE_ARGS.join(" ")
+    ));
 }
 
 /// A round trip for the summary: `probe rtt` prints tenths of a millisecond, so a LAN-speed

@@ -118,6 +118,8 @@ pub fn main(args: &[String]) -> Result<i32> {
         "igd-impostor" => igd_impostor(&a),
         // Hidden: the load generator of `cargo xtask bench` (src/bench/load.rs).
         "load" => crate::bench::load::main(&a),
+        // Hidden: the serve benchmark's physical reference (src/bench/echo.rs).
+        "echo" => crate::bench::echo::main(&a),
         other => Err(err(format!("unknown probe '{other}'"))),
     }
 }
