@@ -41,9 +41,7 @@ pub fn run(args: &MapArgs) -> Result<(), String> {
     };
     // Nothing reads the socket while the mapping is held: the relay reads its server's
     // answers itself.
-    if let Some(relay) = natt::relay_of(&port_mappings) {
-        relay.read_socket_itself();
-    }
+    natt::with_relay(&port_mappings, natt::Relay::read_socket_itself);
     let held = match printed {
         Ok(()) if args.hold => stop::wait(true),
         other => other,

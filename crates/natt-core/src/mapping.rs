@@ -31,7 +31,7 @@ pub trait Lease: Send {
     fn wait_released(&mut self) {}
 
     /// The lease as its own type, for the technique's own API on it (natt-turn's relay
-    /// handle, through [`PortMappings::leases_of`]). The default: `None`.
+    /// handle, through [`PortMappings::with_lease`]). The default: `None`.
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
@@ -366,11 +366,15 @@ impl PortMappings {
         self.held.lock().leases.iter().map(|l| l.describe()).collect()
     }
 
-    /// The live leases of type `T` (a technique's own lease type, see [`Lease::as_any`]).
-    pub fn leases_of<T: 'static>(&self) -> impl Iterator<Item = &T> {
-        self.leases
+    /// Calls `f` with the first live lease of type `T` (a technique's own lease type, see
+    /// [`Lease::as_any`]) and returns what it returns; `None` when no such lease is held. The
+    /// mappings are locked while `f` runs: `f` must not call back into them.
+    pub fn with_lease<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let held = self.held.lock();
+        held.leases
             .iter()
-            .filter_map(|l| l.as_any().and_then(|a| a.downcast_ref::<T>()))
+            .find_map(|l| l.as_any().and_then(|a| a.downcast_ref::<T>()))
+            .map(f)
     }
 
     /// Each technique's outcome, in the order the techniques were registered. Techniques that

@@ -19,7 +19,7 @@
 //!
 //! 1. **Allocate from the socket**: [`Relay::allocate_udp`]`(&socket, server, credentials,
 //!    config, deadline)` (the handle sends from a clone of the socket), or take the relay that
-//!    the `turn` technique made while mapping it: [`relay_of`]`(&port_mappings)`.
+//!    the `turn` technique made while mapping it: [`with_relay`]`(&port_mappings, |relay| ...)`.
 //! 2. **Add the peer, send and receive**: [`Relay::add_peer`] installs a permission and binds a
 //!    channel; [`Relay::send_to`] sends a payload to the peer through the relay (as a Send
 //!    indication until the channel is bound, then as ChannelData). The peer sees it come from
@@ -61,5 +61,5 @@ pub mod technique;
 pub use allocation::{Allocated, Allocation, Config, Event, Input, State};
 pub use error::TurnError;
 pub use natt_core::turn::{TurnCredentials, TurnTransport};
-pub use relay::{Relay, relay_of};
+pub use relay::{Relay, with_relay};
 pub use technique::{NAME, TurnTechnique};

@@ -646,9 +646,10 @@ impl Drop for Relay {
     }
 }
 
-/// The relay that the `turn` technique made while mapping a socket, from its port mappings.
-pub fn relay_of(port_mappings: &PortMappings) -> Option<&Relay> {
-    port_mappings.leases_of::<Relay>().next()
+/// Calls `f` with the relay that the `turn` technique made while mapping a socket, held in
+/// its port mappings; `None` when there is none. The mappings are locked while `f` runs.
+pub fn with_relay<R>(port_mappings: &PortMappings, f: impl FnOnce(&Relay) -> R) -> Option<R> {
+    port_mappings.with_lease::<Relay, R>(f)
 }
 
 /// The lifetime the lease keeper is told, so that it wakes when the core next needs it: the

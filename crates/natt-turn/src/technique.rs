@@ -4,7 +4,7 @@
 //! (`?transport=tcp`, beside the socket). The relayed address is one more endpoint of the
 //! socket, `nat_restricted` (a peer reaches it only once we gave it a permission), and the
 //! allocation is a lease in the socket's `PortMappings`: a [`Relay`], refreshed while held,
-//! deleted on release and on drop, and reachable with [`relay_of`](crate::relay_of) to add
+//! deleted on release and on drop, and reachable with [`with_relay`](crate::with_relay) to add
 //! peers and carry their data.
 //!
 //! The refreshes' answers arrive on the mapped socket, which the application reads: it hands

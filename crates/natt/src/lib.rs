@@ -244,7 +244,7 @@ pub use natt_stun::{FilterWindow, StunServer, StunTechnique};
 #[cfg(feature = "turn")]
 pub use natt_turn as turn;
 #[cfg(feature = "turn")]
-pub use natt_turn::{Relay, TurnError, TurnTechnique, relay_of};
+pub use natt_turn::{Relay, TurnError, TurnTechnique, with_relay};
 /// UPnP IGD port mapping.
 #[cfg(feature = "upnp")]
 pub use natt_upnp as upnp;
