@@ -52,5 +52,5 @@ pub mod technique;
 pub use allocation::{Allocated, Allocation, Config, Event, Input, State};
 pub use error::TurnError;
 pub use natt_core::turn::{TurnCredentials, TurnTransport};
-pub use relay::{Relay, relay_of};
+pub use relay::{Relay, RelayLink, relay_of};
 pub use technique::{NAME, TurnTechnique};

@@ -708,3 +708,126 @@ const CHANNEL_DATA_FRAMER: natt_core::frame::Framer<channel_data::ChannelDataErr
     channel_data::MAX_FRAME_LEN,
     channel_data::stream_frame_len,
 );
+
+impl Relay {
+    /// A [`RelayLink`] to this relay's traffic: for a connection that reads the allocation's
+    /// socket on threads of its own while the handle stays where it is (in the socket's
+    /// `PortMappings`, which keep, refresh and release it).
+    pub fn link(&self) -> RelayLink {
+        RelayLink {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The traffic side of a [`Relay`], cheap to clone and to share between threads: demultiplex
+/// what arrives, add peers without waiting, send and (over TCP) receive. It never keeps the
+/// allocation alive: the [`Relay`] handle does, and once it is released or dropped, sending
+/// fails with [`TurnError::NoAllocation`].
+#[derive(Clone)]
+pub struct RelayLink {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RelayLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let core = lock(&self.shared.core);
+        f.debug_struct("RelayLink")
+            .field("server", &core.server())
+            .field("transport", &core.transport())
+            .field("relayed", &core.relayed())
+            .finish()
+    }
+}
+
+impl RelayLink {
+    /// The TURN server's address: datagrams from it are the relay's.
+    pub fn server(&self) -> SocketAddr {
+        self.shared.server()
+    }
+
+    /// How the server is reached.
+    pub fn transport(&self) -> TurnTransport {
+        lock(&self.shared.core).transport()
+    }
+
+    /// The relayed address, while allocated.
+    pub fn relayed_addr(&self) -> Option<SocketAddr> {
+        lock(&self.shared.core).relayed()
+    }
+
+    /// As [`Relay::handle_datagram`].
+    pub fn handle_datagram(&self, from: SocketAddr, bytes: &[u8]) -> Input {
+        let input = lock(&self.shared.core).handle_datagram(Instant::now(), from, bytes);
+        self.shared.changed.notify_all();
+        input
+    }
+
+    /// Starts adding `peer` (a permission for its IP and a channel) without waiting: the
+    /// requests are sent now and retransmitted by [`poll`](Self::poll); whether it is in place
+    /// shows in [`has_permission`](Self::has_permission).
+    pub fn start_add_peer(&self, peer: SocketAddr) -> Result<(), TurnError> {
+        let mut core = lock(&self.shared.core);
+        core.add_peer(peer, Instant::now())?;
+        self.shared.flush(&mut core, Instant::now());
+        Ok(())
+    }
+
+    /// Whether the server has a permission for `ip` installed.
+    pub fn has_permission(&self, ip: std::net::IpAddr) -> bool {
+        lock(&self.shared.core).has_permission(ip)
+    }
+
+    /// The first failure the core reported since the last call (a refused permission, a
+    /// lost allocation), taking the events the core queued.
+    pub fn take_failure(&self) -> Option<TurnError> {
+        let mut core = lock(&self.shared.core);
+        let mut failed = None;
+        while let Some(e) = core.poll_event() {
+            if let Event::Failed(e) = e {
+                failed.get_or_insert(e);
+            }
+        }
+        failed
+    }
+
+    /// As [`Relay::send_to`].
+    pub fn send_to(&self, payload: &[u8], peer: SocketAddr) -> Result<(), TurnError> {
+        let t = lock(&self.shared.core).send_to(peer, payload)?;
+        let server = t.destination;
+        self.shared
+            .send(&t)
+            .map_err(|e| TurnError::io(server, "sending through the relay", &e))
+    }
+
+    /// As [`Relay::poll`]: sends what falls due now; when to call again.
+    pub fn poll(&self) -> Option<Instant> {
+        let mut core = lock(&self.shared.core);
+        self.shared.flush(&mut core, Instant::now())
+    }
+
+    /// Over TCP: the next payload from a peer that the stream's reader took in, waiting until
+    /// `deadline`. Over UDP the link never reads the socket: `None` once `deadline` passes
+    /// (what arrives on the socket comes from [`handle_datagram`](Self::handle_datagram)).
+    pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        loop {
+            if let Some(got) = lock(&self.shared.inbox).pop_front() {
+                return Some(got);
+            }
+            let now = Instant::now();
+            if now >= deadline || self.shared.closed.load(Ordering::Relaxed) {
+                return None;
+            }
+            let core = lock(&self.shared.core);
+            if lock(&self.shared.inbox).is_empty() {
+                let wait = deadline.min(now + STOP_POLL).saturating_duration_since(now);
+                let _ = self.shared.changed.wait_timeout(core, wait.max(deadline::MIN_WAIT));
+            }
+        }
+    }
+
+    /// Over TCP: whether the stream to the server ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+}
