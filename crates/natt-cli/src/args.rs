@@ -53,6 +53,15 @@ pub struct TechniqueArgs {
     /// A gateway to speak NAT-PMP only to (tests).
     #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
     pub nat_pmp: Option<SocketAddr>,
+    /// A TURN relay, by IP address (default port 3478, UDP to it unless ?transport=tcp): its
+    /// relayed address becomes one more endpoint; `natt punch` then connects with fallback.
+    /// The user name with --turn-user, the password from the environment variable
+    /// NATT_TURN_PASSWORD (never on the command line).
+    #[arg(long = "turn", value_name = "turn:IP[:PORT][?transport=udp|tcp]")]
+    pub turn: Option<String>,
+    /// The TURN relay's user name (with --turn).
+    #[arg(long = "turn-user", value_name = "NAME", requires = "turn")]
+    pub turn_user: Option<String>,
 }
 
 /// `natt punch`.
@@ -89,7 +98,9 @@ pub struct PunchArgs {
     /// UDP: seconds to keep printing the peer's datagrams after stdin ends.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub linger: f64,
-    /// Print the result as one JSON line: {"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp"}.
+    /// Print the result as one JSON line:
+    /// {"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp","path":"direct|relay","relay":"IP:PORT"|null}
+    /// (`relay`: the relayed address a relayed path goes through).
     #[arg(long)]
     pub json: bool,
 }

@@ -57,10 +57,31 @@ pub fn build(choice: &TechniqueArgs, timeout: Duration) -> Result<MappingContext
                 .filter(|_| !choice.no_pcp)
                 .map(|a| gateway(natt::pcp::KIND_NAT_PMP, a)),
         );
+    let servers = servers.chain(turn_server(choice)?);
     builder.servers(servers).build().map_err(|e| match e {
         natt::Error::Config(why) if why.starts_with("UPnP gateway") => format!("{UPNP_IGD_ENV}: {why}"),
         other => other.to_string(),
     })
+}
+
+/// The environment variable that holds the TURN relay's password (`--turn`): never a flag,
+/// which other users of the host would see in `ps`.
+pub const TURN_PASSWORD_ENV: &str = "NATT_TURN_PASSWORD";
+
+/// The TURN server of `--turn`, `--turn-user` and [`TURN_PASSWORD_ENV`], if one is given.
+pub fn turn_server(choice: &TechniqueArgs) -> Result<Option<HolePunchServerAddr>, String> {
+    let Some(uri) = &choice.turn else {
+        return Ok(None);
+    };
+    let user = choice
+        .turn_user
+        .as_deref()
+        .ok_or_else(|| "--turn needs --turn-user NAME".to_owned())?;
+    let password = std::env::var(TURN_PASSWORD_ENV)
+        .map_err(|_| format!("--turn needs the relay's password in the environment variable {TURN_PASSWORD_ENV}"))?;
+    HolePunchServerAddr::parse_turn(uri, natt::TurnCredentials::new(user, password))
+        .map(Some)
+        .map_err(|e| format!("--turn: {e}"))
 }
 
 /// Seconds from environment variable `name`, if it is set.

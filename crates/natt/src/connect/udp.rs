@@ -203,7 +203,7 @@ fn read_relay_stream(shared: &Shared, relay: &RelayLink) {
 pub struct UdpConnection {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    port_mappings: Option<PortMappings>,
+    port_mappings: Mutex<Option<PortMappings>>,
     socket: UdpSocket,
 }
 
@@ -264,7 +264,7 @@ impl UdpConnection {
         let mut connection = UdpConnection {
             shared: Arc::clone(&shared),
             threads: Vec::new(),
-            port_mappings: Some(port_mappings),
+            port_mappings: Mutex::new(Some(port_mappings)),
             socket,
         };
         let reader = Arc::clone(&shared);
@@ -409,7 +409,7 @@ impl UdpConnection {
                 return Err(self);
             }
         };
-        let port_mappings = self.port_mappings.take().unwrap_or_default();
+        let port_mappings = lock(&self.port_mappings).take().unwrap_or_default();
         Ok((
             PunchedUdpSocket {
                 socket,
@@ -436,7 +436,8 @@ impl UdpConnection {
 
     fn shut(&mut self) {
         self.stop_threads();
-        if let Some(mut pm) = self.port_mappings.take() {
+        let taken = lock(&self.port_mappings).take();
+        if let Some(mut pm) = taken {
             pm.release();
         }
     }
