@@ -1,0 +1,357 @@
+//! Connecting through a TURN relay (issue 14): [`run`] measures the relayed connect time of
+//! `natt punch --udp --turn` between two symmetric NATs with 25 ms one way on each WAN link,
+//! against the round trips it cannot avoid, and the relayed throughput (datagrams per second
+//! with no loss through the lab's coturn) against coturn's own `turnutils_uclient` through the
+//! same server, interleaved in the same run.
+
+use std::fs;
+use std::io::Write as _;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::proc::{Lines, ms_since, timed};
+use super::punch::rtt_to_observer;
+use super::report::{Check, Section, Table};
+use super::stats::{Samples, ms, ratio, spread, times};
+use super::{Bench, json_number};
+use crate::lab::{Lab, Result, err};
+
+/// The section's title.
+pub const TITLE: &str = "Connecting through a TURN relay";
+/// The lab of the connect time: two symmetric NATs, 25 ms one way on each WAN link.
+pub const DELAY_TOPOLOGY: &str = "r1=sym,delay=25 r2=sym,delay=25 p1";
+/// The lab of the throughput: two symmetric NATs, no delay.
+pub const TOPOLOGY: &str = "r1=sym r2=sym p1";
+/// Datagrams per throughput run, and their size.
+const DATAGRAMS: usize = 10_000;
+const SIZE: usize = 100;
+/// `turnutils_peer`'s port on p1 (the reference's echoing peer).
+const PEER_PORT: &str = "3480";
+
+/// One relayed session: h1 with the relay (`--turn`), h2 without.
+struct Session {
+    a: Lines,
+    b: Lines,
+    /// Each side's result line.
+    results: [String; 2],
+    /// h1's stderr is only read at the end.
+    dir: std::path::PathBuf,
+}
+
+/// Starts a relayed session between h1 and h2; returns once both printed their result.
+fn start(b: &Bench, lab: &Lab, n: usize) -> Result<Session> {
+    let dir = lab.state_dir().join(format!("bench-relay-{n}"));
+    fs::create_dir_all(&dir)?;
+    let stun1 = format!("{}:3478", lab.get("STUN1")?);
+    let uri = lab.get("TURN_URI")?;
+    let user = lab.get("TURN_USER")?;
+    let password = lab.get("TURN_PASSWORD")?;
+    let spawn = |node: &str, me: &str, peer: &str, relay: bool| -> Result<Lines> {
+        let mut cmd = lab.command(node, &b.natt)?;
+        cmd.args(["punch", "--udp", "--json", "--no-upnp", "--no-pcp", "--stun", &stun1])
+            .args(["--timeout", "10", "--linger", "1"])
+            .arg("--token-out")
+            .arg(dir.join(me))
+            .arg("--peer-token")
+            .arg(dir.join(peer));
+        if relay {
+            cmd.args(["--turn", &uri, "--turn-user", &user])
+                .env("NATT_TURN_PASSWORD", &password)
+                .env("RUST_LOG", "natt_core::mapping=debug");
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        Lines::new(cmd.spawn().map_err(|e| err(format!("cannot start natt punch: {e}")))?)
+    };
+    let mut a = spawn("h1", "a.tok", "b.tok", true)?;
+    let mut bb = spawn("h2", "b.tok", "a.tok", false)?;
+    let ra = a.next_line(Duration::from_secs(25)).unwrap_or_default();
+    let rb = bb.next_line(Duration::from_secs(25)).unwrap_or_default();
+    Ok(Session {
+        a,
+        b: bb,
+        results: [ra, rb],
+        dir,
+    })
+}
+
+impl Session {
+    fn paths(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(r)
+                    .ok()
+                    .and_then(|j| j.get("path").and_then(|p| p.as_str()).map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Ends both sides; h1's stderr.
+    fn end(self) -> String {
+        let (_, _, stderr) = self.a.finish(Duration::from_secs(15));
+        let _ = self.b.finish(Duration::from_secs(15));
+        let _ = fs::remove_dir_all(&self.dir);
+        stderr
+    }
+}
+
+/// The allocation's time in h1's log: natt-core's `turn: [...] in 101.2ms` (debug).
+fn allocation_ms(stderr: &str) -> Option<f64> {
+    let line = stderr.lines().find(|l| l.contains("] turn: [") && l.contains(" in "))?;
+    let d = line.rsplit(" in ").next()?.trim();
+    let (num, unit) = d.split_at(d.find(|c: char| !(c.is_ascii_digit() || c == '.'))?);
+    let v: f64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(v),
+        "s" => Some(v * 1000.0),
+        "µs" | "us" => Some(v / 1000.0),
+        "ns" => Some(v / 1e6),
+        _ => None,
+    }
+}
+
+/// Sends [`DATAGRAMS`] lines from h1 to h2 through the relay at once; the datagrams h2 got and
+/// the ms from the first write to h2's last line (or to the end of the wait).
+fn natt_burst(b: &Bench, lab: &Lab, n: usize) -> Result<(usize, f64, Vec<String>)> {
+    let mut s = start(b, lab, n)?;
+    let paths = s.paths();
+    let line = "x".repeat(SIZE);
+    let t0 = Instant::now();
+    if let Some(stdin) = s.a.child.stdin.as_mut() {
+        let mut all = String::with_capacity(DATAGRAMS * (SIZE + 1));
+        for _ in 0..DATAGRAMS {
+            all.push_str(&line);
+            all.push('\n');
+        }
+        stdin.write_all(all.as_bytes())?;
+        stdin.flush()?;
+    }
+    let mut got = 0;
+    let mut last = 0.0;
+    while got < DATAGRAMS {
+        match s.b.next_line(Duration::from_millis(500)) {
+            Some(l) if l == line => {
+                got += 1;
+                last = ms_since(t0);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    s.end();
+    Ok((got, last, paths))
+}
+
+/// `turnutils_uclient` sending `count` messages of [`SIZE`] bytes to the echoing peer on p1
+/// through the relay, as fast as it goes (`-z 0`): (lost, ms from spawn to exit). It runs two
+/// sessions of `count` messages each, echoed back: `4 * count` datagrams through the relay.
+fn uclient(lab: &Lab, count: usize) -> Result<(Option<u64>, f64)> {
+    let p1 = lab.get("P1_IP")?;
+    let user = lab.get("TURN_USER")?;
+    let password = lab.get("TURN_PASSWORD")?;
+    let turn_ip = lab.get("TURN_IP")?;
+    let mut cmd = lab.command("h1", "timeout")?;
+    cmd.args([
+        "30",
+        "turnutils_uclient",
+        "-u",
+        &user,
+        "-w",
+        &password,
+        "-e",
+        &p1,
+        "-r",
+        PEER_PORT,
+    ])
+    .args([
+        "-n",
+        &count.to_string(),
+        "-l",
+        &SIZE.to_string(),
+        "-m",
+        "1",
+        "-z",
+        "0",
+        &turn_ip,
+    ]);
+    let (out, wall) = timed(&mut cmd)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lost = text
+        .lines()
+        .find_map(|l| l.split("Total lost packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
+    Ok((lost, wall))
+}
+
+/// The benchmark.
+pub fn run(b: &Bench) -> Result<Section> {
+    let mut s = Section::new(TITLE);
+    connect_time(b, &mut s)?;
+    throughput(b, &mut s)?;
+    Ok(s)
+}
+
+fn connect_time(b: &Bench, s: &mut Section) -> Result<()> {
+    let lab = b.lab(DELAY_TOPOLOGY)?;
+    let runs = b.runs(12, 4);
+    let mut rtt = [Samples::new(), Samples::new()];
+    let measure = |rtt: &mut [Samples; 2]| -> Result<()> {
+        for (s, node) in rtt.iter_mut().zip(["h1", "h2"]) {
+            s.push(rtt_to_observer(&lab, node)?);
+        }
+        Ok(())
+    };
+    measure(&mut rtt)?;
+    let (mut alloc, mut punch, mut total) = (Samples::new(), Samples::new(), Samples::new());
+    let mut failures = Vec::new();
+    for n in 0..runs {
+        let sess = start(b, &lab, n)?;
+        let paths = sess.paths();
+        let slower = sess
+            .results
+            .iter()
+            .map(|r| json_number(r, "elapsed_ms"))
+            .collect::<Option<Vec<f64>>>()
+            .and_then(|v| v.into_iter().reduce(f64::max));
+        let stderr = sess.end();
+        match (allocation_ms(&stderr), slower) {
+            (Some(a), Some(p)) if paths.iter().all(|p| p == "relay") => {
+                alloc.push(a);
+                punch.push(p);
+                total.push(a + p);
+            }
+            other => failures.push(format!("{other:?} {paths:?} {}", stderr.lines().last().unwrap_or(""))),
+        }
+        if n == runs / 2 {
+            measure(&mut rtt)?;
+        }
+    }
+    measure(&mut rtt)?;
+    let [h1, h2] = &rtt;
+    let (Some(r1), Some(r2)) = (h1.median(), h2.median()) else {
+        return Err(err("no round trip time measured"));
+    };
+    // The relay is on the lab's internet, as the observer: h1's round trip to the relay is
+    // h1's to the observer; the round trip between the peers through the relay is h1's plus h2's.
+    let target = 2.0 * r1 + (r1 + r2) + 20.0;
+    s.about.push(format!(
+        "Lab `{DELAY_TOPOLOGY}`: no punch connects two symmetric NATs, so `natt punch --udp` goes \
+         through the relay: h1 with `--turn` (the lab's coturn, UDP), h2 without (it reaches h1's \
+         relayed address with plain UDP). **Measured**, per run: the allocation (h1's `turn` \
+         technique while mapping, from its log) plus the connect (`elapsed_ms` of the slower \
+         side: from reading the peer's token to connected over the relayed path, authenticated \
+         by the punch's signed messages, including natt's 10 ms grace for a direct path). \
+         **Target**: 2 round trips to the relay + 1 round trip between the peers through the \
+         relay + 20 ms. {runs} runs; round trips measured {} times through the run.",
+        h1.len()
+    ));
+    let mut t = Table::new(&["figure", "median (min–max)"]);
+    t.row(vec!["h1 ↔ relay round trip".into(), spread(h1)]);
+    t.row(vec!["h2 ↔ relay round trip".into(), spread(h2)]);
+    t.row(vec!["allocation (h1)".into(), spread(&alloc)]);
+    t.row(vec!["connect over the relay (slower side)".into(), spread(&punch)]);
+    t.row(vec!["**allocation + connect**".into(), spread(&total)]);
+    s.tables.push(t);
+    s.checks.push(Check {
+        what: "relayed connect time, sym × sym (25 ms one way per WAN)".into(),
+        natt: ms(total.median()),
+        reference: format!("2 RTT relay + 1 RTT via relay = {}", ms(Some(target - 20.0))),
+        ratio: times(ratio(total.median(), Some(target - 20.0))),
+        target: format!("≤ {}", ms(Some(target))),
+        met: Some(failures.is_empty() && total.median().is_some_and(|m| m <= target)),
+    });
+    for f in failures {
+        s.notes.push(format!("connect: a run failed: {f}"));
+    }
+    Ok(())
+}
+
+fn throughput(b: &Bench, s: &mut Section) -> Result<()> {
+    let mut lab = b.lab(TOPOLOGY)?;
+    let p1 = lab.get("P1_IP")?;
+    lab.daemon("turnutils-peer", "p1", &["turnutils_peer", "-L", &p1, "-p", PEER_PORT])?;
+    let runs = b.runs(5, 2);
+    let (mut natt_rates, mut ref_rates) = (Samples::new(), Samples::new());
+    let mut notes = Vec::new();
+    // The reference's rate from two runs' difference, so its fixed start (allocation, its own
+    // pauses) cancels out: (4 * (big - small)) datagrams in (wall big - wall small).
+    let (small, big) = (200, 200 + DATAGRAMS / 2);
+    for n in 0..runs {
+        let (got, took, paths) = natt_burst(b, &lab, 1000 + n)?;
+        if got == DATAGRAMS && paths.iter().all(|p| p == "relay") && took > 0.0 {
+            natt_rates.push(DATAGRAMS as f64 / (took / 1000.0));
+        } else {
+            notes.push(format!(
+                "natt run {n}: {got}/{DATAGRAMS} datagrams in {took:.0} ms, paths {paths:?}"
+            ));
+        }
+        let (lost_small, wall_small) = uclient(&lab, small)?;
+        let (lost_big, wall_big) = uclient(&lab, big)?;
+        match (lost_small, lost_big) {
+            (Some(0), Some(0)) if wall_big > wall_small => {
+                ref_rates.push((4 * (big - small)) as f64 / ((wall_big - wall_small) / 1000.0));
+            }
+            other => notes.push(format!("turnutils_uclient run {n}: lost {other:?}")),
+        }
+    }
+    s.about.push(format!(
+        "Lab `{TOPOLOGY}`, no delay. **natt**: once `natt punch --udp --turn` is connected through \
+         the relay (h1 with the allocation, h2 without), h1 writes {DATAGRAMS} lines of {SIZE} \
+         bytes at once; each is one datagram, framed as ChannelData by h1 and sent on by coturn \
+         to h2. Rate: {DATAGRAMS} / (from the first write to h2's last line), counted only when \
+         none was lost. **Reference**: coturn's `turnutils_uclient` on h1 (one client, which \
+         makes two allocations, `-z 0`: no pause between messages, {SIZE}-byte messages) to \
+         `turnutils_peer` echoing on p1, through the same coturn: 4 datagrams through the relay \
+         per message; its rate from the difference of two runs ({small} and {big} messages, \
+         wall clock), so that its fixed start cancels out; counted only when none was lost. \
+         {runs} rounds, natt and the reference interleaved."
+    ));
+    let mut t = Table::new(&["client", "datagrams/s, median (min–max)", "runs with no loss"]);
+    let rate = |v: &Samples| match (v.median(), v.min(), v.max()) {
+        (Some(m), Some(lo), Some(hi)) => format!("{m:.0} ({lo:.0}–{hi:.0})"),
+        _ => "n/a".into(),
+    };
+    t.row(vec![
+        "natt (through the relay)".into(),
+        rate(&natt_rates),
+        format!("{}/{runs}", natt_rates.len()),
+    ]);
+    t.row(vec![
+        "turnutils_uclient".into(),
+        rate(&ref_rates),
+        format!("{}/{runs}", ref_rates.len()),
+    ]);
+    s.tables.push(t);
+    let r = ratio(natt_rates.median(), ref_rates.median());
+    s.checks.push(Check {
+        what: "relayed throughput, datagrams/s with no loss".into(),
+        natt: natt_rates.median().map_or("n/a".into(), |m| format!("{m:.0}/s")),
+        reference: ref_rates
+            .median()
+            .map_or("n/a".into(), |m| format!("turnutils_uclient {m:.0}/s")),
+        ratio: times(r),
+        target: "≥ 0.9x".into(),
+        met: Some(r.is_some_and(|r| r >= 0.9) && notes.is_empty()),
+    });
+    s.notes.extend(notes);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocation_time_is_read_from_the_log() {
+        let log = "[2026-12-05T21:43:08.714Z DEBUG natt_core::mapping] turn: [MappedSocketAddr { addr: 203.0.113.30:5 }] in 101.5ms\n";
+        assert_eq!(allocation_ms(log), Some(101.5));
+        assert_eq!(allocation_ms("[x] turn: [] in 1.2s"), Some(1200.0));
+        assert_eq!(allocation_ms("stun: [] in 3ms"), None);
+    }
+}
