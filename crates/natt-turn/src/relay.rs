@@ -773,6 +773,16 @@ impl RelayLink {
         Ok(())
     }
 
+    /// Starts installing a permission for `peer`'s IP (any port of it may then send to us
+    /// through the relay) without waiting, as [`start_add_peer`](Self::start_add_peer) but
+    /// with no channel.
+    pub fn start_permission(&self, peer: SocketAddr) -> Result<(), TurnError> {
+        let mut core = lock(&self.shared.core);
+        core.create_permission(peer, Instant::now())?;
+        self.shared.flush(&mut core, Instant::now());
+        Ok(())
+    }
+
     /// Whether the server has a permission for `ip` installed.
     pub fn has_permission(&self, ip: std::net::IpAddr) -> bool {
         lock(&self.shared.core).has_permission(ip)

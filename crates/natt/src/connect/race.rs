@@ -34,7 +34,8 @@
 
 #![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -44,7 +45,8 @@ use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::{MappedSocketAddr, Transmit, UdpExchange};
 use natt_punch::keys::SessionKeys;
 use natt_punch::path::Paths;
-use natt_punch::puncher::UdpPuncher;
+use natt_punch::puncher::{MAX_PER_SECOND, UdpPuncher};
+use natt_punch::wire::{self, FLAG_CONFIRMED, FLAG_DONE, Kind, Message};
 use natt_punch::{NoPath, PunchError, is_punch_packet};
 
 /// How long a confirmed relayed path waits for a direct path that has shown no sign of life.
@@ -128,6 +130,8 @@ struct Run {
     /// When its punch ran out of rounds without being done.
     exhausted_at: Option<Instant>,
     restarts: u32,
+    /// When this lane answered probes after it was done, within the last second.
+    answered: VecDeque<Instant>,
 }
 
 /// The lanes, the decision and the move to a direct path (see the module documentation).
@@ -145,6 +149,8 @@ pub struct Race {
     peer_relayed: Vec<SocketAddr>,
     /// The next lane to take a transmission from (round robin).
     next: usize,
+    /// Answers of done lanes, to send.
+    queue: VecDeque<(Via, Transmit)>,
 }
 
 /// The name of the `turn` technique's endpoints.
@@ -190,6 +196,7 @@ impl Race {
                         done_at: None,
                         exhausted_at: None,
                         restarts: 0,
+                        answered: VecDeque::new(),
                     });
                 }
                 Err(e) => {
@@ -216,6 +223,7 @@ impl Race {
             accepted: Vec::new(),
             peer_relayed: relayed.iter().map(|e| e.addr).collect(),
             next: 0,
+            queue: VecDeque::new(),
         })
     }
 
@@ -224,18 +232,21 @@ impl Race {
         self.runs.iter().map(|r| r.lane).collect()
     }
 
-    /// The IPs our relay must let in (permissions): those the our-relay lane probes and takes
-    /// packets from.
-    pub fn relay_peer_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self
+    /// The peers our relay must let in (permissions, for their IPs: one address per IP), those
+    /// the our-relay lane probes and takes packets from.
+    pub fn relay_peers(&self) -> Vec<SocketAddr> {
+        let mut peers: Vec<SocketAddr> = Vec::new();
+        for a in self
             .runs
             .iter()
             .filter(|r| r.lane == Lane::OwnRelay)
-            .flat_map(|r| r.puncher.targets().iter().map(SocketAddr::ip))
-            .collect();
-        ips.sort();
-        ips.dedup();
-        ips
+            .flat_map(|r| r.puncher.targets().iter())
+        {
+            if !peers.iter().any(|p| p.ip() == a.ip()) {
+                peers.push(*a);
+            }
+        }
+        peers
     }
 
     /// The path taken, once decided.
@@ -258,7 +269,11 @@ impl Race {
     pub fn handle(&mut self, now: Instant, via: Via, from: SocketAddr, data: &[u8]) -> Incoming {
         if is_punch_packet(data) {
             for run in self.runs.iter_mut().filter(|r| r.lane.via() == via) {
-                if run.paths.is_peer(from) {
+                if run.done_at.is_some() && run.puncher.peer() == Some(from) {
+                    if let Some(reply) = answer_when_done(&self.keys, run, now, from, data) {
+                        self.queue.push_back((via, reply));
+                    }
+                } else if run.paths.is_peer(from) {
                     run.puncher.handle_datagram(now, from, data);
                     if run.done_at.is_none()
                         && let Some(peer) = run.puncher.peer()
@@ -373,6 +388,9 @@ impl Race {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(Via, Transmit)> {
         self.decide(now);
         self.restart_direct(now);
+        if let Some(t) = self.queue.pop_front() {
+            return Some(t);
+        }
         let n = self.runs.len();
         for k in 0..n {
             let i = (self.next + k) % n.max(1);
@@ -398,8 +416,9 @@ impl Race {
         }
     }
 
-    /// When [`poll_transmit`](Self::poll_transmit) next has something to do, after it
-    /// returned `None`.
+    /// When [`poll_transmit`](Self::poll_transmit) next has something to do, once it has
+    /// returned `None` (a datagram taken in may queue an answer: poll again after
+    /// [`handle`](Self::handle)).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let lanes = self
             .runs
@@ -429,12 +448,52 @@ impl Race {
     }
 }
 
+/// A done lane's answer to an authentic probe from its peer's address: a reply flagged
+/// "confirmed, done" that echoes its nonce, as the punch's own last replies are. A done punch
+/// takes nothing more, so without this a peer that missed those last replies (lost) would
+/// never confirm the path its side sends on (and so never take its data); at most
+/// [`MAX_PER_SECOND`] a second.
+fn answer_when_done(
+    keys: &SessionKeys,
+    run: &mut Run,
+    now: Instant,
+    from: SocketAddr,
+    data: &[u8],
+) -> Option<Transmit> {
+    let msg = wire::open(keys, data)?;
+    if msg.kind != Kind::Probe || !run.paths.sees_us(msg.observed) {
+        return None;
+    }
+    while run
+        .answered
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+    {
+        run.answered.pop_front();
+    }
+    if run.answered.len() >= MAX_PER_SECOND {
+        return None;
+    }
+    run.answered.push_back(now);
+    let reply = Message {
+        kind: Kind::Reply,
+        flags: FLAG_CONFIRMED | FLAG_DONE,
+        nonce: msg.nonce,
+        observed: from,
+    };
+    Some(Transmit {
+        destination: from,
+        payload: wire::encode(keys, &reply).to_vec(),
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // tests take a starting instant from the clock
 mod tests {
     use super::*;
     use natt_core::rendezvous::gen_rendezvous_info;
     use std::collections::VecDeque;
+    use std::net::IpAddr;
 
     fn ep(s: &str, t: &str) -> MappedSocketAddr {
         MappedSocketAddr::new(s.parse().unwrap(), t != "local", t)
@@ -454,6 +513,8 @@ mod tests {
         symmetric: bool,
         /// Drop all plain UDP between the NATs (not to and from the relay).
         direct_blocked: bool,
+        /// Drop everything B sends.
+        b_silent: bool,
         /// (from the relay: peer the relay saw, payload) queued for A's relay lane.
         to_a_relay: VecDeque<(SocketAddr, Vec<u8>)>,
         /// (to A's public side: from, payload)
@@ -517,12 +578,13 @@ mod tests {
         let now = Instant::now();
         let a = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, true, now, StdRng::seed_from_u64(1)).unwrap();
         let b = Race::new(sa("10.0.2.2:6000"), &bp, &apu, false, now, StdRng::seed_from_u64(2)).unwrap();
-        let permissions = a.relay_peer_ips();
+        let permissions = a.relay_peers().iter().map(SocketAddr::ip).collect();
         Net {
             a,
             b,
             symmetric,
             direct_blocked,
+            b_silent: false,
             to_a_relay: VecDeque::new(),
             to_a: VecDeque::new(),
             to_b: VecDeque::new(),
@@ -563,6 +625,9 @@ mod tests {
 
         fn b_out(&mut self, to: SocketAddr, payload: Vec<u8>) {
             self.b_sent.push(to);
+            if self.b_silent {
+                return;
+            }
             let from = b_pub(to, self.symmetric);
             if to == sa(R) {
                 if self.permissions.contains(&from.ip()) {
@@ -580,6 +645,12 @@ mod tests {
         /// Runs both sides until `until`, a millisecond a step, every datagram arriving in the
         /// step it was sent.
         fn run(&mut self, t0: Instant, until: Duration) {
+            self.run_until(t0, until, |_| false);
+        }
+
+        /// As [`run`](Self::run), stopping early after the step where `stop` holds; the time
+        /// reached.
+        fn run_until(&mut self, t0: Instant, until: Duration, stop: impl Fn(&Net) -> bool) -> Instant {
             let mut t = t0;
             while t < t0 + until {
                 while let Some((via, tx)) = self.a.poll_transmit(t) {
@@ -604,7 +675,11 @@ mod tests {
                     }
                 }
                 t += Duration::from_millis(1);
+                if stop(self) {
+                    break;
+                }
             }
+            t
         }
     }
 
@@ -614,7 +689,7 @@ mod tests {
         assert_eq!(n.a.lanes(), [Lane::Direct, Lane::OwnRelay]);
         assert_eq!(n.b.lanes(), [Lane::Direct, Lane::PeerRelay]);
         // Only the peer's public address gets a permission.
-        assert_eq!(n.a.relay_peer_ips(), ["203.0.113.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(n.a.relay_peers(), [b_pub(sa("192.0.2.9:3478"), true)]);
         assert_eq!(n.b.peer_relayed(), [sa(R)]);
     }
 
@@ -656,6 +731,28 @@ mod tests {
         n.run(Instant::now(), Duration::from_secs(2));
         assert_eq!(n.a.chosen().unwrap().lane, Lane::Direct);
         assert_eq!(n.b.chosen().unwrap().lane, Lane::Direct);
+    }
+
+    #[test]
+    fn a_side_that_missed_the_last_replies_still_confirms_the_path() {
+        let mut n = net(false, false);
+        let t0 = Instant::now();
+        let b_done = |n: &Net| n.b.runs.iter().any(|r| r.lane == Lane::Direct && r.done_at.is_some());
+        let t = n.run_until(t0, Duration::from_secs(1), b_done);
+        assert!(b_done(&n));
+        assert!(n.a.runs.iter().all(|r| r.done_at.is_none()), "A is done first");
+        // B's last replies (its "done" burst) are lost.
+        n.b_silent = true;
+        let t = n.run_until(t, Duration::from_millis(20), |_| false);
+        n.b_silent = false;
+        // A's next probe rounds are answered by B's done lane, and A confirms the direct path.
+        n.run(t, Duration::from_secs(3));
+        assert_eq!(n.a.chosen().unwrap().lane, Lane::Direct);
+        assert_eq!(n.b.chosen().unwrap().lane, Lane::Direct);
+        let b_path = n.b.chosen().unwrap();
+        n.b_out(b_path.peer, b"direct".to_vec());
+        n.run(t + Duration::from_secs(3), Duration::from_millis(2));
+        assert_eq!(n.data_a, [b"direct".to_vec()]);
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl UdpConnection {
             Instant::now(),
             StdRng::from_os_rng(),
         )?;
-        let permissions = race.relay_peer_ips();
+        let permissions = race.relay_peers();
         let shared = Arc::new(Shared {
             race: Mutex::new(race),
             socket: socket.try_clone()?,
@@ -283,10 +283,11 @@ impl UdpConnection {
                 );
             }
             if let Some(relay) = &shared.relay {
-                for ip in permissions {
-                    // Any port: a permission is for the IP (RFC 8656 section 9).
-                    if let Err(e) = relay.start_add_peer(SocketAddr::new(ip, 9)) {
-                        log::warn!("fallback: no permission for {ip} on the relay: {e}");
+                for peer in permissions {
+                    // A permission is for the IP, any port (RFC 8656 section 9): the peer's
+                    // NAT may send from a port no server saw.
+                    if let Err(e) = relay.start_permission(peer) {
+                        log::warn!("fallback: no permission for {} on the relay: {e}", peer.ip());
                     }
                 }
             }
@@ -312,10 +313,18 @@ impl UdpConnection {
                     .0;
             }
         }
-        if let Some(relay) = &shared.relay
-            && let Some(e) = relay.take_failure()
-        {
-            log::warn!("fallback: the relay reported: {e}");
+        if let Some(relay) = &shared.relay {
+            if let Some(e) = relay.take_failure() {
+                log::warn!("fallback: the relay reported: {e}");
+            }
+            // Through our relay: a channel to the peer's address as the relay sees it, so that
+            // data goes as ChannelData (4 bytes of framing) rather than Send indications.
+            if let Some(c) = lock(&shared.race).chosen()
+                && c.lane == Lane::OwnRelay
+                && let Err(e) = relay.start_add_peer(c.peer)
+            {
+                log::debug!("fallback: no channel to {}: {e}", c.peer);
+            }
         }
         log::info!("fallback: connected from {local}: {:?}", connection.path());
         Ok(connection)
