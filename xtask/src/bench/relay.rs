@@ -113,11 +113,14 @@ fn allocation_ms(stderr: &str) -> Option<f64> {
 /// The rates natt's sender is paced at, datagrams per second, one batch of a second each.
 const RATES: &[usize] = &[6_000, 9_000, 12_000, 15_000, 20_000, 30_000];
 
+/// One batch: (rate asked, datagrams sent, datagrams h2 got, the rate achieved).
+type Batch = (usize, usize, usize, f64);
+
 /// One relayed session, then one batch a rate of [`RATES`] from h1 to h2: each second's worth
 /// of [`SIZE`]-byte lines written paced (a slice every millisecond). Per batch: (rate asked,
 /// datagrams h2 got of those sent, the rate achieved: got / from the first write to h2's last
 /// line); and both sides' paths.
-fn natt_batches(b: &Bench, lab: &Lab, n: usize) -> Result<(Vec<(usize, usize, usize, f64)>, Vec<String>)> {
+fn natt_batches(b: &Bench, lab: &Lab, n: usize) -> Result<(Vec<Batch>, Vec<String>)> {
     let mut s = start(b, lab, n)?;
     let paths = s.paths();
     let mut out = Vec::new();
