@@ -130,7 +130,7 @@ fn fallback_a_pair_that_can_punch_goes_direct() {
 
 #[test]
 fn fallback_a_failed_relay_leaves_the_direct_path() {
-    let Some(lab) = lab(
+    let Some(mut lab) = lab(
         "fallback_a_failed_relay_leaves_the_direct_path",
         "tffr",
         "r1=prc r2=prc p1",
@@ -155,13 +155,54 @@ fn fallback_a_failed_relay_leaves_the_direct_path() {
         .collect();
     assert_eq!(warned.len(), 1, "{}", a.stderr);
     assert!(!a.stderr.contains("Xq7"), "the password is never shown: {}", a.stderr);
-    // A relay that is down (nothing listens there), and a server that is not TURN (STUN only).
+    // A relay that is down (nothing there: silent), and a server that is not TURN (STUN only).
     for uri in ["turn:203.0.113.31:3478", "turn:203.0.113.10:3478"] {
         let (a, b) = session(&lab, "h1", Relay::Uri(uri), "h2", Relay::None, &[]);
         assert_talked(&a, &b, ("h1", "h2"));
         assert_eq!(path(&a), "direct");
         assert!(a.stderr.contains("TURN relay gave no address"), "{uri}: {}", a.stderr);
     }
+    // The user's quota reached (486): p1 holds the one allocation allowed.
+    lab.restart_turn(&["--user-quota", "1"]).unwrap();
+    let natt = natt_bin().display().to_string();
+    let uri = lab.get("TURN_URI").unwrap();
+    let user = lab.get("TURN_USER").unwrap();
+    let mut hold = lab.command("p1", &natt).unwrap();
+    hold.args([
+        "map",
+        "--udp",
+        "--no-upnp",
+        "--no-pcp",
+        "--json",
+        "--hold",
+        "--turn",
+        &uri,
+        "--turn-user",
+        &user,
+    ])
+    .env("NATT_TURN_PASSWORD", lab.get("TURN_PASSWORD").unwrap())
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    let mut holder = Running::new(hold.spawn().unwrap());
+    let held = holder.wait_line("{", Duration::from_secs(10));
+    assert!(held.contains("\"turn\""), "p1 holds no allocation: {held}");
+    let (a, b) = session(&lab, "h1", Relay::Udp, "h2", Relay::None, &[]);
+    drop(holder.child.stdin.take());
+    holder.finish();
+    assert_talked(&a, &b, ("h1", "h2"));
+    assert_eq!(path(&a), "direct");
+    let warned: Vec<&str> = a
+        .stderr
+        .lines()
+        .filter(|l| l.contains("TURN relay gave no address"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", a.stderr);
+    assert!(
+        warned[0].contains("486") || warned[0].to_lowercase().contains("quota"),
+        "{}",
+        warned[0]
+    );
 }
 
 #[test]
