@@ -10,6 +10,7 @@ pub mod punch;
 pub mod simple;
 pub mod stun;
 pub mod token;
+pub mod turn;
 pub mod upnp;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -41,6 +42,11 @@ pub const TARGETS: &[Target] = &[
         name: "stun_message",
         run: stun::message_target,
         seeds: stun::message_seeds,
+    },
+    Target {
+        name: "turn_messages",
+        run: turn::target,
+        seeds: turn::seeds,
     },
     Target {
         name: "stun_exchange",

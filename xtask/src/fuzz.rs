@@ -51,6 +51,12 @@ pub const TARGETS: &[Target] = &[
         about: "STUN decode_request/response, framing, the server's answers",
     },
     Target {
+        name: "turn_messages",
+        max_len: 4096,
+        by_default: true,
+        about: "TURN ChannelData, server messages, natt_turn::Allocation fed answers and time",
+    },
+    Target {
         name: "stun_exchange",
         max_len: 4096,
         by_default: true,

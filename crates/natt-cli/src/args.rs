@@ -21,12 +21,58 @@ pub enum Command {
     /// Serve the simple hole-punch protocol and STUN on UDP and TCP (port 5483 by default) until
     /// SIGINT or SIGTERM.
     Serve(ServeArgs),
-    /// Map a socket and print its endpoints.
+    /// Map a socket and print its endpoints (with --turn, a relayed address on a TURN server
+    /// too).
     Map(MapArgs),
-    /// Report on the network in front of this host: external addresses, NAT behaviour.
+    /// Report on the network in front of this host: external addresses, NAT behaviour, and
+    /// with --turn whether a TURN relay allocates.
     Probe(ProbeArgs),
     /// Map a socket, exchange tokens with a peer, punch a hole, then relay stdin and stdout.
     Punch(PunchArgs),
+    /// Allocate on a TURN server, send numbered datagrams to a peer through it and print
+    /// what comes back (a check of a relay; the lab's tests use it).
+    #[command(hide = true)]
+    Relay(RelayArgs),
+}
+
+/// The TURN relay to use (`natt map`, `natt probe`, `natt punch`, `natt relay`). The password is read from
+/// the environment variable NATT_TURN_PASSWORD only, never from the command line, where
+/// other users see it.
+#[derive(Debug, Args)]
+pub struct TurnArgs {
+    /// A TURN relay: its relayed address becomes one more endpoint of a mapped UDP socket
+    /// (technique `turn`), held while the mapping is; `?transport=tcp` reaches the relay over
+    /// TCP. Needs --turn-user, and the password in NATT_TURN_PASSWORD.
+    #[arg(
+        long = "turn",
+        value_name = "turn:IP[:PORT][?transport=udp|tcp]",
+        requires = "turn_user"
+    )]
+    pub turn: Option<String>,
+    /// The TURN user name (the password comes from NATT_TURN_PASSWORD).
+    #[arg(long = "turn-user", value_name = "NAME", requires = "turn")]
+    pub turn_user: Option<String>,
+}
+
+/// `natt relay` (hidden).
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// The TURN relay.
+    #[command(flatten)]
+    pub turn: TurnArgs,
+    /// The peer to send to through the relay (an echo server answers).
+    #[arg(long, value_name = "IP:PORT")]
+    pub peer: SocketAddr,
+    /// Datagrams to send.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub count: u32,
+    /// Relay TCP instead (RFC 6062, over ?transport=tcp): connect to the peer through the
+    /// relay, send it a line, and print what it sends until the line comes back.
+    #[arg(long)]
+    pub tcp: bool,
+    /// Seconds the whole check may take.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
 }
 
 /// Which techniques to use, and their servers: the same flags for map, probe and punch.
@@ -53,15 +99,6 @@ pub struct TechniqueArgs {
     /// A gateway to speak NAT-PMP only to (tests).
     #[arg(long = "nat-pmp", value_name = "ADDR", hide = true)]
     pub nat_pmp: Option<SocketAddr>,
-    /// A TURN relay, by IP address (default port 3478, UDP to it unless ?transport=tcp): its
-    /// relayed address becomes one more endpoint; `natt punch` then connects with fallback.
-    /// The user name with --turn-user, the password from the environment variable
-    /// NATT_TURN_PASSWORD (never on the command line).
-    #[arg(long = "turn", value_name = "turn:IP[:PORT][?transport=udp|tcp]")]
-    pub turn: Option<String>,
-    /// The TURN relay's user name (with --turn).
-    #[arg(long = "turn-user", value_name = "NAME", requires = "turn")]
-    pub turn_user: Option<String>,
 }
 
 /// `natt punch`.
@@ -80,6 +117,10 @@ pub struct PunchArgs {
     /// The techniques to use and their servers.
     #[command(flatten)]
     pub techniques: TechniqueArgs,
+    /// The TURN relay: with it, `natt punch --udp` connects with fallback (direct where a path
+    /// opens, else through the relay).
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Where to write our token: a file (written whole, atomically) or `-` for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub token_out: String,
@@ -126,6 +167,9 @@ pub struct ProbeArgs {
     /// The techniques to use and their servers.
     #[command(flatten)]
     pub techniques: TechniqueArgs,
+    /// The TURN relay to try (the report's `relay`).
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -150,6 +194,9 @@ pub struct MapArgs {
     /// The techniques to use and their servers.
     #[command(flatten)]
     pub techniques: TechniqueArgs,
+    /// The TURN relay to allocate on (UDP sockets).
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

@@ -3,18 +3,55 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::args::TechniqueArgs;
-use natt::{HolePunchServerAddr, MappingContext, UpnpConfig};
+use crate::args::{TechniqueArgs, TurnArgs};
+use natt::{HolePunchServerAddr, MappingContext, TurnCredentials, UpnpConfig};
+
+/// The lifetime TURN allocations ask for, in seconds (default 600), refreshed at half of it
+/// (or of what the server grants, if shorter): for trying refreshes by hand and in the lab.
+pub const TURN_LIFETIME_ENV: &str = "NATT_TURN_LIFETIME_SECS";
+
+/// The environment variable the TURN password is read from (never the command line).
+pub const TURN_PASSWORD_ENV: &str = "NATT_TURN_PASSWORD";
+
+/// How TURN allocations are made: the defaults, with the lifetime of [`TURN_LIFETIME_ENV`]
+/// when it is set.
+pub fn turn_config() -> Result<natt::turn::Config, String> {
+    let mut config = natt::turn::Config::default();
+    if let Some(lifetime) = env_secs(TURN_LIFETIME_ENV)? {
+        config.lifetime = lifetime;
+    }
+    Ok(config)
+}
+
+/// The TURN server the flags give, with its credentials (the password from
+/// [`TURN_PASSWORD_ENV`]); `None` without `--turn`.
+pub fn turn_server(turn: &TurnArgs) -> Result<Option<HolePunchServerAddr>, String> {
+    let (Some(uri), Some(user)) = (&turn.turn, &turn.turn_user) else {
+        return Ok(None);
+    };
+    let password = std::env::var(TURN_PASSWORD_ENV)
+        .map_err(|_| format!("--turn needs the TURN password in the environment variable {TURN_PASSWORD_ENV}"))?;
+    HolePunchServerAddr::parse_turn(uri, TurnCredentials::new(user.as_str(), password))
+        .map(Some)
+        .map_err(|e| format!("--turn: {e}"))
+}
 
 /// The lifetime PCP / NAT-PMP mappings ask for, in seconds (default 7200): for trying renewal
 /// by hand and in the lab.
 pub const PCP_LIFETIME_ENV: &str = "NATT_PCP_LIFETIME_SECS";
 
-/// The context the technique flags ask for, mapping within `timeout`: the flags and the
-/// environment ([`PCP_LIFETIME_ENV`], [`UPNP_LEASE_ENV`], [`UPNP_IGD_ENV`]) describe it, and
-/// the builder makes it; an error names a server no technique of this build can use.
-pub fn build(choice: &TechniqueArgs, timeout: Duration) -> Result<MappingContext, String> {
-    let mut builder = MappingContext::builder().timeout(timeout);
+/// The context the technique flags ask for, mapping within `timeout`, with the TURN relay of
+/// `turn` (`--turn`, `--turn-user` and the password in [`TURN_PASSWORD_ENV`]) when given: the
+/// flags and the environment ([`PCP_LIFETIME_ENV`], [`UPNP_LEASE_ENV`], [`UPNP_IGD_ENV`],
+/// [`TURN_LIFETIME_ENV`]) describe it, and the builder makes it; an error names a server no
+/// technique of this build can use.
+pub fn build_with_turn(
+    choice: &TechniqueArgs,
+    turn: Option<&TurnArgs>,
+    timeout: Duration,
+) -> Result<MappingContext, String> {
+    let turn = turn.map(turn_server).transpose()?.flatten();
+    let mut builder = MappingContext::builder().timeout(timeout).turn(turn_config()?);
     if choice.no_upnp {
         builder = builder.no_upnp();
     } else {
@@ -56,32 +93,12 @@ pub fn build(choice: &TechniqueArgs, timeout: Duration) -> Result<MappingContext
                 .nat_pmp
                 .filter(|_| !choice.no_pcp)
                 .map(|a| gateway(natt::pcp::KIND_NAT_PMP, a)),
-        );
-    let servers = servers.chain(turn_server(choice)?);
+        )
+        .chain(turn);
     builder.servers(servers).build().map_err(|e| match e {
         natt::Error::Config(why) if why.starts_with("UPnP gateway") => format!("{UPNP_IGD_ENV}: {why}"),
         other => other.to_string(),
     })
-}
-
-/// The environment variable that holds the TURN relay's password (`--turn`): never a flag,
-/// which other users of the host would see in `ps`.
-pub const TURN_PASSWORD_ENV: &str = "NATT_TURN_PASSWORD";
-
-/// The TURN server of `--turn`, `--turn-user` and [`TURN_PASSWORD_ENV`], if one is given.
-pub fn turn_server(choice: &TechniqueArgs) -> Result<Option<HolePunchServerAddr>, String> {
-    let Some(uri) = &choice.turn else {
-        return Ok(None);
-    };
-    let user = choice
-        .turn_user
-        .as_deref()
-        .ok_or_else(|| "--turn needs --turn-user NAME".to_owned())?;
-    let password = std::env::var(TURN_PASSWORD_ENV)
-        .map_err(|_| format!("--turn needs the relay's password in the environment variable {TURN_PASSWORD_ENV}"))?;
-    HolePunchServerAddr::parse_turn(uri, natt::TurnCredentials::new(user, password))
-        .map(Some)
-        .map_err(|e| format!("--turn: {e}"))
 }
 
 /// Seconds from environment variable `name`, if it is set.

@@ -10,6 +10,7 @@ mod map;
 mod output;
 mod probe;
 mod punch;
+mod relay;
 mod serve;
 mod simple_on_stun;
 mod stop;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         args::Command::Map(a) => map::run(&a),
         args::Command::Probe(a) => probe::run(&a),
         args::Command::Punch(a) => punch::run(&a),
+        args::Command::Relay(a) => relay::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use crate::stop;
 
 /// Maps, prints, and releases (after holding, with `--hold`).
 pub fn run(args: &MapArgs) -> Result<(), String> {
-    let mc = context::build(&args.techniques, context::seconds(args.timeout)?)?;
+    let mc = context::build_with_turn(&args.techniques, Some(&args.turn), context::seconds(args.timeout)?)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let start = Instant::now();
     // The socket must stay open while the mapping is held.
@@ -39,6 +39,11 @@ pub fn run(args: &MapArgs) -> Result<(), String> {
         }
         Ok(())
     };
+    // Nothing reads the socket while the mapping is held: the relay reads its server's
+    // answers itself.
+    if let Some(relay) = natt::relay_of(&port_mappings) {
+        relay.read_socket_itself();
+    }
     let held = match printed {
         Ok(()) if args.hold => stop::wait(true),
         other => other,

@@ -122,6 +122,8 @@ pub struct ProbeReport {
     /// What the PCP / NAT-PMP gateway answered; null when PCP was not tried (`--no-pcp`, no
     /// default route).
     pub pcp: Option<PcpReport>,
+    /// Whether the TURN relay given with `--turn` allocates; null without `--turn`.
+    pub relay: Option<RelayReport>,
     /// The evidence behind `mapping` and `filtering`, in words.
     pub evidence: Vec<String>,
     /// How long the probe took.
@@ -138,5 +140,16 @@ pub struct PcpReport {
     /// Its external address (`IP`), from the mapping made or from NAT-PMP.
     pub external: Option<String>,
     /// Why no mapping was made, if none was.
+    pub error: Option<String>,
+}
+
+/// `natt probe --json`'s `relay`: `{"server","relayed","error"}`.
+#[derive(Debug, Serialize)]
+pub struct RelayReport {
+    /// The relay asked (its `turn:` URI).
+    pub server: String,
+    /// The relayed address allocated (`IP:PORT`); null when it failed.
+    pub relayed: Option<String>,
+    /// Why no address was allocated, if none was.
     pub error: Option<String>,
 }

@@ -12,7 +12,7 @@ use natt::{HolePunchServerAddr, MappedUdpSocket, MappingTechnique, StunTechnique
 
 use crate::args::ProbeArgs;
 use crate::context;
-use crate::output::{self, PcpReport, ProbeReport};
+use crate::output::{self, PcpReport, ProbeReport, RelayReport};
 
 /// What behaviour discovery found over UDP, and over TCP.
 type Discovered = (
@@ -54,7 +54,7 @@ fn discover(stun: &[HolePunchServerAddr], any: SocketAddr, deadline: Instant) ->
 /// Probes and prints the report.
 pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
-    let mc = context::build(&args.techniques, timeout)?;
+    let mc = context::build_with_turn(&args.techniques, Some(&args.turn), timeout)?;
     let upnp = mc.upnp();
     let start = Instant::now();
     let deadline = start + timeout;
@@ -112,6 +112,11 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
         techniques: output::technique_reports(mapped.port_mappings.outcomes()),
         gateway: upnp.and_then(|u| u.gateway_info()).map(|g| g.to_string()),
         pcp: pcp.map(|(g, answer)| pcp_report(g, answer, mapped.port_mappings.outcomes())),
+        relay: args
+            .turn
+            .turn
+            .as_ref()
+            .map(|uri| relay_report(uri, mapped.port_mappings.outcomes())),
         evidence: behaviour.evidence,
         elapsed_ms: start.elapsed().as_millis(),
     };
@@ -173,6 +178,21 @@ fn pcp_report(
     }
 }
 
+/// Whether the TURN relay allocated: the `turn` technique's outcome.
+fn relay_report(uri: &str, outcomes: &[TechniqueOutcome]) -> RelayReport {
+    let outcome = outcomes.iter().find(|o| o.technique == natt::turn::NAME);
+    let (relayed, error) = match outcome.map(|o| &o.result) {
+        Some(Ok(eps)) => (eps.first().map(|e| e.addr.to_string()), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, Some("the turn technique did not run".to_owned())),
+    };
+    RelayReport {
+        server: uri.to_owned(),
+        relayed,
+        error,
+    }
+}
+
 fn unknown(why: String) -> NatBehaviour {
     NatBehaviour {
         mapping: Behaviour::Unknown,
@@ -207,6 +227,16 @@ fn print_text(r: &ProbeReport) {
                 .unwrap_or_default(),
             p.error.as_ref().map(|e| format!("; {e}")).unwrap_or_default()
         ),
+    }
+    if let Some(relay) = &r.relay {
+        match (&relay.relayed, &relay.error) {
+            (Some(a), _) => println!("relay:       {a} via {}", relay.server),
+            (None, e) => println!(
+                "relay:       none from {}: {}",
+                relay.server,
+                e.as_deref().unwrap_or("?")
+            ),
+        }
     }
     for t in &r.techniques {
         match &t.error {

@@ -38,12 +38,12 @@ struct PunchReport {
 pub fn run(args: &PunchArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
     let linger = context::seconds(args.linger)?;
-    let mc = context::build(&args.techniques, context::seconds(args.map_timeout)?)?;
+    let mc = context::build_with_turn(&args.techniques, Some(&args.turn), context::seconds(args.map_timeout)?)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let mut stdin = io::stdin().lock();
     if args.udp {
         let mapped = MappedUdpSocket::bind(local, &mc).map_err(|e| format!("cannot map a UDP socket: {e}"))?;
-        if args.techniques.turn.is_some() {
+        if args.turn.turn.is_some() {
             report_relay_failure(&mapped.port_mappings);
         }
         let (ours, public) = gen_rendezvous_info(mapped.endpoints);
@@ -52,7 +52,7 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         // With a relay on either side, connect with fallback: the peer's relayed address is a
         // relayed path even for a side without a relay of its own.
         let peer_relayed = theirs.endpoints.iter().any(|e| e.technique == natt::turn::NAME);
-        if args.techniques.turn.is_some() || peer_relayed {
+        if args.turn.turn.is_some() || peer_relayed {
             let why_no_external = mapped.port_mappings.why_no_external();
             let connection = UdpConnection::connect(mapped.socket, mapped.port_mappings, ours, theirs, start + timeout)
                 .map_err(|e| match &why_no_external {

@@ -162,7 +162,9 @@ pub struct BindingResponse {
     pub result: Result<BindingSuccess, (u16, String)>,
 }
 
-fn decode_message<A: stun_codec::Attribute>(bytes: &[u8]) -> Result<Message<A>, StunError> {
+/// Decodes a STUN message with the attribute set `A` (natt-turn's has TURN's), refusing bytes
+/// that do not have the shape of one ([`looks_like_stun`]) before decoding.
+pub fn decode_message<A: stun_codec::Attribute>(bytes: &[u8]) -> Result<Message<A>, StunError> {
     if !looks_like_stun(bytes) {
         return Err(StunError::NotStun);
     }

@@ -33,7 +33,6 @@ use natt_core::retransmit::{Params, Schedule};
 use natt_core::turn::{TurnCredentials, TurnTransport};
 use rand::Rng;
 use rand::rngs::StdRng;
-use stun_codec::rfc5766::methods::ALLOCATE;
 
 use crate::channel_data::{self, Kind, MAX_CHANNEL, MIN_CHANNEL};
 use crate::error::TurnError;
@@ -48,16 +47,22 @@ pub const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
 pub const CHANNEL_REFRESH: Duration = Duration::from_secs(540);
 /// The least time between two refreshes of the allocation, however short its lifetime.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// The most connection attempts (RFC 6062) kept until they are taken; older ones are dropped.
+pub const MAX_CONNECTION_ATTEMPTS: usize = 64;
 /// The lifetime asked for by default (RFC 8656's default, 10 minutes).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 
 /// How an allocation is asked for and kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// The lifetime asked for in Allocate and Refresh (the server may grant less).
+    /// The lifetime asked for in Allocate and Refresh. The allocation is refreshed at half of
+    /// this or of the lifetime granted, whichever is shorter.
     pub lifetime: Duration,
     /// The initial retransmission timeout over UDP (RFC 8489: 500 ms).
     pub rto: Duration,
+    /// Relay TCP (RFC 6062: Connect, ConnectionAttempt, ConnectionBind) instead of UDP. Needs
+    /// TCP to the server; data then goes on data connections, not through this core.
+    pub tcp_relay: bool,
 }
 
 impl Default for Config {
@@ -65,6 +70,7 @@ impl Default for Config {
         Config {
             lifetime: DEFAULT_LIFETIME,
             rto: natt_stun::transaction::DEFAULT_RTO,
+            tcp_relay: false,
         }
     }
 }
@@ -173,6 +179,10 @@ pub struct Allocation {
     refresh: Option<LeaseSchedule>,
     /// When `refresh` next renews (what it said last).
     refresh_at: Option<Instant>,
+    /// RFC 6062: Connects under way or answered, by peer.
+    connects: Vec<(SocketAddr, Option<Result<u32, TurnError>>)>,
+    /// RFC 6062: peers that connected to the relayed address, with their CONNECTION-IDs.
+    attempts: VecDeque<(SocketAddr, u32)>,
     events: VecDeque<Event>,
     rng: StdRng,
 }
@@ -212,11 +222,26 @@ impl Allocation {
             channels: Vec::new(),
             refresh: None,
             refresh_at: None,
+            connects: Vec::new(),
+            attempts: VecDeque::new(),
             events: VecDeque::new(),
             rng,
         };
+        if config.tcp_relay && transport == TurnTransport::Udp {
+            a.state = State::Failed(TurnError::NotSupported(
+                "TCP relaying (RFC 6062) needs TCP to the server",
+            ));
+            return a;
+        }
         let lifetime = a.lifetime_secs();
-        a.start(Request::Allocate { lifetime }, now, 0);
+        a.start(
+            Request::Allocate {
+                lifetime,
+                tcp: config.tcp_relay,
+            },
+            now,
+            0,
+        );
         a
     }
 
@@ -258,6 +283,11 @@ impl Allocation {
         }
     }
 
+    /// Whether this is a TCP relay (RFC 6062).
+    pub fn is_tcp_relay(&self) -> bool {
+        self.config.tcp_relay
+    }
+
     /// True when no request is under way.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
@@ -266,6 +296,13 @@ impl Allocation {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// How long an allocation granted `lifetime` is kept before it is refreshed again: the
+    /// lifetime granted or the one asked for, whichever is shorter (a server may grant more
+    /// than asked: coturn grants at least 10 minutes), refreshed at half of it.
+    fn kept(&self, lifetime: Duration) -> Duration {
+        self.config.lifetime.min(lifetime)
     }
 
     fn lifetime_secs(&self) -> u32 {
@@ -307,7 +344,7 @@ impl Allocation {
     /// The next datagram to send to the server at `now`: a request that is due (acting first
     /// on the timers: refreshes due, requests given up).
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        self.on_timers(now);
+        self.handle_timeout(now);
         let p = self.pending.iter_mut().find(|p| p.schedule.is_due(now))?;
         p.schedule.on_sent(now);
         Some(Transmit {
@@ -334,7 +371,9 @@ impl Allocation {
         requests.chain(refresh).chain(permissions).chain(channels).min()
     }
 
-    fn on_timers(&mut self, now: Instant) {
+    /// Acts on the time `now`: requests given up on, refreshes that fall due (queued for
+    /// [`poll_transmit`](Self::poll_transmit), which does this too).
+    pub fn handle_timeout(&mut self, now: Instant) {
         // Requests given up on.
         let (expired, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
@@ -448,6 +487,11 @@ impl Allocation {
     /// [`create_permission`](Self::create_permission)).
     pub fn send_to(&mut self, peer: SocketAddr, payload: &[u8]) -> Result<Transmit, TurnError> {
         self.allocated().ok_or(TurnError::NoAllocation(self.server))?;
+        if self.config.tcp_relay {
+            return Err(TurnError::NotSupported(
+                "a TCP relay carries data on its connections' own streams",
+            ));
+        }
         let bytes = if let Some(channel) = self.channel(peer) {
             let pad = self.transport == TurnTransport::Tcp;
             channel_data::encode(channel, payload, pad).map_err(|e| TurnError::Encode(e.to_string()))?
@@ -508,6 +552,14 @@ impl Allocation {
             },
             Kind::Stun => match message::decode(data) {
                 Ok(ServerMessage::Data { peer, data }) => Input::Data { peer, payload: data },
+                Ok(ServerMessage::ConnectionAttempt { peer, id }) if self.config.tcp_relay => {
+                    if self.attempts.len() >= MAX_CONNECTION_ATTEMPTS {
+                        self.attempts.pop_front();
+                    }
+                    self.attempts.push_back((peer, id));
+                    Input::Control
+                }
+                Ok(ServerMessage::ConnectionAttempt { .. }) => Input::Ignored,
                 Ok(ServerMessage::Response(r)) => self.on_response(now, r),
                 Err(DecodeError::NotStun) | Err(_) => Input::Ignored,
             },
@@ -598,7 +650,9 @@ impl Allocation {
     fn error_response(&self, request: &Request, code: u16, reason: String) -> TurnError {
         let (server, what) = (self.server, request.name());
         match code {
-            400 | 420 if request.method() == ALLOCATE => self.not_turn(format!("{code} {reason} to Allocate")),
+            400 | 420 if request.method() == message::methods::ALLOCATE => {
+                self.not_turn(format!("{code} {reason} to Allocate"))
+            }
             401 | 441 => TurnError::WrongCredentials {
                 server,
                 username: self.credentials.username().to_owned(),
@@ -632,7 +686,7 @@ impl Allocation {
                     lifetime,
                 };
                 self.state = State::Allocated(a);
-                let schedule = LeaseSchedule::new(now, Some(lifetime), MIN_REFRESH_INTERVAL);
+                let schedule = LeaseSchedule::new(now, Some(self.kept(lifetime)), MIN_REFRESH_INTERVAL);
                 self.refresh_at = wait_of(&schedule, now);
                 self.refresh = Some(schedule);
                 self.events.push_back(Event::Allocated(a));
@@ -644,7 +698,7 @@ impl Allocation {
             Request::Refresh { .. } => {
                 let lifetime = s.lifetime.unwrap_or(self.config.lifetime);
                 if let Some(sched) = &mut self.refresh {
-                    sched.renewed(now, lifetime);
+                    sched.renewed(now, self.config.lifetime.min(lifetime));
                     self.refresh_at = wait_of(sched, now);
                 }
                 if let State::Allocated(a) = &mut self.state {
@@ -667,6 +721,16 @@ impl Allocation {
                 }
                 self.events.push_back(Event::ChannelBound { peer, channel });
             }
+            Request::Connect { peer } => {
+                let result = s
+                    .connection_id
+                    .ok_or_else(|| self.not_turn("Connect succeeded without CONNECTION-ID".into()));
+                if let Some(c) = self.connects.iter_mut().find(|c| c.0 == peer) {
+                    c.1 = Some(result);
+                }
+            }
+            // Sent on a data connection, never through the core's transactions.
+            Request::ConnectionBind { .. } => {}
         }
     }
 
@@ -700,6 +764,67 @@ impl Allocation {
                 self.channels.retain(|c| c.number != *channel);
                 self.events.push_back(Event::Failed(e));
             }
+            Request::Connect { peer } => {
+                if let Some(c) = self.connects.iter_mut().find(|c| c.0 == *peer) {
+                    c.1 = Some(Err(e));
+                }
+            }
+            Request::ConnectionBind { .. } => {}
+        }
+    }
+
+    /// RFC 6062: asks the server to open a TCP connection to `peer` from the relayed address
+    /// (the peer needs a permission: [`create_permission`](Self::create_permission)). Its
+    /// outcome, the CONNECTION-ID to bind a data connection to, comes from
+    /// [`connect_result`](Self::connect_result).
+    pub fn connect(&mut self, peer: SocketAddr, now: Instant) -> Result<(), TurnError> {
+        self.allocated().ok_or(TurnError::NoAllocation(self.server))?;
+        if !self.config.tcp_relay {
+            return Err(TurnError::NotSupported("Connect needs a TCP relay (RFC 6062)"));
+        }
+        self.connects.retain(|c| c.0 != peer);
+        self.connects.push((peer, None));
+        self.start(Request::Connect { peer }, now, 0);
+        Ok(())
+    }
+
+    /// RFC 6062: the outcome of [`connect`](Self::connect) to `peer` (taken out), once the
+    /// server answered or the request was given up on.
+    pub fn connect_result(&mut self, peer: SocketAddr) -> Option<Result<u32, TurnError>> {
+        let i = self.connects.iter().position(|c| c.0 == peer && c.1.is_some())?;
+        self.connects.remove(i).1
+    }
+
+    /// RFC 6062: the next peer that connected to the relayed address (a ConnectionAttempt),
+    /// with the CONNECTION-ID to bind a data connection to.
+    pub fn take_connection_attempt(&mut self) -> Option<(SocketAddr, u32)> {
+        self.attempts.pop_front()
+    }
+
+    /// RFC 6062: the ConnectionBind request for connection `id`, to send first on a new TCP
+    /// connection to the server (the data connection): its transaction id and bytes.
+    pub fn connection_bind(&mut self, id: u32) -> Result<([u8; 12], Vec<u8>), TurnError> {
+        let txid: [u8; 12] = self.rng.random();
+        let bytes = message::encode_request(txid, &Request::ConnectionBind { id }, self.auth.as_ref())?;
+        Ok((txid, bytes))
+    }
+
+    /// RFC 6062: whether `response`, read from a data connection, confirms the ConnectionBind
+    /// with transaction id `txid` (after it, the connection carries the peer's bytes).
+    pub fn connection_bound(&self, txid: [u8; 12], response: &[u8]) -> Result<(), TurnError> {
+        let request = Request::ConnectionBind { id: 0 };
+        let r = match message::decode(response) {
+            Ok(ServerMessage::Response(r)) if r.txid == txid && r.method == request.method() => r,
+            _ => return Err(self.not_turn("no ConnectionBind response on the data connection".into())),
+        };
+        if let Some(auth) = &self.auth
+            && r.integrity(auth) == Integrity::Invalid
+        {
+            return Err(self.not_turn("a ConnectionBind response with a bad MESSAGE-INTEGRITY".into()));
+        }
+        match r.result {
+            Ok(_) => Ok(()),
+            Err((code, reason)) => Err(self.error_response(&request, code, reason)),
         }
     }
 }
@@ -716,10 +841,11 @@ fn wait_of(schedule: &LeaseSchedule, now: Instant) -> Option<Instant> {
 #[allow(clippy::disallowed_methods)] // tests take a starting instant from the clock
 mod tests {
     use super::*;
+    use crate::message::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
     use crate::message::{decode_request, encode_data_indication, encode_response};
     use rand::SeedableRng;
-    use stun_codec::rfc5389::methods::BINDING;
-    use stun_codec::rfc5766::methods::{CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
+    /// STUN's Binding method.
+    const BINDING: u16 = 0x001;
 
     const REALM: &str = "natt.lab";
 
@@ -750,17 +876,17 @@ mod tests {
     }
 
     /// The request sent now: its method, txid and whether it is signed with `nonce`'s key.
-    fn sent(a: &mut Allocation, now: Instant, nonce: &str) -> (stun_codec::Method, [u8; 12], Option<bool>) {
+    fn sent(a: &mut Allocation, now: Instant, nonce: &str) -> (u16, [u8; 12], Option<bool>) {
         let t = a.poll_transmit(now).expect("a request is due");
         assert_eq!(t.destination, server());
         decode_request(&t.payload, Some(&auth(nonce))).unwrap()
     }
 
-    fn unauthorized(txid: [u8; 12], method: stun_codec::Method, nonce: &str) -> Vec<u8> {
+    fn unauthorized(txid: [u8; 12], method: u16, nonce: &str) -> Vec<u8> {
         encode_response(txid, method, Err((401, "Unauthorized")), Some((REALM, nonce)), None).unwrap()
     }
 
-    fn success(txid: [u8; 12], method: stun_codec::Method, s: &Success, nonce: &str) -> Vec<u8> {
+    fn success(txid: [u8; 12], method: u16, s: &Success, nonce: &str) -> Vec<u8> {
         encode_response(txid, method, Ok(s), None, Some(&auth(nonce))).unwrap()
     }
 
@@ -769,12 +895,20 @@ mod tests {
             relayed: Some(relayed()),
             mapped: Some("203.0.113.101:40000".parse().unwrap()),
             lifetime: Some(Duration::from_secs(600)),
+            connection_id: None,
         }
     }
 
     /// Allocates through a 401: the allocation and the time.
     fn allocate(transport: TurnTransport) -> (Allocation, Instant) {
-        let (mut a, t0) = start(transport);
+        allocate_with(transport, Config::default())
+    }
+
+    /// [`allocate`] with `config`.
+    fn allocate_with(transport: TurnTransport, config: Config) -> (Allocation, Instant) {
+        let t0 = Instant::now();
+        let creds = TurnCredentials::new("natt", "secret");
+        let mut a = Allocation::new(server(), transport, creds, config, t0, StdRng::seed_from_u64(7));
         let (m, txid, signed) = sent(&mut a, t0, "n1");
         assert_eq!(
             (m, signed),
@@ -949,6 +1083,17 @@ mod tests {
     }
 
     #[test]
+    fn a_lifetime_granted_longer_than_asked_is_refreshed_as_asked() {
+        let config = Config {
+            lifetime: Duration::from_secs(4),
+            ..Config::default()
+        };
+        let (a, t0) = allocate_with(TurnTransport::Udp, config);
+        assert_eq!(a.allocated().unwrap().lifetime, Duration::from_secs(600));
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
     fn permissions_and_channels_are_made_and_refreshed() {
         let (mut a, t0) = allocate(TurnTransport::Udp);
         assert!(matches!(a.send_to(peer(), b"x"), Err(TurnError::NoPermission(_))));
@@ -1042,5 +1187,77 @@ mod tests {
             assert_eq!(a.handle_datagram(t0, server(), junk), Input::Ignored, "{junk:?}");
         }
         assert!(a.relayed().is_some());
+    }
+
+    #[test]
+    fn tcp_relaying_connects_accepts_and_binds_data_connections() {
+        use crate::message::methods::{CONNECT, CONNECTION_BIND};
+        let t0 = Instant::now();
+        let config = Config {
+            tcp_relay: true,
+            ..Config::default()
+        };
+        let creds = || TurnCredentials::new("natt", "secret");
+        // Over UDP to the server it cannot be done.
+        let a = Allocation::new(
+            server(),
+            TurnTransport::Udp,
+            creds(),
+            config,
+            t0,
+            StdRng::seed_from_u64(1),
+        );
+        assert!(matches!(a.allocate_result(), Some(Err(TurnError::NotSupported(_)))));
+        let (mut a, t0) = allocate_with(TurnTransport::Tcp, config);
+        assert!(a.relayed().is_some());
+        assert!(matches!(a.send_to(peer(), b"x"), Err(TurnError::NotSupported(_))));
+        // Connect: the CONNECTION-ID comes back.
+        a.connect(peer(), t0).unwrap();
+        let (m, txid, signed) = sent(&mut a, t0, "n1");
+        assert_eq!((m, signed), (CONNECT, Some(true)));
+        assert_eq!(a.connect_result(peer()), None);
+        let connected = Success {
+            connection_id: Some(0x1234),
+            ..Success::default()
+        };
+        a.handle_datagram(t0, server(), &success(txid, CONNECT, &connected, "n1"));
+        assert_eq!(a.connect_result(peer()), Some(Ok(0x1234)));
+        assert_eq!(a.connect_result(peer()), None, "taken out");
+        // A refused Connect (447: the server could not reach the peer).
+        a.connect(peer(), t0).unwrap();
+        let (_, txid, _) = sent(&mut a, t0, "n1");
+        let refused = encode_response(txid, CONNECT, Err((447, "Connection Timeout or Failure")), None, None).unwrap();
+        a.handle_datagram(t0, server(), &refused);
+        assert!(matches!(
+            a.connect_result(peer()),
+            Some(Err(TurnError::Refused { code: 447, .. }))
+        ));
+        // A peer connects to us.
+        let attempt = crate::message::encode_connection_attempt([5; 12], peer(), 77).unwrap();
+        assert_eq!(a.handle_datagram(t0, server(), &attempt), Input::Control);
+        assert_eq!(a.take_connection_attempt(), Some((peer(), 77)));
+        // Attempts nobody takes are bounded: the oldest go.
+        for id in 0..(MAX_CONNECTION_ATTEMPTS as u32 + 6) {
+            let attempt = crate::message::encode_connection_attempt([5; 12], peer(), id).unwrap();
+            a.handle_datagram(t0, server(), &attempt);
+        }
+        let kept: Vec<u32> = std::iter::from_fn(|| a.take_connection_attempt())
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(kept.len(), MAX_CONNECTION_ATTEMPTS);
+        assert_eq!(kept.first(), Some(&6));
+        // ConnectionBind on a data connection: signed, and its answer checked.
+        let (txid, bytes) = a.connection_bind(77).unwrap();
+        let (m, got, signed) = decode_request(&bytes, Some(&auth("n1"))).unwrap();
+        assert_eq!((m, got, signed), (CONNECTION_BIND, txid, Some(true)));
+        let ok = success(txid, CONNECTION_BIND, &Success::default(), "n1");
+        assert_eq!(a.connection_bound(txid, &ok), Ok(()));
+        assert!(a.connection_bound([0; 12], &ok).is_err(), "another transaction");
+        let bad = encode_response(txid, CONNECTION_BIND, Err((400, "Bad Request")), None, None).unwrap();
+        assert!(matches!(
+            a.connection_bound(txid, &bad),
+            Err(TurnError::Refused { code: 400, .. })
+        ));
+        assert!(a.connection_bound(txid, b"garbage").is_err());
     }
 }

@@ -78,6 +78,10 @@ pub enum TurnError {
     /// The channel numbers are used up (4096 peers on one allocation).
     #[error("no free TURN channel number left")]
     NoChannel,
+    /// Something this allocation cannot do (TCP relaying over UDP to the server, datagrams on
+    /// a TCP relay).
+    #[error("not supported: {0}")]
+    NotSupported(&'static str),
     /// A message could not be encoded (a payload too long, a credential too long).
     #[error("cannot encode a TURN message: {0}")]
     Encode(String),

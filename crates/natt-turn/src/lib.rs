@@ -41,6 +41,15 @@
 //!
 //! Over TCP ([`Relay::allocate_tcp`], `turn:...?transport=tcp`) the handle owns the stream:
 //! it reads it on a thread of its own, and [`Relay::recv_timeout`] gives the peers' data.
+//!
+//! ## TCP relaying (RFC 6062)
+//!
+//! A relay allocated over TCP with [`Config::tcp_relay`] relays TCP: [`Relay::connect_tcp`]
+//! has the server connect to a peer from the relayed address (Connect), and
+//! [`Relay::accept_tcp`] takes a peer that connected to it (ConnectionAttempt); either binds
+//! a new connection to the server to the peer's (ConnectionBind) and returns it, a plain
+//! `TcpStream` that carries the peer's bytes. coturn ends such a connection as a whole when
+//! the client half-closes it (shuts down its sending side).
 
 pub mod allocation;
 pub mod channel_data;

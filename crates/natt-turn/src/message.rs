@@ -1,7 +1,9 @@
 //! TURN messages (RFC 8656) as pure encode/decode functions on `stun_codec`'s TURN attributes:
-//! the client's requests (Allocate, Refresh, CreatePermission, ChannelBind), authenticated
-//! with long-term credentials (RFC 8489 section 9.2), Send indications, and what a server
-//! sends back (responses, Data indications). The server's side ([`encode_response`],
+//! the client's requests (Allocate, Refresh, CreatePermission, ChannelBind, and RFC 6062's
+//! Connect and ConnectionBind), authenticated with long-term credentials (RFC 8489 section
+//! 9.2), Send indications, and what a server sends back (responses, Data indications, RFC
+//! 6062's ConnectionAttempt). `stun_codec` has no RFC 6062: its methods are numbers here and
+//! CONNECTION-ID a raw attribute. The server's side ([`encode_response`],
 //! [`encode_data_indication`]) is here for tests and fuzz seeds.
 
 #![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
@@ -9,7 +11,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytecodec::{DecodeExt, EncodeExt};
+use bytecodec::fixnum::{U32beDecoder, U32beEncoder};
+use bytecodec::{ByteCount, Decode, Encode, EncodeExt, Eos, SizedEncode, TryTaggedDecode};
 use stun_codec::rfc5389::attributes::{
     ErrorCode, Fingerprint, MappedAddress, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes, Username,
     XorMappedAddress,
@@ -18,10 +21,7 @@ use stun_codec::rfc5766::attributes::{
     ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
     XorRelayAddress,
 };
-use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
-use stun_codec::{
-    Message, MessageClass, MessageDecoder, MessageEncoder, Method, TransactionId, define_attribute_enums,
-};
+use stun_codec::{AttributeType, Message, MessageClass, MessageEncoder, Method, TransactionId, define_attribute_enums};
 
 use crate::error::TurnError;
 
@@ -48,9 +48,129 @@ define_attribute_enums!(
         EvenPort,
         RequestedTransport,
         DontFragment,
-        ReservationToken
+        ReservationToken,
+        ConnectionId
     ]
 );
+
+/// RFC 6062's CONNECTION-ID attribute (`stun_codec` has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u32);
+
+impl ConnectionId {
+    /// The attribute's type.
+    pub const CODEPOINT: u16 = 0x002A;
+}
+
+impl stun_codec::Attribute for ConnectionId {
+    type Decoder = ConnectionIdDecoder;
+    type Encoder = ConnectionIdEncoder;
+
+    fn get_type(&self) -> AttributeType {
+        AttributeType::new(Self::CODEPOINT)
+    }
+}
+
+/// [`ConnectionId`]'s decoder: a 32-bit number.
+#[derive(Debug, Default)]
+pub struct ConnectionIdDecoder(U32beDecoder);
+
+impl Decode for ConnectionIdDecoder {
+    type Item = ConnectionId;
+
+    fn decode(&mut self, buf: &[u8], eos: Eos) -> bytecodec::Result<usize> {
+        self.0.decode(buf, eos)
+    }
+
+    fn finish_decoding(&mut self) -> bytecodec::Result<ConnectionId> {
+        self.0.finish_decoding().map(ConnectionId)
+    }
+
+    fn requiring_bytes(&self) -> ByteCount {
+        self.0.requiring_bytes()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.is_idle()
+    }
+}
+
+impl TryTaggedDecode for ConnectionIdDecoder {
+    type Tag = AttributeType;
+
+    fn try_start_decoding(&mut self, tag: AttributeType) -> bytecodec::Result<bool> {
+        Ok(tag.as_u16() == ConnectionId::CODEPOINT)
+    }
+}
+
+/// [`ConnectionId`]'s encoder.
+#[derive(Debug, Default)]
+pub struct ConnectionIdEncoder(U32beEncoder);
+
+impl Encode for ConnectionIdEncoder {
+    type Item = ConnectionId;
+
+    fn encode(&mut self, buf: &mut [u8], eos: Eos) -> bytecodec::Result<usize> {
+        self.0.encode(buf, eos)
+    }
+
+    fn start_encoding(&mut self, item: ConnectionId) -> bytecodec::Result<()> {
+        self.0.start_encoding(item.0)
+    }
+
+    fn requiring_bytes(&self) -> ByteCount {
+        self.0.requiring_bytes()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.is_idle()
+    }
+}
+
+impl SizedEncode for ConnectionIdEncoder {
+    fn exact_requiring_bytes(&self) -> u64 {
+        self.0.exact_requiring_bytes()
+    }
+}
+
+/// The TURN methods' numbers (RFC 8656 section 17, RFC 6062 section 6.1).
+pub mod methods {
+    /// Allocate.
+    pub const ALLOCATE: u16 = 0x003;
+    /// Refresh.
+    pub const REFRESH: u16 = 0x004;
+    /// Send (an indication).
+    pub const SEND: u16 = 0x006;
+    /// Data (an indication).
+    pub const DATA: u16 = 0x007;
+    /// CreatePermission.
+    pub const CREATE_PERMISSION: u16 = 0x008;
+    /// ChannelBind.
+    pub const CHANNEL_BIND: u16 = 0x009;
+    /// RFC 6062's Connect.
+    pub const CONNECT: u16 = 0x00A;
+    /// RFC 6062's ConnectionBind.
+    pub const CONNECTION_BIND: u16 = 0x00B;
+    /// RFC 6062's ConnectionAttempt (an indication).
+    pub const CONNECTION_ATTEMPT: u16 = 0x00C;
+}
+
+use methods::{CONNECT, CONNECTION_ATTEMPT, CONNECTION_BIND};
+/// REQUESTED-TRANSPORT's value for TCP (RFC 6062).
+pub const TCP: u8 = 6;
+
+fn method(code: u16) -> Result<Method, TurnError> {
+    Method::new(code).map_err(|e| TurnError::Encode(e.to_string()))
+}
+
+/// The CONNECTION-ID of a message, if it has one.
+fn connection_id(m: &Message<Attribute>) -> Option<u32> {
+    m.get_attribute::<ConnectionId>().map(|c| c.0)
+}
+
+fn add_connection_id(m: &mut Message<Attribute>, id: u32) {
+    m.add_attribute(ConnectionId(id));
+}
 
 /// REQUESTED-TRANSPORT's value for UDP (IANA protocol number 17).
 pub const UDP: u8 = 17;
@@ -116,10 +236,12 @@ impl Auth {
 /// A request the client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Allocate a UDP relayed address, asking for `lifetime` seconds.
+    /// Allocate a relayed address, asking for `lifetime` seconds: UDP, or TCP (RFC 6062).
     Allocate {
         /// The lifetime asked for (the server may grant less).
         lifetime: u32,
+        /// TCP relaying (RFC 6062) instead of UDP.
+        tcp: bool,
     },
     /// Refresh the allocation for `lifetime` seconds (0: delete it).
     Refresh {
@@ -138,16 +260,28 @@ pub enum Request {
         /// The channel number, 0x4000–0x4FFF.
         channel: u16,
     },
+    /// RFC 6062: have the server open a TCP connection to `peer` from the relayed address.
+    Connect {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// RFC 6062: bind the data connection this is sent on to the peer connection `id`.
+    ConnectionBind {
+        /// The CONNECTION-ID the server gave.
+        id: u32,
+    },
 }
 
 impl Request {
-    /// The STUN method.
-    pub fn method(&self) -> Method {
+    /// The STUN method's number.
+    pub fn method(&self) -> u16 {
         match self {
-            Request::Allocate { .. } => ALLOCATE,
-            Request::Refresh { .. } => REFRESH,
-            Request::CreatePermission { .. } => CREATE_PERMISSION,
-            Request::ChannelBind { .. } => CHANNEL_BIND,
+            Request::Allocate { .. } => methods::ALLOCATE,
+            Request::Refresh { .. } => methods::REFRESH,
+            Request::CreatePermission { .. } => methods::CREATE_PERMISSION,
+            Request::ChannelBind { .. } => methods::CHANNEL_BIND,
+            Request::Connect { .. } => CONNECT,
+            Request::ConnectionBind { .. } => CONNECTION_BIND,
         }
     }
 
@@ -158,14 +292,18 @@ impl Request {
 }
 
 /// The name of a TURN method.
-pub fn method_name(m: Method) -> &'static str {
+pub fn method_name(m: u16) -> &'static str {
     match m {
-        ALLOCATE => "Allocate",
-        REFRESH => "Refresh",
-        CREATE_PERMISSION => "CreatePermission",
-        CHANNEL_BIND => "ChannelBind",
-        SEND => "Send",
-        DATA => "Data",
+        methods::ALLOCATE => "Allocate",
+        methods::REFRESH => "Refresh",
+        methods::SEND => "Send",
+        methods::DATA => "Data",
+        methods::CREATE_PERMISSION => "CreatePermission",
+        methods::CHANNEL_BIND => "ChannelBind",
+        CONNECT => "Connect",
+        CONNECTION_BIND => "ConnectionBind",
+        CONNECTION_ATTEMPT => "ConnectionAttempt",
+        0x001 => "Binding",
         _ => "an unknown method",
     }
 }
@@ -178,12 +316,18 @@ fn encode(m: Message<Attribute>) -> Result<Vec<u8>, TurnError> {
 
 /// `request` with transaction id `txid`, authenticated with `auth` when given.
 pub fn encode_request(txid: [u8; 12], request: &Request, auth: Option<&Auth>) -> Result<Vec<u8>, TurnError> {
-    let mut m = Message::<Attribute>::new(MessageClass::Request, request.method(), TransactionId::new(txid));
+    let mut m = Message::<Attribute>::new(
+        MessageClass::Request,
+        method(request.method())?,
+        TransactionId::new(txid),
+    );
     match request {
-        Request::Allocate { lifetime } => {
-            m.add_attribute(RequestedTransport::new(UDP));
+        Request::Allocate { lifetime, tcp } => {
+            m.add_attribute(RequestedTransport::new(if *tcp { TCP } else { UDP }));
             m.add_attribute(Lifetime::from_u32(*lifetime));
         }
+        Request::Connect { peer } => m.add_attribute(XorPeerAddress::new(*peer)),
+        Request::ConnectionBind { id } => add_connection_id(&mut m, *id),
         Request::Refresh { lifetime } => m.add_attribute(Lifetime::from_u32(*lifetime)),
         Request::CreatePermission { peers } => {
             for p in peers {
@@ -204,7 +348,12 @@ pub fn encode_request(txid: [u8; 12], request: &Request, auth: Option<&Auth>) ->
 
 /// A Send indication carrying `data` to `peer` (not authenticated: RFC 8656 section 11).
 pub fn encode_send(txid: [u8; 12], peer: SocketAddr, data: &[u8]) -> Result<Vec<u8>, TurnError> {
-    let mut m = Message::<Attribute>::new(MessageClass::Indication, SEND, TransactionId::new(txid));
+    encode_indication(methods::SEND, txid, peer, data)
+}
+
+/// A Send or Data indication: `data` to or from `peer`.
+fn encode_indication(method_code: u16, txid: [u8; 12], peer: SocketAddr, data: &[u8]) -> Result<Vec<u8>, TurnError> {
+    let mut m = Message::<Attribute>::new(MessageClass::Indication, method(method_code)?, TransactionId::new(txid));
     m.add_attribute(XorPeerAddress::new(peer));
     m.add_attribute(Data::new(data.to_vec()).map_err(|e| TurnError::Encode(e.to_string()))?);
     encode(m)
@@ -219,6 +368,8 @@ pub struct Success {
     pub mapped: Option<SocketAddr>,
     /// LIFETIME (Allocate, Refresh).
     pub lifetime: Option<Duration>,
+    /// CONNECTION-ID (RFC 6062's Connect).
+    pub connection_id: Option<u32>,
 }
 
 /// A response from the server.
@@ -226,8 +377,8 @@ pub struct Success {
 pub struct Response {
     /// The transaction id.
     pub txid: [u8; 12],
-    /// The method answered.
-    pub method: Method,
+    /// The method answered (its number).
+    pub method: u16,
     /// Success, or the error code and reason.
     pub result: Result<Success, (u16, String)>,
     /// REALM, if present.
@@ -271,36 +422,34 @@ pub enum ServerMessage {
         /// The data.
         data: Vec<u8>,
     },
+    /// RFC 6062's ConnectionAttempt indication: `peer` connected to the relayed address.
+    ConnectionAttempt {
+        /// The peer.
+        peer: SocketAddr,
+        /// The CONNECTION-ID to bind a data connection to.
+        id: u32,
+    },
 }
 
-/// Why bytes are not a server message the client handles.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Not a STUN message.
-    #[error("not a STUN message")]
-    NotStun,
-    /// A STUN message that does not decode.
-    #[error("malformed STUN message: {0}")]
-    Malformed(String),
-    /// A STUN message the client has no use for (a request, an indication other than Data).
-    #[error("unexpected STUN message: {0}")]
-    Unexpected(String),
-}
+/// Why bytes are not a server message the client handles: natt-stun's error (not STUN,
+/// malformed, or a STUN message the client has no use for, such as a request).
+pub use natt_stun::message::StunError as DecodeError;
 
 /// Decodes a message from a TURN server: a response, or a Data indication.
 pub fn decode(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
-    if !natt_stun::message::looks_like_stun(bytes) {
-        return Err(DecodeError::NotStun);
-    }
-    let m = match MessageDecoder::<Attribute>::new().decode_from_bytes(bytes) {
-        Ok(Ok(m)) => m,
-        Ok(Err(broken)) => return Err(DecodeError::Malformed(broken.error().to_string())),
-        Err(e) => return Err(DecodeError::Malformed(e.to_string())),
-    };
+    let m = natt_stun::message::decode_message::<Attribute>(bytes)?;
     let txid = *m.transaction_id().as_bytes();
     let result = match m.class() {
-        MessageClass::Indication if m.method() == DATA => {
+        MessageClass::Indication if m.method().as_u16() == CONNECTION_ATTEMPT => {
+            let peer = m.get_attribute::<XorPeerAddress>().map(XorPeerAddress::address);
+            return match (peer, connection_id(&m)) {
+                (Some(peer), Some(id)) => Ok(ServerMessage::ConnectionAttempt { peer, id }),
+                _ => Err(DecodeError::Malformed(
+                    "ConnectionAttempt without peer or CONNECTION-ID".into(),
+                )),
+            };
+        }
+        MessageClass::Indication if m.method().as_u16() == methods::DATA => {
             let peer = m.get_attribute::<XorPeerAddress>().map(XorPeerAddress::address);
             let data = m.get_attribute::<Data>().map(|d| d.data().to_vec());
             return match (peer, data) {
@@ -315,17 +464,23 @@ pub fn decode(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
                 .map(XorMappedAddress::address)
                 .or_else(|| m.get_attribute::<MappedAddress>().map(MappedAddress::address)),
             lifetime: m.get_attribute::<Lifetime>().map(Lifetime::lifetime),
+            connection_id: connection_id(&m),
         }),
         MessageClass::ErrorResponse => Err(m
             .get_attribute::<ErrorCode>()
             .map_or((0, "no ERROR-CODE".to_owned()), |e| {
                 (e.code(), e.reason_phrase().to_owned())
             })),
-        c => return Err(DecodeError::Unexpected(format!("{c:?} {}", method_name(m.method())))),
+        c => {
+            return Err(DecodeError::Unexpected(format!(
+                "{c:?} {}",
+                method_name(m.method().as_u16())
+            )));
+        }
     };
     Ok(ServerMessage::Response(Response {
         txid,
-        method: m.method(),
+        method: m.method().as_u16(),
         result,
         realm: m.get_attribute::<Realm>().map(|r| r.text().to_owned()),
         nonce: m.get_attribute::<Nonce>().map(|n| n.value().to_owned()),
@@ -337,7 +492,7 @@ pub fn decode(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
 /// with REALM and NONCE when given; signed with `auth` when given.
 pub fn encode_response(
     txid: [u8; 12],
-    method: Method,
+    method: u16,
     result: Result<&Success, (u16, &str)>,
     realm_nonce: Option<(&str, &str)>,
     auth: Option<&Auth>,
@@ -348,7 +503,7 @@ pub fn encode_response(
     } else {
         MessageClass::ErrorResponse
     };
-    let mut m = Message::<Attribute>::new(class, method, TransactionId::new(txid));
+    let mut m = Message::<Attribute>::new(class, self::method(method)?, TransactionId::new(txid));
     match result {
         Ok(s) => {
             if let Some(a) = s.relayed {
@@ -359,6 +514,9 @@ pub fn encode_response(
             }
             if let Some(l) = s.lifetime {
                 m.add_attribute(Lifetime::new(l).map_err(bad)?);
+            }
+            if let Some(id) = s.connection_id {
+                add_connection_id(&mut m, id);
             }
         }
         Err((code, reason)) => m.add_attribute(ErrorCode::new(code, reason.to_owned()).map_err(bad)?),
@@ -375,24 +533,29 @@ pub fn encode_response(
     encode(m)
 }
 
+/// A server's ConnectionAttempt indication (tests, fuzz seeds).
+pub fn encode_connection_attempt(txid: [u8; 12], peer: SocketAddr, id: u32) -> Result<Vec<u8>, TurnError> {
+    let mut m = Message::<Attribute>::new(
+        MessageClass::Indication,
+        method(CONNECTION_ATTEMPT)?,
+        TransactionId::new(txid),
+    );
+    m.add_attribute(XorPeerAddress::new(peer));
+    add_connection_id(&mut m, id);
+    encode(m)
+}
+
 /// A server's Data indication (tests, fuzz seeds).
 pub fn encode_data_indication(txid: [u8; 12], peer: SocketAddr, data: &[u8]) -> Result<Vec<u8>, TurnError> {
-    let mut m = Message::<Attribute>::new(MessageClass::Indication, DATA, TransactionId::new(txid));
-    m.add_attribute(XorPeerAddress::new(peer));
-    m.add_attribute(Data::new(data.to_vec()).map_err(|e| TurnError::Encode(e.to_string()))?);
-    encode(m)
+    encode_indication(methods::DATA, txid, peer, data)
 }
 
 /// Decodes a request (tests: what the client sent): its method, transaction id, and whether it
 /// was authenticated with `auth` (`None` when it carries no MESSAGE-INTEGRITY).
-pub fn decode_request(bytes: &[u8], auth: Option<&Auth>) -> Result<(Method, [u8; 12], Option<bool>), DecodeError> {
-    let m = match MessageDecoder::<Attribute>::new().decode_from_bytes(bytes) {
-        Ok(Ok(m)) => m,
-        Ok(Err(broken)) => return Err(DecodeError::Malformed(broken.error().to_string())),
-        Err(e) => return Err(DecodeError::Malformed(e.to_string())),
-    };
+pub fn decode_request(bytes: &[u8], auth: Option<&Auth>) -> Result<(u16, [u8; 12], Option<bool>), DecodeError> {
+    let m = natt_stun::message::decode_message::<Attribute>(bytes)?;
     let signed = m
         .get_attribute::<MessageIntegrity>()
         .map(|mi| auth.is_some_and(|a| a.verify(mi)));
-    Ok((m.method(), *m.transaction_id().as_bytes(), signed))
+    Ok((m.method().as_u16(), *m.transaction_id().as_bytes(), signed))
 }

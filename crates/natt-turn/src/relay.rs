@@ -29,10 +29,11 @@ use crate::allocation::{Allocated, Allocation, Config, Event, Input, State};
 use crate::channel_data::{self, Kind};
 use crate::error::TurnError;
 
+/// The most peers' payloads the handle keeps until they are taken
+/// ([`Relay::recv_timeout`]); the oldest go first.
+pub const MAX_INBOX: usize = 1024;
 /// How long a release waits for the server to confirm the deletion.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
-/// The largest datagram read from the relay.
-const RECV_BUFFER: usize = 65_536;
 
 /// How the handle reaches the server.
 enum Link {
@@ -86,43 +87,47 @@ impl Shared {
     fn feed(&self, from: SocketAddr, bytes: &[u8]) -> Input {
         let input = lock(&self.core).handle_datagram(Instant::now(), from, bytes);
         if let Input::Data { peer, payload } = &input {
-            lock(&self.inbox).push_back((*peer, payload.clone()));
+            let mut inbox = lock(&self.inbox);
+            if inbox.len() >= MAX_INBOX {
+                inbox.pop_front();
+                log::debug!("turn: dropping the oldest relayed payload: {MAX_INBOX} are waiting");
+            }
+            inbox.push_back((*peer, payload.clone()));
         }
         self.changed.notify_all();
         input
     }
 
-    /// Waits until `wake` for the core to take something in: reading the socket itself in
-    /// self-read mode, else waiting for the application (or the TCP reader) to feed it.
-    fn wait(&self, wake: Instant) {
+    /// Drives the core until `done` says so, `deadline` passes or `stop` fires (then
+    /// `Err(Stopped)`). The core's requests are sent and retransmitted as they fall due; the
+    /// answers come from the socket read here, with natt-core's receive loop, in self-read
+    /// mode, and otherwise from whoever feeds the core (the application, the TCP reader).
+    fn drive(
+        &self,
+        deadline: Instant,
+        stop: Option<&Stop>,
+        done: impl FnMut(&mut Allocation) -> bool + Send,
+    ) -> Result<(), Stopped> {
         match &self.link {
             Link::Udp(socket) if self.self_read.load(Ordering::Relaxed) => {
-                let mut buf = vec![0; RECV_BUFFER];
-                match read_until(socket, &mut buf, wake) {
-                    Ok(Some((n, from))) => {
-                        let bytes = buf.get(..n).unwrap_or_default();
-                        if self.feed(from, bytes) == Input::NotFromServer {
-                            log::debug!("turn: dropping {n} bytes from {from} (the relay reads the socket itself)");
-                        }
-                    }
-                    Ok(None) => {}
+                let mut exchange = SelfRead { shared: self, done };
+                let mut exchanges: [&mut dyn UdpExchange<()>; 1] = [&mut exchange];
+                match natt_core::udp::drive_until_stopped(socket, &mut exchanges, deadline, stop) {
+                    Ok(natt_core::udp::Driven::Stopped) => Err(Stopped),
+                    Ok(natt_core::udp::Driven::Done(_)) => Ok(()),
                     Err(e) => {
                         log::debug!("turn: reading the socket: {e}");
-                        thread::sleep(deadline::MIN_WAIT);
+                        Ok(())
                     }
                 }
             }
-            _ => {
-                let core = lock(&self.core);
-                let wait = wake.saturating_duration_since(Instant::now()).max(deadline::MIN_WAIT);
-                let _ = self.changed.wait_timeout(core, wait);
-            }
+            _ => self.drive_fed(deadline, stop, done),
         }
     }
 
-    /// Drives the core until `done` says so, `deadline` passes or `stop` fires (then
-    /// `false`). The core's requests are sent and retransmitted as they fall due.
-    fn drive(
+    /// [`drive`](Self::drive) with the answers fed by others: waits on the condition
+    /// variable that feeding notifies.
+    fn drive_fed(
         &self,
         deadline: Instant,
         stop: Option<&Stop>,
@@ -130,21 +135,17 @@ impl Shared {
     ) -> Result<(), Stopped> {
         loop {
             let now = Instant::now();
-            let wake = {
-                let mut core = lock(&self.core);
-                let next = self.flush(&mut core, now);
-                if done(&mut core) {
-                    return Ok(());
-                }
-                next.map_or(deadline, |n| n.min(deadline))
-            };
-            if now >= deadline {
+            let mut core = lock(&self.core);
+            let next = self.flush(&mut core, now);
+            if done(&mut core) || now >= deadline {
                 return Ok(());
             }
             if stop.is_some_and(Stop::is_stopped) {
                 return Err(Stopped);
             }
-            self.wait(wake.min(now + STOP_POLL));
+            let wake = next.map_or(deadline, |n| n.min(deadline)).min(now + STOP_POLL);
+            let wait = wake.saturating_duration_since(now).max(deadline::MIN_WAIT);
+            let _ = self.changed.wait_timeout(core, wait);
         }
     }
 }
@@ -152,27 +153,35 @@ impl Shared {
 /// The lease thread was told to stop.
 struct Stopped;
 
-/// Reads one datagram from `socket` by `wake` (the socket's options restored afterwards).
-fn read_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io::Result<Option<(usize, SocketAddr)>> {
-    let timeout = socket.read_timeout()?;
-    #[cfg(unix)]
-    let nonblocking = socket2::SockRef::from(socket).nonblocking()?;
-    #[cfg(not(unix))]
-    let nonblocking = false;
-    let got = deadline::recv_from_until(socket, buf, wake);
-    socket.set_read_timeout(timeout)?;
-    socket.set_nonblocking(nonblocking)?;
-    match got {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-            ) =>
-        {
-            Ok(None)
-        }
-        other => other,
+/// The shared core as an exchange of natt-core's receive loop, while the handle reads the
+/// socket itself: it sends what the core has due, takes in what comes from the server (peers'
+/// data into the inbox), and ends when `done` says so.
+struct SelfRead<'a, F> {
+    shared: &'a Shared,
+    done: F,
+}
+
+impl<F: FnMut(&mut Allocation) -> bool + Send> UdpExchange<()> for SelfRead<'_, F> {
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        lock(&self.shared.core).poll_transmit(now)
     }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        lock(&self.shared.core).poll_timeout()
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        let _ = now;
+        self.shared.feed(from, data) != Input::NotFromServer
+    }
+
+    fn poll_result(&mut self, now: Instant) -> Option<()> {
+        let mut core = lock(&self.shared.core);
+        core.handle_timeout(now);
+        (self.done)(&mut core).then_some(())
+    }
+
+    fn finish(&mut self) {}
 }
 
 /// The allocation's exchange over a UDP socket, for [`natt_core::udp::drive`]: ends with the
@@ -223,11 +232,14 @@ pub(crate) fn new_core(
 }
 
 /// A TURN allocation held (see the module and crate documentation): refreshed while the
-/// handle lives, deleted on [`release`](Relay::release) and on drop.
+/// handle lives, deleted on [`release`](Relay::release) and on drop. It is `Send` and `Sync`:
+/// share it (in an `Arc`) between the thread that reads the socket and those that send.
 pub struct Relay {
     shared: Arc<Shared>,
     allocated: Allocated,
-    keeper: Keeper,
+    /// In a mutex so that the handle is `Sync`: one thread reads the socket and hands the
+    /// relay what it received while another sends.
+    keeper: Mutex<Keeper>,
     released: bool,
 }
 
@@ -276,7 +288,10 @@ impl Relay {
                 )
         };
         if let Err(e) = result {
-            // An Allocate that the server made but whose answer we missed is deleted too.
+            // An Allocate that the server may have made without our hearing is deleted.
+            if !matches!(e, TurnError::Silent { .. }) {
+                return Err(e);
+            }
             core.delete(Instant::now());
             if let Some(t) = core.poll_transmit(Instant::now()) {
                 let _ = socket.send_to(&t.payload, t.destination);
@@ -386,7 +401,7 @@ impl Relay {
         Ok(Relay {
             shared,
             allocated,
-            keeper,
+            keeper: Mutex::new(keeper),
             released: false,
         })
     }
@@ -466,7 +481,12 @@ impl Relay {
     pub fn add_peer(&self, peer: SocketAddr, deadline: Instant) -> Result<(), TurnError> {
         {
             let mut core = lock(&self.shared.core);
-            core.add_peer(peer, Instant::now())?;
+            if core.is_tcp_relay() {
+                // No channels on a TCP relay: the permission is all.
+                core.create_permission(peer, Instant::now())?;
+            } else {
+                core.add_peer(peer, Instant::now())?;
+            }
             while core.poll_event().is_some() {}
         }
         let mut failed = None;
@@ -476,7 +496,8 @@ impl Relay {
                     failed = Some(e);
                 }
             }
-            failed.is_some() || (core.has_permission(peer.ip()) && core.channel(peer).is_some())
+            failed.is_some()
+                || (core.has_permission(peer.ip()) && (core.is_tcp_relay() || core.channel(peer).is_some()))
         });
         if let Some(e) = failed {
             return Err(e);
@@ -503,35 +524,81 @@ impl Relay {
     }
 
     /// The next payload from a peer through the relay, waiting until `deadline`: over TCP
-    /// what the stream's reader took in; over UDP read from the socket by the handle itself
-    /// (so only for a socket that nothing else reads: other datagrams are dropped).
+    /// what the stream's reader took in; over UDP what the handle read from the socket itself,
+    /// after [`read_socket_itself`](Self::read_socket_itself) (so only for a socket that
+    /// nothing else reads: other datagrams are dropped). A socket read by the application
+    /// gets peers' data from [`handle_datagram`](Self::handle_datagram) instead.
     pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        loop {
-            if let Some(got) = lock(&self.shared.inbox).pop_front() {
-                return Some(got);
-            }
-            let now = Instant::now();
-            if now >= deadline || self.shared.closed.load(Ordering::Relaxed) {
-                return None;
-            }
-            match &self.shared.link {
-                Link::Udp(socket) => {
-                    let mut buf = vec![0; RECV_BUFFER];
-                    if let Ok(Some((n, from))) = read_until(socket, &mut buf, deadline.min(now + STOP_POLL)) {
-                        self.shared.feed(from, buf.get(..n).unwrap_or_default());
-                    }
-                    let mut core = lock(&self.shared.core);
-                    self.shared.flush(&mut core, Instant::now());
-                }
-                Link::Tcp(_) => {
-                    let inbox = lock(&self.shared.inbox);
-                    if inbox.is_empty() {
-                        drop(inbox);
-                        self.shared.wait(deadline.min(now + STOP_POLL));
-                    }
-                }
-            }
-        }
+        let shared = &self.shared;
+        let _ = shared.drive(deadline, None, |_| {
+            !lock(&shared.inbox).is_empty() || shared.closed.load(Ordering::Relaxed)
+        });
+        lock(&shared.inbox).pop_front()
+    }
+
+    /// RFC 6062 (a relay allocated over TCP with [`Config::tcp_relay`]): has the server open a
+    /// TCP connection to `peer` from the relayed address, then binds a new connection to the
+    /// server to it (ConnectionBind), all by `deadline`. The stream returned carries the
+    /// peer's bytes both ways, as a plain `TcpStream` to the peer would. The peer is added
+    /// (its permission installed) first.
+    pub fn connect_tcp(&self, peer: SocketAddr, deadline: Instant) -> Result<TcpStream, TurnError> {
+        self.add_peer(peer, deadline)?;
+        lock(&self.shared.core).connect(peer, Instant::now())?;
+        let mut result = None;
+        let _ = self.shared.drive(deadline, None, |core| {
+            result = core.connect_result(peer);
+            result.is_some()
+        });
+        let id = result.unwrap_or_else(|| {
+            Err(TurnError::Silent {
+                server: self.server(),
+                what: "Connect",
+            })
+        })?;
+        self.bind_data_connection(id, deadline)
+    }
+
+    /// RFC 6062: waits by `deadline` for a peer (added first, with
+    /// [`add_peer`](Self::add_peer)) to connect to the relayed address, and binds a new
+    /// connection to the server to it: the peer and the stream that carries its bytes.
+    pub fn accept_tcp(&self, deadline: Instant) -> Result<(SocketAddr, TcpStream), TurnError> {
+        let mut attempt = None;
+        let _ = self.shared.drive(deadline, None, |core| {
+            attempt = core.take_connection_attempt();
+            attempt.is_some()
+        });
+        let (peer, id) = attempt.ok_or(TurnError::Silent {
+            server: self.server(),
+            what: "ConnectionAttempt",
+        })?;
+        Ok((peer, self.bind_data_connection(id, deadline)?))
+    }
+
+    /// Opens a data connection to the server and binds it to connection `id`.
+    fn bind_data_connection(&self, id: u32, deadline: Instant) -> Result<TcpStream, TurnError> {
+        let server = self.server();
+        let io = |what: &str, e: io::Error| TurnError::io(server, what, &e);
+        let wait = deadline::remaining(deadline).ok_or(TurnError::Silent {
+            server,
+            what: "ConnectionBind",
+        })?;
+        let mut stream = TcpStream::connect_timeout(&server, wait).map_err(|e| io("opening a data connection", e))?;
+        let (txid, request) = lock(&self.shared.core).connection_bind(id)?;
+        stream
+            .set_read_timeout(Some(deadline::wait_until(deadline)))
+            .map_err(|e| io("setting a timeout", e))?;
+        stream
+            .write_all(&request)
+            .map_err(|e| io("sending ConnectionBind", e))?;
+        let response = natt_stun::message::STREAM_FRAMER
+            .read(&mut stream)
+            .map_err(|e| io("reading ConnectionBind's answer", e))?;
+        lock(&self.shared.core).connection_bound(txid, &response)?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| io("clearing the timeout", e))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 
     /// Deletes the allocation now (a Refresh with lifetime 0) and waits for the server's
@@ -540,7 +607,7 @@ impl Relay {
     pub fn release(&mut self) -> bool {
         natt_core::Lease::start_release(self);
         natt_core::Lease::wait_released(self);
-        self.keeper.ended() == Some(true)
+        lock(&self.keeper).ended() == Some(true)
     }
 }
 
@@ -550,7 +617,7 @@ impl natt_core::Lease for Relay {
     }
 
     fn start_release(&mut self) {
-        self.keeper.start_release();
+        lock(&self.keeper).start_release();
     }
 
     fn wait_released(&mut self) {
@@ -558,7 +625,8 @@ impl natt_core::Lease for Relay {
             return;
         }
         self.released = true;
-        if self.keeper.wait_for(RELEASE_TIMEOUT + STOP_POLL * 4).is_none() {
+        let ended = lock(&self.keeper).wait_for(RELEASE_TIMEOUT + STOP_POLL * 4);
+        if ended.is_none() {
             log::warn!(
                 "turn: {} not confirmed deleted; it expires with its lifetime",
                 self.describe()

@@ -6,6 +6,13 @@
 //! allocation is a lease in the socket's `PortMappings`: a [`Relay`], refreshed while held,
 //! deleted on release and on drop, and reachable with [`relay_of`](crate::relay_of) to add
 //! peers and carry their data.
+//!
+//! The refreshes' answers arrive on the mapped socket, which the application reads: it hands
+//! the datagrams from the relay's server to [`Relay::handle_datagram`] (see the crate
+//! documentation), or, when nothing else reads the socket, calls
+//! [`Relay::read_socket_itself`] (`natt map --hold` does). Otherwise the answers are missed:
+//! the refreshes still reach the server and keep the allocation, but each is logged as failed
+//! and retried sooner.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{PoisonError, RwLock};
@@ -119,7 +126,7 @@ impl MappingTechnique for TurnTechnique {
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         let _ = (local, deadline);
         Err(TechniqueError::NotApplicable(
-            "TURN relays UDP (RFC 6062's TCP relaying is not supported yet)".into(),
+            "TURN maps UDP sockets (TCP relaying, RFC 6062, is the Relay handle's connect_tcp and accept_tcp)".into(),
         ))
     }
 }

@@ -16,6 +16,9 @@
 //!   `MAPPED SERVER MAPPED rtt_ms=X`.
 //! - `probe rtt --to OBSERVER [--count N] [--interval-ms M] [--wait-ms W]`: numbered datagrams to
 //!   an observer: `RTT sent=N received=M min_ms=.. median_ms=.. max_ms=..`.
+//! - `probe tcp-echo --bind A --ms N`: a TCP peer: to each connection writes `IP:PORT\n` (the
+//!   address it sees), then echoes what it reads until the client ends its side; prints
+//!   `READY`, then `ACCEPTED FROM` per connection, for N ms.
 //! - `probe slow-tcp --to A [--count N] [--interval-ms M] --ms T`: N TCP connections that each
 //!   announce a 500-byte STUN request and dribble it a byte per M ms (default 100), for T ms:
 //!   `OPENED n`, `HELD n` (still open after a second), then `CLOSED n last_ms=X` (closed by
@@ -98,7 +101,7 @@ fn out(line: &str) {
 /// Runs `probe SUBCOMMAND ARGS...`; returns the exit code.
 pub fn main(args: &[String]) -> Result<i32> {
     let (sub, rest) = args.split_first().ok_or_else(|| {
-        err("probe needs a subcommand: observe, listen, send, stun, rtt, spoof, slow-tcp, igd-impostor")
+        err("probe needs a subcommand: observe, listen, send, stun, rtt, spoof, slow-tcp, tcp-echo, igd-impostor")
     })?;
     let a = Args::parse(rest)?;
     match sub.as_str() {
@@ -111,6 +114,7 @@ pub fn main(args: &[String]) -> Result<i32> {
         "udp-relay" => super::attack::udp_relay(&a),
         "tcp-relay" => super::attack::tcp_relay(&a),
         "slow-tcp" => slow_tcp(&a),
+        "tcp-echo" => tcp_echo(&a),
         "igd-impostor" => igd_impostor(&a),
         // Hidden: the load generator of `cargo xtask bench` (src/bench/load.rs).
         "load" => crate::bench::load::main(&a),
@@ -424,6 +428,40 @@ pub fn run_observer(ips: &[Ipv4Addr], port: u16) -> Result<()> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// `probe tcp-echo`: see the module documentation.
+fn tcp_echo(a: &Args) -> Result<i32> {
+    let bind: SocketAddr = addr(&a.need::<String>("bind")?)?;
+    let ms: u64 = a.need("ms")?;
+    let listener = TcpListener::bind(bind)?;
+    listener.set_nonblocking(true)?;
+    out("READY");
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        match listener.accept() {
+            Ok((mut stream, from)) => {
+                out(&format!("ACCEPTED {from}"));
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(
+                    end.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ))?;
+                thread::spawn(move || {
+                    let _ = stream.write_all(format!("{from}\n").as_bytes());
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                        if n == 0 || stream.write_all(buf.get(..n).unwrap_or_default()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(0)
 }
 
 // ------------------------------------------------------------------------------- STUN client
