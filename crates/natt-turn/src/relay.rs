@@ -66,6 +66,35 @@ impl Shared {
         lock(&self.core).server()
     }
 
+    /// Takes a datagram received on the allocation's socket ([`Relay::handle_datagram`]).
+    fn take(&self, from: SocketAddr, bytes: &[u8]) -> Input {
+        let input = lock(&self.core).handle_datagram(Instant::now(), from, bytes);
+        self.changed.notify_all();
+        input
+    }
+
+    /// Sends what falls due now; when to call again ([`Relay::poll`]).
+    fn poll_now(&self) -> Option<Instant> {
+        let mut core = lock(&self.core);
+        self.flush(&mut core, Instant::now())
+    }
+
+    /// Sends `payload` to `peer` through the relay ([`Relay::send_to`]).
+    fn send_payload(&self, payload: &[u8], peer: SocketAddr) -> Result<(), TurnError> {
+        let t = lock(&self.core).send_to(peer, payload)?;
+        let server = t.destination;
+        self.send(&t)
+            .map_err(|e| TurnError::io(server, "sending through the relay", &e))
+    }
+
+    /// The next payload from a peer through the relay, by `deadline` ([`Relay::recv_timeout`]).
+    fn next_payload(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        let _ = self.drive(deadline, None, |_| {
+            !lock(&self.inbox).is_empty() || self.closed.load(Ordering::Relaxed)
+        });
+        lock(&self.inbox).pop_front()
+    }
+
     fn send(&self, t: &Transmit) -> io::Result<()> {
         match &self.link {
             Link::Udp(socket) => socket.send_to(&t.payload, t.destination).map(drop),
@@ -453,9 +482,7 @@ impl Relay {
     /// [`Input::NotFromServer`] for anything not from the TURN server (direct traffic),
     /// [`Input::Data`] for a peer's payload through the relay.
     pub fn handle_datagram(&self, from: SocketAddr, bytes: &[u8]) -> Input {
-        let input = lock(&self.shared.core).handle_datagram(Instant::now(), from, bytes);
-        self.shared.changed.notify_all();
-        input
+        self.shared.take(from, bytes)
     }
 
     /// Whether `bytes` from `from` is the relay's (from its server, and STUN or ChannelData by
@@ -468,8 +495,7 @@ impl Relay {
     /// refreshes); when to call again. For a single thread that drives the relay between its
     /// reads of the socket; the lease thread does it otherwise, at the refreshes.
     pub fn poll(&self) -> Option<Instant> {
-        let mut core = lock(&self.shared.core);
-        self.shared.flush(&mut core, Instant::now())
+        self.shared.poll_now()
     }
 
     /// Adds `peer`: a permission for its IP address and a channel, waiting by `deadline` until
@@ -516,11 +542,7 @@ impl Relay {
     /// Sends `payload` to `peer` through the relay (ChannelData once its channel is bound,
     /// else a Send indication). The peer must have been added.
     pub fn send_to(&self, payload: &[u8], peer: SocketAddr) -> Result<(), TurnError> {
-        let t = lock(&self.shared.core).send_to(peer, payload)?;
-        let server = t.destination;
-        self.shared
-            .send(&t)
-            .map_err(|e| TurnError::io(server, "sending through the relay", &e))
+        self.shared.send_payload(payload, peer)
     }
 
     /// The next payload from a peer through the relay, waiting until `deadline`: over TCP
@@ -529,11 +551,7 @@ impl Relay {
     /// nothing else reads: other datagrams are dropped). A socket read by the application
     /// gets peers' data from [`handle_datagram`](Self::handle_datagram) instead.
     pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        let shared = &self.shared;
-        let _ = shared.drive(deadline, None, |_| {
-            !lock(&shared.inbox).is_empty() || shared.closed.load(Ordering::Relaxed)
-        });
-        lock(&shared.inbox).pop_front()
+        self.shared.next_payload(deadline)
     }
 
     /// RFC 6062 (a relay allocated over TCP with [`Config::tcp_relay`]): has the server open a
@@ -826,9 +844,7 @@ impl RelayLink {
 
     /// As [`Relay::handle_datagram`].
     pub fn handle_datagram(&self, from: SocketAddr, bytes: &[u8]) -> Input {
-        let input = lock(&self.shared.core).handle_datagram(Instant::now(), from, bytes);
-        self.shared.changed.notify_all();
-        input
+        self.shared.take(from, bytes)
     }
 
     /// Starts adding `peer` (a permission for its IP and a channel) without waiting: the
@@ -871,37 +887,19 @@ impl RelayLink {
 
     /// As [`Relay::send_to`].
     pub fn send_to(&self, payload: &[u8], peer: SocketAddr) -> Result<(), TurnError> {
-        let t = lock(&self.shared.core).send_to(peer, payload)?;
-        let server = t.destination;
-        self.shared
-            .send(&t)
-            .map_err(|e| TurnError::io(server, "sending through the relay", &e))
+        self.shared.send_payload(payload, peer)
     }
 
     /// As [`Relay::poll`]: sends what falls due now; when to call again.
     pub fn poll(&self) -> Option<Instant> {
-        let mut core = lock(&self.shared.core);
-        self.shared.flush(&mut core, Instant::now())
+        self.shared.poll_now()
     }
 
     /// Over TCP: the next payload from a peer that the stream's reader took in, waiting until
     /// `deadline`. Over UDP the link never reads the socket: `None` once `deadline` passes
     /// (what arrives on the socket comes from [`handle_datagram`](Self::handle_datagram)).
     pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        loop {
-            if let Some(got) = lock(&self.shared.inbox).pop_front() {
-                return Some(got);
-            }
-            let now = Instant::now();
-            if now >= deadline || self.shared.closed.load(Ordering::Relaxed) {
-                return None;
-            }
-            let core = lock(&self.shared.core);
-            if lock(&self.shared.inbox).is_empty() {
-                let wait = deadline.min(now + STOP_POLL).saturating_duration_since(now);
-                let _ = self.shared.changed.wait_timeout(core, wait.max(deadline::MIN_WAIT));
-            }
-        }
+        self.shared.next_payload(deadline)
     }
 
     /// Over TCP: whether the stream to the server ended.
