@@ -170,7 +170,7 @@ fn read_socket(shared: &Shared) {
         {
             wake = wake.min(next);
         }
-        match deadline::recv_from_until(&shared.socket, &mut buf, wake.max(now + deadline::MIN_WAIT)) {
+        match recv_until(&shared.socket, &mut buf, wake) {
             Ok(Some((n, from))) => shared.received(from, buf.get(..n).unwrap_or_default()),
             Ok(None) => {}
             Err(e)
@@ -183,6 +183,24 @@ fn read_socket(shared: &Shared) {
                 thread::sleep(deadline::MIN_WAIT);
             }
         }
+    }
+}
+
+/// Receives a datagram on `socket` by about `wake`, in blocking mode with a read timeout
+/// only. Not natt-core's `deadline::recv_from_until`, which finishes short waits in
+/// non-blocking mode: that mode is a flag of the socket shared by its clones, and the
+/// application sends on a clone meanwhile (a send in non-blocking mode fails, instead of
+/// waiting, when the socket's buffer is full). A wait is at most [`STOP_POLL`] and at least a
+/// millisecond; the kernel rounds it up by a timer tick at most.
+fn recv_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io::Result<Option<(usize, SocketAddr)>> {
+    let wait = wake
+        .saturating_duration_since(Instant::now())
+        .clamp(deadline::MIN_WAIT, STOP_POLL);
+    socket.set_read_timeout(Some(wait))?;
+    match socket.recv_from(buf) {
+        Ok(got) => Ok(Some(got)),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -238,6 +256,8 @@ impl UdpConnection {
             return Err(PunchError::DeadlinePassed);
         }
         let local = socket.local_addr()?;
+        // Blocking sends for the application (see `recv_until`).
+        socket.set_nonblocking(false)?;
         let relay = relay_of(&port_mappings)
             .filter(|r| r.is_allocated())
             .map(natt_turn::Relay::link);
@@ -411,7 +431,12 @@ impl UdpConnection {
             return Err(self);
         };
         self.stop_threads();
-        let socket = match self.socket.try_clone() {
+        // The socket as it came: blocking, without the reader's read timeout.
+        let socket = match self
+            .socket
+            .set_read_timeout(None)
+            .and_then(|()| self.socket.try_clone())
+        {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("fallback: cannot hand out the socket: {e}");
@@ -484,6 +509,7 @@ mod tests {
         cb.send(b"pong").unwrap();
         assert_eq!(ca.recv(deadline).unwrap(), b"pong");
         let (punched, _) = ca.into_direct().unwrap();
+        assert_eq!(punched.socket.read_timeout().unwrap(), None);
         punched.socket.send_to(b"raw", punched.peer_addr).unwrap();
         assert_eq!(cb.recv(deadline).unwrap(), b"raw");
     }
