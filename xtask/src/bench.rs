@@ -12,6 +12,8 @@
 //!   ([`load`], run as `xtask lab probe load`), its memory after many distinct sources, and
 //!   valid requests amid garbage.
 //! - [`deadlines`]: every blocking call against a silent peer ends by its deadline.
+//! - [`relay`]: connecting through a TURN relay (issue 14): relayed connect time between two
+//!   symmetric NATs against round trips, and relayed throughput against `turnutils_uclient`.
 //! - [`speed`]: cold-start speed (issue 17): mapping without (or with silent) gateways, STUN
 //!   behind a filtering NAT, and the whole punch from process start, against round trips.
 //! - [`hardnat`]: hard NATs (issue 15): success, connect time and packets of the birthday
@@ -28,6 +30,7 @@ pub mod load;
 pub mod mapping;
 pub mod proc;
 pub mod punch;
+pub mod relay;
 pub mod report;
 pub mod serve;
 pub mod speed;
@@ -53,6 +56,7 @@ pub const SECTIONS: &[&str] = &[
     "deadlines",
     "speed",
     "hardnat",
+    "relay",
 ];
 
 /// Usage of `cargo xtask bench`.
@@ -60,7 +64,7 @@ pub const USAGE: &str = "\
 cargo xtask bench [--quick] [--only SECTION,...] [--out FILE]
     the NAT lab benchmarks (root): a markdown report on stdout and in bench/RESULTS.md
     --quick   fewer runs (a rough look in about a third of the time)
-    --only    some of: mapping, punch-time, punch-success, serve, deadlines, speed, hardnat
+    --only    some of: mapping, punch-time, punch-success, serve, deadlines, speed, hardnat, relay
     --out     where to write the report (default bench/RESULTS.md in the workspace)";
 
 /// What `cargo xtask bench` was asked.
@@ -162,7 +166,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
     };
     let mut failed = Vec::new();
     type Bencher = fn(&Bench) -> Result<Section>;
-    let all: [(&str, &str, Bencher); 7] = [
+    let all: [(&str, &str, Bencher); 8] = [
         ("mapping", "Mapping latency", mapping::run),
         (
             "punch-time",
@@ -174,6 +178,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
         ("deadlines", "Deadlines against silent peers", deadlines::run),
         ("speed", speed::TITLE, speed::run),
         ("hardnat", hardnat::TITLE, hardnat::run),
+        ("relay", relay::TITLE, relay::run),
     ];
     for (name, title, f) in all {
         if !opts.only.iter().any(|o| o == name) {

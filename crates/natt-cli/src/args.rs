@@ -35,7 +35,7 @@ pub enum Command {
     Relay(RelayArgs),
 }
 
-/// The TURN relay to use (`natt map`, `natt probe`, `natt relay`). The password is read from
+/// The TURN relay to use (`natt map`, `natt probe`, `natt punch`, `natt relay`). The password is read from
 /// the environment variable NATT_TURN_PASSWORD only, never from the command line, where
 /// other users see it.
 #[derive(Debug, Args)]
@@ -123,6 +123,10 @@ pub struct PunchArgs {
     /// The techniques to use and their servers.
     #[command(flatten)]
     pub techniques: TechniqueArgs,
+    /// The TURN relay: with it, `natt punch --udp` connects with fallback (direct where a path
+    /// opens, else through the relay).
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Where to write our token: a file (written whole, atomically) or `-` for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub token_out: String,
@@ -141,7 +145,9 @@ pub struct PunchArgs {
     /// UDP: seconds to keep printing the peer's datagrams after stdin ends.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub linger: f64,
-    /// Print the result as one JSON line: {"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp"}.
+    /// Print the result as one JSON line:
+    /// {"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp","path":"direct|relay","relay":"IP:PORT"|null}
+    /// (`relay`: the relayed address a relayed path goes through).
     #[arg(long)]
     pub json: bool,
 }

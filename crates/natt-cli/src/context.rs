@@ -40,15 +40,11 @@ pub fn turn_server(turn: &TurnArgs) -> Result<Option<HolePunchServerAddr>, Strin
 /// by hand and in the lab.
 pub const PCP_LIFETIME_ENV: &str = "NATT_PCP_LIFETIME_SECS";
 
-/// The context the technique flags ask for, mapping within `timeout`: the flags and the
-/// environment ([`PCP_LIFETIME_ENV`], [`UPNP_LEASE_ENV`], [`UPNP_IGD_ENV`]) describe it, and
-/// the builder makes it; an error names a server no technique of this build can use.
-pub fn build(choice: &TechniqueArgs, timeout: Duration) -> Result<MappingContext, String> {
-    build_with_turn(choice, None, timeout)
-}
-
-/// [`build`], with the TURN relay of `turn` (`--turn`, `--turn-user` and the password in
-/// [`TURN_PASSWORD_ENV`]) when given.
+/// The context the technique flags ask for, mapping within `timeout`, with the TURN relay of
+/// `turn` (`--turn`, `--turn-user` and the password in [`TURN_PASSWORD_ENV`]) when given: the
+/// flags and the environment ([`PCP_LIFETIME_ENV`], [`UPNP_LEASE_ENV`], [`UPNP_IGD_ENV`],
+/// [`TURN_LIFETIME_ENV`]) describe it, and the builder makes it; an error names a server no
+/// technique of this build can use.
 pub fn build_with_turn(
     choice: &TechniqueArgs,
     turn: Option<&TurnArgs>,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use natt::connect::{Path as ConnPath, UdpConnection};
 use natt::{
     MappedTcpSocket, MappedUdpSocket, PubRendezvousInfo, PunchedUdpSocket, gen_rendezvous_info, is_punch_packet,
     tcp_punch_hole,
@@ -20,33 +21,58 @@ use crate::args::PunchArgs;
 use crate::context;
 use crate::output;
 
-/// `natt punch --json`: `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp"}`.
+/// `natt punch --json`:
+/// `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp","path":"direct|relay","relay":"IP:PORT"|null}`.
 #[derive(Debug, Serialize)]
 struct PunchReport {
     peer: String,
     elapsed_ms: u128,
     via: &'static str,
+    /// `direct`, or `relay` through a TURN relay.
+    path: &'static str,
+    /// The relayed address a relayed path goes through.
+    relay: Option<String>,
 }
 
 /// Maps, exchanges tokens, punches and relays.
 pub fn run(args: &PunchArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
     let linger = context::seconds(args.linger)?;
-    let mc = context::build(&args.techniques, context::seconds(args.map_timeout)?)?;
+    let mc = context::build_with_turn(&args.techniques, Some(&args.turn), context::seconds(args.map_timeout)?)?;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
     let mut stdin = io::stdin().lock();
     if args.udp {
         let mapped = MappedUdpSocket::bind(local, &mc).map_err(|e| format!("cannot map a UDP socket: {e}"))?;
+        if args.turn.turn.is_some() {
+            report_relay_failure(&mapped.port_mappings);
+        }
         let (ours, public) = gen_rendezvous_info(mapped.endpoints);
         let theirs = exchange(&public, args, &mut stdin, timeout)?;
         let start = Instant::now();
-        let punched = PunchedUdpSocket::punch_hole(mapped.socket, ours, theirs, start + timeout)
-            .map_err(|e| failed("UDP", &e, &mapped.port_mappings))?;
-        report(args, punched.peer_addr, start, "udp")?;
-        relay_udp(&punched.socket, punched.peer_addr, &mut stdin, linger)?;
-        // Waits for the routers to delete the mappings before the process exits.
-        let mut port_mappings = mapped.port_mappings;
-        port_mappings.release();
+        // With a relay on either side, connect with fallback: the peer's relayed address is a
+        // relayed path even for a side without a relay of its own.
+        let peer_relayed = theirs.endpoints.iter().any(|e| e.technique == natt::turn::NAME);
+        if args.turn.turn.is_some() || peer_relayed {
+            let why_no_external = mapped.port_mappings.why_no_external();
+            let connection = UdpConnection::connect(mapped.socket, mapped.port_mappings, ours, theirs, start + timeout)
+                .map_err(|e| match &why_no_external {
+                    Some(why) => format!("UDP punch failed: {e}; and our token had {why}"),
+                    None => format!("UDP punch failed: {e}"),
+                })?;
+            let path = connection.path().ok_or("the connection has no path")?;
+            report(args, peer_of(path), start, "udp", path)?;
+            relay_connection(&connection, &mut stdin, linger)?;
+            // Releases the allocation and the router mappings, waiting for that.
+            connection.close();
+        } else {
+            let punched = PunchedUdpSocket::punch_hole(mapped.socket, ours, theirs, start + timeout)
+                .map_err(|e| failed("UDP", &e, &mapped.port_mappings))?;
+            report(args, punched.peer_addr, start, "udp", direct(punched.peer_addr))?;
+            relay_udp(&punched.socket, punched.peer_addr, &mut stdin, linger)?;
+            // Waits for the routers to delete the mappings before the process exits.
+            let mut port_mappings = mapped.port_mappings;
+            port_mappings.release();
+        }
     } else {
         let mapped = MappedTcpSocket::bind(local, &mc).map_err(|e| format!("cannot map a TCP socket: {e}"))?;
         let (ours, public) = gen_rendezvous_info(mapped.endpoints);
@@ -55,7 +81,7 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
             .map_err(|e| failed("TCP", &e, &mapped.port_mappings))?;
         let peer = stream.peer_addr().map_err(|e| e.to_string())?;
-        report(args, peer, start, "tcp")?;
+        report(args, peer, start, "tcp", direct(peer))?;
         relay_tcp(stream, &mut stdin)?;
         let mut port_mappings = mapped.port_mappings;
         port_mappings.release();
@@ -192,18 +218,96 @@ fn wait_for_file(path: &Path, deadline: Instant) -> Result<String, String> {
 /// How often `--peer-token FILE` is looked at while waiting for it.
 const TOKEN_POLL: Duration = Duration::from_millis(2);
 
-fn report(args: &PunchArgs, peer: SocketAddr, start: Instant, via: &'static str) -> Result<(), String> {
+fn report(args: &PunchArgs, peer: SocketAddr, start: Instant, via: &'static str, path: ConnPath) -> Result<(), String> {
     let elapsed_ms = start.elapsed().as_millis();
     if args.json {
         output::print_json(&PunchReport {
             peer: peer.to_string(),
             elapsed_ms,
             via,
+            path: path.kind(),
+            relay: path.relay().map(|r| r.to_string()),
         })
     } else {
-        eprintln!("natt: connected to {peer} over {via} in {elapsed_ms} ms");
+        match path.relay() {
+            Some(relay) => {
+                eprintln!("natt: connected to {peer} over {via} through the relay {relay} in {elapsed_ms} ms")
+            }
+            None => eprintln!("natt: connected to {peer} over {via} in {elapsed_ms} ms"),
+        }
         Ok(())
     }
+}
+
+/// A direct path to `peer`.
+fn direct(peer: SocketAddr) -> ConnPath {
+    ConnPath::Direct { peer }
+}
+
+/// Where the peer is on `path`: its own address, or on a relayed path the address data goes
+/// to (the peer as our relay sees it, or its relayed address).
+fn peer_of(path: ConnPath) -> SocketAddr {
+    match path {
+        ConnPath::Direct { peer } | ConnPath::Relayed { peer, .. } => peer,
+        _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+    }
+}
+
+/// One line on stderr when `--turn` was given but the relay gave no address (wrong
+/// credentials, down, silent, quota, not TURN): the direct paths are still tried.
+fn report_relay_failure(port_mappings: &natt::PortMappings) {
+    for o in port_mappings.outcomes() {
+        if o.technique == natt::turn::NAME
+            && let Err(e) = &o.result
+        {
+            eprintln!("natt: warning: the TURN relay gave no address ({e}); trying direct paths only");
+        }
+    }
+}
+
+/// As [`relay_udp`], over a connection with fallback; says on stderr when the connection
+/// moves from the relay to a direct path.
+fn relay_connection(connection: &UdpConnection, stdin: &mut impl BufRead, linger: Duration) -> Result<(), String> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut out = io::stdout();
+            let mut moves = connection.moves();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(data) = connection.recv(Instant::now() + Duration::from_millis(50)) {
+                    let _ = out
+                        .write_all(&data)
+                        .and_then(|()| out.write_all(b"\n"))
+                        .and_then(|()| out.flush());
+                }
+                if connection.moves() != moves {
+                    moves = connection.moves();
+                    if let Some(ConnPath::Direct { peer }) = connection.path() {
+                        eprintln!("natt: moved to the direct path to {peer}");
+                    }
+                }
+            }
+        });
+        let mut line = String::new();
+        let sent = loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {
+                    let data = line.strip_suffix('\n').unwrap_or(&line);
+                    if let Err(e) = connection.send(data.as_bytes()) {
+                        break Err(format!("send to the peer: {e}"));
+                    }
+                }
+                Err(e) => break Err(format!("reading stdin: {e}")),
+            }
+        };
+        if sent.is_ok() {
+            thread::sleep(linger);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        sent
+    })
 }
 
 /// Relays stdin lines to the peer as datagrams and the peer's datagrams to stdout as lines,

@@ -61,5 +61,5 @@ pub mod technique;
 pub use allocation::{Allocated, Allocation, Config, Event, Input, State};
 pub use error::TurnError;
 pub use natt_core::turn::{TurnCredentials, TurnTransport};
-pub use relay::{Relay, with_relay};
+pub use relay::{Relay, RelayLink, with_relay};
 pub use technique::{NAME, TurnTechnique};

@@ -66,6 +66,35 @@ impl Shared {
         lock(&self.core).server()
     }
 
+    /// Takes a datagram received on the allocation's socket ([`Relay::handle_datagram`]).
+    fn take(&self, from: SocketAddr, bytes: &[u8]) -> Input {
+        let input = lock(&self.core).handle_datagram(Instant::now(), from, bytes);
+        self.changed.notify_all();
+        input
+    }
+
+    /// Sends what falls due now; when to call again ([`Relay::poll`]).
+    fn poll_now(&self) -> Option<Instant> {
+        let mut core = lock(&self.core);
+        self.flush(&mut core, Instant::now())
+    }
+
+    /// Sends `payload` to `peer` through the relay ([`Relay::send_to`]).
+    fn send_payload(&self, payload: &[u8], peer: SocketAddr) -> Result<(), TurnError> {
+        let t = lock(&self.core).send_to(peer, payload)?;
+        let server = t.destination;
+        self.send(&t)
+            .map_err(|e| TurnError::io(server, "sending through the relay", &e))
+    }
+
+    /// The next payload from a peer through the relay, by `deadline` ([`Relay::recv_timeout`]).
+    fn next_payload(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        let _ = self.drive(deadline, None, |_| {
+            !lock(&self.inbox).is_empty() || self.closed.load(Ordering::Relaxed)
+        });
+        lock(&self.inbox).pop_front()
+    }
+
     fn send(&self, t: &Transmit) -> io::Result<()> {
         match &self.link {
             Link::Udp(socket) => socket.send_to(&t.payload, t.destination).map(drop),
@@ -453,9 +482,7 @@ impl Relay {
     /// [`Input::NotFromServer`] for anything not from the TURN server (direct traffic),
     /// [`Input::Data`] for a peer's payload through the relay.
     pub fn handle_datagram(&self, from: SocketAddr, bytes: &[u8]) -> Input {
-        let input = lock(&self.shared.core).handle_datagram(Instant::now(), from, bytes);
-        self.shared.changed.notify_all();
-        input
+        self.shared.take(from, bytes)
     }
 
     /// Whether `bytes` from `from` is the relay's (from its server, and STUN or ChannelData by
@@ -468,8 +495,7 @@ impl Relay {
     /// refreshes); when to call again. For a single thread that drives the relay between its
     /// reads of the socket; the lease thread does it otherwise, at the refreshes.
     pub fn poll(&self) -> Option<Instant> {
-        let mut core = lock(&self.shared.core);
-        self.shared.flush(&mut core, Instant::now())
+        self.shared.poll_now()
     }
 
     /// Adds `peer`: a permission for its IP address and a channel, waiting by `deadline` until
@@ -516,11 +542,7 @@ impl Relay {
     /// Sends `payload` to `peer` through the relay (ChannelData once its channel is bound,
     /// else a Send indication). The peer must have been added.
     pub fn send_to(&self, payload: &[u8], peer: SocketAddr) -> Result<(), TurnError> {
-        let t = lock(&self.shared.core).send_to(peer, payload)?;
-        let server = t.destination;
-        self.shared
-            .send(&t)
-            .map_err(|e| TurnError::io(server, "sending through the relay", &e))
+        self.shared.send_payload(payload, peer)
     }
 
     /// The next payload from a peer through the relay, waiting until `deadline`: over TCP
@@ -529,11 +551,7 @@ impl Relay {
     /// nothing else reads: other datagrams are dropped). A socket read by the application
     /// gets peers' data from [`handle_datagram`](Self::handle_datagram) instead.
     pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        let shared = &self.shared;
-        let _ = shared.drive(deadline, None, |_| {
-            !lock(&shared.inbox).is_empty() || shared.closed.load(Ordering::Relaxed)
-        });
-        lock(&shared.inbox).pop_front()
+        self.shared.next_payload(deadline)
     }
 
     /// RFC 6062 (a relay allocated over TCP with [`Config::tcp_relay`]): has the server open a
@@ -777,3 +795,116 @@ const CHANNEL_DATA_FRAMER: natt_core::frame::Framer<channel_data::ChannelDataErr
     channel_data::MAX_FRAME_LEN,
     channel_data::stream_frame_len,
 );
+
+impl Relay {
+    /// A [`RelayLink`] to this relay's traffic: for a connection that reads the allocation's
+    /// socket on threads of its own while the handle stays where it is (in the socket's
+    /// `PortMappings`, which keep, refresh and release it).
+    pub fn link(&self) -> RelayLink {
+        RelayLink {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The traffic side of a [`Relay`], cheap to clone and to share between threads: demultiplex
+/// what arrives, add peers without waiting, send and (over TCP) receive. It never keeps the
+/// allocation alive: the [`Relay`] handle does, and once it is released or dropped, sending
+/// fails with [`TurnError::NoAllocation`].
+#[derive(Clone)]
+pub struct RelayLink {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RelayLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let core = lock(&self.shared.core);
+        f.debug_struct("RelayLink")
+            .field("server", &core.server())
+            .field("transport", &core.transport())
+            .field("relayed", &core.relayed())
+            .finish()
+    }
+}
+
+impl RelayLink {
+    /// The TURN server's address: datagrams from it are the relay's.
+    pub fn server(&self) -> SocketAddr {
+        self.shared.server()
+    }
+
+    /// How the server is reached.
+    pub fn transport(&self) -> TurnTransport {
+        lock(&self.shared.core).transport()
+    }
+
+    /// The relayed address, while allocated.
+    pub fn relayed_addr(&self) -> Option<SocketAddr> {
+        lock(&self.shared.core).relayed()
+    }
+
+    /// As [`Relay::handle_datagram`].
+    pub fn handle_datagram(&self, from: SocketAddr, bytes: &[u8]) -> Input {
+        self.shared.take(from, bytes)
+    }
+
+    /// Starts adding `peer` (a permission for its IP and a channel) without waiting: the
+    /// requests are sent now and retransmitted by [`poll`](Self::poll); whether it is in place
+    /// shows in [`has_permission`](Self::has_permission).
+    pub fn start_add_peer(&self, peer: SocketAddr) -> Result<(), TurnError> {
+        let mut core = lock(&self.shared.core);
+        core.add_peer(peer, Instant::now())?;
+        self.shared.flush(&mut core, Instant::now());
+        Ok(())
+    }
+
+    /// Starts installing a permission for `peer`'s IP (any port of it may then send to us
+    /// through the relay) without waiting, as [`start_add_peer`](Self::start_add_peer) but
+    /// with no channel.
+    pub fn start_permission(&self, peer: SocketAddr) -> Result<(), TurnError> {
+        let mut core = lock(&self.shared.core);
+        core.create_permission(peer, Instant::now())?;
+        self.shared.flush(&mut core, Instant::now());
+        Ok(())
+    }
+
+    /// Whether the server has a permission for `ip` installed.
+    pub fn has_permission(&self, ip: std::net::IpAddr) -> bool {
+        lock(&self.shared.core).has_permission(ip)
+    }
+
+    /// The first failure the core reported since the last call (a refused permission, a
+    /// lost allocation), taking the events the core queued.
+    pub fn take_failure(&self) -> Option<TurnError> {
+        let mut core = lock(&self.shared.core);
+        let mut failed = None;
+        while let Some(e) = core.poll_event() {
+            if let Event::Failed(e) = e {
+                failed.get_or_insert(e);
+            }
+        }
+        failed
+    }
+
+    /// As [`Relay::send_to`].
+    pub fn send_to(&self, payload: &[u8], peer: SocketAddr) -> Result<(), TurnError> {
+        self.shared.send_payload(payload, peer)
+    }
+
+    /// As [`Relay::poll`]: sends what falls due now; when to call again.
+    pub fn poll(&self) -> Option<Instant> {
+        self.shared.poll_now()
+    }
+
+    /// Over TCP: the next payload from a peer that the stream's reader took in, waiting until
+    /// `deadline`. Over UDP the link never reads the socket: `None` once `deadline` passes
+    /// (what arrives on the socket comes from [`handle_datagram`](Self::handle_datagram)).
+    pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        self.shared.next_payload(deadline)
+    }
+
+    /// Over TCP: whether the stream to the server ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+}

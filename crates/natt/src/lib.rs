@@ -204,6 +204,10 @@
 //! alike, so `fn main() -> Result<(), Box<dyn std::error::Error>>` and `?`, as above, print
 //! for example `Error: token is damaged: check failed (was it cut or changed while copying?)`.
 
+/// Connecting with fallback: direct paths and a TURN relay's at once, direct preferred.
+#[cfg(all(feature = "punch", feature = "turn"))]
+#[cfg_attr(not(doctest), doc = include_str!("../doc/connect.md"))]
+pub mod connect;
 mod context;
 
 pub use context::{Builder, MappingContext};
@@ -299,6 +303,10 @@ mod shown_examples {
             Readme = "../../../README.md";
             PunchHole = "../../natt-punch/doc/punch_hole.md";
             TcpPunchHole = "../../natt-punch/doc/tcp_punch_hole.md";
+        }
+        #[cfg(all(feature = "punch", feature = "turn"))]
+        connect {
+            Connect = "../../natt/doc/connect.md";
         }
         #[cfg(feature = "pcp")]
         pcp {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use xtask::lab::{Lab, isolation};
 
 pub mod punching;
+pub mod relaying;
 
 pub const TOOL: &str = env!("CARGO_BIN_EXE_xtask");
 pub const OBS1: &str = "203.0.113.20:7000";

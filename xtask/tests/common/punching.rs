@@ -31,6 +31,11 @@ impl Side {
 
 /// Starts `natt punch` in `node`, its token in `me`, the peer's in `peer`.
 pub fn start(lab: &Lab, node: &str, proto: &str, me: &Path, peer: &Path, extra: &[&str]) -> Running {
+    Running::new(command(lab, node, proto, me, peer, extra).spawn().unwrap())
+}
+
+/// The `natt punch` command of [`start`], to add to (the environment, say) before spawning.
+pub fn command(lab: &Lab, node: &str, proto: &str, me: &Path, peer: &Path, extra: &[&str]) -> std::process::Command {
     let natt = natt_bin();
     let stun1 = format!("{}:3478", lab.get("STUN1").unwrap());
     let stun2 = format!("{}:3478", lab.get("STUN2").unwrap());
@@ -48,7 +53,7 @@ pub fn start(lab: &Lab, node: &str, proto: &str, me: &Path, peer: &Path, extra: 
     cmd.arg("--token-out").arg(me).arg("--peer-token").arg(peer);
     cmd.args(extra);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    Running::new(cmd.spawn().unwrap())
+    cmd
 }
 
 /// Once both sides printed their result line, each sends one line to the other and closes its

@@ -1,0 +1,845 @@
+//! [`Race`]: connecting with fallback, without sockets (a protocol core: fed datagrams, time
+//! and a random generator; clippy's `disallowed_methods` is denied here). It runs the punch
+//! ([`UdpPuncher`], protocol 2, unchanged) on up to three **lanes** at once, decides which
+//! confirmed path the connection takes, moves it from a relayed path to a direct one when that
+//! opens later, and tells the peer's data from everything else.
+//!
+//! The lanes, each a punch of its own with the session's keys:
+//!
+//! | lane          | probes                                  | travels                      |
+//! |---------------|-----------------------------------------|------------------------------|
+//! | direct        | the peer's endpoints but its relayed ones | the socket, plain UDP       |
+//! | peer's relay  | the peer's `turn` endpoints             | the socket, plain UDP        |
+//! | our relay     | the peer's public endpoints             | our allocation ([`Via::Relay`]) |
+//!
+//! A peer without a relay needs no TURN of its own: its peer's-relay lane probes our relayed
+//! address with plain UDP, which opens its NAT towards the relay, and the relay hands its probe
+//! to our our-relay lane with the peer's real address (the relay forwards only from the IPs we
+//! gave permissions to: the peer's). One relay on one side is so enough for any pair of NATs,
+//! and a side whose network lets no UDP out reaches its relay over TCP.
+//!
+//! Every path is still the punch's: it confirms only by an authenticated reply from the probed
+//! address that echoes our nonce and saw us at one of our token's addresses (the relayed one
+//! among them), so neither the relay nor a third host can complete a connection as the peer.
+//!
+//! **Direct first.** A direct path, once done, is taken at once. A relayed path is taken only
+//! when no direct path is done [`RELAY_GRACE`] after it: a direct path that works usually
+//! confirms first anyway (it is as short or shorter, and the relay's allocation was made
+//! before). When the direct lane has heard authentic packets from the peer but has not
+//! confirmed (a path half open: it will likely confirm within a round trip), the relayed path
+//! waits [`DIRECT_PATIENCE`] instead. While relayed, the direct lane goes on (its punch's rate
+//! caps and round limit), then starts again after [`DIRECT_RETRY`], at most
+//! [`DIRECT_RESTARTS`] times; once it is done the connection moves to it. Data is taken from
+//! every confirmed path, so nothing already on its way over the other path is lost.
+
+#![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
+use natt_core::{MappedSocketAddr, Transmit, UdpExchange};
+use natt_punch::keys::SessionKeys;
+use natt_punch::path::Paths;
+use natt_punch::puncher::{MAX_PER_SECOND, UdpPuncher};
+use natt_punch::wire::{self, FLAG_CONFIRMED, FLAG_DONE, Kind, Message};
+use natt_punch::{NoPath, PunchError, is_punch_packet};
+
+/// How long a confirmed relayed path waits for a direct path that has shown no sign of life.
+pub const RELAY_GRACE: Duration = Duration::from_millis(10);
+/// How long a confirmed relayed path waits for a direct path that is half open (the peer's
+/// authentic packets arrived on it).
+pub const DIRECT_PATIENCE: Duration = Duration::from_millis(300);
+/// While relayed: the pause between the direct lane's punch running out of rounds and a new
+/// one.
+pub const DIRECT_RETRY: Duration = Duration::from_secs(10);
+/// While relayed: how many times the direct lane starts again (with its rounds, about 15
+/// minutes of trying in all).
+pub const DIRECT_RESTARTS: u32 = 16;
+
+/// How a datagram travels between us and the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// Plain UDP on the connection's socket.
+    Socket,
+    /// Through our own TURN allocation (framed by the relay client).
+    Relay,
+}
+
+/// Which kind of path a lane punches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Lane {
+    /// Plain UDP to the peer's own (non-relayed) endpoints.
+    Direct,
+    /// Plain UDP to the peer's relayed address, on the peer's TURN server.
+    PeerRelay,
+    /// Through our own allocation.
+    OwnRelay,
+}
+
+impl Lane {
+    /// How the lane's datagrams travel.
+    pub fn via(self) -> Via {
+        match self {
+            Lane::Direct | Lane::PeerRelay => Via::Socket,
+            Lane::OwnRelay => Via::Relay,
+        }
+    }
+
+    /// Whether the lane's path goes through a relay.
+    pub fn is_relayed(self) -> bool {
+        self != Lane::Direct
+    }
+}
+
+/// A path the connection uses: the lane and the peer's address on it (for [`Lane::OwnRelay`]
+/// the peer's address as the relay sees it; for [`Lane::PeerRelay`] the peer's relayed
+/// address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chosen {
+    /// The lane.
+    pub lane: Lane,
+    /// Where to send.
+    pub peer: SocketAddr,
+}
+
+/// What the connection learns from [`Race::handle`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A punch message (the punch took it, or it was stale or not authentic).
+    Punch,
+    /// The peer's data, on a confirmed path.
+    Data(Vec<u8>),
+    /// Not a punch message, and not from a confirmed path: dropped.
+    Stranger,
+}
+
+/// One lane's punch.
+#[derive(Debug)]
+struct Run {
+    lane: Lane,
+    paths: Paths,
+    puncher: UdpPuncher,
+    /// When its punch was done.
+    done_at: Option<Instant>,
+    /// When its punch ran out of rounds without being done.
+    exhausted_at: Option<Instant>,
+    restarts: u32,
+    /// When this lane answered probes after it was done, within the last second.
+    answered: VecDeque<Instant>,
+}
+
+/// The lanes, the decision and the move to a direct path (see the module documentation).
+#[derive(Debug)]
+pub struct Race {
+    keys: SessionKeys,
+    runs: Vec<Run>,
+    rng: StdRng,
+    chosen: Option<Chosen>,
+    /// A relayed path chosen first, then the direct one: how many moves.
+    moves: u32,
+    /// Every peer address of a done lane: data is taken from these.
+    accepted: Vec<(Via, SocketAddr)>,
+    /// Where the relayed lanes send: the peer's `turn` endpoints.
+    peer_relayed: Vec<SocketAddr>,
+    /// The next lane to take a transmission from (round robin).
+    next: usize,
+    /// Answers of done lanes, to send.
+    queue: VecDeque<(Via, Transmit)>,
+}
+
+/// The name of the `turn` technique's endpoints.
+pub const TURN: &str = "turn";
+
+impl Race {
+    /// The race for a socket bound at `local`, with our rendezvous info and the peer's;
+    /// `own_relay` says whether we hold an allocation on a TURN server (listed among our
+    /// endpoints). Fails when no lane has a usable peer endpoint (the direct lane's reason).
+    pub fn new(
+        local: SocketAddr,
+        ours: &PrivRendezvousInfo,
+        theirs: &PubRendezvousInfo,
+        own_relay: bool,
+        now: Instant,
+        mut rng: StdRng,
+    ) -> Result<Race, PunchError> {
+        let keys = SessionKeys::new(ours, theirs)?;
+        let (relayed, direct): (Vec<MappedSocketAddr>, Vec<MappedSocketAddr>) =
+            theirs.endpoints.iter().cloned().partition(|e| e.technique == TURN);
+        let public: Vec<MappedSocketAddr> = direct
+            .iter()
+            .filter(|e| !natt_core::endpoint::is_private(e.addr.ip()))
+            .cloned()
+            .collect();
+        let mut plans = vec![(Lane::Direct, direct), (Lane::PeerRelay, relayed.clone())];
+        if own_relay {
+            plans.push((Lane::OwnRelay, public));
+        }
+        let mut runs = Vec::new();
+        let mut first_error = None;
+        for (lane, theirs) in plans {
+            if theirs.is_empty() {
+                continue;
+            }
+            match Paths::new(local, &ours.endpoints, &theirs) {
+                Ok(paths) => {
+                    let puncher = UdpPuncher::new(keys.clone(), paths.clone(), now, StdRng::from_rng(&mut rng));
+                    runs.push(Run {
+                        lane,
+                        paths,
+                        puncher,
+                        done_at: None,
+                        exhausted_at: None,
+                        restarts: 0,
+                        answered: VecDeque::new(),
+                    });
+                }
+                Err(e) => {
+                    log::debug!("fallback: no {lane:?} lane: {e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if runs.is_empty() {
+            return Err(first_error.unwrap_or(PunchError::NoEndpoint));
+        }
+        log::debug!(
+            "fallback: lanes {:?}",
+            runs.iter()
+                .map(|r| (r.lane, r.puncher.targets().to_vec()))
+                .collect::<Vec<_>>()
+        );
+        Ok(Race {
+            keys,
+            runs,
+            rng,
+            chosen: None,
+            moves: 0,
+            accepted: Vec::new(),
+            peer_relayed: relayed.iter().map(|e| e.addr).collect(),
+            next: 0,
+            queue: VecDeque::new(),
+        })
+    }
+
+    /// The lanes that run.
+    pub fn lanes(&self) -> Vec<Lane> {
+        self.runs.iter().map(|r| r.lane).collect()
+    }
+
+    /// The peers our relay must let in (permissions, for their IPs: one address per IP), those
+    /// the our-relay lane probes and takes packets from.
+    pub fn relay_peers(&self) -> Vec<SocketAddr> {
+        let mut peers: Vec<SocketAddr> = Vec::new();
+        for a in self
+            .runs
+            .iter()
+            .filter(|r| r.lane == Lane::OwnRelay)
+            .flat_map(|r| r.puncher.targets().iter())
+        {
+            if !peers.iter().any(|p| p.ip() == a.ip()) {
+                peers.push(*a);
+            }
+        }
+        peers
+    }
+
+    /// The path taken, once decided.
+    pub fn chosen(&self) -> Option<Chosen> {
+        self.chosen
+    }
+
+    /// How many times the connection moved from a relayed path to a direct one (0 or 1).
+    pub fn moves(&self) -> u32 {
+        self.moves
+    }
+
+    /// The peer's relayed addresses (its token's `turn` endpoints).
+    pub fn peer_relayed(&self) -> &[SocketAddr] {
+        &self.peer_relayed
+    }
+
+    /// Takes a datagram that arrived `via` from `from` (for [`Via::Relay`], the peer's
+    /// address as the relay reported it, and the payload it carried).
+    pub fn handle(&mut self, now: Instant, via: Via, from: SocketAddr, data: &[u8]) -> Incoming {
+        if is_punch_packet(data) {
+            for run in self.runs.iter_mut().filter(|r| r.lane.via() == via) {
+                if run.done_at.is_some() && run.puncher.peer() == Some(from) {
+                    if let Some(reply) = answer_when_done(&self.keys, run, now, from, data) {
+                        self.queue.push_back((via, reply));
+                    }
+                } else if run.paths.is_peer(from) {
+                    run.puncher.handle_datagram(now, from, data);
+                    if run.done_at.is_none()
+                        && let Some(peer) = run.puncher.peer()
+                    {
+                        log::debug!("fallback: {:?} path to {peer} done", run.lane);
+                        run.done_at = Some(now);
+                        if !self.accepted.contains(&(via, peer)) {
+                            self.accepted.push((via, peer));
+                        }
+                    }
+                }
+            }
+            self.decide(now);
+            return Incoming::Punch;
+        }
+        if self.accepted.contains(&(via, from)) {
+            Incoming::Data(data.to_vec())
+        } else {
+            log::trace!(
+                "fallback: {} bytes from {from} ({via:?}), not a confirmed path; dropped",
+                data.len()
+            );
+            Incoming::Stranger
+        }
+    }
+
+    /// The first done relayed lane (earliest), with when it was done.
+    fn first_relayed(&self) -> Option<(&Run, Instant)> {
+        self.runs
+            .iter()
+            .filter(|r| r.lane.is_relayed())
+            .filter_map(|r| r.done_at.map(|t| (r, t)))
+            .min_by_key(|(_, t)| *t)
+    }
+
+    fn direct(&self) -> Option<&Run> {
+        self.runs.iter().find(|r| r.lane == Lane::Direct)
+    }
+
+    /// When a done relayed lane may be taken (see the module documentation).
+    fn relay_wins_at(&self) -> Option<Instant> {
+        let (_, at) = self.first_relayed()?;
+        let half_open = self
+            .direct()
+            .is_some_and(|d| matches!(d.puncher.diagnosis(), NoPath::NotConfirmed(_)));
+        Some(at + if half_open { DIRECT_PATIENCE } else { RELAY_GRACE })
+    }
+
+    fn decide(&mut self, now: Instant) {
+        let direct = self
+            .direct()
+            .and_then(|d| d.puncher.peer().filter(|_| d.done_at.is_some()));
+        match self.chosen {
+            None => {
+                if let Some(peer) = direct {
+                    log::info!("fallback: direct path to {peer}");
+                    self.chosen = Some(Chosen {
+                        lane: Lane::Direct,
+                        peer,
+                    });
+                } else if self.relay_wins_at().is_some_and(|at| now >= at)
+                    && let Some((run, _)) = self.first_relayed()
+                    && let Some(peer) = run.puncher.peer()
+                {
+                    log::info!("fallback: relayed path ({:?}) to {peer}", run.lane);
+                    self.chosen = Some(Chosen { lane: run.lane, peer });
+                }
+            }
+            Some(c) if c.lane.is_relayed() => {
+                if let Some(peer) = direct {
+                    log::info!("fallback: moving from the relayed path to the direct path to {peer}");
+                    self.chosen = Some(Chosen {
+                        lane: Lane::Direct,
+                        peer,
+                    });
+                    self.moves += 1;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// While relayed: starts the direct lane again where its punch ran out of rounds.
+    fn restart_direct(&mut self, now: Instant) {
+        if !self.chosen.is_some_and(|c| c.lane.is_relayed()) {
+            return;
+        }
+        let Some(i) = self.runs.iter().position(|r| r.lane == Lane::Direct) else {
+            return;
+        };
+        let Some(run) = self.runs.get_mut(i) else { return };
+        if run.done_at.is_some() {
+            return;
+        }
+        if let Some(at) = run.exhausted_at
+            && now >= at + DIRECT_RETRY
+            && run.restarts < DIRECT_RESTARTS
+        {
+            run.restarts += 1;
+            run.exhausted_at = None;
+            log::debug!("fallback: trying the direct path again ({})", run.restarts);
+            run.puncher = UdpPuncher::new(
+                self.keys.clone(),
+                run.paths.clone(),
+                now,
+                StdRng::from_rng(&mut self.rng),
+            );
+        }
+    }
+
+    /// The next datagram to send, and how (the decision and restarts fall due here too).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(Via, Transmit)> {
+        self.decide(now);
+        self.restart_direct(now);
+        if let Some(t) = self.queue.pop_front() {
+            return Some(t);
+        }
+        let n = self.runs.len();
+        for k in 0..n {
+            let i = (self.next + k) % n.max(1);
+            if let Some(run) = self.runs.get_mut(i)
+                && let Some(t) = run.puncher.poll_transmit(now)
+            {
+                self.next = (i + 1) % n.max(1);
+                return Some((run.lane.via(), t));
+            }
+        }
+        self.note_exhausted(now);
+        None
+    }
+
+    /// Notes when the direct lane's punch ran out of rounds (its restart is timed from then).
+    fn note_exhausted(&mut self, now: Instant) {
+        if let Some(run) = self.runs.iter_mut().find(|r| r.lane == Lane::Direct)
+            && run.done_at.is_none()
+            && run.exhausted_at.is_none()
+            && run.puncher.poll_timeout().is_none()
+        {
+            run.exhausted_at = Some(now);
+        }
+    }
+
+    /// When [`poll_transmit`](Self::poll_transmit) next has something to do, once it has
+    /// returned `None` (a datagram taken in may queue an answer: poll again after
+    /// [`handle`](Self::handle)).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let lanes = self
+            .runs
+            .iter()
+            .filter(|r| r.done_at.is_none())
+            .filter_map(|r| r.puncher.poll_timeout());
+        let decision = if self.chosen.is_none() {
+            self.relay_wins_at()
+        } else {
+            None
+        };
+        let restart = self
+            .direct()
+            .filter(|r| r.done_at.is_none() && r.restarts < DIRECT_RESTARTS)
+            .and_then(|r| r.exhausted_at)
+            .filter(|_| self.chosen.is_some_and(|c| c.lane.is_relayed()))
+            .map(|at| at + DIRECT_RETRY);
+        lanes.chain(decision).chain(restart).min()
+    }
+
+    /// Why no path was found yet: the direct lane's diagnosis if it runs, else the first
+    /// lane's.
+    pub fn diagnosis(&self) -> NoPath {
+        self.direct()
+            .or(self.runs.first())
+            .map_or(NoPath::Other("no lane".into()), |r| r.puncher.diagnosis())
+    }
+}
+
+/// A done lane's answer to an authentic probe from its peer's address: a reply flagged
+/// "confirmed, done" that echoes its nonce, as the punch's own last replies are. A done punch
+/// takes nothing more, so without this a peer that missed those last replies (lost) would
+/// never confirm the path its side sends on (and so never take its data); at most
+/// [`MAX_PER_SECOND`] a second.
+fn answer_when_done(
+    keys: &SessionKeys,
+    run: &mut Run,
+    now: Instant,
+    from: SocketAddr,
+    data: &[u8],
+) -> Option<Transmit> {
+    let msg = wire::open(keys, data)?;
+    if msg.kind != Kind::Probe || !run.paths.sees_us(msg.observed) {
+        return None;
+    }
+    while run
+        .answered
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+    {
+        run.answered.pop_front();
+    }
+    if run.answered.len() >= MAX_PER_SECOND {
+        return None;
+    }
+    run.answered.push_back(now);
+    let reply = Message {
+        kind: Kind::Reply,
+        flags: FLAG_CONFIRMED | FLAG_DONE,
+        nonce: msg.nonce,
+        observed: from,
+    };
+    Some(Transmit {
+        destination: from,
+        payload: wire::encode(keys, &reply).to_vec(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests take a starting instant from the clock
+mod tests {
+    use super::*;
+    use natt_core::rendezvous::gen_rendezvous_info;
+    use std::collections::VecDeque;
+    use std::net::IpAddr;
+
+    fn ep(s: &str, t: &str) -> MappedSocketAddr {
+        MappedSocketAddr::new(s.parse().unwrap(), t != "local", t)
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A simulated network: side A at 10.0.1.2:5000 behind NAT 203.0.113.1, with a relay R at
+    /// 198.51.100.30:50000 (server 198.51.100.30:3478); side B at 10.0.2.2:6000 behind NAT
+    /// 203.0.113.2. Each NAT maps a socket to a port per destination when `symmetric`, and
+    /// lets in only what comes from where it sent to.
+    struct Net {
+        a: Race,
+        b: Race,
+        symmetric: bool,
+        /// Drop all plain UDP between the NATs (not to and from the relay).
+        direct_blocked: bool,
+        /// Drop everything B sends.
+        b_silent: bool,
+        /// (from the relay: peer the relay saw, payload) queued for A's relay lane.
+        to_a_relay: VecDeque<(SocketAddr, Vec<u8>)>,
+        /// (to A's public side: from, payload)
+        to_a: VecDeque<(SocketAddr, Vec<u8>)>,
+        to_b: VecDeque<(SocketAddr, Vec<u8>)>,
+        /// Destinations each NAT sent to (filtering).
+        a_sent: Vec<SocketAddr>,
+        b_sent: Vec<SocketAddr>,
+        /// The relay's permissions for A.
+        permissions: Vec<IpAddr>,
+        data_a: Vec<Vec<u8>>,
+        data_b: Vec<Vec<u8>>,
+    }
+
+    const R: &str = "198.51.100.30:50000";
+
+    /// A symmetric NAT's port towards `to`, different for every destination.
+    fn sym_port(to: SocketAddr) -> u16 {
+        let salt = u32::from(to.ip() == sa(R).ip()) * 500;
+        ((u32::from(to.port()) * 7 + 13 + salt) % 1000) as u16
+    }
+
+    fn a_pub(to: SocketAddr, symmetric: bool) -> SocketAddr {
+        let port = if symmetric { 40000 + sym_port(to) } else { 5000 };
+        SocketAddr::new("203.0.113.1".parse().unwrap(), port)
+    }
+
+    fn b_pub(to: SocketAddr, symmetric: bool) -> SocketAddr {
+        let port = if symmetric { 30000 + sym_port(to) } else { 6000 };
+        SocketAddr::new("203.0.113.2".parse().unwrap(), port)
+    }
+
+    fn tokens(
+        symmetric: bool,
+        a_relay: bool,
+    ) -> (
+        PrivRendezvousInfo,
+        PubRendezvousInfo,
+        PrivRendezvousInfo,
+        PubRendezvousInfo,
+    ) {
+        let stun = sa("192.0.2.9:3478");
+        let mut a_eps = vec![
+            ep("10.0.1.2:5000", "local"),
+            MappedSocketAddr::new(a_pub(stun, symmetric), true, "stun"),
+        ];
+        if a_relay {
+            a_eps.push(ep(R, "turn"));
+        }
+        let b_eps = vec![
+            ep("10.0.2.2:6000", "local"),
+            MappedSocketAddr::new(b_pub(stun, symmetric), true, "stun"),
+        ];
+        let (ap, apu) = gen_rendezvous_info(a_eps);
+        let (bp, bpu) = gen_rendezvous_info(b_eps);
+        (ap, apu, bp, bpu)
+    }
+
+    fn net(symmetric: bool, direct_blocked: bool) -> Net {
+        let (ap, apu, bp, bpu) = tokens(symmetric, true);
+        let now = Instant::now();
+        let a = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, true, now, StdRng::seed_from_u64(1)).unwrap();
+        let b = Race::new(sa("10.0.2.2:6000"), &bp, &apu, false, now, StdRng::seed_from_u64(2)).unwrap();
+        let permissions = a.relay_peers().iter().map(SocketAddr::ip).collect();
+        Net {
+            a,
+            b,
+            symmetric,
+            direct_blocked,
+            b_silent: false,
+            to_a_relay: VecDeque::new(),
+            to_a: VecDeque::new(),
+            to_b: VecDeque::new(),
+            a_sent: Vec::new(),
+            b_sent: Vec::new(),
+            permissions,
+            data_a: Vec::new(),
+            data_b: Vec::new(),
+        }
+    }
+
+    impl Net {
+        /// A sends `payload` to `to` the way `via` says.
+        fn a_out(&mut self, via: Via, to: SocketAddr, payload: Vec<u8>) {
+            match via {
+                Via::Relay => {
+                    // From R to B's NAT.
+                    if self.permissions.contains(&to.ip())
+                        && self.b_sent.contains(&sa(R))
+                        && to == b_pub(sa(R), self.symmetric)
+                    {
+                        self.to_b.push_back((sa(R), payload));
+                    }
+                }
+                Via::Socket => {
+                    self.a_sent.push(to);
+                    let from = a_pub(to, self.symmetric);
+                    if to.ip() == "203.0.113.2".parse::<IpAddr>().unwrap()
+                        && !self.direct_blocked
+                        && self.b_sent.contains(&from)
+                        && to == b_pub(from, self.symmetric)
+                    {
+                        self.to_b.push_back((from, payload));
+                    }
+                }
+            }
+        }
+
+        fn b_out(&mut self, to: SocketAddr, payload: Vec<u8>) {
+            self.b_sent.push(to);
+            if self.b_silent {
+                return;
+            }
+            let from = b_pub(to, self.symmetric);
+            if to == sa(R) {
+                if self.permissions.contains(&from.ip()) {
+                    self.to_a_relay.push_back((from, payload));
+                }
+            } else if to.ip() == "203.0.113.1".parse::<IpAddr>().unwrap()
+                && !self.direct_blocked
+                && self.a_sent.contains(&from)
+                && to == a_pub(from, self.symmetric)
+            {
+                self.to_a.push_back((from, payload));
+            }
+        }
+
+        /// Runs both sides until `until`, a millisecond a step, every datagram arriving in the
+        /// step it was sent.
+        fn run(&mut self, t0: Instant, until: Duration) {
+            self.run_until(t0, until, |_| false);
+        }
+
+        /// As [`run`](Self::run), stopping early after the step where `stop` holds; the time
+        /// reached.
+        fn run_until(&mut self, t0: Instant, until: Duration, stop: impl Fn(&Net) -> bool) -> Instant {
+            let mut t = t0;
+            while t < t0 + until {
+                while let Some((via, tx)) = self.a.poll_transmit(t) {
+                    self.a_out(via, tx.destination, tx.payload);
+                }
+                while let Some((_, tx)) = self.b.poll_transmit(t) {
+                    self.b_out(tx.destination, tx.payload);
+                }
+                while let Some((from, p)) = self.to_a_relay.pop_front() {
+                    if let Incoming::Data(d) = self.a.handle(t, Via::Relay, from, &p) {
+                        self.data_a.push(d);
+                    }
+                }
+                while let Some((from, p)) = self.to_a.pop_front() {
+                    if let Incoming::Data(d) = self.a.handle(t, Via::Socket, from, &p) {
+                        self.data_a.push(d);
+                    }
+                }
+                while let Some((from, p)) = self.to_b.pop_front() {
+                    if let Incoming::Data(d) = self.b.handle(t, Via::Socket, from, &p) {
+                        self.data_b.push(d);
+                    }
+                }
+                t += Duration::from_millis(1);
+                if stop(self) {
+                    break;
+                }
+            }
+            t
+        }
+    }
+
+    #[test]
+    fn the_peer_without_a_relay_builds_no_relay_lane_of_its_own() {
+        let n = net(true, false);
+        assert_eq!(n.a.lanes(), [Lane::Direct, Lane::OwnRelay]);
+        assert_eq!(n.b.lanes(), [Lane::Direct, Lane::PeerRelay]);
+        // Only the peer's public address gets a permission.
+        assert_eq!(n.a.relay_peers(), [b_pub(sa("192.0.2.9:3478"), true)]);
+        assert_eq!(n.b.peer_relayed(), [sa(R)]);
+    }
+
+    #[test]
+    fn symmetric_nats_on_both_sides_connect_through_the_relay() {
+        let mut n = net(true, false);
+        let t0 = Instant::now();
+        n.run(t0, Duration::from_secs(2));
+        let a = n.a.chosen().unwrap();
+        let b = n.b.chosen().unwrap();
+        assert_eq!(a.lane, Lane::OwnRelay);
+        assert_eq!(a.peer, b_pub(sa(R), true));
+        assert_eq!(
+            b,
+            Chosen {
+                lane: Lane::PeerRelay,
+                peer: sa(R)
+            }
+        );
+        // Data both ways on the chosen paths, and nothing from a stranger.
+        let a_path = (a.lane.via(), a.peer);
+        n.a_out(a_path.0, a_path.1, b"to b".to_vec());
+        n.b_out(b.peer, b"to a".to_vec());
+        n.run(t0 + Duration::from_secs(2), Duration::from_millis(2));
+        assert_eq!(n.data_b, [b"to b".to_vec()]);
+        assert_eq!(n.data_a, [b"to a".to_vec()]);
+        let stranger = n.a.handle(t0, Via::Relay, sa("203.0.113.66:1"), b"spoof");
+        assert_eq!(stranger, Incoming::Stranger);
+        // A spoofed datagram from the peer's relayed address but on another port is no data.
+        assert_eq!(
+            n.b.handle(t0, Via::Socket, sa("198.51.100.30:50001"), b"x"),
+            Incoming::Stranger
+        );
+    }
+
+    #[test]
+    fn a_pair_that_can_punch_goes_direct_with_a_relay_given() {
+        let mut n = net(false, false);
+        n.run(Instant::now(), Duration::from_secs(2));
+        assert_eq!(n.a.chosen().unwrap().lane, Lane::Direct);
+        assert_eq!(n.b.chosen().unwrap().lane, Lane::Direct);
+    }
+
+    #[test]
+    fn a_side_that_missed_the_last_replies_still_confirms_the_path() {
+        let mut n = net(false, false);
+        let t0 = Instant::now();
+        let b_done = |n: &Net| n.b.runs.iter().any(|r| r.lane == Lane::Direct && r.done_at.is_some());
+        let t = n.run_until(t0, Duration::from_secs(1), b_done);
+        assert!(b_done(&n));
+        assert!(n.a.runs.iter().all(|r| r.done_at.is_none()), "A is done first");
+        // B's last replies (its "done" burst) are lost.
+        n.b_silent = true;
+        let t = n.run_until(t, Duration::from_millis(20), |_| false);
+        n.b_silent = false;
+        // A's next probe rounds are answered by B's done lane, and A confirms the direct path.
+        n.run(t, Duration::from_secs(3));
+        assert_eq!(n.a.chosen().unwrap().lane, Lane::Direct);
+        assert_eq!(n.b.chosen().unwrap().lane, Lane::Direct);
+        let b_path = n.b.chosen().unwrap();
+        n.b_out(b_path.peer, b"direct".to_vec());
+        n.run(t + Duration::from_secs(3), Duration::from_millis(2));
+        assert_eq!(n.data_a, [b"direct".to_vec()]);
+    }
+
+    #[test]
+    fn relayed_first_then_direct_when_it_opens() {
+        let mut n = net(false, true);
+        let t0 = Instant::now();
+        n.run(t0, Duration::from_secs(2));
+        assert!(n.a.chosen().unwrap().lane.is_relayed());
+        assert!(n.b.chosen().unwrap().lane.is_relayed());
+        // Data sent on the relayed path while the direct one opens still arrives.
+        let b_path = n.b.chosen().unwrap();
+        n.b_out(b_path.peer, b"in flight".to_vec());
+        n.direct_blocked = false;
+        // The direct lanes are still in their rounds (every 500 ms): they confirm.
+        n.run(t0 + Duration::from_secs(2), Duration::from_secs(3));
+        assert_eq!(n.a.chosen().unwrap().lane, Lane::Direct);
+        assert_eq!(n.b.chosen().unwrap().lane, Lane::Direct);
+        assert_eq!(n.a.moves(), 1);
+        assert_eq!(n.data_a, [b"in flight".to_vec()]);
+        // Late relayed data is still taken.
+        n.b_out(sa(R), b"late".to_vec());
+        n.run(t0 + Duration::from_secs(5), Duration::from_millis(2));
+        assert_eq!(n.data_a.last().unwrap(), b"late");
+    }
+
+    #[test]
+    fn the_direct_lane_starts_again_while_relayed_and_stops_after_its_restarts() {
+        let mut n = net(true, true);
+        let t0 = Instant::now();
+        n.run(t0, Duration::from_secs(1));
+        assert!(n.a.chosen().unwrap().lane.is_relayed());
+        // Jump along the timeline: the lane runs out of rounds, waits, starts again, ...
+        let mut t = t0 + Duration::from_secs(1);
+        let mut sent = 0usize;
+        let end = t0 + Duration::from_secs(3 * 3600);
+        while let Some(next) = n.a.poll_timeout() {
+            t = next.max(t);
+            if t > end {
+                break;
+            }
+            while let Some((via, _)) = n.a.poll_transmit(t) {
+                if via == Via::Socket {
+                    sent += 1;
+                }
+            }
+        }
+        let direct = n.a.runs.iter().find(|r| r.lane == Lane::Direct).unwrap();
+        assert_eq!(direct.restarts, DIRECT_RESTARTS);
+        // Bounded: at most MAX_ROUNDS rounds per start, to at most two targets.
+        let cap = (DIRECT_RESTARTS as usize + 1) * natt_punch::udp::MAX_ROUNDS as usize * 2;
+        assert!(sent <= cap, "{sent} > {cap}");
+        assert!(t <= end, "the timers stopped before the end");
+    }
+
+    #[test]
+    fn unauthentic_or_spoofed_packets_never_choose_a_path() {
+        let mut n = net(true, true);
+        let t0 = Instant::now();
+        // Punch packets of another session, sent to A's relay from the peer's IP and to B from
+        // the relay's address.
+        let (op, _, _, opu) = tokens(true, true);
+        let mut other = Race::new(
+            sa("10.0.2.2:6000"),
+            &op,
+            &opu_from(&opu),
+            false,
+            t0,
+            StdRng::seed_from_u64(9),
+        )
+        .unwrap();
+        let mut t = t0;
+        for _ in 0..200 {
+            while let Some((_, tx)) = other.poll_transmit(t) {
+                let _ = n.a.handle(t, Via::Relay, b_pub(sa(R), true), &tx.payload);
+                let _ = n.b.handle(t, Via::Socket, sa(R), &tx.payload);
+            }
+            t += Duration::from_millis(10);
+        }
+        assert_eq!(n.a.chosen(), None);
+        assert_eq!(n.b.chosen(), None);
+        // The real punch still completes afterwards.
+        n.run(t, Duration::from_secs(2));
+        assert!(n.a.chosen().is_some() && n.b.chosen().is_some());
+    }
+
+    /// Another token with the same endpoints as `p` (another session).
+    fn opu_from(p: &PubRendezvousInfo) -> PubRendezvousInfo {
+        gen_rendezvous_info(p.endpoints.clone()).1
+    }
+}

@@ -1,0 +1,111 @@
+//! Running `natt punch` with a TURN relay (`--turn`, `--turn-user`, the password in
+//! `NATT_TURN_PASSWORD`) on lab hosts, and reading the relay's side: coturn's log, router
+//! rules that block UDP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use xtask::lab::Lab;
+
+use super::Running;
+use super::punching::{Side, command, finish};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// How a side reaches the relay, if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay<'a> {
+    /// No relay of its own.
+    None,
+    /// The lab's relay over UDP, with the lab's password.
+    Udp,
+    /// The lab's relay over TCP (`?transport=tcp`).
+    Tcp,
+    /// The lab's relay over UDP with this password.
+    Password(&'a str),
+    /// Another URI (a server that is down or not TURN), with the lab's password.
+    Uri(&'a str),
+}
+
+/// The `--turn` arguments and password for `relay`.
+fn relay_args(lab: &Lab, relay: Relay<'_>) -> Option<(Vec<String>, String)> {
+    let uri = lab.get("TURN_URI").unwrap();
+    let user = lab.get("TURN_USER").unwrap();
+    let password = lab.get("TURN_PASSWORD").unwrap();
+    let (uri, password) = match relay {
+        Relay::None => return None,
+        Relay::Udp => (uri, password),
+        Relay::Tcp => (format!("{uri}?transport=tcp"), password),
+        Relay::Password(p) => (uri, p.to_owned()),
+        Relay::Uri(u) => (u.to_owned(), password),
+    };
+    Some((vec!["--turn".into(), uri, "--turn-user".into(), user], password))
+}
+
+/// Starts `natt punch --udp` in `node` with `relay`.
+pub fn start_relayed(lab: &Lab, node: &str, me: &Path, peer: &Path, relay: Relay<'_>, extra: &[&str]) -> Running {
+    let args = relay_args(lab, relay);
+    let mut all: Vec<&str> = extra.to_vec();
+    if let Some((a, _)) = &args {
+        all.extend(a.iter().map(String::as_str));
+    }
+    let mut cmd = command(lab, node, "--udp", me, peer, &all);
+    if let Some((_, password)) = args {
+        cmd.env("NATT_TURN_PASSWORD", password);
+    }
+    cmd.env("RUST_LOG", "natt=info,natt_turn=info");
+    Running::new(cmd.spawn().unwrap())
+}
+
+/// A UDP session between `a` (with `relay_a`) and `b` (with `relay_b`), each sending the
+/// other a line once both printed their result.
+pub fn session(lab: &Lab, a: &str, relay_a: Relay<'_>, b: &str, relay_b: Relay<'_>, extra: &[&str]) -> (Side, Side) {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let dir = lab.state_dir().join(format!("fallback{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let t0 = Instant::now();
+    let ra = start_relayed(lab, a, &ta, &tb, relay_a, extra);
+    let rb = start_relayed(lab, b, &tb, &ta, relay_b, extra);
+    finish(ra, rb, (a, b), t0)
+}
+
+/// The `path` of a side's result.
+pub fn path(side: &Side) -> &str {
+    side.json.as_ref().and_then(|j| j["path"].as_str()).unwrap_or("")
+}
+
+/// The `relay` of a side's result (null: `None`).
+pub fn relay(side: &Side) -> Option<String> {
+    side.json.as_ref().and_then(|j| j["relay"].as_str()).map(str::to_owned)
+}
+
+/// The relay's log (coturn, verbose).
+pub fn turn_log(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.get("TURN_LOG").unwrap()).unwrap_or_default()
+}
+
+/// Makes `router` drop every UDP datagram its LAN sends out (`add`), or stops that.
+pub fn block_outbound_udp(lab: &Lab, router: &str, add: bool) {
+    let op = if add { "-I" } else { "-D" };
+    lab.run(
+        router,
+        &["iptables", op, "FORWARD", "-o", "wan", "-p", "udp", "-j", "DROP"],
+    )
+    .unwrap();
+}
+
+/// Makes `router` drop every datagram between its WAN and `peer_wan` (`add`), or stops that.
+pub fn block_between(lab: &Lab, router: &str, peer_wan: &str, add: bool) {
+    let op = if add { "-I" } else { "-D" };
+    for dir in ["-s", "-d"] {
+        lab.run(
+            router,
+            &["iptables", op, "FORWARD", dir, peer_wan, "-p", "udp", "-j", "DROP"],
+        )
+        .unwrap();
+    }
+}
