@@ -59,6 +59,7 @@ pub mod context;
 pub mod deadline;
 pub mod endpoint;
 pub mod error;
+pub mod family;
 pub mod fanout;
 pub mod frame;
 pub mod lease;

@@ -141,6 +141,12 @@ impl PcpTechnique {
         let (gateway, only) = self
             .find_gateway()
             .ok_or_else(|| PcpError::NotApplicable("no default route through a router".into()))?;
+        // A dual-stack socket's IPv4 side is mapped through an IPv4 gateway (natt_core::family).
+        let local = if gateway.is_ipv4() {
+            natt_core::family::ipv4_view(local)
+        } else {
+            local
+        };
         if local.is_ipv4() != gateway.is_ipv4() {
             return Err(PcpError::NotApplicable(format!(
                 "the socket ({local}) and the gateway ({gateway}) are of different address families"

@@ -252,7 +252,8 @@ impl StunServer {
                             {
                                 count.fetch_add(1, Ordering::Relaxed);
                                 let sock = udp.get(via).unwrap_or(socket);
-                                if let Err(e) = sock.send_to(&reply, to) {
+                                let to_sock = natt_core::family::for_socket(addr, to);
+                                if let Err(e) = sock.send_to(&reply, to_sock) {
                                     log::debug!("reply to {to} failed: {e}");
                                 }
                             }
@@ -321,7 +322,7 @@ fn serve_stream(
     other: Option<&dyn OtherProtocol>,
     answered: &AtomicU64,
 ) -> io::Result<()> {
-    let from = stream.peer_addr()?;
+    let from = natt_core::family::peer_addr(&stream)?;
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         let mut head = [0u8; STREAM_HEAD_LEN];
         match stream.read_exact(&mut head) {

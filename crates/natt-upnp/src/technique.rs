@@ -192,7 +192,8 @@ impl UpnpTechnique {
     }
 
     fn map(&self, protocol: Protocol, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, UpnpError> {
-        let SocketAddr::V4(local) = local else {
+        // A dual-stack socket's IPv4 side is mapped (natt_core::family).
+        let SocketAddr::V4(local) = natt_core::family::ipv4_view(local) else {
             return Err(UpnpError::NotApplicable("UPnP IGD maps IPv4 sockets only".into()));
         };
         if local.port() == 0 {
