@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,12 +20,14 @@ use crate::args::PunchArgs;
 use crate::context;
 use crate::output;
 
-/// `natt punch --json`: `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp"}`.
+/// `natt punch --json`: `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp",
+/// "family":"ipv4|ipv6"}` (`family`: the address family of the path that won).
 #[derive(Debug, Serialize)]
 struct PunchReport {
     peer: String,
     elapsed_ms: u128,
     via: &'static str,
+    family: &'static str,
 }
 
 /// Maps, exchanges tokens, punches and relays.
@@ -33,7 +35,8 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
     let linger = context::seconds(args.linger)?;
     let mc = context::build(&args.techniques, context::seconds(args.map_timeout)?)?;
-    let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
+    // One dual-stack socket where the host has global IPv6, else IPv4.
+    let local = SocketAddr::new(natt::core::family::any_address().ip(), args.port);
     let mut stdin = io::stdin().lock();
     if args.udp {
         let mapped = MappedUdpSocket::bind(local, &mc).map_err(|e| format!("cannot map a UDP socket: {e}"))?;
@@ -54,7 +57,7 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         let start = Instant::now();
         let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
             .map_err(|e| failed("TCP", &e, &mapped.port_mappings))?;
-        let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+        let peer = natt::core::family::peer_addr(&stream).map_err(|e| e.to_string())?;
         report(args, peer, start, "tcp")?;
         relay_tcp(stream, &mut stdin)?;
         let mut port_mappings = mapped.port_mappings;
@@ -199,6 +202,7 @@ fn report(args: &PunchArgs, peer: SocketAddr, start: Instant, via: &'static str)
             peer: peer.to_string(),
             elapsed_ms,
             via,
+            family: if peer.is_ipv6() { "ipv6" } else { "ipv4" },
         })
     } else {
         eprintln!("natt: connected to {peer} over {via} in {elapsed_ms} ms");
@@ -211,6 +215,7 @@ fn report(args: &PunchArgs, peer: SocketAddr, start: Instant, via: &'static str)
 /// else are dropped.
 fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, linger: Duration) -> Result<(), String> {
     let receiver = socket.try_clone().map_err(|e| e.to_string())?;
+    let to = natt::core::family::for_socket(socket.local_addr().map_err(|e| e.to_string())?, peer);
     receiver
         .set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
@@ -221,7 +226,7 @@ fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, lin
         let mut out = io::stdout();
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
             match receiver.recv_from(&mut buf) {
-                Ok((n, from)) if from == peer => {
+                Ok((n, from)) if natt::core::family::canonical(from) == peer => {
                     let data = buf.get(..n).unwrap_or(&[]);
                     if !is_punch_packet(data) {
                         let _ = out
@@ -242,7 +247,7 @@ fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, lin
             Ok(_) => {
                 let data = line.strip_suffix('\n').unwrap_or(&line);
                 socket
-                    .send_to(data.as_bytes(), peer)
+                    .send_to(data.as_bytes(), to)
                     .map_err(|e| format!("send to {peer}: {e}"))?;
             }
             Err(e) => return Err(format!("reading stdin: {e}")),
