@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::netns;
-use super::topology::{RouterPlan, STUN_PORT, STUN1, STUN2};
+use super::topology::{RouterPlan, STUN_PORT, STUN1, STUN1_6, STUN2, STUN2_6};
 use super::{Result, err};
 
 /// Starts `program args...` detached inside namespace `ns`, logging to `dir/NAME.log`.
@@ -119,6 +119,33 @@ pub fn coturn_args(dir: &Path) -> Result<Vec<String>> {
         "--simple-log".into(),
         "-l".into(),
         path("coturn.turnlog"),
+    ])
+}
+
+/// The IPv6 coturn's arguments (a lab with IPv6): STUN only, on the two IPv6 STUN addresses
+/// (RFC 5780), beside the IPv4 one on the same port.
+pub fn coturn6_args(dir: &Path) -> Result<Vec<String>> {
+    let conf = dir.join("coturn6-empty.conf");
+    fs::write(&conf, "")?;
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok(vec![
+        "-c".into(),
+        conf.display().to_string(),
+        "--stun-only".into(),
+        "--no-cli".into(),
+        "--no-tls".into(),
+        "--no-dtls".into(),
+        "-L".into(),
+        STUN1_6.to_string(),
+        "-L".into(),
+        STUN2_6.to_string(),
+        "--listening-port".into(),
+        STUN_PORT.to_string(),
+        "--pidfile".into(),
+        path("coturn6.pidfile"),
+        "--simple-log".into(),
+        "-l".into(),
+        path("coturn6.turnlog"),
     ])
 }
 
