@@ -1,0 +1,171 @@
+//! IPv6 through the NAT lab: dual-stack homes (a routed /64 behind each router's stateful
+//! firewall) punch a direct IPv6 path over UDP and TCP, even when their IPv4 NATs are both
+//! symmetric; an IPv6-only pair connects; a host without IPv6 still connects over IPv4; and the
+//! lab's IPv6 firewall lets nothing unsolicited in.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::punching::*;
+use common::*;
+use xtask::lab::Lab;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The lab's STUN servers of both families, as `natt punch` arguments.
+fn stun6(lab: &Lab) -> Vec<String> {
+    vec![
+        "--stun".into(),
+        format!("[{}]:3478", lab.get("STUN1_6").unwrap()),
+        "--stun".into(),
+        format!("[{}]:3478", lab.get("STUN2_6").unwrap()),
+    ]
+}
+
+/// Punches between `a` and `b` over `proto` with the IPv6 STUN servers too.
+fn punch(lab: &Lab, a: &str, b: &str, proto: &str) -> (Side, Side) {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let dir = lab.state_dir().join(format!("punch6-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let extra = stun6(lab);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    let ra = start(lab, a, proto, &ta, &tb, &extra);
+    let rb = start(lab, b, proto, &tb, &ta, &extra);
+    finish(ra, rb, (a, b), t0)
+}
+
+fn ip6(lab: &Lab, host: &str) -> IpAddr {
+    lab.get(&format!("{}_IP6", host.to_uppercase()))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Both sides connect over UDP and TCP in `family`, each seeing the other at `expect` (its
+/// IP), and exchange a line both ways.
+fn assert_connects(lab: &Lab, a: &str, b: &str, family: &str, expect: Option<(IpAddr, IpAddr)>) {
+    for proto in ["--udp", "--tcp"] {
+        let (sa, sb) = punch(lab, a, b, proto);
+        println!("{proto} {a} <-> {b}: {:?} / {:?}", sa.json, sb.json);
+        assert!(sa.ok && sb.ok, "{proto} {a} <-> {b} failed:\n{sa:#?}\n{sb:#?}");
+        for s in [&sa, &sb] {
+            let json = s.json.as_ref().unwrap();
+            assert_eq!(json["via"], &proto[2..]);
+            assert_eq!(json["family"], family, "{proto}: {json}");
+        }
+        if let Some((pa, pb)) = expect {
+            assert_eq!(sa.peer().ip(), pa, "{proto}: {a} sees {b}");
+            assert_eq!(sb.peer().ip(), pb, "{proto}: {b} sees {a}");
+        }
+        assert!(
+            sa.lines.contains(&format!("hello from {b}")),
+            "{proto}: {a} got {:?}",
+            sa.lines
+        );
+        assert!(
+            sb.lines.contains(&format!("hello from {a}")),
+            "{proto}: {b} got {:?}",
+            sb.lines
+        );
+    }
+}
+
+#[test]
+fn ipv6_punch_between_two_firewalled_homes() {
+    let Some(lab) = lab("ipv6_punch_between_two_firewalled_homes", "t6p", "v6-pair") else {
+        return;
+    };
+    let expect = (ip6(&lab, "h2"), ip6(&lab, "h1"));
+    assert_connects(&lab, "h1", "h2", "ipv6", Some(expect));
+}
+
+#[test]
+fn ipv6_connects_where_ipv4_is_symmetric_on_both_sides() {
+    let Some(lab) = lab(
+        "ipv6_connects_where_ipv4_is_symmetric_on_both_sides",
+        "t6s",
+        "v6-sym-sym",
+    ) else {
+        return;
+    };
+    let expect = (ip6(&lab, "h2"), ip6(&lab, "h1"));
+    assert_connects(&lab, "h1", "h2", "ipv6", Some(expect));
+}
+
+#[test]
+fn ipv6_only_pair_connects() {
+    let Some(lab) = lab("ipv6_only_pair_connects", "t6o", "v6only-pair") else {
+        return;
+    };
+    let expect = (ip6(&lab, "h2"), ip6(&lab, "h1"));
+    assert_connects(&lab, "h1", "h2", "ipv6", Some(expect));
+}
+
+#[test]
+fn a_host_without_ipv6_still_connects_over_ipv4() {
+    let Some(lab) = lab(
+        "a_host_without_ipv6_still_connects_over_ipv4",
+        "t6n",
+        "r1=prc,v6 r2=prc p1",
+    ) else {
+        return;
+    };
+    let pub_ip = |h: &str| -> IpAddr {
+        lab.get(&format!("{}_PUBLIC_IP", h.to_uppercase()))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let expect = (pub_ip("h2"), pub_ip("h1"));
+    assert_connects(&lab, "h1", "h2", "ipv4", Some(expect));
+}
+
+#[test]
+fn the_ipv6_firewall_lets_nothing_unsolicited_in() {
+    let Some(lab) = lab("the_ipv6_firewall_lets_nothing_unsolicited_in", "t6f", "v6-pair") else {
+        return;
+    };
+    // From the internet to h1's global address: dropped by r1's firewall.
+    let to_h1 = SocketAddr::new(ip6(&lab, "h1"), 4600);
+    let got = listen_and_send(&lab, "h1", "p1", to_h1);
+    assert_eq!(got, 0, "unsolicited IPv6 datagrams reached h1");
+    // The other way (out through the firewall) works: the path itself is fine.
+    let p1: IpAddr = lab.get("P1_IP6").unwrap().parse().unwrap();
+    let got = listen_and_send(&lab, "p1", "h1", SocketAddr::new(p1, 4601));
+    assert!(got > 0, "h1 cannot reach p1 over IPv6");
+}
+
+/// `listener` listens on `to`'s port (IPv6) while `sender` sends 5 datagrams to `to`; what
+/// arrived.
+fn listen_and_send(lab: &Lab, listener: &str, sender: &str, to: SocketAddr) -> usize {
+    let bind = format!("[::]:{}", to.port());
+    let mut listen = Running::new(
+        lab.spawn_probe(listener, &["listen", "--bind", &bind, "--ms", "1500"])
+            .unwrap(),
+    );
+    listen.wait_line("READY", Duration::from_secs(5));
+    let to = to.to_string();
+    lab.probe(
+        sender,
+        &[
+            "send",
+            "--to",
+            &to,
+            "--bind",
+            "[::]:0",
+            "--count",
+            "5",
+            "--interval-ms",
+            "100",
+        ],
+    )
+    .unwrap();
+    listen.finish().iter().filter(|l| l.starts_with("RECV")).count()
+}
