@@ -169,3 +169,150 @@ fn listen_and_send(lab: &Lab, listener: &str, sender: &str, to: SocketAddr) -> u
     .unwrap();
     listen.finish().iter().filter(|l| l.starts_with("RECV")).count()
 }
+
+fn natt_json(lab: &Lab, host: &str, args: &[&str]) -> serde_json::Value {
+    let stdout = natt(lab, &natt_bin(), host, args);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("natt {} in {host}: bad JSON ({e}): {stdout}", args.join(" ")))
+}
+
+#[test]
+fn probe_reports_ipv6_beside_ipv4() {
+    let Some(lab) = lab("probe_reports_ipv6_beside_ipv4", "t6r", "r1=prc,v6 r2=prc p1") else {
+        return;
+    };
+    let (s1, s2) = (
+        format!("{}:3478", lab.get("STUN1").unwrap()),
+        format!("{}:3478", lab.get("STUN2").unwrap()),
+    );
+    let stun = stun6(&lab);
+    let mut args = vec!["probe", "--json", "--no-upnp", "--no-pcp", "--stun", &s1, "--stun", &s2];
+    args.extend(stun.iter().map(String::as_str));
+    // Dual-stack h1: IPv4 behind a port-restricted cone, IPv6 behind a stateful firewall (no
+    // NAT: seen at its own address; filtered by address and port).
+    let p = natt_json(&lab, "h1", &args);
+    println!("h1: {p}");
+    assert_eq!(p["mapping"], "endpoint-independent");
+    assert_eq!(p["filtering"], "address-and-port-dependent");
+    let v6 = &p["ipv6"];
+    assert_eq!(v6["reachable"], true, "{p}");
+    assert_eq!(v6["mapping"], "endpoint-independent", "{p}");
+    assert_eq!(v6["filtering"], "address-and-port-dependent", "{p}");
+    let seen: SocketAddr = v6["addresses"][0].as_str().unwrap().parse().unwrap();
+    assert_eq!(seen.ip(), ip6(&lab, "h1"));
+    // h2 has no IPv6: said so, IPv4 as before.
+    let p = natt_json(&lab, "h2", &args);
+    println!("h2: {p}");
+    assert_eq!(p["ipv6"]["reachable"], false, "{p}");
+    assert_eq!(p["mapping"], "endpoint-independent");
+    // Without IPv6 STUN servers, no ipv6 report.
+    let p = natt_json(
+        &lab,
+        "h1",
+        &["probe", "--json", "--no-upnp", "--no-pcp", "--stun", &s1, "--stun", &s2],
+    );
+    assert!(p["ipv6"].is_null(), "{p}");
+}
+
+#[test]
+fn natt_serve_answers_over_ipv6_and_dual_stack() {
+    let Some(lab) = lab(
+        "natt_serve_answers_over_ipv6_and_dual_stack",
+        "t6v",
+        "r1=prc,v6 r2=prc p1",
+    ) else {
+        return;
+    };
+    let bin = natt_bin().display().to_string();
+    let (a6, b6) = (lab.get("SRV1_6").unwrap(), lab.get("SRV2_6").unwrap());
+    let (l1, l2) = (format!("[{a6}]:5483"), format!("[{b6}]:5483"));
+    // An RFC 5780 server on two IPv6 addresses, and a dual-stack one on [::] (another port).
+    let mut serve6 = Running::new(
+        lab.spawn("inet", &[bin.as_str(), "serve", "--listen", &l1, "--listen", &l2])
+            .unwrap(),
+    );
+    serve6.wait_line(&format!("serving tcp [{b6}]:5484"), Duration::from_secs(10));
+    // The dual-stack one on p1, which has one address of each family (a server on a wildcard
+    // address answers from the address the kernel picks: on inet, its gateway's).
+    let mut dual = Running::new(
+        lab.spawn("p1", &[bin.as_str(), "serve", "--listen", "[::]:6483"])
+            .unwrap(),
+    );
+    dual.wait_line("serving tcp [::]:6483", Duration::from_secs(10));
+
+    let h1_6 = ip6(&lab, "h1");
+    // Simple and STUN on different addresses: two connections from one port to one server
+    // address would be one four-tuple.
+    for proto in ["--udp", "--tcp"] {
+        let m = natt_json(
+            &lab,
+            "h1",
+            &[
+                "map",
+                proto,
+                "--json",
+                "--no-upnp",
+                "--no-pcp",
+                "--simple",
+                &l1,
+                "--stun",
+                &l2,
+            ],
+        );
+        println!("h1 {proto}: {m}");
+        for t in m["techniques"].as_array().unwrap() {
+            let eps: Vec<SocketAddr> = t["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_str().unwrap().parse().unwrap())
+                .collect();
+            assert!(eps.iter().any(|e| e.ip() == h1_6), "{proto} {}: {m}", t["name"]);
+        }
+    }
+    // The dual-stack server answers IPv4 clients at plain IPv4 addresses, and IPv6 ones.
+    let h2_public: IpAddr = lab.get("H2_PUBLIC_IP").unwrap().parse().unwrap();
+    let p1 = format!("{}:6483", lab.get("P1_IP").unwrap());
+    let p1_6 = format!("[{}]:6483", lab.get("P1_IP6").unwrap());
+    for proto in ["--udp", "--tcp"] {
+        for technique in ["--simple", "--stun"] {
+            let m = natt_json(
+                &lab,
+                "h2",
+                &["map", proto, "--json", "--no-upnp", "--no-pcp", technique, &p1],
+            );
+            println!("h2 {proto} {technique}: {m}");
+            let ep: SocketAddr = m["techniques"][0]["endpoints"][0].as_str().unwrap().parse().unwrap();
+            assert_eq!(ep.ip(), h2_public, "{m}");
+        }
+        let m = natt_json(
+            &lab,
+            "h1",
+            &[
+                "map",
+                proto,
+                "--json",
+                "--no-upnp",
+                "--no-pcp",
+                "--stun",
+                &p1_6,
+                "--simple",
+                &p1,
+            ],
+        );
+        println!("h1 {proto} dual: {m}");
+        let seen: Vec<IpAddr> = m["techniques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["endpoints"].as_array().unwrap().iter())
+            .map(|e| e.as_str().unwrap().parse::<SocketAddr>().unwrap().ip())
+            .collect();
+        assert!(seen.contains(&h1_6), "{m}");
+        assert!(seen.contains(&IpAddr::V4(ip(&lab, "H1_PUBLIC_IP"))), "{m}");
+    }
+    for mut s in [serve6, dual] {
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
+}
