@@ -14,12 +14,15 @@
 //! - [`deadlines`]: every blocking call against a silent peer ends by its deadline.
 //! - [`speed`]: cold-start speed (issue 17): mapping without (or with silent) gateways, STUN
 //!   behind a filtering NAT, and the whole punch from process start, against round trips.
+//! - [`ipv6`]: IPv6 punch success between dual-stack and IPv6-only homes, and the IPv6 punch
+//!   time against the round trip (issue 16).
 //!
 //! Like `cargo xtask lab`, it runs as root inside `unshare --net` (main.rs arranges that, after
 //! building natt and xtask in release mode): nothing reaches the machine's own network, and
 //! every load is bounded in count and time.
 
 pub mod deadlines;
+pub mod ipv6;
 pub mod load;
 pub mod mapping;
 pub mod proc;
@@ -41,14 +44,22 @@ use report::{Report, Section};
 pub const PREFIX: &str = "bench";
 
 /// The benchmarks, by the names `--only` takes.
-pub const SECTIONS: &[&str] = &["mapping", "punch-time", "punch-success", "serve", "deadlines", "speed"];
+pub const SECTIONS: &[&str] = &[
+    "mapping",
+    "punch-time",
+    "punch-success",
+    "serve",
+    "deadlines",
+    "speed",
+    "ipv6",
+];
 
 /// Usage of `cargo xtask bench`.
 pub const USAGE: &str = "\
 cargo xtask bench [--quick] [--only SECTION,...] [--out FILE]
     the NAT lab benchmarks (root): a markdown report on stdout and in bench/RESULTS.md
     --quick   fewer runs (a rough look in about a third of the time)
-    --only    some of: mapping, punch-time, punch-success, serve, deadlines, speed
+    --only    some of: mapping, punch-time, punch-success, serve, deadlines, speed, ipv6
     --out     where to write the report (default bench/RESULTS.md in the workspace)";
 
 /// What `cargo xtask bench` was asked.
@@ -150,7 +161,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
     };
     let mut failed = Vec::new();
     type Bencher = fn(&Bench) -> Result<Section>;
-    let all: [(&str, &str, Bencher); 6] = [
+    let all: [(&str, &str, Bencher); 7] = [
         ("mapping", "Mapping latency", mapping::run),
         (
             "punch-time",
@@ -161,6 +172,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
         ("serve", "natt serve: throughput, memory, garbage", serve::run),
         ("deadlines", "Deadlines against silent peers", deadlines::run),
         ("speed", speed::TITLE, speed::run),
+        ("ipv6", ipv6::TITLE, ipv6::run),
     ];
     for (name, title, f) in all {
         if !opts.only.iter().any(|o| o == name) {

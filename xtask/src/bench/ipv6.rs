@@ -1,0 +1,165 @@
+//! IPv6 hole punching (issue 16): the success rate of `natt punch` between dual-stack and
+//! IPv6-only homes, counting only punches that took an IPv6 path, and the IPv6 UDP and TCP
+//! punch time against the round trip between the peers with 25 ms one-way delay on each WAN
+//! link (the lab delays both families on the same queues). Driven as [`super::punch`] drives the
+//! IPv4 punch (its `punch_once`, which adds the lab's IPv6 STUN servers).
+
+use super::Bench;
+use super::punch::{DELAY_MS, Gateways, Punches, punch_once, rtt_to_observer};
+use super::report::{Check, Section, Table};
+use super::stats::{Samples, ms, ratio, spread, times};
+use crate::lab::{Result, err};
+
+/// The section's title.
+pub const TITLE: &str = "IPv6: punch success and time";
+
+/// The IPv6 pairs of `xtask/tests/ipv6.rs`: name and topology (hosts h1 and h2).
+const PAIRS: &[(&str, &str)] = &[
+    ("dual-stack prc–prc", "v6-pair"),
+    ("dual-stack sym–sym (IPv4 hopeless)", "v6-sym-sym"),
+    ("IPv6-only", "v6only-pair"),
+];
+
+/// The lab of the time measurement: two dual-stack homes, 25 ms one way on each WAN link.
+pub const DELAY_TOPOLOGY: &str = "r1=prc,v6,delay=25 r2=prc,v6,delay=25 p1";
+
+/// Whether every side of the punches recorded in `p` reached an IPv6 address.
+fn all_ipv6(p: &Punches) -> bool {
+    p.paths
+        .iter()
+        .all(|path| path.split(" / ").all(|peer| peer.starts_with('[')))
+}
+
+/// Success over IPv6 for each pair, then the IPv6 punch time.
+pub fn run(b: &Bench) -> Result<Section> {
+    let reps = b.runs(20, 5);
+    let mut s = Section::new(TITLE);
+    s.about.push(format!(
+        "Each IPv6 pair of `xtask/tests/ipv6.rs`, {reps} punches per protocol, UDP and TCP \
+         interleaved, no delay or loss: routers give each LAN a routed /64 behind a stateful \
+         firewall (nothing new in from the WAN), both sides are given the IPv4 and the IPv6 STUN \
+         servers. A punch counts when both sides connect, exchange a line, and reached the peer \
+         at an IPv6 address (`\"family\":\"ipv6\"`)."
+    ));
+    let mut t = Table::new(&[
+        "pair",
+        "topology",
+        "protocol",
+        "succeeded over IPv6",
+        "slower side elapsed_ms, median (min–max)",
+        "peers seen",
+    ]);
+    let mut n = 0;
+    for (name, topology) in PAIRS {
+        let lab = b.lab(topology)?;
+        let mut punches = [Punches::new("udp"), Punches::new("tcp")];
+        for _ in 0..reps {
+            for p in &mut punches {
+                n += 1;
+                p.record(punch_once(b, &lab, ("h1", "h2"), p.proto, n, Gateways::NoUpnp)?);
+            }
+        }
+        drop(lab);
+        for p in punches {
+            let proto = p.proto.to_uppercase();
+            let ok = if all_ipv6(&p) { p.succeeded() } else { 0 };
+            t.row(vec![
+                (*name).to_string(),
+                format!("`{topology}`"),
+                proto.clone(),
+                format!("{ok}/{reps}"),
+                spread(&p.slower),
+                p.paths.join("; "),
+            ]);
+            s.checks.push(Check {
+                what: format!("IPv6 punch success, {name}, {proto}"),
+                natt: format!("{ok}/{reps}"),
+                reference: "-".into(),
+                ratio: "-".into(),
+                target: "100 % over IPv6".into(),
+                met: Some(ok == reps),
+            });
+            if p.failed > 0 {
+                s.notes
+                    .push(format!("{name} {proto}: last failure: {}", p.last_failure));
+            }
+        }
+    }
+    s.tables.push(t);
+    time(b, &mut s)?;
+    Ok(s)
+}
+
+/// The IPv6 punch time against the round trip between the peers, into `s`.
+fn time(b: &Bench, s: &mut Section) -> Result<()> {
+    let lab = b.lab(DELAY_TOPOLOGY)?;
+    let runs = b.runs(20, 5);
+    let mut rtt = [Samples::new(), Samples::new()];
+    let measure = |rtt: &mut [Samples; 2]| -> Result<()> {
+        for (s, node) in rtt.iter_mut().zip(["h1", "h2"]) {
+            s.push(rtt_to_observer(&lab, node)?);
+        }
+        Ok(())
+    };
+    measure(&mut rtt)?;
+    let mut punches = [Punches::new("udp"), Punches::new("tcp")];
+    for i in 0..runs {
+        for p in &mut punches {
+            p.record(punch_once(
+                b,
+                &lab,
+                ("h1", "h2"),
+                p.proto,
+                10_000 + i * 2,
+                Gateways::NoUpnp,
+            )?);
+        }
+    }
+    measure(&mut rtt)?;
+    let between = match (rtt[0].median(), rtt[1].median()) {
+        (Some(a), Some(c)) => a + c,
+        _ => return Err(err("no round trip time measured")),
+    };
+    s.about.push(format!(
+        "Time: lab `{DELAY_TOPOLOGY}` ({DELAY_MS} ms one way on each WAN link, IPv4 and IPv6 \
+         alike: the same NFQUEUE delays both). The round trip between h1 and h2 is the sum of \
+         their round trips to the observer on the lab's internet (IPv4; the probe tools speak \
+         IPv4, and both families cross the same delayed links). `elapsed_ms` of the slower side, \
+         {runs} punches per protocol; only punches that took IPv6 count."
+    ));
+    let rtts = |proto: &str| if proto == "udp" { 1.0 } else { 1.5 };
+    let mut t = Table::new(&[
+        "protocol",
+        "ok over IPv6",
+        "slower side, median (min–max)",
+        "in RTTs",
+        "target (UDP 1.0, TCP 1.5 RTT, + 20 ms)",
+    ]);
+    for p in &punches {
+        let proto = p.proto.to_uppercase();
+        let target = rtts(p.proto) * between + 20.0;
+        let ok = if all_ipv6(p) { p.succeeded() } else { 0 };
+        let r = ratio(p.slower.median(), Some(between));
+        t.row(vec![
+            proto.clone(),
+            format!("{ok}/{runs}"),
+            spread(&p.slower),
+            times(r),
+            ms(Some(target)),
+        ]);
+        s.checks.push(Check {
+            what: format!("IPv6 punch time {proto}, slower side ({DELAY_MS} ms one way per WAN)"),
+            natt: ms(p.slower.median()),
+            reference: format!("RTT h1↔h2 {}", ms(Some(between))),
+            ratio: format!("{} RTT", times(r).trim_end_matches('x')),
+            target: format!("≤ {} RTT + 20 ms = {}", rtts(p.proto), ms(Some(target))),
+            met: Some(ok == runs && p.slower.median().is_some_and(|m| m <= target)),
+        });
+        if !all_ipv6(p) {
+            s.notes
+                .push(format!("{proto}: some punches took IPv4: {}", p.paths.join("; ")));
+        }
+    }
+    s.tables.push(t);
+    Ok(())
+}
