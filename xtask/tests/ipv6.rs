@@ -316,3 +316,117 @@ fn natt_serve_answers_over_ipv6_and_dual_stack() {
         let _ = s.child.wait();
     }
 }
+
+/// Bytes queued on `host`'s UDP sockets at `port` (`ss` Recv-Q); 0 when there is none.
+fn recv_q(lab: &Lab, host: &str, port: u16) -> u64 {
+    let filter = format!("sport = :{port}");
+    let out = lab.run(host, &["ss", "-Huan", &filter]).unwrap();
+    out.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The ACCEPT rules in r1's IPv6 pinhole chain (miniupnpd's legacy `MINIUPNPD`).
+fn pinholes(lab: &Lab) -> Vec<String> {
+    let out = lab.run("r1", &["ip6tables-legacy", "-S", "MINIUPNPD"]).unwrap();
+    out.lines()
+        .filter(|l| l.starts_with("-A"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// p1 opens a TCP connection to `to`: `refused` (h1's kernel answered: the SYN got through),
+/// `timeout` (dropped at the router) or `connected`.
+fn tcp_from_p1(lab: &Lab, to: SocketAddr) -> &'static str {
+    let script = format!("exec 3<>/dev/tcp/{}/{}", to.ip(), to.port());
+    let out = lab.exec("p1", &["timeout", "1.5", "bash", "-c", &script]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => "connected",
+        Some(124) => "timeout",
+        _ if stderr.contains("refused") => "refused",
+        _ => panic!("bash /dev/tcp to {to}: {}: {stderr}", out.status),
+    }
+}
+
+#[test]
+fn pcp_pinhole_lets_the_internet_in_over_ipv6_until_released() {
+    let Some(lab) = lab(
+        "pcp_pinhole_lets_the_internet_in_over_ipv6_until_released",
+        "t6h",
+        "r1=prc,v6,upnp p1",
+    ) else {
+        return;
+    };
+    assert_upnp_forwarding(&lab);
+    let h1_6 = ip6(&lab, "h1");
+    for (proto, port) in [("--udp", 42001u16), ("--tcp", 42002)] {
+        let to = SocketAddr::new(h1_6, port);
+        // Before: r1's firewall drops what p1 sends.
+        assert!(pinholes(&lab).is_empty());
+        if proto == "--tcp" {
+            assert_eq!(tcp_from_p1(&lab, to), "timeout", "the firewall lets TCP in");
+        }
+        let port_s = port.to_string();
+        let mut cmd = lab.command("h1", natt_bin()).unwrap();
+        cmd.args(["map", proto, "--port", &port_s, "--no-upnp", "--json", "--hold"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let mut held = Running::new(child);
+        let line = held.wait_line("{", Duration::from_secs(10));
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let ep = json["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["addr"] == to.to_string())
+            .unwrap_or_else(|| panic!("{proto}: no endpoint {to}: {json}"))
+            .clone();
+        assert_eq!(ep["technique"], "pcp", "{proto}: {json}");
+        assert_eq!(ep["nat_restricted"], false, "{proto}: a pinhole is open: {json}");
+        assert_eq!(pinholes(&lab).len(), 1, "{proto}: {:?}", pinholes(&lab));
+        // The internet gets in over IPv6.
+        if proto == "--udp" {
+            let before = recv_q(&lab, "h1", port);
+            let dest = to.to_string();
+            lab.probe(
+                "p1",
+                &[
+                    "send",
+                    "--to",
+                    &dest,
+                    "--bind",
+                    "[::]:0",
+                    "--count",
+                    "3",
+                    "--interval-ms",
+                    "20",
+                ],
+            )
+            .unwrap();
+            let end = Instant::now() + Duration::from_secs(1);
+            while recv_q(&lab, "h1", port) <= before && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                recv_q(&lab, "h1", port) > before,
+                "p1 -> {to} did not reach natt's socket"
+            );
+        } else {
+            assert_eq!(tcp_from_p1(&lab, to), "refused", "p1's SYN to {to} did not reach h1");
+        }
+        // Released: the pinhole is gone, and the firewall drops again.
+        drop(stdin);
+        let end = Instant::now() + Duration::from_secs(10);
+        while held.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < end, "natt map --hold did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(pinholes(&lab).is_empty(), "{proto}: left: {:?}", pinholes(&lab));
+        if proto == "--udp" {
+            assert_eq!(listen_and_send(&lab, "h1", "p1", to), 0, "inbound after release");
+        } else {
+            assert_eq!(tcp_from_p1(&lab, to), "timeout", "inbound TCP after release");
+        }
+    }
+}

@@ -187,12 +187,26 @@ ext_stun_host={STUN1}
 ext_stun_port={STUN_PORT}
 allow 1024-65535 {lan}/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
-",
+{v6}",
         leases = dir.join(format!("miniupnpd-{}.leases", r.name)).display(),
         n = r.n,
         name = r.name,
         lan = r.lan_net,
+        v6 = miniupnpd_conf6(r),
     )
+}
+
+/// miniupnpd's IPv6 lines for a dual-stack router: it listens on the LAN's IPv6 address too
+/// (UPnP IGD:2 with WANIPv6FirewallControl, PCP), and writes pinholes into the legacy ip6tables
+/// chain `MINIUPNPD` ([`super::nat::router_rules6`]).
+pub fn miniupnpd_conf6(r: &RouterPlan) -> String {
+    match &r.v6 {
+        Some(v6) => format!(
+            "ipv6_listening_ip={}\nipv6_disable=no\nforce_igd_desc_v1=no\n",
+            v6.lan_ip
+        ),
+        None => String::new(),
+    }
 }
 
 /// Starts miniupnpd on router `r` (namespace `ns`): legacy chains, config, daemon.
@@ -248,6 +262,10 @@ mod tests {
         assert!(conf.contains("ext_stun_host=203.0.113.10\next_stun_port=3478\n"));
         assert!(conf.contains("allow 1024-65535 192.168.1.0/24 1024-65535\n"));
         assert!(conf.contains("lease_file=/tmp/x/miniupnpd-r1.leases\n"));
+        assert!(!conf.contains("ipv6"));
+        let plan = Topology::parse("r1=prc,v6,upnp").unwrap().plan().unwrap();
+        let conf = miniupnpd_conf(Path::new("/tmp/x"), plan.router("r1").unwrap());
+        assert!(conf.contains("ipv6_listening_ip=2001:db8:1::1\nipv6_disable=no\nforce_igd_desc_v1=no\n"));
     }
 
     #[test]
