@@ -356,18 +356,37 @@ fn pcp_pinhole_lets_the_internet_in_over_ipv6_until_released() {
     ) else {
         return;
     };
-    assert_upnp_forwarding(&lab);
-    let h1_6 = ip6(&lab, "h1");
-    for (proto, port) in [("--udp", 42001u16), ("--tcp", 42002)] {
+    pinhole_test(&lab, "--no-upnp", "pcp", 42001);
+}
+
+#[test]
+fn upnp_pinhole_lets_the_internet_in_over_ipv6_until_released() {
+    let Some(lab) = lab(
+        "upnp_pinhole_lets_the_internet_in_over_ipv6_until_released",
+        "t6u",
+        "r1=prc,v6,upnp p1",
+    ) else {
+        return;
+    };
+    pinhole_test(&lab, "--no-pcp", "upnp", 42011);
+}
+
+/// `natt map --hold` with one port-mapping technique (`only`: the flag that turns the other
+/// off) opens an IPv6 pinhole named `technique`, open; p1 gets in over IPv6 (UDP, TCP) while it
+/// is held, and not after release; r1's pinhole chain is empty again.
+fn pinhole_test(lab: &Lab, only: &str, technique: &str, first_port: u16) {
+    assert_upnp_forwarding(lab);
+    let h1_6 = ip6(lab, "h1");
+    for (proto, port) in [("--udp", first_port), ("--tcp", first_port + 1)] {
         let to = SocketAddr::new(h1_6, port);
         // Before: r1's firewall drops what p1 sends.
-        assert!(pinholes(&lab).is_empty());
+        assert!(pinholes(lab).is_empty());
         if proto == "--tcp" {
-            assert_eq!(tcp_from_p1(&lab, to), "timeout", "the firewall lets TCP in");
+            assert_eq!(tcp_from_p1(lab, to), "timeout", "the firewall lets TCP in");
         }
         let port_s = port.to_string();
         let mut cmd = lab.command("h1", natt_bin()).unwrap();
-        cmd.args(["map", proto, "--port", &port_s, "--no-upnp", "--json", "--hold"]);
+        cmd.args(["map", proto, "--port", &port_s, only, "--json", "--hold"]);
         cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());
         let mut child = cmd.spawn().unwrap();
@@ -382,12 +401,12 @@ fn pcp_pinhole_lets_the_internet_in_over_ipv6_until_released() {
             .find(|e| e["addr"] == to.to_string())
             .unwrap_or_else(|| panic!("{proto}: no endpoint {to}: {json}"))
             .clone();
-        assert_eq!(ep["technique"], "pcp", "{proto}: {json}");
+        assert_eq!(ep["technique"], technique, "{proto}: {json}");
         assert_eq!(ep["nat_restricted"], false, "{proto}: a pinhole is open: {json}");
-        assert_eq!(pinholes(&lab).len(), 1, "{proto}: {:?}", pinholes(&lab));
+        assert_eq!(pinholes(lab).len(), 1, "{proto}: {:?}", pinholes(lab));
         // The internet gets in over IPv6.
         if proto == "--udp" {
-            let before = recv_q(&lab, "h1", port);
+            let before = recv_q(lab, "h1", port);
             let dest = to.to_string();
             lab.probe(
                 "p1",
@@ -405,15 +424,15 @@ fn pcp_pinhole_lets_the_internet_in_over_ipv6_until_released() {
             )
             .unwrap();
             let end = Instant::now() + Duration::from_secs(1);
-            while recv_q(&lab, "h1", port) <= before && Instant::now() < end {
+            while recv_q(lab, "h1", port) <= before && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(20));
             }
             assert!(
-                recv_q(&lab, "h1", port) > before,
+                recv_q(lab, "h1", port) > before,
                 "p1 -> {to} did not reach natt's socket"
             );
         } else {
-            assert_eq!(tcp_from_p1(&lab, to), "refused", "p1's SYN to {to} did not reach h1");
+            assert_eq!(tcp_from_p1(lab, to), "refused", "p1's SYN to {to} did not reach h1");
         }
         // Released: the pinhole is gone, and the firewall drops again.
         drop(stdin);
@@ -422,11 +441,11 @@ fn pcp_pinhole_lets_the_internet_in_over_ipv6_until_released() {
             assert!(Instant::now() < end, "natt map --hold did not end");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(pinholes(&lab).is_empty(), "{proto}: left: {:?}", pinholes(&lab));
+        assert!(pinholes(lab).is_empty(), "{proto}: left: {:?}", pinholes(lab));
         if proto == "--udp" {
-            assert_eq!(listen_and_send(&lab, "h1", "p1", to), 0, "inbound after release");
+            assert_eq!(listen_and_send(lab, "h1", "p1", to), 0, "inbound after release");
         } else {
-            assert_eq!(tcp_from_p1(&lab, to), "timeout", "inbound TCP after release");
+            assert_eq!(tcp_from_p1(lab, to), "timeout", "inbound TCP after release");
         }
     }
 }

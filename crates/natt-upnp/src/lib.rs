@@ -104,6 +104,7 @@ mod gateway;
 mod http;
 mod lease;
 mod load;
+pub mod pinhole;
 mod port_choice;
 mod search;
 pub mod soap;

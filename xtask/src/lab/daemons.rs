@@ -196,16 +196,17 @@ deny 0-65535 0.0.0.0/0 0-65535
     )
 }
 
-/// miniupnpd's IPv6 lines for a dual-stack router: it listens on the LAN's IPv6 address too
-/// (UPnP IGD:2 with WANIPv6FirewallControl, PCP), and writes pinholes into the legacy ip6tables
-/// chain `MINIUPNPD` ([`super::nat::router_rules6`]).
+/// miniupnpd's IPv6 lines for a dual-stack router: it listens on IPv6 too (UPnP IGD:2 with
+/// WANIPv6FirewallControl, PCP), and writes pinholes into the legacy ip6tables chain
+/// `MINIUPNPD` ([`super::nat::router_rules6`]). `ipv6_listening_ip=::`, not the LAN's IPv6
+/// address: miniupnpd 2.3.1 binds its one HTTP socket to that address, which leaves no IPv4
+/// HTTP listener (IPv4 UPnP refused); with `::` the socket is dual-stack on the LAN interface,
+/// and PCP listens on both families.
 pub fn miniupnpd_conf6(r: &RouterPlan) -> String {
-    match &r.v6 {
-        Some(v6) => format!(
-            "ipv6_listening_ip={}\nipv6_disable=no\nforce_igd_desc_v1=no\n",
-            v6.lan_ip
-        ),
-        None => String::new(),
+    if r.v6.is_some() {
+        "ipv6_listening_ip=::\nipv6_disable=no\nforce_igd_desc_v1=no\n".to_string()
+    } else {
+        String::new()
     }
 }
 
@@ -265,7 +266,7 @@ mod tests {
         assert!(!conf.contains("ipv6"));
         let plan = Topology::parse("r1=prc,v6,upnp").unwrap().plan().unwrap();
         let conf = miniupnpd_conf(Path::new("/tmp/x"), plan.router("r1").unwrap());
-        assert!(conf.contains("ipv6_listening_ip=2001:db8:1::1\nipv6_disable=no\nforce_igd_desc_v1=no\n"));
+        assert!(conf.contains("ipv6_listening_ip=::\nipv6_disable=no\nforce_igd_desc_v1=no\n"));
     }
 
     #[test]
