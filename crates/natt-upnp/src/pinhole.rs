@@ -64,6 +64,7 @@ pub fn parse_http_response(bytes: &[u8]) -> Result<(u16, &[u8]), &'static str> {
         .next()
         .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u16>().ok())
+        .filter(|c| (100..=599).contains(c))
         .ok_or("bad status code")?;
     let mut length = None;
     for line in lines {
@@ -400,6 +401,8 @@ mod tests {
             b"SIP/2.0 200 OK\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 +20 OK\r\n\r\n",
+            b"HTTP/1.1 049 OK\r\n\r\n",
+            b"HTTP/1.1 600 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
             b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
