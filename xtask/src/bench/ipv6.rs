@@ -3,8 +3,9 @@
 //! punch time against the round trip between the peers with 25 ms one-way delay on each WAN
 //! link (the lab delays both families on the same queues). Driven as [`super::punch`] drives the
 //! IPv4 punch (its `punch_once`, which adds the lab's IPv6 STUN servers). Then the pinhole
-//! latency: `natt map` (PCP: the IPv4 mapping and the IPv6 pinhole at once) against `upnpc -6
-//! -A` (UPnP IGD:2 AddPinhole) on the same miniupnpd.
+//! latency: `natt map` with PCP (the IPv4 mapping and the IPv6 pinhole at once) and with UPnP
+//! (the IPv4 mapping, then `GetFirewallStatus` and `AddPinhole`) against `upnpc -6 -A` (UPnP
+//! IGD:2 AddPinhole alone) on the same miniupnpd.
 
 use super::Bench;
 use super::proc;
@@ -97,22 +98,29 @@ pub fn run(b: &Bench) -> Result<Section> {
 /// The lab of the pinhole latency: one dual-stack home whose router runs miniupnpd.
 pub const PINHOLE_TOPOLOGY: &str = "r1=prc,v6,upnp p1";
 
-/// Pinhole latency: natt's PCP pinhole against `upnpc -6 -A`, interleaved, into `s`.
+/// Pinhole latency: natt's pinholes (PCP, UPnP) against `upnpc -6 -A`, interleaved, into `s`.
 fn pinholes(b: &Bench, s: &mut Section) -> Result<()> {
     let lab = b.lab(PINHOLE_TOPOLOGY)?;
     let runs = b.runs(20, 5);
     let h1 = lab.get("H1_IP6")?;
     let igd = format!("http://[{}]:5000/rootDesc.xml", lab.get("R1_LAN6")?);
-    let (mut natt_wall, mut natt_own, mut upnpc) = (Samples::new(), Samples::new(), Samples::new());
+    // (technique, the flag that turns the other port-mapping technique off, wall, own)
+    let mut variants = [
+        ("pcp", "--no-upnp", Samples::new(), Samples::new()),
+        ("upnp", "--no-pcp", Samples::new(), Samples::new()),
+    ];
+    let mut upnpc = Samples::new();
     let mut failures = Vec::new();
     for i in 0..runs {
-        let port = (45000 + i).to_string();
-        match natt_pinhole(b, &lab, &h1, &port)? {
-            Some((wall, own)) => {
-                natt_wall.push(wall);
-                natt_own.push(own);
+        for (k, (technique, only, natt_wall, natt_own)) in variants.iter_mut().enumerate() {
+            let port = (45000 + 2 * i + k).to_string();
+            match natt_pinhole(b, &lab, (&h1, &port), (technique, only))? {
+                Some((wall, own)) => {
+                    natt_wall.push(wall);
+                    natt_own.push(own);
+                }
+                None => failures.push(format!("natt {technique} run {i}: no open endpoint [{h1}]:{port}")),
             }
-            None => failures.push(format!("natt run {i}: no pcp endpoint [{h1}]:{port}")),
         }
         let port = (46000 + i).to_string();
         let run = |argv: &[&str]| -> Result<(String, f64)> {
@@ -137,48 +145,58 @@ fn pinholes(b: &Bench, s: &mut Section) -> Result<()> {
     }
     s.about.push(format!(
         "Pinholes: lab `{PINHOLE_TOPOLOGY}` (miniupnpd 2.3 with IPv6 on r1), {runs} runs each, \
-         interleaved. **natt**: `natt map --udp --no-upnp --json --hold` on h1, wall-clock from \
-         spawn to its JSON line, which lists the IPv6 pinhole (`pcp`, open), and natt's own \
-         `elapsed_ms` (PCP asks for the IPv4 mapping and the IPv6 pinhole at once); released \
-         afterwards, untimed. **Reference**: `upnpc -6 -u IGD -A \"\" 0 H1_IP6 PORT UDP 3600` \
-         (UPnP IGD:2 AddPinhole, skipping discovery), wall-clock from spawn to exit; deleted \
-         afterwards (`-D ID`), untimed."
+         interleaved. **natt**: `natt map --udp --json --hold` on h1 with PCP alone (`--no-upnp`) \
+         and with UPnP alone (`--no-pcp`), wall-clock from spawn to its JSON line, which lists the \
+         IPv6 pinhole (open), and natt's own `elapsed_ms`; each also makes the IPv4 mapping (PCP \
+         asks for both at once; UPnP maps first, then asks `GetFirewallStatus` and `AddPinhole`); \
+         released afterwards, untimed. **Reference**: `upnpc -6 -u IGD -A \"\" 0 H1_IP6 PORT UDP \
+         3600` (UPnP IGD:2 AddPinhole alone, skipping discovery), wall-clock from spawn to exit; \
+         deleted afterwards (`-D ID`), untimed."
     ));
     let mut t = Table::new(&["client", "ok", "median (min–max)"]);
-    t.row(vec![
-        "natt map (PCP, IPv4 mapping + IPv6 pinhole), wall".into(),
-        format!("{}/{runs}", natt_wall.len()),
-        spread(&natt_wall),
-    ]);
-    t.row(vec![
-        "natt map, its own elapsed_ms".into(),
-        format!("{}/{runs}", natt_own.len()),
-        spread(&natt_own),
-    ]);
+    for (technique, _, natt_wall, natt_own) in &variants {
+        t.row(vec![
+            format!("natt map, {technique} (IPv4 mapping + IPv6 pinhole), wall"),
+            format!("{}/{runs}", natt_wall.len()),
+            spread(natt_wall),
+        ]);
+        t.row(vec![
+            format!("natt map, {technique}, its own elapsed_ms"),
+            format!("{}/{runs}", natt_own.len()),
+            spread(natt_own),
+        ]);
+    }
     t.row(vec![
         "upnpc -6 -A (IGD:2 AddPinhole)".into(),
         format!("{}/{runs}", upnpc.len()),
         spread(&upnpc),
     ]);
     s.tables.push(t);
-    let r = ratio(natt_wall.median(), upnpc.median());
-    s.checks.push(Check {
-        what: "IPv6 pinhole latency, natt (PCP) vs upnpc -6 (UPnP), wall-clock".into(),
-        natt: ms(natt_wall.median()),
-        reference: format!("upnpc -6 -A {}", ms(upnpc.median())),
-        ratio: times(r),
-        target: "no slower".into(),
-        met: Some(natt_wall.len() == runs && r.is_some_and(|r| r <= 1.0)),
-    });
+    for (technique, _, natt_wall, _) in &variants {
+        let r = ratio(natt_wall.median(), upnpc.median());
+        s.checks.push(Check {
+            what: format!("IPv6 pinhole latency, natt ({technique}) vs upnpc -6, wall-clock"),
+            natt: ms(natt_wall.median()),
+            reference: format!("upnpc -6 -A {}", ms(upnpc.median())),
+            ratio: times(r),
+            target: "no slower".into(),
+            met: Some(natt_wall.len() == runs && r.is_some_and(|r| r <= 1.0)),
+        });
+    }
     s.notes.extend(failures);
     Ok(())
 }
 
-/// One `natt map --hold` on h1 whose JSON lists the open pcp endpoint `[h1]:port`: the
-/// wall-clock ms to its line and natt's own `elapsed_ms`.
-fn natt_pinhole(b: &Bench, lab: &Lab, h1: &str, port: &str) -> Result<Option<(f64, f64)>> {
+/// One `natt map --hold` on h1 (with `only`) whose JSON lists the open `technique` endpoint
+/// `[h1]:port`: the wall-clock ms to its line and natt's own `elapsed_ms`.
+fn natt_pinhole(
+    b: &Bench,
+    lab: &Lab,
+    (h1, port): (&str, &str),
+    (technique, only): (&str, &str),
+) -> Result<Option<(f64, f64)>> {
     let mut cmd = lab.command("h1", &b.natt)?;
-    cmd.args(["map", "--udp", "--port", port, "--no-upnp", "--json", "--hold"]);
+    cmd.args(["map", "--udp", "--port", port, only, "--json", "--hold"]);
     let (line, wall) = proc::map_hold_line(&mut cmd)?;
     let Some(line) = line else { return Ok(None) };
     let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
@@ -188,7 +206,7 @@ fn natt_pinhole(b: &Bench, lab: &Lab, h1: &str, port: &str) -> Result<Option<(f6
         .and_then(serde_json::Value::as_array)
         .is_some_and(|eps| {
             eps.iter()
-                .any(|e| e["addr"] == want.as_str() && e["technique"] == "pcp" && e["nat_restricted"] == false)
+                .any(|e| e["addr"] == want.as_str() && e["technique"] == technique && e["nat_restricted"] == false)
         });
     Ok(super::json_number(&line, "elapsed_ms")
         .filter(|_| open)
