@@ -22,6 +22,7 @@ use crate::gateway::{Gateway, GatewayInfo};
 use crate::lease::{Mapping, UpnpLease};
 use crate::pinhole::{Firewall, PinholeLease};
 use crate::port_choice::{PortReservation, add_mapping};
+use natt_core::fanout;
 use natt_core::mapping::{Lease, Leases};
 
 /// The technique's name.
@@ -410,38 +411,54 @@ impl MappingTechnique for UpnpTechnique {
 
     fn map_udp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         self.map_dual(Protocol::Udp, local, deadline)
-            .map_err(TechniqueError::from)
     }
 
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
         self.map_dual(Protocol::Tcp, local, deadline)
-            .map_err(TechniqueError::from)
     }
 }
 
 impl UpnpTechnique {
     /// [`map`](Self::map), and for a dual-stack socket on a host with global IPv6 an IPv6
-    /// pinhole too ([`pinhole`](Self::pinhole), after the mapping: the gateway is known then);
-    /// either is worth having, both are held as one lease.
+    /// pinhole too ([`pinhole`](Self::pinhole)): once the gateway is known (searched or loaded
+    /// once, then cached), both at once ([`fanout`]); either is worth having, both are held as
+    /// one lease.
     fn map_dual(
         &self,
         protocol: Protocol,
         local: SocketAddr,
         deadline: Instant,
-    ) -> Result<TechniqueMapping, UpnpError> {
-        let mapped = self.map(protocol, local, deadline);
+    ) -> Result<TechniqueMapping, TechniqueError> {
         if !(natt_core::family::is_dual_stack(local) && natt_core::family::host_has_global_ipv6()) {
-            return mapped;
+            return self.map(protocol, local, deadline).map_err(TechniqueError::from);
         }
-        match (mapped, self.pinhole(protocol, local.port(), deadline)) {
-            (Ok(mut m), Ok((endpoint, lease))) => {
-                m.endpoints.push(endpoint);
-                let leases: Vec<Box<dyn Lease>> = m
-                    .lease
-                    .take()
-                    .into_iter()
-                    .chain(lease.map(|l| Box::new(l) as Box<dyn Lease>))
-                    .collect();
+        // Found once here, so that the two do not search for it each.
+        self.shared.gateway(deadline, Purpose::Map)?;
+        let both = fanout::scoped("natt-upnp-dual", Instant::now(), [false, true], |ipv6| {
+            let r = if ipv6 {
+                self.pinhole(protocol, local.port(), deadline)
+                    .map(|(endpoint, lease)| TechniqueMapping {
+                        endpoints: vec![endpoint],
+                        lease: lease.map(|l| Box::new(l) as Box<dyn Lease>),
+                    })
+            } else {
+                self.map(protocol, local, deadline)
+            };
+            r.map_err(TechniqueError::from)
+        });
+        let mut results = both.into_iter().map(|finished| finished.into_timed("UPnP").1);
+        let (mapped, pinhole) = (
+            results
+                .next()
+                .unwrap_or_else(|| Err(TechniqueError::Other("no result".into()))),
+            results
+                .next()
+                .unwrap_or_else(|| Err(TechniqueError::Other("no result".into()))),
+        );
+        match (mapped, pinhole) {
+            (Ok(mut m), Ok(p)) => {
+                m.endpoints.extend(p.endpoints);
+                let leases: Vec<Box<dyn Lease>> = m.lease.take().into_iter().chain(p.lease).collect();
                 m.lease = Some(Box::new(Leases(leases)));
                 Ok(m)
             }
@@ -449,12 +466,9 @@ impl UpnpTechnique {
                 log::debug!("upnp: no IPv6 pinhole: {e}");
                 Ok(m)
             }
-            (Err(e), Ok((endpoint, lease))) => {
+            (Err(e), Ok(p)) => {
                 log::info!("upnp: IPv4 mapping failed ({e}); IPv6 pinhole only");
-                Ok(TechniqueMapping {
-                    endpoints: vec![endpoint],
-                    lease: lease.map(|l| Box::new(l) as Box<dyn Lease>),
-                })
+                Ok(p)
             }
             (Err(e), Err(_)) => Err(e),
         }
@@ -463,7 +477,8 @@ impl UpnpTechnique {
     /// Opens an IPv6 pinhole for `protocol` port `port` of this host's IPv6 address on the
     /// gateway's IGD:2 firewall control service, reached at the IPv6 default route's router on
     /// the gateway's HTTP port, by `deadline`: the endpoint (open) and its lease (none when the
-    /// gateway says its firewall is off).
+    /// gateway says its firewall is off). `AddPinhole` is asked at once; `GetFirewallStatus`
+    /// only explains a refusal.
     pub fn pinhole(
         &self,
         protocol: Protocol,
@@ -480,15 +495,6 @@ impl UpnpTechnique {
         let client = ipv6_toward(router)?;
         let endpoint = MappedSocketAddr::new(SocketAddr::new(client.into(), port), false, NAME);
         let firewall = Firewall::new(router, &path, client);
-        let status = firewall.status(deadline)?;
-        if !status.enabled {
-            return Ok((endpoint, None));
-        }
-        if !status.inbound_pinhole_allowed {
-            return Err(UpnpError::NotApplicable(
-                "the gateway allows no inbound pinholes".into(),
-            ));
-        }
         let claim = match &self.arbiter {
             None => None,
             Some(arbiter) => {
@@ -514,15 +520,27 @@ impl UpnpTechnique {
             }
         };
         let config = &self.shared.config;
-        let lease = PinholeLease::open(
-            firewall,
+        // AddPinhole straight away (one round trip); GetFirewallStatus only to explain a refusal.
+        match PinholeLease::open(
+            firewall.clone(),
             (protocol, port),
             config.lease_secs(),
             config.call_timeout,
             deadline,
             claim,
-        )?;
-        Ok((endpoint, Some(lease)))
+        ) {
+            Ok(lease) => Ok((endpoint, Some(lease))),
+            // 702 FirewallDisabled: the host is open as it is.
+            Err(UpnpError::Refused { code: 702, .. }) => Ok((endpoint, None)),
+            Err(e @ UpnpError::Refused { .. }) => match firewall.status(deadline) {
+                Ok(status) if !status.enabled => Ok((endpoint, None)),
+                Ok(status) if !status.inbound_pinhole_allowed => Err(UpnpError::NotApplicable(format!(
+                    "the gateway allows no inbound pinholes ({e})"
+                ))),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 }
 

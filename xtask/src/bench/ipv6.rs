@@ -104,6 +104,8 @@ fn pinholes(b: &Bench, s: &mut Section) -> Result<()> {
     let runs = b.runs(20, 5);
     let h1 = lab.get("H1_IP6")?;
     let igd = format!("http://[{}]:5000/rootDesc.xml", lab.get("R1_LAN6")?);
+    // natt is given the gateway's URL as upnpc is (`-u`): no SSDP search in either.
+    let igd4 = lab.get("R1_IGD_URL")?;
     // (technique, the flag that turns the other port-mapping technique off, wall, own)
     let mut variants = [
         ("pcp", "--no-upnp", Samples::new(), Samples::new()),
@@ -114,7 +116,7 @@ fn pinholes(b: &Bench, s: &mut Section) -> Result<()> {
     for i in 0..runs {
         for (k, (technique, only, natt_wall, natt_own)) in variants.iter_mut().enumerate() {
             let port = (45000 + 2 * i + k).to_string();
-            match natt_pinhole(b, &lab, (&h1, &port), (technique, only))? {
+            match natt_pinhole(b, &lab, (&h1, &port), (technique, only), &igd4)? {
                 Some((wall, own)) => {
                     natt_wall.push(wall);
                     natt_own.push(own);
@@ -146,7 +148,8 @@ fn pinholes(b: &Bench, s: &mut Section) -> Result<()> {
     s.about.push(format!(
         "Pinholes: lab `{PINHOLE_TOPOLOGY}` (miniupnpd 2.3 with IPv6 on r1), {runs} runs each, \
          interleaved. **natt**: `natt map --udp --json --hold` on h1 with PCP alone (`--no-upnp`) \
-         and with UPnP alone (`--no-pcp`), wall-clock from spawn to its JSON line, which lists the \
+         and with UPnP alone (`--no-pcp`, the gateway's URL given with `NATT_UPNP_IGD` as \
+         `upnpc -u` is given it), wall-clock from spawn to its JSON line, which lists the \
          IPv6 pinhole (open), and natt's own `elapsed_ms`; each also makes the IPv4 mapping (PCP \
          asks for both at once; UPnP maps first, then asks `GetFirewallStatus` and `AddPinhole`); \
          released afterwards, untimed. **Reference**: `upnpc -6 -u IGD -A \"\" 0 H1_IP6 PORT UDP \
@@ -187,16 +190,19 @@ fn pinholes(b: &Bench, s: &mut Section) -> Result<()> {
     Ok(())
 }
 
-/// One `natt map --hold` on h1 (with `only`) whose JSON lists the open `technique` endpoint
-/// `[h1]:port`: the wall-clock ms to its line and natt's own `elapsed_ms`.
+/// One `natt map --hold` on h1 (with `only`, the gateway's description URL `igd` given) whose
+/// JSON lists the open `technique` endpoint `[h1]:port`: the wall-clock ms to its line and
+/// natt's own `elapsed_ms`.
 fn natt_pinhole(
     b: &Bench,
     lab: &Lab,
     (h1, port): (&str, &str),
     (technique, only): (&str, &str),
+    igd: &str,
 ) -> Result<Option<(f64, f64)>> {
     let mut cmd = lab.command("h1", &b.natt)?;
-    cmd.args(["map", "--udp", "--port", port, only, "--json", "--hold"]);
+    cmd.args(["map", "--udp", "--port", port, only, "--json", "--hold"])
+        .env("NATT_UPNP_IGD", igd);
     let (line, wall) = proc::map_hold_line(&mut cmd)?;
     let Some(line) = line else { return Ok(None) };
     let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
