@@ -151,6 +151,33 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_socket_talks_to_ipv4_peers_as_plain_ipv4() {
+        let Ok(dual) = bind_udp(a("[::]:0")) else {
+            println!("skipped: no IPv6 on this host");
+            return;
+        };
+        let local = dual.local_addr().unwrap();
+        assert!(is_dual_stack(local));
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let v4_addr = v4.local_addr().unwrap();
+        let timeout = Some(std::time::Duration::from_secs(5));
+        dual.set_read_timeout(timeout).unwrap();
+        v4.set_read_timeout(timeout).unwrap();
+        // Out: an IPv4 address in the socket's family.
+        dual.send_to(b"to v4", for_socket(local, v4_addr)).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = v4.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"to v4");
+        // In: the IPv4 peer, mapped by the kernel, made plain again.
+        v4.send_to(b"to dual", (std::net::Ipv4Addr::LOCALHOST, local.port()))
+            .unwrap();
+        let (n, from) = dual.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"to dual");
+        assert!(from.is_ipv6(), "the kernel reports {from}");
+        assert_eq!(canonical(from), v4_addr);
+    }
+
+    #[test]
     fn global_ipv6() {
         for g in ["2001:db8:1::2", "2a00::1"] {
             assert!(is_global_ipv6(g.parse().unwrap()), "{g}");
