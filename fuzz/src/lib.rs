@@ -83,6 +83,11 @@ pub const TARGETS: &[Target] = &[
         run: upnp::soap_target,
         seeds: upnp::soap_seeds,
     },
+    Target {
+        name: "upnp_http",
+        run: upnp::http_target,
+        seeds: upnp::http_seeds,
+    },
     #[cfg(feature = "pcp")]
     Target {
         name: "pcp_wire",

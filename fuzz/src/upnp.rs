@@ -1,6 +1,7 @@
 //! What natt reads from UPnP gateways: root device descriptions (`upnp_description`, what a
 //! gateway serves at its description URL, `natt_upnp::description`), answers to the SSDP
-//! search (`ssdp_answer`, `natt_upnp::ssdp`) and SOAP answers (`upnp_soap`, `natt_upnp::soap`).
+//! search (`ssdp_answer`, `natt_upnp::ssdp`), SOAP answers (`upnp_soap`, `natt_upnp::soap`) and
+//! the HTTP answers to IPv6 pinhole requests (`upnp_http`, `natt_upnp::pinhole`).
 
 use natt_upnp::description::{self, MAX_DESCRIPTION_BYTES};
 
@@ -282,5 +283,53 @@ pub fn soap_seeds() -> Vec<(String, Vec<u8>)> {
             "html-404".into(),
             with(1, "<html><body><h1>404 Not Found</h1></body></html>".into()),
         ),
+    ]
+}
+
+/// `upnp_http`: any bytes as the HTTP answer to a pinhole request
+/// (`natt_upnp::pinhole::parse_http_response`). A status (100 to 599) only from an `HTTP/1.x`
+/// line with three digits, headers ending within the limit; the body lies in the input after the
+/// headers, and is no longer than a `Content-Length` given.
+pub fn http_target(data: &[u8]) {
+    use natt_upnp::pinhole::{MAX_HEADER_BYTES, parse_http_response};
+    let Ok((status, body)) = parse_http_response(data) else {
+        return;
+    };
+    assert!((100..=599).contains(&status), "{status}");
+    assert!(data.starts_with(b"HTTP/1."));
+    let end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    assert!(end < MAX_HEADER_BYTES + 4);
+    let after = &data[end + 4..];
+    assert!(after.starts_with(body), "the body is what follows the headers");
+}
+
+/// Seeds for `upnp_http`: miniupnpd's answers to the pinhole actions, and broken ones.
+pub fn http_seeds() -> Vec<(String, Vec<u8>)> {
+    let answer = |status: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/xml; charset=\"utf-8\"\r\nConnection: close\r\n\
+             Content-Length: {}\r\nServer: Debian/12 UPnP/1.1 MiniUPnPd/2.3.1\r\nExt:\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let add = "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+               <s:Body><u:AddPinholeResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPv6FirewallControl:1\">\
+               <UniqueID>1</UniqueID></u:AddPinholeResponse></s:Body></s:Envelope>\r\n";
+    let fault = "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+                 <s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>\
+                 <UPnPError xmlns=\"urn:schemas-upnp-org:control-1-0\"><errorCode>606</errorCode>\
+                 <errorDescription>Action not authorized</errorDescription></UPnPError></detail></s:Fault>\
+                 </s:Body></s:Envelope>\r\n";
+    vec![
+        ("add-pinhole".into(), answer("200 OK", add)),
+        ("fault-606".into(), answer("500 Internal Server Error", fault)),
+        ("no-length".into(), b"HTTP/1.0 200 OK\r\n\r\n<a/>".to_vec()),
+        ("short-body".into(), b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nab".to_vec()),
+        ("chunked".into(), b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+        ("no-end".into(), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n".to_vec()),
     ]
 }

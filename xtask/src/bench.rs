@@ -18,6 +18,8 @@
 //!   behind a filtering NAT, and the whole punch from process start, against round trips.
 //! - [`hardnat`]: hard NATs (issue 15): success, connect time and packets of the birthday
 //!   method through a symmetric NAT.
+//! - [`ipv6`]: IPv6 punch success between dual-stack and IPv6-only homes, and the IPv6 punch
+//!   time against the round trip (issue 16).
 //!
 //! Like `cargo xtask lab`, it runs as root inside `unshare --net` (main.rs arranges that, after
 //! building natt and xtask in release mode): nothing reaches the machine's own network, and
@@ -26,6 +28,7 @@
 pub mod deadlines;
 pub mod echo;
 pub mod hardnat;
+pub mod ipv6;
 pub mod load;
 pub mod mapping;
 pub mod proc;
@@ -57,6 +60,7 @@ pub const SECTIONS: &[&str] = &[
     "speed",
     "hardnat",
     "relay",
+    "ipv6",
 ];
 
 /// Usage of `cargo xtask bench`.
@@ -64,7 +68,7 @@ pub const USAGE: &str = "\
 cargo xtask bench [--quick] [--only SECTION,...] [--out FILE]
     the NAT lab benchmarks (root): a markdown report on stdout and in bench/RESULTS.md
     --quick   fewer runs (a rough look in about a third of the time)
-    --only    some of: mapping, punch-time, punch-success, serve, deadlines, speed, hardnat, relay
+    --only    some of: mapping, punch-time, punch-success, serve, deadlines, speed, hardnat, relay, ipv6
     --out     where to write the report (default bench/RESULTS.md in the workspace)";
 
 /// What `cargo xtask bench` was asked.
@@ -166,7 +170,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
     };
     let mut failed = Vec::new();
     type Bencher = fn(&Bench) -> Result<Section>;
-    let all: [(&str, &str, Bencher); 8] = [
+    let all: [(&str, &str, Bencher); 9] = [
         ("mapping", "Mapping latency", mapping::run),
         (
             "punch-time",
@@ -179,6 +183,7 @@ pub fn run(opts: &Options, natt: &Path, tool: &Path) -> Result<()> {
         ("speed", speed::TITLE, speed::run),
         ("hardnat", hardnat::TITLE, hardnat::run),
         ("relay", relay::TITLE, relay::run),
+        ("ipv6", ipv6::TITLE, ipv6::run),
     ];
     for (name, title, f) in all {
         if !opts.only.iter().any(|o| o == name) {

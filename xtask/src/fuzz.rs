@@ -99,6 +99,12 @@ pub const TARGETS: &[Target] = &[
         about: "UPnP SOAP answers: natt_upnp::soap::parse_response",
     },
     Target {
+        name: "upnp_http",
+        max_len: 4096,
+        by_default: true,
+        about: "HTTP answers to IPv6 pinhole requests: natt_upnp::pinhole::parse_http_response",
+    },
+    Target {
         name: "pcp_wire",
         max_len: 1104,
         by_default: true,

@@ -1,6 +1,6 @@
 //! `natt map`: map a UDP or TCP socket with every technique asked for and print its endpoints.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use natt::{MappedSocketAddr, MappedTcpSocket, MappedUdpSocket, PortMappings};
@@ -13,7 +13,8 @@ use crate::stop;
 /// Maps, prints, and releases (after holding, with `--hold`).
 pub fn run(args: &MapArgs) -> Result<(), String> {
     let mc = context::build_with_turn(&args.techniques, Some(&args.turn), context::seconds(args.timeout)?)?;
-    let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
+    // One dual-stack socket where the host has global IPv6, else IPv4.
+    let local = SocketAddr::new(natt::core::family::any_address().ip(), args.port);
     let start = Instant::now();
     // The socket must stay open while the mapping is held.
     let (socket, endpoints, mut port_mappings): (Box<dyn std::any::Any>, Vec<MappedSocketAddr>, PortMappings) =

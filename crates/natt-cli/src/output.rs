@@ -131,6 +131,25 @@ pub struct ProbeReport {
     pub evidence: Vec<String>,
     /// How long the probe took.
     pub elapsed_ms: u128,
+    /// IPv6 beside IPv4: null when no IPv6 STUN server was given.
+    pub ipv6: Option<Ipv6Report>,
+}
+
+/// `natt probe --json`'s `ipv6`: `{"reachable","addresses","mapping","filtering","evidence"}`:
+/// the behaviour tests of RFC 5780 against the IPv6 STUN servers, from a socket on `[::]`.
+#[derive(Debug, Serialize)]
+pub struct Ipv6Report {
+    /// An IPv6 STUN server answered: the host reaches the internet over IPv6.
+    pub reachable: bool,
+    /// Where the IPv6 servers saw us (`[IP]:PORT`).
+    pub addresses: Vec<String>,
+    /// Mapping behaviour over IPv6 (endpoint-independent without NAT).
+    pub mapping: String,
+    /// Filtering behaviour over IPv6 (a home router's stateful firewall filters by address and
+    /// port).
+    pub filtering: String,
+    /// The evidence, in words.
+    pub evidence: Vec<String>,
 }
 
 /// `natt probe --json`'s `pcp`: `{"gateway","protocol","external","error"}`.

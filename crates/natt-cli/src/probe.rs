@@ -1,7 +1,7 @@
 //! `natt probe`: a report on the network in front of this host: the external addresses each
 //! technique finds (with timings), and the NAT's mapping and filtering behaviour (RFC 5780).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use natt::{HolePunchServerAddr, MappedUdpSocket, MappingTechnique, StunTechnique
 
 use crate::args::ProbeArgs;
 use crate::context;
-use crate::output::{self, PcpReport, ProbeReport, RelayReport};
+use crate::output::{self, Ipv6Report, PcpReport, ProbeReport, RelayReport};
 
 /// What behaviour discovery found over UDP, and over TCP.
 type Discovered = (
@@ -62,6 +62,51 @@ fn discover(
     })
 }
 
+/// IPv6 behaviour discovery against the IPv6 STUN servers, from a socket on `[::]`, the UDP
+/// filtering tests waiting `window`. `None`
+/// without IPv6 STUN servers.
+fn discover_ipv6(stun: &[HolePunchServerAddr], window: natt::FilterWindow, deadline: Instant) -> Option<Ipv6Report> {
+    if stun.is_empty() {
+        return None;
+    }
+    let technique = StunTechnique::new();
+    for s in stun {
+        technique.add_server(s);
+    }
+    let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+    let servers: Vec<SocketAddr> = technique
+        .resolve_servers(any6, deadline)
+        .ok()?
+        .into_iter()
+        .filter(SocketAddr::is_ipv6)
+        .collect();
+    if servers.is_empty() {
+        return None;
+    }
+    let unreachable = |why: String| Ipv6Report {
+        reachable: false,
+        addresses: Vec::new(),
+        mapping: Behaviour::Unknown.to_string(),
+        filtering: Behaviour::Unknown.to_string(),
+        evidence: vec![why],
+    };
+    if !natt::core::family::host_has_global_ipv6() {
+        return Some(unreachable("this host has no global IPv6 address".into()));
+    }
+    Some(
+        match discover_udp_with(&servers, any6.ip(), DEFAULT_RTO, window, deadline) {
+            Ok(b) => Ipv6Report {
+                reachable: !b.mapped.is_empty(),
+                addresses: b.mapped.iter().map(ToString::to_string).collect(),
+                mapping: b.mapping.to_string(),
+                filtering: b.filtering.to_string(),
+                evidence: b.evidence,
+            },
+            Err(e) => unreachable(format!("IPv6 behaviour discovery failed: {e}")),
+        },
+    )
+}
+
 /// Probes and prints the report.
 pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
@@ -71,13 +116,19 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
     let deadline = start + timeout;
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let pcp_gateway = pcp_gateway(args);
-    let (mapped, discovered, pcp) = thread::scope(|scope| {
+    let (mapped, discovered, pcp, ipv6) = thread::scope(|scope| {
         let window = context::filter_window(&args.techniques);
         let discovered = scope.spawn(move || discover(&args.techniques.stun, any, window, start, deadline));
+        let ipv6 = scope.spawn(move || discover_ipv6(&args.techniques.stun, window, deadline));
         // Which protocol the PCP / NAT-PMP gateway answers, even when it maps nothing.
         let pcp = scope.spawn(|| pcp_gateway.map(|(g, only)| (g, natt::pcp::ask_gateway(g, only, deadline))));
         let mapped = MappedUdpSocket::bind(any, &mc);
-        (mapped, discovered.join(), pcp.join().ok().flatten())
+        (
+            mapped,
+            discovered.join(),
+            pcp.join().ok().flatten(),
+            ipv6.join().ok().flatten(),
+        )
     });
     let (behaviour, tcp) = match discovered {
         Ok(Some((udp, tcp))) => (Ok(Some(udp)), Ok(Some(tcp))),
@@ -139,6 +190,7 @@ pub fn run(args: &ProbeArgs) -> Result<(), String> {
             .map(|uri| relay_report(uri, mapped.port_mappings.outcomes())),
         evidence: behaviour.evidence,
         elapsed_ms: start.elapsed().as_millis(),
+        ipv6,
     };
     output::warn_if_no_external(&mapped.port_mappings);
     let printed = if args.json {
@@ -267,6 +319,22 @@ fn print_text(r: &ProbeReport) {
     }
     for e in &r.evidence {
         println!("  evidence: {e}");
+    }
+    if let Some(v6) = &r.ipv6 {
+        println!(
+            "ipv6:        {}; mapping {}, filtering {}{}",
+            if v6.reachable { "reachable" } else { "unreachable" },
+            v6.mapping,
+            v6.filtering,
+            if v6.addresses.is_empty() {
+                String::new()
+            } else {
+                format!(", seen at {}", v6.addresses.join(" "))
+            }
+        );
+        for e in &v6.evidence {
+            println!("  ipv6 evidence: {e}");
+        }
     }
     println!("# probed in {} ms", r.elapsed_ms);
 }

@@ -22,7 +22,8 @@ use crate::context;
 use crate::output;
 
 /// `natt punch --json`:
-/// `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp","path":"direct|relay","relay":"IP:PORT"|null}`.
+/// `{"peer":"IP:PORT","elapsed_ms":N,"via":"udp|tcp","path":"direct|relay","relay":"IP:PORT"|null,
+/// "family":"ipv4|ipv6"}` (`family`: the address family of the path that won).
 #[derive(Debug, Serialize)]
 struct PunchReport {
     peer: String,
@@ -32,6 +33,8 @@ struct PunchReport {
     path: &'static str,
     /// The relayed address a relayed path goes through.
     relay: Option<String>,
+    /// The address family of the path that won: `ipv4` or `ipv6`.
+    family: &'static str,
 }
 
 /// Maps, exchanges tokens, punches and relays.
@@ -39,7 +42,8 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
     let timeout = context::seconds(args.timeout)?;
     let linger = context::seconds(args.linger)?;
     let mc = context::build_with_turn(&args.techniques, Some(&args.turn), context::seconds(args.map_timeout)?)?;
-    let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port));
+    // One dual-stack socket where the host has global IPv6, else IPv4.
+    let local = SocketAddr::new(natt::core::family::any_address().ip(), args.port);
     let mut stdin = io::stdin().lock();
     if args.udp {
         let mapped = MappedUdpSocket::bind(local, &mc).map_err(|e| format!("cannot map a UDP socket: {e}"))?;
@@ -80,7 +84,7 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         let start = Instant::now();
         let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
             .map_err(|e| failed("TCP", &e, &mapped.port_mappings))?;
-        let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+        let peer = natt::core::family::peer_addr(&stream).map_err(|e| e.to_string())?;
         report(args, peer, start, "tcp", direct(peer))?;
         relay_tcp(stream, &mut stdin)?;
         let mut port_mappings = mapped.port_mappings;
@@ -227,6 +231,7 @@ fn report(args: &PunchArgs, peer: SocketAddr, start: Instant, via: &'static str,
             via,
             path: path.kind(),
             relay: path.relay().map(|r| r.to_string()),
+            family: if peer.is_ipv6() { "ipv6" } else { "ipv4" },
         })
     } else {
         match path.relay() {
@@ -315,6 +320,7 @@ fn relay_connection(connection: &UdpConnection, stdin: &mut impl BufRead, linger
 /// else are dropped.
 fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, linger: Duration) -> Result<(), String> {
     let receiver = socket.try_clone().map_err(|e| e.to_string())?;
+    let to = natt::core::family::for_socket(socket.local_addr().map_err(|e| e.to_string())?, peer);
     receiver
         .set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
@@ -325,7 +331,7 @@ fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, lin
         let mut out = io::stdout();
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
             match receiver.recv_from(&mut buf) {
-                Ok((n, from)) if from == peer => {
+                Ok((n, from)) if natt::core::family::canonical(from) == peer => {
                     let data = buf.get(..n).unwrap_or(&[]);
                     if !is_punch_packet(data) {
                         let _ = out
@@ -346,7 +352,7 @@ fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, lin
             Ok(_) => {
                 let data = line.strip_suffix('\n').unwrap_or(&line);
                 socket
-                    .send_to(data.as_bytes(), peer)
+                    .send_to(data.as_bytes(), to)
                     .map_err(|e| format!("send to {peer}: {e}"))?;
             }
             Err(e) => return Err(format!("reading stdin: {e}")),

@@ -17,6 +17,9 @@
 //!   retransmission schedule of every technique, each protocol with its own parameters.
 //! - [`fanout`]: one thread per item, the results collected under a deadline, the one fan-out
 //!   of every technique (the mapping drivers, server queries, UPnP's search).
+//! - [`family`]: one dual-stack socket for IPv4 and IPv6 where the host has global IPv6
+//!   ([`MappedUdpSocket::new`], [`MappedTcpSocket::new`]); IPv4-mapped addresses are made plain
+//!   IPv4 wherever they come in.
 //! - [`bytes::Reader`] and [`bytes::Writer`]: the byte reader and writer of the binary wire
 //!   formats, and [`frame::Framer`]: the one framer of messages on TCP streams.
 //!
@@ -59,6 +62,7 @@ pub mod context;
 pub mod deadline;
 pub mod endpoint;
 pub mod error;
+pub mod family;
 pub mod fanout;
 pub mod frame;
 pub mod lease;

@@ -11,12 +11,17 @@ pub const LOCAL: &str = "local";
 /// The addresses a peer on the same network can reach a socket bound at `bound` on.
 ///
 /// A socket bound to one address has that one. A socket bound to the unspecified address has
-/// every interface address of its family; loopback addresses are left out unless nothing else
-/// is there (loopback is useful only to peers on this very host). Link-local IPv6 addresses are
-/// left out (they need a scope to be usable).
+/// every interface address of its family, and a dual-stack socket (bound at `[::]`, see
+/// [`crate::family`]) those of both; loopback addresses are left out unless nothing else is
+/// there (loopback is useful only to peers on this very host). Link-local IPv6 addresses are
+/// left out (they need a scope to be usable). A global IPv6 address is reachable from anywhere
+/// but for the router's stateful firewall, so it is marked
+/// [`nat_restricted`](MappedSocketAddr::nat_restricted): it needs hole punching like a NAT.
 pub fn local_endpoints(bound: SocketAddr) -> Vec<MappedSocketAddr> {
     if !bound.ip().is_unspecified() {
-        return vec![MappedSocketAddr::new(bound, false, LOCAL)];
+        let bound = crate::family::canonical(bound);
+        let restricted = matches!(bound.ip(), IpAddr::V6(v6) if crate::family::is_global_ipv6(v6));
+        return vec![MappedSocketAddr::new(bound, restricted, LOCAL)];
     }
     let ips: Vec<IpAddr> = match if_addrs::get_if_addrs() {
         Ok(ifs) => ifs.into_iter().map(|i| i.ip()).collect(),
@@ -36,7 +41,8 @@ pub fn local_addrs(bound: SocketAddr) -> Vec<SocketAddr> {
 
 /// [`local_endpoints`] for a given list of interface addresses (pure, for tests).
 pub fn local_endpoints_from(bound: SocketAddr, interface_ips: &[IpAddr]) -> Vec<MappedSocketAddr> {
-    let same_family = |ip: &&IpAddr| ip.is_ipv4() == bound.is_ipv4();
+    let dual = crate::family::is_dual_stack(bound);
+    let same_family = |ip: &&IpAddr| dual || ip.is_ipv4() == bound.is_ipv4();
     let usable = |ip: &&IpAddr| match ip {
         IpAddr::V6(v6) => !v6.is_unicast_link_local(),
         IpAddr::V4(_) => true,
@@ -58,7 +64,10 @@ pub fn local_endpoints_from(bound: SocketAddr, interface_ips: &[IpAddr]) -> Vec<
     }
     ips.dedup();
     ips.into_iter()
-        .map(|ip| MappedSocketAddr::new(SocketAddr::new(ip, bound.port()), false, LOCAL))
+        .map(|ip| {
+            let restricted = matches!(ip, IpAddr::V6(v6) if crate::family::is_global_ipv6(v6));
+            MappedSocketAddr::new(SocketAddr::new(ip, bound.port()), restricted, LOCAL)
+        })
         .collect()
 }
 
@@ -81,9 +90,14 @@ mod tests {
         let v4 = local_endpoints_from("0.0.0.0:7".parse().unwrap(), &ips);
         let addrs: Vec<String> = v4.iter().map(|e| e.addr.to_string()).collect();
         assert_eq!(addrs, ["192.168.1.2:7", "10.0.0.2:7"]);
-        let v6 = local_endpoints_from("[::]:7".parse().unwrap(), &ips);
-        assert_eq!(v6.len(), 1);
-        assert_eq!(v6[0].addr.to_string(), "[2001:db8::2]:7");
+        // A socket at [::] is dual-stack: both families, global IPv6 behind a firewall.
+        let dual = local_endpoints_from("[::]:7".parse().unwrap(), &ips);
+        let addrs: Vec<String> = dual.iter().map(|e| e.addr.to_string()).collect();
+        assert_eq!(addrs, ["192.168.1.2:7", "10.0.0.2:7", "[2001:db8::2]:7"]);
+        let restricted: Vec<bool> = dual.iter().map(|e| e.nat_restricted).collect();
+        assert_eq!(restricted, [false, false, true]);
+        let mapped = local_endpoints("[::ffff:192.168.1.2]:7".parse().unwrap());
+        assert_eq!(mapped[0].addr.to_string(), "192.168.1.2:7");
     }
 
     #[test]

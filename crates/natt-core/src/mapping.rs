@@ -37,6 +37,24 @@ pub trait Lease: Send {
     }
 }
 
+/// Several leases held, released and dropped as one: what a technique that made more than one
+/// mapping for a socket returns (PCP: an IPv4 port mapping and an IPv6 pinhole).
+pub struct Leases(pub Vec<Box<dyn Lease>>);
+
+impl Lease for Leases {
+    fn describe(&self) -> String {
+        self.0.iter().map(|l| l.describe()).collect::<Vec<_>>().join("; ")
+    }
+
+    fn start_release(&mut self) {
+        self.0.iter_mut().for_each(|l| l.start_release());
+    }
+
+    fn wait_released(&mut self) {
+        self.0.iter_mut().for_each(|l| l.wait_released());
+    }
+}
+
 /// When a lease whose renewal failed tries again: an eighth of the lease, between 500 ms and
 /// a minute, so soon enough to renew before the mapping expires but never in a tight loop.
 /// The back-off of the lease keeper ([`crate::lease::Schedule`]).

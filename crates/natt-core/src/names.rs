@@ -270,7 +270,7 @@ pub fn of_family(
     addrs: Vec<SocketAddr>,
     local: SocketAddr,
 ) -> Result<Vec<SocketAddr>, ResolveError> {
-    let (same, other): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| a.is_ipv4() == local.is_ipv4());
+    let (same, other): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| crate::family::reaches(local, *a));
     if same.is_empty() {
         return Err(ResolveError::NoAddressOfFamily {
             name: name.to_string(),
@@ -439,7 +439,9 @@ mod tests {
         let ip = ServerName::parse("192.0.2.1", 9).unwrap();
         let addrs = ip.resolve_until(Instant::now() + Duration::from_secs(5)).unwrap();
         assert_eq!(addrs, vec!["192.0.2.1:9".parse().unwrap()]);
-        let e = of_family(&ip, addrs, "[::]:0".parse().unwrap())
+        // A dual-stack socket reaches IPv4 too; one bound to an IPv6 address does not.
+        assert!(of_family(&ip, addrs.clone(), "[::]:0".parse().unwrap()).is_ok());
+        let e = of_family(&ip, addrs, "[2001:db8::5]:0".parse().unwrap())
             .unwrap_err()
             .to_string();
         assert!(e.contains("192.0.2.1:9 has no IPv6 address"), "{e}");

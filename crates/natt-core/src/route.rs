@@ -2,7 +2,7 @@
 //! port-mapping techniques find their gateway (PCP, NAT-PMP) or check the one that answered
 //! (UPnP).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 /// `RTF_UP | RTF_GATEWAY` in `/proc/net/route`'s flags.
 const UP_GATEWAY: u32 = 0x1 | 0x2;
@@ -47,6 +47,60 @@ pub fn parse_proc_net_route(text: &str) -> Option<Ipv4Addr> {
         .map(|(_, router)| router)
 }
 
+/// The IPv6 router of the default route, with the scope of its interface when it is a
+/// link-local address (Linux: `/proc/net/ipv6_route`; elsewhere `None`). The port is 0.
+pub fn default_router_v6() -> Option<SocketAddrV6> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = match std::fs::read_to_string("/proc/net/ipv6_route") {
+            Ok(text) => text,
+            Err(e) => {
+                log::debug!("cannot read /proc/net/ipv6_route: {e}");
+                return None;
+            }
+        };
+        let (router, device) = parse_proc_net_ipv6_route(&text)?;
+        let scope = if router.is_unicast_link_local() {
+            let index = std::fs::read_to_string(format!("/sys/class/net/{device}/ifindex")).ok()?;
+            index.trim().parse().ok()?
+        } else {
+            0
+        };
+        Some(SocketAddrV6::new(router, 0, 0, scope))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// The router and device of the best IPv6 default route in the text of
+/// `/proc/net/ipv6_route` (lowest metric; routes without a next hop left out). Each line:
+/// destination, its prefix length, source, its prefix length, next hop, metric, reference
+/// count, use count, flags (hex), device.
+pub fn parse_proc_net_ipv6_route(text: &str) -> Option<(Ipv6Addr, String)> {
+    let addr = |s: &str| -> Option<Ipv6Addr> {
+        (s.len() == 32)
+            .then(|| u128::from_str_radix(s, 16).ok())
+            .flatten()
+            .map(Ipv6Addr::from)
+    };
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (dest, dest_len, next_hop, metric, flags, device) =
+                (f.first()?, f.get(1)?, f.get(4)?, f.get(5)?, f.get(8)?, f.get(9)?);
+            let router = addr(next_hop)?;
+            let default = addr(dest)?.is_unspecified() && *dest_len == "00";
+            let flags = u32::from_str_radix(flags, 16).ok()?;
+            (default && flags & UP_GATEWAY == UP_GATEWAY && !router.is_unspecified())
+                .then(|| Some((u32::from_str_radix(metric, 16).ok()?, router, (*device).to_owned())))
+                .flatten()
+        })
+        .min_by_key(|(metric, _, _)| *metric)
+        .map(|(_, router, device)| (router, device))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +114,22 @@ mod tests {
     /// `a.b.c.d` as the kernel prints it on this machine.
     fn kernel_hex(ip: [u8; 4]) -> String {
         format!("{:08X}", u32::from_ne_bytes(ip))
+    }
+
+    #[test]
+    fn finds_the_ipv6_default_router() {
+        let text = "\
+20010db8000100000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000100000000000000000001 00000400 00000002 00000000 00000003     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000200 00000002 00000000 00000003     wlan0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
+";
+        let (router, device) = parse_proc_net_ipv6_route(text).unwrap();
+        assert_eq!((router.to_string().as_str(), device.as_str()), ("fe80::1", "wlan0"));
+        let first_two: String = text.lines().take(2).collect::<Vec<_>>().join("\n");
+        let (router, _) = parse_proc_net_ipv6_route(&first_two).unwrap();
+        assert_eq!(router.to_string(), "2001:db8:1::1");
+        assert_eq!(parse_proc_net_ipv6_route("garbage\n\n1 2 3"), None);
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub const RESOLVE_POLL: Duration = Duration::from_millis(2);
 /// list.add("203.0.113.10:3478".parse().unwrap());
 /// list.add("203.0.113.10:3478".parse().unwrap());
 /// assert_eq!(list.all().len(), 1);
-/// assert!(list.for_local("[::]:0".parse().unwrap(), "STUN").is_err());
+/// assert!(list.for_local("[2001:db8::2]:0".parse().unwrap(), "STUN").is_err());
+/// // A dual-stack socket reaches both families.
+/// assert!(list.for_local("[::]:0".parse().unwrap(), "STUN").is_ok());
 /// ```
 #[derive(Debug, Default)]
 pub struct ServerList {
@@ -117,13 +119,13 @@ impl ServerList {
         ask_each(&addrs, label, ask).map_err(|e| with_unresolved(e, &unresolved))
     }
 
-    /// The servers a socket bound at `local` can reach (same address family); when there is
-    /// none, [`TechniqueError::NotApplicable`] naming `what` kind of server is missing.
+    /// The servers a socket bound at `local` can reach (same address family, or both for a
+    /// dual-stack socket: [`crate::family::reaches`]); when there is none, [`TechniqueError::NotApplicable`] naming `what` kind of server is missing.
     pub fn for_local(&self, local: SocketAddr, what: &str) -> Result<Vec<SocketAddr>, TechniqueError> {
         let servers: Vec<SocketAddr> = self
             .all()
             .into_iter()
-            .filter(|s| s.is_ipv4() == local.is_ipv4())
+            .filter(|s| crate::family::reaches(local, *s))
             .collect();
         if servers.is_empty() {
             let family = if local.is_ipv4() { "IPv4" } else { "IPv6" };

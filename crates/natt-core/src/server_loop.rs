@@ -94,7 +94,9 @@ pub fn reachable(bound: SocketAddr) -> SocketAddr {
 
 /// Receives datagrams of at most `max_len` bytes on `socket` and hands each to `handle`, until
 /// `stop` is set. Longer datagrams are handed over truncated to `max_len + 1` bytes, so a
-/// decoder can tell they were too long.
+/// decoder can tell they were too long. On a dual-stack socket, IPv4 senders are handed over as
+/// plain IPv4 ([`crate::family::canonical`]); answer them at
+/// [`crate::family::for_socket`]`(local, from)`.
 pub fn recv_loop(socket: &UdpSocket, stop: &AtomicBool, max_len: usize, mut handle: impl FnMut(SocketAddr, &[u8])) {
     if let Err(e) = socket.set_read_timeout(Some(POLL)) {
         log::warn!("cannot set a read timeout: {e}");
@@ -102,7 +104,7 @@ pub fn recv_loop(socket: &UdpSocket, stop: &AtomicBool, max_len: usize, mut hand
     let mut buf = vec![0u8; max_len + 1];
     while !stop.load(Ordering::SeqCst) {
         match socket.recv_from(&mut buf) {
-            Ok((n, from)) => handle(from, buf.get(..n).unwrap_or(&[])),
+            Ok((n, from)) => handle(crate::family::canonical(from), buf.get(..n).unwrap_or(&[])),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) => log::debug!("receive failed: {e}"),
         }
@@ -258,7 +260,7 @@ impl Served {
 
     /// Counts `stream` in, or `None` when the limits leave no slot for it.
     fn admit(self: &Arc<Self>, stream: &TcpStream, limits: &TcpLimits) -> Option<Admitted> {
-        let slot = self.slots.take(stream.peer_addr().ok()?.ip())?;
+        let slot = self.slots.take(crate::family::peer_addr(stream).ok()?.ip())?;
         let handle = stream.try_clone().ok()?;
         let mut c = self.lock();
         let id = c.next;

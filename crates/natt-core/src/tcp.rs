@@ -37,9 +37,11 @@ pub struct MappedTcpSocket {
 }
 
 impl MappedTcpSocket {
-    /// A new reusable socket on an ephemeral port of every IPv4 interface, mapped.
+    /// A new reusable socket on an ephemeral port of every interface, mapped: dual-stack at
+    /// `[::]` where the host has a global IPv6 address, else at `0.0.0.0`
+    /// ([`crate::family`]).
     pub fn new(mc: &MappingContext) -> Result<Self, Error> {
-        Self::bind(SocketAddr::from(([0, 0, 0, 0], 0)), mc)
+        Self::bind(crate::family::any_address(), mc)
     }
 
     /// A new reusable socket bound at `addr`, mapped.

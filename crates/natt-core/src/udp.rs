@@ -37,14 +37,16 @@ pub struct MappedUdpSocket {
 }
 
 impl MappedUdpSocket {
-    /// Binds a new socket to an ephemeral port on every IPv4 interface and maps it.
+    /// Binds a new socket to an ephemeral port on every interface and maps it: one dual-stack
+    /// socket at `[::]` where the host has a global IPv6 address, else one at `0.0.0.0`
+    /// ([`crate::family`]).
     pub fn new(mc: &MappingContext) -> Result<Self, Error> {
-        Self::bind(SocketAddr::from(([0, 0, 0, 0], 0)), mc)
+        Self::bind(crate::family::any_address(), mc)
     }
 
-    /// Binds a new socket at `addr` and maps it.
+    /// Binds a new socket at `addr` (dual-stack at `[::]`) and maps it.
     pub fn bind(addr: SocketAddr, mc: &MappingContext) -> Result<Self, Error> {
-        Self::map(UdpSocket::bind(addr)?, mc)
+        Self::map(crate::family::bind_udp(addr)?, mc)
     }
 
     /// Maps an existing socket with every technique of `mc`, taking at most
@@ -285,7 +287,9 @@ fn run_loop<R>(
 ) -> Result<Ended, Error> {
     // A connected socket (PCP's, to its gateway) sends with `send` (some systems refuse
     // `send_to` on it) and hears its peer's refusals.
-    let peer = socket.peer_addr().ok();
+    let peer = socket.peer_addr().ok().map(crate::family::canonical);
+    // A dual-stack socket sends to IPv4 addresses in their IPv4-mapped form, and hears them so.
+    let local = socket.local_addr()?;
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let now = Instant::now();
@@ -303,7 +307,7 @@ fn run_loop<R>(
                 while let Some(t) = exchange.poll_transmit(now) {
                     let sent = match peer {
                         Some(p) if p == t.destination => socket.send(&t.payload),
-                        _ => socket.send_to(&t.payload, t.destination),
+                        _ => socket.send_to(&t.payload, crate::family::for_socket(local, t.destination)),
                     };
                     match sent {
                         Ok(n) => log::trace!("sent {n} bytes to {}", t.destination),
@@ -328,6 +332,7 @@ fn run_loop<R>(
         match deadline::recv_from_until(socket, &mut buf, wake) {
             Ok(None) => {}
             Ok(Some((n, from))) => {
+                let from = crate::family::canonical(from);
                 let data = buf.get(..n).unwrap_or(&[]);
                 let now = Instant::now();
                 let claimed = exchanges

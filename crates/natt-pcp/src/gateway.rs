@@ -12,6 +12,16 @@ pub fn default_gateway() -> Option<SocketAddr> {
     default_router().map(|ip| SocketAddr::new(IpAddr::V4(ip), SERVER_PORT))
 }
 
+/// The PCP server of the IPv6 default route's router (`[ROUTER]:5351`, a link-local router with
+/// its interface's scope), if there is one and we can read it (Linux only): where an IPv6
+/// pinhole is asked for.
+pub fn default_gateway_v6() -> Option<SocketAddr> {
+    natt_core::route::default_router_v6().map(|mut router| {
+        router.set_port(SERVER_PORT);
+        SocketAddr::V6(router)
+    })
+}
+
 pub use natt_core::route::{default_router, parse_proc_net_route};
 
 /// A UDP socket connected to `gateway`, and this host's address on the interface toward it

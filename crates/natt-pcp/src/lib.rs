@@ -17,7 +17,10 @@
 //! - [`ask_gateway()`]: which protocol a gateway answers, without mapping.
 //!
 //! Endpoints it finds are open (not `nat_restricted`) and named `pcp` or `nat-pmp` after the
-//! protocol that made the mapping. Give a gateway explicitly with
+//! protocol that made the mapping. For a dual-stack socket (`natt_core::family`) on a host
+//! with global IPv6 it also asks the IPv6 default route's router for a PCP MAP of the host's
+//! IPv6 address, at the same time: a firewall pinhole, held in the same lease
+//! ([`PcpTechnique::pinhole`]). Give a gateway explicitly with
 //! `HolePunchServerAddr::Other { kind: "pcp".into(), addr }` (kind `nat-pmp` for NAT-PMP
 //! only); otherwise the default route's router is used (Linux: `/proc/net/route`).
 //!

@@ -1,5 +1,11 @@
 //! [`PcpTechnique`]: the [`MappingTechnique`] that asks the gateway for a port mapping with
 //! PCP, or NAT-PMP when that is all it speaks, beside the mapped socket.
+//!
+//! For a dual-stack socket (`natt_core::family`) on a host with global IPv6, it also asks the
+//! IPv6 default route's router for a PCP MAP of the host's IPv6 address: there is no NAT, so
+//! the "external" address is the host's own, and the router opens a pinhole in its firewall.
+//! Both are asked at once ([`natt_core::fanout`]) and held as one lease; the pinhole makes the
+//! IPv6 endpoint `nat_restricted: false`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,6 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use natt_core::arbiter::{Claim, ClaimKey, GatewayArbiter};
+use natt_core::fanout;
+use natt_core::mapping::{Lease, Leases};
 use natt_core::{HolePunchServerAddr, MappedSocketAddr, MappingTechnique, Protocol, TechniqueError, TechniqueMapping};
 
 use crate::driver::{self, Driven};
@@ -141,6 +149,38 @@ impl PcpTechnique {
         let (gateway, only) = self
             .find_gateway()
             .ok_or_else(|| PcpError::NotApplicable("no default route through a router".into()))?;
+        self.map_on(gateway, only, protocol, local, deadline)
+    }
+
+    /// Opens an IPv6 pinhole for `protocol` port `local` (a socket on `[::]` or on one of this
+    /// host's IPv6 addresses) on the IPv6 default route's router by `deadline`: a PCP MAP of the
+    /// host's IPv6 address. The endpoint (the host's own address, open) and its lease.
+    pub fn pinhole(
+        &self,
+        protocol: Protocol,
+        local: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(MappedSocketAddr, PcpLease), PcpError> {
+        let gateway = gateway::default_gateway_v6()
+            .ok_or_else(|| PcpError::NotApplicable("no IPv6 default route through a router".into()))?;
+        self.map_on(gateway, Some(Version::Pcp), protocol, local, deadline)
+    }
+
+    /// [`map`](Self::map) on `gateway`, restricted to `only`.
+    fn map_on(
+        &self,
+        gateway: SocketAddr,
+        only: Option<Version>,
+        protocol: Protocol,
+        local: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(MappedSocketAddr, PcpLease), PcpError> {
+        // A dual-stack socket's IPv4 side is mapped through an IPv4 gateway (natt_core::family).
+        let local = if gateway.is_ipv4() {
+            natt_core::family::ipv4_view(local)
+        } else {
+            local
+        };
         if local.is_ipv4() != gateway.is_ipv4() {
             return Err(PcpError::NotApplicable(format!(
                 "the socket ({local}) and the gateway ({gateway}) are of different address families"
@@ -258,10 +298,50 @@ impl PcpTechnique {
         local: SocketAddr,
         deadline: Instant,
     ) -> Result<TechniqueMapping, TechniqueError> {
-        let (endpoint, lease) = self.map(protocol, local, deadline)?;
+        let pinhole = self.target().is_none()
+            && natt_core::family::is_dual_stack(local)
+            && natt_core::family::host_has_global_ipv6();
+        if !pinhole {
+            let (endpoint, lease) = self.map(protocol, local, deadline)?;
+            return Ok(TechniqueMapping {
+                endpoints: vec![endpoint],
+                lease: Some(Box::new(lease)),
+            });
+        }
+        // The IPv4 mapping and the IPv6 pinhole at once; either is worth having.
+        let both = fanout::scoped("natt-pcp", Instant::now(), [false, true], |ipv6| {
+            let mapped = if ipv6 {
+                self.pinhole(protocol, local, deadline)
+            } else {
+                self.map(protocol, local, deadline)
+            };
+            mapped.map_err(TechniqueError::from)
+        });
+        let mut endpoints = Vec::new();
+        let mut leases: Vec<Box<dyn Lease>> = Vec::new();
+        let mut errors: Vec<TechniqueError> = Vec::new();
+        for (finished, what) in both.into_iter().zip(["IPv4 mapping", "IPv6 pinhole"]) {
+            match finished.into_timed("PCP").1 {
+                Ok((endpoint, lease)) => {
+                    endpoints.push(endpoint);
+                    leases.push(Box::new(lease));
+                }
+                Err(e) => {
+                    log::debug!("pcp: {what}: {e}");
+                    errors.push(e);
+                }
+            }
+        }
+        if endpoints.is_empty() {
+            // The IPv4 mapping's reason first: what the technique did before IPv6.
+            return Err(errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| TechniqueError::Other("PCP: no result".into())));
+        }
         Ok(TechniqueMapping {
-            endpoints: vec![endpoint],
-            lease: Some(Box::new(lease)),
+            endpoints,
+            lease: Some(Box::new(Leases(leases))),
         })
     }
 }

@@ -7,6 +7,9 @@
 //! preferring, for [`LOCAL_HEAD_START`], streams to the peer's local addresses, so that peers on
 //! one network connect directly rather than through their router. If the chosen stream fails,
 //! or stays silent for [`SWITCH_AFTER`] while another has shown a hello, role 0 chooses again.
+//! Role 0 also prefers IPv6: when the peer has IPv6 targets
+//! ([`StreamChooser::prefer_ipv6`]), it takes an IPv6 stream when there is one, and waits up to
+//! [`IPV6_GRACE`](crate::puncher::IPV6_GRACE) after the first IPv4 stream came up for one.
 //! Both frames are bound to their stream ([`crate::wire`]: each names the address its sender
 //! sees at the far end), so a party that connects to both peers cannot relay them.
 //!
@@ -69,6 +72,8 @@ pub struct StreamChooser {
     chosen: Option<(u64, Instant)>,
     done: Option<u64>,
     last_failure: Option<String>,
+    /// The peer has IPv6 targets: prefer an IPv6 stream.
+    prefer_ipv6: bool,
 }
 
 impl StreamChooser {
@@ -83,7 +88,26 @@ impl StreamChooser {
             chosen: None,
             done: None,
             last_failure: None,
+            prefer_ipv6: false,
         }
+    }
+
+    /// Prefers IPv6 streams when `peer_has_ipv6` (some of the peer's targets are IPv6): role 0
+    /// takes an IPv6 stream if one is up, and waits up to
+    /// [`IPV6_GRACE`](crate::puncher::IPV6_GRACE) after the first IPv4 stream for one.
+    pub fn prefer_ipv6(mut self, peer_has_ipv6: bool) -> Self {
+        self.prefer_ipv6 = peer_has_ipv6;
+        self
+    }
+
+    /// Until when role 0 waits for an IPv6 stream: [`IPV6_GRACE`](crate::puncher::IPV6_GRACE)
+    /// after the first IPv4 stream came up, while no IPv6 stream is up.
+    fn ipv6_wait_until(&self) -> Option<Instant> {
+        if !self.prefer_ipv6 || self.streams.values().any(|s| s.remote.is_ipv6()) {
+            return None;
+        }
+        let first_v4 = self.streams.values().map(|s| s.up_at).min()?;
+        Some(first_v4 + crate::puncher::IPV6_GRACE)
     }
 
     /// Stream `id` to `remote` came up.
@@ -171,9 +195,19 @@ impl StreamChooser {
             let other = self.chosen.is_none_or(|(c, _)| c != *id);
             (fresh && local_ok && other).then_some((*id, s.frame))
         };
+        if !silent && self.ipv6_wait_until().is_some_and(|until| now < until) {
+            return None;
+        }
         // Prefer a stream that has shown a hello (done at once), else the first one up; after a
-        // silent choice, only one with a hello.
-        let candidates: Vec<(u64, bool)> = self.streams.iter().filter_map(allowed).collect();
+        // silent choice, only one with a hello. IPv6 streams first when preferred.
+        let mut candidates: Vec<(u64, bool)> = self.streams.iter().filter_map(allowed).collect();
+        if self.prefer_ipv6
+            && candidates
+                .iter()
+                .any(|(id, _)| self.remote(*id).is_some_and(|r| r.is_ipv6()))
+        {
+            candidates.retain(|(id, _)| self.remote(*id).is_some_and(|r| r.is_ipv6()));
+        }
         let next = candidates
             .iter()
             .find(|(_, hello)| *hello)
@@ -190,6 +224,7 @@ impl StreamChooser {
         }
         match self.chosen {
             Some((_, at)) => Some(at + SWITCH_AFTER),
+            None if self.ipv6_wait_until().is_some() => self.ipv6_wait_until(),
             None if !self.locals.is_empty() && !self.streams.is_empty() => Some(self.head_start_until),
             None => None,
         }
@@ -221,6 +256,30 @@ mod tests {
         assert_eq!(c.poll(t0), None);
         c.frame(7, Kind::Hello);
         assert_eq!(c.poll(t0), Some(Action::Done(7)));
+    }
+
+    #[test]
+    fn role_0_prefers_ipv6_and_waits_a_grace_for_it() {
+        use crate::puncher::IPV6_GRACE;
+        let t0 = Instant::now();
+        // An IPv6 stream up after the IPv4 one, within the grace, is taken.
+        let mut c = StreamChooser::new(0, &[], t0).prefer_ipv6(true);
+        c.stream_up(1, addr("203.0.113.2:5"), t0);
+        c.frame(1, Kind::Hello);
+        assert_eq!(c.poll(t0), None);
+        assert_eq!(c.poll_timeout(), Some(t0 + IPV6_GRACE));
+        let t1 = t0 + IPV6_GRACE / 2;
+        c.stream_up(2, addr("[2001:db8:2::2]:6"), t1);
+        assert_eq!(c.poll(t1), Some(Action::SendChoose(2)));
+        // No IPv6 stream within the grace: the IPv4 one.
+        let mut c = StreamChooser::new(0, &[], t0).prefer_ipv6(true);
+        c.stream_up(1, addr("203.0.113.2:5"), t0);
+        assert_eq!(c.poll(t0), None);
+        assert_eq!(c.poll(t0 + IPV6_GRACE), Some(Action::SendChoose(1)));
+        // A peer without IPv6: no wait.
+        let mut c = StreamChooser::new(0, &[], t0).prefer_ipv6(false);
+        c.stream_up(1, addr("203.0.113.2:5"), t0);
+        assert_eq!(c.poll(t0), Some(Action::SendChoose(1)));
     }
 
     #[test]

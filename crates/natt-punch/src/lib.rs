@@ -9,6 +9,12 @@
 //! - [`tcp_punch_hole`]: TCP simultaneous open from the mapped port, with accepting on it too
 //!   ([`tcp`]).
 //!
+//! Both punches try IPv6 and IPv4 paths at once from one dual-stack socket (see
+//! `natt_core::family`) and take IPv6 when both work: an IPv4 path waits at most
+//! [`IPV6_GRACE`] for an IPv6 one, and only when the peer has IPv6 endpoints. Which family
+//! won is the family of the peer's address (`peer_addr`, the stream's far end), IPv4 always
+//! shown as plain IPv4.
+//!
 //! Every punch message is authenticated with keys derived from both peers' 128-bit secrets
 //! ([`keys`]), and bound to the path it was sent on ([`wire`], [`path`]), so only the peer
 //! holding the matching rendezvous information can complete a punch; packets of anyone else,
@@ -29,6 +35,7 @@ pub mod wire;
 
 pub use error::{NoPath, PunchError};
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, gen_rendezvous_info};
+pub use puncher::IPV6_GRACE;
 pub use tcp::tcp_punch_hole;
 pub use udp::PunchedUdpSocket;
 pub use wire::is_punch_packet;

@@ -65,12 +65,23 @@ impl Paths {
             (_, false) => 1,
             (_, true) => 2,
         };
+        // Tokens carry plain IPv4 addresses; an IPv4-mapped one is taken as such.
+        let theirs: Vec<MappedSocketAddr> = theirs
+            .iter()
+            .map(|e| {
+                MappedSocketAddr::new(
+                    natt_core::family::canonical(e.addr),
+                    e.nat_restricted,
+                    e.technique.clone(),
+                )
+            })
+            .collect();
         let mut eps: Vec<&MappedSocketAddr> = theirs.iter().collect();
         eps.sort_by_key(|e| rank(e));
         let mut refused: Vec<(SocketAddr, &'static str)> = Vec::new();
         let mut targets: Vec<SocketAddr> = Vec::new();
         for e in eps {
-            let why = if e.addr.is_ipv4() != local.is_ipv4() {
+            let why = if !natt_core::family::reaches(local, e.addr) {
                 Some("other address family than our socket")
             } else if ours.iter().any(|o| o.addr == e.addr) {
                 Some("one of our own endpoints")
@@ -109,7 +120,7 @@ impl Paths {
         peer_ips.dedup();
         let mut own_ips: Vec<IpAddr> = ours.iter().map(|e| e.addr.ip()).collect();
         if !local.ip().is_unspecified() {
-            own_ips.push(local.ip());
+            own_ips.push(local.ip().to_canonical());
         }
         own_ips.sort();
         own_ips.dedup();

@@ -21,6 +21,12 @@
 //! peer's last probes, flagged "confirmed, done", so that a peer whose last reply was lost
 //! finishes too.
 //!
+//! **IPv6 first**: both families are probed at once (a dual-stack socket reaches both, see
+//! `natt_core::family`). When the first confirmed path is IPv4 and the peer has IPv6 targets,
+//! the side waits up to [`IPV6_GRACE`] for an IPv6 path to be confirmed too, and takes that one
+//! if it is: an IPv6 path has no NAT mapping to expire or change. A punch between IPv4-only
+//! sides never waits.
+//!
 //! Politeness: at most [`MAX_PER_SECOND`] datagrams go to any one address in any second, at
 //! most [`MAX_ROUNDS`] probe rounds are made, and only addresses of the peer's token's IPs are
 //! ever sent to.
@@ -75,6 +81,10 @@ const DONE_COPIES: usize = 2;
 /// Copies of the final "done" message in the birthday method, where the side that finishes
 /// last has no other messages in flight to finish on (the other side probes no more).
 pub const BIRTHDAY_DONE_COPIES: usize = 4;
+/// How long a side with a confirmed IPv4 path waits for an IPv6 one when the peer has IPv6
+/// targets. Probes of both families leave together, so on links of similar delay the IPv6
+/// confirmation follows the IPv4 one within milliseconds; only a broken IPv6 path costs this.
+pub const IPV6_GRACE: Duration = Duration::from_millis(50);
 
 /// The punch over UDP, without a socket.
 #[derive(Debug)]
@@ -92,6 +102,10 @@ pub struct UdpPuncher {
     rounds: Schedule,
     now: Instant,
     confirmed: Option<SocketAddr>,
+    /// Until when an IPv4 path, confirmed, waits for an IPv6 one ([`IPV6_GRACE`]).
+    grace_until: Option<Instant>,
+    /// Paths on which a reply said the peer has confirmed a path too.
+    peer_confirmed: Vec<SocketAddr>,
     /// Addresses whose authenticated probes we answered, with the last such probe's nonce.
     answered: Vec<(SocketAddr, [u8; NONCE_LEN])>,
     probed_back: Vec<SocketAddr>,
@@ -131,6 +145,8 @@ impl UdpPuncher {
             rounds: Schedule::new(ROUNDS, now),
             now,
             confirmed: None,
+            grace_until: None,
+            peer_confirmed: Vec::new(),
             answered: Vec::new(),
             probed_back: Vec::new(),
             peer: None,
@@ -259,10 +275,34 @@ impl UdpPuncher {
         }
     }
 
-    fn check_done(&mut self, peer_confirmed_on: Option<SocketAddr>) {
+    fn check_done(&mut self) {
         let Some(path) = self.confirmed else { return };
-        if peer_confirmed_on == Some(path) || self.answered.iter().any(|(a, _)| *a == path) {
+        if self.grace_until.is_some_and(|until| self.now < until) {
+            return;
+        }
+        if self.peer_confirmed.contains(&path) || self.answered.iter().any(|(a, _)| *a == path) {
             self.finish_with(path);
+        }
+    }
+
+    /// A reply from `path` echoed our nonce: the path works. The first one is taken, and an
+    /// IPv6 path replaces an IPv4 one; an IPv4 path waits [`IPV6_GRACE`] for an IPv6 one when
+    /// the peer has IPv6 targets.
+    fn confirm(&mut self, path: SocketAddr) {
+        match self.confirmed {
+            None => {
+                log::debug!("path to {path} confirmed");
+                self.confirmed = Some(path);
+                if path.is_ipv4() && self.targets.iter().any(SocketAddr::is_ipv6) {
+                    self.grace_until = Some(self.now + IPV6_GRACE);
+                }
+            }
+            Some(c) if c.is_ipv4() && path.is_ipv6() => {
+                log::debug!("IPv6 path to {path} confirmed; preferred to {c}");
+                self.confirmed = Some(path);
+                self.grace_until = None;
+            }
+            Some(_) => {}
         }
     }
 }
@@ -270,6 +310,10 @@ impl UdpPuncher {
 impl UdpExchange for UdpPuncher {
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.now = self.now.max(now);
+        if self.peer.is_none() && self.grace_until.is_some_and(|until| now >= until) {
+            self.grace_until = None;
+            self.check_done();
+        }
         if self.peer.is_none() && self.rounds.is_due(now) {
             if self.rounds.sends() == 0 {
                 log::debug!("probing the peer at {:?}", self.targets);
@@ -295,10 +339,10 @@ impl UdpExchange for UdpPuncher {
             Some(self.now)
         } else {
             let spray = self.spray.as_ref().and_then(Spray::next_time);
-            match (self.rounds.next_send(), spray) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            [self.rounds.next_send(), spray, self.grace_until]
+                .into_iter()
+                .flatten()
+                .min()
         }
     }
 
@@ -361,11 +405,12 @@ impl UdpExchange for UdpPuncher {
                 }
                 // The peer's NAT now lets our packets from `from` in: probe back at once (once
                 // per address, so two punchers cannot ping-pong).
-                if self.confirmed.is_none() && !self.probed_back.contains(&from) {
+                let better = self.confirmed.is_none_or(|c| c.is_ipv4() && from.is_ipv6());
+                if better && !self.probed_back.contains(&from) {
                     self.probed_back.push(from);
                     self.probe(from);
                 }
-                self.check_done(None);
+                self.check_done();
             }
             Kind::Reply => {
                 let Some(i) = self
@@ -377,13 +422,13 @@ impl UdpExchange for UdpPuncher {
                     return true;
                 };
                 self.outstanding.remove(i);
-                if self.confirmed.is_none() {
-                    log::debug!("path to {from} confirmed (the peer sees us at {})", msg.observed);
-                    self.confirmed = Some(from);
-                }
+                log::trace!("{from}: reply (the peer sees us at {})", msg.observed);
+                self.confirm(from);
                 // A reply to our fresh probe, flagged: the peer has confirmed a path too.
-                let peer_confirmed = (msg.flags & FLAG_CONFIRMED != 0).then_some(from);
-                self.check_done(peer_confirmed);
+                if msg.flags & FLAG_CONFIRMED != 0 && !self.peer_confirmed.contains(&from) {
+                    self.peer_confirmed.push(from);
+                }
+                self.check_done();
             }
             Kind::Hello | Kind::Choose => {}
         }
@@ -476,6 +521,117 @@ mod tests {
 
     fn drain(p: &mut UdpPuncher, now: Instant) -> Vec<Transmit> {
         std::iter::from_fn(|| p.poll_transmit(now)).collect()
+    }
+
+    const A6: &str = "[2001:db8:1::2]:1000";
+    const B6: &str = "[2001:db8:2::2]:2000";
+
+    /// Two dual-stack punchers, each with an IPv4 and an IPv6 endpoint.
+    fn dual_pair() -> (UdpPuncher, UdpPuncher) {
+        let (a_priv, a_pub) = gen_rendezvous_info(vec![ep(A, true, "stun"), ep(A6, true, "local")]);
+        let (b_priv, b_pub) = gen_rendezvous_info(vec![ep(B, true, "stun"), ep(B6, true, "local")]);
+        let now = Instant::now();
+        let side = |ours: &PrivRendezvousInfo, theirs: &PubRendezvousInfo, seed: u64| {
+            let paths = Paths::new(addr("[::]:1"), &ours.endpoints, &theirs.endpoints).unwrap();
+            UdpPuncher::new(
+                SessionKeys::new(ours, theirs).unwrap(),
+                paths,
+                now,
+                StdRng::seed_from_u64(seed),
+            )
+        };
+        (side(&a_priv, &b_pub, 1), side(&b_priv, &a_pub, 2))
+    }
+
+    /// Delivers what each sends to the other (each datagram from the sender's endpoint of the
+    /// destination's family) after `delay` says (`None`: lost), in steps of 5 ms, until both are
+    /// done or `steps` pass; returns the time taken.
+    fn run_dual(
+        a: &mut UdpPuncher,
+        b: &mut UdpPuncher,
+        delay: impl Fn(&Transmit) -> Option<Duration>,
+        steps: u32,
+    ) -> Duration {
+        let start = Instant::now();
+        let mut now = start;
+        // (when, to b?, from, payload)
+        let mut flight: Vec<(Instant, bool, SocketAddr, Vec<u8>)> = Vec::new();
+        for _ in 0..steps {
+            for (to_b, p) in [(true, &mut *a), (false, &mut *b)] {
+                for t in drain(p, now) {
+                    let from = match (to_b, t.destination.is_ipv6()) {
+                        (true, true) => A6,
+                        (true, false) => A,
+                        (false, true) => B6,
+                        (false, false) => B,
+                    };
+                    if let Some(d) = delay(&t) {
+                        flight.push((now + d, to_b, addr(from), t.payload));
+                    }
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) = flight.into_iter().partition(|f| f.0 <= now);
+            flight = later;
+            for (_, to_b, from, payload) in due {
+                let p = if to_b { &mut *b } else { &mut *a };
+                p.handle_datagram(now, from, &payload);
+            }
+            if a.peer().is_some() && b.peer().is_some() {
+                break;
+            }
+            now += Duration::from_millis(5);
+        }
+        now - start
+    }
+
+    #[test]
+    fn both_families_work_and_ipv6_wins() {
+        let (mut a, mut b) = dual_pair();
+        assert!(a.targets().contains(&addr(B6)) && a.targets().contains(&addr(B)));
+        let took = run_dual(&mut a, &mut b, |_| Some(Duration::from_millis(10)), 100);
+        assert_eq!(a.peer(), Some(addr(B6)));
+        assert_eq!(b.peer(), Some(addr(A6)));
+        assert!(took <= Duration::from_millis(25), "{took:?}");
+    }
+
+    #[test]
+    fn ipv6_is_taken_when_it_confirms_within_the_grace() {
+        let (mut a, mut b) = dual_pair();
+        // IPv6 is 15 ms slower each way: IPv4 confirms first, IPv6 30 ms later.
+        let delay = |t: &Transmit| Some(Duration::from_millis(if t.destination.is_ipv6() { 25 } else { 10 }));
+        run_dual(&mut a, &mut b, delay, 100);
+        assert_eq!(a.peer(), Some(addr(B6)));
+        assert_eq!(b.peer(), Some(addr(A6)));
+    }
+
+    #[test]
+    fn ipv4_wins_after_the_grace_when_ipv6_is_blocked() {
+        let (mut a, mut b) = dual_pair();
+        let delay = |t: &Transmit| (!t.destination.is_ipv6()).then_some(Duration::from_millis(10));
+        let took = run_dual(&mut a, &mut b, delay, 100);
+        assert_eq!(a.peer(), Some(addr(B)));
+        assert_eq!(b.peer(), Some(addr(A)));
+        assert!(
+            took >= IPV6_GRACE && took <= IPV6_GRACE + Duration::from_millis(30),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn ipv4_only_punches_do_not_wait_for_ipv6() {
+        let (mut a, mut b) = pair();
+        let now = Instant::now();
+        for _ in 0..2 {
+            for t in drain(&mut a, now) {
+                b.handle_datagram(now, addr(A), &t.payload);
+            }
+            for t in drain(&mut b, now) {
+                a.handle_datagram(now, addr(B), &t.payload);
+            }
+        }
+        // Done without any time passing: no grace.
+        assert_eq!(a.peer(), Some(addr(B)));
+        assert_eq!(b.peer(), Some(addr(A)));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use socket2::Socket;
 
 use natt_core::deadline;
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
-use natt_core::reuse::reusable_tcp_socket;
+use natt_core::reuse::reusable_tcp_socket_from;
 use natt_core::server_loop::SourceSlots;
 
 use crate::choose::{Action, StreamChooser};
@@ -155,7 +155,8 @@ pub fn tcp_punch_hole(
         return Err(e.into());
     }
     drop(ctx);
-    let chooser = StreamChooser::new(keys.role, paths.peer_locals(), Instant::now());
+    let peer_has_ipv6 = paths.targets().iter().any(SocketAddr::is_ipv6);
+    let chooser = StreamChooser::new(keys.role, paths.peer_locals(), Instant::now()).prefer_ipv6(peer_has_ipv6);
     let result = run_chooser(chooser, &keys, &paths, &events_rx, deadline);
     stop.store(true, Ordering::SeqCst);
     let (stream, peer) = result?;
@@ -284,6 +285,7 @@ fn accept(listener: &TcpListener, ctx: &Ctx) {
     while !ctx.over() {
         match listener.accept() {
             Ok((stream, from)) => {
+                let from = natt_core::family::canonical(from);
                 if !ctx.paths.is_peer(from) {
                     log::debug!("{from}: connection from an address the peer's token does not list; closed");
                     continue;
@@ -365,8 +367,7 @@ const EINPROGRESS: i32 = 36;
 
 /// One connection attempt, watched until it connects, fails, or the punch is over (`None`).
 fn attempt(local: SocketAddr, target: SocketAddr, ctx: &Ctx) -> io::Result<Option<TcpStream>> {
-    let socket = reusable_tcp_socket(&target)?;
-    socket.bind(&local.into())?;
+    let (socket, target) = reusable_tcp_socket_from(local, target)?;
     socket.set_nonblocking(true)?;
     match socket.connect(&target.into()) {
         Ok(()) => {}

@@ -23,14 +23,16 @@ use crate::error::{NoPath, PunchError};
 use crate::keys::SessionKeys;
 use crate::path::Paths;
 pub use crate::puncher::UdpPuncher;
-pub use crate::puncher::{FIRST_INTERVAL, MAX_INTERVAL, MAX_PER_SECOND, MAX_ROUNDS, ROUNDS};
+pub use crate::puncher::{FIRST_INTERVAL, IPV6_GRACE, MAX_INTERVAL, MAX_PER_SECOND, MAX_ROUNDS, ROUNDS};
 
 /// A UDP socket that has been hole punched.
 #[derive(Debug)]
 pub struct PunchedUdpSocket {
-    /// The socket.
+    /// The socket (dual-stack when it was mapped so: send to an IPv4 `peer_addr` on it at
+    /// `natt_core::family::for_socket(local, peer_addr)` where the system needs the mapped form;
+    /// Linux takes either).
     pub socket: UdpSocket,
-    /// The peer's address that works.
+    /// The peer's address that works: IPv6 when an IPv6 path worked, else plain IPv4.
     pub peer_addr: SocketAddr,
 }
 

@@ -42,7 +42,7 @@ pub const MIN_GRACE: Duration = Duration::from_millis(100);
 pub(crate) fn endpoints_from(locals: &[SocketAddr], observed: &[SocketAddr]) -> Vec<MappedSocketAddr> {
     let mut out: Vec<MappedSocketAddr> = Vec::new();
     for &addr in observed {
-        let behind_nat = !locals.contains(&addr);
+        let behind_nat = !natt_core::family::open_without_nat(locals, addr);
         natt_core::endpoint::merge_endpoints(&mut out, [MappedSocketAddr::new(addr, behind_nat, NAME)]);
     }
     out

@@ -88,7 +88,7 @@ impl SimpleUdpHolePunchServer {
             recv_loop(&socket, &stop, REQUEST_LEN, |from, data| {
                 if let Some(reply) = wire::answer(from, data) {
                     count.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = socket.send_to(&reply, from) {
+                    if let Err(e) = socket.send_to(&reply, natt_core::family::for_socket(local, from)) {
                         log::debug!("reply to {from} failed: {e}");
                     }
                 }
@@ -196,7 +196,7 @@ fn serve_tcp_client(mut stream: TcpStream, answered: &AtomicU64) -> io::Result<(
 /// `stream` (whose timeouts bound the wait); for servers that serve several protocols on one
 /// port. `on_answer` is called once the request is known valid, before the reply is sent.
 pub fn answer_stream(head: [u8; HEADER_LEN], stream: &mut TcpStream, on_answer: impl FnOnce()) -> io::Result<()> {
-    let from = stream.peer_addr()?;
+    let from = natt_core::family::peer_addr(stream)?;
     match read_message_after(head, stream)? {
         Message::Request(req) => {
             on_answer();

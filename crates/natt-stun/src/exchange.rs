@@ -115,7 +115,7 @@ impl Default for FilterWindow {
 pub(crate) fn endpoints(locals: &[SocketAddr], mapped: &[SocketAddr], open: bool) -> Vec<MappedSocketAddr> {
     let mut out = Vec::new();
     for &addr in mapped {
-        let restricted = !open && !locals.contains(&addr);
+        let restricted = !open && !natt_core::family::open_without_nat(locals, addr);
         natt_core::endpoint::merge_endpoints(&mut out, [MappedSocketAddr::new(addr, restricted, NAME)]);
     }
     out

@@ -307,7 +307,8 @@ impl StunServer {
                             if let Some((via, to)) = answered {
                                 count.fetch_add(1, Ordering::Relaxed);
                                 let sock = udp.get(via).unwrap_or(socket);
-                                if let Err(e) = sock.send_to(reply.as_slice(), to) {
+                                let to_sock = natt_core::family::for_socket(addr, to);
+                                if let Err(e) = sock.send_to(reply.as_slice(), to_sock) {
                                     log::debug!("reply to {to} failed: {e}");
                                 }
                             }
@@ -376,7 +377,7 @@ fn serve_stream(
     other: Option<&dyn OtherProtocol>,
     answered: &AtomicU64,
 ) -> io::Result<()> {
-    let from = stream.peer_addr()?;
+    let from = natt_core::family::peer_addr(&stream)?;
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         let mut head = [0u8; STREAM_HEAD_LEN];
         match stream.read_exact(&mut head) {

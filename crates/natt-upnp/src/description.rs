@@ -122,6 +122,57 @@ pub fn parse_description(xml: &[u8]) -> Result<DeviceDescription, UpnpError> {
     })
 }
 
+/// The IPv6 firewall control service of IGD:2 (pinholes for IPv6 hosts).
+pub const FIREWALL_SERVICE: &str = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1";
+
+/// The control URL of the description's IPv6 firewall control service ([`FIREWALL_SERVICE`],
+/// IGD:2), as written, if it lists one: where natt asks for IPv6 pinholes
+/// ([`crate::pinhole`]). Read with the same limits as [`parse_description`].
+///
+/// ```
+/// let xml = br#"<root><device><serviceList><service>
+///   <serviceType>urn:schemas-upnp-org:service:WANIPv6FirewallControl:1</serviceType>
+///   <controlURL>/ctl/IP6FCtl</controlURL></service></serviceList></device></root>"#;
+/// assert_eq!(natt_upnp::description::firewall_control(xml)?.as_deref(), Some("/ctl/IP6FCtl"));
+/// # Ok::<(), natt_upnp::UpnpError>(())
+/// ```
+pub fn firewall_control(xml: &[u8]) -> Result<Option<String>, UpnpError> {
+    const WHAT: &str = "the device description";
+    let mut found = None;
+    let mut service = Service::default();
+    xml_reader::walk(xml, LIMITS, |event, path| match event {
+        Event::Text(text) => {
+            if let [.., device, list, service_element, field] = path
+                && is_service(device, list, service_element)
+            {
+                match field.as_str() {
+                    "serviceType" => service.service_type = text.to_owned(),
+                    "controlURL" => service.control_url = text.to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        Event::End => {
+            if let [.., device, list, service_element] = path
+                && is_service(device, list, service_element)
+            {
+                let done = std::mem::take(&mut service);
+                if found.is_none() && done.service_type.trim() == FIREWALL_SERVICE && !done.control_url.is_empty() {
+                    found = Some(done.control_url);
+                }
+            }
+        }
+    })
+    .map_err(|e| match e {
+        XmlError::TooLarge(limit) => UpnpError::TooLarge {
+            what: WHAT.to_owned(),
+            limit,
+        },
+        XmlError::Malformed(detail) => UpnpError::malformed(WHAT, detail),
+    })?;
+    Ok(found)
+}
+
 /// The input arguments of the actions natt uses, as the IGD specifications fix them
 /// (WANIPConnection:1 and :2, WANPPPConnection:1), in their order: what a client would
 /// otherwise read from the service's description (SCPD). `AddAnyPortMapping` is listed for
@@ -327,6 +378,17 @@ mod tests {
         assert_eq!(e.addr, "192.168.1.1:5000".parse().unwrap());
         assert_eq!(e.root, "/rootDesc.xml");
         assert_eq!(e.control, "/ctl/IPConn");
+    }
+
+    #[test]
+    fn miniupnpds_ipv6_firewall_control_is_found() {
+        assert_eq!(
+            firewall_control(MINIUPNPD.as_bytes()).unwrap().as_deref(),
+            Some("/ctl/IP6FCtl")
+        );
+        let igd1 = MINIUPNPD.replace("WANIPv6FirewallControl", "Other");
+        assert_eq!(firewall_control(igd1.as_bytes()).unwrap(), None);
+        assert!(firewall_control(b"<root><!DOCTYPE x></root>").is_err());
     }
 
     #[test]

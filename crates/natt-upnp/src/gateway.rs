@@ -92,6 +92,8 @@ impl fmt::Display for GatewayInfo {
 #[derive(Debug, Clone)]
 pub struct Gateway {
     service: Arc<Service>,
+    /// The IPv6 firewall control service's control path (IGD:2), if the gateway has one.
+    firewall: Option<String>,
     /// Its IPv4 address.
     ip: Ipv4Addr,
     /// The root description URL, `http://192.168.1.1:5000/rootDesc.xml`.
@@ -173,6 +175,7 @@ impl Gateway {
         };
         let shown = format!("http://{host}:{port}{path}");
         Ok(Gateway {
+            firewall: None,
             ip,
             description: format!("http://{addr}{root}"),
             control: shown.clone(),
@@ -185,6 +188,23 @@ impl Gateway {
                 service_type,
             }),
         })
+    }
+
+    /// The gateway with its IPv6 firewall control service at `path` (a path on its HTTP
+    /// port; [`crate::description::firewall_control`]).
+    pub fn with_firewall(mut self, path: Option<String>) -> Gateway {
+        self.firewall = path.filter(|p| p.starts_with('/') && !p.starts_with("//"));
+        self
+    }
+
+    /// The IPv6 firewall control service's control path, if the gateway has one.
+    pub fn firewall(&self) -> Option<&str> {
+        self.firewall.as_deref()
+    }
+
+    /// The gateway's HTTP port (of its description and control URLs).
+    pub fn http_port(&self) -> u16 {
+        self.service.addr.port()
     }
 
     /// The gateway's IPv4 address.

@@ -9,6 +9,12 @@
 //! hardened XML reader; it decides what to ask, bounds every call by the caller's deadline and
 //! holds the leases.
 //!
+//! - **IPv6 pinholes**: for a dual-stack socket (`natt_core::family`) on a host with global
+//!   IPv6, the gateway's IGD:2 `WANIPv6FirewallControl` service ([`pinhole`]) is asked at the
+//!   same time as the IPv4 mapping to let the internet in to the socket's port of the host's
+//!   IPv6 address (`AddPinhole`, renewed with `UpdatePinhole`, deleted with `DeletePinhole`);
+//!   the request goes out from that address, as gateways require. The pinhole's endpoint is open
+//!   and held in the same lease as the mapping.
 //! - **Discovery**: an SSDP search, multicast from every IPv4 interface at once and unicast to
 //!   the router of the default route (one thread each, the first gateway found wins), whose
 //!   answers are taken from that router only ([`UpnpConfig::router_only`]; when there is a
@@ -104,6 +110,7 @@ mod gateway;
 mod http;
 mod lease;
 mod load;
+pub mod pinhole;
 mod port_choice;
 mod search;
 pub mod soap;

@@ -32,9 +32,18 @@ pub(crate) fn load(url: &str, deadline: Instant) -> Result<Gateway, UpnpError> {
     };
     let parsed: Url = url.trim().parse().map_err(|e: url::ParseError| bad(&e.to_string()))?;
     description::http_ipv4(&parsed).map_err(bad)?;
-    let found = description::parse_description(&get(&parsed, deadline)?)?;
+    let xml = get(&parsed, deadline)?;
+    let found = description::parse_description(&xml)?;
     let at = description::resolve(&parsed, &found)?;
-    Gateway::new(at.addr, &at.root, &at.control, found.service_type)
+    // IGD:2's IPv6 firewall control, resolved as the WAN service's control URL is.
+    let firewall = description::firewall_control(&xml).ok().flatten().and_then(|control| {
+        let d = description::DeviceDescription {
+            control_url: control,
+            ..found.clone()
+        };
+        description::resolve(&parsed, &d).ok().map(|e| e.control)
+    });
+    Ok(Gateway::new(at.addr, &at.root, &at.control, found.service_type)?.with_firewall(firewall))
 }
 
 /// The body of `url` (an HTTP GET on a worker thread, no proxy, no redirects), by `deadline`.

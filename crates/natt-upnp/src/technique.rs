@@ -4,7 +4,7 @@
 //! the gateway ([`crate::port_choice`]), and hold the mapping with an [`UpnpLease`]. What
 //! each step does and why: the crate documentation.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -20,7 +20,10 @@ use crate::cache::{Purpose, Shared};
 use crate::error::UpnpError;
 use crate::gateway::{Gateway, GatewayInfo};
 use crate::lease::{Mapping, UpnpLease};
+use crate::pinhole::{Firewall, PinholeLease};
 use crate::port_choice::{PortReservation, add_mapping};
+use natt_core::fanout;
+use natt_core::mapping::{Lease, Leases};
 
 /// The technique's name.
 pub const NAME: &str = "upnp";
@@ -192,7 +195,8 @@ impl UpnpTechnique {
     }
 
     fn map(&self, protocol: Protocol, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, UpnpError> {
-        let SocketAddr::V4(local) = local else {
+        // A dual-stack socket's IPv4 side is mapped (natt_core::family).
+        let SocketAddr::V4(local) = natt_core::family::ipv4_view(local) else {
             return Err(UpnpError::NotApplicable("UPnP IGD maps IPv4 sockets only".into()));
         };
         if local.port() == 0 {
@@ -406,11 +410,151 @@ impl MappingTechnique for UpnpTechnique {
     }
 
     fn map_udp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        self.map(Protocol::Udp, local, deadline).map_err(TechniqueError::from)
+        self.map_dual(Protocol::Udp, local, deadline)
     }
 
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        self.map(Protocol::Tcp, local, deadline).map_err(TechniqueError::from)
+        self.map_dual(Protocol::Tcp, local, deadline)
+    }
+}
+
+impl UpnpTechnique {
+    /// [`map`](Self::map), and for a dual-stack socket on a host with global IPv6 an IPv6
+    /// pinhole too ([`pinhole`](Self::pinhole)): once the gateway is known (searched or loaded
+    /// once, then cached), both at once ([`fanout`]); either is worth having, both are held as
+    /// one lease.
+    fn map_dual(
+        &self,
+        protocol: Protocol,
+        local: SocketAddr,
+        deadline: Instant,
+    ) -> Result<TechniqueMapping, TechniqueError> {
+        if !(natt_core::family::is_dual_stack(local) && natt_core::family::host_has_global_ipv6()) {
+            return self.map(protocol, local, deadline).map_err(TechniqueError::from);
+        }
+        // Found once here, so that the two do not search for it each.
+        self.shared.gateway(deadline, Purpose::Map)?;
+        let both = fanout::scoped("natt-upnp-dual", Instant::now(), [false, true], |ipv6| {
+            let r = if ipv6 {
+                self.pinhole(protocol, local.port(), deadline)
+                    .map(|(endpoint, lease)| TechniqueMapping {
+                        endpoints: vec![endpoint],
+                        lease: lease.map(|l| Box::new(l) as Box<dyn Lease>),
+                    })
+            } else {
+                self.map(protocol, local, deadline)
+            };
+            r.map_err(TechniqueError::from)
+        });
+        let mut results = both.into_iter().map(|finished| finished.into_timed("UPnP").1);
+        let (mapped, pinhole) = (
+            results
+                .next()
+                .unwrap_or_else(|| Err(TechniqueError::Other("no result".into()))),
+            results
+                .next()
+                .unwrap_or_else(|| Err(TechniqueError::Other("no result".into()))),
+        );
+        match (mapped, pinhole) {
+            (Ok(mut m), Ok(p)) => {
+                m.endpoints.extend(p.endpoints);
+                let leases: Vec<Box<dyn Lease>> = m.lease.take().into_iter().chain(p.lease).collect();
+                m.lease = Some(Box::new(Leases(leases)));
+                Ok(m)
+            }
+            (Ok(m), Err(e)) => {
+                log::debug!("upnp: no IPv6 pinhole: {e}");
+                Ok(m)
+            }
+            (Err(e), Ok(p)) => {
+                log::info!("upnp: IPv4 mapping failed ({e}); IPv6 pinhole only");
+                Ok(p)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    /// Opens an IPv6 pinhole for `protocol` port `port` of this host's IPv6 address on the
+    /// gateway's IGD:2 firewall control service, reached at the IPv6 default route's router on
+    /// the gateway's HTTP port, by `deadline`: the endpoint (open) and its lease (none when the
+    /// gateway says its firewall is off). `AddPinhole` is asked at once; `GetFirewallStatus`
+    /// only explains a refusal.
+    pub fn pinhole(
+        &self,
+        protocol: Protocol,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<(MappedSocketAddr, Option<PinholeLease>), UpnpError> {
+        let (gateway, _) = self.shared.gateway(deadline, Purpose::Map)?;
+        let path = gateway.firewall().map(str::to_owned).ok_or_else(|| {
+            UpnpError::NotApplicable("the gateway has no IPv6 firewall control (IGD:2 WANIPv6FirewallControl)".into())
+        })?;
+        let mut router = natt_core::route::default_router_v6()
+            .ok_or_else(|| UpnpError::NotApplicable("no IPv6 default route through a router".into()))?;
+        router.set_port(gateway.http_port());
+        let client = ipv6_toward(router)?;
+        let endpoint = MappedSocketAddr::new(SocketAddr::new(client.into(), port), false, NAME);
+        let firewall = Firewall::new(router, &path, client);
+        let claim = match &self.arbiter {
+            None => None,
+            Some(arbiter) => {
+                let key = ClaimKey {
+                    gateway: IpAddr::V6(*router.ip()),
+                    protocol,
+                    internal: endpoint.addr,
+                };
+                match arbiter.claim(key, NAME, deadline) {
+                    Claim::Granted(guard) => Some(guard),
+                    Claim::TakenBy(owner) => {
+                        return Err(UpnpError::NotApplicable(format!(
+                            "{owner} already opened this pinhole on {}",
+                            router.ip()
+                        )));
+                    }
+                    Claim::TimedOut => {
+                        return Err(UpnpError::NotApplicable(
+                            "another technique was still opening this pinhole at the deadline".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let config = &self.shared.config;
+        // AddPinhole straight away (one round trip); GetFirewallStatus only to explain a refusal.
+        match PinholeLease::open(
+            firewall.clone(),
+            (protocol, port),
+            config.lease_secs(),
+            config.call_timeout,
+            deadline,
+            claim,
+        ) {
+            Ok(lease) => Ok((endpoint, Some(lease))),
+            // 702 FirewallDisabled: the host is open as it is.
+            Err(UpnpError::Refused { code: 702, .. }) => Ok((endpoint, None)),
+            Err(e @ UpnpError::Refused { .. }) => match firewall.status(deadline) {
+                Ok(status) if !status.enabled => Ok((endpoint, None)),
+                Ok(status) if !status.inbound_pinhole_allowed => Err(UpnpError::NotApplicable(format!(
+                    "the gateway allows no inbound pinholes ({e})"
+                ))),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// This host's IPv6 address toward `router` (what a connected UDP socket would send from;
+/// connecting sends nothing): a global one, or the pinhole would be for nothing.
+fn ipv6_toward(router: SocketAddrV6) -> Result<Ipv6Addr, UpnpError> {
+    let what = format!("finding our IPv6 address facing {}", router.ip());
+    let probe = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).map_err(|e| UpnpError::io(&what, e))?;
+    probe.connect(router).map_err(|e| UpnpError::io(&what, e))?;
+    match probe.local_addr().map_err(|e| UpnpError::io(&what, e))?.ip() {
+        IpAddr::V6(ip) if natt_core::family::is_global_ipv6(ip) => Ok(ip),
+        other => Err(UpnpError::NotApplicable(format!(
+            "{what}: got {other}, not a global address"
+        ))),
     }
 }
 

@@ -59,31 +59,31 @@ pub(super) enum Gateways {
 
 /// Punches of one protocol, as they add up.
 #[derive(Debug, Default)]
-struct Punches {
-    proto: &'static str,
+pub(super) struct Punches {
+    pub proto: &'static str,
     /// The slower side's `elapsed_ms` of each success.
-    slower: Samples,
+    pub slower: Samples,
     /// Every side's `elapsed_ms` of each success.
-    sides: Samples,
-    failed: usize,
-    last_failure: String,
+    pub sides: Samples,
+    pub failed: usize,
+    pub last_failure: String,
     /// The distinct pairs of peer addresses seen, as `A / B`.
-    paths: Vec<String>,
+    pub paths: Vec<String>,
 }
 
 impl Punches {
-    fn new(proto: &'static str) -> Punches {
+    pub fn new(proto: &'static str) -> Punches {
         Punches {
             proto,
             ..Punches::default()
         }
     }
 
-    fn succeeded(&self) -> usize {
+    pub fn succeeded(&self) -> usize {
         self.slower.len()
     }
 
-    fn record(&mut self, o: Outcome) {
+    pub fn record(&mut self, o: Outcome) {
         match o.slower() {
             Some(slower) if o.ok => {
                 self.slower.push(slower);
@@ -116,6 +116,16 @@ pub(super) fn punch_once(
     fs::create_dir_all(&dir)?;
     let stun1 = format!("{}:3478", lab.get("STUN1")?);
     let stun2 = format!("{}:3478", lab.get("STUN2")?);
+    // A lab with IPv6 has an IPv6 coturn too (the IPv6 benchmarks, `super::ipv6`).
+    let stun6: Vec<String> = match (lab.get("STUN1_6"), lab.get("STUN2_6")) {
+        (Ok(a), Ok(c)) => vec![
+            "--stun".into(),
+            format!("[{a}]:3478"),
+            "--stun".into(),
+            format!("[{c}]:3478"),
+        ],
+        _ => Vec::new(),
+    };
     let start = |node: &str, me: &str, peer: &str| -> Result<Lines> {
         let mut cmd = lab.command(node, &b.natt)?;
         cmd.args(["punch", &format!("--{proto}"), "--json"])
@@ -125,6 +135,7 @@ pub(super) fn punch_once(
                 &[]
             })
             .args(["--stun", &stun1, "--stun", &stun2])
+            .args(&stun6)
             .args(["--timeout", "10", "--linger", "0.3"])
             .arg("--token-out")
             .arg(dir.join(me))
@@ -197,6 +208,8 @@ pub(super) fn punch_once(
     Ok(out)
 }
 
+/// The one-way delay on each WAN link in the punch time measurements.
+pub const DELAY_MS: u32 = 25;
 /// The lab of [`time`]: two homes behind port-restricted cone NATs, 25 ms one way on each WAN.
 pub const DELAY_TOPOLOGY: &str = "r1=prc,delay=25 r2=prc,delay=25 p1";
 

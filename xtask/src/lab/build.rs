@@ -4,12 +4,12 @@
 //! miniupnpd has decided about port forwarding).
 
 use std::fs;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::impair::{self, Side};
 use super::topology::{
-    INET_GW, OBSERVER_PORT, PUBLIC_GW, RouterPlan, SRV1, SRV2, STUN_PORT, STUN1, STUN2, TURN_IP, TURN_PORT,
+    INET_GW, INET_GW6, OBSERVER_PORT, PUBLIC_GW, PUBLIC_GW6, PublicPlan, RouterPlan, SRV1, SRV1_6, SRV2, SRV2_6,
+    STUN_PORT, STUN1, STUN1_6, STUN2, STUN2_6, TURN_IP, TURN_PORT,
 };
 use super::{Lab, Result, daemons, err, nat, netns, probe, wait_until};
 
@@ -19,7 +19,7 @@ impl Lab {
         self.build_inet()?;
         let publics = self.plan.publics.clone();
         for p in &publics {
-            self.build_public(p.name.as_str(), p.ip)?;
+            self.build_public(p)?;
         }
         let routers = self.plan.routers.clone();
         for r in &routers {
@@ -64,6 +64,9 @@ impl Lab {
         if !chains.is_empty() {
             netns::run_with_input(netns::exec_in(&ns, "iptables-restore").arg("--noflush"), Some(&chains))?;
         }
+        if self.plan.ipv6 {
+            self.build_inet6(&ns)?;
+        }
         let coturn = daemons::coturn_args(&self.dir)?;
         let mut argv = vec!["turnserver".to_string()];
         argv.extend(coturn);
@@ -80,16 +83,45 @@ impl Lab {
         Ok(())
     }
 
-    fn build_public(&mut self, name: &str, ip: Ipv4Addr) -> Result<()> {
+    /// The internet's IPv6: forwarding, the gateways' and servers' addresses, a route to each
+    /// dual-stack router's /64, and the IPv6 coturn (RFC 5780 on two addresses).
+    fn build_inet6(&mut self, ns: &str) -> Result<()> {
+        netns::run(netns::exec_in(ns, "sysctl").args(["-qw", "net.ipv6.conf.all.forwarding=1"]))?;
+        let mut script = String::new();
+        for a in [INET_GW6, STUN1_6, STUN2_6, SRV1_6, SRV2_6] {
+            script.push_str(&format!("addr add {a}/64 dev br0 nodad\n"));
+        }
+        script.push_str(&format!("addr add {PUBLIC_GW6}/64 dev brp nodad\n"));
+        netns::ip_batch(ns, &script)?;
+        let chains: String = self
+            .plan
+            .routers
+            .iter()
+            .filter(|r| r.parent == "inet")
+            .map(|r| impair::link_chain6(r, Side::Parent))
+            .collect();
+        if !chains.is_empty() {
+            netns::run_with_input(netns::exec_in(ns, "ip6tables-restore").arg("--noflush"), Some(&chains))?;
+        }
+        let mut argv = vec!["turnserver".to_string()];
+        argv.extend(daemons::coturn6_args(&self.dir)?);
+        self.daemon("coturn6", "inet", &argv)
+    }
+
+    fn build_public(&mut self, p: &PublicPlan) -> Result<()> {
+        let (name, ip) = (p.name.as_str(), p.ip);
         let ns = netns::ns_name(&self.prefix, name);
         let inet = netns::ns_name(&self.prefix, "inet");
         netns::create(&ns, false)?;
         netns::veth(&ns, "eth0", &inet, name)?;
         netns::ip_batch(&inet, &format!("link set {name} master brp up\n"))?;
-        netns::ip_batch(
-            &ns,
-            &format!("addr add {ip}/24 dev eth0\nlink set eth0 up\nroute add default via {PUBLIC_GW}\n"),
-        )
+        let mut script = format!("addr add {ip}/24 dev eth0\nlink set eth0 up\nroute add default via {PUBLIC_GW}\n");
+        if let Some(ip6) = p.ip6 {
+            script.push_str(&format!(
+                "addr add {ip6}/64 dev eth0 nodad\nroute add ::/0 via {PUBLIC_GW6}\n"
+            ));
+        }
+        netns::ip_batch(&ns, &script)
     }
 
     fn build_router(&mut self, r: &RouterPlan) -> Result<()> {
@@ -114,18 +146,38 @@ impl Lab {
             r.wan_gw, r.lan_ip
         ));
         netns::ip_batch(&ns, &script)?;
+        if let Some(v6) = &r.v6 {
+            // No NAT: the router routes its /64; the internet routes it to the router's WAN.
+            netns::run(netns::exec_in(&ns, "sysctl").args(["-qw", "net.ipv6.conf.all.forwarding=1"]))?;
+            netns::ip_batch(
+                &ns,
+                &format!(
+                    "addr add {}/64 dev wan nodad\nroute add ::/0 via {INET_GW6} dev wan\n\
+                     addr add {}/64 dev lan nodad\n",
+                    v6.wan, v6.lan_ip
+                ),
+            )?;
+            netns::ip_batch(&parent, &format!("route add {}/64 via {}\n", v6.lan_net, v6.wan))?;
+        }
         for h in &r.hosts {
             let hns = netns::ns_name(&self.prefix, &h.name);
             netns::create(&hns, false)?;
             netns::veth(&hns, "eth0", &ns, &h.name)?;
             netns::ip_batch(&ns, &format!("link set {} master lan up\n", h.name))?;
-            netns::ip_batch(
-                &hns,
-                &format!(
-                    "addr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {}\n",
+            let mut script = String::from("link set eth0 up\n");
+            if h.v4 {
+                script.push_str(&format!(
+                    "addr add {}/24 dev eth0\nroute add default via {}\n",
                     h.ip, h.gw
-                ),
-            )?;
+                ));
+            }
+            if let (Some(ip6), Some(v6)) = (h.ip6, &r.v6) {
+                script.push_str(&format!(
+                    "addr add {ip6}/64 dev eth0 nodad\nroute add ::/0 via {}\n",
+                    v6.lan_ip
+                ));
+            }
+            netns::ip_batch(&hns, &script)?;
         }
         nat::apply(&ns, r)?;
         // Link chains: this router's own WAN (internet -> router) and its child routers' WANs
@@ -135,6 +187,13 @@ impl Lab {
             chains.push_str(&impair::link_chain(child, Side::Parent));
         }
         netns::run_with_input(netns::exec_in(&ns, "iptables-restore").arg("--noflush"), Some(&chains))?;
+        let chains6 = impair::link_chain6(r, Side::Router);
+        if !chains6.is_empty() {
+            netns::run_with_input(
+                netns::exec_in(&ns, "ip6tables-restore").arg("--noflush"),
+                Some(&chains6),
+            )?;
+        }
         Ok(())
     }
 
@@ -147,7 +206,11 @@ impl Lab {
                 Side::Parent => r.parent.clone(),
             };
             let ns = self.ns(&node)?;
+            let dual = r.v6.is_some();
             let restore = |text: String| {
+                if dual {
+                    netns::run_with_input(netns::exec_in(&ns, "ip6tables-restore").arg("--noflush"), Some(&text))?;
+                }
                 netns::run_with_input(netns::exec_in(&ns, "iptables-restore").arg("--noflush"), Some(&text))
             };
             restore(impair::link_rules(r, side, 0, loss_pct))?;

@@ -15,7 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::netns;
-use super::topology::{RouterPlan, STUN_PORT, STUN1, STUN2, TURN_IP, TURN_PASSWORD, TURN_PORT, TURN_REALM, TURN_USER};
+use super::topology::{
+    RouterPlan, STUN_PORT, STUN1, STUN1_6, STUN2, STUN2_6, TURN_IP, TURN_PASSWORD, TURN_PORT, TURN_REALM, TURN_USER,
+};
 use super::{Result, err};
 
 /// Starts `program args...` detached inside namespace `ns`, logging to `dir/NAME.log`.
@@ -169,6 +171,33 @@ pub fn turn_args(dir: &Path, extra: &[&str]) -> Result<Vec<String>> {
     Ok(args)
 }
 
+/// The IPv6 coturn's arguments (a lab with IPv6): STUN only, on the two IPv6 STUN addresses
+/// (RFC 5780), beside the IPv4 one on the same port.
+pub fn coturn6_args(dir: &Path) -> Result<Vec<String>> {
+    let conf = dir.join("coturn6-empty.conf");
+    fs::write(&conf, "")?;
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok(vec![
+        "-c".into(),
+        conf.display().to_string(),
+        "--stun-only".into(),
+        "--no-cli".into(),
+        "--no-tls".into(),
+        "--no-dtls".into(),
+        "-L".into(),
+        STUN1_6.to_string(),
+        "-L".into(),
+        STUN2_6.to_string(),
+        "--listening-port".into(),
+        STUN_PORT.to_string(),
+        "--pidfile".into(),
+        path("coturn6.pidfile"),
+        "--simple-log".into(),
+        "-l".into(),
+        path("coturn6.turnlog"),
+    ])
+}
+
 /// miniupnpd-iptables drives LEGACY iptables (libiptc): its chains, for
 /// `iptables-legacy-restore --noflush`. (Debian's `iptables_init.sh` is broken.)
 pub const MINIUPNPD_CHAINS: &str = "\
@@ -207,12 +236,27 @@ ext_stun_host={STUN1}
 ext_stun_port={STUN_PORT}
 allow 1024-65535 {lan}/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
-",
+{v6}",
         leases = dir.join(format!("miniupnpd-{}.leases", r.name)).display(),
         n = r.n,
         name = r.name,
         lan = r.lan_net,
+        v6 = miniupnpd_conf6(r),
     )
+}
+
+/// miniupnpd's IPv6 lines for a dual-stack router: it listens on IPv6 too (UPnP IGD:2 with
+/// WANIPv6FirewallControl, PCP), and writes pinholes into the legacy ip6tables chain
+/// `MINIUPNPD` ([`super::nat::router_rules6`]). `ipv6_listening_ip=::`, not the LAN's IPv6
+/// address: miniupnpd 2.3.1 binds its one HTTP socket to that address, which leaves no IPv4
+/// HTTP listener (IPv4 UPnP refused); with `::` the socket is dual-stack on the LAN interface,
+/// and PCP listens on both families.
+pub fn miniupnpd_conf6(r: &RouterPlan) -> String {
+    if r.v6.is_some() {
+        "ipv6_listening_ip=::\nipv6_disable=no\nforce_igd_desc_v1=no\n".to_string()
+    } else {
+        String::new()
+    }
 }
 
 /// Starts miniupnpd on router `r` (namespace `ns`): legacy chains, config, daemon.
@@ -268,6 +312,10 @@ mod tests {
         assert!(conf.contains("ext_stun_host=203.0.113.10\next_stun_port=3478\n"));
         assert!(conf.contains("allow 1024-65535 192.168.1.0/24 1024-65535\n"));
         assert!(conf.contains("lease_file=/tmp/x/miniupnpd-r1.leases\n"));
+        assert!(!conf.contains("ipv6"));
+        let plan = Topology::parse("r1=prc,v6,upnp").unwrap().plan().unwrap();
+        let conf = miniupnpd_conf(Path::new("/tmp/x"), plan.router("r1").unwrap());
+        assert!(conf.contains("ipv6_listening_ip=::\nipv6_disable=no\nforce_igd_desc_v1=no\n"));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! - router -> internet: in the parent (`inet` or `rM`), `-i br0|lan -s WAN`, chain `LINK-rN`,
 //!   NFQUEUE queue N.
 //!
+//! A dual-stack router's IPv6 packets take the same chains and queues in `ip6tables`
+//! ([`link_chain6`]; the parent matches the router's IPv6 WAN address and LAN prefix).
+//!
 //! Loss is the `statistic` match (`-j DROP`). Delay is `-j NFQUEUE` to
 //! `xtask lab nfq-delay --queue Q --ms D` ([`run_delay`]), which holds each packet D ms
 //! before its ACCEPT verdict; constant delay keeps FIFO order. Its timing granularity is about
@@ -63,6 +66,25 @@ pub fn link_chain(r: &RouterPlan, side: Side) -> String {
         Side::Parent => format!("-A PREROUTING -i {} -s {} -j {chain}", r.parent_bridge(), r.wan),
     };
     format!("*raw\n:{chain} - [0:0]\n{jump}\nCOMMIT\n")
+}
+
+/// `ip6tables-restore --noflush` input for a dual-stack router: [`link_chain`] for IPv6 (empty
+/// for a router without IPv6). [`link_rules`] serves both families.
+pub fn link_chain6(r: &RouterPlan, side: Side) -> String {
+    let Some(v6) = &r.v6 else {
+        return String::new();
+    };
+    let chain = chain(r);
+    let jumps = match side {
+        Side::Router => format!("-A PREROUTING -i wan -j {chain}\n"),
+        Side::Parent => format!(
+            "-A PREROUTING -i {bridge} -s {wan}/128 -j {chain}\n-A PREROUTING -i {bridge} -s {lan}/64 -j {chain}\n",
+            bridge = r.parent_bridge(),
+            wan = v6.wan,
+            lan = v6.lan_net
+        ),
+    };
+    format!("*raw\n:{chain} - [0:0]\n{jumps}COMMIT\n")
 }
 
 /// `iptables-restore --noflush` input that replaces the rules of `r`'s link chain at `side`.

@@ -10,6 +10,10 @@
 //! RN_UPNP` (+ `RN_IGD_URL RN_NATPMP RN_UPNP_FORWARDING` with miniupnpd), per host
 //! `HN_NS HN_IP HN_ROUTER HN_GW HN_PUBLIC_IP` (`H1B_IP`...), per public host `PN_NS PN_IP
 //! PN_PUBLIC_IP`.
+//!
+//! With IPv6 in the lab (`LAB_IPV6=1`): `INET_GW6 STUN1_6 STUN2_6 SRV1_6 SRV2_6`, per dual-stack
+//! router `RN_V6=1 RN_WAN6 RN_LAN6 RN_LAN6_NET` (`RN_V6=0` on the others), per host behind one
+//! `HN_IP6` (and `HN_V4=0` behind a `v6only` router), per public host `PN_IP6`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,8 +21,8 @@ use std::path::Path;
 use super::daemons::TURN_LOG;
 use super::netns::ns_name;
 use super::topology::{
-    INET_GW, OBSERVER_PORT, Plan, SRV1, SRV2, STUN_PORT, STUN1, STUN2, TURN_IP, TURN_PASSWORD, TURN_PORT, TURN_REALM,
-    TURN_USER,
+    INET_GW, INET_GW6, OBSERVER_PORT, Plan, SRV1, SRV1_6, SRV2, SRV2_6, STUN_PORT, STUN1, STUN1_6, STUN2, STUN2_6,
+    TURN_IP, TURN_PASSWORD, TURN_PORT, TURN_REALM, TURN_USER,
 };
 
 /// Ordered `KEY=VALUE` pairs.
@@ -57,6 +61,14 @@ pub fn lines(prefix: &str, dir: &Path, plan: &Plan, upnp_forwarding: &BTreeMap<S
     put("TURN_PASSWORD", TURN_PASSWORD.to_string());
     put("TURN_REALM", TURN_REALM.to_string());
     put("TURN_LOG", dir.join(TURN_LOG).display().to_string());
+    put("LAB_IPV6", u8::from(plan.ipv6).to_string());
+    if plan.ipv6 {
+        put("INET_GW6", INET_GW6.to_string());
+        put("STUN1_6", STUN1_6.to_string());
+        put("STUN2_6", STUN2_6.to_string());
+        put("SRV1_6", SRV1_6.to_string());
+        put("SRV2_6", SRV2_6.to_string());
+    }
     for r in &plan.routers {
         let k = |s: &str| format!("R{}_{s}", r.n);
         put(&k("NS"), ns_name(prefix, &r.name));
@@ -72,6 +84,12 @@ pub fn lines(prefix: &str, dir: &Path, plan: &Plan, upnp_forwarding: &BTreeMap<S
         put(&k("DELAY_MS"), r.delay_ms.to_string());
         put(&k("LOSS_PCT"), r.loss_pct.to_string());
         put(&k("UPNP"), u8::from(r.upnp).to_string());
+        put(&k("V6"), u8::from(r.v6.is_some()).to_string());
+        if let Some(v6) = &r.v6 {
+            put(&k("WAN6"), v6.wan.to_string());
+            put(&k("LAN6"), v6.lan_ip.to_string());
+            put(&k("LAN6_NET"), format!("{}/64", v6.lan_net));
+        }
         if r.upnp {
             put(&k("IGD_URL"), r.igd_url());
             put(&k("NATPMP"), r.natpmp_addr());
@@ -88,6 +106,12 @@ pub fn lines(prefix: &str, dir: &Path, plan: &Plan, upnp_forwarding: &BTreeMap<S
             put(&k("ROUTER"), h.router.clone());
             put(&k("GW"), h.gw.to_string());
             put(&k("PUBLIC_IP"), h.public_ip.to_string());
+            if let Some(ip6) = h.ip6 {
+                put(&k("IP6"), ip6.to_string());
+            }
+            if !h.v4 {
+                put(&k("V4"), "0".to_string());
+            }
         }
     }
     for p in &plan.publics {
@@ -95,6 +119,9 @@ pub fn lines(prefix: &str, dir: &Path, plan: &Plan, upnp_forwarding: &BTreeMap<S
         put(&k("NS"), ns_name(prefix, &p.name));
         put(&k("IP"), p.ip.to_string());
         put(&k("PUBLIC_IP"), p.ip.to_string());
+        if let Some(ip6) = p.ip6 {
+            put(&k("IP6"), ip6.to_string());
+        }
     }
     v
 }
@@ -160,6 +187,27 @@ mod tests {
         assert_eq!(get("R2_UPNP_FORWARDING"), Some("disabled"));
         assert_eq!(get("H2_PUBLIC_IP"), Some("203.0.113.101"));
         assert_eq!(get("R2_PARENT"), Some("r1"));
+    }
+
+    #[test]
+    fn ipv6_keys() {
+        let plan = Topology::parse("r1=sym,v6 r2=prc,v6only p1").unwrap().plan().unwrap();
+        let info = lines("t6", Path::new("/x"), &plan, &BTreeMap::new());
+        let get = |k: &str| info.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("LAB_IPV6"), Some("1"));
+        assert_eq!(get("STUN2_6"), Some("2001:db8::11"));
+        assert_eq!(get("R1_WAN6"), Some("2001:db8::101"));
+        assert_eq!(get("R2_LAN6_NET"), Some("2001:db8:2::/64"));
+        assert_eq!(get("H1_IP6"), Some("2001:db8:1::2"));
+        assert_eq!(get("H2_V4"), Some("0"));
+        assert_eq!(get("P1_IP6"), Some("2001:db8:ff::11"));
+        let v4 = lines(
+            "t4",
+            Path::new("/x"),
+            &Topology::parse("pair").unwrap().plan().unwrap(),
+            &BTreeMap::new(),
+        );
+        assert!(!v4.iter().any(|(k, _)| k == "STUN1_6" || k == "H1_IP6"));
     }
 
     #[test]

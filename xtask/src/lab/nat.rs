@@ -16,6 +16,10 @@
 //! - hairpin: an nft dynamic map "external port -> internal ip.port", learned from conntrack
 //!   after SNAT; LAN packets to the WAN address are DNATed through it and SNATed to the WAN
 //!   address (RFC 4787 REQ-9).
+//! - IPv6 (`v6`): no NAT; a home router's stateful firewall (RFC 6092) in legacy `ip6tables`
+//!   (`ip6tables-legacy-restore`), so that miniupnpd's IPv6 pinholes (ACCEPT rules in a legacy
+//!   `MINIUPNPD` chain) are not overruled by a DROP in the nft-backed table: ICMPv6 in (neighbour
+//!   discovery), replies to known flows in, nothing new in from the WAN.
 
 use std::fmt::Write as _;
 
@@ -55,6 +59,29 @@ pub fn router_rules(r: &RouterPlan) -> String {
     nat
 }
 
+/// `ip6tables-legacy-restore --noflush` input: the IPv6 firewall of a dual-stack router (none
+/// without `v6`, or with `nofw`). A `upnp` router jumps to miniupnpd's `MINIUPNPD` chain (its
+/// pinholes) before the drop.
+pub fn router_rules6(r: &RouterPlan) -> String {
+    if r.v6.is_none() || !r.firewall {
+        return String::new();
+    }
+    let mut f = String::from("*filter\n");
+    if r.upnp {
+        f.push_str(":MINIUPNPD - [0:0]\n");
+    }
+    f.push_str("-A INPUT -i wan -p ipv6-icmp -j ACCEPT\n");
+    f.push_str("-A INPUT -i wan -m conntrack --ctstate NEW,INVALID -j DROP\n");
+    f.push_str("-A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n");
+    f.push_str("-A FORWARD -i wan -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT\n");
+    if r.upnp {
+        f.push_str("-A FORWARD -i wan ! -o wan -j MINIUPNPD\n");
+    }
+    f.push_str("-A FORWARD -i wan -j DROP\n");
+    f.push_str("COMMIT\n");
+    f
+}
+
 /// `nft -f` input that makes an endpoint-independent router hairpin.
 pub fn hairpin_nft(r: &RouterPlan) -> String {
     let wan = r.wan;
@@ -90,6 +117,13 @@ pub fn apply(ns: &str, r: &RouterPlan) -> Result<()> {
     )?;
     if r.hairpin {
         netns::run_with_input(netns::exec_in(ns, "nft").args(["-f", "-"]), Some(&hairpin_nft(r)))?;
+    }
+    let rules6 = router_rules6(r);
+    if !rules6.is_empty() {
+        netns::run_with_input(
+            netns::exec_in(ns, "ip6tables-legacy-restore").arg("--noflush"),
+            Some(&rules6),
+        )?;
     }
     Ok(())
 }
@@ -140,6 +174,18 @@ mod tests {
         assert!(rules.contains("-s 203.0.113.11 -j ACCEPT"));
         let accept = rules.find("203.0.113.11 -j ACCEPT").unwrap();
         assert!(accept < rules.find("NEW,INVALID").unwrap(), "accept before drop");
+    }
+
+    #[test]
+    fn ipv6_firewall_lets_nothing_new_in() {
+        assert!(router_rules6(&router("r1=prc", "r1")).is_empty());
+        assert!(router_rules6(&router("r1=prc,v6,nofw", "r1")).is_empty());
+        let rules = router_rules6(&router("r1=prc,v6", "r1"));
+        let established = rules.find("ESTABLISHED,RELATED -j ACCEPT").unwrap();
+        assert!(established < rules.find("-A FORWARD -i wan -j DROP").unwrap());
+        assert!(!rules.contains("MINIUPNPD"));
+        let upnp = router_rules6(&router("r1=prc,v6,upnp", "r1"));
+        assert!(upnp.find("-j MINIUPNPD").unwrap() < upnp.find("-A FORWARD -i wan -j DROP").unwrap());
     }
 
     #[test]

@@ -138,6 +138,13 @@ pub fn create(ns: &str, forwarding: bool) -> Result<()> {
         &format!("net.ipv4.ip_forward={fwd}"),
         "net.ipv4.icmp_ratelimit=0",
     ]))?;
+    // No IPv6 duplicate address detection on the lab's interfaces (their link-local addresses
+    // would stay tentative for a second or two, and neighbour discovery with them).
+    run(exec_in(ns, "sysctl").args([
+        "-qw",
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+    ]))?;
     // Absent where br_netfilter is not loaded: nothing to turn off then.
     let _ = run(exec_in(ns, "sysctl").args([
         "-qw",

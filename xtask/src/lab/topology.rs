@@ -16,9 +16,23 @@
 //! | `rN` with `via=rM` | WAN = rM's LAN prefix .(100+N)/24 (double NAT) |
 //! | `hN`, `hNb`, `hNc` | LAN .2, .3, .4 behind `rN` |
 //! | `pN` | 198.51.100.(10+N), public, no NAT |
+//!
+//! IPv6 (router option `v6`, or `--ipv6` for every top-level router; `v6only`: no IPv4 on the
+//! LAN): no NAT, each such router routes a /64 to its LAN behind a home router's stateful
+//! firewall (RFC 6092: nothing new comes in from the WAN). With any IPv6 in a lab, `inet`,
+//! coturn, natt's own servers and the public hosts have IPv6 addresses too:
+//!
+//! | node | IPv6 address |
+//! |---|---|
+//! | `inet` | 2001:db8::1/64 on the internet bridge, 2001:db8:ff::1/64 on the public hosts' |
+//! | STUN (a second coturn, RFC 5780) | 2001:db8::10 and 2001:db8::11, port 3478 |
+//! | servers of natt's own | 2001:db8::20 and 2001:db8::21 |
+//! | `rN` | WAN 2001:db8::(100+N)/64; LAN 2001:db8:N::1/64 (N written as hex digits) |
+//! | `hN`, `hNb`, `hNc` | 2001:db8:N::2, ::3, ::4 |
+//! | `pN` | 2001:db8:ff::(10+N) |
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The internet's router address on the bridge that routers' WANs hang off.
 pub const INET_GW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -47,6 +61,18 @@ pub const SRV1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 pub const SRV2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
 /// The observer (replies with the address it sees) listens on this port, UDP and TCP.
 pub const OBSERVER_PORT: u16 = 7000;
+/// The internet's router address on the bridge that routers' WANs hang off (IPv6).
+pub const INET_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// The internet's router address on the public hosts' bridge (IPv6).
+pub const PUBLIC_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+/// The IPv6 coturn's first address.
+pub const STUN1_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+/// The IPv6 coturn's second address (RFC 5780 needs two).
+pub const STUN2_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
+/// First IPv6 address for natt's own servers.
+pub const SRV1_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
+/// Second IPv6 address for natt's own servers.
+pub const SRV2_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x21);
 /// Hosts per router at most (`hN`, `hNb`, `hNc`).
 pub const MAX_HOSTS: u8 = 3;
 
@@ -123,6 +149,21 @@ pub const PRESETS: &[Preset] = &[
         about: "pair with 10 % loss each way on both WAN links",
     },
     Preset {
+        name: "v6-pair",
+        tokens: "r1=prc,v6 r2=prc,v6 p1",
+        about: "pair, dual-stack: a routed IPv6 /64 behind each router's firewall",
+    },
+    Preset {
+        name: "v6-sym-sym",
+        tokens: "r1=sym,v6 r2=sym,v6 p1",
+        about: "two symmetric NATs, dual-stack (IPv4 hopeless, IPv6 firewalls only)",
+    },
+    Preset {
+        name: "v6only-pair",
+        tokens: "r1=prc,v6only r2=prc,v6only p1",
+        about: "two IPv6-only LANs behind firewalls",
+    },
+    Preset {
         name: "world",
         tokens: "r1=prc,upnp r2=prc r3=sym r4=full r5=prc,hosts=2,hairpin \
                  r6=prc,cgn,hosts=0 r7=prc,via=r6,upnp p1",
@@ -191,6 +232,10 @@ pub struct RouterSpec {
     pub delay_ms: Option<u32>,
     /// `loss=PCT`: random loss on the WAN link, each direction.
     pub loss_pct: Option<f64>,
+    /// `v6`: a routed IPv6 /64 on the LAN behind a stateful firewall (dual-stack).
+    pub v6: bool,
+    /// `v6only`: IPv6 only on the LAN (no IPv4 addresses on the hosts); implies `v6`.
+    pub v6only: bool,
 }
 
 /// Parsed `lab up` words, presets expanded.
@@ -206,6 +251,8 @@ pub struct Topology {
     pub delay_ms: u32,
     /// `--loss PCT`: default loss of top-level routers' WAN links.
     pub loss_pct: f64,
+    /// `--ipv6`: every top-level router is dual-stack (`v6`).
+    pub ipv6: bool,
 }
 
 /// Parses one `rN=KIND,OPT...` token.
@@ -232,6 +279,8 @@ pub fn parse_router(token: &str) -> Result<RouterSpec, String> {
         cgn: false,
         delay_ms: None,
         loss_pct: None,
+        v6: false,
+        v6only: false,
     };
     for opt in parts.filter(|o| !o.is_empty()) {
         let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
@@ -240,6 +289,8 @@ pub fn parse_router(token: &str) -> Result<RouterSpec, String> {
             ("hairpin", "") => spec.hairpin = true,
             ("nofw", "") => spec.firewall = false,
             ("cgn", "") => spec.cgn = true,
+            ("v6", "") => spec.v6 = true,
+            ("v6only", "") => (spec.v6, spec.v6only) = (true, true),
             ("hosts", v) => {
                 spec.hosts = v
                     .parse()
@@ -261,13 +312,16 @@ pub fn parse_router(token: &str) -> Result<RouterSpec, String> {
             _ => {
                 return Err(format!(
                     "r{n}: unknown option '{opt}' \
-                     (upnp, hairpin, nofw, cgn, hosts=K, via=rM, delay=MS, loss=PCT)"
+                     (upnp, hairpin, nofw, cgn, v6, v6only, hosts=K, via=rM, delay=MS, loss=PCT)"
                 ));
             }
         }
     }
     if spec.hairpin && spec.kind == NatKind::Full {
         return Err(format!("r{n}: hairpin applies to prc and sym routers"));
+    }
+    if spec.v6 && spec.via.is_some() {
+        return Err(format!("r{n}: v6 applies to routers on the internet (not with via=)"));
     }
     Ok(spec)
 }
@@ -308,6 +362,7 @@ impl Topology {
             publics: Vec::new(),
             delay_ms: 0,
             loss_pct: 0.0,
+            ipv6: false,
         };
         let mut words = words.iter().map(|w| w.as_ref().to_string());
         while let Some(word) = words.next() {
@@ -325,6 +380,10 @@ impl Topology {
                 let v = rest.next().ok_or("--delay needs MS")?;
                 self.delay_ms = parse_delay(&v)?;
                 self.tokens.extend(["--delay".to_string(), v]);
+            }
+            "--ipv6" => {
+                self.ipv6 = true;
+                self.tokens.push("--ipv6".to_string());
             }
             "--loss" => {
                 let v = rest.next().ok_or("--loss needs PCT")?;
@@ -417,8 +476,16 @@ impl Topology {
                 Some(m) => routers.iter().find(|r| r.n == m).map(|r| r.public_ip).unwrap_or(wan),
             };
             let lan_ip = with_host(lan_net, 1);
+            let v6 = (spec.v6 || (self.ipv6 && spec.via.is_none())).then(|| RouterV6 {
+                wan: v6_addr(0, 0x100 + u16::from(spec.n)),
+                lan_net: v6_addr(hex_digits(spec.n), 0),
+                lan_ip: v6_addr(hex_digits(spec.n), 1),
+                v4: !spec.v6only,
+            });
             let hosts = (0..spec.hosts)
                 .map(|i| HostPlan {
+                    ip6: v6.as_ref().map(|_| v6_addr(hex_digits(spec.n), 2 + u16::from(i))),
+                    v4: !spec.v6only,
                     name: format!("h{}{}", spec.n, ["", "b", "c"].get(usize::from(i)).unwrap_or(&"")),
                     ip: with_host(lan_net, 2 + i),
                     router: format!("r{}", spec.n),
@@ -444,6 +511,7 @@ impl Topology {
                 public_ip,
                 delay_ms,
                 loss_pct,
+                v6,
             });
         }
         // A full cone forwards everything to its first host, else to its first child router.
@@ -455,6 +523,7 @@ impl Topology {
                 return Err(format!("{}: a full cone needs a host or a child router", r.name));
             }
         }
+        let ipv6 = routers.iter().any(|r| r.v6.is_some());
         let publics = self
             .publics
             .iter()
@@ -462,12 +531,14 @@ impl Topology {
                 n,
                 name: format!("p{n}"),
                 ip: Ipv4Addr::new(198, 51, 100, 10 + n),
+                ip6: ipv6.then(|| Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10 + u16::from(n))),
             })
             .collect();
         Ok(Plan {
             topology: self.canonical(),
             routers,
             publics,
+            ipv6,
         })
     }
 }
@@ -475,6 +546,16 @@ impl Topology {
 /// All preset names, comma-separated.
 pub fn preset_names() -> String {
     PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+}
+
+/// 2001:db8:`net`::`host`.
+fn v6_addr(net: u16, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, host)
+}
+
+/// `n`'s decimal digits read as hex (12 -> 0x12), so that r12's LAN is 2001:db8:12::/64.
+fn hex_digits(n: u8) -> u16 {
+    u16::from(n / 10) * 16 + u16::from(n % 10)
 }
 
 fn with_host(net: Ipv4Addr, host: u8) -> Ipv4Addr {
@@ -491,6 +572,21 @@ pub struct Plan {
     pub routers: Vec<RouterPlan>,
     /// Public hosts.
     pub publics: Vec<PublicPlan>,
+    /// Some router has IPv6: `inet`, its servers and the public hosts have IPv6 addresses too.
+    pub ipv6: bool,
+}
+
+/// A dual-stack (or IPv6-only) router's IPv6 side: no NAT, a routed /64 behind a firewall.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterV6 {
+    /// WAN address (2001:db8::(100+N)/64 on the internet bridge).
+    pub wan: Ipv6Addr,
+    /// LAN prefix (2001:db8:N::/64).
+    pub lan_net: Ipv6Addr,
+    /// The router's LAN address (2001:db8:N::1).
+    pub lan_ip: Ipv6Addr,
+    /// Hosts have IPv4 too (false with `v6only`).
+    pub v4: bool,
 }
 
 /// One router: its WAN link, LAN and hosts.
@@ -530,6 +626,8 @@ pub struct RouterPlan {
     pub delay_ms: u32,
     /// Loss on the WAN link, each direction, in percent.
     pub loss_pct: f64,
+    /// The IPv6 side (`v6`, `v6only`, `--ipv6`).
+    pub v6: Option<RouterV6>,
 }
 
 impl RouterPlan {
@@ -567,6 +665,10 @@ pub struct HostPlan {
     pub gw: Ipv4Addr,
     /// The address the internet sees for it (the outermost router's WAN).
     pub public_ip: Ipv4Addr,
+    /// Its global IPv6 address, behind a dual-stack router.
+    pub ip6: Option<Ipv6Addr>,
+    /// It has its IPv4 address (false behind a `v6only` router).
+    pub v4: bool,
 }
 
 /// A public host, straight on the internet.
@@ -578,6 +680,8 @@ pub struct PublicPlan {
     pub name: String,
     /// Its address, 198.51.100.(10+N).
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, 2001:db8:ff::(10+N), in a lab with IPv6.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 impl Plan {
@@ -695,6 +799,28 @@ mod tests {
         assert_eq!(d.router("r2").unwrap().delay_ms, 0);
         let mixed = plan("pair --delay 30 r3=prc,delay=5");
         assert_eq!(mixed.router("r3").unwrap().delay_ms, 5);
+    }
+
+    #[test]
+    fn ipv6_plan() {
+        let p = plan("r1=sym,v6 r2=prc p1");
+        assert!(p.ipv6);
+        let r1 = p.router("r1").unwrap().v6.clone().unwrap();
+        assert_eq!(r1.wan.to_string(), "2001:db8::101");
+        assert_eq!(r1.lan_ip.to_string(), "2001:db8:1::1");
+        assert!(p.router("r2").unwrap().v6.is_none());
+        assert_eq!(p.host("h1").unwrap().ip6.unwrap().to_string(), "2001:db8:1::2");
+        assert_eq!(p.host("h2").unwrap().ip6, None);
+        assert_eq!(p.publics[0].ip6.unwrap().to_string(), "2001:db8:ff::11");
+        let all = plan("r12=prc,hosts=2 r3=prc,v6only --ipv6");
+        assert_eq!(all.host("h12b").unwrap().ip6.unwrap().to_string(), "2001:db8:12::3");
+        assert!(all.host("h12").unwrap().v4 && !all.host("h3").unwrap().v4);
+        assert!(!plan("pair").ipv6);
+        assert!(
+            Topology::parse("r1=prc r2=prc,via=r1,v6")
+                .and_then(|t| t.plan())
+                .is_err()
+        );
     }
 
     #[test]
