@@ -57,6 +57,14 @@ struct Shared {
     closed: AtomicBool,
 }
 
+/// The address `socket` is bound at (the unspecified IPv4 address if it cannot be read): what
+/// [`natt_core::family::for_socket`] needs to address an IPv4 server from a dual-stack socket.
+fn local_of(socket: &UdpSocket) -> SocketAddr {
+    socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -68,6 +76,7 @@ impl Shared {
 
     /// Takes a datagram received on the allocation's socket ([`Relay::handle_datagram`]).
     fn take(&self, from: SocketAddr, bytes: &[u8]) -> Input {
+        let from = natt_core::family::canonical(from);
         let input = lock(&self.core).handle_datagram(Instant::now(), from, bytes);
         self.changed.notify_all();
         input
@@ -97,7 +106,12 @@ impl Shared {
 
     fn send(&self, t: &Transmit) -> io::Result<()> {
         match &self.link {
-            Link::Udp(socket) => socket.send_to(&t.payload, t.destination).map(drop),
+            Link::Udp(socket) => socket
+                .send_to(
+                    &t.payload,
+                    natt_core::family::for_socket(local_of(socket), t.destination),
+                )
+                .map(drop),
             Link::Tcp(stream) => lock(stream).write_all(&t.payload),
         }
     }
@@ -114,6 +128,7 @@ impl Shared {
 
     /// Feeds what came from `from`; peers' data goes to the inbox.
     fn feed(&self, from: SocketAddr, bytes: &[u8]) -> Input {
+        let from = natt_core::family::canonical(from);
         let input = lock(&self.core).handle_datagram(Instant::now(), from, bytes);
         if let Input::Data { peer, payload } = &input {
             let mut inbox = lock(&self.inbox);
@@ -323,7 +338,10 @@ impl Relay {
             }
             core.delete(Instant::now());
             if let Some(t) = core.poll_transmit(Instant::now()) {
-                let _ = socket.send_to(&t.payload, t.destination);
+                let _ = socket.send_to(
+                    &t.payload,
+                    natt_core::family::for_socket(local_of(socket), t.destination),
+                );
             }
             return Err(e);
         }
@@ -488,7 +506,7 @@ impl Relay {
     /// Whether `bytes` from `from` is the relay's (from its server, and STUN or ChannelData by
     /// its first bits), without taking it in.
     pub fn is_relay_traffic(&self, from: SocketAddr, bytes: &[u8]) -> bool {
-        from == self.server() && channel_data::classify(bytes) != Kind::Other
+        natt_core::family::canonical(from) == self.server() && channel_data::classify(bytes) != Kind::Other
     }
 
     /// Sends what falls due now (retransmissions of requests whose answers were missed, and

@@ -76,6 +76,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     race: Mutex<Race>,
     socket: UdpSocket,
+    /// Where `socket` is bound: a dual-stack socket takes IPv4 peers as IPv4-mapped addresses.
+    local: SocketAddr,
     relay: Option<RelayLink>,
     /// Our relayed address, if we hold an allocation.
     relayed: Option<SocketAddr>,
@@ -108,7 +110,11 @@ impl Shared {
 
     fn send_via(&self, via: Via, payload: &[u8], to: SocketAddr) {
         let sent = match (via, &self.relay) {
-            (Via::Socket, _) => self.socket.send_to(payload, to).map(drop).map_err(|e| e.to_string()),
+            (Via::Socket, _) => self
+                .socket
+                .send_to(payload, natt_core::family::for_socket(self.local, to))
+                .map(drop)
+                .map_err(|e| e.to_string()),
             (Via::Relay, Some(relay)) => relay.send_to(payload, to).map_err(|e| e.to_string()),
             (Via::Relay, None) => Err("no relay".into()),
         };
@@ -198,7 +204,7 @@ fn recv_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io::Result<O
         .clamp(deadline::MIN_WAIT, STOP_POLL);
     socket.set_read_timeout(Some(wait))?;
     match socket.recv_from(buf) {
-        Ok(got) => Ok(Some(got)),
+        Ok((n, from)) => Ok(Some((n, natt_core::family::canonical(from)))),
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),
         Err(e) => Err(e),
     }
@@ -272,6 +278,7 @@ impl UdpConnection {
         let shared = Arc::new(Shared {
             race: Mutex::new(race),
             socket: socket.try_clone()?,
+            local,
             relay,
             relayed,
             inbox: Mutex::new(VecDeque::new()),
@@ -388,7 +395,10 @@ impl UdpConnection {
             .chosen()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no path"))?;
         match chosen.lane.via() {
-            Via::Socket => self.socket.send_to(payload, chosen.peer).map(drop),
+            Via::Socket => self
+                .socket
+                .send_to(payload, natt_core::family::for_socket(self.shared.local, chosen.peer))
+                .map(drop),
             Via::Relay => match &self.shared.relay {
                 Some(relay) => relay.send_to(payload, chosen.peer).map_err(io::Error::other),
                 None => Err(io::Error::new(io::ErrorKind::NotConnected, "no relay")),
