@@ -357,10 +357,26 @@ fn connect_time(b: &Bench, s: &mut Section) -> Result<()> {
     t.row(vec!["h1 ↔ relay round trip".into(), spread(h1), String::new()]);
     t.row(vec!["h2 ↔ relay round trip".into(), spread(h2), String::new()]);
     t.row(vec!["allocation".into(), spread(&both.alloc), spread(&one.alloc)]);
-    t.row(vec!["connect, h1".into(), spread(&both.sides[0]), spread(&one.sides[0])]);
-    t.row(vec!["connect, h2".into(), spread(&both.sides[1]), spread(&one.sides[1])]);
-    t.row(vec!["connect over the relay (slower side)".into(), spread(&both.punch), spread(&one.punch)]);
-    t.row(vec!["**allocation + connect**".into(), spread(&both.total), spread(&one.total)]);
+    t.row(vec![
+        "connect, h1".into(),
+        spread(&both.sides[0]),
+        spread(&one.sides[0]),
+    ]);
+    t.row(vec![
+        "connect, h2".into(),
+        spread(&both.sides[1]),
+        spread(&one.sides[1]),
+    ]);
+    t.row(vec![
+        "connect over the relay (slower side)".into(),
+        spread(&both.punch),
+        spread(&one.punch),
+    ]);
+    t.row(vec![
+        "**allocation + connect**".into(),
+        spread(&both.total),
+        spread(&one.total),
+    ]);
     s.tables.push(t);
     let reference = format!("2 RTT relay + 1 RTT via relay = {}", ms(Some(target - 20.0)));
     s.checks.push(Check {

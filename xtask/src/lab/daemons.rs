@@ -101,28 +101,7 @@ fn signal(sig: &str, pids: &[u32]) {
 /// coturn's arguments: STUN only, on both STUN addresses (RFC 5780 CHANGE-REQUEST works only
 /// with two), with an empty config file (Debian's `/etc/turnserver.conf` says `no-rfc5780`).
 pub fn coturn_args(dir: &Path) -> Result<Vec<String>> {
-    let conf = dir.join("coturn-empty.conf");
-    fs::write(&conf, "")?;
-    let path = |name: &str| dir.join(name).display().to_string();
-    Ok(vec![
-        "-c".into(),
-        conf.display().to_string(),
-        "--stun-only".into(),
-        "--no-cli".into(),
-        "--no-tls".into(),
-        "--no-dtls".into(),
-        "-L".into(),
-        STUN1.to_string(),
-        "-L".into(),
-        STUN2.to_string(),
-        "--listening-port".into(),
-        STUN_PORT.to_string(),
-        "--pidfile".into(),
-        path("coturn.pidfile"),
-        "--simple-log".into(),
-        "-l".into(),
-        path("coturn.turnlog"),
-    ])
+    stun_only_args(dir, "coturn", [STUN1.to_string(), STUN2.to_string()])
 }
 
 /// The TURN relay's daemon name (its output in `STATE/turn.log`, coturn's own log in
@@ -174,9 +153,17 @@ pub fn turn_args(dir: &Path, extra: &[&str]) -> Result<Vec<String>> {
 /// The IPv6 coturn's arguments (a lab with IPv6): STUN only, on the two IPv6 STUN addresses
 /// (RFC 5780), beside the IPv4 one on the same port.
 pub fn coturn6_args(dir: &Path) -> Result<Vec<String>> {
-    let conf = dir.join("coturn6-empty.conf");
+    stun_only_args(dir, "coturn6", [STUN1_6.to_string(), STUN2_6.to_string()])
+}
+
+/// A STUN-only coturn (no TURN, CLI, TLS or DTLS) on the two addresses `listen` at
+/// [`STUN_PORT`], with an empty config file `NAME-empty.conf`, its pid file and log
+/// (`NAME.pidfile`, `NAME.turnlog`) in `dir`.
+fn stun_only_args(dir: &Path, name: &str, listen: [String; 2]) -> Result<Vec<String>> {
+    let conf = dir.join(format!("{name}-empty.conf"));
     fs::write(&conf, "")?;
-    let path = |name: &str| dir.join(name).display().to_string();
+    let path = |file: &str| dir.join(format!("{name}.{file}")).display().to_string();
+    let [first, second] = listen;
     Ok(vec![
         "-c".into(),
         conf.display().to_string(),
@@ -185,16 +172,16 @@ pub fn coturn6_args(dir: &Path) -> Result<Vec<String>> {
         "--no-tls".into(),
         "--no-dtls".into(),
         "-L".into(),
-        STUN1_6.to_string(),
+        first,
         "-L".into(),
-        STUN2_6.to_string(),
+        second,
         "--listening-port".into(),
         STUN_PORT.to_string(),
         "--pidfile".into(),
-        path("coturn6.pidfile"),
+        path("pidfile"),
         "--simple-log".into(),
         "-l".into(),
-        path("coturn6.turnlog"),
+        path("turnlog"),
     ])
 }
 
