@@ -36,6 +36,6 @@ pub mod wire;
 pub use error::{NoPath, PunchError};
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, gen_rendezvous_info};
 pub use puncher::IPV6_GRACE;
-pub use tcp::tcp_punch_hole;
+pub use tcp::{RelayedStream, Route, TcpPunched, tcp_punch_hole, tcp_punch_hole_with_relay};
 pub use udp::PunchedUdpSocket;
 pub use wire::is_punch_packet;
