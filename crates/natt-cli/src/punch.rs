@@ -89,10 +89,12 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         let peer_relayed = theirs.endpoints.iter().any(|e| e.technique == natt::turn::NAME);
         if args.turn.turn.is_some() || peer_relayed {
             let why_no_external = mapped.port_mappings.why_no_external();
-            let connection = connect_tcp(mapped.socket, mapped.port_mappings, ours, theirs, start + timeout)
-                .map_err(|e| match &why_no_external {
-                    Some(why) => format!("TCP punch failed: {e}; and our token had {why}"),
-                    None => format!("TCP punch failed: {e}"),
+            let connection =
+                connect_tcp(mapped.socket, mapped.port_mappings, ours, theirs, start + timeout).map_err(|e| {
+                    match &why_no_external {
+                        Some(why) => format!("TCP punch failed: {e}; and our token had {why}"),
+                        None => format!("TCP punch failed: {e}"),
+                    }
                 })?;
             let path = connection.path();
             report(args, peer_of(path), start, "tcp", path)?;

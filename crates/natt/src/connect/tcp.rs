@@ -119,7 +119,13 @@ pub fn connect_tcp(
             .spawn(move || accept_through(&relay, &tx, &stop, deadline))?;
     }
     log::debug!("fallback: connecting over TCP (relayed {relayed:?})");
-    let punched = tcp_punch_hole_with_relay(socket, our_priv_rendezvous_info, their_pub_rendezvous_info, deadline, rx);
+    let punched = tcp_punch_hole_with_relay(
+        socket,
+        our_priv_rendezvous_info,
+        their_pub_rendezvous_info,
+        deadline,
+        rx,
+    );
     stop.store(true, Ordering::Relaxed);
     let punched = punched?;
     let remote = punched.remote;
