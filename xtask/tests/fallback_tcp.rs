@@ -111,3 +111,32 @@ fn fallback_tcp_no_udp_out_reaches_the_relay_over_tcp() {
     assert_relayed(&a, &b);
     assert_released(&lab);
 }
+
+#[test]
+fn fallback_tcp_a_failed_relay_leaves_the_direct_path() {
+    let Some(lab) = lab(
+        "fallback_tcp_a_failed_relay_leaves_the_direct_path",
+        "ttfr",
+        "r1=prc r2=prc p1",
+    ) else {
+        return;
+    };
+    let (a, b) = session_over(
+        &lab,
+        "--tcp",
+        "h1",
+        Relay::Password("not-the-password"),
+        "h2",
+        Relay::None,
+        &[],
+    );
+    assert_talked(&a, &b, ("h1", "h2"));
+    assert_eq!(path(&a), "direct", "{a:#?}");
+    assert_eq!(path(&b), "direct", "{b:#?}");
+    let warnings: Vec<&str> = a
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("natt: warning: the TURN relay gave no address"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", a.stderr);
+}
