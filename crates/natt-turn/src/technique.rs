@@ -129,7 +129,19 @@ impl MappingTechnique for TurnTechnique {
     /// connect to its relayed address with plain TCP; the handle's
     /// [`accept_tcp`](Relay::accept_tcp) gives their streams.
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        let server = self.server_for(local).ok_or_else(|| self.no_server(local))?;
+        // The control connection is a stream of its own, so a dual-stack socket may take an
+        // IPv4 server (its relayed address is then IPv4, which such a socket's peers reach).
+        let server = self
+            .server_for(local)
+            .or_else(|| {
+                self.servers
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .find(|s| natt_core::family::reaches(local, s.addr))
+                    .cloned()
+            })
+            .ok_or_else(|| self.no_server(local))?;
         let config = Config {
             tcp_relay: true,
             ..self.config
