@@ -16,6 +16,38 @@
 //! stream came up [`RELAY_GRACE`](natt_punch::choose::RELAY_GRACE) (300 ms) later: direct
 //! first, as for UDP.
 //!
+//! ```no_run
+//! use natt::connect::{Path, connect_tcp};
+//! use natt::{gen_rendezvous_info, HolePunchServerAddr, MappedTcpSocket, MappingContext, TurnCredentials};
+//! use std::io::Write;
+//! use std::time::{Duration, Instant};
+//! # fn receive_their_token() -> String { String::new() }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let password = std::env::var("TURN_PASSWORD").unwrap_or_default();
+//! let mc = MappingContext::builder()
+//!     .servers([
+//!         HolePunchServerAddr::parse_stun("stun.example.org")?,
+//!         HolePunchServerAddr::parse_turn("turn:203.0.113.30:3478", TurnCredentials::new("me", password))?,
+//!     ])
+//!     .build()?;
+//! // The relayed address (an RFC 6062 TCP allocation) is one of the socket's endpoints.
+//! let MappedTcpSocket { socket, endpoints, port_mappings } = MappedTcpSocket::new(&mc)?;
+//! let (ours, public) = gen_rendezvous_info(endpoints);
+//! println!("{public}");
+//! let theirs = receive_their_token().parse()?;
+//! let deadline = Instant::now() + Duration::from_secs(10);
+//! let connection = connect_tcp(socket, port_mappings, ours, theirs, deadline)?;
+//! if let Path::Relayed { relay, .. } = connection.path() {
+//!     println!("through the relay {relay}");
+//! }
+//! let mut stream = connection.stream();
+//! stream.write_all(b"hello")?;
+//! // Closes the stream and deletes the allocation and the router mappings.
+//! connection.close();
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! A TCP connection stays on the path it started on: unlike
 //! [`UdpConnection`](super::UdpConnection), it does not move to a direct path that opens
 //! later (a byte stream cannot be moved between TCP connections without a framing of natt's
