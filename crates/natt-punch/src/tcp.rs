@@ -5,9 +5,15 @@
 //! [`crate::choose`] (one frame each way, bound to the stream), so both sides end up with the
 //! same single stream half a round trip after it connects, and close the others.
 //!
+//! [`tcp_punch_hole_with_relay`] is the same punch with streams through TURN relays (RFC 6062)
+//! as a fallback: the peer's relayed (`turn`) endpoints are connected to like any other, and
+//! the streams our own relay hands over (accepted by the caller) run the same handshake, bound
+//! to our relayed address; a relayed stream is chosen only when no direct one is
+//! ([`crate::choose`]).
+//!
 //! TCP through a symmetric NAT is out of scope: the birthday method ([`crate::birthday`]) is
 //! UDP's only (256 simultaneous opens from random ports would cost a router far more than
-//! datagrams do). A pair that needs it is served by a relay.
+//! datagrams do). A pair that needs it is served by a relay (above).
 //!
 //! This module is the thin driver: threads for the listener and for each connection attempt
 //! and stream, feeding [`StreamChooser`] through one channel. Its limits:
