@@ -142,7 +142,8 @@ pub struct PunchArgs {
     /// Seconds mapping the socket may take.
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     pub map_timeout: f64,
-    /// UDP: seconds to keep printing the peer's datagrams after stdin ends.
+    /// UDP, and TCP through a relay: seconds to keep printing what the peer sends after stdin
+    /// ends.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub linger: f64,
     /// Print the result as one JSON line:

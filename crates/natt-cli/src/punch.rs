@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use natt::connect::{Path as ConnPath, UdpConnection};
+use natt::connect::{Path as ConnPath, UdpConnection, connect_tcp};
 use natt::{
     MappedTcpSocket, MappedUdpSocket, PubRendezvousInfo, PunchedUdpSocket, gen_rendezvous_info, is_punch_packet,
     tcp_punch_hole,
@@ -79,16 +79,42 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
         }
     } else {
         let mapped = MappedTcpSocket::bind(local, &mc).map_err(|e| format!("cannot map a TCP socket: {e}"))?;
+        if args.turn.turn.is_some() {
+            report_relay_failure(&mapped.port_mappings);
+        }
         let (ours, public) = gen_rendezvous_info(mapped.endpoints);
         let theirs = exchange(&public, args, &mut stdin, timeout)?;
         let start = Instant::now();
-        let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
-            .map_err(|e| failed("TCP", &e, &mapped.port_mappings))?;
-        let peer = natt::core::family::peer_addr(&stream).map_err(|e| e.to_string())?;
-        report(args, peer, start, "tcp", direct(peer))?;
-        relay_tcp(stream, &mut stdin)?;
-        let mut port_mappings = mapped.port_mappings;
-        port_mappings.release();
+        // With a relay on either side, connect with fallback (RFC 6062 through the relay).
+        let peer_relayed = theirs.endpoints.iter().any(|e| e.technique == natt::turn::NAME);
+        if args.turn.turn.is_some() || peer_relayed {
+            let why_no_external = mapped.port_mappings.why_no_external();
+            let connection =
+                connect_tcp(mapped.socket, mapped.port_mappings, ours, theirs, start + timeout).map_err(|e| {
+                    match &why_no_external {
+                        Some(why) => format!("TCP punch failed: {e}; and our token had {why}"),
+                        None => format!("TCP punch failed: {e}"),
+                    }
+                })?;
+            let path = connection.path();
+            report(args, peer_of(path), start, "tcp", path)?;
+            let (stream, path, mut port_mappings) = connection.into_parts();
+            if path.relay().is_some() {
+                relay_tcp_relayed(stream, &mut stdin, linger)?;
+            } else {
+                relay_tcp(stream, &mut stdin)?;
+            }
+            // Releases the allocation and the router mappings, waiting for that.
+            port_mappings.release();
+        } else {
+            let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
+                .map_err(|e| failed("TCP", &e, &mapped.port_mappings))?;
+            let peer = natt::core::family::peer_addr(&stream).map_err(|e| e.to_string())?;
+            report(args, peer, start, "tcp", direct(peer))?;
+            relay_tcp(stream, &mut stdin)?;
+            let mut port_mappings = mapped.port_mappings;
+            port_mappings.release();
+        }
     }
     Ok(())
 }
@@ -387,6 +413,37 @@ fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = printer.join();
     Ok(())
+}
+
+/// As [`relay_tcp`], on a stream through a TURN relay: a TURN server (coturn) ends a relayed
+/// connection as a whole when one side half-closes it, so at the end of stdin this keeps
+/// printing the peer's bytes for `linger`, then closes the stream (unless the peer closed it
+/// first).
+fn relay_tcp_relayed(stream: TcpStream, stdin: &mut impl Read, linger: Duration) -> Result<(), String> {
+    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
+    let printer = thread::spawn(move || {
+        let mut out = io::stdout();
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0
+                || out
+                    .write_all(buf.get(..n).unwrap_or(&[]))
+                    .and_then(|()| out.flush())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut writer = &stream;
+    let copied = io::copy(stdin, &mut writer).map_err(|e| format!("relaying stdin: {e}"));
+    let until = Instant::now() + linger;
+    while !printer.is_finished() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = printer.join();
+    copied.map(drop)
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@
 //! Both frames are bound to their stream ([`crate::wire`]: each names the address its sender
 //! sees at the far end), so a party that connects to both peers cannot relay them.
 //!
+//! A stream through a TURN relay ([`StreamChooser::stream_up_relayed`]) is taken only when
+//! no direct one can be: role 0 chooses it only once the peer's hello arrived on it and no
+//! direct stream is up [`RELAY_GRACE`] later (the policy of natt's UDP fallback).
+//!
 //! Every stream reaches this chooser only from an address of the peer's token's IPs
 //! ([`crate::path`]), and a stream on which the peer's frame has not arrived within
 //! [`HANDSHAKE_TIMEOUT`] is closed by its driver.
@@ -42,6 +46,13 @@ pub const SWITCH_AFTER: Duration = Duration::from_secs(3);
 /// (role 1 gets choose only on the one stream role 0 takes, so its other streams end so).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long role 0 waits, after the peer's hello arrived on a relayed stream, for a direct
+/// stream before it chooses the relayed one. natt's UDP fallback waits as long
+/// (`DIRECT_PATIENCE`) when its direct path is half open; a TCP punch cannot see that (a SYN
+/// that crossed shows nothing until the stream is up, and a lost one is retransmitted only
+/// after a second), so a relayed stream always waits this long.
+pub const RELAY_GRACE: Duration = Duration::from_millis(300);
+
 /// Role 0 chooses no stream older than this: role 1 may be closing it.
 const CHOOSE_BEFORE: Duration = Duration::from_secs(4);
 
@@ -60,6 +71,10 @@ struct Stream {
     up_at: Instant,
     /// The peer's frame (hello for role 0, choose for role 1) arrived on it.
     frame: bool,
+    /// When the peer's frame arrived.
+    frame_at: Option<Instant>,
+    /// The stream goes through a TURN relay.
+    relayed: bool,
 }
 
 /// The stream choice of one side.
@@ -112,25 +127,62 @@ impl StreamChooser {
 
     /// Stream `id` to `remote` came up.
     pub fn stream_up(&mut self, id: u64, remote: SocketAddr, now: Instant) {
+        self.up(id, remote, now, false);
+    }
+
+    /// Stream `id` through a TURN relay came up (`remote`: the peer's relayed address, or the
+    /// peer as our relay sees it): a fallback, see the module documentation.
+    pub fn stream_up_relayed(&mut self, id: u64, remote: SocketAddr, now: Instant) {
+        self.up(id, remote, now, true);
+    }
+
+    fn up(&mut self, id: u64, remote: SocketAddr, now: Instant, relayed: bool) {
         self.streams.insert(
             id,
             Stream {
                 remote,
                 up_at: now,
                 frame: false,
+                frame_at: None,
+                relayed,
             },
         );
     }
 
-    /// An authenticated frame of `kind`, bound to this stream, arrived on stream `id`.
+    /// An authenticated frame of `kind`, bound to this stream, arrived on stream `id` (taken
+    /// as arrived when the stream came up; [`frame_at`](Self::frame_at) says when).
     pub fn frame(&mut self, id: u64, kind: Kind) {
+        let at = self.streams.get(&id).map(|s| s.up_at);
+        if let Some(at) = at {
+            self.frame_at(id, kind, at);
+        }
+    }
+
+    /// An authenticated frame of `kind`, bound to this stream, arrived on stream `id` at `now`.
+    pub fn frame_at(&mut self, id: u64, kind: Kind, now: Instant) {
         let expected = if self.role == 0 { Kind::Hello } else { Kind::Choose };
         if kind != expected {
             return;
         }
         if let Some(s) = self.streams.get_mut(&id) {
             s.frame = true;
+            s.frame_at.get_or_insert(now);
         }
+    }
+
+    /// Whether stream `id` goes through a relay.
+    pub fn is_relayed(&self, id: u64) -> bool {
+        self.streams.get(&id).is_some_and(|s| s.relayed)
+    }
+
+    /// When the earliest relayed stream with the peer's hello becomes a candidate.
+    fn relay_ready_at(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter(|s| s.relayed)
+            .filter_map(|s| s.frame_at)
+            .min()
+            .map(|at| at + RELAY_GRACE)
     }
 
     /// Stream `id` failed (closed, reset, timed out, or something other than the peer's frame
@@ -201,6 +253,17 @@ impl StreamChooser {
         // Prefer a stream that has shown a hello (done at once), else the first one up; after a
         // silent choice, only one with a hello. IPv6 streams first when preferred.
         let mut candidates: Vec<(u64, bool)> = self.streams.iter().filter_map(allowed).collect();
+        // Direct streams first; a relayed one only with the peer's hello, after the grace.
+        if candidates.iter().any(|(id, _)| !self.is_relayed(*id)) {
+            candidates.retain(|(id, _)| !self.is_relayed(*id));
+        } else {
+            candidates.retain(|(id, _)| {
+                self.streams
+                    .get(id)
+                    .and_then(|s| s.frame_at)
+                    .is_some_and(|at| now >= at + RELAY_GRACE)
+            });
+        }
         if self.prefer_ipv6
             && candidates
                 .iter()
@@ -222,11 +285,15 @@ impl StreamChooser {
         if self.role == 1 || self.done.is_some() {
             return None;
         }
-        match self.chosen {
+        let wake = match self.chosen {
             Some((_, at)) => Some(at + SWITCH_AFTER),
             None if self.ipv6_wait_until().is_some() => self.ipv6_wait_until(),
             None if !self.locals.is_empty() && !self.streams.is_empty() => Some(self.head_start_until),
             None => None,
+        };
+        match (wake, self.chosen.is_none().then(|| self.relay_ready_at()).flatten()) {
+            (Some(w), Some(r)) => Some(w.min(r)),
+            (w, r) => w.or(r),
         }
     }
 }
@@ -334,6 +401,33 @@ mod tests {
         let mut c = StreamChooser::new(0, &[lan], t0);
         c.stream_up(1, addr("203.0.113.2:5"), t0);
         assert_eq!(c.poll(t0 + LOCAL_HEAD_START), Some(Action::SendChoose(1)));
+    }
+
+    #[test]
+    fn role_0_takes_a_relayed_stream_only_after_its_hello_and_the_grace() {
+        let t0 = Instant::now();
+        let relayed = addr("203.0.113.30:50000");
+        let mut c = StreamChooser::new(0, &[], t0);
+        c.stream_up_relayed(1, relayed, t0);
+        assert!(c.is_relayed(1));
+        // Up, but without the peer's hello: not chosen.
+        assert_eq!(c.poll(t0 + SWITCH_AFTER / 2), None);
+        let t1 = t0 + Duration::from_millis(100);
+        c.frame_at(1, Kind::Hello, t1);
+        assert_eq!(c.poll(t1), None);
+        assert_eq!(c.poll_timeout(), Some(t1 + RELAY_GRACE));
+        assert_eq!(c.poll(t1 + RELAY_GRACE), Some(Action::SendChoose(1)));
+        assert_eq!(c.poll(t1 + RELAY_GRACE), Some(Action::Done(1)));
+
+        // A direct stream up within the grace wins, even without a hello yet.
+        let mut c = StreamChooser::new(0, &[], t0);
+        c.stream_up_relayed(1, relayed, t0);
+        c.frame_at(1, Kind::Hello, t1);
+        c.stream_up(2, addr("203.0.113.2:5"), t1 + RELAY_GRACE / 2);
+        assert!(!c.is_relayed(2));
+        assert_eq!(c.poll(t1 + RELAY_GRACE), Some(Action::SendChoose(2)));
+        c.frame_at(2, Kind::Hello, t1 + RELAY_GRACE);
+        assert_eq!(c.poll(t1 + RELAY_GRACE), Some(Action::Done(2)));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`PunchedUdpSocket::punch_hole`]: UDP, probing every peer endpoint at once ([`udp`]);
 //!   through a symmetric NAT on one side, with the birthday method ([`birthday`]).
 //! - [`tcp_punch_hole`]: TCP simultaneous open from the mapped port, with accepting on it too
-//!   ([`tcp`]).
+//!   ([`tcp`]); [`tcp_punch_hole_with_relay`] adds streams through TURN relays as a fallback
+//!   (natt's `connect::tcp` drives it).
 //!
 //! Both punches try IPv6 and IPv4 paths at once from one dual-stack socket (see
 //! `natt_core::family`) and take IPv6 when both work: an IPv4 path waits at most
@@ -36,6 +37,6 @@ pub mod wire;
 pub use error::{NoPath, PunchError};
 pub use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, gen_rendezvous_info};
 pub use puncher::IPV6_GRACE;
-pub use tcp::tcp_punch_hole;
+pub use tcp::{RelayedStream, Route, TcpPunched, tcp_punch_hole, tcp_punch_hole_with_relay};
 pub use udp::PunchedUdpSocket;
 pub use wire::is_punch_packet;

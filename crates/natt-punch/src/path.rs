@@ -15,6 +15,12 @@
 //!   relays between them is the far end of both connections, so what each peer observed is
 //!   the relay's address, which the other peer refuses.
 //!
+//! - **Relayed streams** (TCP through a TURN relay, RFC 6062): the peer's `turn` endpoints
+//!   are targets like any other, marked relayed ([`Paths::is_relayed_target`]); a stream that
+//!   our own relay hands us is bound to our relayed address exactly (the peer must have seen
+//!   us there: [`Paths::is_own_relayed`]), and a direct TCP stream to an IP of ours that is not
+//!   a relay's ([`Paths::sees_us_directly`]).
+//!
 //! What the checks compare is the IP, not the port, for the reason above. So a relay would
 //! need hosts that share each peer's public IP address (behind the same NAT or carrier-grade
 //! NAT as each of them), or to be on the path between them. A side behind a NAT therefore needs
@@ -53,7 +59,16 @@ pub struct Paths {
     locals: Vec<SocketAddr>,
     peer_ips: Vec<IpAddr>,
     own_ips: Vec<IpAddr>,
+    /// The peer's relayed (`turn`) endpoints among the targets.
+    relayed_targets: Vec<SocketAddr>,
+    /// Our own relayed (`turn`) endpoints.
+    own_relayed: Vec<SocketAddr>,
+    /// The IPs of our endpoints that are not relayed ones, and the socket's.
+    direct_own_ips: Vec<IpAddr>,
 }
+
+/// The technique name of relayed endpoints (natt-turn's).
+pub const TURN: &str = "turn";
 
 impl Paths {
     /// The paths from a socket bound at `local`, with `ours` our endpoints (as in our token) and
@@ -124,11 +139,34 @@ impl Paths {
         }
         own_ips.sort();
         own_ips.dedup();
+        let relayed_targets = theirs
+            .iter()
+            .filter(|e| e.technique == TURN && targets.contains(&e.addr))
+            .map(|e| e.addr)
+            .collect();
+        let own_relayed = ours
+            .iter()
+            .filter(|e| e.technique == TURN)
+            .map(|e| natt_core::family::canonical(e.addr))
+            .collect();
+        let mut direct_own_ips: Vec<IpAddr> = ours
+            .iter()
+            .filter(|e| e.technique != TURN)
+            .map(|e| e.addr.ip().to_canonical())
+            .collect();
+        if !local.ip().is_unspecified() {
+            direct_own_ips.push(local.ip().to_canonical());
+        }
+        direct_own_ips.sort();
+        direct_own_ips.dedup();
         Ok(Paths {
             targets,
             locals,
             peer_ips,
             own_ips,
+            relayed_targets,
+            own_relayed,
+            direct_own_ips,
         })
     }
 
@@ -152,6 +190,24 @@ impl Paths {
     /// Whether `observed`, where a message's sender saw us, is one of our addresses.
     pub fn sees_us(&self, observed: SocketAddr) -> bool {
         self.own_ips.contains(&observed.ip())
+    }
+
+    /// Whether `target` is one of the peer's relayed (`turn`) endpoints: a stream to it goes
+    /// through the peer's relay.
+    pub fn is_relayed_target(&self, target: SocketAddr) -> bool {
+        self.relayed_targets.contains(&target)
+    }
+
+    /// Whether `observed` is exactly one of our relayed addresses: what a stream that our own
+    /// relay hands us must be bound to.
+    pub fn is_own_relayed(&self, observed: SocketAddr) -> bool {
+        self.own_relayed.contains(&natt_core::family::canonical(observed))
+    }
+
+    /// As [`sees_us`](Self::sees_us), for a direct stream: the IPs of our relayed addresses
+    /// (the relay's) do not count.
+    pub fn sees_us_directly(&self, observed: SocketAddr) -> bool {
+        self.direct_own_ips.contains(&observed.ip().to_canonical())
     }
 
     /// Whether every target is a private address (RFC 1918, shared 100.64/10, IPv6 unique
@@ -254,5 +310,29 @@ mod tests {
         assert!(p.sees_us("203.0.113.101:33333".parse().unwrap()));
         assert!(p.sees_us("192.168.1.2:5".parse().unwrap()));
         assert!(!p.sees_us("198.51.100.66:5".parse().unwrap()));
+    }
+
+    #[test]
+    fn relayed_endpoints_bind_relayed_streams_only() {
+        let ours = [
+            ep("192.168.1.2:5", false, "local"),
+            ep("203.0.113.101:5", true, "stun"),
+            ep("203.0.113.30:50000", true, TURN),
+        ];
+        let theirs = [
+            ep("203.0.113.102:6", true, "stun"),
+            ep("203.0.113.30:50002", true, TURN),
+        ];
+        let p = Paths::new(any(), &ours, &theirs).unwrap();
+        assert!(p.is_relayed_target("203.0.113.30:50002".parse().unwrap()));
+        assert!(!p.is_relayed_target("203.0.113.102:6".parse().unwrap()));
+        // Our relayed address binds a stream from our relay, exactly.
+        assert!(p.is_own_relayed("203.0.113.30:50000".parse().unwrap()));
+        assert!(!p.is_own_relayed("203.0.113.30:50001".parse().unwrap()));
+        assert!(!p.is_own_relayed("203.0.113.101:5".parse().unwrap()));
+        // A direct stream is not bound to the relay's IP.
+        assert!(p.sees_us_directly("203.0.113.101:40000".parse().unwrap()));
+        assert!(!p.sees_us_directly("203.0.113.30:50000".parse().unwrap()));
+        assert!(p.sees_us("203.0.113.30:50000".parse().unwrap()));
     }
 }

@@ -5,9 +5,15 @@
 //! [`crate::choose`] (one frame each way, bound to the stream), so both sides end up with the
 //! same single stream half a round trip after it connects, and close the others.
 //!
+//! [`tcp_punch_hole_with_relay`] is the same punch with streams through TURN relays (RFC 6062)
+//! as a fallback: the peer's relayed (`turn`) endpoints are connected to like any other, and
+//! the streams our own relay hands over (accepted by the caller) run the same handshake, bound
+//! to our relayed address; a relayed stream is chosen only when no direct one is
+//! ([`crate::choose`]).
+//!
 //! TCP through a symmetric NAT is out of scope: the birthday method ([`crate::birthday`]) is
 //! UDP's only (256 simultaneous opens from random ports would cost a router far more than
-//! datagrams do). A pair that needs it is served by a relay.
+//! datagrams do). A pair that needs it is served by a relay (above).
 //!
 //! This module is the thin driver: threads for the listener and for each connection attempt
 //! and stream, feeding [`StreamChooser`] through one channel. Its limits:
@@ -58,10 +64,45 @@ pub const MAX_RETRY: Duration = Duration::from_secs(2);
 /// The most connection attempts to one endpoint in one punch.
 pub const MAX_CONNECT_ATTEMPTS: u32 = 12;
 
+/// A stream that our own TURN relay handed over (RFC 6062: the data connection bound to a
+/// peer's connection to our relayed address), for [`tcp_punch_hole_with_relay`].
+#[derive(Debug)]
+pub struct RelayedStream {
+    /// The data connection; it carries the peer's bytes.
+    pub stream: TcpStream,
+    /// The peer's address as the relay saw it (its XOR-PEER-ADDRESS).
+    pub peer: SocketAddr,
+}
+
+/// What [`tcp_punch_hole_with_relay`] ends with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TcpPunched {
+    /// The stream both sides agreed on.
+    pub stream: TcpStream,
+    /// Its far end as the punch sees it: the peer; on a stream through a relay, the peer's
+    /// relayed address (its relay) or the peer as our relay sees it (ours).
+    pub remote: SocketAddr,
+    /// How the stream goes.
+    pub route: Route,
+}
+
+/// How a stream goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Route {
+    /// Straight between the two hosts.
+    Direct,
+    /// To the peer's relayed address (the peer's relay).
+    PeerRelay,
+    /// Through our own relay, which handed us the stream.
+    OwnRelay,
+}
+
 /// What the stream threads tell the chooser.
 enum Event {
-    /// A stream is up (a clone of it, to write choose on, and to hand over).
-    Up(u64, TcpStream, SocketAddr),
+    /// A stream is up (a clone of it, to write choose on, and to hand over), by its route.
+    Up(u64, TcpStream, SocketAddr, Route),
     /// The peer's authenticated frame, bound to this stream, arrived on stream `id`.
     Frame(u64, Kind),
     /// Stream `id` failed, or something other than our peer is at its other end.
@@ -112,6 +153,32 @@ pub fn tcp_punch_hole(
     their_pub_rendezvous_info: PubRendezvousInfo,
     deadline: Instant,
 ) -> Result<TcpStream, PunchError> {
+    let (_none, relayed) = mpsc::channel();
+    tcp_punch_hole_with_relay(
+        socket,
+        our_priv_rendezvous_info,
+        their_pub_rendezvous_info,
+        deadline,
+        relayed,
+    )
+    .map(|p| p.stream)
+}
+
+/// [`tcp_punch_hole`], with streams through TURN relays as a fallback: connections to the
+/// peer's relayed (`turn`) endpoints, and the streams our own relay hands over on `relayed`
+/// (RFC 6062, accepted by the caller). Every stream runs the same signed handshake: a stream
+/// from our relay counts only if the peer saw us at our relayed address exactly, one to the
+/// peer's relay only if the peer saw us at an address of ours that is not a relay's. A relayed
+/// stream is taken only when no direct one can be ([`crate::choose`]: after the peer's hello
+/// on it and [`RELAY_GRACE`](crate::choose::RELAY_GRACE)). Which stream won, and how it goes,
+/// is in the result.
+pub fn tcp_punch_hole_with_relay(
+    socket: Socket,
+    our_priv_rendezvous_info: PrivRendezvousInfo,
+    their_pub_rendezvous_info: PubRendezvousInfo,
+    deadline: Instant,
+    relayed: Receiver<RelayedStream>,
+) -> Result<TcpPunched, PunchError> {
     if deadline <= Instant::now() {
         return Err(PunchError::DeadlinePassed);
     }
@@ -143,6 +210,10 @@ pub fn tcp_punch_hole(
             let ctx = ctx.clone();
             move || accept(&listener, &ctx)
         })?;
+        spawn("natt-punch-relayed", {
+            let ctx = ctx.clone();
+            move || accept_relayed(&relayed, &ctx)
+        })?;
         for &target in paths.targets() {
             let ctx = ctx.clone();
             spawn("natt-punch-connect", move || connect(local, target, &ctx))?;
@@ -159,11 +230,15 @@ pub fn tcp_punch_hole(
     let chooser = StreamChooser::new(keys.role, paths.peer_locals(), Instant::now()).prefer_ipv6(peer_has_ipv6);
     let result = run_chooser(chooser, &keys, &paths, &events_rx, deadline);
     stop.store(true, Ordering::SeqCst);
-    let (stream, peer) = result?;
+    let (stream, peer, route) = result?;
     stream.set_read_timeout(None)?;
     stream.set_write_timeout(None)?;
-    log::info!("TCP punched {local} <-> {peer}");
-    Ok(stream)
+    log::info!("TCP punched {local} <-> {peer} ({route:?})");
+    Ok(TcpPunched {
+        stream,
+        remote: peer,
+        route,
+    })
 }
 
 /// Feeds the chooser with the threads' events and carries out its actions until it is done.
@@ -173,15 +248,15 @@ fn run_chooser(
     paths: &Paths,
     events: &Receiver<Event>,
     deadline: Instant,
-) -> Result<(TcpStream, SocketAddr), PunchError> {
-    let mut up: HashMap<u64, TcpStream> = HashMap::new();
+) -> Result<(TcpStream, SocketAddr, Route), PunchError> {
+    let mut up: HashMap<u64, (TcpStream, Route)> = HashMap::new();
     let mut tally = Tally::default();
     while let Some(left) = deadline::remaining(deadline) {
         let now = Instant::now();
         while let Some(action) = chooser.poll(now) {
             match action {
                 Action::SendChoose(id) => {
-                    let (Some(stream), Some(remote)) = (up.get_mut(&id), chooser.remote(id)) else {
+                    let (Some((stream, _)), Some(remote)) = (up.get_mut(&id), chooser.remote(id)) else {
                         chooser.failed(id, "gone".into());
                         continue;
                     };
@@ -200,8 +275,8 @@ fn run_chooser(
                     }
                 }
                 Action::Done(id) => {
-                    if let (Some(stream), Some(remote)) = (up.remove(&id), chooser.remote(id)) {
-                        return Ok((stream, remote));
+                    if let (Some((stream, route)), Some(remote)) = (up.remove(&id), chooser.remote(id)) {
+                        return Ok((stream, remote, route));
                     }
                     chooser.failed(id, "gone".into());
                 }
@@ -212,11 +287,15 @@ fn run_chooser(
             .map_or(left, |t| t.saturating_duration_since(now).min(left))
             .min(SLICE);
         match events.recv_timeout(wait) {
-            Ok(Event::Up(id, stream, remote)) => {
-                up.insert(id, stream);
-                chooser.stream_up(id, remote, Instant::now());
+            Ok(Event::Up(id, stream, remote, route)) => {
+                up.insert(id, (stream, route));
+                if route == Route::Direct {
+                    chooser.stream_up(id, remote, Instant::now());
+                } else {
+                    chooser.stream_up_relayed(id, remote, Instant::now());
+                }
             }
-            Ok(Event::Frame(id, kind)) => chooser.frame(id, kind),
+            Ok(Event::Frame(id, kind)) => chooser.frame_at(id, kind, Instant::now()),
             Ok(Event::Failed(id, why)) => {
                 up.remove(&id);
                 match why {
@@ -300,7 +379,7 @@ fn accept(listener: &TcpListener, ctx: &Ctx) {
                 let spawned = spawn("natt-punch-stream", move || {
                     // Some systems pass the listener's O_NONBLOCK on to accepted sockets.
                     match stream.set_nonblocking(false) {
-                        Ok(()) => drop(handshake(stream, from, &ctx)),
+                        Ok(()) => drop(handshake(stream, from, Route::Direct, &ctx)),
                         Err(e) => log::debug!("{from}: {e}"),
                     }
                     drop(slot);
@@ -314,6 +393,37 @@ fn accept(listener: &TcpListener, ctx: &Ctx) {
                 log::debug!("accept: {e}");
                 thread::sleep(Duration::from_millis(10));
             }
+        }
+    }
+}
+
+/// Takes the streams our own relay hands over until the punch is over: each from an address
+/// the peer's token lists, within the same limits as accepted ones, runs the handshake.
+fn accept_relayed(relayed: &Receiver<RelayedStream>, ctx: &Ctx) {
+    let slots = SourceSlots::new(MAX_ACCEPTED_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
+    while !ctx.over() {
+        let RelayedStream { stream, peer } = match relayed.recv_timeout(SLICE) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let peer = natt_core::family::canonical(peer);
+        if !ctx.paths.is_peer(peer) {
+            log::debug!("{peer}: relayed connection from an address the peer's token does not list; closed");
+            continue;
+        }
+        let Some(slot) = slots.take(peer.ip()) else {
+            log::debug!("{peer}: too many handshakes under way; relayed connection closed");
+            continue;
+        };
+        log::debug!("relayed connection from {peer}");
+        let ctx = ctx.clone();
+        let spawned = spawn("natt-punch-stream", move || {
+            let _ = handshake(stream, peer, Route::OwnRelay, &ctx);
+            drop(slot);
+        });
+        if let Err(e) = spawned {
+            log::warn!("cannot handle the relayed connection from {peer}: {e}");
         }
     }
 }
@@ -336,7 +446,12 @@ fn connect(local: SocketAddr, target: SocketAddr, ctx: &Ctx) {
         match attempt(local, target, ctx) {
             Ok(Some(stream)) => {
                 log::debug!("connected {local} -> {target}");
-                if handshake(stream, target, ctx) {
+                let route = if ctx.paths.is_relayed_target(target) {
+                    Route::PeerRelay
+                } else {
+                    Route::Direct
+                };
+                if handshake(stream, target, route, ctx) {
                     return;
                 }
             }
@@ -393,7 +508,10 @@ fn attempt(local: SocketAddr, target: SocketAddr, ctx: &Ctx) -> io::Result<Optio
 /// stream, then read the peer's frame (for at most [`HANDSHAKE_TIMEOUT`]) and report whether it
 /// is authentic and bound to this stream. Returns whether the peer's frame arrived (the stream
 /// is the chooser's from then on); on `false` the stream is closed.
-fn handshake(mut stream: TcpStream, remote: SocketAddr, ctx: &Ctx) -> bool {
+///
+/// The frame must be bound to the stream: on a stream from our own relay, to our relayed
+/// address exactly; on any other, to an IP of ours that is not a relay's.
+fn handshake(mut stream: TcpStream, remote: SocketAddr, route: Route, ctx: &Ctx) -> bool {
     let id = ctx.next_id.fetch_add(1, Ordering::SeqCst);
     let result = (|| -> io::Result<Result<Kind, Failure>> {
         stream.set_nodelay(true)?;
@@ -408,12 +526,19 @@ fn handshake(mut stream: TcpStream, remote: SocketAddr, ctx: &Ctx) -> bool {
             stream.write_all(&wire::encode(&ctx.keys, &hello))?;
             log::trace!("{remote}: hello sent");
         }
-        let _ = ctx.events.send(Event::Up(id, clone, remote));
+        let _ = ctx.events.send(Event::Up(id, clone, remote, route));
         let until = ctx.deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
         let frame = read_frame(&mut stream, until, &ctx.stop)?;
         Ok(match wire::open(&ctx.keys, &frame) {
             None => Err(Failure::Unauthentic),
-            Some(m) if !ctx.paths.sees_us(m.observed) => Err(Failure::Elsewhere(m.observed)),
+            Some(m)
+                if !(match route {
+                    Route::OwnRelay => ctx.paths.is_own_relayed(m.observed),
+                    Route::Direct | Route::PeerRelay => ctx.paths.sees_us_directly(m.observed),
+                }) =>
+            {
+                Err(Failure::Elsewhere(m.observed))
+            }
             Some(m) => Ok(m.kind),
         })
     })();

@@ -274,3 +274,92 @@ fn tcp_punch_to_a_peer_not_listening_says_refused() {
         "{r:?}"
     );
 }
+
+/// A stand-in for our TURN relay: a listener at the relayed address (on its own loopback IP)
+/// that hands every connection it accepts to the punch as our relay would (the stream and the
+/// peer as the relay saw it), until the punch is over.
+fn fake_relay(
+    listener: std::net::TcpListener,
+    punch: std::sync::mpsc::Sender<natt_punch::RelayedStream>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for s in listener.incoming().take(4).flatten() {
+            let peer = s.peer_addr().unwrap();
+            if punch.send(natt_punch::RelayedStream { stream: s, peer }).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A port of `ip` where nothing listens.
+fn closed_port(ip: &str) -> SocketAddr {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// B reaches A only through A's relayed address (no direct path: B's token lists a closed
+/// port): the stream our relay hands A completes the punch, and both sides say it is relayed.
+#[test]
+fn tcp_punch_through_our_relay_and_to_the_peers() {
+    use natt_punch::{Route, tcp_punch_hole_with_relay};
+    let relayed = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let relayed_addr = relayed.local_addr().unwrap();
+    let mc = MappingContext::empty();
+    let a = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let b = MappedTcpSocket::bind("127.0.0.2:0".parse().unwrap(), &mc).unwrap();
+    let (a_priv, a_pub) = gen_rendezvous_info(vec![MappedSocketAddr::new(relayed_addr, true, "turn")]);
+    let (b_priv, b_pub) = gen_rendezvous_info(vec![MappedSocketAddr::new(closed_port("127.0.0.2"), true, "stun")]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let relay = fake_relay(relayed, tx);
+    let (_none, no_relay) = std::sync::mpsc::channel();
+    let tb = thread::spawn(move || tcp_punch_hole_with_relay(b.socket, b_priv, a_pub, deadline(10), no_relay).unwrap());
+    let pa = tcp_punch_hole_with_relay(a.socket, a_priv, b_pub, deadline(10), rx).unwrap();
+    let pb = tb.join().unwrap();
+    assert_eq!(pa.route, Route::OwnRelay);
+    assert_eq!(pb.route, Route::PeerRelay);
+    assert_eq!(pb.remote, relayed_addr);
+    assert_eq!(pa.remote, pb.stream.local_addr().unwrap());
+    let (mut sa, mut sb) = (pa.stream, pb.stream);
+    sa.write_all(b"via relay").unwrap();
+    let mut buf = [0u8; 9];
+    sb.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"via relay");
+    sb.write_all(b"and back!").unwrap();
+    sa.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"and back!");
+    drop(relay);
+}
+
+/// A stream our relay hands over counts only if the peer saw us at our relayed address: a
+/// stream that reached us another way (here B's connection to an address A lists as a plain
+/// endpoint, handed over as if relayed) is refused, and the punch fails saying so.
+#[test]
+fn tcp_a_relayed_stream_bound_elsewhere_is_refused() {
+    use natt_punch::tcp_punch_hole_with_relay;
+    let elsewhere = std::net::TcpListener::bind("127.0.0.4:0").unwrap();
+    let mc = MappingContext::empty();
+    let a = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let b = MappedTcpSocket::bind("127.0.0.2:0".parse().unwrap(), &mc).unwrap();
+    let (a_priv, a_pub) = gen_rendezvous_info(vec![
+        MappedSocketAddr::new(closed_port("127.0.0.3"), true, "turn"),
+        MappedSocketAddr::new(elsewhere.local_addr().unwrap(), true, "stun"),
+    ]);
+    let (b_priv, b_pub) = gen_rendezvous_info(vec![MappedSocketAddr::new(closed_port("127.0.0.2"), true, "stun")]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _relay = fake_relay(elsewhere, tx);
+    let (_none, no_relay) = std::sync::mpsc::channel();
+    let tb = thread::spawn(move || tcp_punch_hole_with_relay(b.socket, b_priv, a_pub, deadline(2), no_relay));
+    let ra = tcp_punch_hole_with_relay(a.socket, a_priv, b_pub, deadline(2), rx);
+    assert!(
+        matches!(ra, Err(PunchError::TimedOut(NoPath::AddressedElsewhere { .. }))),
+        "{ra:?}"
+    );
+    // B fails too, or (as role 0, done once it chose a stream with A's hello) holds a stream
+    // that A refused and closed: no connection is completed.
+    if let Ok(p) = tb.join().unwrap() {
+        let mut stream = p.stream;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        assert!(matches!(stream.read(&mut buf), Ok(0) | Err(_)), "A kept the stream");
+    }
+}

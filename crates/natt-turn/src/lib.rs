@@ -9,7 +9,9 @@
 //! - [`relay`]: [`Relay`], the blocking handle of an allocation made from a given UDP socket,
 //!   or over TCP to the server.
 //! - [`technique`]: [`TurnTechnique`], the `turn` mapping technique: the relayed address is one
-//!   more endpoint of the mapped UDP socket, held as a lease in its `PortMappings`.
+//!   more endpoint of the mapped UDP socket, held as a lease in its `PortMappings`; for a
+//!   mapped TCP socket, an RFC 6062 TCP allocation (over TCP to the server), its relayed
+//!   address an endpoint of the TCP socket, held the same way.
 //!
 //! ## Using a relay next to direct traffic
 //!
@@ -48,7 +50,9 @@
 //! has the server connect to a peer from the relayed address (Connect), and
 //! [`Relay::accept_tcp`] takes a peer that connected to it (ConnectionAttempt); either binds
 //! a new connection to the server to the peer's (ConnectionBind) and returns it, a plain
-//! `TcpStream` that carries the peer's bytes. coturn ends such a connection as a whole when
+//! `TcpStream` that carries the peer's bytes. [`RelayLink::accept_tcp`] does the same without
+//! holding the handle (natt's `connect::tcp` accepts peers so while the handle stays in the
+//! socket's `PortMappings`). coturn ends such a connection as a whole when
 //! the client half-closes it (shuts down its sending side).
 
 pub mod allocation;

@@ -194,6 +194,62 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// RFC 6062: the next peer that connects to the relayed address by `deadline`, its
+    /// connection bound to a new data connection ([`Relay::accept_tcp`]).
+    fn accept_tcp(&self, deadline: Instant) -> Result<(SocketAddr, TcpStream), TurnError> {
+        self.try_accept_tcp(deadline, deadline)?.ok_or(TurnError::Silent {
+            server: self.server(),
+            what: "ConnectionAttempt",
+        })
+    }
+
+    /// A peer's connection attempt by `wait_until` (else `None`), its data connection bound by
+    /// `deadline`.
+    fn try_accept_tcp(
+        &self,
+        wait_until: Instant,
+        deadline: Instant,
+    ) -> Result<Option<(SocketAddr, TcpStream)>, TurnError> {
+        let mut attempt = None;
+        let _ = self.drive(wait_until, None, |core| {
+            attempt = core.take_connection_attempt();
+            attempt.is_some()
+        });
+        match attempt {
+            Some((peer, id)) => Ok(Some((peer, self.bind_data_connection(id, deadline)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a data connection to the server and binds it to connection `id`.
+    fn bind_data_connection(&self, id: u32, deadline: Instant) -> Result<TcpStream, TurnError> {
+        let server = self.server();
+        let io = |what: &str, e: io::Error| TurnError::io(server, what, &e);
+        let wait = deadline::remaining(deadline).ok_or(TurnError::Silent {
+            server,
+            what: "ConnectionBind",
+        })?;
+        let mut stream = TcpStream::connect_timeout(&server, wait).map_err(|e| io("opening a data connection", e))?;
+        let (txid, request) = lock(&self.core).connection_bind(id)?;
+        stream
+            .set_read_timeout(Some(deadline::wait_until(deadline)))
+            .map_err(|e| io("setting a timeout", e))?;
+        stream
+            .write_all(&request)
+            .map_err(|e| io("sending ConnectionBind", e))?;
+        let response = natt_stun::message::STREAM_FRAMER
+            .read(&mut stream)
+            .map_err(|e| io("reading ConnectionBind's answer", e))?;
+        lock(&self.core).connection_bound(txid, &response)?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| io("clearing the timeout", e))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
 /// The lease thread was told to stop.
 struct Stopped;
 
@@ -598,43 +654,12 @@ impl Relay {
     /// [`add_peer`](Self::add_peer)) to connect to the relayed address, and binds a new
     /// connection to the server to it: the peer and the stream that carries its bytes.
     pub fn accept_tcp(&self, deadline: Instant) -> Result<(SocketAddr, TcpStream), TurnError> {
-        let mut attempt = None;
-        let _ = self.shared.drive(deadline, None, |core| {
-            attempt = core.take_connection_attempt();
-            attempt.is_some()
-        });
-        let (peer, id) = attempt.ok_or(TurnError::Silent {
-            server: self.server(),
-            what: "ConnectionAttempt",
-        })?;
-        Ok((peer, self.bind_data_connection(id, deadline)?))
+        self.shared.accept_tcp(deadline)
     }
 
     /// Opens a data connection to the server and binds it to connection `id`.
     fn bind_data_connection(&self, id: u32, deadline: Instant) -> Result<TcpStream, TurnError> {
-        let server = self.server();
-        let io = |what: &str, e: io::Error| TurnError::io(server, what, &e);
-        let wait = deadline::remaining(deadline).ok_or(TurnError::Silent {
-            server,
-            what: "ConnectionBind",
-        })?;
-        let mut stream = TcpStream::connect_timeout(&server, wait).map_err(|e| io("opening a data connection", e))?;
-        let (txid, request) = lock(&self.shared.core).connection_bind(id)?;
-        stream
-            .set_read_timeout(Some(deadline::wait_until(deadline)))
-            .map_err(|e| io("setting a timeout", e))?;
-        stream
-            .write_all(&request)
-            .map_err(|e| io("sending ConnectionBind", e))?;
-        let response = natt_stun::message::STREAM_FRAMER
-            .read(&mut stream)
-            .map_err(|e| io("reading ConnectionBind's answer", e))?;
-        lock(&self.shared.core).connection_bound(txid, &response)?;
-        stream
-            .set_read_timeout(None)
-            .map_err(|e| io("clearing the timeout", e))?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        self.shared.bind_data_connection(id, deadline)
     }
 
     /// Deletes the allocation now (a Refresh with lifetime 0) and waits for the server's
@@ -919,6 +944,23 @@ impl RelayLink {
     /// (what arrives on the socket comes from [`handle_datagram`](Self::handle_datagram)).
     pub fn recv_timeout(&self, deadline: Instant) -> Option<(SocketAddr, Vec<u8>)> {
         self.shared.next_payload(deadline)
+    }
+
+    /// As [`Relay::accept_tcp`], without holding the handle: the next peer (with a
+    /// permission, [`start_permission`](Self::start_permission)) that connects to the relayed
+    /// address of a TCP relay by `wait_until` (`None` if none did), and the data connection
+    /// bound to it by `deadline`.
+    pub fn accept_tcp(
+        &self,
+        wait_until: Instant,
+        deadline: Instant,
+    ) -> Result<Option<(SocketAddr, TcpStream)>, TurnError> {
+        self.shared.try_accept_tcp(wait_until, deadline)
+    }
+
+    /// Whether the allocation relays TCP (RFC 6062).
+    pub fn is_tcp_relay(&self) -> bool {
+        lock(&self.shared.core).is_tcp_relay()
     }
 
     /// Over TCP: whether the stream to the server ended.

@@ -1,7 +1,8 @@
 //! [`TurnTechnique`]: the `turn` [`MappingTechnique`]: a relayed address allocated on a TURN
 //! server from the mapped UDP socket itself (over UDP to the server: an exchange on the
 //! socket, in the same receive loop as STUN's), or over TCP to the server
-//! (`?transport=tcp`, beside the socket). The relayed address is one more endpoint of the
+//! (`?transport=tcp`, beside the socket); for a mapped TCP socket, an RFC 6062 TCP allocation
+//! on a control connection to the server (over TCP whatever the URI says). The relayed address is one more endpoint of the
 //! socket, `nat_restricted` (a peer reaches it only once we gave it a permission), and the
 //! allocation is a lease in the socket's `PortMappings`: a [`Relay`], refreshed while held,
 //! deleted on release and on drop, and reachable with [`with_relay`](crate::with_relay) to add
@@ -123,11 +124,33 @@ impl MappingTechnique for TurnTechnique {
         })
     }
 
+    /// An RFC 6062 TCP allocation (`REQUESTED-TRANSPORT` TCP) on a control connection to the
+    /// server, which is always reached over TCP for it (whatever the URI's transport). Peers
+    /// connect to its relayed address with plain TCP; the handle's
+    /// [`accept_tcp`](Relay::accept_tcp) gives their streams.
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {
-        let _ = (local, deadline);
-        Err(TechniqueError::NotApplicable(
-            "TURN maps UDP sockets (TCP relaying, RFC 6062, is the Relay handle's connect_tcp and accept_tcp)".into(),
-        ))
+        // The control connection is a stream of its own, so a dual-stack socket may take an
+        // IPv4 server (its relayed address is then IPv4, which such a socket's peers reach).
+        let server = self
+            .server_for(local)
+            .or_else(|| {
+                self.servers
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .find(|s| natt_core::family::reaches(local, s.addr))
+                    .cloned()
+            })
+            .ok_or_else(|| self.no_server(local))?;
+        let config = Config {
+            tcp_relay: true,
+            ..self.config
+        };
+        let relay = Relay::allocate_tcp(server.addr, server.credentials, config, deadline)?;
+        Ok(TechniqueMapping {
+            endpoints: endpoint(relay.relayed_addr()),
+            lease: Some(Box::new(relay)),
+        })
     }
 }
 

@@ -47,12 +47,25 @@ fn relay_args(lab: &Lab, relay: Relay<'_>) -> Option<(Vec<String>, String)> {
 
 /// Starts `natt punch --udp` in `node` with `relay`.
 pub fn start_relayed(lab: &Lab, node: &str, me: &Path, peer: &Path, relay: Relay<'_>, extra: &[&str]) -> Running {
+    start_relayed_over(lab, "--udp", node, me, peer, relay, extra)
+}
+
+/// Starts `natt punch PROTO` (`--udp` or `--tcp`) in `node` with `relay`.
+pub fn start_relayed_over(
+    lab: &Lab,
+    proto: &str,
+    node: &str,
+    me: &Path,
+    peer: &Path,
+    relay: Relay<'_>,
+    extra: &[&str],
+) -> Running {
     let args = relay_args(lab, relay);
     let mut all: Vec<&str> = extra.to_vec();
     if let Some((a, _)) = &args {
         all.extend(a.iter().map(String::as_str));
     }
-    let mut cmd = command(lab, node, "--udp", me, peer, &all);
+    let mut cmd = command(lab, node, proto, me, peer, &all);
     if let Some((_, password)) = args {
         cmd.env("NATT_TURN_PASSWORD", password);
     }
@@ -63,13 +76,26 @@ pub fn start_relayed(lab: &Lab, node: &str, me: &Path, peer: &Path, relay: Relay
 /// A UDP session between `a` (with `relay_a`) and `b` (with `relay_b`), each sending the
 /// other a line once both printed their result.
 pub fn session(lab: &Lab, a: &str, relay_a: Relay<'_>, b: &str, relay_b: Relay<'_>, extra: &[&str]) -> (Side, Side) {
+    session_over(lab, "--udp", a, relay_a, b, relay_b, extra)
+}
+
+/// As [`session`], over `proto` (`--udp` or `--tcp`).
+pub fn session_over(
+    lab: &Lab,
+    proto: &str,
+    a: &str,
+    relay_a: Relay<'_>,
+    b: &str,
+    relay_b: Relay<'_>,
+    extra: &[&str],
+) -> (Side, Side) {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     let dir = lab.state_dir().join(format!("fallback{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
     let t0 = Instant::now();
-    let ra = start_relayed(lab, a, &ta, &tb, relay_a, extra);
-    let rb = start_relayed(lab, b, &tb, &ta, relay_b, extra);
+    let ra = start_relayed_over(lab, proto, a, &ta, &tb, relay_a, extra);
+    let rb = start_relayed_over(lab, proto, b, &tb, &ta, relay_b, extra);
     finish(ra, rb, (a, b), t0)
 }
 

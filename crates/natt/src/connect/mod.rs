@@ -13,6 +13,11 @@
 //!   `send` and `recv` that frame relayed data, the move to a direct path while connected, the
 //!   allocation released on drop.
 //!
+//! - [`tcp`](crate::connect::tcp): [`connect_tcp`](crate::connect::connect_tcp), the same
+//!   over TCP: the direct TCP punch and streams through TURN relays (RFC 6062) at once, the
+//!   punch's signed handshake on each, direct first; a
+//!   [`TcpConnection`](crate::connect::TcpConnection) stays on the path it started on.
+//!
 //! A side with a relay maps its socket with a `turn` server among the context's servers
 //! ([`HolePunchServerAddr::parse_turn`](crate::HolePunchServerAddr::parse_turn)): the relayed
 //! address is then one of its token's endpoints and the allocation one of its port mappings.
@@ -30,7 +35,9 @@
 //! confirms only by the peer's signed replies.
 
 pub mod race;
+pub mod tcp;
 pub mod udp;
 
 pub use race::{DIRECT_PATIENCE, DIRECT_RESTARTS, DIRECT_RETRY, RELAY_GRACE, Race};
+pub use tcp::{TcpConnection, connect_tcp};
 pub use udp::{Path, UdpConnection};

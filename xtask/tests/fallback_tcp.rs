@@ -1,0 +1,142 @@
+//! Connecting over TCP with fallback through the lab's TURN relay (coturn, RFC 6062):
+//! `natt punch --tcp --turn` between hosts that no TCP punch connects (symmetric x symmetric;
+//! a router that lets no UDP out), with bytes both ways through the relay; a pair that can
+//! punch still goes direct with a relay given; the allocations deleted from coturn afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::punching::Side;
+use common::relaying::*;
+use common::*;
+use xtask::lab::Lab;
+
+/// Both sides ok over TCP, the other's line printed by each.
+fn assert_talked(a: &Side, b: &Side, names: (&str, &str)) {
+    assert!(a.ok && b.ok, "{names:?} failed:\n{a:#?}\n{b:#?}");
+    assert_eq!(a.json.as_ref().unwrap()["via"], "tcp");
+    assert_eq!(b.json.as_ref().unwrap()["via"], "tcp");
+    assert!(
+        a.lines.contains(&format!("hello from {}", names.1)),
+        "{} got {:?}",
+        names.0,
+        a.lines
+    );
+    assert!(
+        b.lines.contains(&format!("hello from {}", names.0)),
+        "{} got {:?}",
+        names.1,
+        b.lines
+    );
+}
+
+/// Both sides relayed through the same relayed address, on the lab's relay.
+fn assert_relayed(a: &Side, b: &Side) {
+    assert_eq!(path(a), "relay", "{a:#?}");
+    assert_eq!(path(b), "relay", "{b:#?}");
+    let r = relay(a).unwrap();
+    assert_eq!(
+        relay(b).as_deref(),
+        Some(r.as_str()),
+        "both through the same relayed address"
+    );
+    assert!(r.starts_with("203.0.113.30:"), "{r}");
+}
+
+/// Every allocation of the lab's user that coturn made was deleted (a Refresh with lifetime
+/// 0), none left to expire.
+fn assert_released(lab: &Lab) {
+    let user = lab.get("TURN_USER").unwrap();
+    let log = turn_log(lab);
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let made = count(&format!("new, realm=<natt.lab>, username=<{user}>"));
+    let deleted = count(&format!("refreshed, realm=<natt.lab>, username=<{user}>, lifetime=0"));
+    assert!(made > 0, "no allocation in the relay's log:\n{log}");
+    assert_eq!(made, deleted, "allocations made and deleted:\n{log}");
+    assert!(
+        !log.contains("allocation timeout"),
+        "an allocation was left to expire:\n{log}"
+    );
+}
+
+#[test]
+fn fallback_tcp_sym_sym_through_the_relay() {
+    let Some(lab) = lab("fallback_tcp_sym_sym_through_the_relay", "ttss", "r1=sym r2=sym p1") else {
+        return;
+    };
+    // Only h1 has a relay: h2 connects to its relayed address with plain TCP.
+    let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::None, &[]);
+    assert_talked(&a, &b, ("h1", "h2"));
+    assert_relayed(&a, &b);
+    assert_released(&lab);
+    // Both with a relay.
+    let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::Udp, &[]);
+    assert_talked(&a, &b, ("h1", "h2"));
+    assert_eq!(path(&a), "relay", "{a:#?}");
+    assert_eq!(path(&b), "relay", "{b:#?}");
+    assert_released(&lab);
+}
+
+#[test]
+fn fallback_tcp_a_pair_that_can_punch_goes_direct() {
+    let Some(lab) = lab(
+        "fallback_tcp_a_pair_that_can_punch_goes_direct",
+        "ttpd",
+        "r1=prc r2=prc p1",
+    ) else {
+        return;
+    };
+    let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::Udp, &[]);
+    assert_talked(&a, &b, ("h1", "h2"));
+    assert_eq!(path(&a), "direct", "{a:#?}");
+    assert_eq!(path(&b), "direct", "{b:#?}");
+    assert_eq!(relay(&a), None);
+    assert_eq!(a.peer().ip().to_string(), lab.get("R2_PUBLIC_IP").unwrap());
+    assert_released(&lab);
+}
+
+#[test]
+fn fallback_tcp_no_udp_out_reaches_the_relay_over_tcp() {
+    let Some(lab) = lab(
+        "fallback_tcp_no_udp_out_reaches_the_relay_over_tcp",
+        "ttnu",
+        "r1=sym r2=sym p1",
+    ) else {
+        return;
+    };
+    block_outbound_udp(&lab, "r1", true);
+    let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Tcp, "h2", Relay::None, &[]);
+    assert_talked(&a, &b, ("h1", "h2"));
+    assert_relayed(&a, &b);
+    assert_released(&lab);
+}
+
+#[test]
+fn fallback_tcp_a_failed_relay_leaves_the_direct_path() {
+    let Some(lab) = lab(
+        "fallback_tcp_a_failed_relay_leaves_the_direct_path",
+        "ttfr",
+        "r1=prc r2=prc p1",
+    ) else {
+        return;
+    };
+    let (a, b) = session_over(
+        &lab,
+        "--tcp",
+        "h1",
+        Relay::Password("not-the-password"),
+        "h2",
+        Relay::None,
+        &[],
+    );
+    assert_talked(&a, &b, ("h1", "h2"));
+    assert_eq!(path(&a), "direct", "{a:#?}");
+    assert_eq!(path(&b), "direct", "{b:#?}");
+    let warnings: Vec<&str> = a
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("natt: warning: the TURN relay gave no address"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", a.stderr);
+}
