@@ -405,8 +405,13 @@ fn connect_time(b: &Bench, s: &mut Section) -> Result<()> {
          where it is done (1 RTT), and its answer to our probe comes back after another half \
          (1.5 RTT), the first moment our side holds a reply that echoes its own nonce, which is \
          what authenticates the path. Plus the 10 ms grace for a direct path. With the relay on \
-         both sides each side knows where to send at once (the peer's relayed address, in its \
-         token), so both hold an authenticated reply after 1 round trip through the relay."
+         both sides each side probes the peer's relayed address through its own allocation at \
+         once (relay to relay; each allocation permits its own server's IP when it is made, so \
+         those probes pass before either side has read the other's token and added it), and \
+         both hold an authenticated reply after 1 round trip through the relay. With the relay \
+         on one side, the peer's first probe also races the relay side's permission for the \
+         peer's IP, which it can install only once it has read the peer's token: when the probe \
+         wins, it is dropped and the next probe round (50 ms later) carries the punch."
             .to_string(),
     );
     Ok(())

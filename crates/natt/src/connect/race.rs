@@ -10,7 +10,7 @@
 //! |---------------|-----------------------------------------|------------------------------|
 //! | direct        | the peer's endpoints but its relayed ones | the socket, plain UDP       |
 //! | peer's relay  | the peer's `turn` endpoints             | the socket, plain UDP        |
-//! | our relay     | the peer's public endpoints             | our allocation ([`Via::Relay`]) |
+//! | our relay     | the peer's public and `turn` endpoints  | our allocation ([`Via::Relay`]) |
 //!
 //! A peer without a relay needs no TURN of its own: its peer's-relay lane probes our relayed
 //! address with plain UDP, which opens its NAT towards the relay, and the relay hands its probe
@@ -178,7 +178,13 @@ impl Race {
             .collect();
         let mut plans = vec![(Lane::Direct, direct), (Lane::PeerRelay, relayed.clone())];
         if own_relay {
-            plans.push((Lane::OwnRelay, public));
+            // The peer's relayed addresses too: relay to relay, both sides' probes pass at once
+            // when the peer's relay is on the same server (each allocation permits its own
+            // server's IP when it is made, before the tokens are read).
+            plans.push((
+                Lane::OwnRelay,
+                public.into_iter().chain(relayed.iter().cloned()).collect(),
+            ));
         }
         let mut runs = Vec::new();
         let mut first_error = None;
