@@ -10,7 +10,8 @@
 //! |---------------|-----------------------------------------|------------------------------|
 //! | direct        | the peer's endpoints but its relayed ones | the socket, plain UDP       |
 //! | peer's relay  | the peer's `turn` endpoints             | the socket, plain UDP        |
-//! | our relay     | the peer's public and `turn` endpoints  | our allocation ([`Via::Relay`]) |
+//! | our relay     | the peer's public endpoints             | our allocation ([`Via::Relay`]) |
+//! | relay to relay | the peer's `turn` endpoints            | our allocation ([`Via::Relay`]) |
 //!
 //! A peer without a relay needs no TURN of its own: its peer's-relay lane probes our relayed
 //! address with plain UDP, which opens its NAT towards the relay, and the relay hands its probe
@@ -78,8 +79,12 @@ pub enum Lane {
     Direct,
     /// Plain UDP to the peer's relayed address, on the peer's TURN server.
     PeerRelay,
-    /// Through our own allocation.
+    /// Through our own allocation, to the peer's public endpoints.
     OwnRelay,
+    /// Through our own allocation to the peer's relayed address (both sides hold a relay; on
+    /// one server, each allocation permits the server's own IP when it is made, so both sides'
+    /// first probes pass).
+    RelayToRelay,
 }
 
 impl Lane {
@@ -87,7 +92,7 @@ impl Lane {
     pub fn via(self) -> Via {
         match self {
             Lane::Direct | Lane::PeerRelay => Via::Socket,
-            Lane::OwnRelay => Via::Relay,
+            Lane::OwnRelay | Lane::RelayToRelay => Via::Relay,
         }
     }
 
@@ -178,13 +183,11 @@ impl Race {
             .collect();
         let mut plans = vec![(Lane::Direct, direct), (Lane::PeerRelay, relayed.clone())];
         if own_relay {
-            // The peer's relayed addresses too: relay to relay, both sides' probes pass at once
-            // when the peer's relay is on the same server (each allocation permits its own
-            // server's IP when it is made, before the tokens are read).
-            plans.push((
-                Lane::OwnRelay,
-                public.into_iter().chain(relayed.iter().cloned()).collect(),
-            ));
+            plans.push((Lane::OwnRelay, public));
+            // A lane of its own (one peer address per lane, and the peer's data is taken from
+            // the done lanes' peers), so that the relay-to-relay path and the path from the
+            // peer's NAT through our relay are both known.
+            plans.push((Lane::RelayToRelay, relayed.clone()));
         }
         let mut runs = Vec::new();
         let mut first_error = None;
@@ -245,7 +248,7 @@ impl Race {
         for a in self
             .runs
             .iter()
-            .filter(|r| r.lane == Lane::OwnRelay)
+            .filter(|r| r.lane.via() == Via::Relay)
             .flat_map(|r| r.puncher.targets().iter())
         {
             if !peers.iter().any(|p| p.ip() == a.ip()) {

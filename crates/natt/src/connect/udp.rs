@@ -345,7 +345,7 @@ impl UdpConnection {
             // Through our relay: a channel to the peer's address as the relay sees it, so that
             // data goes as ChannelData (4 bytes of framing) rather than Send indications.
             if let Some(c) = lock(&shared.race).chosen()
-                && c.lane == Lane::OwnRelay
+                && c.lane.via() == Via::Relay
                 && let Err(e) = relay.start_add_peer(c.peer)
             {
                 log::debug!("fallback: no channel to {}: {e}", c.peer);
@@ -365,7 +365,7 @@ impl UdpConnection {
     fn path_of(&self, c: Chosen) -> Path {
         match c.lane {
             Lane::Direct => Path::Direct { peer: c.peer },
-            Lane::OwnRelay => Path::Relayed {
+            Lane::OwnRelay | Lane::RelayToRelay => Path::Relayed {
                 relay: self.shared.relayed.unwrap_or(c.peer),
                 ours: true,
                 peer: c.peer,
