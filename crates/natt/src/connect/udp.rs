@@ -674,6 +674,45 @@ mod tests {
         assert_eq!(cb.recv(deadline).unwrap(), b"raw");
     }
 
+    /// The birthday method on loopback: A's token says its mapping varies (two "observed"
+    /// ports, where sockets that never answer sit) and B's lists only such a port too, so
+    /// neither mapped socket is reached at a listed address: B's spray of 127.0.0.1 meets one
+    /// of A's extra sockets (or, rarely, A's mapped socket), which becomes A's direct path.
+    #[test]
+    fn the_hard_sides_extra_socket_becomes_the_direct_path_on_loopback() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let holes: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let seen = |s: &UdpSocket| MappedSocketAddr::new(s.local_addr().unwrap(), true, "stun");
+        let (ap, apu) = gen_rendezvous_info(vec![seen(&holes[0]), seen(&holes[1])]);
+        let (bp, bpu) = gen_rendezvous_info(vec![seen(&holes[2])]);
+        assert!(apu.mapping_varies && !bpu.mapping_varies);
+        let a_mapped = a.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let t = thread::spawn(move || UdpConnection::connect(b, PortMappings::default(), bp, apu, deadline).unwrap());
+        let ca = UdpConnection::connect(a, PortMappings::default(), ap, bpu, deadline).unwrap();
+        let cb = t.join().unwrap();
+        assert_eq!(lock(&ca.shared.race).plan(), Plan::Hard);
+        assert_eq!(lock(&cb.shared.race).plan(), Plan::Easy);
+        assert_eq!(ca.path().unwrap().kind(), "direct");
+        assert_eq!(cb.path().unwrap().kind(), "direct");
+        ca.send(b"ping").unwrap();
+        assert_eq!(cb.recv(deadline).unwrap(), b"ping");
+        cb.send(b"pong").unwrap();
+        assert_eq!(ca.recv(deadline).unwrap(), b"pong");
+        let Some(Path::Direct { peer }) = cb.path() else { panic!() };
+        let (punched, _) = ca.into_direct().unwrap();
+        // The socket handed out is the one B talks to: one of the extra sockets, unless B's
+        // spray met A's mapped socket first (1 in 256; without the extra sockets, B's 2048
+        // probes would meet the mapped socket 3 times in 100, and this test would fail).
+        assert_eq!(punched.socket.local_addr().unwrap(), peer);
+        if peer == a_mapped {
+            log::warn!("the spray met the mapped socket first");
+        }
+        punched.socket.send_to(b"raw", punched.peer_addr).unwrap();
+        assert_eq!(cb.recv(deadline).unwrap(), b"raw");
+    }
+
     #[test]
     fn nobody_there_fails_by_the_deadline() {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
