@@ -31,6 +31,17 @@
 //! caps and round limit), then starts again after [`DIRECT_RETRY`], at most
 //! [`DIRECT_RESTARTS`] times; once it is done the connection moves to it. Data is taken from
 //! every confirmed path, so nothing already on its way over the other path is lost.
+//!
+//! **Hard NATs.** When one side is behind a symmetric NAT and the other filters
+//! ([`birthday::plan`] on the peer's own endpoints), the direct lane is the birthday method's:
+//! on the easy side ([`Plan::Easy`]) its punch also sprays the peer's IP
+//! ([`birthday::spray_for`]); on the hard side ([`Plan::Hard`]) the mapped socket is index 0 of
+//! the method's [`Group`], the driver runs the extra sockets' punches
+//! ([`Race::hard_sockets`]) and the one that meets the peer is adopted as the direct lane
+//! ([`Race::adopt`], [`Via::Birthday`]); until then only the group's winner answers. A
+//! confirmed relayed path waits for it until [`BIRTHDAY_PATIENCE`] after the start (on the hard
+//! side, unless its extra sockets ended first, [`Race::birthday_over`]). A direct lane started
+//! again while relayed runs the ordinary punch, without a new spray.
 
 #![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
 
@@ -584,10 +595,12 @@ impl Race {
     /// returned `None` (a datagram taken in may queue an answer: poll again after
     /// [`handle`](Self::handle)).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let muted = self.direct_muted();
         let lanes = self
             .runs
             .iter()
             .filter(|r| r.done_at.is_none())
+            .filter(|r| !(muted && r.lane == Lane::Direct && r.via == Via::Socket))
             .filter_map(|r| r.puncher.poll_timeout());
         let decision = if self.chosen.is_none() {
             self.relay_wins_at()
@@ -1091,7 +1104,12 @@ mod tests {
     }
 
     /// A symmetric NAT's mapping for (local, destination): a random port, kept.
-    fn sym_map(maps: &mut Vec<(SocketAddr, SocketAddr, u16)>, rng: &mut StdRng, local: SocketAddr, to: SocketAddr) -> u16 {
+    fn sym_map(
+        maps: &mut Vec<(SocketAddr, SocketAddr, u16)>,
+        rng: &mut StdRng,
+        local: SocketAddr,
+        to: SocketAddr,
+    ) -> u16 {
         use rand::Rng;
         if let Some((_, _, p)) = maps.iter().find(|(l, d, _)| *l == local && *d == to) {
             return *p;
@@ -1127,10 +1145,11 @@ mod tests {
         // A's datagram from `local` to `to`, through A's symmetric NAT and B's filter.
         let mut a_out = |maps: &mut Vec<_>, b: &mut Race, b_sent: &[SocketAddr], local, to: SocketAddr, p: &[u8], t| {
             let from = SocketAddr::new(a_ip, sym_map(maps, &mut rng, local, to));
-            if to == b_pub && b_sent.contains(&from) {
-                if let Incoming::Data(d) = b.handle(t, Via::Socket, from, p) {
-                    return Some(d);
-                }
+            if to == b_pub
+                && b_sent.contains(&from)
+                && let Incoming::Data(d) = b.handle(t, Via::Socket, from, p)
+            {
+                return Some(d);
             }
             None
         };
@@ -1188,18 +1207,30 @@ mod tests {
         }
         let winner = winner.expect("an extra socket met the peer");
         assert!(extras.is_empty(), "the losers stopped");
-        assert_eq!(a.chosen().unwrap(), Chosen { lane: Lane::Direct, peer: b_pub });
+        assert_eq!(
+            a.chosen().unwrap(),
+            Chosen {
+                lane: Lane::Direct,
+                peer: b_pub
+            }
+        );
         assert_eq!(a.chosen_via(), Some(Via::Birthday));
         let b_path = b.chosen().unwrap();
         assert_eq!(b_path.lane, Lane::Direct);
-        assert_eq!(b_path.peer.port(), sym_map(&mut maps, &mut StdRng::seed_from_u64(0), winner, b_pub));
+        assert_eq!(
+            b_path.peer.port(),
+            sym_map(&mut maps, &mut StdRng::seed_from_u64(0), winner, b_pub)
+        );
         // The spray stopped at the first answer, well within its budget.
         let b_direct = b.runs.iter().find(|r| r.lane == Lane::Direct).unwrap();
         assert!(b_direct.puncher.sprayed() < birthday::SPRAY_BUDGET);
         // Data both ways on the winning socket; the mapped socket's address takes none.
         let got = a_out(&mut maps, &mut b, &b_sent, winner, b_pub, b"to b", t);
         assert_eq!(got, Some(b"to b".to_vec()));
-        assert_eq!(a.handle(t, Via::Birthday, b_pub, b"to a"), Incoming::Data(b"to a".to_vec()));
+        assert_eq!(
+            a.handle(t, Via::Birthday, b_pub, b"to a"),
+            Incoming::Data(b"to a".to_vec())
+        );
         assert_eq!(a.handle(t, Via::Socket, b_pub, b"to a"), Incoming::Stranger);
     }
 

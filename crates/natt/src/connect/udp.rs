@@ -25,8 +25,8 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::lease::Stop;
+use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::udp::{Driven, STOP_POLL};
 use natt_core::{PortMappings, deadline};
 use natt_punch::birthday::{HARD_SOCKETS, Plan};
@@ -243,7 +243,10 @@ fn run_birthday(shared: &Shared, local: SocketAddr, deadline: Instant) {
         match UdpSocket::bind(SocketAddr::new(local.ip(), 0)) {
             Ok(s) => sockets.push(s),
             Err(e) => {
-                log::warn!("fallback: the birthday method could bind only {} more sockets: {e}", sockets.len());
+                log::warn!(
+                    "fallback: the birthday method could bind only {} more sockets: {e}",
+                    sockets.len()
+                );
                 break;
             }
         }
@@ -700,7 +703,9 @@ mod tests {
         assert_eq!(cb.recv(deadline).unwrap(), b"ping");
         cb.send(b"pong").unwrap();
         assert_eq!(ca.recv(deadline).unwrap(), b"pong");
-        let Some(Path::Direct { peer }) = cb.path() else { panic!() };
+        let Some(Path::Direct { peer }) = cb.path() else {
+            panic!()
+        };
         let (punched, _) = ca.into_direct().unwrap();
         // The socket handed out is the one B talks to: one of the extra sockets, unless B's
         // spray met A's mapped socket first (1 in 256; without the extra sockets, B's 2048
