@@ -139,18 +139,26 @@ fn fallback_symmetric_to_port_restricted_goes_direct_by_the_birthday_method() {
     ) else {
         return;
     };
-    // Both with a relay: the relayed path confirms first, and waits for the birthday method.
-    // h1 (behind the symmetric NAT) started first, then h2 first.
-    for h1_first in [true, false] {
+    // With a relay, the relayed path confirms first, and waits for the birthday method.
+    // h1 (behind the symmetric NAT) started first, then h2 first; then a relay on the hard
+    // side only, and on the easy side only.
+    let runs = [
+        (true, Relay::Udp, Relay::Udp),
+        (false, Relay::Udp, Relay::Udp),
+        (true, Relay::Udp, Relay::None),
+        (true, Relay::None, Relay::Udp),
+    ];
+    for (h1_first, relay_h1, relay_h2) in runs {
         let (a, b) = if h1_first {
-            session(&lab, "h1", Relay::Udp, "h2", Relay::Udp, &[])
+            session(&lab, "h1", relay_h1, "h2", relay_h2, &[])
         } else {
-            let (b, a) = session(&lab, "h2", Relay::Udp, "h1", Relay::Udp, &[]);
+            let (b, a) = session(&lab, "h2", relay_h2, "h1", relay_h1, &[]);
             (a, b)
         };
         assert_talked(&a, &b, ("h1", "h2"));
         assert_eq!(path(&a), "direct", "h1 first: {h1_first}: {a:#?}");
         assert_eq!(path(&b), "direct", "h1 first: {h1_first}: {b:#?}");
+        assert_eq!(relay(&b), None);
         assert_eq!(relay(&a), None);
         // Each sees the other at its public IP (the hard side at a port no server saw).
         assert_eq!(a.peer().ip().to_string(), lab.get("R2_PUBLIC_IP").unwrap());

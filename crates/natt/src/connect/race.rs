@@ -616,6 +616,16 @@ impl Race {
         lanes.chain(decision).chain(restart).min()
     }
 
+    /// When there is no hope of a path: both sides are behind symmetric NATs
+    /// ([`Plan::BothHard`]), no relayed lane runs and the direct lane found nothing within
+    /// [`birthday::BOTH_HARD_WINDOW`] (peers on one network meet in milliseconds), as
+    /// `PunchedUdpSocket::punch_hole` says then: the time when that holds, if it may.
+    pub fn hopeless_at(&self) -> Option<Instant> {
+        let relayed = self.runs.iter().any(|r| r.lane.is_relayed());
+        (self.plan == Plan::BothHard && !relayed && self.chosen.is_none())
+            .then_some(self.started + birthday::BOTH_HARD_WINDOW)
+    }
+
     /// Why no path was found yet: the direct lane's diagnosis if it runs, else the first
     /// lane's.
     pub fn diagnosis(&self) -> NoPath {
@@ -1287,6 +1297,39 @@ mod tests {
         // A hard side whose extra sockets ended without a path waits no more.
         let (a, _, _) = relayed_birthday_pair(half, true);
         assert_eq!(a.chosen().map(|c| c.lane), Some(Lane::PeerRelay));
+    }
+
+    #[test]
+    fn two_symmetric_sides_without_a_relay_have_no_hope_after_the_window() {
+        let (mut ap, _, _, mut bpu) = tokens(true, false);
+        // Both tokens say the mapping varies (each side's NAT gave two servers two ports).
+        ap.mapping_varies = true;
+        bpu.mapping_varies = true;
+        let t0 = Instant::now();
+        let a = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, false, t0, StdRng::seed_from_u64(1)).unwrap();
+        assert_eq!(a.plan(), Plan::BothHard);
+        assert_eq!(a.hopeless_at(), Some(t0 + birthday::BOTH_HARD_WINDOW));
+        // With a relay (ours, or the peer's), the relay is the way: no verdict.
+        let with_relay = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, true, t0, StdRng::seed_from_u64(1)).unwrap();
+        assert_eq!(with_relay.hopeless_at(), None);
+        let (_, apu_relayed, mut bp, _) = tokens(true, true);
+        bp.mapping_varies = true;
+        let mut apu_relayed = apu_relayed;
+        apu_relayed.mapping_varies = true;
+        let b = Race::new(
+            sa("10.0.2.2:6000"),
+            &bp,
+            &apu_relayed,
+            false,
+            t0,
+            StdRng::seed_from_u64(2),
+        )
+        .unwrap();
+        assert_eq!(b.plan(), Plan::BothHard);
+        assert_eq!(b.hopeless_at(), None);
+        // A pair without a symmetric NAT waits for its deadline as before.
+        let n = net(false, false);
+        assert_eq!(n.a.hopeless_at(), None);
     }
 
     /// Another token with the same endpoints as `p` (another session).

@@ -30,7 +30,7 @@ use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::udp::{Driven, STOP_POLL};
 use natt_core::{PortMappings, deadline};
 use natt_punch::birthday::{HARD_SOCKETS, Plan};
-use natt_punch::{PunchError, PunchedUdpSocket};
+use natt_punch::{NoPath, PunchError, PunchedUdpSocket};
 use natt_turn::{Input, RelayLink, TurnTransport, with_relay};
 
 use super::race::{Chosen, Incoming, Lane, Race, Via};
@@ -473,6 +473,10 @@ impl UdpConnection {
                     drop(race);
                     return Err(PunchError::TimedOut(why));
                 }
+                if race.hopeless_at().is_some_and(|at| now >= at) {
+                    drop(race);
+                    return Err(PunchError::NoDirectPath(NoPath::BothSymmetric));
+                }
                 let wait = deadline.min(now + STOP_POLL).saturating_duration_since(now);
                 race = shared
                     .changed
@@ -716,6 +720,20 @@ mod tests {
         }
         punched.socket.send_to(b"raw", punched.peer_addr).unwrap();
         assert_eq!(cb.recv(deadline).unwrap(), b"raw");
+    }
+
+    /// Two symmetric sides without a relay: the clear error, as `punch_hole` gives, well
+    /// before a deadline far away.
+    #[test]
+    fn two_symmetric_sides_without_a_relay_fail_saying_why() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let holes: Vec<UdpSocket> = (0..4).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let seen = |s: &UdpSocket| MappedSocketAddr::new(s.local_addr().unwrap(), true, "stun");
+        let (ap, _) = gen_rendezvous_info(vec![seen(&holes[0]), seen(&holes[1])]);
+        let (_, bpu) = gen_rendezvous_info(vec![seen(&holes[2]), seen(&holes[3])]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let e = UdpConnection::connect(a, PortMappings::default(), ap, bpu, deadline).unwrap_err();
+        assert!(matches!(e, PunchError::NoDirectPath(NoPath::BothSymmetric)), "{e}");
     }
 
     #[test]
