@@ -381,6 +381,12 @@ impl UdpConnection {
     /// With neither, this is the plain punch with its data behind [`send`](Self::send) and
     /// [`recv`](Self::recv).
     ///
+    /// Through a symmetric NAT on one side, the direct path is the birthday method's (see the
+    /// module documentation): on our symmetric side, the socket that met the peer may be
+    /// another than `socket` ([`into_direct`](Self::into_direct) hands it out). With both
+    /// sides symmetric and no relay at all, it fails after 2 s with
+    /// [`PunchError::NoDirectPath`] ([`NoPath::BothSymmetric`]).
+    ///
     /// `port_mappings` are held by the connection (the allocation is refreshed meanwhile) and
     /// released when it is dropped, or handed back by [`into_direct`](Self::into_direct).
     pub fn connect(
