@@ -36,7 +36,7 @@
 //! ([`Via::Birthday`](crate::connect::race::Via::Birthday)). A confirmed relayed path waits
 //! [`BIRTHDAY_PATIENCE`](crate::connect::BIRTHDAY_PATIENCE) from the start for it.
 //! Two symmetric sides with no relay at all fail after 2 s with
-//! [`NoPath::BothSymmetric`](crate::NoPath::BothSymmetric), as the plain punch does.
+//! `NoPath::BothSymmetric`, as the plain punch does.
 
 pub mod race;
 pub mod udp;
