@@ -3,7 +3,9 @@
 //! a symmetric NAT, a router that lets no UDP out), a pair that still goes direct with a relay
 //! given, a connection that moves from the relay to a direct path without losing data, the
 //! allocation deleted from coturn afterwards, relays that fail (wrong password, down) without
-//! stopping the direct path, spoofed datagrams at the relayed address, and 10 % loss.
+//! stopping the direct path, spoofed datagrams at the relayed address, and 10 % loss. A
+//! symmetric x port-restricted pair with a relay on both sides still goes direct, by the
+//! birthday method (`natt_punch::birthday`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -126,6 +128,42 @@ fn fallback_a_pair_that_can_punch_goes_direct() {
     assert_eq!(path(&b), "direct", "{b:#?}");
     assert_eq!(relay(&a), None);
     assert_eq!(a.peer().ip().to_string(), lab.get("R2_PUBLIC_IP").unwrap());
+}
+
+#[test]
+fn fallback_symmetric_to_port_restricted_goes_direct_by_the_birthday_method() {
+    let Some(lab) = lab(
+        "fallback_symmetric_to_port_restricted_goes_direct_by_the_birthday_method",
+        "tfbd",
+        "r1=sym r2=prc p1",
+    ) else {
+        return;
+    };
+    // With a relay, the relayed path confirms first, and waits for the birthday method.
+    // h1 (behind the symmetric NAT) started first, then h2 first; then a relay on the hard
+    // side only, and on the easy side only.
+    let runs = [
+        (true, Relay::Udp, Relay::Udp),
+        (false, Relay::Udp, Relay::Udp),
+        (true, Relay::Udp, Relay::None),
+        (true, Relay::None, Relay::Udp),
+    ];
+    for (h1_first, relay_h1, relay_h2) in runs {
+        let (a, b) = if h1_first {
+            session(&lab, "h1", relay_h1, "h2", relay_h2, &[])
+        } else {
+            let (b, a) = session(&lab, "h2", relay_h2, "h1", relay_h1, &[]);
+            (a, b)
+        };
+        assert_talked(&a, &b, ("h1", "h2"));
+        assert_eq!(path(&a), "direct", "h1 first: {h1_first}: {a:#?}");
+        assert_eq!(path(&b), "direct", "h1 first: {h1_first}: {b:#?}");
+        assert_eq!(relay(&b), None);
+        assert_eq!(relay(&a), None);
+        // Each sees the other at its public IP (the hard side at a port no server saw).
+        assert_eq!(a.peer().ip().to_string(), lab.get("R2_PUBLIC_IP").unwrap());
+        assert_eq!(b.peer().ip().to_string(), lab.get("R1_PUBLIC_IP").unwrap());
+    }
 }
 
 #[test]

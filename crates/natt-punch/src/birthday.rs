@@ -321,8 +321,9 @@ impl Group {
         Self::default()
     }
 
-    /// Socket `index` heard the peer: whether it is the winner (the first to claim).
-    fn claim(&self, index: usize) -> bool {
+    /// Socket `index` heard the peer: whether it is the winner (the first to claim). A
+    /// socket driven outside a [`HardSocket`] (the fallback call's mapped socket) claims so.
+    pub fn claim(&self, index: usize) -> bool {
         match self
             .winner
             .compare_exchange(usize::MAX, index, Ordering::AcqRel, Ordering::Acquire)
@@ -362,6 +363,11 @@ impl HardSocket {
     /// The punch on this socket.
     pub fn puncher(&self) -> &UdpPuncher {
         &self.puncher
+    }
+
+    /// The punch on this socket, taken out (the winner's, to go on answering the peer).
+    pub fn into_puncher(self) -> UdpPuncher {
+        self.puncher
     }
 }
 
@@ -405,6 +411,20 @@ impl UdpExchange for HardSocket {
     }
 }
 
+/// The one endpoint of the peer the hard side's extra sockets probe: where servers saw it (the
+/// port its probes will come from, its mapping being endpoint-independent), else its first
+/// public one. A hostile token listing many addresses gets no more from us than one does.
+pub fn peer_endpoint(theirs: &PubRendezvousInfo) -> Vec<MappedSocketAddr> {
+    theirs
+        .endpoints
+        .iter()
+        .filter(|e| e.technique != natt_core::local::LOCAL && !natt_core::endpoint::is_private(e.addr.ip()))
+        .min_by_key(|e| !e.nat_restricted)
+        .cloned()
+        .into_iter()
+        .collect()
+}
+
 /// The hard side's sockets, one per local address in `locals` (the first the socket that was
 /// mapped, which punches as usual; the others cold, towards one public endpoint of the peer:
 /// where a server saw it), sharing `group`. Their nonces come from generators seeded from
@@ -418,41 +438,54 @@ pub fn hard_sockets(
     now: Instant,
     rng: &mut StdRng,
 ) -> Result<Vec<HardSocket>, PunchError> {
-    // The extra sockets probe one endpoint: where servers saw the peer (the port its probes
-    // will come from, its mapping being endpoint-independent), else its first public one. A
-    // hostile token listing many addresses gets no more from us than one does.
-    let public: Vec<MappedSocketAddr> = theirs
-        .endpoints
-        .iter()
-        .filter(|e| e.technique != natt_core::local::LOCAL && !natt_core::endpoint::is_private(e.addr.ip()))
-        .min_by_key(|e| !e.nat_restricted)
-        .cloned()
-        .into_iter()
-        .collect();
+    let public = peer_endpoint(theirs);
     let mut out = Vec::with_capacity(locals.len());
-    for (index, local) in locals.iter().enumerate() {
+    let Some((first, extras)) = locals.split_first() else {
+        return Ok(out);
+    };
+    let member_rng = StdRng::seed_from_u64(rng.random());
+    let puncher = UdpPuncher::new(
+        keys.clone(),
+        Paths::new(*first, &ours.endpoints, &theirs.endpoints)?,
+        now,
+        member_rng,
+    )
+    .birthday_side();
+    out.push(HardSocket {
+        index: 0,
+        puncher,
+        group: Arc::clone(group),
+    });
+    out.extend(cold_sockets(keys, ours, &public, extras, group, now, rng));
+    Ok(out)
+}
+
+/// The hard side's extra sockets alone, indices 1 on, one per local address in `locals`, cold,
+/// towards `public` (one public endpoint of the peer, see [`hard_sockets`]), sharing `group`:
+/// for a driver whose mapped socket (index 0) runs a punch of its own and claims the group
+/// with [`Group::claim`] (the fallback call's). [`peer_endpoint`] gives `public`.
+pub fn cold_sockets(
+    keys: &SessionKeys,
+    ours: &PrivRendezvousInfo,
+    public: &[MappedSocketAddr],
+    locals: &[SocketAddr],
+    group: &Arc<Group>,
+    now: Instant,
+    rng: &mut StdRng,
+) -> Vec<HardSocket> {
+    let mut out = Vec::with_capacity(locals.len());
+    for (i, local) in locals.iter().enumerate() {
         let member_rng = StdRng::seed_from_u64(rng.random());
-        let puncher = if index == 0 {
-            UdpPuncher::new(
-                keys.clone(),
-                Paths::new(*local, &ours.endpoints, &theirs.endpoints)?,
-                now,
-                member_rng,
-            )
-            .birthday_side()
-        } else {
-            let Ok(paths) = Paths::new(*local, &ours.endpoints, &public) else {
-                break;
-            };
-            UdpPuncher::new(keys.clone(), paths, now, member_rng).cold(now)
+        let Ok(paths) = Paths::new(*local, &ours.endpoints, public) else {
+            break;
         };
         out.push(HardSocket {
-            index,
-            puncher,
+            index: i + 1,
+            puncher: UdpPuncher::new(keys.clone(), paths, now, member_rng).cold(now),
             group: Arc::clone(group),
         });
     }
-    Ok(out)
+    out
 }
 
 /// Why the hard side found no path: the first fact one of its sockets can state (a stale

@@ -201,6 +201,11 @@ impl UdpPuncher {
         self.peer
     }
 
+    /// The paths this punch may take.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
     /// The addresses being probed, in order.
     pub fn targets(&self) -> &[SocketAddr] {
         &self.targets

@@ -33,11 +33,20 @@
 //! the connection moves to the direct path when it opens, taking data from both paths
 //! meanwhile. The peer is still authenticated end to end: a relayed path, like a direct one,
 //! confirms only by the peer's signed replies.
+//!
+//! Through a symmetric NAT on one side and a filtering one on the other, the direct lane is
+//! natt-punch's birthday method ([`natt_punch::birthday`](crate::punch::birthday)): the easy
+//! side's direct lane also sprays the peer's IP; the hard side runs 255 more sockets beside the
+//! mapped one, and the one that meets the peer becomes the direct path
+//! ([`Via::Birthday`](crate::connect::race::Via::Birthday)). A confirmed relayed path waits
+//! [`BIRTHDAY_PATIENCE`](crate::connect::BIRTHDAY_PATIENCE) from the start for it.
+//! Two symmetric sides with no relay at all fail after 2 s with
+//! `NoPath::BothSymmetric`, as the plain punch does.
 
 pub mod race;
 pub mod tcp;
 pub mod udp;
 
-pub use race::{DIRECT_PATIENCE, DIRECT_RESTARTS, DIRECT_RETRY, RELAY_GRACE, Race};
+pub use race::{BIRTHDAY_PATIENCE, DIRECT_PATIENCE, DIRECT_RESTARTS, DIRECT_RETRY, RELAY_GRACE, Race};
 pub use tcp::{TcpConnection, connect_tcp};
 pub use udp::{Path, UdpConnection};

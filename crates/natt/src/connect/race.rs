@@ -32,11 +32,23 @@
 //! caps and round limit), then starts again after [`DIRECT_RETRY`], at most
 //! [`DIRECT_RESTARTS`] times; once it is done the connection moves to it. Data is taken from
 //! every confirmed path, so nothing already on its way over the other path is lost.
+//!
+//! **Hard NATs.** When one side is behind a symmetric NAT and the other filters
+//! ([`birthday::plan`] on the peer's own endpoints), the direct lane is the birthday method's:
+//! on the easy side ([`Plan::Easy`]) its punch also sprays the peer's IP
+//! ([`birthday::spray_for`]); on the hard side ([`Plan::Hard`]) the mapped socket is index 0 of
+//! the method's [`Group`], the driver runs the extra sockets' punches
+//! ([`Race::hard_sockets`]) and the one that meets the peer is adopted as the direct lane
+//! ([`Race::adopt`], [`Via::Birthday`]); until then only the group's winner answers. A
+//! confirmed relayed path waits for it until [`BIRTHDAY_PATIENCE`] after the start (on the hard
+//! side, unless its extra sockets ended first, [`Race::birthday_over`]). A direct lane started
+//! again while relayed runs the ordinary punch, without a new spray.
 
 #![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -44,6 +56,7 @@ use rand::rngs::StdRng;
 
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::{MappedSocketAddr, Transmit, UdpExchange};
+use natt_punch::birthday::{self, Group, HardSocket, Plan};
 use natt_punch::keys::SessionKeys;
 use natt_punch::path::Paths;
 use natt_punch::puncher::{MAX_PER_SECOND, UdpPuncher};
@@ -62,6 +75,12 @@ pub const DIRECT_RETRY: Duration = Duration::from_secs(10);
 /// minutes of trying in all).
 pub const DIRECT_RESTARTS: u32 = 16;
 
+/// How long a confirmed relayed path waits, from the start, for the birthday method (one side
+/// behind a symmetric NAT, the other filtering: [`Plan::Hard`] or [`Plan::Easy`]) to meet: the
+/// easy side's whole spray takes about 1 s, and two thirds of the attempts meet within a
+/// quarter of it.
+pub const BIRTHDAY_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How a datagram travels between us and the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Via {
@@ -69,6 +88,9 @@ pub enum Via {
     Socket,
     /// Through our own TURN allocation (framed by the relay client).
     Relay,
+    /// Plain UDP on the hard side's extra socket that met the peer (the birthday method,
+    /// [`Race::adopt`]).
+    Birthday,
 }
 
 /// Which kind of path a lane punches.
@@ -88,7 +110,8 @@ pub enum Lane {
 }
 
 impl Lane {
-    /// How the lane's datagrams travel.
+    /// How the lane's datagrams travel ([`Race::chosen_via`] tells when the direct lane moved
+    /// to [`Via::Birthday`]).
     pub fn via(self) -> Via {
         match self {
             Lane::Direct | Lane::PeerRelay => Via::Socket,
@@ -128,6 +151,8 @@ pub enum Incoming {
 #[derive(Debug)]
 struct Run {
     lane: Lane,
+    /// How its datagrams travel: the lane's, or [`Via::Birthday`] once adopted.
+    via: Via,
     paths: Paths,
     puncher: UdpPuncher,
     /// When its punch was done.
@@ -139,10 +164,29 @@ struct Run {
     answered: VecDeque<Instant>,
 }
 
+/// The hard side of the birthday method: the group the mapped socket (index 0, the direct
+/// lane) and the driver's extra sockets share.
+#[derive(Debug)]
+struct HardSide {
+    group: Arc<Group>,
+    ours: PrivRendezvousInfo,
+    /// The one endpoint of the peer the extra sockets probe.
+    public: Vec<MappedSocketAddr>,
+    /// The attempt ended without an extra socket's path ([`Race::birthday_over`]).
+    over: bool,
+    /// An extra socket's punch was adopted as the direct lane.
+    adopted: bool,
+}
+
 /// The lanes, the decision and the move to a direct path (see the module documentation).
 #[derive(Debug)]
 pub struct Race {
     keys: SessionKeys,
+    plan: Plan,
+    started: Instant,
+    /// The direct lane runs the birthday method (a spray, or the hard side's group).
+    birthday: bool,
+    hard: Option<HardSide>,
     runs: Vec<Run>,
     rng: StdRng,
     chosen: Option<Chosen>,
@@ -181,6 +225,13 @@ impl Race {
             .filter(|e| !natt_core::endpoint::is_private(e.addr.ip()))
             .cloned()
             .collect();
+        // The birthday method is the direct lane's business: decided on the peer's own
+        // endpoints (a relayed address is no port of its NAT).
+        let theirs_direct = PubRendezvousInfo {
+            endpoints: direct.clone(),
+            ..theirs.clone()
+        };
+        let plan = birthday::plan(ours, &theirs_direct);
         let mut plans = vec![(Lane::Direct, direct), (Lane::PeerRelay, relayed.clone())];
         if own_relay {
             plans.push((Lane::OwnRelay, public));
@@ -191,15 +242,20 @@ impl Race {
         }
         let mut runs = Vec::new();
         let mut first_error = None;
+        let mut sprays = false;
         for (lane, theirs) in plans {
             if theirs.is_empty() {
                 continue;
             }
             match Paths::new(local, &ours.endpoints, &theirs) {
                 Ok(paths) => {
-                    let puncher = UdpPuncher::new(keys.clone(), paths.clone(), now, StdRng::from_rng(&mut rng));
+                    let mut puncher = UdpPuncher::new(keys.clone(), paths.clone(), now, StdRng::from_rng(&mut rng));
+                    if lane == Lane::Direct {
+                        (puncher, sprays) = birthday_lane(puncher, plan, &theirs_direct, &paths, &mut rng, now);
+                    }
                     runs.push(Run {
                         lane,
+                        via: lane.via(),
                         paths,
                         puncher,
                         done_at: None,
@@ -223,8 +279,21 @@ impl Race {
                 .map(|r| (r.lane, r.puncher.targets().to_vec()))
                 .collect::<Vec<_>>()
         );
+        let direct_runs = runs.iter().any(|r| r.lane == Lane::Direct);
+        let hard = (plan == Plan::Hard && direct_runs).then(|| HardSide {
+            group: Arc::new(Group::new()),
+            ours: ours.clone(),
+            public: birthday::peer_endpoint(&theirs_direct),
+            over: false,
+            adopted: false,
+        });
+        let birthday = hard.is_some() || sprays;
         Ok(Race {
             keys,
+            plan,
+            started: now,
+            birthday,
+            hard,
             runs,
             rng,
             chosen: None,
@@ -233,6 +302,82 @@ impl Race {
             peer_relayed: relayed.iter().map(|e| e.addr).collect(),
             next: 0,
             queue: VecDeque::new(),
+        })
+    }
+
+    /// What the direct lane does, from both tokens ([`birthday::plan`], on the peer's own
+    /// endpoints).
+    pub fn plan(&self) -> Plan {
+        self.plan
+    }
+
+    /// On the hard side of the birthday method ([`Plan::Hard`]), while it runs: the extra
+    /// sockets' punches (indices 1 on, cold, sharing the group of the direct lane's mapped
+    /// socket, index 0), one per local address in `locals` (sockets the driver bound on the
+    /// mapped socket's IP); empty otherwise. The driver runs each on its socket; the one that
+    /// meets the peer is [`adopt`](Self::adopt)ed.
+    pub fn hard_sockets(&mut self, locals: &[SocketAddr], now: Instant) -> Vec<HardSocket> {
+        match &self.hard {
+            Some(h) if !h.over && !h.adopted => {
+                birthday::cold_sockets(&self.keys, &h.ours, &h.public, locals, &h.group, now, &mut self.rng)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The extra socket's punch that met the peer (done, the group's winner) becomes the
+    /// direct lane, its datagrams travelling [`Via::Birthday`]: the direct path is done at
+    /// once. Whether it was taken (not when the direct lane was done on the mapped socket
+    /// already, nor when the punch is not done or not the group's winner).
+    pub fn adopt(&mut self, now: Instant, puncher: UdpPuncher) -> bool {
+        let Some(h) = &mut self.hard else { return false };
+        let Some(peer) = puncher.peer() else { return false };
+        if h.adopted || h.group.winner().is_none_or(|w| w == 0) {
+            return false;
+        }
+        let Some(run) = self.runs.iter_mut().find(|r| r.lane == Lane::Direct) else {
+            return false;
+        };
+        if run.done_at.is_some() {
+            return false;
+        }
+        h.adopted = true;
+        log::debug!("fallback: the birthday method met the peer at {peer}: the direct path");
+        run.paths = puncher.paths().clone();
+        run.puncher = puncher;
+        run.via = Via::Birthday;
+        run.done_at = Some(now);
+        if !self.accepted.contains(&(Via::Birthday, peer)) {
+            self.accepted.push((Via::Birthday, peer));
+        }
+        self.decide(now);
+        true
+    }
+
+    /// The hard side's extra sockets ended without a path (closed): the direct lane goes on on
+    /// the mapped socket alone, the relay no longer waits for them.
+    pub fn birthday_over(&mut self) {
+        if let Some(h) = &mut self.hard
+            && !h.adopted
+        {
+            h.over = true;
+        }
+    }
+
+    /// Whether the direct lane on the mapped socket is silent: another socket of the hard
+    /// side's group met the peer first (only the winner answers, so both sides settle on it).
+    fn direct_muted(&self) -> bool {
+        self.hard
+            .as_ref()
+            .is_some_and(|h| !h.over && !h.adopted && h.group.winner().is_some_and(|w| w != 0))
+    }
+
+    /// How the chosen path's datagrams travel.
+    pub fn chosen_via(&self) -> Option<Via> {
+        let c = self.chosen?;
+        Some(match c.lane {
+            Lane::Direct => self.direct().map_or(Via::Socket, |r| r.via),
+            other => other.via(),
         })
     }
 
@@ -277,13 +422,33 @@ impl Race {
     /// address as the relay reported it, and the payload it carried).
     pub fn handle(&mut self, now: Instant, via: Via, from: SocketAddr, data: &[u8]) -> Incoming {
         if is_punch_packet(data) {
-            for run in self.runs.iter_mut().filter(|r| r.lane.via() == via) {
+            let muted = self.direct_muted();
+            let group = self
+                .hard
+                .as_ref()
+                .filter(|h| !h.over && !h.adopted)
+                .map(|h| Arc::clone(&h.group));
+            for run in self.runs.iter_mut().filter(|r| r.via == via) {
+                let on_mapped = run.lane == Lane::Direct && run.via == Via::Socket;
+                if on_mapped && muted {
+                    continue;
+                }
+                let before = run.puncher.heard_authentic();
                 if run.done_at.is_some() && run.puncher.peer() == Some(from) {
                     if let Some(reply) = answer_when_done(&self.keys, run, now, from, data) {
                         self.queue.push_back((via, reply));
                     }
                 } else if run.paths.is_peer(from) {
                     run.puncher.handle_datagram(now, from, data);
+                    // The mapped socket heard the peer: it takes the hard side's group (the
+                    // extra sockets stop), unless one of them did first (then it is silent).
+                    if on_mapped
+                        && run.puncher.heard_authentic() > before
+                        && let Some(g) = &group
+                        && !g.claim(0)
+                    {
+                        continue;
+                    }
                     if run.done_at.is_none()
                         && let Some(peer) = run.puncher.peer()
                     {
@@ -328,7 +493,15 @@ impl Race {
         let half_open = self
             .direct()
             .is_some_and(|d| matches!(d.puncher.diagnosis(), NoPath::NotConfirmed(_)));
-        Some(at + if half_open { DIRECT_PATIENCE } else { RELAY_GRACE })
+        let at = at + if half_open { DIRECT_PATIENCE } else { RELAY_GRACE };
+        // The birthday method meets within its spray, most likely: wait for it (on the hard
+        // side, until its extra sockets ended without a path).
+        let birthday = self.birthday && !self.hard.as_ref().is_some_and(|h| h.over);
+        Some(if birthday {
+            at.max(self.started + BIRTHDAY_PATIENCE)
+        } else {
+            at
+        })
     }
 
     fn decide(&mut self, now: Instant) {
@@ -401,13 +574,15 @@ impl Race {
             return Some(t);
         }
         let n = self.runs.len();
+        let muted = self.direct_muted();
         for k in 0..n {
             let i = (self.next + k) % n.max(1);
             if let Some(run) = self.runs.get_mut(i)
+                && !(muted && run.lane == Lane::Direct && run.via == Via::Socket)
                 && let Some(t) = run.puncher.poll_transmit(now)
             {
                 self.next = (i + 1) % n.max(1);
-                return Some((run.lane.via(), t));
+                return Some((run.via, t));
             }
         }
         self.note_exhausted(now);
@@ -429,10 +604,12 @@ impl Race {
     /// returned `None` (a datagram taken in may queue an answer: poll again after
     /// [`handle`](Self::handle)).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let muted = self.direct_muted();
         let lanes = self
             .runs
             .iter()
             .filter(|r| r.done_at.is_none())
+            .filter(|r| !(muted && r.lane == Lane::Direct && r.via == Via::Socket))
             .filter_map(|r| r.puncher.poll_timeout());
         let decision = if self.chosen.is_none() {
             self.relay_wins_at()
@@ -448,12 +625,49 @@ impl Race {
         lanes.chain(decision).chain(restart).min()
     }
 
+    /// When there is no hope of a path: both sides are behind symmetric NATs
+    /// ([`Plan::BothHard`]), no relayed lane runs and the direct lane found nothing within
+    /// [`birthday::BOTH_HARD_WINDOW`] (peers on one network meet in milliseconds), as
+    /// `PunchedUdpSocket::punch_hole` says then: the time when that holds, if it may.
+    pub fn hopeless_at(&self) -> Option<Instant> {
+        let relayed = self.runs.iter().any(|r| r.lane.is_relayed());
+        (self.plan == Plan::BothHard && !relayed && self.chosen.is_none())
+            .then_some(self.started + birthday::BOTH_HARD_WINDOW)
+    }
+
     /// Why no path was found yet: the direct lane's diagnosis if it runs, else the first
     /// lane's.
     pub fn diagnosis(&self) -> NoPath {
         self.direct()
             .or(self.runs.first())
             .map_or(NoPath::Other("no lane".into()), |r| r.puncher.diagnosis())
+    }
+}
+
+/// The direct lane's punch as the birthday method wants it ([`birthday`]): on the easy side
+/// ([`Plan::Easy`]) it also sprays the peer's IP, on the hard side ([`Plan::Hard`]) its mapped
+/// socket ends as the group's sockets do; with whether it sprays.
+fn birthday_lane(
+    puncher: UdpPuncher,
+    plan: Plan,
+    theirs: &PubRendezvousInfo,
+    paths: &Paths,
+    rng: &mut StdRng,
+    now: Instant,
+) -> (UdpPuncher, bool) {
+    match plan {
+        Plan::Easy => match birthday::spray_for(theirs, paths, rng, now) {
+            Some(spray) => {
+                log::info!(
+                    "fallback: the peer is behind a symmetric NAT: probing random ports of {}",
+                    spray.ip()
+                );
+                (puncher.with_spray(spray), true)
+            }
+            None => (puncher, false),
+        },
+        Plan::Hard => (puncher.birthday_side(), false),
+        _ => (puncher, false),
     }
 }
 
@@ -618,7 +832,7 @@ mod tests {
                         self.to_b.push_back((sa(R), payload));
                     }
                 }
-                Via::Socket => {
+                Via::Socket | Via::Birthday => {
                     self.a_sent.push(to);
                     let from = a_pub(to, self.symmetric);
                     if to.ip() == "203.0.113.2".parse::<IpAddr>().unwrap()
@@ -845,6 +1059,286 @@ mod tests {
         // The real punch still completes afterwards.
         n.run(t, Duration::from_secs(2));
         assert!(n.a.chosen().is_some() && n.b.chosen().is_some());
+    }
+
+    /// A hard side's token (its NAT gave the two STUN servers two ports) and an easy side's
+    /// (port-restricted, one port): A at 10.0.1.2:5000 behind 203.0.113.1, B at 10.0.2.2:6000
+    /// behind 203.0.113.2:6000.
+    fn birthday_tokens(
+        b_relay: bool,
+    ) -> (
+        PrivRendezvousInfo,
+        PubRendezvousInfo,
+        PrivRendezvousInfo,
+        PubRendezvousInfo,
+    ) {
+        let a_eps = vec![
+            ep("10.0.1.2:5000", "local"),
+            ep("203.0.113.1:40001", "stun"),
+            ep("203.0.113.1:51234", "stun"),
+        ];
+        let mut b_eps = vec![ep("10.0.2.2:6000", "local"), ep("203.0.113.2:6000", "stun")];
+        if b_relay {
+            b_eps.push(ep(R, "turn"));
+        }
+        let (ap, apu) = gen_rendezvous_info(a_eps);
+        let (bp, bpu) = gen_rendezvous_info(b_eps);
+        assert!(apu.mapping_varies && !bpu.mapping_varies);
+        (ap, apu, bp, bpu)
+    }
+
+    #[test]
+    fn the_easy_side_sprays_the_hard_sides_ip_on_its_direct_lane() {
+        let (ap, apu, bp, bpu) = birthday_tokens(true);
+        let t0 = Instant::now();
+        let mut b = Race::new(sa("10.0.2.2:6000"), &bp, &apu, true, t0, StdRng::seed_from_u64(3)).unwrap();
+        assert_eq!(b.plan(), Plan::Easy);
+        let a = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, false, t0, StdRng::seed_from_u64(4)).unwrap();
+        assert_eq!(a.plan(), Plan::Hard, "the peer's relayed address makes it no easier");
+        let mut ports = Vec::new();
+        let mut relayed = 0;
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(1500) {
+            while let Some((via, tx)) = b.poll_transmit(t) {
+                match via {
+                    Via::Socket if tx.destination.ip() == sa("203.0.113.1:1").ip() => ports.push(tx.destination.port()),
+                    Via::Socket => {}
+                    _ => relayed += 1,
+                }
+            }
+            t += Duration::from_millis(1);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        // The two observed ports, and the spray's budget of distinct random ones.
+        assert!(ports.len() > birthday::SPRAY_BUDGET, "{} ports probed", ports.len());
+        // The relay lane probes only the peer's public endpoints, as before.
+        let own = b.runs.iter().find(|r| r.lane == Lane::OwnRelay).unwrap();
+        assert_eq!(own.puncher.targets().len(), 2);
+        assert!(relayed <= 2 * natt_punch::udp::MAX_ROUNDS as usize);
+        // A pair without a symmetric NAT does not spray.
+        let n = net(false, false);
+        assert_eq!((n.a.plan(), n.b.plan()), (Plan::Ordinary, Plan::Ordinary));
+        assert!(!n.a.birthday && !n.b.birthday);
+    }
+
+    /// A symmetric NAT's mapping for (local, destination): a random port, kept.
+    fn sym_map(
+        maps: &mut Vec<(SocketAddr, SocketAddr, u16)>,
+        rng: &mut StdRng,
+        local: SocketAddr,
+        to: SocketAddr,
+    ) -> u16 {
+        use rand::Rng;
+        if let Some((_, _, p)) = maps.iter().find(|(l, d, _)| *l == local && *d == to) {
+            return *p;
+        }
+        let p = rng.random_range(1024..=u16::MAX);
+        maps.push((local, to, p));
+        p
+    }
+
+    #[test]
+    fn the_hard_sides_extra_socket_that_meets_the_peer_becomes_the_direct_path() {
+        use natt_core::UdpExchange;
+        let (ap, apu, bp, bpu) = birthday_tokens(false);
+        let t0 = Instant::now();
+        let a_local = sa("10.0.1.2:5000");
+        let b_local = sa("10.0.2.2:6000");
+        let b_pub = sa("203.0.113.2:6000");
+        let a_ip: IpAddr = "203.0.113.1".parse().unwrap();
+        let mut a = Race::new(a_local, &ap, &bpu, false, t0, StdRng::seed_from_u64(5)).unwrap();
+        let mut b = Race::new(b_local, &bp, &apu, false, t0, StdRng::seed_from_u64(6)).unwrap();
+        let locals: Vec<SocketAddr> = (1..birthday::HARD_SOCKETS as u16)
+            .map(|i| SocketAddr::new(a_local.ip(), 5000 + i))
+            .collect();
+        let mut extras = a.hard_sockets(&locals, t0);
+        assert_eq!(extras.len(), birthday::HARD_SOCKETS - 1);
+        assert_eq!(extras[0].index(), 1);
+        assert!(extras.iter().all(|m| m.puncher().targets() == [b_pub]));
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut maps = Vec::new();
+        let mut b_sent: Vec<SocketAddr> = Vec::new();
+        let mut winner: Option<SocketAddr> = None;
+        let mut t = t0;
+        // A's datagram from `local` to `to`, through A's symmetric NAT and B's filter.
+        let mut a_out = |maps: &mut Vec<_>, b: &mut Race, b_sent: &[SocketAddr], local, to: SocketAddr, p: &[u8], t| {
+            let from = SocketAddr::new(a_ip, sym_map(maps, &mut rng, local, to));
+            if to == b_pub
+                && b_sent.contains(&from)
+                && let Incoming::Data(d) = b.handle(t, Via::Socket, from, p)
+            {
+                return Some(d);
+            }
+            None
+        };
+        while t < t0 + Duration::from_secs(4) && (a.chosen().is_none() || b.chosen().is_none()) {
+            let mut from_a = Vec::new();
+            while let Some((via, tx)) = a.poll_transmit(t) {
+                let local = if via == Via::Birthday { winner.unwrap() } else { a_local };
+                from_a.push((local, tx));
+            }
+            for m in &mut extras {
+                while let Some(tx) = m.poll_transmit(t) {
+                    from_a.push((locals[m.index() - 1], tx));
+                }
+            }
+            for (local, tx) in from_a {
+                a_out(&mut maps, &mut b, &b_sent, local, tx.destination, &tx.payload, t);
+            }
+            while let Some((_, tx)) = b.poll_transmit(t) {
+                b_sent.push(tx.destination);
+                if tx.destination.ip() != a_ip {
+                    continue;
+                }
+                // A's NAT lets it in where a socket sent to B's public address from that port.
+                let Some((local, _, _)) = maps
+                    .iter()
+                    .find(|(_, d, p)| *d == b_pub && *p == tx.destination.port())
+                    .copied()
+                else {
+                    continue;
+                };
+                if local == a_local {
+                    a.handle(t, Via::Socket, b_pub, &tx.payload);
+                } else if Some(local) == winner {
+                    a.handle(t, Via::Birthday, b_pub, &tx.payload);
+                } else if let Some(m) = extras.iter_mut().find(|m| locals[m.index() - 1] == local) {
+                    m.handle_datagram(t, b_pub, &tx.payload);
+                }
+            }
+            // The driver: a member with a result ends; the one that met the peer is adopted.
+            let mut i = 0;
+            while i < extras.len() {
+                match extras[i].poll_result(t) {
+                    Some(r) => {
+                        let m = extras.swap_remove(i);
+                        if r.is_ok() {
+                            let local = locals[m.index() - 1];
+                            assert!(a.adopt(t, m.into_puncher()));
+                            winner = Some(local);
+                        }
+                    }
+                    None => i += 1,
+                }
+            }
+            t += Duration::from_millis(1);
+        }
+        let winner = winner.expect("an extra socket met the peer");
+        assert!(extras.is_empty(), "the losers stopped");
+        assert_eq!(
+            a.chosen().unwrap(),
+            Chosen {
+                lane: Lane::Direct,
+                peer: b_pub
+            }
+        );
+        assert_eq!(a.chosen_via(), Some(Via::Birthday));
+        let b_path = b.chosen().unwrap();
+        assert_eq!(b_path.lane, Lane::Direct);
+        assert_eq!(
+            b_path.peer.port(),
+            sym_map(&mut maps, &mut StdRng::seed_from_u64(0), winner, b_pub)
+        );
+        // The spray stopped at the first answer, well within its budget.
+        let b_direct = b.runs.iter().find(|r| r.lane == Lane::Direct).unwrap();
+        assert!(b_direct.puncher.sprayed() < birthday::SPRAY_BUDGET);
+        // Data both ways on the winning socket; the mapped socket's address takes none.
+        let got = a_out(&mut maps, &mut b, &b_sent, winner, b_pub, b"to b", t);
+        assert_eq!(got, Some(b"to b".to_vec()));
+        assert_eq!(
+            a.handle(t, Via::Birthday, b_pub, b"to a"),
+            Incoming::Data(b"to a".to_vec())
+        );
+        assert_eq!(a.handle(t, Via::Socket, b_pub, b"to a"), Incoming::Stranger);
+    }
+
+    /// A (hard) and B (easy, with a relay at R) with the direct path closed: only the relayed
+    /// path through B's allocation works. Runs until `until` after the start; the two races.
+    fn relayed_birthday_pair(until: Duration, over_at_start: bool) -> (Race, Race, Instant) {
+        let (ap, apu, bp, bpu) = birthday_tokens(true);
+        let t0 = Instant::now();
+        let a_pub = sa("203.0.113.1:45000");
+        let mut a = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, false, t0, StdRng::seed_from_u64(8)).unwrap();
+        let mut b = Race::new(sa("10.0.2.2:6000"), &bp, &apu, true, t0, StdRng::seed_from_u64(9)).unwrap();
+        if over_at_start {
+            // The hard side's driver could bind no extra socket.
+            assert!(a.hard_sockets(&[], t0).is_empty());
+            a.birthday_over();
+        }
+        let mut t = t0;
+        while t < t0 + until {
+            let mut to_b = Vec::new();
+            while let Some((via, tx)) = a.poll_transmit(t) {
+                // Only A's plain UDP to the relayed address gets through (as from A's NAT).
+                if via == Via::Socket && tx.destination == sa(R) {
+                    to_b.push(tx.payload);
+                }
+            }
+            let mut to_a = Vec::new();
+            while let Some((via, tx)) = b.poll_transmit(t) {
+                if via == Via::Relay && tx.destination == a_pub {
+                    to_a.push(tx.payload);
+                }
+            }
+            for p in to_b {
+                b.handle(t, Via::Relay, a_pub, &p);
+            }
+            for p in to_a {
+                a.handle(t, Via::Socket, sa(R), &p);
+            }
+            t += Duration::from_millis(1);
+        }
+        (a, b, t0)
+    }
+
+    #[test]
+    fn a_relayed_path_waits_for_the_birthday_method_then_is_taken() {
+        let half = BIRTHDAY_PATIENCE / 2;
+        let (a, b, _) = relayed_birthday_pair(half, false);
+        assert_eq!((a.plan(), b.plan()), (Plan::Hard, Plan::Easy));
+        assert!(a.runs.iter().any(|r| r.lane == Lane::PeerRelay && r.done_at.is_some()));
+        assert!(b.runs.iter().any(|r| r.lane == Lane::OwnRelay && r.done_at.is_some()));
+        assert_eq!((a.chosen(), b.chosen()), (None, None), "the relay waits meanwhile");
+        let (a, b, _) = relayed_birthday_pair(BIRTHDAY_PATIENCE + Duration::from_millis(50), false);
+        assert_eq!(a.chosen().map(|c| c.lane), Some(Lane::PeerRelay));
+        assert_eq!(b.chosen().map(|c| c.lane), Some(Lane::OwnRelay));
+        // A hard side whose extra sockets ended without a path waits no more.
+        let (a, _, _) = relayed_birthday_pair(half, true);
+        assert_eq!(a.chosen().map(|c| c.lane), Some(Lane::PeerRelay));
+    }
+
+    #[test]
+    fn two_symmetric_sides_without_a_relay_have_no_hope_after_the_window() {
+        let (mut ap, _, _, mut bpu) = tokens(true, false);
+        // Both tokens say the mapping varies (each side's NAT gave two servers two ports).
+        ap.mapping_varies = true;
+        bpu.mapping_varies = true;
+        let t0 = Instant::now();
+        let a = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, false, t0, StdRng::seed_from_u64(1)).unwrap();
+        assert_eq!(a.plan(), Plan::BothHard);
+        assert_eq!(a.hopeless_at(), Some(t0 + birthday::BOTH_HARD_WINDOW));
+        // With a relay (ours, or the peer's), the relay is the way: no verdict.
+        let with_relay = Race::new(sa("10.0.1.2:5000"), &ap, &bpu, true, t0, StdRng::seed_from_u64(1)).unwrap();
+        assert_eq!(with_relay.hopeless_at(), None);
+        let (_, apu_relayed, mut bp, _) = tokens(true, true);
+        bp.mapping_varies = true;
+        let mut apu_relayed = apu_relayed;
+        apu_relayed.mapping_varies = true;
+        let b = Race::new(
+            sa("10.0.2.2:6000"),
+            &bp,
+            &apu_relayed,
+            false,
+            t0,
+            StdRng::seed_from_u64(2),
+        )
+        .unwrap();
+        assert_eq!(b.plan(), Plan::BothHard);
+        assert_eq!(b.hopeless_at(), None);
+        // A pair without a symmetric NAT waits for its deadline as before.
+        let n = net(false, false);
+        assert_eq!(n.a.hopeless_at(), None);
     }
 
     /// Another token with the same endpoints as `p` (another session).

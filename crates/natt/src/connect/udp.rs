@@ -2,22 +2,35 @@
 //! if it has one: a thread reads the socket (and, over TCP to the server, one more reads the
 //! relay's stream), feeds the race and the relay, sends what they ask for, and queues the
 //! peer's data for [`UdpConnection::recv`].
+//!
+//! On the hard side of the birthday method ([`Plan::Hard`]: our NAT's mapping varies by
+//! destination, the peer's filters) one more thread binds [`HARD_SOCKETS`] - 1 sockets on the
+//! mapped socket's IP and runs natt-punch's cold punch on each
+//! ([`Race::hard_sockets`], one receive loop per socket with [`natt_core::fanout::scoped`], as
+//! `PunchedUdpSocket::punch_hole` does), by the deadline, stopping when the connection is
+//! dropped. The mapped socket keeps the relay's allocation and its lanes. The socket that meets
+//! the peer becomes the direct path ([`Race::adopt`]): the connection sends and receives
+//! through it (that thread reads it from then on), [`UdpConnection::into_direct`] hands it
+//! out; the others are closed, as all are when none meets the peer.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use natt_core::lease::Stop;
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
-use natt_core::udp::STOP_POLL;
+use natt_core::udp::{Driven, STOP_POLL};
 use natt_core::{PortMappings, deadline};
-use natt_punch::{PunchError, PunchedUdpSocket};
+use natt_punch::birthday::{HARD_SOCKETS, Plan};
+use natt_punch::{NoPath, PunchError, PunchedUdpSocket};
 use natt_turn::{Input, RelayLink, TurnTransport, with_relay};
 
 use super::race::{Chosen, Incoming, Lane, Race, Via};
@@ -81,6 +94,10 @@ struct Shared {
     relay: Option<RelayLink>,
     /// Our relayed address, if we hold an allocation.
     relayed: Option<SocketAddr>,
+    /// The hard side's extra socket that met the peer (the birthday method), with its address.
+    won: OnceLock<(UdpSocket, SocketAddr)>,
+    /// What stops the extra sockets' receive loops (dropped: they stop).
+    birthday_stops: Mutex<Vec<Sender<()>>>,
     inbox: Mutex<VecDeque<Vec<u8>>>,
     /// Notified when data arrived (with `inbox`).
     arrived: Condvar,
@@ -117,6 +134,13 @@ impl Shared {
                 .map_err(|e| e.to_string()),
             (Via::Relay, Some(relay)) => relay.send_to(payload, to).map_err(|e| e.to_string()),
             (Via::Relay, None) => Err("no relay".into()),
+            (Via::Birthday, _) => match self.won.get() {
+                Some((socket, local)) => socket
+                    .send_to(payload, natt_core::family::for_socket(*local, to))
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                None => Err("no birthday socket".into()),
+            },
         };
         if let Err(e) = sent {
             log::trace!("fallback: sending to {to} ({via:?}) failed: {e}");
@@ -210,6 +234,114 @@ fn recv_until(socket: &UdpSocket, buf: &mut [u8], wake: Instant) -> io::Result<O
     }
 }
 
+/// The hard side of the birthday method: binds the extra sockets on `local`'s IP and runs
+/// their punches until one meets the peer (adopted: then this thread reads its socket), all
+/// lost, the `deadline` or the connection's stop.
+fn run_birthday(shared: &Shared, local: SocketAddr, deadline: Instant) {
+    let mut sockets = Vec::with_capacity(HARD_SOCKETS - 1);
+    while sockets.len() < HARD_SOCKETS - 1 {
+        match UdpSocket::bind(SocketAddr::new(local.ip(), 0)) {
+            Ok(s) => sockets.push(s),
+            Err(e) => {
+                log::warn!(
+                    "fallback: the birthday method could bind only {} more sockets: {e}",
+                    sockets.len()
+                );
+                break;
+            }
+        }
+    }
+    let locals: Result<Vec<SocketAddr>, _> = sockets.iter().map(UdpSocket::local_addr).collect();
+    let start = Instant::now();
+    let members = match locals {
+        Ok(locals) => lock(&shared.race).hard_sockets(&locals, start),
+        Err(e) => {
+            log::warn!("fallback: the birthday method's sockets: {e}");
+            Vec::new()
+        }
+    };
+    let mut stops = Vec::with_capacity(members.len());
+    {
+        let mut senders = lock(&shared.birthday_stops);
+        for _ in &members {
+            let (tx, stop) = Stop::new();
+            senders.push(tx);
+            stops.push(stop);
+        }
+    }
+    // Stopped meanwhile (the senders pushed after the connection dropped them): stop here.
+    if members.is_empty() || shared.stopped() {
+        lock(&shared.race).birthday_over();
+        return;
+    }
+    log::info!(
+        "fallback: our NAT gives each destination its own port: {} more sockets probe the peer",
+        members.len()
+    );
+    let finished = natt_core::fanout::scoped(
+        "natt-fallback-birthday",
+        start,
+        sockets.iter().zip(members).zip(stops),
+        |((socket, mut member), stop)| {
+            let driven = natt_core::udp::drive_until_stopped(socket, &mut [&mut member], deadline, Some(&stop));
+            if let Err(e) = &driven {
+                log::debug!("fallback: birthday socket {}: {e}", member.index());
+            }
+            (member, matches!(driven, Ok(Driven::Done(_))))
+        },
+    );
+    // Only the group's winner can be done: the others went silent when it claimed the group.
+    let winner = finished
+        .into_iter()
+        .filter_map(|f| f.result.ok())
+        .find(|(m, done)| *done && m.puncher().peer().is_some())
+        .map(|(m, _)| m);
+    let Some(member) = winner else {
+        log::debug!("fallback: the birthday method met nobody; its sockets are closed");
+        lock(&shared.race).birthday_over();
+        return;
+    };
+    let index = member.index();
+    let Some(socket) = sockets.into_iter().nth(index.saturating_sub(1)) else {
+        lock(&shared.race).birthday_over();
+        return;
+    };
+    // The other sockets are closed by now (dropped with `sockets`).
+    let adopted = match (socket.try_clone(), socket.local_addr()) {
+        (Ok(clone), Ok(addr)) => {
+            let mut race = lock(&shared.race);
+            let fresh = shared.won.set((clone, addr)).is_ok();
+            fresh && race.adopt(Instant::now(), member.into_puncher())
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            log::warn!("fallback: the birthday socket: {e}");
+            false
+        }
+    };
+    if !adopted {
+        lock(&shared.race).birthday_over();
+        return;
+    }
+    shared.flush();
+    shared.changed.notify_all();
+    let mut buf = vec![0; RECV_BUFFER];
+    while !shared.stopped() {
+        match recv_until(&socket, &mut buf, Instant::now() + STOP_POLL) {
+            Ok(Some((n, from))) => shared.take(Via::Birthday, from, buf.get(..n).unwrap_or_default()),
+            Ok(None) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(e) => {
+                log::debug!("fallback: reading the birthday socket: {e}");
+                thread::sleep(deadline::MIN_WAIT);
+            }
+        }
+    }
+}
+
 /// Over TCP to the TURN server: takes the peer's data that the relay's stream brought.
 fn read_relay_stream(shared: &Shared, relay: &RelayLink) {
     while !shared.stopped() && !relay.is_closed() {
@@ -249,6 +381,12 @@ impl UdpConnection {
     /// With neither, this is the plain punch with its data behind [`send`](Self::send) and
     /// [`recv`](Self::recv).
     ///
+    /// Through a symmetric NAT on one side, the direct path is the birthday method's (see the
+    /// module documentation): on our symmetric side, the socket that met the peer may be
+    /// another than `socket` ([`into_direct`](Self::into_direct) hands it out). With both
+    /// sides symmetric and no relay at all, it fails after 2 s with
+    /// [`PunchError::NoDirectPath`] ([`NoPath::BothSymmetric`]).
+    ///
     /// `port_mappings` are held by the connection (the allocation is refreshed meanwhile) and
     /// released when it is dropped, or handed back by [`into_direct`](Self::into_direct).
     pub fn connect(
@@ -275,12 +413,15 @@ impl UdpConnection {
             StdRng::from_os_rng(),
         )?;
         let permissions = race.relay_peers();
+        let hard = race.plan() == Plan::Hard;
         let shared = Arc::new(Shared {
             race: Mutex::new(race),
             socket: socket.try_clone()?,
             local,
             relay,
             relayed,
+            won: OnceLock::new(),
+            birthday_stops: Mutex::new(Vec::new()),
             inbox: Mutex::new(VecDeque::new()),
             arrived: Condvar::new(),
             changed: Condvar::new(),
@@ -298,6 +439,14 @@ impl UdpConnection {
                 .name("natt-fallback".into())
                 .spawn(move || read_socket(&reader))?,
         );
+        if hard {
+            let birthday = Arc::clone(&shared);
+            connection.threads.push(
+                thread::Builder::new()
+                    .name("natt-fallback-birthday".into())
+                    .spawn(move || run_birthday(&birthday, local, deadline))?,
+            );
+        }
         if let Some(relay) = shared.relay.clone() {
             if relay.transport() == TurnTransport::Tcp {
                 let reader = Arc::clone(&shared);
@@ -329,6 +478,10 @@ impl UdpConnection {
                     let why = race.diagnosis();
                     drop(race);
                     return Err(PunchError::TimedOut(why));
+                }
+                if race.hopeless_at().is_some_and(|at| now >= at) {
+                    drop(race);
+                    return Err(PunchError::NoDirectPath(NoPath::BothSymmetric));
                 }
                 let wait = deadline.min(now + STOP_POLL).saturating_duration_since(now);
                 race = shared
@@ -391,10 +544,18 @@ impl UdpConnection {
     /// Sends one datagram to the peer on the current path (through our relay, framed, on a
     /// relayed path of ours).
     pub fn send(&self, payload: &[u8]) -> io::Result<()> {
-        let chosen = lock(&self.shared.race)
-            .chosen()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no path"))?;
-        match chosen.lane.via() {
+        let (chosen, via) = {
+            let race = lock(&self.shared.race);
+            race.chosen().zip(race.chosen_via())
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no path"))?;
+        match via {
+            Via::Birthday => match self.shared.won.get() {
+                Some((socket, local)) => socket
+                    .send_to(payload, natt_core::family::for_socket(*local, chosen.peer))
+                    .map(drop),
+                None => Err(io::Error::new(io::ErrorKind::NotConnected, "no birthday socket")),
+            },
             Via::Socket => self
                 .socket
                 .send_to(payload, natt_core::family::for_socket(self.shared.local, chosen.peer))
@@ -438,13 +599,15 @@ impl UdpConnection {
         let Some(Path::Direct { peer }) = self.path() else {
             return Err(self);
         };
+        let via = lock(&self.shared.race).chosen_via();
         self.stop_threads();
-        // The socket as it came: blocking, without the reader's read timeout.
-        let socket = match self
-            .socket
-            .set_read_timeout(None)
-            .and_then(|()| self.socket.try_clone())
-        {
+        // The socket as it came: blocking, without the reader's read timeout. On the birthday
+        // method's hard side, the socket that met the peer.
+        let direct = match (via, self.shared.won.get()) {
+            (Some(Via::Birthday), Some((won, _))) => won,
+            _ => &self.socket,
+        };
+        let socket = match direct.set_read_timeout(None).and_then(|()| direct.try_clone()) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("fallback: cannot hand out the socket: {e}");
@@ -463,6 +626,8 @@ impl UdpConnection {
 
     fn stop_threads(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        // The birthday method's receive loops stop when their senders are dropped.
+        lock(&self.shared.birthday_stops).clear();
         self.shared.changed.notify_all();
         self.shared.arrived.notify_all();
         for t in self.threads.drain(..) {
@@ -520,6 +685,61 @@ mod tests {
         assert_eq!(punched.socket.read_timeout().unwrap(), None);
         punched.socket.send_to(b"raw", punched.peer_addr).unwrap();
         assert_eq!(cb.recv(deadline).unwrap(), b"raw");
+    }
+
+    /// The birthday method on loopback: A's token says its mapping varies (two "observed"
+    /// ports, where sockets that never answer sit) and B's lists only such a port too, so
+    /// neither mapped socket is reached at a listed address: B's spray of 127.0.0.1 meets one
+    /// of A's extra sockets (or, rarely, A's mapped socket), which becomes A's direct path.
+    #[test]
+    fn the_hard_sides_extra_socket_becomes_the_direct_path_on_loopback() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let holes: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let seen = |s: &UdpSocket| MappedSocketAddr::new(s.local_addr().unwrap(), true, "stun");
+        let (ap, apu) = gen_rendezvous_info(vec![seen(&holes[0]), seen(&holes[1])]);
+        let (bp, bpu) = gen_rendezvous_info(vec![seen(&holes[2])]);
+        assert!(apu.mapping_varies && !bpu.mapping_varies);
+        let a_mapped = a.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let t = thread::spawn(move || UdpConnection::connect(b, PortMappings::default(), bp, apu, deadline).unwrap());
+        let ca = UdpConnection::connect(a, PortMappings::default(), ap, bpu, deadline).unwrap();
+        let cb = t.join().unwrap();
+        assert_eq!(lock(&ca.shared.race).plan(), Plan::Hard);
+        assert_eq!(lock(&cb.shared.race).plan(), Plan::Easy);
+        assert_eq!(ca.path().unwrap().kind(), "direct");
+        assert_eq!(cb.path().unwrap().kind(), "direct");
+        ca.send(b"ping").unwrap();
+        assert_eq!(cb.recv(deadline).unwrap(), b"ping");
+        cb.send(b"pong").unwrap();
+        assert_eq!(ca.recv(deadline).unwrap(), b"pong");
+        let Some(Path::Direct { peer }) = cb.path() else {
+            panic!()
+        };
+        let (punched, _) = ca.into_direct().unwrap();
+        // The socket handed out is the one B talks to: one of the extra sockets, unless B's
+        // spray met A's mapped socket first (1 in 256; without the extra sockets, B's 2048
+        // probes would meet the mapped socket 3 times in 100, and this test would fail).
+        assert_eq!(punched.socket.local_addr().unwrap(), peer);
+        if peer == a_mapped {
+            log::warn!("the spray met the mapped socket first");
+        }
+        punched.socket.send_to(b"raw", punched.peer_addr).unwrap();
+        assert_eq!(cb.recv(deadline).unwrap(), b"raw");
+    }
+
+    /// Two symmetric sides without a relay: the clear error, as `punch_hole` gives, well
+    /// before a deadline far away.
+    #[test]
+    fn two_symmetric_sides_without_a_relay_fail_saying_why() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let holes: Vec<UdpSocket> = (0..4).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let seen = |s: &UdpSocket| MappedSocketAddr::new(s.local_addr().unwrap(), true, "stun");
+        let (ap, _) = gen_rendezvous_info(vec![seen(&holes[0]), seen(&holes[1])]);
+        let (_, bpu) = gen_rendezvous_info(vec![seen(&holes[2]), seen(&holes[3])]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let e = UdpConnection::connect(a, PortMappings::default(), ap, bpu, deadline).unwrap_err();
+        assert!(matches!(e, PunchError::NoDirectPath(NoPath::BothSymmetric)), "{e}");
     }
 
     #[test]
