@@ -19,53 +19,6 @@ use common::relaying::*;
 use common::*;
 use xtask::lab::Lab;
 
-/// Both sides ok, a line both ways.
-fn assert_talked(a: &Side, b: &Side, names: (&str, &str)) {
-    assert!(a.ok && b.ok, "{names:?} failed:\n{a:#?}\n{b:#?}");
-    assert_eq!(a.json.as_ref().unwrap()["via"], "udp");
-    assert!(
-        a.lines.contains(&format!("hello from {}", names.1)),
-        "{} got {:?}",
-        names.0,
-        a.lines
-    );
-    assert!(
-        b.lines.contains(&format!("hello from {}", names.0)),
-        "{} got {:?}",
-        names.1,
-        b.lines
-    );
-}
-
-/// Both sides relayed through the relay side's allocation.
-fn assert_relayed(a: &Side, b: &Side) {
-    assert_eq!(path(a), "relay", "{a:#?}");
-    assert_eq!(path(b), "relay", "{b:#?}");
-    let r = relay(a).unwrap();
-    assert_eq!(
-        relay(b).as_deref(),
-        Some(r.as_str()),
-        "both through the same relayed address"
-    );
-    assert!(r.starts_with("203.0.113.30:"), "{r}");
-}
-
-/// The relay's log shows every allocation of the lab's user deleted (a Refresh with lifetime
-/// 0, accepted), none left to time out.
-fn assert_released(lab: &Lab) {
-    let user = lab.get("TURN_USER").unwrap();
-    let log = turn_log(lab);
-    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
-    let made = count(&format!("new, realm=<natt.lab>, username=<{user}>"));
-    let deleted = count(&format!("refreshed, realm=<natt.lab>, username=<{user}>, lifetime=0"));
-    assert!(made > 0, "no allocation in the relay's log:\n{log}");
-    assert_eq!(made, deleted, "allocations made and deleted:\n{log}");
-    assert!(
-        !log.contains("allocation timeout"),
-        "an allocation was left to expire:\n{log}"
-    );
-}
-
 #[test]
 fn fallback_sym_sym_through_the_relay() {
     let Some(lab) = lab("fallback_sym_sym_through_the_relay", "tfss", "r1=sym r2=sym p1") else {
@@ -73,12 +26,12 @@ fn fallback_sym_sym_through_the_relay() {
     };
     // Only h1 has a relay: h2 reaches it with plain UDP.
     let (a, b) = session(&lab, "h1", Relay::Udp, "h2", Relay::None, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_relayed(&a, &b);
     assert_released(&lab);
     // Both with a relay.
     let (a, b) = session(&lab, "h1", Relay::Udp, "h2", Relay::Udp, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_eq!(path(&a), "relay");
     assert_eq!(path(&b), "relay");
 }
@@ -93,11 +46,11 @@ fn fallback_cgn_in_front_of_sym_sym() {
         return;
     };
     let (a, b) = session(&lab, "h2", Relay::Udp, "h3", Relay::None, &[]);
-    assert_talked(&a, &b, ("h2", "h3"));
+    assert_talked(&a, &b, ("h2", "h3"), "udp");
     assert_relayed(&a, &b);
     // The relay on the other side works as well.
     let (a, b) = session(&lab, "h2", Relay::None, "h3", Relay::Udp, &[]);
-    assert_talked(&a, &b, ("h2", "h3"));
+    assert_talked(&a, &b, ("h2", "h3"), "udp");
     assert_relayed(&a, &b);
 }
 
@@ -112,7 +65,7 @@ fn fallback_no_udp_out_reaches_the_relay_over_tcp() {
     };
     block_outbound_udp(&lab, "r1", true);
     let (a, b) = session(&lab, "h1", Relay::Tcp, "h2", Relay::None, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_relayed(&a, &b);
     assert_released(&lab);
 }
@@ -123,7 +76,7 @@ fn fallback_a_pair_that_can_punch_goes_direct() {
         return;
     };
     let (a, b) = session(&lab, "h1", Relay::Udp, "h2", Relay::Udp, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_eq!(path(&a), "direct", "{a:#?}");
     assert_eq!(path(&b), "direct", "{b:#?}");
     assert_eq!(relay(&a), None);
@@ -155,7 +108,7 @@ fn fallback_symmetric_to_port_restricted_goes_direct_by_the_birthday_method() {
             let (b, a) = session(&lab, "h2", relay_h2, "h1", relay_h1, &[]);
             (a, b)
         };
-        assert_talked(&a, &b, ("h1", "h2"));
+        assert_talked(&a, &b, ("h1", "h2"), "udp");
         assert_eq!(path(&a), "direct", "h1 first: {h1_first}: {a:#?}");
         assert_eq!(path(&b), "direct", "h1 first: {h1_first}: {b:#?}");
         assert_eq!(relay(&b), None);
@@ -184,7 +137,7 @@ fn fallback_a_failed_relay_leaves_the_direct_path() {
         Relay::None,
         &[],
     );
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_eq!(path(&a), "direct");
     let warned: Vec<&str> = a
         .stderr
@@ -196,7 +149,7 @@ fn fallback_a_failed_relay_leaves_the_direct_path() {
     // A relay that is down (nothing there: silent), and a server that is not TURN (STUN only).
     for uri in ["turn:203.0.113.31:3478", "turn:203.0.113.10:3478"] {
         let (a, b) = session(&lab, "h1", Relay::Uri(uri), "h2", Relay::None, &[]);
-        assert_talked(&a, &b, ("h1", "h2"));
+        assert_talked(&a, &b, ("h1", "h2"), "udp");
         assert_eq!(path(&a), "direct");
         assert!(a.stderr.contains("TURN relay gave no address"), "{uri}: {}", a.stderr);
     }
@@ -228,7 +181,7 @@ fn fallback_a_failed_relay_leaves_the_direct_path() {
     let (a, b) = session(&lab, "h1", Relay::Udp, "h2", Relay::None, &[]);
     drop(holder.child.stdin.take());
     holder.finish();
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_eq!(path(&a), "direct");
     let warned: Vec<&str> = a
         .stderr
@@ -349,7 +302,7 @@ fn fallback_spoofed_datagrams_at_the_relayed_address() {
     let (a, b) = common::punching::finish(a, b, ("h1", "h2"), t0);
     let spoofed = spoofer.wait_with_output().unwrap();
     println!("{}", String::from_utf8_lossy(&spoofed.stdout));
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_relayed(&a, &b);
     // Only the peer's lines came through.
     assert!(a.lines.iter().skip(1).all(|l| l == "hello from h2"), "{:?}", a.lines);
@@ -365,6 +318,6 @@ fn fallback_sym_sym_with_10_percent_loss() {
         return;
     };
     let (a, b) = session(&lab, "h1", Relay::Udp, "h2", Relay::None, &["--timeout", "20"]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_relayed(&a, &b);
 }

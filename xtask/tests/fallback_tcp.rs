@@ -12,54 +12,6 @@ use common::relaying::*;
 use common::*;
 use xtask::lab::Lab;
 
-/// Both sides ok over TCP, the other's line printed by each.
-fn assert_talked(a: &Side, b: &Side, names: (&str, &str)) {
-    assert!(a.ok && b.ok, "{names:?} failed:\n{a:#?}\n{b:#?}");
-    assert_eq!(a.json.as_ref().unwrap()["via"], "tcp");
-    assert_eq!(b.json.as_ref().unwrap()["via"], "tcp");
-    assert!(
-        a.lines.contains(&format!("hello from {}", names.1)),
-        "{} got {:?}",
-        names.0,
-        a.lines
-    );
-    assert!(
-        b.lines.contains(&format!("hello from {}", names.0)),
-        "{} got {:?}",
-        names.1,
-        b.lines
-    );
-}
-
-/// Both sides relayed through the same relayed address, on the lab's relay.
-fn assert_relayed(a: &Side, b: &Side) {
-    assert_eq!(path(a), "relay", "{a:#?}");
-    assert_eq!(path(b), "relay", "{b:#?}");
-    let r = relay(a).unwrap();
-    assert_eq!(
-        relay(b).as_deref(),
-        Some(r.as_str()),
-        "both through the same relayed address"
-    );
-    assert!(r.starts_with("203.0.113.30:"), "{r}");
-}
-
-/// Every allocation of the lab's user that coturn made was deleted (a Refresh with lifetime
-/// 0), none left to expire.
-fn assert_released(lab: &Lab) {
-    let user = lab.get("TURN_USER").unwrap();
-    let log = turn_log(lab);
-    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
-    let made = count(&format!("new, realm=<natt.lab>, username=<{user}>"));
-    let deleted = count(&format!("refreshed, realm=<natt.lab>, username=<{user}>, lifetime=0"));
-    assert!(made > 0, "no allocation in the relay's log:\n{log}");
-    assert_eq!(made, deleted, "allocations made and deleted:\n{log}");
-    assert!(
-        !log.contains("allocation timeout"),
-        "an allocation was left to expire:\n{log}"
-    );
-}
-
 #[test]
 fn fallback_tcp_sym_sym_through_the_relay() {
     let Some(lab) = lab("fallback_tcp_sym_sym_through_the_relay", "ttss", "r1=sym r2=sym p1") else {
@@ -67,12 +19,12 @@ fn fallback_tcp_sym_sym_through_the_relay() {
     };
     // Only h1 has a relay: h2 connects to its relayed address with plain TCP.
     let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::None, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_relayed(&a, &b);
     assert_released(&lab);
     // Both with a relay.
     let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::Udp, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_eq!(path(&a), "relay", "{a:#?}");
     assert_eq!(path(&b), "relay", "{b:#?}");
     assert_released(&lab);
@@ -88,7 +40,7 @@ fn fallback_tcp_a_pair_that_can_punch_goes_direct() {
         return;
     };
     let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::Udp, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_eq!(path(&a), "direct", "{a:#?}");
     assert_eq!(path(&b), "direct", "{b:#?}");
     assert_eq!(relay(&a), None);
@@ -107,7 +59,7 @@ fn fallback_tcp_no_udp_out_reaches_the_relay_over_tcp() {
     };
     block_outbound_udp(&lab, "r1", true);
     let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Tcp, "h2", Relay::None, &[]);
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_relayed(&a, &b);
     assert_released(&lab);
 }
@@ -130,7 +82,7 @@ fn fallback_tcp_a_failed_relay_leaves_the_direct_path() {
         Relay::None,
         &[],
     );
-    assert_talked(&a, &b, ("h1", "h2"));
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_eq!(path(&a), "direct", "{a:#?}");
     assert_eq!(path(&b), "direct", "{b:#?}");
     let warnings: Vec<&str> = a

@@ -409,9 +409,10 @@ fn connect_time(b: &Bench, s: &mut Section) -> Result<()> {
          once (relay to relay; each allocation permits its own server's IP when it is made, so \
          those probes pass before either side has read the other's token and added it), and \
          both hold an authenticated reply after 1 round trip through the relay. With the relay \
-         on one side, the peer's first probe also races the relay side's permission for the \
-         peer's IP, which it can install only once it has read the peer's token: when the probe \
-         wins, it is dropped and the next probe round (50 ms later) carries the punch."
+         on one side, the peer's first probe to the relayed address races the relay side's \
+         permission for the peer's IP (installed once it has read the peer's token): the \
+         peer's-relay lane holds its first probe back 10 ms (`PEER_RELAY_HOLD`) so that the \
+         permission wins; a probe that lost would be dropped, costing a probe round (50 ms)."
             .to_string(),
     );
     Ok(())

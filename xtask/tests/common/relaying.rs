@@ -135,3 +135,51 @@ pub fn block_between(lab: &Lab, router: &str, peer_wan: &str, add: bool) {
         .unwrap();
     }
 }
+
+/// Both sides ok over `via` (`udp` or `tcp`), the other's line printed by each.
+pub fn assert_talked(a: &Side, b: &Side, names: (&str, &str), via: &str) {
+    assert!(a.ok && b.ok, "{names:?} failed:\n{a:#?}\n{b:#?}");
+    assert_eq!(a.json.as_ref().unwrap()["via"], via);
+    assert_eq!(b.json.as_ref().unwrap()["via"], via);
+    assert!(
+        a.lines.contains(&format!("hello from {}", names.1)),
+        "{} got {:?}",
+        names.0,
+        a.lines
+    );
+    assert!(
+        b.lines.contains(&format!("hello from {}", names.0)),
+        "{} got {:?}",
+        names.1,
+        b.lines
+    );
+}
+
+/// Both sides relayed through the same relayed address, on the lab's relay.
+pub fn assert_relayed(a: &Side, b: &Side) {
+    assert_eq!(path(a), "relay", "{a:#?}");
+    assert_eq!(path(b), "relay", "{b:#?}");
+    let r = relay(a).unwrap();
+    assert_eq!(
+        relay(b).as_deref(),
+        Some(r.as_str()),
+        "both through the same relayed address"
+    );
+    assert!(r.starts_with("203.0.113.30:"), "{r}");
+}
+
+/// Every allocation of the lab's user that coturn made was deleted (a Refresh with lifetime
+/// 0, accepted), none left to expire.
+pub fn assert_released(lab: &Lab) {
+    let user = lab.get("TURN_USER").unwrap();
+    let log = turn_log(lab);
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let made = count(&format!("new, realm=<natt.lab>, username=<{user}>"));
+    let deleted = count(&format!("refreshed, realm=<natt.lab>, username=<{user}>, lifetime=0"));
+    assert!(made > 0, "no allocation in the relay's log:\n{log}");
+    assert_eq!(made, deleted, "allocations made and deleted:\n{log}");
+    assert!(
+        !log.contains("allocation timeout"),
+        "an allocation was left to expire:\n{log}"
+    );
+}

@@ -47,6 +47,6 @@ pub mod race;
 pub mod tcp;
 pub mod udp;
 
-pub use race::{BIRTHDAY_PATIENCE, DIRECT_PATIENCE, DIRECT_RESTARTS, DIRECT_RETRY, RELAY_GRACE, Race};
+pub use race::{BIRTHDAY_PATIENCE, DIRECT_PATIENCE, DIRECT_RESTARTS, DIRECT_RETRY, PEER_RELAY_HOLD, RELAY_GRACE, Race};
 pub use tcp::{TcpConnection, connect_tcp};
 pub use udp::{Path, UdpConnection};

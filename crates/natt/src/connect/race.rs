@@ -63,6 +63,12 @@ use natt_punch::puncher::{MAX_PER_SECOND, UdpPuncher};
 use natt_punch::wire::{self, FLAG_CONFIRMED, FLAG_DONE, Kind, Message};
 use natt_punch::{NoPath, PunchError, is_punch_packet};
 
+/// How long the peer's-relay lane holds its first probes back. The peer installs the
+/// permission that lets us through its relay only once it has read our token, at about the
+/// moment we read its own; a probe that reaches the relay before that permission is dropped and
+/// the punch waits for its next round (50 ms). Both sides start within a token poll of each other
+/// (a few milliseconds), so a short hold lets the permission win.
+pub const PEER_RELAY_HOLD: Duration = Duration::from_millis(10);
 /// How long a confirmed relayed path waits for a direct path that has shown no sign of life.
 pub const RELAY_GRACE: Duration = Duration::from_millis(10);
 /// How long a confirmed relayed path waits for a direct path that is half open (the peer's
@@ -162,6 +168,8 @@ struct Run {
     restarts: u32,
     /// When this lane answered probes after it was done, within the last second.
     answered: VecDeque<Instant>,
+    /// Until when it sends nothing ([`PEER_RELAY_HOLD`], the peer's-relay lane).
+    hold_until: Option<Instant>,
 }
 
 /// The hard side of the birthday method: the group the mapped socket (index 0, the direct
@@ -262,6 +270,7 @@ impl Race {
                         exhausted_at: None,
                         restarts: 0,
                         answered: VecDeque::new(),
+                        hold_until: (lane == Lane::PeerRelay).then(|| now + PEER_RELAY_HOLD),
                     });
                 }
                 Err(e) => {
@@ -579,6 +588,7 @@ impl Race {
             let i = (self.next + k) % n.max(1);
             if let Some(run) = self.runs.get_mut(i)
                 && !(muted && run.lane == Lane::Direct && run.via == Via::Socket)
+                && run.hold_until.is_none_or(|h| h <= now)
                 && let Some(t) = run.puncher.poll_transmit(now)
             {
                 self.next = (i + 1) % n.max(1);
@@ -610,7 +620,10 @@ impl Race {
             .iter()
             .filter(|r| r.done_at.is_none())
             .filter(|r| !(muted && r.lane == Lane::Direct && r.via == Via::Socket))
-            .filter_map(|r| r.puncher.poll_timeout());
+            .filter_map(|r| {
+                let t = r.puncher.poll_timeout()?;
+                Some(r.hold_until.map_or(t, |h| t.max(h)))
+            });
         let decision = if self.chosen.is_none() {
             self.relay_wins_at()
         } else {
