@@ -14,10 +14,8 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::punching::Side;
 use common::relaying::*;
 use common::*;
-use xtask::lab::Lab;
 
 #[test]
 fn fallback_sym_sym_through_the_relay() {

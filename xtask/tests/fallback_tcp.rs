@@ -7,10 +7,8 @@
 
 mod common;
 
-use common::punching::Side;
 use common::relaying::*;
 use common::*;
-use xtask::lab::Lab;
 
 #[test]
 fn fallback_tcp_sym_sym_through_the_relay() {
