@@ -390,11 +390,10 @@ fn relay_udp(socket: &UdpSocket, peer: SocketAddr, stdin: &mut impl BufRead, lin
     Ok(())
 }
 
-/// Relays stdin to the stream and the stream to stdout; at the end of stdin, closes our
-/// sending side and waits until the peer closes its own.
-fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
+/// A thread that prints what arrives on (a clone of) `stream` to stdout until it ends.
+fn print_stream(stream: &TcpStream) -> Result<thread::JoinHandle<()>, String> {
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
-    let printer = thread::spawn(move || {
+    Ok(thread::spawn(move || {
         let mut out = io::stdout();
         let mut buf = [0u8; 16384];
         while let Ok(n) = reader.read(&mut buf) {
@@ -407,7 +406,13 @@ fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
                 break;
             }
         }
-    });
+    }))
+}
+
+/// Relays stdin to the stream and the stream to stdout; at the end of stdin, closes our
+/// sending side and waits until the peer closes its own.
+fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
+    let printer = print_stream(&stream)?;
     let mut writer = &stream;
     io::copy(stdin, &mut writer).map_err(|e| format!("relaying stdin: {e}"))?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -420,21 +425,7 @@ fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
 /// printing the peer's bytes for `linger`, then closes the stream (unless the peer closed it
 /// first).
 fn relay_tcp_relayed(stream: TcpStream, stdin: &mut impl Read, linger: Duration) -> Result<(), String> {
-    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
-    let printer = thread::spawn(move || {
-        let mut out = io::stdout();
-        let mut buf = [0u8; 16384];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0
-                || out
-                    .write_all(buf.get(..n).unwrap_or(&[]))
-                    .and_then(|()| out.flush())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
+    let printer = print_stream(&stream)?;
     let mut writer = &stream;
     let copied = io::copy(stdin, &mut writer).map_err(|e| format!("relaying stdin: {e}"));
     let until = Instant::now() + linger;

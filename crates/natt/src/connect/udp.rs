@@ -200,18 +200,27 @@ fn read_socket(shared: &Shared) {
         {
             wake = wake.min(next);
         }
-        match recv_until(&shared.socket, &mut buf, wake) {
-            Ok(Some((n, from))) => shared.received(from, buf.get(..n).unwrap_or_default()),
-            Ok(None) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-                ) => {}
-            Err(e) => {
-                log::debug!("fallback: reading the socket: {e}");
-                thread::sleep(deadline::MIN_WAIT);
-            }
+        read_once(&shared.socket, &mut buf, wake, "the socket", |from, data| {
+            shared.received(from, data);
+        });
+    }
+}
+
+/// One wait for a datagram on `socket` until `wake`, given to `take`; a refusal or reset (an
+/// ICMP report of an earlier send) is passed over, another error logged (reading `what`) and
+/// followed by a short pause, so that the loop around it neither ends nor spins.
+fn read_once(socket: &UdpSocket, buf: &mut [u8], wake: Instant, what: &str, take: impl FnOnce(SocketAddr, &[u8])) {
+    match recv_until(socket, buf, wake) {
+        Ok(Some((n, from))) => take(from, buf.get(..n).unwrap_or_default()),
+        Ok(None) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+            ) => {}
+        Err(e) => {
+            log::debug!("fallback: reading {what}: {e}");
+            thread::sleep(deadline::MIN_WAIT);
         }
     }
 }
@@ -326,19 +335,15 @@ fn run_birthday(shared: &Shared, local: SocketAddr, deadline: Instant) {
     shared.changed.notify_all();
     let mut buf = vec![0; RECV_BUFFER];
     while !shared.stopped() {
-        match recv_until(&socket, &mut buf, Instant::now() + STOP_POLL) {
-            Ok(Some((n, from))) => shared.take(Via::Birthday, from, buf.get(..n).unwrap_or_default()),
-            Ok(None) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-                ) => {}
-            Err(e) => {
-                log::debug!("fallback: reading the birthday socket: {e}");
-                thread::sleep(deadline::MIN_WAIT);
-            }
-        }
+        read_once(
+            &socket,
+            &mut buf,
+            Instant::now() + STOP_POLL,
+            "the birthday socket",
+            |from, data| {
+                shared.take(Via::Birthday, from, data);
+            },
+        );
     }
 }
 
