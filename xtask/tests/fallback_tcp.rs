@@ -90,3 +90,36 @@ fn fallback_tcp_a_failed_relay_leaves_the_direct_path() {
         .collect();
     assert_eq!(warnings.len(), 1, "{}", a.stderr);
 }
+
+#[test]
+fn fallback_tcp_cgn_in_front_of_sym_sym() {
+    let Some(lab) = lab(
+        "fallback_tcp_cgn_in_front_of_sym_sym",
+        "ttcg",
+        "r1=prc,cgn,hosts=0 r2=sym,via=r1 r3=sym p1",
+    ) else {
+        return;
+    };
+    // The relay behind the CGN, then on the other side.
+    let (a, b) = session_over(&lab, "--tcp", "h2", Relay::Udp, "h3", Relay::None, &[]);
+    assert_talked(&a, &b, ("h2", "h3"), "tcp");
+    assert_relayed(&a, &b);
+    let (a, b) = session_over(&lab, "--tcp", "h2", Relay::None, "h3", Relay::Udp, &[]);
+    assert_talked(&a, &b, ("h2", "h3"), "tcp");
+    assert_relayed(&a, &b);
+    assert_released(&lab);
+}
+
+#[test]
+fn fallback_tcp_sym_sym_with_10_percent_loss() {
+    let Some(lab) = lab(
+        "fallback_tcp_sym_sym_with_10_percent_loss",
+        "ttls",
+        "r1=sym,loss=10 r2=sym,loss=10 p1",
+    ) else {
+        return;
+    };
+    let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::None, &["--timeout", "20"]);
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
+    assert_relayed(&a, &b);
+}

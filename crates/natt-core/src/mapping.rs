@@ -254,8 +254,9 @@ fn is_external(result: &Result<crate::technique::TechniqueMapping, TechniqueErro
         .is_ok_and(|m| m.endpoints.iter().any(|e| !local.contains(&e.addr)))
 }
 
-/// The results of the techniques run by [`spawn_beside`] (`count` of them), in their order,
-/// taken as they come until every one has ended, or [`GATEWAY_GRACE`] after an external
+/// The results of the techniques run by [`spawn_beside`] (one per `waited_for` entry, which
+/// says whether it holds the mapping until its end), in their order, taken as they come until
+/// every one has ended, or [`GATEWAY_GRACE`] after an external
 /// endpoint is known (`external_at`, since `start`, from the techniques on the socket; or when
 /// one of these found one), or `deadline` (and [`SETTLE`] for those that end just after it,
 /// as they keep it themselves). Those still running then go on in the background
@@ -263,7 +264,7 @@ fn is_external(result: &Result<crate::technique::TechniqueMapping, TechniqueErro
 /// the deadline) and report to `held`.
 pub(crate) fn collect_beside(
     mut beside: fanout::Detached<Ran>,
-    count: usize,
+    waited_for: &[bool],
     start: Instant,
     deadline: Instant,
     mut external_at: Option<Duration>,
@@ -271,12 +272,16 @@ pub(crate) fn collect_beside(
     held: &Held,
 ) -> Vec<(Duration, Result<crate::technique::TechniqueMapping, TechniqueError>)> {
     let mut slots: Vec<Option<(Duration, Result<crate::technique::TechniqueMapping, TechniqueError>)>> =
-        (0..count).map(|_| None).collect();
+        waited_for.iter().map(|_| None).collect();
     // A technique keeps the deadline itself and returns just after it, with its own account of
     // what it missed: that is waited for a little.
     let last = deadline.checked_add(SETTLE).unwrap_or(deadline);
     loop {
+        // A technique that is waited for ([`MappingTechnique::waited_for`]) and still runs
+        // holds the mapping until its end.
+        let waiting = slots.iter().zip(waited_for).any(|(s, w)| s.is_none() && *w);
         let until = external_at
+            .filter(|_| !waiting)
             .and_then(|at| start.checked_add(at.saturating_add(GATEWAY_GRACE)))
             .map_or(last, |grace| grace.min(last));
         let Some((i, finished)) = beside.next_until(until) else {

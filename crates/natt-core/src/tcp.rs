@@ -102,6 +102,7 @@ pub fn map_tcp_port(
 ) -> (Vec<MappedSocketAddr>, PortMappings) {
     let start = Instant::now();
     let held = Arc::new(Held::default());
+    let waited_for: Vec<bool> = techniques.iter().map(|t| t.waited_for()).collect();
     let running = spawn_beside(
         "natt-map-tcp",
         Protocol::Tcp,
@@ -112,7 +113,7 @@ pub fn map_tcp_port(
     );
     let locals = local_endpoints(local);
     let local_addrs: Vec<SocketAddr> = locals.iter().map(|e| e.addr).collect();
-    let results = collect_beside(running, techniques.len(), start, deadline, None, &local_addrs, &held);
+    let results = collect_beside(running, &waited_for, start, deadline, None, &local_addrs, &held);
     let mut collector = Collector::new(Protocol::Tcp, locals, held);
     for (t, (elapsed, r)) in techniques.iter().zip(results) {
         collector.add(t.name(), elapsed, r);

@@ -143,6 +143,16 @@ pub trait MappingTechnique: Send + Sync {
         )))
     }
 
+    /// Whether mapping waits for this technique (run beside the socket) until it ends, by the
+    /// deadline, even once another technique found an external endpoint. By default it does
+    /// not: a port-mapping technique (UPnP, PCP) still running then gets
+    /// [`GATEWAY_GRACE`](crate::mapping::GATEWAY_GRACE) and goes on in the background, so that
+    /// a gateway that never answers does not hold every mapping. A relay (TURN) says `true`:
+    /// its address is what a connection falls back to, so it must be in the token.
+    fn waited_for(&self) -> bool {
+        false
+    }
+
     /// Maps a TCP socket bound (reusably) at `local`, returning by `deadline`. A technique that
     /// must connect from the mapped port uses [`crate::reuse::tcp_connect_from`].
     fn map_tcp(&self, local: SocketAddr, deadline: Instant) -> Result<TechniqueMapping, TechniqueError> {

@@ -121,7 +121,7 @@ pub fn map_udp_socket(
         .filter(|(_, plan)| matches!(plan, Plan::Beside))
         .map(|(t, _)| Arc::clone(t))
         .collect();
-    let count = beside.len();
+    let waited_for: Vec<bool> = beside.iter().map(|t| t.waited_for()).collect();
     let held = Arc::new(Held::default());
     let running = spawn_beside("natt-map-udp", Protocol::Udp, start, beside, &held, move |t| {
         t.map_udp(local, deadline)
@@ -152,7 +152,7 @@ pub fn map_udp_socket(
         })
         .map(|(elapsed, _)| *elapsed)
         .min();
-    let beside = collect_beside(running, count, start, deadline, external_at, &local_addrs, &held);
+    let beside = collect_beside(running, &waited_for, start, deadline, external_at, &local_addrs, &held);
     let mut on_socket: Vec<Option<ExchangeResult>> = on_socket.into_iter().map(Some).collect();
     let mut beside = beside.into_iter();
 

@@ -97,6 +97,11 @@ impl MappingTechnique for TurnTechnique {
         NAME
     }
 
+    /// A relay is waited for: its address is what a connection falls back to.
+    fn waited_for(&self) -> bool {
+        true
+    }
+
     fn add_server(&self, server: &HolePunchServerAddr) -> bool {
         match server {
             HolePunchServerAddr::Turn {
