@@ -37,8 +37,9 @@ pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the handle reaches the server.
 enum Link {
-    /// From (a clone of) the socket the allocation was made on.
-    Udp(UdpSocket),
+    /// From (a clone of) the socket the allocation was made on, bound at `local` (read once:
+    /// a dual-stack socket addresses an IPv4 server as IPv4-mapped, see [`Link::udp`]).
+    Udp { socket: UdpSocket, local: SocketAddr },
     /// Over a TCP stream (written here; read by the handle's reader thread).
     Tcp(Mutex<TcpStream>),
 }
@@ -63,6 +64,14 @@ fn local_of(socket: &UdpSocket) -> SocketAddr {
     socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)))
+}
+
+impl Link {
+    /// The link over `socket`, with the address it is bound at.
+    fn udp(socket: UdpSocket) -> Link {
+        let local = local_of(&socket);
+        Link::Udp { socket, local }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,11 +115,8 @@ impl Shared {
 
     fn send(&self, t: &Transmit) -> io::Result<()> {
         match &self.link {
-            Link::Udp(socket) => socket
-                .send_to(
-                    &t.payload,
-                    natt_core::family::for_socket(local_of(socket), t.destination),
-                )
+            Link::Udp { socket, local } => socket
+                .send_to(&t.payload, natt_core::family::for_socket(*local, t.destination))
                 .map(drop),
             Link::Tcp(stream) => lock(stream).write_all(&t.payload),
         }
@@ -153,7 +159,7 @@ impl Shared {
         done: impl FnMut(&mut Allocation) -> bool + Send,
     ) -> Result<(), Stopped> {
         match &self.link {
-            Link::Udp(socket) if self.self_read.load(Ordering::Relaxed) => {
+            Link::Udp { socket, .. } if self.self_read.load(Ordering::Relaxed) => {
                 let mut exchange = SelfRead { shared: self, done };
                 let mut exchanges: [&mut dyn UdpExchange<()>; 1] = [&mut exchange];
                 match natt_core::udp::drive_until_stopped(socket, &mut exchanges, deadline, stop) {
@@ -404,7 +410,7 @@ impl Relay {
         let socket = socket
             .try_clone()
             .map_err(|e| TurnError::io(server, "cloning the socket", &e))?;
-        Relay::hold(core, Link::Udp(socket))
+        Relay::hold(core, Link::udp(socket))
     }
 
     /// Allocates a relayed UDP address on `server` over TCP (for a network that lets no UDP
@@ -470,7 +476,7 @@ impl Relay {
 
     /// Holds the allocation `core` made, talking over `link`.
     pub(crate) fn hold_udp(core: Allocation, socket: UdpSocket) -> Result<Relay, TurnError> {
-        Relay::hold(core, Link::Udp(socket))
+        Relay::hold(core, Link::udp(socket))
     }
 
     fn hold(core: Allocation, link: Link) -> Result<Relay, TurnError> {
