@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +16,10 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use common::{NatKind, PORT, Side, addr, ip, side_behind};
+use natt_core::UdpExchange;
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, Secret, mapping_varies};
-use natt_core::sim::{HostId, Link, Nat, NatId, Network, Sim};
-use natt_core::{MappedSocketAddr, UdpExchange};
+use natt_core::sim::{Link, Nat, NatId, Network, Sim};
 use natt_punch::NoPath;
 use natt_punch::birthday::{
     self, ATTEMPT_BUDGET, BOTH_HARD_WINDOW, COLD_ROUNDS, Group, HARD_SOCKETS, HardSocket, Plan, SPRAY_BUDGET,
@@ -29,41 +32,8 @@ use natt_punch::udp::{MAX_PER_SECOND, UdpPuncher};
 /// The two STUN servers every side asks (two IPs, as the lab's).
 const STUN: [&str; 2] = ["203.0.113.100:3478", "203.0.113.101:3478"];
 const DEADLINE: Duration = Duration::from_secs(10);
-/// The mapped socket's port; the hard side's extra sockets follow it.
-const PORT: u16 = 5000;
 const NAT_HARD: &str = "198.51.100.1";
 const NAT_EASY: &str = "198.51.100.2";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-type NatKind = fn(IpAddr) -> Nat;
-
-struct Side {
-    host: HostId,
-    local: SocketAddr,
-    endpoints: Vec<MappedSocketAddr>,
-}
-
-/// A host `.2` of `lan` behind a NAT of `kind` at `public`, mapped by both STUN servers.
-fn side_behind(net: &mut Network, kind: NatKind, public: &str, lan: &str) -> Side {
-    let nat = net.add_nat(kind(ip(public)));
-    let host = net.add_host(ip(&format!("{lan}.2")), Some(nat), Link::default());
-    let local = SocketAddr::new(net.ip(host).unwrap(), PORT);
-    let mut endpoints = vec![MappedSocketAddr::new(local, false, "local")];
-    for stun in STUN {
-        net.send(host, PORT, addr(stun), b"binding request".to_vec());
-        let got = net.advance(net.now() + Duration::from_secs(1));
-        assert_eq!(got.len(), 1, "the STUN request arrives");
-        natt_core::endpoint::merge_endpoints(&mut endpoints, [MappedSocketAddr::new(got[0].from, true, "stun")]);
-    }
-    Side { host, local, endpoints }
-}
 
 /// A side's token, with a fixed secret, saying what its endpoints show.
 fn token(side: &Side, secret: u8) -> (PrivRendezvousInfo, PubRendezvousInfo) {
@@ -104,8 +74,8 @@ fn birthday(hard_nat: NatKind, link: Link, easy_late: i64, seed: u64) -> Run {
     for stun in STUN {
         net.add_host(addr(stun).ip(), None, Link::default());
     }
-    let h = side_behind(&mut net, hard_nat, NAT_HARD, "192.168.1");
-    let e = side_behind(&mut net, Nat::port_restricted, NAT_EASY, "192.168.2");
+    let h = side_behind(&mut net, hard_nat, NAT_HARD, "192.168.1", &STUN);
+    let e = side_behind(&mut net, Nat::port_restricted, NAT_EASY, "192.168.2", &STUN);
     net.set_link(h.host, link);
     net.set_link(e.host, link);
     // The hard side is role 0 for even seeds, role 1 for odd ones.
@@ -276,8 +246,8 @@ fn a_missing_peer_costs_the_stated_budget_and_says_why() {
     for stun in STUN {
         net.add_host(addr(stun).ip(), None, Link::default());
     }
-    let h = side_behind(&mut net, Nat::symmetric, NAT_HARD, "192.168.1");
-    let e = side_behind(&mut net, Nat::port_restricted, NAT_EASY, "192.168.2");
+    let h = side_behind(&mut net, Nat::symmetric, NAT_HARD, "192.168.1", &STUN);
+    let e = side_behind(&mut net, Nat::port_restricted, NAT_EASY, "192.168.2", &STUN);
     let (_, h_pub) = token(&h, 1);
     let (e_priv, _) = token(&e, 2);
     let t0 = net.now();
@@ -310,8 +280,8 @@ fn symmetric_to_symmetric_is_not_brute_forced() {
     for stun in STUN {
         net.add_host(addr(stun).ip(), None, Link::default());
     }
-    let a = side_behind(&mut net, Nat::symmetric, NAT_HARD, "192.168.1");
-    let b = side_behind(&mut net, Nat::symmetric, NAT_EASY, "192.168.2");
+    let a = side_behind(&mut net, Nat::symmetric, NAT_HARD, "192.168.1", &STUN);
+    let b = side_behind(&mut net, Nat::symmetric, NAT_EASY, "192.168.2", &STUN);
     let (a_priv, a_pub) = token(&a, 1);
     let (b_priv, b_pub) = token(&b, 2);
     assert_eq!(birthday::plan(&a_priv, &b_pub), Plan::BothHard);

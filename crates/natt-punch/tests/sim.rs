@@ -10,15 +10,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
+
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use common::{NatKind, PORT, Side, addr, ip, side_behind};
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo, Secret};
-use natt_core::sim::{HostId, Link, Nat, NatId, Network, Schedule, Sim, SocketId};
+use natt_core::sim::{Link, Nat, NatId, Network, Schedule, Sim, SocketId};
 use natt_core::{MappedSocketAddr, TechniqueError, Transmit, UdpExchange};
 use natt_punch::NoPath;
 use natt_punch::choose::{Action, HANDSHAKE_TIMEOUT, SWITCH_AFTER, StreamChooser};
@@ -31,48 +34,9 @@ use natt_punch::wire::Kind;
 const STUN: &str = "203.0.113.100:3478";
 /// The punch's deadline, from its start.
 const DEADLINE: Duration = Duration::from_secs(10);
-/// The punch port of every host.
-const PORT: u16 = 5000;
 /// The public addresses of a's and b's NATs.
 const NAT_A: &str = "198.51.100.1";
 const NAT_B: &str = "198.51.100.2";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// A kind of NAT, by its public address.
-type NatKind = fn(IpAddr) -> Nat;
-
-/// One side: its host, and the endpoints its token lists.
-struct Side {
-    host: HostId,
-    local: SocketAddr,
-    endpoints: Vec<MappedSocketAddr>,
-}
-
-/// A host `.2` of the private network `lan`, behind a NAT of `kind` at `public`, that learns
-/// its public address from the STUN server, as `MappedUdpSocket` would.
-fn side_behind(net: &mut Network, kind: NatKind, public: &str, lan: &str) -> Side {
-    let nat = net.add_nat(kind(ip(public)));
-    let host = net.add_host(ip(&format!("{lan}.2")), Some(nat), Link::default());
-    let local = SocketAddr::new(net.ip(host).unwrap(), PORT);
-    net.send(host, PORT, addr(STUN), b"binding request".to_vec());
-    let got = net.advance(net.now() + Duration::from_secs(1));
-    assert_eq!(got.len(), 1, "the STUN request arrives");
-    Side {
-        host,
-        local,
-        endpoints: vec![
-            MappedSocketAddr::new(local, false, "local"),
-            MappedSocketAddr::new(got[0].from, true, "stun"),
-        ],
-    }
-}
 
 /// The two sides' tokens, with fixed secrets (so fixed roles: a is 0, b is 1).
 fn tokens(a: &Side, b: &Side) -> [(PrivRendezvousInfo, PubRendezvousInfo); 2] {
@@ -118,8 +82,8 @@ struct Setup {
 fn setup(nat_a: NatKind, nat_b: NatKind, link: Link, seed: u64) -> Setup {
     let mut net = Network::new(Instant::now(), seed);
     net.add_host(addr(STUN).ip(), None, Link::default());
-    let a = side_behind(&mut net, nat_a, NAT_A, "192.168.1");
-    let b = side_behind(&mut net, nat_b, NAT_B, "192.168.2");
+    let a = side_behind(&mut net, nat_a, NAT_A, "192.168.1", &[STUN]);
+    let b = side_behind(&mut net, nat_b, NAT_B, "192.168.2", &[STUN]);
     // The punch's link (the STUN exchange had a lossless one: STUN would retry).
     net.set_link(a.host, link);
     net.set_link(b.host, link);
@@ -289,7 +253,7 @@ fn udp_sides_starting_at_different_times() {
 fn udp_peers_behind_one_nat_connect_directly() {
     let mut net = Network::new(Instant::now(), 1);
     net.add_host(addr(STUN).ip(), None, Link::default());
-    let a = side_behind(&mut net, Nat::symmetric, NAT_A, "192.168.1");
+    let a = side_behind(&mut net, Nat::symmetric, NAT_A, "192.168.1", &[STUN]);
     // b is another host of a's network.
     let b_host = net.add_host(ip("192.168.1.3"), Some(NatId(0)), Link::default());
     let b_local = addr("192.168.1.3:5000");
