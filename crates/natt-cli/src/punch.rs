@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use natt::connect::{Path as ConnPath, UdpConnection, connect_tcp};
+use natt::connect::{Path as ConnPath, TcpConnection, UdpConnection, connect_tcp};
 use natt::{
     MappedTcpSocket, MappedUdpSocket, PubRendezvousInfo, PunchedUdpSocket, gen_rendezvous_info, is_punch_packet,
     tcp_punch_hole,
@@ -98,14 +98,9 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
                 })?;
             let path = connection.path();
             report(args, peer_of(path), start, "tcp", path)?;
-            let (stream, path, mut port_mappings) = connection.into_parts();
-            if path.relay().is_some() {
-                relay_tcp_relayed(stream, &mut stdin, linger)?;
-            } else {
-                relay_tcp(stream, &mut stdin)?;
-            }
+            relay_tcp_connection(&connection, &mut stdin, linger)?;
             // Releases the allocation and the router mappings, waiting for that.
-            port_mappings.release();
+            connection.close();
         } else {
             let stream = tcp_punch_hole(mapped.socket, ours, theirs, start + timeout)
                 .map_err(|e| failed("TCP", &e, &mapped.port_mappings))?;
@@ -420,21 +415,61 @@ fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
     Ok(())
 }
 
-/// As [`relay_tcp`], on a stream through a TURN relay: a TURN server (coturn) ends a relayed
-/// connection as a whole when one side half-closes it, so at the end of stdin this keeps
-/// printing the peer's bytes for `linger`, then closes the stream (unless the peer closed it
-/// first).
-fn relay_tcp_relayed(stream: TcpStream, stdin: &mut impl Read, linger: Duration) -> Result<(), String> {
-    let printer = print_stream(&stream)?;
-    let mut writer = &stream;
-    let copied = io::copy(stdin, &mut writer).map_err(|e| format!("relaying stdin: {e}"));
-    let until = Instant::now() + linger;
-    while !printer.is_finished() && Instant::now() < until {
-        thread::sleep(Duration::from_millis(10));
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    let _ = printer.join();
-    copied.map(drop)
+/// As [`relay_tcp`], over a connection with fallback; says on stderr when the connection
+/// moves from the relay to a direct path. At the end of stdin, a direct connection closes our
+/// sending side and waits for the peer's end; a relayed one cannot (a TURN server such as
+/// coturn ends a relayed connection as a whole when one side half-closes it), so it keeps
+/// printing the peer's bytes for `linger` (unless the peer closes first), then the caller
+/// closes it.
+fn relay_tcp_connection(connection: &TcpConnection, stdin: &mut impl Read, linger: Duration) -> Result<(), String> {
+    connection
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        let printer = scope.spawn(|| {
+            let mut out = io::stdout();
+            let mut buf = [0u8; 16384];
+            let mut moves = connection.moves();
+            let mut reader = connection;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if out
+                            .write_all(buf.get(..n).unwrap_or(&[]))
+                            .and_then(|()| out.flush())
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    Err(e) => {
+                        eprintln!("natt: the connection failed: {e}");
+                        break;
+                    }
+                }
+                if connection.moves() != moves {
+                    moves = connection.moves();
+                    if let ConnPath::Direct { peer } = connection.path() {
+                        eprintln!("natt: moved to the direct path to {peer}");
+                    }
+                }
+            }
+        });
+        let mut writer = connection;
+        let copied = io::copy(stdin, &mut writer).map_err(|e| format!("relaying stdin: {e}"));
+        if connection.shutdown_write().is_err() {
+            let until = Instant::now() + linger;
+            while !printer.is_finished() && Instant::now() < until {
+                thread::sleep(Duration::from_millis(10));
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let _ = printer.join();
+        copied.map(drop)
+    })
 }
 
 #[cfg(test)]

@@ -435,7 +435,7 @@ impl UdpExchange for UdpPuncher {
                 }
                 self.check_done();
             }
-            Kind::Hello | Kind::Choose => {}
+            Kind::Hello | Kind::Choose | Kind::Move => {}
         }
         true
     }

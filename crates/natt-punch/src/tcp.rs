@@ -179,6 +179,53 @@ pub fn tcp_punch_hole_with_relay(
     deadline: Instant,
     relayed: Receiver<RelayedStream>,
 ) -> Result<TcpPunched, PunchError> {
+    punch(
+        socket,
+        our_priv_rendezvous_info,
+        their_pub_rendezvous_info,
+        deadline,
+        relayed,
+        None,
+    )
+}
+
+/// [`tcp_punch_hole`] for direct streams only, which ends early when `cancel` is set: the
+/// peer's relayed (`turn`) endpoints are left out. natt's `connect::tcp` runs it in the
+/// background while a connection goes through a relay, to move the connection to the stream
+/// it returns ([`crate::records`]). Cancelled: `PunchError::Io` of kind `Interrupted`.
+pub fn tcp_punch_direct(
+    socket: Socket,
+    our_priv_rendezvous_info: PrivRendezvousInfo,
+    mut their_pub_rendezvous_info: PubRendezvousInfo,
+    deadline: Instant,
+    cancel: Arc<AtomicBool>,
+) -> Result<TcpPunched, PunchError> {
+    their_pub_rendezvous_info
+        .endpoints
+        .retain(|e| e.technique != crate::path::TURN);
+    let (_none, relayed) = mpsc::channel();
+    let punched = punch(
+        socket,
+        our_priv_rendezvous_info,
+        their_pub_rendezvous_info,
+        deadline,
+        relayed,
+        Some(Arc::clone(&cancel)),
+    );
+    if cancel.load(Ordering::SeqCst) {
+        return Err(PunchError::Io(io::Error::new(io::ErrorKind::Interrupted, "the punch was cancelled")));
+    }
+    punched
+}
+
+fn punch(
+    socket: Socket,
+    our_priv_rendezvous_info: PrivRendezvousInfo,
+    their_pub_rendezvous_info: PubRendezvousInfo,
+    deadline: Instant,
+    relayed: Receiver<RelayedStream>,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<TcpPunched, PunchError> {
     if deadline <= Instant::now() {
         return Err(PunchError::DeadlinePassed);
     }
@@ -204,6 +251,7 @@ pub fn tcp_punch_hole_with_relay(
         deadline,
         events: events_tx,
         next_id: Arc::new(AtomicU64::new(0)),
+        cancel,
     };
     let started = (|| {
         spawn("natt-punch-accept", {
@@ -225,10 +273,11 @@ pub fn tcp_punch_hole_with_relay(
         stop.store(true, Ordering::SeqCst);
         return Err(e.into());
     }
+    let ctx_cancel = ctx.cancel.clone();
     drop(ctx);
     let peer_has_ipv6 = paths.targets().iter().any(SocketAddr::is_ipv6);
     let chooser = StreamChooser::new(keys.role, paths.peer_locals(), Instant::now()).prefer_ipv6(peer_has_ipv6);
-    let result = run_chooser(chooser, &keys, &paths, &events_rx, deadline);
+    let result = run_chooser(chooser, &keys, &paths, &events_rx, deadline, ctx_cancel.as_deref());
     stop.store(true, Ordering::SeqCst);
     let (stream, peer, route) = result?;
     stream.set_read_timeout(None)?;
@@ -248,10 +297,14 @@ fn run_chooser(
     paths: &Paths,
     events: &Receiver<Event>,
     deadline: Instant,
+    cancel: Option<&AtomicBool>,
 ) -> Result<(TcpStream, SocketAddr, Route), PunchError> {
     let mut up: HashMap<u64, (TcpStream, Route)> = HashMap::new();
     let mut tally = Tally::default();
     while let Some(left) = deadline::remaining(deadline) {
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            break;
+        }
         let now = Instant::now();
         while let Some(action) = chooser.poll(now) {
             match action {
@@ -346,11 +399,15 @@ struct Ctx {
     deadline: Instant,
     events: Sender<Event>,
     next_id: Arc<AtomicU64>,
+    /// Set by the caller to end the punch early ([`tcp_punch_direct`]).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Ctx {
     fn over(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || Instant::now() >= self.deadline
+        self.stop.load(Ordering::SeqCst)
+            || Instant::now() >= self.deadline
+            || self.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst))
     }
 }
 

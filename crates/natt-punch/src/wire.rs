@@ -5,11 +5,11 @@
 //! |-------:|-----:|--------------------------------------------------------------------|
 //! | 0      | 4    | magic `b"NATP"`                                                    |
 //! | 4      | 1    | version, `2`                                                       |
-//! | 5      | 1    | kind: `1` probe, `2` reply (UDP); `3` hello, `4` choose (TCP)      |
+//! | 5      | 1    | kind: `1` probe, `2` reply (UDP); `3` hello, `4` choose, `5` move (TCP) |
 //! | 6      | 1    | flags (UDP): bit 0 the sender has a confirmed path, bit 1 it is done |
 //! | 7      | 1    | the sender's role, `0` or `1`                                      |
 //! | 8      | 8    | session tag (a public hash of the session key)                     |
-//! | 16     | 12   | nonce: a probe's, hello's or choose's own, random; a reply echoes its probe's |
+//! | 16     | 12   | nonce: a probe's, hello's, choose's or move's own, random; a reply echoes its probe's |
 //! | 28     | 1    | family of the observed address: `4` or `6`                         |
 //! | 29     | 1    | reserved, zero                                                     |
 //! | 30     | 2    | observed port, big-endian                                          |
@@ -18,7 +18,8 @@
 //!
 //! The **observed address** binds a message to the path it was sent on: it is the receiver's
 //! address as the sender sees it (a probe's destination; the source a reply's probe came from;
-//! the far end of the TCP stream a hello or choose is written on). A receiver takes a message
+//! the far end of the TCP stream a hello or choose is written on; for a move, the far end of
+//! the direct stream the sender moves to, see [`crate::records`]). A receiver takes a message
 //! only if that address is one of its own (see [`crate::path`]), so a message captured on one
 //! path, or relayed by a party that connected to both peers, is useless on any other: the
 //! relay would be the far end, and its address is not the receiver's.
@@ -59,6 +60,9 @@ pub enum Kind {
     Hello,
     /// TCP, sent by role 0 on the one stream it chooses.
     Choose,
+    /// TCP, sent by either role as the last record on a stream through a relay: its next bytes
+    /// go on the direct stream the two sides chose later ([`crate::records`]).
+    Move,
 }
 
 impl Kind {
@@ -68,6 +72,7 @@ impl Kind {
             Kind::Reply => 2,
             Kind::Hello => 3,
             Kind::Choose => 4,
+            Kind::Move => 5,
         }
     }
 
@@ -77,6 +82,7 @@ impl Kind {
             2 => Kind::Reply,
             3 => Kind::Hello,
             4 => Kind::Choose,
+            5 => Kind::Move,
             _ => return None,
         })
     }
@@ -84,7 +90,7 @@ impl Kind {
     /// Whether a sender of `role` may send this kind (hello is role 1's, choose role 0's).
     fn sent_by(self, role: u8) -> bool {
         match self {
-            Kind::Probe | Kind::Reply => true,
+            Kind::Probe | Kind::Reply | Kind::Move => true,
             Kind::Hello => role == 1,
             Kind::Choose => role == 0,
         }

@@ -126,11 +126,17 @@ pub fn block_outbound_udp(lab: &Lab, router: &str, add: bool) {
 
 /// Makes `router` drop every datagram between its WAN and `peer_wan` (`add`), or stops that.
 pub fn block_between(lab: &Lab, router: &str, peer_wan: &str, add: bool) {
+    block_proto_between(lab, router, peer_wan, "udp", add);
+}
+
+/// Makes `router` drop every packet of `proto` (`udp` or `tcp`) between its WAN and
+/// `peer_wan` (`add`), or stops that.
+pub fn block_proto_between(lab: &Lab, router: &str, peer_wan: &str, proto: &str, add: bool) {
     let op = if add { "-I" } else { "-D" };
     for dir in ["-s", "-d"] {
         lab.run(
             router,
-            &["iptables", op, "FORWARD", dir, peer_wan, "-p", "udp", "-j", "DROP"],
+            &["iptables", op, "FORWARD", dir, peer_wan, "-p", proto, "-j", "DROP"],
         )
         .unwrap();
     }
