@@ -7,6 +7,7 @@ pub mod input;
 #[cfg(feature = "pcp")]
 pub mod pcp;
 pub mod punch;
+pub mod records;
 pub mod simple;
 pub mod stun;
 pub mod token;
@@ -62,6 +63,11 @@ pub const TARGETS: &[Target] = &[
         name: "punch_messages",
         run: punch::target,
         seeds: punch::seeds,
+    },
+    Target {
+        name: "relay_records",
+        run: records::target,
+        seeds: records::seeds,
     },
     Target {
         name: "token",

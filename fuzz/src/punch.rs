@@ -47,7 +47,7 @@ const FROM: [&str; 7] = [
 ];
 
 /// Our own endpoint, as our token would carry it.
-const OUR_ENDPOINT: &str = "192.0.2.1:4000";
+pub const OUR_ENDPOINT: &str = "192.0.2.1:4000";
 /// Where a genuine message's sender may have seen us: at our endpoint, or elsewhere (relayed).
 const OBSERVED: [&str; 3] = [OUR_ENDPOINT, "192.0.2.1:4444", "198.51.100.9:9"];
 

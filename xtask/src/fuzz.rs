@@ -75,6 +75,12 @@ pub const TARGETS: &[Target] = &[
         about: "wire::open (UDP and TCP punch messages), UdpPuncher fed datagrams from anywhere",
     },
     Target {
+        name: "relay_records",
+        max_len: 40000,
+        by_default: true,
+        about: "records of a relayed TCP stream: natt_punch::records parse/open_move, read in any cuts",
+    },
+    Target {
         name: "token",
         max_len: 4200,
         by_default: true,
