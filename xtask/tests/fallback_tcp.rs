@@ -123,8 +123,16 @@ fn fallback_tcp_relayed_then_direct_loses_nothing() {
     let (la, lb) = (a.finish(), b.finish());
     println!("{count} lines each way, moved after {:?}", t0.elapsed());
     for i in 0..count {
-        assert_eq!(la.get(i + 1).map(String::as_str), Some(format!("line {i}").as_str()), "h1: {la:?}");
-        assert_eq!(lb.get(i + 1).map(String::as_str), Some(format!("back {i}").as_str()), "h2: {lb:?}");
+        assert_eq!(
+            la.get(i + 1).map(String::as_str),
+            Some(format!("line {i}").as_str()),
+            "h1: {la:?}"
+        );
+        assert_eq!(
+            lb.get(i + 1).map(String::as_str),
+            Some(format!("back {i}").as_str()),
+            "h2: {lb:?}"
+        );
     }
     assert_eq!((la.len(), lb.len()), (count + 1, count + 1));
     assert_released(&lab);

@@ -213,7 +213,10 @@ pub fn tcp_punch_direct(
         Some(Arc::clone(&cancel)),
     );
     if cancel.load(Ordering::SeqCst) {
-        return Err(PunchError::Io(io::Error::new(io::ErrorKind::Interrupted, "the punch was cancelled")));
+        return Err(PunchError::Io(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the punch was cancelled",
+        )));
     }
     punched
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use natt_core::rendezvous::{PubRendezvousInfo, gen_rendezvous_info};
 use natt_core::{MappedSocketAddr, MappedTcpSocket, MappingContext};
-use natt_punch::{NoPath, PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_hole};
+use natt_punch::{NoPath, PunchError, PunchedUdpSocket, is_punch_packet, tcp_punch_direct, tcp_punch_hole};
 
 fn local(addr: SocketAddr) -> Vec<MappedSocketAddr> {
     vec![MappedSocketAddr::new(addr, false, "local")]
@@ -362,4 +362,26 @@ fn tcp_a_relayed_stream_bound_elsewhere_is_refused() {
         let mut buf = [0u8; 1];
         assert!(matches!(stream.read(&mut buf), Ok(0) | Err(_)), "A kept the stream");
     }
+}
+
+#[test]
+fn a_direct_tcp_punch_ends_when_cancelled() {
+    let mc = MappingContext::empty();
+    let a = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    // The peer never punches: only the cancel ends this punch before its deadline.
+    let b = MappedTcpSocket::bind("127.0.0.1:0".parse().unwrap(), &mc).unwrap();
+    let (a_priv, _) = gen_rendezvous_info(a.endpoints.clone());
+    let (_, b_pub) = gen_rendezvous_info(b.endpoints.clone());
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setter = std::sync::Arc::clone(&cancel);
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        setter.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let r = tcp_punch_direct(a.socket, a_priv, b_pub, deadline(30), cancel);
+    t.join().unwrap();
+    assert!(
+        matches!(&r, Err(PunchError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted),
+        "{r:?}"
+    );
 }

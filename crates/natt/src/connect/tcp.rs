@@ -180,7 +180,14 @@ fn invalid(why: impl std::fmt::Display) -> io::Error {
 }
 
 impl Shared {
-    fn new(reader: Reader, writer: Writer, path: Path, relay: Option<TcpStream>, keys: SessionKeys, paths: Option<Paths>) -> Self {
+    fn new(
+        reader: Reader,
+        writer: Writer,
+        path: Path,
+        relay: Option<TcpStream>,
+        keys: SessionKeys,
+        paths: Option<Paths>,
+    ) -> Self {
         let (direct, halves_moved) = match &writer {
             Writer::Direct(s) => (s.try_clone().ok(), 2),
             Writer::Relayed { .. } => (None, 0),
@@ -281,7 +288,12 @@ impl Shared {
                     };
                     match stream.read(space)? {
                         0 if *end == 0 => return Ok(FromRelay::Data(0)),
-                        0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the relayed stream ended inside a record")),
+                        0 => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the relayed stream ended inside a record",
+                            ));
+                        }
                         n => *end += n,
                     }
                 }
@@ -308,7 +320,10 @@ impl Shared {
                 ));
             }
             if now >= until {
-                return Err(io::Error::new(io::ErrorKind::WouldBlock, "waiting for the direct stream"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "waiting for the direct stream",
+                ));
             }
             direct = self
                 .found
@@ -634,7 +649,11 @@ pub fn connect_tcp(
         .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
     // For the background punch if the connection is relayed.
-    let search = (local, our_priv_rendezvous_info.clone(), their_pub_rendezvous_info.clone());
+    let search = (
+        local,
+        our_priv_rendezvous_info.clone(),
+        their_pub_rendezvous_info.clone(),
+    );
     let relay = with_relay(&port_mappings, |r| r.is_allocated().then(|| r.link()))
         .flatten()
         .filter(RelayLink::is_tcp_relay);
