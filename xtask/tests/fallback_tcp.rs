@@ -1,14 +1,19 @@
 //! Connecting over TCP with fallback through the lab's TURN relay (coturn, RFC 6062):
 //! `natt punch --tcp --turn` between hosts that no TCP punch connects (symmetric x symmetric;
 //! a router that lets no UDP out), with bytes both ways through the relay; a pair that can
-//! punch still goes direct with a relay given; the allocations deleted from coturn afterwards.
+//! punch still goes direct with a relay given; the allocations deleted from coturn afterwards;
+//! relays that fail (wrong password; down: silent, or stopped, also once an allocation was
+//! made; a server that is not TURN) without stopping the direct path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::relaying::*;
 use common::*;
+use xtask::lab::daemons;
 
 #[test]
 fn fallback_tcp_sym_sym_through_the_relay() {
@@ -83,12 +88,75 @@ fn fallback_tcp_a_failed_relay_leaves_the_direct_path() {
     assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_eq!(path(&a), "direct", "{a:#?}");
     assert_eq!(path(&b), "direct", "{b:#?}");
-    let warnings: Vec<&str> = a
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("natt: warning: the TURN relay gave no address"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{}", a.stderr);
+    assert_eq!(no_address_warnings(&a), 1, "{}", a.stderr);
+    // A relay that is down (nothing there: silent), and a server that is not TURN (STUN only),
+    // each as the URI gives it (TCP, for a TCP socket) and with ?transport=tcp: one line says
+    // so, and the pair connects directly, the silent one given up at the mapping's deadline.
+    // Silent for every try: inet knows a link address for 203.0.113.31 that nothing has (an
+    // address inet found no one at would be answered "host unreachable" from then on).
+    lab.run(
+        "inet",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            SILENT,
+            "lladdr",
+            "02:00:00:00:00:31",
+            "dev",
+            "br0",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+    for server in [SILENT, "203.0.113.10"] {
+        for transport in ["", "?transport=tcp"] {
+            let uri = format!("turn:{server}:3478{transport}");
+            let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Uri(&uri), "h2", Relay::None, &[]);
+            println!("{uri}: connected in {:?}: {}", a.took, a.stderr.trim());
+            assert_talked(&a, &b, ("h1", "h2"), "tcp");
+            assert_eq!(path(&a), "direct", "{uri}: {a:#?}");
+            assert_eq!(path(&b), "direct", "{uri}: {b:#?}");
+            assert_eq!(no_address_warnings(&a), 1, "{uri}: {}", a.stderr);
+            assert!(a.took < RELAY_DOWN_WITHIN, "{uri}: took {:?}: {a:#?}", a.took);
+        }
+    }
+    // The lab's relay stopped once h1 holds an allocation on it (its relayed address in its
+    // token), before h2 starts: no warning, and the pair connects directly.
+    let dir = lab.state_dir().join("stopped");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let t0 = Instant::now();
+    let a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Tcp, &[]);
+    relayed_in_token(&ta, t0);
+    let coturn = daemons::recorded_pid(lab.state_dir(), daemons::TURN_DAEMON).unwrap();
+    daemons::stop(&[coturn]);
+    println!("coturn stopped in {:?}", t0.elapsed());
+    // The time from here on counts.
+    let t0 = Instant::now();
+    let b = start_relayed_over(&lab, "--tcp", "h2", &tb, &ta, Relay::None, &[]);
+    let (a, b) = common::punching::finish(a, b, ("h1", "h2"), t0);
+    println!(
+        "stopped after the allocation: connected in {:?}: {}",
+        a.took,
+        a.stderr.trim()
+    );
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
+    assert_eq!(path(&a), "direct", "{a:#?}");
+    assert_eq!(path(&b), "direct", "{b:#?}");
+    assert_eq!(no_address_warnings(&a), 0, "{}", a.stderr);
+    assert!(a.took < RELAY_DOWN_WITHIN, "took {:?}: {a:#?}", a.took);
+    // With the relay stopped: refused (a TCP reset), at once.
+    for relay in [Relay::Udp, Relay::Tcp] {
+        let (a, b) = session_over(&lab, "--tcp", "h1", relay, "h2", Relay::None, &[]);
+        println!("{relay:?}, stopped: connected in {:?}: {}", a.took, a.stderr.trim());
+        assert_talked(&a, &b, ("h1", "h2"), "tcp");
+        assert_eq!(path(&a), "direct", "{relay:?}: {a:#?}");
+        assert_eq!(path(&b), "direct", "{relay:?}: {b:#?}");
+        assert_eq!(no_address_warnings(&a), 1, "{relay:?}: {}", a.stderr);
+        assert!(a.took < RELAY_DOWN_WITHIN, "{relay:?}: took {:?}: {a:#?}", a.took);
+    }
 }
 
 #[test]
@@ -122,4 +190,40 @@ fn fallback_tcp_sym_sym_with_10_percent_loss() {
     let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::None, &["--timeout", "20"]);
     assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_relayed(&a, &b);
+}
+
+/// A TURN server that is down: nothing answers at this address.
+const SILENT: &str = "203.0.113.31";
+
+/// A side whose relay is down or not TURN connects within this: the relay is given up at the
+/// mapping's deadline (`--map-timeout`, 3 s), then the direct punch takes well under a second.
+const RELAY_DOWN_WITHIN: Duration = Duration::from_secs(6);
+
+/// How many lines of a side's stderr warn that its TURN relay gave no address.
+fn no_address_warnings(side: &common::punching::Side) -> usize {
+    side.stderr
+        .lines()
+        .filter(|l| l.starts_with("natt: warning: the TURN relay gave no address"))
+        .count()
+}
+
+/// Waits for the token `file` of a side started at `t0`; its relayed (`turn`) address.
+fn relayed_in_token(file: &std::path::Path, t0: Instant) -> String {
+    let token = loop {
+        if let Ok(t) = std::fs::read_to_string(file)
+            && t.ends_with('\n')
+        {
+            break t;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no token in {}", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let token: natt_core::rendezvous::PubRendezvousInfo = token.trim().parse().unwrap();
+    token
+        .endpoints
+        .iter()
+        .find(|e| e.technique == "turn")
+        .unwrap_or_else(|| panic!("no relayed address in the token: {token:?}"))
+        .addr
+        .to_string()
 }
