@@ -3,7 +3,9 @@
 //! a router that lets no UDP out), with bytes both ways through the relay; a pair that can
 //! punch still goes direct with a relay given; the allocations deleted from coturn afterwards;
 //! relays that fail (wrong password; down: silent, or stopped, also once an allocation was
-//! made; a server that is not TURN) without stopping the direct path.
+//! made; a server that is not TURN) without stopping the direct path; TCP connections to the
+//! relayed address from the peer's public IP (its router) and from a third host, writing
+//! garbage and random punch-shaped frames, which neither complete nor break the connection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -207,6 +209,63 @@ fn no_address_warnings(side: &common::punching::Side) -> usize {
         .count()
 }
 
+#[test]
+fn fallback_tcp_spoofed_connections_at_the_relayed_address() {
+    let Some(lab) = lab(
+        "fallback_tcp_spoofed_connections_at_the_relayed_address",
+        "ttsp",
+        "r1=sym r2=sym p1",
+    ) else {
+        return;
+    };
+    // h1 has a TCP relay; h2 none. While they connect, h1's relayed address is sprayed with
+    // TCP connections that write garbage and random punch-shaped frames: from r2 itself (its WAN
+    // address is h2's public IP, which h1's permission lets through: coturn hands each to h1 as
+    // the peer's), and from p1 (no permission). They neither complete nor break the connection.
+    let dir = lab.state_dir().join("spray");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let t0 = Instant::now();
+    let a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Udp, &["--timeout", "15"]);
+    let relayed = relayed_in_token(&ta, t0);
+    let spray = |node: &str| {
+        lab.spawn_probe(node, &["tcp-spray", "--to", &relayed, "--ms", "4000"])
+            .unwrap()
+    };
+    let (from_r2, from_p1) = (spray("r2"), spray("p1"));
+    let sprayed_by = Instant::now() + Duration::from_secs(10);
+    std::thread::sleep(Duration::from_millis(300));
+    let b = start_relayed_over(&lab, "--tcp", "h2", &tb, &ta, Relay::None, &["--timeout", "15"]);
+    let (a, b) = common::punching::finish(a, b, ("h1", "h2"), t0);
+    let (from_r2, from_p1) = (collect(from_r2, sprayed_by), collect(from_p1, sprayed_by));
+    println!("from r2: {from_r2}\nfrom p1: {from_p1}\nconnected in {:?}", a.took);
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
+    assert_relayed(&a, &b);
+    // h1 sees its peer at the attackers' IP, r2's: only the handshake tells them apart.
+    assert_eq!(a.peer().ip().to_string(), lab.get("R2_PUBLIC_IP").unwrap());
+    // Only the peer's lines came through.
+    assert!(a.lines.iter().skip(1).all(|l| l == "hello from h2"), "{:?}", a.lines);
+    assert!(b.lines.iter().skip(1).all(|l| l == "hello from h1"), "{:?}", b.lines);
+    // The attack was made: coturn bound h1 more connections than the peer's one (r2's, which
+    // failed the handshake), and refused p1's, which it accepts and closes at once.
+    let log = turn_log(&lab);
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let bound = count("incoming packet CONNECTION_BIND processed, success");
+    assert!(bound > 1, "none of r2's connections reached h1 ({from_r2}):\n{log}");
+    let (r2, p1) = (sprayed(&from_r2), sprayed(&from_p1));
+    assert!(r2["CONNECTED"] > 0 && p1["CONNECTED"] > 0, "{from_r2} {from_p1}");
+    assert_eq!(
+        p1["ENDED"], p1["CONNECTED"],
+        "coturn kept a connection of p1's: {from_p1}"
+    );
+    assert_eq!(p1["READ"], 0, "p1 got bytes through the relay: {from_p1}");
+    assert!(
+        count("peer has no permission to connect") >= p1["CONNECTED"],
+        "p1's connections:\n{log}"
+    );
+    assert_released(&lab);
+}
+
 /// Waits for the token `file` of a side started at `t0`; its relayed (`turn`) address.
 fn relayed_in_token(file: &std::path::Path, t0: Instant) -> String {
     let token = loop {
@@ -226,4 +285,29 @@ fn relayed_in_token(file: &std::path::Path, t0: Instant) -> String {
         .unwrap_or_else(|| panic!("no relayed address in the token: {token:?}"))
         .addr
         .to_string()
+}
+
+/// The stdout of a probe that ends by itself, killed if it still runs at `by`.
+fn collect(mut probe: std::process::Child, by: Instant) -> String {
+    while probe.try_wait().unwrap().is_none() {
+        if Instant::now() >= by {
+            let _ = probe.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = probe.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The counts of a `tcp-spray` probe's last line (`CONNECTED c FAILED f ...`), by name.
+fn sprayed(out: &str) -> std::collections::HashMap<String, usize> {
+    let last = out.lines().last().unwrap_or_default();
+    let words: Vec<&str> = last.split_whitespace().collect();
+    let counts: std::collections::HashMap<String, usize> = words
+        .chunks(2)
+        .filter_map(|w| Some((w.first()?.to_string(), w.get(1)?.parse().ok()?)))
+        .collect();
+    assert!(counts.contains_key("CONNECTED"), "not a tcp-spray summary: {out}");
+    counts
 }
