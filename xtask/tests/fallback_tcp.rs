@@ -228,9 +228,14 @@ fn fallback_tcp_spoofed_connections_at_the_relayed_address() {
     let t0 = Instant::now();
     let a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Udp, &["--timeout", "15"]);
     let relayed = relayed_in_token(&ta, t0);
+    // Each connection held up to a second (unless closed first): long enough for h1 to choose
+    // it (RELAY_GRACE, 300 ms) if it took a frame that does not authenticate.
     let spray = |node: &str| {
-        lab.spawn_probe(node, &["tcp-spray", "--to", &relayed, "--ms", "4000"])
-            .unwrap()
+        lab.spawn_probe(
+            node,
+            &["tcp-spray", "--to", &relayed, "--ms", "4000", "--hold-ms", "1000"],
+        )
+        .unwrap()
     };
     let (from_r2, from_p1) = (spray("r2"), spray("p1"));
     let sprayed_by = Instant::now() + Duration::from_secs(10);

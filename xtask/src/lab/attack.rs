@@ -139,15 +139,16 @@ fn spray_payload(i: u64, mut next: impl FnMut() -> u64) -> Vec<u8> {
     let len = if i.is_multiple_of(2) { 64 } else { 1 + next() % 200 };
     let mut payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
     if i.is_multiple_of(2) {
-        // Magic, version 2, hello or choose, flags, a role: as natt's TCP handshake frames.
+        // Magic, version 2, hello (3) or choose (4), no flags, a role: as natt's TCP handshake
+        // frames.
         let head = [
             b'N',
             b'A',
             b'T',
             b'P',
             2,
-            1 + u8::from(i.is_multiple_of(4)),
-            1,
+            3 + u8::from(i.is_multiple_of(4)),
+            0,
             u8::from(i.is_multiple_of(3)),
         ];
         payload.splice(..8, head);
