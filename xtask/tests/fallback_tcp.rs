@@ -3,7 +3,11 @@
 //! a router that lets no UDP out), with bytes both ways through the relay; a pair that can
 //! punch still goes direct with a relay given; a relayed connection that moves to a direct
 //! stream when one opens, without losing or reordering a byte; the allocations deleted from
-//! coturn afterwards.
+//! coturn afterwards;
+//! relays that fail (wrong password; down: silent, or stopped, also once an allocation was
+//! made; a server that is not TURN) without stopping the direct path; TCP connections to the
+//! relayed address from the peer's public IP (its router) and from a third host, writing
+//! garbage and random punch-shaped frames, which neither complete nor break the connection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::relaying::*;
 use common::*;
+use xtask::lab::daemons;
 
 /// A thread that collects the process's stderr as it comes.
 fn collect_stderr(r: &mut Running) -> Arc<Mutex<String>> {
@@ -175,12 +180,75 @@ fn fallback_tcp_a_failed_relay_leaves_the_direct_path() {
     assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_eq!(path(&a), "direct", "{a:#?}");
     assert_eq!(path(&b), "direct", "{b:#?}");
-    let warnings: Vec<&str> = a
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("natt: warning: the TURN relay gave no address"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{}", a.stderr);
+    assert_eq!(no_address_warnings(&a), 1, "{}", a.stderr);
+    // A relay that is down (nothing there: silent), and a server that is not TURN (STUN only),
+    // each as the URI gives it (TCP, for a TCP socket) and with ?transport=tcp: one line says
+    // so, and the pair connects directly, the silent one given up at the mapping's deadline.
+    // Silent for every try: inet knows a link address for 203.0.113.31 that nothing has (an
+    // address inet found no one at would be answered "host unreachable" from then on).
+    lab.run(
+        "inet",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            SILENT,
+            "lladdr",
+            "02:00:00:00:00:31",
+            "dev",
+            "br0",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+    for server in [SILENT, "203.0.113.10"] {
+        for transport in ["", "?transport=tcp"] {
+            let uri = format!("turn:{server}:3478{transport}");
+            let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Uri(&uri), "h2", Relay::None, &[]);
+            println!("{uri}: connected in {:?}: {}", a.took, a.stderr.trim());
+            assert_talked(&a, &b, ("h1", "h2"), "tcp");
+            assert_eq!(path(&a), "direct", "{uri}: {a:#?}");
+            assert_eq!(path(&b), "direct", "{uri}: {b:#?}");
+            assert_eq!(no_address_warnings(&a), 1, "{uri}: {}", a.stderr);
+            assert!(a.took < RELAY_DOWN_WITHIN, "{uri}: took {:?}: {a:#?}", a.took);
+        }
+    }
+    // The lab's relay stopped once h1 holds an allocation on it (its relayed address in its
+    // token), before h2 starts: no warning, and the pair connects directly.
+    let dir = lab.state_dir().join("stopped");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let t0 = Instant::now();
+    let a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Tcp, &[]);
+    relayed_in_token(&ta, t0);
+    let coturn = daemons::recorded_pid(lab.state_dir(), daemons::TURN_DAEMON).unwrap();
+    daemons::stop(&[coturn]);
+    println!("coturn stopped in {:?}", t0.elapsed());
+    // The time from here on counts.
+    let t0 = Instant::now();
+    let b = start_relayed_over(&lab, "--tcp", "h2", &tb, &ta, Relay::None, &[]);
+    let (a, b) = common::punching::finish(a, b, ("h1", "h2"), t0);
+    println!(
+        "stopped after the allocation: connected in {:?}: {}",
+        a.took,
+        a.stderr.trim()
+    );
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
+    assert_eq!(path(&a), "direct", "{a:#?}");
+    assert_eq!(path(&b), "direct", "{b:#?}");
+    assert_eq!(no_address_warnings(&a), 0, "{}", a.stderr);
+    assert!(a.took < RELAY_DOWN_WITHIN, "took {:?}: {a:#?}", a.took);
+    // With the relay stopped: refused (a TCP reset), at once.
+    for relay in [Relay::Udp, Relay::Tcp] {
+        let (a, b) = session_over(&lab, "--tcp", "h1", relay, "h2", Relay::None, &[]);
+        println!("{relay:?}, stopped: connected in {:?}: {}", a.took, a.stderr.trim());
+        assert_talked(&a, &b, ("h1", "h2"), "tcp");
+        assert_eq!(path(&a), "direct", "{relay:?}: {a:#?}");
+        assert_eq!(path(&b), "direct", "{relay:?}: {b:#?}");
+        assert_eq!(no_address_warnings(&a), 1, "{relay:?}: {}", a.stderr);
+        assert!(a.took < RELAY_DOWN_WITHIN, "{relay:?}: took {:?}: {a:#?}", a.took);
+    }
 }
 
 #[test]
@@ -214,4 +282,127 @@ fn fallback_tcp_sym_sym_with_10_percent_loss() {
     let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::None, &["--timeout", "20"]);
     assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_relayed(&a, &b);
+}
+
+/// A TURN server that is down: nothing answers at this address.
+const SILENT: &str = "203.0.113.31";
+
+/// A side whose relay is down or not TURN connects within this: the relay is given up at the
+/// mapping's deadline (`--map-timeout`, 3 s), then the direct punch takes well under a second.
+const RELAY_DOWN_WITHIN: Duration = Duration::from_secs(6);
+
+/// How many lines of a side's stderr warn that its TURN relay gave no address.
+fn no_address_warnings(side: &common::punching::Side) -> usize {
+    side.stderr
+        .lines()
+        .filter(|l| l.starts_with("natt: warning: the TURN relay gave no address"))
+        .count()
+}
+
+#[test]
+fn fallback_tcp_spoofed_connections_at_the_relayed_address() {
+    let Some(lab) = lab(
+        "fallback_tcp_spoofed_connections_at_the_relayed_address",
+        "ttsp",
+        "r1=sym r2=sym p1",
+    ) else {
+        return;
+    };
+    // h1 has a TCP relay; h2 none. While they connect, h1's relayed address is sprayed with
+    // TCP connections that write garbage and random punch-shaped frames: from r2 itself (its WAN
+    // address is h2's public IP, which h1's permission lets through: coturn hands each to h1 as
+    // the peer's), and from p1 (no permission). They neither complete nor break the connection.
+    let dir = lab.state_dir().join("spray");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let t0 = Instant::now();
+    let a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Udp, &["--timeout", "15"]);
+    let relayed = relayed_in_token(&ta, t0);
+    // Each connection held up to a second (unless closed first): long enough for h1 to choose
+    // it (RELAY_GRACE, 300 ms) if it took a frame that does not authenticate.
+    let spray = |node: &str| {
+        lab.spawn_probe(
+            node,
+            &["tcp-spray", "--to", &relayed, "--ms", "4000", "--hold-ms", "1000"],
+        )
+        .unwrap()
+    };
+    let (from_r2, from_p1) = (spray("r2"), spray("p1"));
+    let sprayed_by = Instant::now() + Duration::from_secs(10);
+    std::thread::sleep(Duration::from_millis(300));
+    let b = start_relayed_over(&lab, "--tcp", "h2", &tb, &ta, Relay::None, &["--timeout", "15"]);
+    let (a, b) = common::punching::finish(a, b, ("h1", "h2"), t0);
+    let (from_r2, from_p1) = (collect(from_r2, sprayed_by), collect(from_p1, sprayed_by));
+    println!("from r2: {from_r2}\nfrom p1: {from_p1}\nconnected in {:?}", a.took);
+    assert_talked(&a, &b, ("h1", "h2"), "tcp");
+    assert_relayed(&a, &b);
+    // h1 sees its peer at the attackers' IP, r2's: only the handshake tells them apart.
+    assert_eq!(a.peer().ip().to_string(), lab.get("R2_PUBLIC_IP").unwrap());
+    // Only the peer's lines came through.
+    assert!(a.lines.iter().skip(1).all(|l| l == "hello from h2"), "{:?}", a.lines);
+    assert!(b.lines.iter().skip(1).all(|l| l == "hello from h1"), "{:?}", b.lines);
+    // The attack was made: coturn bound h1 more connections than the peer's one (r2's, which
+    // failed the handshake), and refused p1's, which it accepts and closes at once.
+    let log = turn_log(&lab);
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let bound = count("incoming packet CONNECTION_BIND processed, success");
+    assert!(bound > 1, "none of r2's connections reached h1 ({from_r2}):\n{log}");
+    let (r2, p1) = (sprayed(&from_r2), sprayed(&from_p1));
+    assert!(r2["CONNECTED"] > 0 && p1["CONNECTED"] > 0, "{from_r2} {from_p1}");
+    assert_eq!(
+        p1["ENDED"], p1["CONNECTED"],
+        "coturn kept a connection of p1's: {from_p1}"
+    );
+    assert_eq!(p1["READ"], 0, "p1 got bytes through the relay: {from_p1}");
+    assert!(
+        count("peer has no permission to connect") >= p1["CONNECTED"],
+        "p1's connections:\n{log}"
+    );
+    assert_released(&lab);
+}
+
+/// Waits for the token `file` of a side started at `t0`; its relayed (`turn`) address.
+fn relayed_in_token(file: &std::path::Path, t0: Instant) -> String {
+    let token = loop {
+        if let Ok(t) = std::fs::read_to_string(file)
+            && t.ends_with('\n')
+        {
+            break t;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no token in {}", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let token: natt_core::rendezvous::PubRendezvousInfo = token.trim().parse().unwrap();
+    token
+        .endpoints
+        .iter()
+        .find(|e| e.technique == "turn")
+        .unwrap_or_else(|| panic!("no relayed address in the token: {token:?}"))
+        .addr
+        .to_string()
+}
+
+/// The stdout of a probe that ends by itself, killed if it still runs at `by`.
+fn collect(mut probe: std::process::Child, by: Instant) -> String {
+    while probe.try_wait().unwrap().is_none() {
+        if Instant::now() >= by {
+            let _ = probe.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = probe.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The counts of a `tcp-spray` probe's last line (`CONNECTED c FAILED f ...`), by name.
+fn sprayed(out: &str) -> std::collections::HashMap<String, usize> {
+    let last = out.lines().last().unwrap_or_default();
+    let words: Vec<&str> = last.split_whitespace().collect();
+    let counts: std::collections::HashMap<String, usize> = words
+        .chunks(2)
+        .filter_map(|w| Some((w.first()?.to_string(), w.get(1)?.parse().ok()?)))
+        .collect();
+    assert!(counts.contains_key("CONNECTED"), "not a tcp-spray summary: {out}");
+    counts
 }

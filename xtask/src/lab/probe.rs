@@ -26,8 +26,8 @@
 //! - `probe igd-impostor --ip IP --ms N`: a LAN device posing as a UPnP gateway (answers
 //!   M-SEARCHes on port 1900, serves a description and SOAP successes): `READY`, then
 //!   `ANSWERED n` and `HTTP n`.
-//! - `probe udp-relay ...`, `probe tcp-relay ...`: attackers for the security tests
-//!   ([`super::attack`]).
+//! - `probe udp-relay ...`, `probe tcp-relay ...`, `probe tcp-spray ...`: attackers for the
+//!   security tests ([`super::attack`]).
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -113,6 +113,7 @@ pub fn main(args: &[String]) -> Result<i32> {
         "spoof" => spoof(&a),
         "udp-relay" => super::attack::udp_relay(&a),
         "tcp-relay" => super::attack::tcp_relay(&a),
+        "tcp-spray" => super::attack::tcp_spray(&a),
         "slow-tcp" => slow_tcp(&a),
         "tcp-echo" => tcp_echo(&a),
         "igd-impostor" => igd_impostor(&a),
