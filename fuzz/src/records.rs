@@ -1,6 +1,6 @@
 //! The records of a relayed TCP stream (`relay_records`): `natt_punch::records::parse` on any
 //! byte stream, cut into reads of any size and buffered as natt's relayed connection buffers
-//! it (one record's worth, compacted), with `open_move` on every move record; data records
+//! it (one record's worth, compacted), with `open_ready` on every move record; data records
 //! round trip through `encode_data`.
 //!
 //! The session is punch_messages' (`crate::punch::session`), so the corpus keeps genuine move
@@ -40,10 +40,11 @@ pub fn target(data: &[u8]) {
                 assert!(used > HEADER_LEN && used <= end - start, "took {used} of {}", end - start);
                 match record {
                     Record::Data(d) => assert!(!d.is_empty() && d.len() <= MAX_DATA),
+                    Record::End | Record::Ack => assert_eq!(used, HEADER_LEN),
                     Record::Move(body) => {
-                        if let Some(observed) = records::open_move(&ours, body) {
+                        if let Some((observed, nonce)) = records::open_ready(&ours, body) {
                             let m = wire::open(&ours, body).expect("opened once");
-                            assert_eq!(m.observed, observed);
+                            assert_eq!((m.observed, m.nonce), (observed, nonce));
                             assert_eq!(&wire::encode(&theirs, &m), body, "opened a forgery: {m:?}");
                         }
                     }
@@ -67,15 +68,15 @@ pub fn target(data: &[u8]) {
     }
 }
 
-/// Seeds: data records, the peer's genuine move last, a forged move, plain bytes.
+/// Seeds: data records, the peer's genuine move last, a forged move, end and ack, plain bytes.
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let (ours, theirs, _, _) = session();
     let seen = addr(OUR_ENDPOINT);
     let mut data = Vec::new();
     records::encode_data(b"hello through the relay", &mut data);
     records::encode_data(&[7u8; 300], &mut data);
-    let genuine = records::encode_move(&theirs, seen, [4; wire::NONCE_LEN]);
-    let reflected = records::encode_move(&ours, seen, [5; wire::NONCE_LEN]);
+    let genuine = records::encode_move(&records::encode_ready(&theirs, seen, [4; wire::NONCE_LEN]));
+    let reflected = records::encode_move(&records::encode_ready(&ours, seen, [5; wire::NONCE_LEN]));
     let with = |read: u8, parts: &[&[u8]]| {
         let mut s = Script::new().u8(read);
         for p in parts {
@@ -90,5 +91,6 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         ("reflected-move".into(), with(64, &[&data, &reflected])),
         ("plain-bytes".into(), with(16, &[b"GET / HTTP/1.1\r\n\r\n"])),
         ("empty-data".into(), with(1, &[&[0, 0, 0]])),
+        ("end-and-acks".into(), with(2, &[&data, &records::encode_end(), &records::encode_ack()])),
     ]
 }

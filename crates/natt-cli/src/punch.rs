@@ -98,7 +98,7 @@ pub fn run(args: &PunchArgs) -> Result<(), String> {
                 })?;
             let path = connection.path();
             report(args, peer_of(path), start, "tcp", path)?;
-            relay_tcp_connection(&connection, &mut stdin, linger)?;
+            relay_tcp_connection(&connection, &mut stdin)?;
             // Releases the allocation and the router mappings, waiting for that.
             connection.close();
         } else {
@@ -416,39 +416,29 @@ fn relay_tcp(stream: TcpStream, stdin: &mut impl Read) -> Result<(), String> {
 }
 
 /// As [`relay_tcp`], over a connection with fallback; says on stderr when the connection
-/// moves from the relay to a direct path. At the end of stdin, a direct connection closes our
-/// sending side and waits for the peer's end; a relayed one cannot (a TURN server such as
-/// coturn ends a relayed connection as a whole when one side half-closes it), so it keeps
-/// printing the peer's bytes for `linger` (unless the peer closes first), then the caller
-/// closes it.
-fn relay_tcp_connection(connection: &TcpConnection, stdin: &mut impl Read, linger: Duration) -> Result<(), String> {
+/// moves from the relay to a direct path. At the end of stdin it ends our sending side (a FIN
+/// on a direct stream, an end record through a relay) and prints the peer's bytes until the
+/// peer ends its own; the caller then closes it.
+fn relay_tcp_connection(connection: &TcpConnection, stdin: &mut impl Read) -> Result<(), String> {
     connection
         .set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|scope| {
         let printer = scope.spawn(|| {
             let mut out = io::stdout();
             let mut buf = [0u8; 16384];
             let mut moves = connection.moves();
             let mut reader = connection;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            loop {
                 match reader.read(&mut buf) {
-                    Ok(0) => break,
+                    Ok(0) => break Ok(()),
                     Ok(n) => {
-                        if out
-                            .write_all(buf.get(..n).unwrap_or(&[]))
-                            .and_then(|()| out.flush())
-                            .is_err()
-                        {
-                            break;
+                        if let Err(e) = out.write_all(buf.get(..n).unwrap_or(&[])).and_then(|()| out.flush()) {
+                            break Err(format!("writing stdout: {e}"));
                         }
                     }
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                    Err(e) => {
-                        eprintln!("natt: the connection failed: {e}");
-                        break;
-                    }
+                    Err(e) => break Err(format!("the connection failed: {e}")),
                 }
                 if connection.moves() != moves {
                     moves = connection.moves();
@@ -460,15 +450,11 @@ fn relay_tcp_connection(connection: &TcpConnection, stdin: &mut impl Read, linge
         });
         let mut writer = connection;
         let copied = io::copy(stdin, &mut writer).map_err(|e| format!("relaying stdin: {e}"));
-        if connection.shutdown_write().is_err() {
-            let until = Instant::now() + linger;
-            while !printer.is_finished() && Instant::now() < until {
-                thread::sleep(Duration::from_millis(10));
-            }
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        let _ = printer.join();
-        copied.map(drop)
+        let ended = connection
+            .shutdown_write()
+            .map_err(|e| format!("ending our side of the connection: {e}"));
+        let printed = printer.join().unwrap_or_else(|_| Err("the printer failed".into()));
+        copied.and(ended).and(printed)
     })
 }
 

@@ -2,22 +2,30 @@
 //!
 //! A TCP connection that starts through a relay (natt's `connect::tcp`) carries the
 //! application's bytes in records, so that it can move to a direct stream that opens later
-//! without losing, repeating or reordering a byte: the sender's last record on the relayed
-//! stream says "what follows is on the direct stream", and the receiver reads the relayed
-//! stream up to it, then the direct one. A stream that is direct from the start carries plain
-//! bytes, with no records.
+//! without losing, repeating or reordering a byte, and so that it can end one direction
+//! without a FIN (a TURN server such as coturn ends a relayed connection as a whole on one).
+//! A stream that is direct from the start carries plain bytes, with no records.
 //!
 //! | offset | size   | field                                                              |
 //! |-------:|-------:|--------------------------------------------------------------------|
-//! | 0      | 1      | type: `0` data, `1` move                                           |
-//! | 1      | 2      | length of the body, big-endian: data 1 to [`MAX_DATA`], move 64   |
-//! | 3      | length | body: the application's bytes; or a punch message of kind move     |
+//! | 0      | 1      | type: `0` data, `1` move, `2` end, `3` ack                         |
+//! | 1      | 2      | length of the body, big-endian: data 1 to [`MAX_DATA`], move 64, end and ack 0 |
+//! | 3      | length | body: the application's bytes; a move's, a punch message of kind move |
 //!
-//! A move record's body is a punch message ([`crate::wire`]) of kind [`Kind::Move`], signed
-//! with the session's key and bound to the direct stream: its observed address is the
-//! receiver's address as the sender sees it on that stream, which the receiver checks is one
-//! of its own. The relay, or anyone who gets bytes onto the relayed stream, cannot make a side
-//! leave it.
+//! - **data**: the application's bytes.
+//! - **move**: the sender's next bytes are on the direct stream. Before it, both sides agreed
+//!   on that stream by the punch and each wrote a *ready* message on it, a punch message
+//!   ([`crate::wire`]) of kind [`Kind::Move`], signed, naming the far end as its sender sees it
+//!   ([`encode_ready`], [`open_ready`]). The move record's body is the sender's ready message
+//!   again, so the receiver takes it only for the stream on which that very message arrived:
+//!   neither the relay nor anyone else can make a side leave the relayed stream, or move it
+//!   to another stream than the one both sides hold.
+//! - **end**: the sender writes no more data (as a FIN would say).
+//! - **ack**: the sender read the peer's move or end record: everything the peer wrote on
+//!   the relayed stream arrived, so the peer may close it (closing it earlier could lose bytes
+//!   still in the relay).
+//!
+//! After its move or end record a side writes only acks on the relayed stream.
 
 #![deny(clippy::disallowed_methods)] // a protocol core: see clippy.toml
 
@@ -38,15 +46,21 @@ pub const MOVE_RECORD_LEN: usize = HEADER_LEN + MESSAGE_LEN;
 
 const DATA: u8 = 0;
 const MOVE: u8 = 1;
+const END: u8 = 2;
+const ACK: u8 = 3;
 
 /// One record, borrowed from the bytes it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
     /// The application's bytes.
     Data(&'a [u8]),
-    /// The sender's next bytes are on the direct stream: the body, a punch message to open with
-    /// [`open_move`].
+    /// The sender's next bytes are on the direct stream: the body, the sender's ready message,
+    /// to open with [`open_ready`].
     Move(&'a [u8; MESSAGE_LEN]),
+    /// The sender writes no more data.
+    End,
+    /// The sender read our move or end record.
+    Ack,
 }
 
 /// A record that no natt sends: the stream is not (or no longer) a relayed natt stream.
@@ -62,6 +76,9 @@ pub enum RecordError {
     /// A move record whose body is not one punch message.
     #[error("a move record of {0} bytes ({MESSAGE_LEN} expected)")]
     MoveLength(usize),
+    /// An end or ack record with a body.
+    #[error("an end or ack record of {0} bytes (0 expected)")]
+    ControlLength(usize),
 }
 
 /// The first record in `input` and the bytes it takes; `None` while `input` holds only part of
@@ -74,19 +91,21 @@ pub fn parse(input: &[u8]) -> Result<Option<(Record<'_>, usize)>, RecordError> {
     match kind {
         DATA if len == 0 || len > MAX_DATA => return Err(RecordError::DataLength(len)),
         MOVE if len != MESSAGE_LEN => return Err(RecordError::MoveLength(len)),
-        DATA | MOVE => {}
+        END | ACK if len != 0 => return Err(RecordError::ControlLength(len)),
+        DATA | MOVE | END | ACK => {}
         other => return Err(RecordError::UnknownType(other)),
     }
     let Some(body) = input.get(HEADER_LEN..HEADER_LEN + len) else {
         return Ok(None);
     };
-    let record = if kind == DATA {
-        Record::Data(body)
-    } else {
-        match body.first_chunk::<MESSAGE_LEN>() {
+    let record = match kind {
+        DATA => Record::Data(body),
+        END => Record::End,
+        ACK => Record::Ack,
+        _ => match body.first_chunk::<MESSAGE_LEN>() {
             Some(m) => Record::Move(m),
             None => return Ok(None),
-        }
+        },
     };
     Ok(Some((record, HEADER_LEN + len)))
 }
@@ -104,11 +123,11 @@ pub fn encode_data(payload: &[u8], out: &mut Vec<u8>) -> usize {
     body.len()
 }
 
-/// The move record to write last on the relayed stream: a punch message of kind move, signed
-/// with our key, bound to the direct stream whose far end (the peer, as we see it) is
-/// `direct_peer`, with a fresh random `nonce`.
-pub fn encode_move(keys: &SessionKeys, direct_peer: SocketAddr, nonce: [u8; NONCE_LEN]) -> [u8; MOVE_RECORD_LEN] {
-    let message = wire::encode(
+/// Our ready message, written first on the direct stream both sides agreed on: a punch
+/// message of kind move, signed with our key, naming the stream's far end as we see it
+/// (`direct_peer`), with a fresh random `nonce`.
+pub fn encode_ready(keys: &SessionKeys, direct_peer: SocketAddr, nonce: [u8; NONCE_LEN]) -> [u8; MESSAGE_LEN] {
+    wire::encode(
         keys,
         &Message {
             kind: Kind::Move,
@@ -116,22 +135,37 @@ pub fn encode_move(keys: &SessionKeys, direct_peer: SocketAddr, nonce: [u8; NONC
             nonce,
             observed: direct_peer,
         },
-    );
+    )
+}
+
+/// The peer's ready message (read on the direct stream, or as a move record's body): the
+/// address it saw us at and its nonce, if `body` is the peer's message of kind move of this
+/// session; `None` for anything else. The caller checks the address is one of ours
+/// (`Paths::sees_us_directly`), and a move record's nonce against the ready message's.
+pub fn open_ready(keys: &SessionKeys, body: &[u8; MESSAGE_LEN]) -> Option<(SocketAddr, [u8; NONCE_LEN])> {
+    wire::open(keys, body)
+        .filter(|m| m.kind == Kind::Move)
+        .map(|m| (m.observed, m.nonce))
+}
+
+/// The move record to write last on the relayed stream: our ready message as its body.
+pub fn encode_move(ready: &[u8; MESSAGE_LEN]) -> [u8; MOVE_RECORD_LEN] {
     let mut record = [0u8; MOVE_RECORD_LEN];
     let [hi, lo] = u16::try_from(MESSAGE_LEN).unwrap_or(u16::MAX).to_be_bytes();
     let (head, body) = record.split_at_mut(HEADER_LEN);
     head.copy_from_slice(&[MOVE, hi, lo]);
-    body.copy_from_slice(&message);
+    body.copy_from_slice(ready);
     record
 }
 
-/// The address the peer saw us at on the direct stream it moved to, if `body` (a move
-/// record's) is the peer's move message of this session; `None` for anything else. The caller
-/// checks that address is one of ours (`Paths::sees_us_directly`).
-pub fn open_move(keys: &SessionKeys, body: &[u8; MESSAGE_LEN]) -> Option<SocketAddr> {
-    wire::open(keys, body)
-        .filter(|m| m.kind == Kind::Move)
-        .map(|m| m.observed)
+/// The end record: we write no more data.
+pub fn encode_end() -> [u8; HEADER_LEN] {
+    [END, 0, 0]
+}
+
+/// The ack record: we read the peer's move or end record.
+pub fn encode_ack() -> [u8; HEADER_LEN] {
+    [ACK, 0, 0]
 }
 
 #[cfg(test)]
@@ -172,14 +206,16 @@ mod tests {
     fn a_move_opens_only_for_the_peer() {
         let (a, b) = pair();
         let direct: SocketAddr = "198.51.100.7:4000".parse().unwrap();
-        let record = encode_move(&a, direct, [9; NONCE_LEN]);
+        let ready = encode_ready(&a, direct, [9; NONCE_LEN]);
+        let record = encode_move(&ready);
         let (Record::Move(body), used) = parse(&record).unwrap().unwrap() else {
             panic!("not a move");
         };
         assert_eq!(used, MOVE_RECORD_LEN);
-        assert_eq!(open_move(&b, body), Some(direct));
+        assert_eq!(body, &ready);
+        assert_eq!(open_ready(&b, body), Some((direct, [9; NONCE_LEN])));
         // Not reflected to its sender, and not any other kind of punch message.
-        assert_eq!(open_move(&a, body), None);
+        assert_eq!(open_ready(&a, body), None);
         let probe = wire::encode(
             &a,
             &Message {
@@ -189,10 +225,10 @@ mod tests {
                 observed: direct,
             },
         );
-        assert_eq!(open_move(&b, &probe), None);
+        assert_eq!(open_ready(&b, &probe), None);
         let mut forged = *body;
         forged[40] ^= 1;
-        assert_eq!(open_move(&b, &forged), None);
+        assert_eq!(open_ready(&b, &forged), None);
     }
 
     #[test]
@@ -200,7 +236,10 @@ mod tests {
         assert_eq!(parse(&[0, 0, 0]), Err(RecordError::DataLength(0)));
         assert_eq!(parse(&[0, 0x40, 1]), Err(RecordError::DataLength(MAX_DATA + 1)));
         assert_eq!(parse(&[1, 0, 63]), Err(RecordError::MoveLength(63)));
-        assert_eq!(parse(&[2, 0, 1, 0]), Err(RecordError::UnknownType(2)));
+        assert_eq!(parse(&[2, 0, 1, 0]), Err(RecordError::ControlLength(1)));
+        assert_eq!(parse(&[4, 0, 0]), Err(RecordError::UnknownType(4)));
+        assert_eq!(parse(&encode_end()), Ok(Some((Record::End, HEADER_LEN))));
+        assert_eq!(parse(&encode_ack()), Ok(Some((Record::Ack, HEADER_LEN))));
         // A stream of plain bytes (an application's, not natt's records) fails at once.
         assert!(parse(b"GET / HTTP/1.1\r\n").is_err());
     }

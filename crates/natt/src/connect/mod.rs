@@ -15,10 +15,12 @@
 //!
 //! - [`tcp`](crate::connect::tcp): [`connect_tcp`](crate::connect::connect_tcp), the same
 //!   over TCP: the direct TCP punch and streams through TURN relays (RFC 6062) at once, the
-//!   punch's signed handshake on each, direct first; a relayed
-//!   [`TcpConnection`](crate::connect::TcpConnection) carries natt's records
-//!   ([`natt_punch::records`](crate::punch::records)) and moves to a direct stream when the
-//!   background punch finds one, without losing a byte.
+//!   punch's signed handshake on each, direct first.
+//! - [`tcp_connection`](crate::connect::tcp_connection):
+//!   [`TcpConnection`](crate::connect::TcpConnection), read and written with `Read` and
+//!   `Write`; a relayed one carries natt's records
+//!   ([`natt_punch::records`](crate::punch::records)), moves to a direct stream when the
+//!   background punch finds one, ends one direction and closes without losing a byte.
 //!
 //! A side with a relay maps its socket with a `turn` server among the context's servers
 //! ([`HolePunchServerAddr::parse_turn`](crate::HolePunchServerAddr::parse_turn)): the relayed
@@ -47,8 +49,10 @@
 
 pub mod race;
 pub mod tcp;
+pub mod tcp_connection;
 pub mod udp;
 
 pub use race::{BIRTHDAY_PATIENCE, DIRECT_PATIENCE, DIRECT_RESTARTS, DIRECT_RETRY, PEER_RELAY_HOLD, RELAY_GRACE, Race};
-pub use tcp::{DIRECT_TCP_TRY, MOVE_WAIT, TcpConnection, connect_tcp};
+pub use tcp::connect_tcp;
+pub use tcp_connection::{CLOSE_WAIT, DIRECT_TCP_TRY, MOVE_WAIT, READY_WAIT, TcpConnection};
 pub use udp::{Path, UdpConnection};
