@@ -279,7 +279,11 @@ fn fallback_tcp_sym_sym_with_10_percent_loss() {
     ) else {
         return;
     };
-    let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::None, &["--timeout", "20"]);
+    // The TCP allocation takes a TCP handshake and two requests, each retransmitted after a
+    // loss (a lost SYN costs 1 s, then 2 s more): the mapping's default 3 s ran out in about
+    // 1 run in 10, and the relay with it. Under this much loss a program waits longer.
+    let extra = ["--timeout", "20", "--map-timeout", "10"];
+    let (a, b) = session_over(&lab, "--tcp", "h1", Relay::Udp, "h2", Relay::None, &extra);
     assert_talked(&a, &b, ("h1", "h2"), "tcp");
     assert_relayed(&a, &b);
 }
