@@ -781,12 +781,16 @@ impl Renewable for Keep {
             }
             core.delete(Instant::now());
         }
-        // The application may no longer read the socket: read it for the answer.
+        // The application may no longer read the socket: read it for the answer. Over TCP,
+        // an allocation ends with its connection (RFC 8656 section 3.1, RFC 6062): a server
+        // that closed it (stopped, restarted) has deleted it already.
         self.shared.self_read.store(true, Ordering::Relaxed);
+        let tcp = matches!(self.shared.link, Link::Tcp(_));
+        let closed = || tcp && self.shared.closed.load(Ordering::Relaxed);
         let _ = self
             .shared
-            .drive(deadline, None, |core| *core.state() == State::Deleted);
-        let gone = *lock(&self.shared.core).state() == State::Deleted;
+            .drive(deadline, None, |core| *core.state() == State::Deleted || closed());
+        let gone = *lock(&self.shared.core).state() == State::Deleted || closed();
         if let Link::Tcp(stream) = &self.shared.link {
             let _ = lock(stream).shutdown(Shutdown::Both);
         }

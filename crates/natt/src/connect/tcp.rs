@@ -185,4 +185,3 @@ fn accept_through(relay: &RelayLink, punch: &Sender<RelayedStream>, stop: &Atomi
         }
     }
 }
-

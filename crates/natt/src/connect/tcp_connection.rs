@@ -278,7 +278,14 @@ impl RelayIn {
 }
 
 impl Shared {
-    fn new(reader: Reader, writer: Writer, relay_in: Option<RelayIn>, path: Path, keys: SessionKeys, paths: Option<Paths>) -> io::Result<Self> {
+    fn new(
+        reader: Reader,
+        writer: Writer,
+        relay_in: Option<RelayIn>,
+        path: Path,
+        keys: SessionKeys,
+        paths: Option<Paths>,
+    ) -> io::Result<Self> {
         let (direct, relay, halves) = match &writer {
             Writer::Direct(s) => (
                 Some(Direct {
@@ -408,7 +415,10 @@ impl Shared {
                 ));
             }
             if now >= limit {
-                return Err(io::Error::new(io::ErrorKind::WouldBlock, "waiting for the direct stream"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "waiting for the direct stream",
+                ));
             }
             direct = self
                 .found
@@ -529,16 +539,20 @@ impl Shared {
             Writer::Relayed { ended: true, .. } => {
                 log::debug!("fallback: a direct stream to {peer}, but our sending side had ended");
             }
-            Writer::Relayed { stream: relay, .. } => match write_bounded(relay, &records::encode_move(ours), CLOSE_WAIT) {
-                Ok(()) => {
-                    *writer = Writer::Direct(for_writer);
-                    *lock(&self.path) = Path::Direct { peer };
-                    self.moves.fetch_add(1, Ordering::SeqCst);
-                    self.direct_halves.fetch_add(1, Ordering::SeqCst);
-                    log::info!("fallback: moved to the direct TCP stream to {peer}");
+            Writer::Relayed { stream: relay, .. } => {
+                match write_bounded(relay, &records::encode_move(ours), CLOSE_WAIT) {
+                    Ok(()) => {
+                        *writer = Writer::Direct(for_writer);
+                        *lock(&self.path) = Path::Direct { peer };
+                        self.moves.fetch_add(1, Ordering::SeqCst);
+                        self.direct_halves.fetch_add(1, Ordering::SeqCst);
+                        log::info!("fallback: moved to the direct TCP stream to {peer}");
+                    }
+                    Err(e) => {
+                        log::warn!("fallback: our move record did not go through the relay ({e}); our bytes stay on it")
+                    }
                 }
-                Err(e) => log::warn!("fallback: our move record did not go through the relay ({e}); our bytes stay on it"),
-            },
+            }
             Writer::Direct(_) => {}
         }
     }
@@ -697,7 +711,9 @@ impl TcpConnection {
         self.stop_mover();
         self.close_relay();
         let stream = lock(&self.shared.direct).take();
-        let handed = stream.map(|d| d.stream).ok_or_else(|| io::Error::other("no direct stream"));
+        let handed = stream
+            .map(|d| d.stream)
+            .ok_or_else(|| io::Error::other("no direct stream"));
         match handed.and_then(|s| s.set_read_timeout(None).map(|()| s)) {
             Ok(stream) => Ok((stream, self.port_mappings.take().unwrap_or_default())),
             Err(e) => {
