@@ -172,16 +172,7 @@ pub fn encode_ack() -> [u8; HEADER_LEN] {
 #[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
-    use natt_core::rendezvous::gen_rendezvous_info;
-
-    fn pair() -> (SessionKeys, SessionKeys) {
-        let (a_priv, a_pub) = gen_rendezvous_info(vec![]);
-        let (b_priv, b_pub) = gen_rendezvous_info(vec![]);
-        (
-            SessionKeys::new(&a_priv, &b_pub).unwrap(),
-            SessionKeys::new(&b_priv, &a_pub).unwrap(),
-        )
-    }
+    use crate::wire::tests::pair;
 
     #[test]
     fn data_records_round_trip_in_any_split() {

@@ -191,12 +191,13 @@ pub fn open(keys: &SessionKeys, data: &[u8]) -> Option<Message> {
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use natt_core::rendezvous::gen_rendezvous_info;
 
-    /// `(role 0's keys, role 1's keys)`.
-    fn pair() -> (SessionKeys, SessionKeys) {
+    /// `(role 0's keys, role 1's keys)` of a new session (for the tests of this crate's
+    /// message formats).
+    pub(crate) fn pair() -> (SessionKeys, SessionKeys) {
         let (a_priv, a_pub) = gen_rendezvous_info(vec![]);
         let (b_priv, b_pub) = gen_rendezvous_info(vec![]);
         let a = SessionKeys::new(&a_priv, &b_pub).unwrap();

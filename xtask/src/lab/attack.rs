@@ -196,13 +196,7 @@ pub fn tcp_spray(a: &Args) -> Result<i32> {
     let interval = Duration::from_millis(a.get_or("interval-ms", 20)?);
     let hold = Duration::from_millis(a.get_or("hold-ms", 200)?);
     let seen = Arc::new(Sprayed::default());
-    let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = super::probe::xorshift();
     let mut open: Vec<thread::JoinHandle<()>> = Vec::new();
     println!("READY");
     let mut i = 0u64;

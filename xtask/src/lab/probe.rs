@@ -241,13 +241,7 @@ fn spoof(a: &Args) -> Result<i32> {
         .map_err(|e| err(format!("raw socket: {e}")))?;
     sock.set_header_included_v4(true)
         .map_err(|e| err(format!("IP_HDRINCL: {e}")))?;
-    let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift();
     let mut sent = 0;
     for i in 0..count {
         let mut payload: Vec<u8> = (0..if i % 2 == 0 { 64 } else { 1 + next() % 200 })
@@ -626,6 +620,18 @@ fn igd_impostor(a: &Args) -> Result<i32> {
     out(&format!("ANSWERED {answered}"));
     out(&format!("HTTP {}", requests.load(Ordering::SeqCst)));
     Ok(0)
+}
+
+/// A cheap pseudo-random generator (xorshift64), seeded from the clock and the process: the
+/// attack probes' garbage and ports need no more.
+pub(crate) fn xorshift() -> impl FnMut() -> u64 {
+    let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+    move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    }
 }
 
 #[cfg(test)]
