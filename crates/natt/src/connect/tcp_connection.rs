@@ -518,14 +518,14 @@ impl Shared {
     /// Takes the direct stream both sides are ready on (`peer`, its far end): for reading once
     /// the peer's move arrives, and for our writing at once, with our move record last on the
     /// relayed stream (unless our sending side had ended).
-    fn take_direct(&self, stream: TcpStream, peer: SocketAddr, ours: &[u8; MESSAGE_LEN], peer_nonce: [u8; NONCE_LEN]) {
-        let for_writer = match stream.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("fallback: cannot use the direct stream to {peer}: {e}");
-                return;
-            }
-        };
+    fn take_direct(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        ours: &[u8; MESSAGE_LEN],
+        peer_nonce: [u8; NONCE_LEN],
+    ) -> io::Result<()> {
+        let for_writer = stream.try_clone()?;
         {
             let mut direct = lock(&self.direct);
             if let Err(e) = stream.set_read_timeout(*lock(&self.read_timeout)) {
@@ -555,6 +555,7 @@ impl Shared {
             }
             Writer::Direct(_) => {}
         }
+        Ok(())
     }
 
     fn search_ended(&self) {
@@ -820,9 +821,11 @@ fn seek_direct(shared: &Shared, local: SocketAddr, ours: &PrivRendezvousInfo, th
             Ok(punched) => {
                 let peer = natt_core::family::canonical(punched.remote);
                 match shared.ready(&punched.stream, peer) {
-                    Ok((ours, peer_nonce)) if !shared.stop.load(Ordering::SeqCst) => {
-                        shared.take_direct(punched.stream, peer, &ours, peer_nonce);
-                        return;
+                    Ok((our_ready, peer_nonce)) if !shared.stop.load(Ordering::SeqCst) => {
+                        match shared.take_direct(punched.stream, peer, &our_ready, peer_nonce) {
+                            Ok(()) => return,
+                            Err(e) => log::warn!("fallback: cannot use the direct stream to {peer}: {e}"),
+                        }
                     }
                     Ok(_) => break,
                     Err(e) => log::debug!("fallback: the direct stream to {peer} is not ready on both sides: {e}"),
