@@ -128,16 +128,7 @@ fn assert_direct(lab: &Lab, proto: &str, sa: &Side, sb: &Side) {
     assert!(sa.ok && sb.ok, "{proto}:\n{sa:#?}\n{sb:#?}");
     assert_eq!(sa.peer(), b_pub, "{proto}: h1's peer");
     assert_eq!(sb.peer(), a_pub, "{proto}: h2's peer");
-    assert!(
-        sa.lines.contains(&"hello from h2".to_string()),
-        "{proto}: {:?}",
-        sa.lines
-    );
-    assert!(
-        sb.lines.contains(&"hello from h1".to_string()),
-        "{proto}: {:?}",
-        sb.lines
-    );
+    assert_hellos(sa, sb, ("h1", "h2"), proto);
 }
 
 /// The relay sits at an address planted in h1's token (as a colliding private address would

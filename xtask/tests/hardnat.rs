@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::punching::*;
@@ -18,15 +17,10 @@ use common::*;
 use natt_core::rendezvous::PubRendezvousInfo;
 use xtask::lab::Lab;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
 /// A UDP punch between `a` and `b`; both sides, and whether each token says its mapping varies
 /// by destination.
 fn punch(lab: &Lab, a: &str, b: &str, extra: &[&str]) -> ((Side, bool), (Side, bool)) {
-    let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    let dir = lab.state_dir().join(format!("hardnat{n}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let (ta, tb) = token_files(lab, "hardnat");
     let t0 = Instant::now();
     let ra = start(lab, a, "--udp", &ta, &tb, extra);
     let rb = start(lab, b, "--udp", &tb, &ta, extra);
@@ -56,16 +50,7 @@ fn assert_birthday_connects(lab: &Lab, hard: &str, easy: &str, easy_first: bool,
     let public = |h: &str| ip(lab, &format!("{}_PUBLIC_IP", h.to_uppercase()));
     assert_eq!(sh.peer().ip(), public(easy));
     assert_eq!(se.peer().ip(), public(hard));
-    assert!(
-        sh.lines.contains(&format!("hello from {easy}")),
-        "{hard} got {:?}",
-        sh.lines
-    );
-    assert!(
-        se.lines.contains(&format!("hello from {hard}")),
-        "{easy} got {:?}",
-        se.lines
-    );
+    assert_hellos(&sh, &se, (hard, easy), "birthday");
 }
 
 #[test]

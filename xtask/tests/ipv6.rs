@@ -8,14 +8,11 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::punching::*;
 use common::*;
 use xtask::lab::Lab;
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The lab's STUN servers of both families, as `natt punch` arguments.
 fn stun6(lab: &Lab) -> Vec<String> {
@@ -29,16 +26,9 @@ fn stun6(lab: &Lab) -> Vec<String> {
 
 /// Punches between `a` and `b` over `proto` with the IPv6 STUN servers too.
 fn punch(lab: &Lab, a: &str, b: &str, proto: &str) -> (Side, Side) {
-    let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    let dir = lab.state_dir().join(format!("punch6-{n}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
     let extra = stun6(lab);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let t0 = Instant::now();
-    let ra = start(lab, a, proto, &ta, &tb, &extra);
-    let rb = start(lab, b, proto, &tb, &ta, &extra);
-    finish(ra, rb, (a, b), t0)
+    session(lab, a, b, proto, &extra)
 }
 
 fn ip6(lab: &Lab, host: &str) -> IpAddr {
@@ -64,16 +54,7 @@ fn assert_connects(lab: &Lab, a: &str, b: &str, family: &str, expect: Option<(Ip
             assert_eq!(sa.peer().ip(), pa, "{proto}: {a} sees {b}");
             assert_eq!(sb.peer().ip(), pb, "{proto}: {b} sees {a}");
         }
-        assert!(
-            sa.lines.contains(&format!("hello from {b}")),
-            "{proto}: {a} got {:?}",
-            sa.lines
-        );
-        assert!(
-            sb.lines.contains(&format!("hello from {a}")),
-            "{proto}: {b} got {:?}",
-            sb.lines
-        );
+        assert_hellos(&sa, &sb, (a, b), proto);
     }
 }
 

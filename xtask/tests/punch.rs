@@ -8,31 +8,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::punching::*;
 use common::*;
 use xtask::lab::Lab;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// Punches between `a` and `b` over `proto` (`--udp`/`--tcp`).
-fn punch(lab: &Lab, a: &str, b: &str, proto: &str, extra: &[&str]) -> (Side, Side) {
-    let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    let dir = lab.state_dir().join(format!("punch{n}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
-    let t0 = Instant::now();
-    let ra = start(lab, a, proto, &ta, &tb, extra);
-    let rb = start(lab, b, proto, &tb, &ta, extra);
-    finish(ra, rb, (a, b), t0)
-}
-
 /// Both sides connect, see each other where expected, and exchange a line both ways.
 fn assert_connects(lab: &Lab, a: &str, b: &str, expect: Option<(SocketAddr, SocketAddr)>, extra: &[&str]) {
     for proto in ["--udp", "--tcp"] {
-        let (sa, sb) = punch(lab, a, b, proto, extra);
+        let (sa, sb) = session(lab, a, b, proto, extra);
         println!("{proto} {a} <-> {b}: {:?} / {:?}", sa.json, sb.json);
         assert!(sa.ok && sb.ok, "{proto} {a} <-> {b} failed:\n{sa:#?}\n{sb:#?}");
         assert_eq!(sa.json.as_ref().unwrap()["via"], &proto[2..]);
@@ -40,16 +25,7 @@ fn assert_connects(lab: &Lab, a: &str, b: &str, expect: Option<(SocketAddr, Sock
             assert_eq!(sa.peer().ip(), pa.ip(), "{proto}: {a} sees {b}");
             assert_eq!(sb.peer().ip(), pb.ip(), "{proto}: {b} sees {a}");
         }
-        assert!(
-            sa.lines.contains(&format!("hello from {b}")),
-            "{proto}: {a} got {:?}",
-            sa.lines
-        );
-        assert!(
-            sb.lines.contains(&format!("hello from {a}")),
-            "{proto}: {b} got {:?}",
-            sb.lines
-        );
+        assert_hellos(&sa, &sb, (a, b), proto);
     }
 }
 
@@ -188,9 +164,7 @@ fn spoofed_packets_neither_complete_nor_break_a_punch() {
     let s1 = spoof(format!("{r2}:{p2}"), format!("{r1}:{p1}"));
     let s2 = spoof(format!("{r1}:{p1}"), format!("{r2}:{p2}"));
     std::thread::sleep(Duration::from_millis(200));
-    let dir = lab.state_dir().join("spoof");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a"), dir.join("b"));
+    let (ta, tb) = token_files(&lab, "spoof");
     let t0 = Instant::now();
     let (sa, sb) = finish(
         start(&lab, "h1", "--udp", &ta, &tb, &["--port", &p1.to_string()]),

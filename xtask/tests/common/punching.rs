@@ -5,13 +5,16 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use xtask::lab::Lab;
 
 use super::{Running, natt_bin};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// How one side of a punch ended.
 #[derive(Debug)]
@@ -27,6 +30,39 @@ impl Side {
     pub fn peer(&self) -> SocketAddr {
         self.json.as_ref().unwrap()["peer"].as_str().unwrap().parse().unwrap()
     }
+}
+
+/// Two token file paths (`a.tok`, `b.tok`) in a fresh directory `STATE/WHAT<n>` of the lab.
+pub fn token_files(lab: &Lab, what: &str) -> (PathBuf, PathBuf) {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let dir = lab.state_dir().join(format!("{what}{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    (dir.join("a.tok"), dir.join("b.tok"))
+}
+
+/// Punches between `a` and `b` over `proto` (`--udp`/`--tcp`), `extra` on both sides.
+pub fn session(lab: &Lab, a: &str, b: &str, proto: &str, extra: &[&str]) -> (Side, Side) {
+    let (ta, tb) = token_files(lab, "punch");
+    let t0 = Instant::now();
+    let ra = start(lab, a, proto, &ta, &tb, extra);
+    let rb = start(lab, b, proto, &tb, &ta, extra);
+    finish(ra, rb, (a, b), t0)
+}
+
+/// Each side printed the other's `hello from NAME` line (`what` names the case in a failure).
+pub fn assert_hellos(a: &Side, b: &Side, names: (&str, &str), what: &str) {
+    assert!(
+        a.lines.contains(&format!("hello from {}", names.1)),
+        "{what}: {} got {:?}",
+        names.0,
+        a.lines
+    );
+    assert!(
+        b.lines.contains(&format!("hello from {}", names.0)),
+        "{what}: {} got {:?}",
+        names.1,
+        b.lines
+    );
 }
 
 /// Starts `natt punch` in `node`, its token in `me`, the peer's in `peer`.
