@@ -14,6 +14,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use common::punching::token_files;
 use common::relaying::*;
 use common::*;
 
@@ -202,9 +203,7 @@ fn fallback_relayed_then_direct_loses_nothing() {
     // The direct path is closed at first (r2 drops all UDP to and from r1).
     let r1_wan = lab.get("R1_PUBLIC_IP").unwrap();
     block_between(&lab, "r2", &r1_wan, true);
-    let dir = lab.state_dir().join("move");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let (ta, tb) = token_files(&lab, "move");
     let mut a = start_relayed(&lab, "h1", &ta, &tb, Relay::Udp, &["--timeout", "20", "--linger", "2"]);
     let mut b = start_relayed(&lab, "h2", &tb, &ta, Relay::None, &["--timeout", "20", "--linger", "2"]);
     let ja: serde_json::Value = serde_json::from_str(&a.wait_line("{", Duration::from_secs(30))).unwrap();
@@ -256,28 +255,10 @@ fn fallback_spoofed_datagrams_at_the_relayed_address() {
     // p1, a third host, sends datagrams to h1's relayed address forged to come from h2's
     // public IP (which the relay lets in): garbage and random punch-shaped messages, while the
     // two connect. They neither complete nor break the connection.
-    let dir = lab.state_dir().join("spoof");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let (ta, tb) = token_files(&lab, "spoof");
     let t0 = Instant::now();
     let a = start_relayed(&lab, "h1", &ta, &tb, Relay::Udp, &["--timeout", "15"]);
-    let token = loop {
-        if let Ok(t) = std::fs::read_to_string(&ta)
-            && t.ends_with('\n')
-        {
-            break t;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "h1 wrote no token");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let token: natt_core::rendezvous::PubRendezvousInfo = token.trim().parse().unwrap();
-    let relayed = token
-        .endpoints
-        .iter()
-        .find(|e| e.technique == "turn")
-        .unwrap_or_else(|| panic!("no relayed address in h1's token: {token:?}"))
-        .addr
-        .to_string();
+    let relayed = relayed_in_token(&ta, t0);
     let forged = format!("{}:40000", lab.get("R2_PUBLIC_IP").unwrap());
     let spoofer = lab
         .spawn_probe(

@@ -17,6 +17,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::punching::token_files;
 use common::relaying::*;
 use common::*;
 use xtask::lab::daemons;
@@ -85,9 +86,7 @@ fn fallback_tcp_relayed_then_direct_loses_nothing() {
     // connects through h1's relay; then it opens while both send numbered lines.
     let r1_wan = lab.get("R1_PUBLIC_IP").unwrap();
     block_proto_between(&lab, "r2", &r1_wan, "tcp", true);
-    let dir = lab.state_dir().join("move");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let (ta, tb) = token_files(&lab, "move");
     let extra = ["--timeout", "20", "--linger", "2"];
     let mut a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Udp, &extra);
     let mut b = start_relayed_over(&lab, "--tcp", "h2", &tb, &ta, Relay::None, &extra);
@@ -216,9 +215,7 @@ fn fallback_tcp_a_failed_relay_leaves_the_direct_path() {
     }
     // The lab's relay stopped once h1 holds an allocation on it (its relayed address in its
     // token), before h2 starts: no warning, and the pair connects directly.
-    let dir = lab.state_dir().join("stopped");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let (ta, tb) = token_files(&lab, "stopped");
     let t0 = Instant::now();
     let a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Tcp, &[]);
     relayed_in_token(&ta, t0);
@@ -316,9 +313,7 @@ fn fallback_tcp_spoofed_connections_at_the_relayed_address() {
     // TCP connections that write garbage and random punch-shaped frames: from r2 itself (its WAN
     // address is h2's public IP, which h1's permission lets through: coturn hands each to h1 as
     // the peer's), and from p1 (no permission). They neither complete nor break the connection.
-    let dir = lab.state_dir().join("spray");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let (ta, tb) = token_files(&lab, "spray");
     let t0 = Instant::now();
     let a = start_relayed_over(&lab, "--tcp", "h1", &ta, &tb, Relay::Udp, &["--timeout", "15"]);
     let relayed = relayed_in_token(&ta, t0);
@@ -363,27 +358,6 @@ fn fallback_tcp_spoofed_connections_at_the_relayed_address() {
         "p1's connections:\n{log}"
     );
     assert_released(&lab);
-}
-
-/// Waits for the token `file` of a side started at `t0`; its relayed (`turn`) address.
-fn relayed_in_token(file: &std::path::Path, t0: Instant) -> String {
-    let token = loop {
-        if let Ok(t) = std::fs::read_to_string(file)
-            && t.ends_with('\n')
-        {
-            break t;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "no token in {}", file.display());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let token: natt_core::rendezvous::PubRendezvousInfo = token.trim().parse().unwrap();
-    token
-        .endpoints
-        .iter()
-        .find(|e| e.technique == "turn")
-        .unwrap_or_else(|| panic!("no relayed address in the token: {token:?}"))
-        .addr
-        .to_string()
 }
 
 /// The stdout of a probe that ends by itself, killed if it still runs at `by`.

@@ -5,15 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use xtask::lab::Lab;
 
 use super::Running;
-use super::punching::{Side, command, finish};
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
+use super::punching::{Side, assert_hellos, command, finish, token_files};
 
 /// How a side reaches the relay, if it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +86,33 @@ pub fn session_over(
     relay_b: Relay<'_>,
     extra: &[&str],
 ) -> (Side, Side) {
-    let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    let dir = lab.state_dir().join(format!("fallback{n}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ta, tb) = (dir.join("a.tok"), dir.join("b.tok"));
+    let (ta, tb) = token_files(lab, "fallback");
     let t0 = Instant::now();
     let ra = start_relayed_over(lab, proto, a, &ta, &tb, relay_a, extra);
     let rb = start_relayed_over(lab, proto, b, &tb, &ta, relay_b, extra);
     finish(ra, rb, (a, b), t0)
+}
+
+/// Waits (20 s from `t0`, when its side started) for the token `file`; its relayed (`turn`)
+/// address.
+pub fn relayed_in_token(file: &Path, t0: Instant) -> String {
+    let token = loop {
+        if let Ok(t) = std::fs::read_to_string(file)
+            && t.ends_with('\n')
+        {
+            break t;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no token in {}", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let token: natt_core::rendezvous::PubRendezvousInfo = token.trim().parse().unwrap();
+    token
+        .endpoints
+        .iter()
+        .find(|e| e.technique == "turn")
+        .unwrap_or_else(|| panic!("no relayed address in the token: {token:?}"))
+        .addr
+        .to_string()
 }
 
 /// The `path` of a side's result.
@@ -147,18 +163,7 @@ pub fn assert_talked(a: &Side, b: &Side, names: (&str, &str), via: &str) {
     assert!(a.ok && b.ok, "{names:?} failed:\n{a:#?}\n{b:#?}");
     assert_eq!(a.json.as_ref().unwrap()["via"], via);
     assert_eq!(b.json.as_ref().unwrap()["via"], via);
-    assert!(
-        a.lines.contains(&format!("hello from {}", names.1)),
-        "{} got {:?}",
-        names.0,
-        a.lines
-    );
-    assert!(
-        b.lines.contains(&format!("hello from {}", names.0)),
-        "{} got {:?}",
-        names.1,
-        b.lines
-    );
+    assert_hellos(a, b, names, via);
 }
 
 /// Both sides relayed through the same relayed address, on the lab's relay.
