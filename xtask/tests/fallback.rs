@@ -154,31 +154,10 @@ fn fallback_a_failed_relay_leaves_the_direct_path() {
     }
     // The user's quota reached (486): p1 holds the one allocation allowed.
     lab.restart_turn(&["--user-quota", "1"]).unwrap();
-    let natt = natt_bin().display().to_string();
-    let uri = lab.get("TURN_URI").unwrap();
-    let user = lab.get("TURN_USER").unwrap();
-    let mut hold = lab.command("p1", &natt).unwrap();
-    hold.args([
-        "map",
-        "--udp",
-        "--no-upnp",
-        "--no-pcp",
-        "--json",
-        "--hold",
-        "--turn",
-        &uri,
-        "--turn-user",
-        &user,
-    ])
-    .env("NATT_TURN_PASSWORD", lab.get("TURN_PASSWORD").unwrap())
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::null());
-    let mut holder = Running::new(hold.spawn().unwrap());
-    let held = holder.wait_line("{", Duration::from_secs(10));
-    assert!(held.contains("\"turn\""), "p1 holds no allocation: {held}");
+    let (holder, stdin, held) = hold_turn(&lab, "p1", "quota-holder", &[]);
+    assert!(held.to_string().contains("\"turn\""), "p1 holds no allocation: {held}");
     let (a, b) = session(&lab, "h1", Relay::Udp, "h2", Relay::None, &[]);
-    drop(holder.child.stdin.take());
+    drop(stdin);
     holder.finish();
     assert_talked(&a, &b, ("h1", "h2"), "udp");
     assert_eq!(path(&a), "direct");

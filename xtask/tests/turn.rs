@@ -14,9 +14,10 @@
 
 mod common;
 
-use std::process::{ChildStdin, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::relaying::{hold_turn, turn_log};
 use common::*;
 use xtask::lab::Lab;
 
@@ -72,59 +73,14 @@ fn relay(lab: &Lab, node: &str, uri: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
 }
 
-/// A `natt map --udp --hold` with the lab's relay running in h1 (more environment in `env`,
-/// its log in `STATE/NAME.err`): the process, its stdin (closed to release) and its JSON.
-fn hold_turn(lab: &Lab, name: &str, env: &[&str]) -> (Running, ChildStdin, serde_json::Value) {
-    let uri = lab.get("TURN_URI").unwrap();
-    let password = format!("NATT_TURN_PASSWORD={}", lab.get("TURN_PASSWORD").unwrap());
-    let natt = natt_bin().display().to_string();
-    let mut hold = lab
-        .command("h1", "env")
-        .unwrap()
-        .arg(&password)
-        .args(env)
-        .args([
-            natt.as_str(),
-            "map",
-            "--udp",
-            "--no-upnp",
-            "--no-pcp",
-            "--json",
-            "--hold",
-        ])
-        .args(["--turn", &uri, "--turn-user", "natt"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(lab.state_dir().join(format!("{name}.err"))).unwrap())
-        .spawn()
-        .unwrap();
-    let stdin = hold.stdin.take().unwrap();
-    let mut held = Running::new(hold);
-    let line = held.wait_line("{", Duration::from_secs(10));
-    let json = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"));
-    (held, stdin, json)
-}
-
 /// The lines of coturn's relay log that say an allocation of `remote` (`IP:PORT`, where the
 /// relay saw us) ended.
 fn closed_lines(lab: &Lab, remote: &str) -> Vec<String> {
-    let log = std::fs::read_to_string(lab.get("TURN_LOG").unwrap()).unwrap_or_default();
-    log.lines()
+    turn_log(lab)
+        .lines()
         .filter(|l| l.contains("closed (2nd stage)") && l.contains(&format!("remote {remote},")))
         .map(str::to_owned)
         .collect()
-}
-
-/// Polls `done` for up to `timeout`.
-fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
 }
 
 #[test]
@@ -156,7 +112,7 @@ fn relays_both_ways_from_behind_a_symmetric_nat_and_deletes_the_allocation() {
     assert!(
         eventually(Duration::from_secs(5), || !closed_lines(&lab, &mapped).is_empty()),
         "coturn did not end the allocation of {mapped}: {}",
-        std::fs::read_to_string(lab.get("TURN_LOG").unwrap()).unwrap_or_default()
+        turn_log(&lab)
     );
 }
 
@@ -309,7 +265,7 @@ fn wrong_password_quota_and_a_server_that_does_not_speak_turn() {
     // A quota of one allocation per user: a second allocation is refused with 486.
     lab.restart_turn(&["--user-quota", "1"]).unwrap();
     let password = lab.get("TURN_PASSWORD").unwrap();
-    let (held, stdin, json) = hold_turn(&lab, "natt-map-quota", &[]);
+    let (held, stdin, json) = hold_turn(&lab, "h1", "natt-map-quota", &[]);
     let turn = json["endpoints"]
         .as_array()
         .unwrap()
@@ -382,11 +338,12 @@ fn a_held_allocation_is_refreshed_past_its_lifetime_through_stale_nonces() {
         .unwrap();
     let (held, stdin, json) = hold_turn(
         &lab,
+        "h1",
         "natt-map-hold",
         &["NATT_TURN_LIFETIME_SECS=4", "RUST_LOG=natt_turn=debug"],
     );
     assert!(json.to_string().contains("\"technique\":\"turn\""), "{json}");
-    let log = || std::fs::read_to_string(lab.get("TURN_LOG").unwrap()).unwrap_or_default();
+    let log = || turn_log(&lab);
     // Three lifetimes later the allocation is still there, refreshed, through stale nonces.
     std::thread::sleep(Duration::from_secs(12));
     let text = log();

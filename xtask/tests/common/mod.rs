@@ -49,6 +49,31 @@ pub fn assert_upnp_forwarding(lab: &Lab) {
     );
 }
 
+/// The lines (trimmed) of `upnpc -l` run in h1 against r1's miniupnpd: every mapping it lists,
+/// UPnP, PCP and NAT-PMP alike.
+pub fn upnpc_list(lab: &Lab) -> Vec<String> {
+    let igd = lab.get("R1_IGD_URL").unwrap();
+    let out = lab.exec("h1", &["upnpc", "-u", igd.as_str(), "-l"]).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// Polls `f` (every 50 ms) until it holds or `within` has passed; whether it held.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// True when the test can go on here; otherwise it was skipped or ran in a child.
 pub fn isolated(name: &str) -> bool {
     if !isolation::is_root() {
@@ -110,6 +135,12 @@ impl Running {
                 ),
             }
         }
+    }
+
+    /// Kills the program and reaps it.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the program to end; all its stdout lines.

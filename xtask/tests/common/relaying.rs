@@ -5,12 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::Path;
+use std::process::{ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
 use xtask::lab::Lab;
 
-use super::Running;
 use super::punching::{Side, assert_hellos, command, finish, token_files};
+use super::{Running, natt_bin};
 
 /// How a side reaches the relay, if it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,40 @@ pub fn relayed_in_token(file: &Path, t0: Instant) -> String {
         .unwrap_or_else(|| panic!("no relayed address in the token: {token:?}"))
         .addr
         .to_string()
+}
+
+/// A `natt map --udp --hold` with the lab's relay running in `node` (more environment in
+/// `env`, its log in `STATE/NAME.err`): the process, its stdin (closed to release) and its JSON.
+pub fn hold_turn(lab: &Lab, node: &str, name: &str, env: &[&str]) -> (Running, ChildStdin, serde_json::Value) {
+    let uri = lab.get("TURN_URI").unwrap();
+    let user = lab.get("TURN_USER").unwrap();
+    let password = format!("NATT_TURN_PASSWORD={}", lab.get("TURN_PASSWORD").unwrap());
+    let natt = natt_bin().display().to_string();
+    let mut hold = lab
+        .command(node, "env")
+        .unwrap()
+        .arg(&password)
+        .args(env)
+        .args([
+            natt.as_str(),
+            "map",
+            "--udp",
+            "--no-upnp",
+            "--no-pcp",
+            "--json",
+            "--hold",
+        ])
+        .args(["--turn", &uri, "--turn-user", &user])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(lab.state_dir().join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap();
+    let stdin = hold.stdin.take().unwrap();
+    let mut held = Running::new(hold);
+    let line = held.wait_line("{", Duration::from_secs(10));
+    let json = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"));
+    (held, stdin, json)
 }
 
 /// The `path` of a side's result.
