@@ -292,9 +292,8 @@ fn natt_serve_answers_over_ipv6_and_dual_stack() {
         assert!(seen.contains(&h1_6), "{m}");
         assert!(seen.contains(&IpAddr::V4(ip(&lab, "H1_PUBLIC_IP"))), "{m}");
     }
-    for mut s in [serve6, dual] {
-        let _ = s.child.kill();
-        let _ = s.child.wait();
+    for s in [serve6, dual] {
+        s.stop();
     }
 }
 

@@ -209,7 +209,7 @@ fn simple_mapping(name: &str, prefix: &str, topology: &str, host: &str) {
         return;
     };
     let natt = natt_bin();
-    let mut serve = natt_serve(&lab, &natt);
+    let serve = natt_serve(&lab, &natt);
     let public = ip(&lab, &format!("{}_PUBLIC_IP", host.to_uppercase()));
     for proto in ["--udp", "--tcp"] {
         let addr = natt_map(&lab, &natt, host, proto);
@@ -217,8 +217,7 @@ fn simple_mapping(name: &str, prefix: &str, topology: &str, host: &str) {
         assert_eq!(addr.ip(), public, "natt map {proto} from {host} behind {topology}");
         assert_ne!(addr.port(), 0);
     }
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    serve.stop();
 }
 
 #[test]

@@ -65,7 +65,7 @@ fn servers_by_name_through_a_hosts_file() {
         return;
     };
     let bin = natt_bin();
-    let mut serve = natt_serve(&lab, &bin);
+    let serve = natt_serve(&lab, &bin);
     let stun1 = lab.get("STUN1").unwrap();
     let stun_port = lab.get("STUN_PORT").unwrap();
     // The lab's coturn listens on STUN's default port: the name alone must do.
@@ -152,6 +152,5 @@ fn servers_by_name_through_a_hosts_file() {
     );
     assert!(took < Duration::from_millis(2900), "took {took:?}");
 
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    serve.stop();
 }

@@ -16,15 +16,9 @@ use xtask::lab::Lab;
 /// The router's forwarding rules for `h1`'s `port` (`upnpc -l` lists UPnP, PCP and NAT-PMP
 /// mappings alike).
 fn rules(lab: &Lab, port: u16) -> Vec<String> {
-    let igd = lab.get("R1_IGD_URL").unwrap();
     let h1 = lab.get("H1_IP").unwrap();
-    let out = lab.exec("h1", &["upnpc", "-u", igd.as_str(), "-l"]).unwrap();
     let needle = format!("->{h1}:{port} ");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(|l| l.trim().to_owned())
-        .collect()
+    upnpc_list(lab).into_iter().filter(|l| l.contains(&needle)).collect()
 }
 
 #[test]

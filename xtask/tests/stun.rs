@@ -396,8 +396,7 @@ fn third_party_client_against_natt_serve() {
     assert_eq!(reflexive[0], reflexive[1]);
     assert_eq!(reflexive[2].port(), reflexive[0].port() + 1, "{out}");
 
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    serve.stop();
 }
 
 /// Issue #18, finding 5: slow TCP clients from one host (80 connections dribbling a STUN
@@ -414,7 +413,7 @@ fn slow_tcp_clients_from_one_host_do_not_deny_natt_serve() {
         return;
     };
     let bin = natt_bin();
-    let mut serve = natt_serve(&lab, &bin);
+    let serve = natt_serve(&lab, &bin);
     let mut slow = Running::new(
         lab.spawn_probe(
             "h1",
@@ -456,8 +455,7 @@ fn slow_tcp_clients_from_one_host_do_not_deny_natt_serve() {
     let last_ms: u64 = closed.rsplit("last_ms=").next().unwrap().parse().unwrap();
     assert!(closed.starts_with("CLOSED 80 "), "{lines:?}");
     assert!((5000..6500).contains(&last_ms), "{lines:?}");
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    serve.stop();
 }
 
 // ----------------------------------------------------------------------------- lossy link

@@ -113,12 +113,9 @@ impl Held {
 /// The router's port mappings made by natt (`upnpc -l` lines such as
 /// ` 0 UDP 41000->192.168.1.2:41000 'natt udp 41000' '' 3599`).
 fn natt_mappings(lab: &Lab) -> Vec<String> {
-    let igd = lab.get("R1_IGD_URL").unwrap();
-    let out = lab.exec("h1", &["upnpc", "-u", igd.as_str(), "-l"]).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    upnpc_list(lab)
+        .into_iter()
         .filter(|l| l.contains("->") && l.contains("'natt "))
-        .map(|l| l.trim().to_owned())
         .collect()
 }
 
@@ -199,16 +196,16 @@ fn natt_map_text(lab: &Lab, node: &str, args: &[&str], env: &[(&str, &str)]) -> 
 
 /// Nothing of natt's is left on the router (`what` says why there should not be); then stops
 /// the `natt serve` the test started.
-fn assert_released_and_stop(lab: &Lab, mut serve: Running, what: &str) {
+fn assert_released_and_stop(lab: &Lab, serve: Running, what: &str) {
     assert_eq!(natt_mappings(lab), Vec::<String>::new(), "{what}");
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    serve.stop();
 }
 
-/// `natt map`'s text output has a UPnP endpoint on the router's external address `wan`.
-fn assert_upnp_on(lines: &[String], wan: std::net::Ipv4Addr) {
+/// `natt map`'s text output has an endpoint of `technique` on the router's external address
+/// `wan`.
+fn assert_on(lines: &[String], technique: &str, wan: std::net::Ipv4Addr) {
     assert_eq!(
-        text_endpoint(lines, "upnp").map(|a| a.ip()),
+        text_endpoint(lines, technique).map(|a| a.ip()),
         Some(wan.into()),
         "{lines:?}"
     );
@@ -310,8 +307,7 @@ fn udp_and_tcp_mappings_let_the_internet_in_and_are_deleted_after() {
         !tcp_simple_answers(&lab, "p1", tcp_ep),
         "inbound TCP still reaches h1 after release"
     );
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    serve.stop();
 }
 
 #[test]
@@ -381,14 +377,10 @@ fn without_upnp_on_the_router_the_other_techniques_still_map() {
         return;
     };
     let natt = natt_bin();
-    let mut serve = natt_serve(&lab, &natt);
+    let serve = natt_serve(&lab, &natt);
     let wan = ip(&lab, "R1_WAN");
     let (lines, took) = natt_map_text(&lab, "h1", &["--udp", "--simple", "203.0.113.20:5483"], &[]);
-    assert_eq!(
-        text_endpoint(&lines, "simple").map(|a| a.ip()),
-        Some(wan.into()),
-        "{lines:?}"
-    );
+    assert_on(&lines, "simple", wan);
     assert!(text_endpoint(&lines, "upnp").is_none());
     let failed = lines.iter().find(|l| l.starts_with("# upnp failed")).unwrap();
     assert!(failed.contains("no UPnP gateway found"), "{failed}");
@@ -418,8 +410,7 @@ fn without_upnp_on_the_router_the_other_techniques_still_map() {
         upnp["error"].as_str().unwrap().contains("no UPnP gateway found"),
         "{json}"
     );
-    let _ = serve.child.kill();
-    let _ = serve.child.wait();
+    serve.stop();
 }
 
 #[test]
@@ -441,11 +432,7 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
         let _frozen = Frozen::new(miniupnpd_pid(&lab));
         for env in [vec![], vec![("NATT_UPNP_IGD", igd.as_str())]] {
             let (lines, took) = natt_map_text(&lab, "h1", &args, &env);
-            assert_eq!(
-                text_endpoint(&lines, "simple").map(|a| a.ip()),
-                Some(wan.into()),
-                "{lines:?}"
-            );
+            assert_on(&lines, "simple", wan);
             assert!(lines.iter().any(|l| l.starts_with("# upnp failed")), "{lines:?}");
             assert!(took < Duration::from_millis(2600), "{env:?}: natt map took {took:?}");
         }
@@ -464,7 +451,7 @@ fn a_gateway_that_never_answers_costs_the_deadline_only() {
     );
     // And the gateway given by URL (its description read from the URL) maps.
     let (lines, _) = natt_map_text(&lab, "h1", &["--udp"], &[("NATT_UPNP_IGD", igd.as_str())]);
-    assert_upnp_on(&lines, wan);
+    assert_on(&lines, "upnp", wan);
     assert_released_and_stop(&lab, serve, "natt map released its mapping");
 }
 
@@ -489,17 +476,12 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
     let iptables = |op: &str| {
         let mut cmd = vec!["iptables", op, "INPUT"];
         cmd.extend(drop_ssdp);
-        let out = lab.exec("r1", &cmd).unwrap();
-        assert!(
-            out.status.success(),
-            "iptables {op}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.run("r1", &cmd).unwrap();
     };
     // SSDP dropped on the router: the URL given still maps (its description is read directly)...
     iptables("-I");
     let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", igd.as_str())]);
-    assert_upnp_on(&lines, wan);
+    assert_on(&lines, "upnp", wan);
     // ...and the moved one cannot: refused at the URL, no answer to the search. (Without the
     // simple server, so that no external address found elsewhere ends the mapping before UPnP
     // has said why it failed.)
@@ -516,16 +498,16 @@ fn a_gateway_given_by_url_needs_no_search_and_one_that_moved_is_searched_for() {
     // SSDP back: the moved URL's host answers the unicast search, with its real URL.
     iptables("-D");
     let (lines, _) = natt_map_text(&lab, "h1", &args, &[("NATT_UPNP_IGD", moved.as_str())]);
-    assert_upnp_on(&lines, wan);
+    assert_on(&lines, "upnp", wan);
     // The moved URL's port drops connection attempts instead of refusing them: after the
     // connect timeout (1 s at most), the search finds the gateway all the same. (Without the
     // simple server: with an external address found, a gateway that slow would go on in the
     // background after its 250 ms grace.)
     let drop_5001 = ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5001", "-j", "DROP"];
-    assert!(lab.exec("r1", &drop_5001).unwrap().status.success());
+    lab.run("r1", &drop_5001).unwrap();
     let args3 = ["--udp", "--timeout", "3"];
     let (lines, took) = natt_map_text(&lab, "h1", &args3, &[("NATT_UPNP_IGD", moved.as_str())]);
-    assert_upnp_on(&lines, wan);
+    assert_on(&lines, "upnp", wan);
     assert!(took < Duration::from_millis(2500), "natt map took {took:?}");
     assert_released_and_stop(&lab, serve, "natt map released its mappings");
 }
@@ -552,7 +534,7 @@ fn a_device_that_is_not_the_router_is_not_taken_for_the_gateway() {
     impostor.wait_line("READY", Duration::from_secs(3));
     let args = ["--udp", "--simple", "203.0.113.20:5483", "--timeout", "2"];
     let (lines, _) = natt_map_text(&lab, "h1", &args, &[]);
-    assert_upnp_on(&lines, wan);
+    assert_on(&lines, "upnp", wan);
     let report = impostor.finish();
     println!("impostor: {report:?}");
     let answered: usize = report
@@ -587,12 +569,7 @@ fn silence_gateways(lab: &Lab, op: &str) {
             "-j",
             "DROP",
         ];
-        let out = lab.exec("r1", &argv).unwrap();
-        assert!(
-            out.status.success(),
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.run("r1", &argv).unwrap();
     }
 }
 
@@ -600,27 +577,7 @@ fn silence_gateways(lab: &Lab, op: &str) {
 /// `h1:port`.
 fn forwards_to(lab: &Lab, port: u16) -> Vec<String> {
     let to = format!("->{}:{port}", lab.get("H1_IP").unwrap());
-    let igd = lab.get("R1_IGD_URL").unwrap();
-    let out = lab.exec("h1", &["upnpc", "-u", igd.as_str(), "-l"]).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&to))
-        .map(|l| l.trim().to_owned())
-        .collect()
-}
-
-/// Waits (at most `within`) until `f` holds; whether it did.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    upnpc_list(lab).into_iter().filter(|l| l.contains(&to)).collect()
 }
 
 /// `natt map --udp --port PORT --simple SERVE --json --hold --timeout 8` in h1 (UPnP and PCP
