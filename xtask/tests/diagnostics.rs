@@ -115,12 +115,7 @@ fn a_mapping_without_an_external_address_says_why() {
         "{stderr}"
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stun = v["techniques"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "stun")
-        .unwrap_or_else(|| panic!("{v}"));
+    let stun = outcome_in(&v, "stun").unwrap_or_else(|| panic!("{v}"));
     assert!(stun["error"].is_string(), "{v}");
     assert!(stun["endpoints"].as_array().unwrap().is_empty(), "{v}");
     // natt probe without any server says so too.

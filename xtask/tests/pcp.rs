@@ -67,17 +67,12 @@ fn hold(lab: &Lab, node: &str, args: &[&str], env: &[(&str, &str)]) -> Hold {
 impl Hold {
     /// The endpoint `technique` found: its address and `nat_restricted`.
     fn endpoint(&self, technique: &str) -> Option<(SocketAddr, bool)> {
-        self.json["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["technique"] == technique)
-            .map(|e| {
-                (
-                    e["addr"].as_str().unwrap().parse().unwrap(),
-                    e["nat_restricted"].as_bool().unwrap(),
-                )
-            })
+        endpoint_in(&self.json, technique).map(|e| {
+            (
+                e["addr"].as_str().unwrap().parse().unwrap(),
+                e["nat_restricted"].as_bool().unwrap(),
+            )
+        })
     }
 
     fn log(&self) -> String {

@@ -83,8 +83,7 @@ fn stun_from(name: &str, prefix: &str, topology: &str, host: &str, expect: &Expe
         p["tcp_mapping"], expect.tcp_mapping,
         "TCP mapping behind {topology}: {p}"
     );
-    let techniques = p["techniques"].as_array().unwrap();
-    let t = techniques.iter().find(|t| t["name"] == "stun").unwrap();
+    let t = outcome_in(&p, "stun").unwrap();
     assert!(t["error"].is_null(), "{t}");
     assert_eq!(
         t["endpoints"].as_array().unwrap().iter().map(addr).collect::<Vec<_>>(),
@@ -278,12 +277,7 @@ fn single_address_coturn() {
         &["map", "--udp", "--stun", server, "--no-upnp", "--json"],
     );
     println!("natt map --udp: {m}");
-    let e = m["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["technique"] == "stun")
-        .unwrap_or_else(|| panic!("no stun endpoint: {m}"));
+    let e = endpoint_in(&m, "stun").unwrap_or_else(|| panic!("no stun endpoint: {m}"));
     assert_eq!(addr(&e["addr"]).ip(), wan);
     assert_eq!(e["nat_restricted"], true, "untested filtering is restricted: {m}");
 }
@@ -493,12 +487,7 @@ fn stun_mapping_over_a_lossy_link() {
         );
         let wall = t0.elapsed();
         println!("run {run}: {m} ({wall:?})");
-        let e = m["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["technique"] == "stun")
-            .unwrap_or_else(|| panic!("run {run}: no stun endpoint over 30 % loss: {m}"));
+        let e = endpoint_in(&m, "stun").unwrap_or_else(|| panic!("run {run}: no stun endpoint over 30 % loss: {m}"));
         assert_eq!(addr(&e["addr"]).ip(), wan, "{m}");
         assert!(ms(&m) <= 8100, "run {run}: past the deadline: {m}");
     }

@@ -174,12 +174,7 @@ fn tcp_to_the_relay_from_a_router_that_drops_outbound_udp() {
     let out = natt_turn(&lab, "h1", &password, &args);
     let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let turn = json["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["technique"] == "turn")
-        .unwrap_or_else(|| panic!("no turn endpoint: {json}"));
+    let turn = endpoint_in(&json, "turn").unwrap_or_else(|| panic!("no turn endpoint: {json}"));
     assert!(turn["addr"].as_str().unwrap().starts_with("203.0.113.30:"), "{json}");
 }
 
@@ -266,11 +261,7 @@ fn wrong_password_quota_and_a_server_that_does_not_speak_turn() {
     lab.restart_turn(&["--user-quota", "1"]).unwrap();
     let password = lab.get("TURN_PASSWORD").unwrap();
     let (held, stdin, json) = hold_turn(&lab, "h1", "natt-map-quota", &[]);
-    let turn = json["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["technique"] == "turn")
+    let turn = endpoint_in(&json, "turn")
         .unwrap_or_else(|| panic!("no turn endpoint: {json}"))
         .clone();
     assert_eq!(turn["nat_restricted"], true, "{json}");

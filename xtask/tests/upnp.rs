@@ -65,12 +65,7 @@ impl Held {
 
     /// The endpoint the `technique` found.
     fn endpoint(&self, technique: &str) -> Option<SocketAddr> {
-        self.json["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["technique"] == technique)
-            .map(|e| e["addr"].as_str().unwrap().parse().unwrap())
+        endpoint_in(&self.json, technique).map(|e| e["addr"].as_str().unwrap().parse().unwrap())
     }
 
     fn upnp(&self) -> SocketAddr {
@@ -400,12 +395,7 @@ fn without_upnp_on_the_router_the_other_techniques_still_map() {
     let out = lab.exec("h1", &argv).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json["gateway"].is_null(), "{json}");
-    let upnp = json["techniques"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "upnp")
-        .unwrap_or_else(|| panic!("no upnp outcome: {json}"));
+    let upnp = outcome_in(&json, "upnp").unwrap_or_else(|| panic!("no upnp outcome: {json}"));
     assert!(
         upnp["error"].as_str().unwrap().contains("no UPnP gateway found"),
         "{json}"
@@ -615,12 +605,7 @@ fn map_past_silent_gateways(lab: &Lab, port: u16) -> (serde_json::Value, Running
         "{json}"
     );
     for name in ["upnp", "pcp"] {
-        let t = json["techniques"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} outcome: {json}"));
+        let t = outcome_in(&json, name).unwrap_or_else(|| panic!("no {name} outcome: {json}"));
         assert!(
             t["error"]
                 .as_str()

@@ -196,6 +196,19 @@ pub fn unsolicited(
     (mapped, recv)
 }
 
+/// The endpoint of `technique` in natt's JSON (`map`, `probe`): `None` without one.
+pub fn endpoint_in<'a>(json: &'a serde_json::Value, technique: &str) -> Option<&'a serde_json::Value> {
+    json["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["technique"] == technique)
+}
+
+/// The outcome of the technique `name` in natt's JSON (`map`, `probe`): `None` without one.
+pub fn outcome_in<'a>(json: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    json["techniques"].as_array()?.iter().find(|t| t["name"] == name)
+}
+
 pub fn ip(lab: &Lab, key: &str) -> Ipv4Addr {
     lab.get(key).unwrap().parse().unwrap()
 }
@@ -274,12 +287,7 @@ pub fn natt_map(lab: &Lab, natt: &Path, host: &str, proto: &str) -> SocketAddr {
     );
     let json: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("natt map {proto} in {host}: bad JSON ({e}): {stdout}"));
-    let endpoints = json["endpoints"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no endpoints: {json}"));
-    let simple = endpoints
-        .iter()
-        .find(|e| e["technique"] == "simple")
+    let simple = endpoint_in(&json, "simple")
         .unwrap_or_else(|| panic!("natt map {proto} in {host}: no simple endpoint: {json}"));
     simple["addr"].as_str().unwrap().parse().unwrap()
 }
