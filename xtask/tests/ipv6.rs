@@ -151,12 +151,6 @@ fn listen_and_send(lab: &Lab, listener: &str, sender: &str, to: SocketAddr) -> u
     listen.finish().iter().filter(|l| l.starts_with("RECV")).count()
 }
 
-fn natt_json(lab: &Lab, host: &str, args: &[&str]) -> serde_json::Value {
-    let stdout = natt(lab, &natt_bin(), host, args);
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("natt {} in {host}: bad JSON ({e}): {stdout}", args.join(" ")))
-}
-
 #[test]
 fn probe_reports_ipv6_beside_ipv4() {
     let Some(lab) = lab("probe_reports_ipv6_beside_ipv4", "t6r", "r1=prc,v6 r2=prc p1") else {
@@ -171,7 +165,7 @@ fn probe_reports_ipv6_beside_ipv4() {
     args.extend(stun.iter().map(String::as_str));
     // Dual-stack h1: IPv4 behind a port-restricted cone, IPv6 behind a stateful firewall (no
     // NAT: seen at its own address; filtered by address and port).
-    let p = natt_json(&lab, "h1", &args);
+    let p = natt_json(&lab, &natt_bin(), "h1", &args);
     println!("h1: {p}");
     assert_eq!(p["mapping"], "endpoint-independent");
     assert_eq!(p["filtering"], "address-and-port-dependent");
@@ -182,13 +176,14 @@ fn probe_reports_ipv6_beside_ipv4() {
     let seen: SocketAddr = v6["addresses"][0].as_str().unwrap().parse().unwrap();
     assert_eq!(seen.ip(), ip6(&lab, "h1"));
     // h2 has no IPv6: said so, IPv4 as before.
-    let p = natt_json(&lab, "h2", &args);
+    let p = natt_json(&lab, &natt_bin(), "h2", &args);
     println!("h2: {p}");
     assert_eq!(p["ipv6"]["reachable"], false, "{p}");
     assert_eq!(p["mapping"], "endpoint-independent");
     // Without IPv6 STUN servers, no ipv6 report.
     let p = natt_json(
         &lab,
+        &natt_bin(),
         "h1",
         &["probe", "--json", "--no-upnp", "--no-pcp", "--stun", &s1, "--stun", &s2],
     );
@@ -227,6 +222,7 @@ fn natt_serve_answers_over_ipv6_and_dual_stack() {
     for proto in ["--udp", "--tcp"] {
         let m = natt_json(
             &lab,
+            &natt_bin(),
             "h1",
             &[
                 "map",
@@ -259,6 +255,7 @@ fn natt_serve_answers_over_ipv6_and_dual_stack() {
         for technique in ["--simple", "--stun"] {
             let m = natt_json(
                 &lab,
+                &natt_bin(),
                 "h2",
                 &["map", proto, "--json", "--no-upnp", "--no-pcp", technique, &p1],
             );
@@ -268,6 +265,7 @@ fn natt_serve_answers_over_ipv6_and_dual_stack() {
         }
         let m = natt_json(
             &lab,
+            &natt_bin(),
             "h1",
             &[
                 "map",

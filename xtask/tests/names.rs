@@ -101,13 +101,12 @@ fn servers_by_name_through_a_hosts_file() {
         }
     }
     // natt probe resolves the STUN name for behaviour discovery too.
-    let p = natt(
+    let p = natt_json(
         &lab,
         &bin,
         "h1",
         &["probe", "--stun", "stun1.lab", "--no-upnp", "--no-pcp", "--json"],
     );
-    let p: Value = serde_json::from_str(p.trim()).unwrap();
     println!("natt probe --stun stun1.lab: {p}");
     assert_eq!(p["mapping"], "endpoint-independent", "{p}");
     assert!(

@@ -9,7 +9,6 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,12 +21,6 @@ fn stun(lab: &Lab, key: &str) -> String {
 }
 
 /// Like [`natt`], for commands given `--json`: the one JSON object printed.
-fn natt_json(lab: &Lab, bin: &Path, host: &str, args: &[&str]) -> Value {
-    let stdout = natt(lab, bin, host, args);
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("natt {} in {host}: bad JSON ({e}): {stdout}", args.join(" ")))
-}
-
 fn addr(v: &Value) -> SocketAddr {
     v.as_str()
         .and_then(|s| s.parse().ok())

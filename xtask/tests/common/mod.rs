@@ -245,6 +245,13 @@ pub fn natt(lab: &Lab, natt: &Path, host: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// Runs `natt ARGS...` in `host` as [`natt`] does; its stdout parsed as JSON.
+pub fn natt_json(lab: &Lab, natt: &Path, host: &str, args: &[&str]) -> serde_json::Value {
+    let stdout = self::natt(lab, natt, host, args);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("natt {} in {host}: bad JSON ({e}): {stdout}", args.join(" ")))
+}
+
 /// Starts `natt serve` on 203.0.113.20:5483 in `inet`, waits until it listens.
 pub fn natt_serve(lab: &Lab, natt: &Path) -> Running {
     let natt = natt.display().to_string();
