@@ -204,15 +204,7 @@ fn fallback_relayed_then_direct_loses_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop((to_a, to_b));
-    let stderr = |r: &mut Running| {
-        let mut s = String::new();
-        if let Some(mut e) = r.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    };
-    let (ea, eb) = (stderr(&mut a), stderr(&mut b));
+    let (ea, eb) = (a.read_stderr(), b.read_stderr());
     let (la, lb) = (a.finish(), b.finish());
     assert!(ea.contains("moved to the direct path"), "h1 stayed relayed:\n{ea}");
     assert!(eb.contains("moved to the direct path"), "h2 stayed relayed:\n{eb}");

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -135,6 +135,15 @@ impl Running {
                 ),
             }
         }
+    }
+
+    /// Reads its stderr to the end (empty when not piped, or taken already).
+    pub fn read_stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
     }
 
     /// Kills the program and reaps it.

@@ -120,13 +120,8 @@ pub fn finish(mut a: Running, mut b: Running, names: (&str, &str), t0: Instant) 
         }
         drop(stdin);
     }
-    let side = |r: Running| {
-        let mut child_stderr = String::new();
-        let mut r = r;
-        if let Some(mut e) = r.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut child_stderr);
-        }
+    let side = |mut r: Running| {
+        let child_stderr = r.read_stderr();
         let status = r.child.wait().unwrap();
         let took = t0.elapsed();
         let lines = r.finish();
