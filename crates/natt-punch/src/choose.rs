@@ -44,7 +44,12 @@ pub const SWITCH_AFTER: Duration = Duration::from_secs(3);
 
 /// A stream on which the peer's frame has not arrived this long after it came up is closed
 /// (role 1 gets choose only on the one stream role 0 takes, so its other streams end so).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Role 0 chooses a stream at most `CHOOSE_BEFORE` (4 s) after it came up, and role 1 must
+/// still be reading it when the choose arrives: the 6 s between them cover the choose and two
+/// retransmissions of it (TCP's first retransmission timeout is 1 s without a round-trip
+/// sample, as after a simultaneous open, then 2 s). With 5 s, a choose lost twice under 10 %
+/// loss arrived after role 1 had closed its stream, and only role 0 connected.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long role 0 waits, after the peer's hello arrived on a relayed stream, for a direct
 /// stream before it chooses the relayed one. natt's UDP fallback waits as long
