@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 
 use natt_turn::allocation::Config;
 use natt_turn::channel_data;
-use natt_turn::message::methods::{ALLOCATE, REFRESH, SEND};
-use natt_turn::message::{self, Auth, Success, decode_request, encode_data_indication, encode_response};
+use natt_turn::message::methods::{REFRESH, SEND};
+use natt_turn::message::{self, decode_request, encode_data_indication};
 use natt_turn::{Input, Relay, TurnCredentials};
 
-const REALM: &str = "loop";
-const NONCE: &str = "n1";
+mod common;
 
 /// What the test server saw.
 #[derive(Default)]
@@ -36,7 +35,7 @@ struct Seen {
 /// (a relayed address, lifetime 0 to a deletion), and as the peer `peer` it echoes what is
 /// relayed to it: ChannelData back on the same channel, a Send indication as a Data indication.
 fn serve(socket: UdpSocket, peer: SocketAddr, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
-    let auth = Auth::new("natt", "secret", REALM, NONCE).unwrap();
+    let auth = common::auth();
     socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
@@ -52,29 +51,13 @@ fn serve(socket: UdpSocket, peer: SocketAddr, seen: Arc<Mutex<Seen>>, stop: Arc<
             _ => match decode_request(d, Some(&auth)) {
                 // A Send indication (class Indication) decodes here too: echo its data.
                 Ok((m, _, None)) if m == SEND => Some(encode_data_indication([7; 12], peer, b"sent").unwrap()),
-                Ok((m, txid, None)) => {
-                    Some(encode_response(txid, m, Err((401, "Unauthorized")), Some((REALM, NONCE)), None).unwrap())
-                }
-                Ok((m, txid, Some(true))) => {
-                    let mut seen = seen.lock().unwrap();
-                    seen.methods.push(message::method_name(m));
-                    let s = if m == ALLOCATE {
-                        Success {
-                            relayed: Some("127.0.0.1:40000".parse().unwrap()),
-                            mapped: Some(from),
-                            lifetime: Some(Duration::from_secs(600)),
-                            connection_id: None,
-                        }
-                    } else if m == REFRESH {
-                        seen.deleted = true;
-                        Success {
-                            lifetime: Some(Duration::ZERO),
-                            ..Success::default()
-                        }
-                    } else {
-                        Success::default()
-                    };
-                    Some(encode_response(txid, m, Ok(&s), None, Some(&auth)).unwrap())
+                Ok((m, txid, signed)) => {
+                    if signed == Some(true) {
+                        let mut seen = seen.lock().unwrap();
+                        seen.methods.push(message::method_name(m));
+                        seen.deleted |= m == REFRESH;
+                    }
+                    common::answer(&auth, m, txid, signed, from)
                 }
                 _ => None,
             },

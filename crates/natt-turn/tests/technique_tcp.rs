@@ -15,47 +15,29 @@ use std::time::{Duration, Instant};
 
 use natt_core::turn::{TurnCredentials, TurnTransport};
 use natt_core::{HolePunchServerAddr, MappingTechnique};
-use natt_turn::message::methods::{ALLOCATE, REFRESH};
-use natt_turn::message::{self, Auth, Success, decode_request, encode_response};
+use natt_turn::message::{self, decode_request};
 use natt_turn::relay::read_frame;
 use natt_turn::{NAME, TurnTechnique};
 
-const REALM: &str = "loop";
-const NONCE: &str = "n1";
+mod common;
 
 /// Answers one control connection: 401 to unsigned requests, success to signed ones (a
 /// relayed address; lifetime 0 to a deletion). The signed methods it saw.
 fn serve(listener: TcpListener, seen: Arc<Mutex<Vec<&'static str>>>) {
-    let auth = Auth::new("natt", "secret", REALM, NONCE).unwrap();
+    let auth = common::auth();
     let Ok((mut stream, from)) = listener.accept() else {
         return;
     };
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     while let Ok(frame) = read_frame(&mut stream) {
-        let answer = match decode_request(&frame, Some(&auth)) {
-            Ok((m, txid, None)) => {
-                encode_response(txid, m, Err((401, "Unauthorized")), Some((REALM, NONCE)), None).unwrap()
-            }
-            Ok((m, txid, Some(true))) => {
-                seen.lock().unwrap().push(message::method_name(m));
-                let s = if m == ALLOCATE {
-                    Success {
-                        relayed: Some("127.0.0.1:40000".parse().unwrap()),
-                        mapped: Some(from),
-                        lifetime: Some(Duration::from_secs(600)),
-                        connection_id: None,
-                    }
-                } else if m == REFRESH {
-                    Success {
-                        lifetime: Some(Duration::ZERO),
-                        ..Success::default()
-                    }
-                } else {
-                    Success::default()
-                };
-                encode_response(txid, m, Ok(&s), None, Some(&auth)).unwrap()
-            }
-            _ => continue,
+        let Ok((m, txid, signed)) = decode_request(&frame, Some(&auth)) else {
+            continue;
+        };
+        if signed == Some(true) {
+            seen.lock().unwrap().push(message::method_name(m));
+        }
+        let Some(answer) = common::answer(&auth, m, txid, signed, from) else {
+            continue;
         };
         if stream.write_all(&answer).is_err() {
             return;
