@@ -618,8 +618,10 @@ fn handshake(mut stream: TcpStream, remote: SocketAddr, route: Route, ctx: &Ctx)
     ok
 }
 
-/// Reads one frame, giving up at `until` or when `stop` is set.
-fn read_frame(stream: &mut TcpStream, until: Instant, stop: &AtomicBool) -> io::Result<[u8; MESSAGE_LEN]> {
+/// Reads one frame (a punch message's 64 bytes), giving up at `until` or when `stop` is set;
+/// the stream's read timeout is left changed. natt's relayed TCP connection reads the peer's
+/// ready message with it too.
+pub fn read_frame(stream: &mut TcpStream, until: Instant, stop: &AtomicBool) -> io::Result<[u8; MESSAGE_LEN]> {
     let mut frame = [0u8; MESSAGE_LEN];
     let mut got = 0;
     while got < MESSAGE_LEN {

@@ -38,13 +38,14 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use natt_core::PortMappings;
 use natt_core::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use natt_core::reuse::reusable_tcp_socket;
 use natt_core::udp::STOP_POLL;
+use natt_core::{PortMappings, deadline};
 use natt_punch::keys::SessionKeys;
 use natt_punch::path::Paths;
 use natt_punch::records::{self, MAX_RECORD, Record};
+use natt_punch::tcp::read_frame;
 use natt_punch::tcp_punch_direct;
 use natt_punch::wire::{MESSAGE_LEN, NONCE_LEN};
 
@@ -185,7 +186,7 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Writes natt's own record (or message) within `limit`: such writes must not block a close
 /// for ever on a peer that stopped reading.
 fn write_bounded(stream: &TcpStream, bytes: &[u8], limit: Duration) -> io::Result<()> {
-    stream.set_write_timeout(Some(limit.max(Duration::from_millis(1))))?;
+    stream.set_write_timeout(Some(limit.max(deadline::MIN_WAIT)))?;
     let mut w = stream;
     let written = w.write_all(bytes).and_then(|()| w.flush());
     stream.set_write_timeout(None)?;
@@ -254,8 +255,7 @@ impl RelayIn {
         let timeout = match until {
             None => None,
             Some(u) => Some(
-                u.checked_duration_since(Instant::now())
-                    .filter(|d| !d.is_zero())
+                deadline::remaining(u)
                     .ok_or_else(|| io::Error::new(io::ErrorKind::WouldBlock, "the read timeout passed"))?,
             ),
         };
@@ -483,29 +483,10 @@ impl Shared {
     /// Exchanges ready messages on a direct stream the background punch agreed on (`peer`,
     /// its far end): ours written, the peer's read within [`READY_WAIT`] and checked. Returns
     /// ours (for our move record) and the peer's nonce (its move record must name it).
-    fn ready(&self, stream: &TcpStream, peer: SocketAddr) -> io::Result<([u8; MESSAGE_LEN], [u8; NONCE_LEN])> {
+    fn ready(&self, stream: &mut TcpStream, peer: SocketAddr) -> io::Result<([u8; MESSAGE_LEN], [u8; NONCE_LEN])> {
         let ours = records::encode_ready(&self.keys, peer, rand::rng().random());
         write_bounded(stream, &ours, READY_WAIT)?;
-        let until = Instant::now() + READY_WAIT;
-        let mut theirs = [0u8; MESSAGE_LEN];
-        let mut got = 0;
-        while got < MESSAGE_LEN {
-            if self.stop.load(Ordering::SeqCst) {
-                return Err(io::Error::other("the connection is closing"));
-            }
-            let left = until
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no ready message from the peer"))?;
-            stream.set_read_timeout(Some(left.min(STOP_POLL)))?;
-            let mut r = stream;
-            match r.read(theirs.get_mut(got..).unwrap_or(&mut [])) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let theirs = read_frame(stream, Instant::now() + READY_WAIT, &self.stop)?;
         stream.set_read_timeout(None)?;
         let (observed, nonce) =
             records::open_ready(&self.keys, &theirs).ok_or_else(|| invalid("not the peer's ready message"))?;
@@ -818,9 +799,9 @@ fn seek_direct(shared: &Shared, local: SocketAddr, ours: &PrivRendezvousInfo, th
             Err(e) => Err(e.to_string()),
         };
         match tried {
-            Ok(punched) => {
+            Ok(mut punched) => {
                 let peer = natt_core::family::canonical(punched.remote);
-                match shared.ready(&punched.stream, peer) {
+                match shared.ready(&mut punched.stream, peer) {
                     Ok((our_ready, peer_nonce)) if !shared.stop.load(Ordering::SeqCst) => {
                         match shared.take_direct(punched.stream, peer, &our_ready, peer_nonce) {
                             Ok(()) => return,
