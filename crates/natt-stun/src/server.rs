@@ -285,7 +285,9 @@ impl StunServer {
         for &addr in &layout.addrs {
             own.push((1..threads).map(|_| bind_udp(addr, true)).collect::<Result<_, _>>()?);
         }
-        // The first socket of each address also sends the answers that come from it.
+        // An answer from the address a request came to goes out on the socket that received
+        // it (each thread its own); one from another address (RFC 5780's CHANGE-REQUEST), on
+        // the first socket of that address.
         let udp = Arc::new(udp);
         let mut workers = Vec::new();
         for ((on, &addr), siblings) in layout.addrs.iter().enumerate().zip(own) {
@@ -306,7 +308,11 @@ impl StunServer {
                                 answer_into(&layout_c, on, from, data, other_c.as_deref(), false, &mut reply);
                             if let Some((via, to)) = answered {
                                 count.fetch_add(1, Ordering::Relaxed);
-                                let sock = udp.get(via).unwrap_or(socket);
+                                let sock = if via == on {
+                                    socket
+                                } else {
+                                    udp.get(via).unwrap_or(socket)
+                                };
                                 let to_sock = natt_core::family::for_socket(addr, to);
                                 if let Err(e) = sock.send_to(reply.as_slice(), to_sock) {
                                     log::debug!("reply to {to} failed: {e}");
