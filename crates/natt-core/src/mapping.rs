@@ -443,6 +443,14 @@ impl PortMappings {
         endpoints
     }
 
+    /// [`take_late`](Self::take_late), merged into `endpoints` (a mapped socket's); how many
+    /// endpoints that added.
+    pub fn merge_late_into(&mut self, endpoints: &mut Vec<MappedSocketAddr>) -> usize {
+        let before = endpoints.len();
+        crate::endpoint::merge_endpoints(endpoints, self.take_late());
+        endpoints.len() - before
+    }
+
     /// Whether some technique found an endpoint beyond this host's own interface addresses
     /// (what a peer outside this network needs).
     pub fn found_external(&self) -> bool {

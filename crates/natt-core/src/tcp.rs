@@ -87,9 +87,7 @@ impl MappedTcpSocket {
     /// after the mapping returned have found since ([`PortMappings::take_late`]); returns how
     /// many endpoints that added.
     pub fn refresh(&mut self) -> usize {
-        let before = self.endpoints.len();
-        crate::endpoint::merge_endpoints(&mut self.endpoints, self.port_mappings.take_late());
-        self.endpoints.len() - before
+        self.port_mappings.merge_late_into(&mut self.endpoints)
     }
 }
 

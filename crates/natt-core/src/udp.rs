@@ -72,9 +72,7 @@ impl MappedUdpSocket {
     /// ([`PortMappings::take_late`]); returns how many endpoints that added. Call it before
     /// [`gen_rendezvous_info`](crate::gen_rendezvous_info) when time has passed since mapping.
     pub fn refresh(&mut self) -> usize {
-        let before = self.endpoints.len();
-        crate::endpoint::merge_endpoints(&mut self.endpoints, self.port_mappings.take_late());
-        self.endpoints.len() - before
+        self.port_mappings.merge_late_into(&mut self.endpoints)
     }
 }
 
