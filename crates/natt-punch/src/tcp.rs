@@ -153,13 +153,13 @@ pub fn tcp_punch_hole(
     their_pub_rendezvous_info: PubRendezvousInfo,
     deadline: Instant,
 ) -> Result<TcpStream, PunchError> {
-    let (_none, relayed) = mpsc::channel();
-    tcp_punch_hole_with_relay(
+    punch(
         socket,
         our_priv_rendezvous_info,
         their_pub_rendezvous_info,
         deadline,
-        relayed,
+        None,
+        None,
     )
     .map(|p| p.stream)
 }
@@ -184,7 +184,7 @@ pub fn tcp_punch_hole_with_relay(
         our_priv_rendezvous_info,
         their_pub_rendezvous_info,
         deadline,
-        relayed,
+        Some(relayed),
         None,
     )
 }
@@ -203,13 +203,12 @@ pub fn tcp_punch_direct(
     their_pub_rendezvous_info
         .endpoints
         .retain(|e| e.technique != crate::path::TURN);
-    let (_none, relayed) = mpsc::channel();
     let punched = punch(
         socket,
         our_priv_rendezvous_info,
         their_pub_rendezvous_info,
         deadline,
-        relayed,
+        None,
         Some(Arc::clone(&cancel)),
     );
     if cancel.load(Ordering::SeqCst) {
@@ -226,7 +225,7 @@ fn punch(
     our_priv_rendezvous_info: PrivRendezvousInfo,
     their_pub_rendezvous_info: PubRendezvousInfo,
     deadline: Instant,
-    relayed: Receiver<RelayedStream>,
+    relayed: Option<Receiver<RelayedStream>>,
     cancel: Option<Arc<AtomicBool>>,
 ) -> Result<TcpPunched, PunchError> {
     if deadline <= Instant::now() {
@@ -261,10 +260,10 @@ fn punch(
             let ctx = ctx.clone();
             move || accept(&listener, &ctx)
         })?;
-        spawn("natt-punch-relayed", {
+        if let Some(relayed) = relayed {
             let ctx = ctx.clone();
-            move || accept_relayed(&relayed, &ctx)
-        })?;
+            spawn("natt-punch-relayed", move || accept_relayed(&relayed, &ctx))?;
+        }
         for &target in paths.targets() {
             let ctx = ctx.clone();
             spawn("natt-punch-connect", move || connect(local, target, &ctx))?;
