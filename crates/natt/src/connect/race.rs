@@ -210,9 +210,6 @@ pub struct Race {
     queue: VecDeque<(Via, Transmit)>,
 }
 
-/// The name of the `turn` technique's endpoints.
-pub const TURN: &str = "turn";
-
 impl Race {
     /// The race for a socket bound at `local`, with our rendezvous info and the peer's;
     /// `own_relay` says whether we hold an allocation on a TURN server (listed among our
@@ -226,8 +223,11 @@ impl Race {
         mut rng: StdRng,
     ) -> Result<Race, PunchError> {
         let keys = SessionKeys::new(ours, theirs)?;
-        let (relayed, direct): (Vec<MappedSocketAddr>, Vec<MappedSocketAddr>) =
-            theirs.endpoints.iter().cloned().partition(|e| e.technique == TURN);
+        let (relayed, direct): (Vec<MappedSocketAddr>, Vec<MappedSocketAddr>) = theirs
+            .endpoints
+            .iter()
+            .cloned()
+            .partition(|e| e.technique == natt_punch::path::TURN);
         let public: Vec<MappedSocketAddr> = direct
             .iter()
             .filter(|e| !natt_core::endpoint::is_private(e.addr.ip()))

@@ -119,31 +119,32 @@ impl Shared {
             race.poll_timeout()
         };
         for (via, t) in out {
-            self.send_via(via, &t.payload, t.destination);
+            if let Err(e) = self.send_via(via, &t.payload, t.destination) {
+                log::trace!("fallback: sending to {} ({via:?}) failed: {e}", t.destination);
+            }
         }
         self.changed.notify_all();
         next
     }
 
-    fn send_via(&self, via: Via, payload: &[u8], to: SocketAddr) {
-        let sent = match (via, &self.relay) {
-            (Via::Socket, _) => self
+    /// Sends one datagram to `to` by `via`: the mapped socket, our relay (framed), or the
+    /// birthday method's socket that met the peer.
+    fn send_via(&self, via: Via, payload: &[u8], to: SocketAddr) -> io::Result<()> {
+        match via {
+            Via::Socket => self
                 .socket
                 .send_to(payload, natt_core::family::for_socket(self.local, to))
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            (Via::Relay, Some(relay)) => relay.send_to(payload, to).map_err(|e| e.to_string()),
-            (Via::Relay, None) => Err("no relay".into()),
-            (Via::Birthday, _) => match self.won.get() {
+                .map(drop),
+            Via::Relay => match &self.relay {
+                Some(relay) => relay.send_to(payload, to).map_err(io::Error::other),
+                None => Err(io::Error::new(io::ErrorKind::NotConnected, "no relay")),
+            },
+            Via::Birthday => match self.won.get() {
                 Some((socket, local)) => socket
                     .send_to(payload, natt_core::family::for_socket(*local, to))
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                None => Err("no birthday socket".into()),
+                    .map(drop),
+                None => Err(io::Error::new(io::ErrorKind::NotConnected, "no birthday socket")),
             },
-        };
-        if let Err(e) = sent {
-            log::trace!("fallback: sending to {to} ({via:?}) failed: {e}");
         }
     }
 
@@ -554,22 +555,7 @@ impl UdpConnection {
             race.chosen().zip(race.chosen_via())
         }
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no path"))?;
-        match via {
-            Via::Birthday => match self.shared.won.get() {
-                Some((socket, local)) => socket
-                    .send_to(payload, natt_core::family::for_socket(*local, chosen.peer))
-                    .map(drop),
-                None => Err(io::Error::new(io::ErrorKind::NotConnected, "no birthday socket")),
-            },
-            Via::Socket => self
-                .socket
-                .send_to(payload, natt_core::family::for_socket(self.shared.local, chosen.peer))
-                .map(drop),
-            Via::Relay => match &self.shared.relay {
-                Some(relay) => relay.send_to(payload, chosen.peer).map_err(io::Error::other),
-                None => Err(io::Error::new(io::ErrorKind::NotConnected, "no relay")),
-            },
-        }
+        self.shared.send_via(via, payload, chosen.peer)
     }
 
     /// The peer's next datagram, waiting until `deadline`: `None` if none came by then. Data
