@@ -92,6 +92,9 @@ struct Shared {
     /// Where `socket` is bound: a dual-stack socket takes IPv4 peers as IPv4-mapped addresses.
     local: SocketAddr,
     relay: Option<RelayLink>,
+    /// The relay's server when it is reached over UDP from `socket` (its datagrams arrive
+    /// there): read once, not per datagram.
+    relay_server: Option<SocketAddr>,
     /// Our relayed address, if we hold an allocation.
     relayed: Option<SocketAddr>,
     /// The hard side's extra socket that met the peer (the birthday method), with its address.
@@ -171,8 +174,7 @@ impl Shared {
     /// A datagram read from the socket: the relay's (its server's) or plain UDP.
     fn received(&self, from: SocketAddr, data: &[u8]) {
         if let Some(relay) = &self.relay
-            && relay.transport() == TurnTransport::Udp
-            && from == relay.server()
+            && self.relay_server == Some(from)
         {
             if let Input::Data { peer, payload } = relay.handle_datagram(from, data) {
                 self.take(Via::Relay, peer, &payload);
@@ -420,11 +422,16 @@ impl UdpConnection {
         )?;
         let permissions = race.relay_peers();
         let hard = race.plan() == Plan::Hard;
+        let relay_server = relay
+            .as_ref()
+            .filter(|r| r.transport() == TurnTransport::Udp)
+            .map(RelayLink::server);
         let shared = Arc::new(Shared {
             race: Mutex::new(race),
             socket: socket.try_clone()?,
             local,
             relay,
+            relay_server,
             relayed,
             won: OnceLock::new(),
             birthday_stops: Mutex::new(Vec::new()),
